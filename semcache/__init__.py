@@ -1,0 +1,1 @@
+"""semcache: an embedded, persistent, multi-process semantic cache for LLM applications."""
