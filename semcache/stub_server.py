@@ -1,0 +1,464 @@
+"""A local, dependency-free, OpenAI-compatible HTTP server for tests and demos.
+
+It speaks just enough of the OpenAI REST API for the official ``openai`` SDK (and any
+other OpenAI-compatible client) to work against it without a network or an API key:
+
+* ``POST /v1/chat/completions`` - non-streaming JSON, or Server-Sent Events when the body
+  has ``"stream": true`` (``data: {chunk}`` lines, then ``data: [DONE]``); a usage chunk is
+  sent when ``stream_options.include_usage`` is true; ``n`` > 1 yields n choices;
+* ``GET /v1/models`` and ``GET /v1/models/{id}``.
+
+Answers are deterministic: by default a canned text derived from the last user message
+(several sentences and two paragraphs, so stream chunking has something to chew on).
+Pass ``responder=`` to choose the answer: a callable receiving the request JSON and
+returning either the answer text, or a dict ``{"content": str | None, "tool_calls":
+[...], "finish_reason": "stop"}`` for tool calls or truncated answers.
+
+Everything the server receives is recorded, so tests can assert how many calls reached
+"the model": ``server.requests`` (every request, as :class:`StubRequest`) and
+``server.chat_requests`` (the JSON bodies of chat-completions calls).
+
+Failure injection: ``fail_stream_after=N`` drops the connection after N content chunks
+of the next streamed answers (without finishing the chunked body, so clients see a
+broken stream, not a short one); ``fail_requests=N`` answers the next N chat calls with
+HTTP 500. ``latency`` (seconds before answering) and ``chunk_delay`` (between stream
+chunks) simulate a slow model.
+
+Usage::
+
+    with StubOpenAIServer(latency=0.2) as server:
+        client = openai.OpenAI(base_url=server.base_url, api_key="test", max_retries=0)
+        client.chat.completions.create(model="stub", messages=[...])
+        assert len(server.chat_requests) == 1
+
+Run ``python -m semcache.stub_server --port 8000`` to serve it from a terminal.
+Only the Python standard library is used, and it binds 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any
+
+logger = logging.getLogger("semcache")
+
+#: What a responder may return: the answer text, or a message dict (see module doc).
+Responder = Callable[[dict[str, Any]], "str | dict[str, Any]"]
+
+DEFAULT_MODEL = "stub-model"
+
+
+@dataclass(frozen=True)
+class StubRequest:
+    """One HTTP request the stub received."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: Any = None
+    """Parsed JSON body (None for GET or an unparsable body)."""
+    received_at: float = field(default_factory=time.time)
+
+
+def last_user_text(request: dict[str, Any]) -> str:
+    """Text of the last user message of a chat request ("" when there is none)."""
+    for message in reversed(request.get("messages") or []):
+        if isinstance(message, dict) and message.get("role") == "user":
+            content = message.get("content")
+            if isinstance(content, str):
+                return content
+            if isinstance(content, list):
+                return "\n".join(
+                    p.get("text", "")
+                    for p in content
+                    if isinstance(p, dict) and p.get("type") == "text"
+                )
+    return ""
+
+
+def default_responder(request: dict[str, Any]) -> str:
+    """Deterministic canned answer that echoes the last user message.
+
+    It has several sentences, a paragraph break and irregular whitespace so that replays
+    can be checked to reproduce the text exactly under every chunking strategy.
+    """
+    question = last_user_text(request).strip() or "(no question)"
+    return (
+        f"You asked: {question}\n\n"
+        "This is a deterministic answer from the semcache stub server.  It echoes the "
+        "question so that tests can tell answers apart! Is it a real model? No.\n"
+        f"Model: {request.get('model', DEFAULT_MODEL)}."
+    )
+
+
+def _count_tokens(text: str) -> int:
+    """A crude but deterministic token count: words and punctuation marks."""
+    return len(re.findall(r"\w+|[^\w\s]", text))
+
+
+def _stream_pieces(text: str) -> list[str]:
+    """Split ``text`` into word-sized stream deltas that concatenate back to ``text``."""
+    return re.findall(r"\s*\S+|\s+$", text)
+
+
+class _DropConnection(Exception):
+    """Raised inside the handler to abandon a response midway."""
+
+
+class StubOpenAIServer:
+    """OpenAI-compatible server on 127.0.0.1 for tests and demos (a context manager).
+
+    Args:
+        responder: ``request_json -> str | dict``; :func:`default_responder` when omitted.
+        latency: seconds to wait before answering a chat call.
+        chunk_delay: seconds to wait between two streamed chunks.
+        fail_stream_after: drop streamed answers after this many content chunks.
+        fail_requests: answer this many chat calls with HTTP 500 first.
+        port: TCP port; 0 picks a free one.
+        models: ids listed by ``GET /v1/models``.
+    """
+
+    def __init__(
+        self,
+        responder: Responder | None = None,
+        *,
+        latency: float = 0.0,
+        chunk_delay: float = 0.0,
+        fail_stream_after: int | None = None,
+        fail_requests: int = 0,
+        port: int = 0,
+        models: tuple[str, ...] = (DEFAULT_MODEL,),
+    ) -> None:
+        self.responder: Responder = responder or default_responder
+        self.latency = latency
+        self.chunk_delay = chunk_delay
+        self.fail_stream_after = fail_stream_after
+        self.fail_requests = fail_requests
+        self.models = models
+        self.requests: list[StubRequest] = []
+        self.chat_requests: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._counter = 0
+        self._port = port
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def start(self) -> StubOpenAIServer:
+        """Bind and serve in a daemon thread; returns self."""
+        if self._httpd is not None:
+            return self
+        handler = type("_BoundHandler", (_Handler,), {"stub": self})
+        httpd = ThreadingHTTPServer(("127.0.0.1", self._port), handler)
+        httpd.daemon_threads = True  # keep-alive connections must not block shutdown
+        self._httpd = httpd
+        self._thread = threading.Thread(
+            target=httpd.serve_forever, name="semcache-stub-openai", daemon=True
+        )
+        self._thread.start()
+        logger.debug("stub OpenAI server listening on %s", self.base_url)
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and release the port."""
+        httpd, self._httpd = self._httpd, None
+        if httpd is None:
+            return
+        httpd.shutdown()
+        httpd.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> StubOpenAIServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- introspection ---------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        """The bound TCP port (the server must be started)."""
+        if self._httpd is None:
+            raise RuntimeError("stub server is not running; call start() or use `with`")
+        return int(self._httpd.server_address[1])
+
+    @property
+    def base_url(self) -> str:
+        """Base URL for ``openai.OpenAI(base_url=...)``, ending in ``/v1``."""
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    @property
+    def request_count(self) -> int:
+        """Number of chat-completions calls received (including failed ones)."""
+        with self._lock:
+            return len(self.chat_requests)
+
+    def reset(self) -> None:
+        """Forget the recorded requests (failure settings stay as they are)."""
+        with self._lock:
+            self.requests.clear()
+            self.chat_requests.clear()
+
+    # -- answer construction ---------------------------------------------------------
+
+    def _record(self, req: StubRequest) -> None:
+        with self._lock:
+            self.requests.append(req)
+            if req.method == "POST" and req.path.rstrip("/").endswith("/chat/completions"):
+                self.chat_requests.append(req.body if isinstance(req.body, dict) else {})
+
+    def _next_id(self) -> str:
+        with self._lock:
+            self._counter += 1
+            return f"chatcmpl-stub-{self._counter:06d}"
+
+    def _take_failure(self) -> bool:
+        with self._lock:
+            if self.fail_requests > 0:
+                self.fail_requests -= 1
+                return True
+            return False
+
+    def answer(self, request: dict[str, Any]) -> dict[str, Any]:
+        """The assistant message for ``request``: content, tool_calls, finish_reason."""
+        result = self.responder(request)
+        if isinstance(result, str):
+            return {"content": result, "tool_calls": None, "finish_reason": "stop"}
+        if not isinstance(result, dict):
+            raise TypeError(f"responder must return str or dict, got {type(result).__name__}")
+        tool_calls = result.get("tool_calls")
+        default_finish = "tool_calls" if tool_calls else "stop"
+        return {
+            "content": result.get("content"),
+            "tool_calls": tool_calls,
+            "finish_reason": result.get("finish_reason", default_finish),
+        }
+
+    def completion(self, request: dict[str, Any]) -> dict[str, Any]:
+        """A full ``chat.completion`` object answering ``request``."""
+        message = self.answer(request)
+        n = int(request.get("n") or 1)
+        msg: dict[str, Any] = {"role": "assistant", "content": message["content"]}
+        if message["tool_calls"]:
+            msg["tool_calls"] = message["tool_calls"]
+        choices = [
+            {
+                "index": i,
+                "message": msg,
+                "finish_reason": message["finish_reason"],
+                "logprobs": None,
+            }
+            for i in range(n)
+        ]
+        return {
+            "id": self._next_id(),
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": request.get("model", DEFAULT_MODEL),
+            "choices": choices,
+            "usage": self._usage(request, message, n),
+            "system_fingerprint": "fp_stub",
+        }
+
+    @staticmethod
+    def _usage(request: dict[str, Any], message: dict[str, Any], n: int) -> dict[str, int]:
+        prompt_tokens = _count_tokens(json.dumps(request.get("messages", [])))
+        completion_tokens = n * _count_tokens(
+            (message["content"] or "") + json.dumps(message["tool_calls"] or "")
+        )
+        return {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        }
+
+    def stream_chunks(self, request: dict[str, Any]) -> list[dict[str, Any]]:
+        """The ``chat.completion.chunk`` objects of a streamed answer to ``request``."""
+        message = self.answer(request)
+        n = int(request.get("n") or 1)
+        base = {
+            "id": self._next_id(),
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": request.get("model", DEFAULT_MODEL),
+            "system_fingerprint": "fp_stub",
+        }
+
+        def chunk(index: int, delta: dict[str, Any], finish: str | None = None) -> dict:
+            choice = {"index": index, "delta": delta, "finish_reason": finish, "logprobs": None}
+            return {**base, "choices": [choice]}
+
+        chunks = []
+        for i in range(n):
+            chunks.append(chunk(i, {"role": "assistant", "content": ""}))
+            for piece in _stream_pieces(message["content"] or ""):
+                chunks.append(chunk(i, {"content": piece}))
+            for t_index, call in enumerate(message["tool_calls"] or []):
+                fn = call.get("function", {})
+                args = fn.get("arguments", "")
+                half = len(args) // 2
+                head = {
+                    "index": t_index,
+                    "id": call.get("id"),
+                    "type": "function",
+                    "function": {"name": fn.get("name"), "arguments": args[:half]},
+                }
+                chunks.append(chunk(i, {"tool_calls": [head]}))
+                tail = {"index": t_index, "function": {"arguments": args[half:]}}
+                chunks.append(chunk(i, {"tool_calls": [tail]}))
+            chunks.append(chunk(i, {}, message["finish_reason"]))
+        options = request.get("stream_options") or {}
+        if options.get("include_usage"):
+            chunks.append({**base, "choices": [], "usage": self._usage(request, message, n)})
+        return chunks
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """Request handler; ``stub`` is bound by :meth:`StubOpenAIServer.start`."""
+
+    stub: StubOpenAIServer
+    protocol_version = "HTTP/1.1"  # keep-alive + chunked streaming, like the real API
+    server_version = "semcache-stub/1"
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib name
+        logger.debug("stub: " + format, *args)
+
+    # -- plumbing ----------------------------------------------------------------------
+
+    def _send_json(self, status: int, payload: Any) -> None:
+        body = json.dumps(payload).encode("utf-8")
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _error(self, status: int, message: str, kind: str = "invalid_request_error") -> None:
+        self._send_json(status, {"error": {"message": message, "type": kind, "code": None}})
+
+    def _write_chunk(self, data: bytes) -> None:
+        self.wfile.write(f"{len(data):X}\r\n".encode("ascii") + data + b"\r\n")
+        self.wfile.flush()
+
+    # -- routes ------------------------------------------------------------------------
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server naming
+        path = self.path.split("?", 1)[0].rstrip("/")
+        self.stub._record(StubRequest("GET", path, dict(self.headers.items())))
+        models = [
+            {"id": m, "object": "model", "created": 0, "owned_by": "semcache-stub"}
+            for m in self.stub.models
+        ]
+        if path == "/v1/models":
+            self._send_json(200, {"object": "list", "data": models})
+            return
+        for model in models:
+            if path == f"/v1/models/{model['id']}":
+                self._send_json(200, model)
+                return
+        self._error(404, f"no route for GET {path}")
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server naming
+        path = self.path.split("?", 1)[0].rstrip("/")
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = None
+        self.stub._record(StubRequest("POST", path, dict(self.headers.items()), body))
+        if path != "/v1/chat/completions":
+            self._error(404, f"no route for POST {path}")
+            return
+        if not isinstance(body, dict) or "messages" not in body or "model" not in body:
+            self._error(400, "body must be a JSON object with 'model' and 'messages'")
+            return
+        if self.stub._take_failure():
+            self._error(500, "injected failure (fail_requests)", "server_error")
+            return
+        if self.stub.latency:
+            time.sleep(self.stub.latency)
+        if body.get("stream"):
+            self._stream(body)
+        else:
+            self._send_json(200, self.stub.completion(body))
+
+    def _stream(self, body: dict[str, Any]) -> None:
+        chunks = self.stub.stream_chunks(body)
+        fail_after = self.stub.fail_stream_after
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        sent_content = 0
+        try:
+            for chunk in chunks:
+                choices = chunk.get("choices") or [{}]
+                if choices[0].get("delta", {}).get("content"):
+                    if fail_after is not None and sent_content >= fail_after:
+                        raise _DropConnection
+                    sent_content += 1
+                self._write_chunk(f"data: {json.dumps(chunk)}\n\n".encode())
+                if self.stub.chunk_delay:
+                    time.sleep(self.stub.chunk_delay)
+            self._write_chunk(b"data: [DONE]\n\n")
+            self._write_chunk(b"")  # zero-length chunk: end of body
+        except _DropConnection:
+            # Close without the terminating zero-length chunk: the client sees an
+            # incomplete body (a network failure), exactly like a dropped connection.
+            self.close_connection = True
+            self.wfile.flush()
+            self.connection.shutdown(2)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True  # the client went away; nothing to clean up
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve the stub from the command line until interrupted."""
+    parser = argparse.ArgumentParser(description="OpenAI-compatible stub server (127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--latency", type=float, default=0.5, help="seconds per answer")
+    parser.add_argument("--chunk-delay", type=float, default=0.02, help="seconds per chunk")
+    args = parser.parse_args(argv)
+    server = StubOpenAIServer(port=args.port, latency=args.latency, chunk_delay=args.chunk_delay)
+    with server:
+        print(f"stub OpenAI server on {server.base_url} (Ctrl-C to stop)", flush=True)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "Responder",
+    "StubOpenAIServer",
+    "StubRequest",
+    "default_responder",
+    "last_user_text",
+    "main",
+]
+
+if __name__ == "__main__":
+    raise SystemExit(main())
