@@ -1,1 +1,56 @@
-"""semcache: an embedded, persistent, multi-process semantic cache for LLM applications."""
+"""semcache: an embedded, persistent, multi-process semantic cache for LLM applications.
+
+One SQLite file holds the cache; every worker process of an app can open it at once; an
+exact tier answers repeated requests in microseconds and a semantic tier answers
+paraphrases. See README.md and docs/.
+"""
+
+from __future__ import annotations
+
+from semcache.cache import Cache, Hit, open
+from semcache.errors import (
+    CacheClosedError,
+    CacheFileError,
+    ConfigurationError,
+    CorruptCacheError,
+    DimensionError,
+    EmbedderError,
+    EmbedderMismatchError,
+    EmptyPromptError,
+    InvalidInputError,
+    InvalidTypeError,
+    InvalidVectorError,
+    NotASemcacheFileError,
+    ReadOnlyCacheError,
+    SchemaVersionError,
+    SemcacheError,
+    SerializationError,
+    ThresholdError,
+    TooLargeError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Cache",
+    "CacheClosedError",
+    "CacheFileError",
+    "ConfigurationError",
+    "CorruptCacheError",
+    "DimensionError",
+    "EmbedderError",
+    "EmbedderMismatchError",
+    "EmptyPromptError",
+    "Hit",
+    "InvalidInputError",
+    "InvalidTypeError",
+    "InvalidVectorError",
+    "NotASemcacheFileError",
+    "ReadOnlyCacheError",
+    "SchemaVersionError",
+    "SemcacheError",
+    "SerializationError",
+    "ThresholdError",
+    "TooLargeError",
+    "open",
+]

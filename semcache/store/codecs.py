@@ -1,0 +1,101 @@
+"""How values become bytes in the database, and back.
+
+Responses and metadata are JSON, never pickle: a cache file must be safe to read even if
+someone else wrote it. Responses are zstd-compressed JSON; vectors are little-endian float32.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+import numpy as np
+import zstandard
+
+from semcache.errors import SerializationError, TooLargeError
+
+#: Largest response accepted, measured as its JSON text (documented in docs/configuration.md).
+MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+#: Largest prompt accepted, in UTF-8 bytes.
+MAX_PROMPT_BYTES = 1024 * 1024
+#: Largest metadata accepted, as JSON text.
+MAX_METADATA_BYTES = 64 * 1024
+
+_ZSTD_LEVEL = 3
+# zstandard compressor objects are not safe to share between threads; one per thread.
+_local = threading.local()
+
+
+def _compressor() -> zstandard.ZstdCompressor:
+    c = getattr(_local, "c", None)
+    if c is None:
+        c = _local.c = zstandard.ZstdCompressor(level=_ZSTD_LEVEL, write_content_size=True)
+    return c
+
+
+def _decompressor() -> zstandard.ZstdDecompressor:
+    d = getattr(_local, "d", None)
+    if d is None:
+        d = _local.d = zstandard.ZstdDecompressor()
+    return d
+
+
+def _reject_constant(value: str) -> Any:
+    raise ValueError(f"non-finite number {value}")
+
+
+def to_json(value: Any, what: str) -> str:
+    """Canonical JSON text of ``value``; raises SerializationError naming ``what``."""
+    try:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise SerializationError(
+            f"{what} must be JSON-serializable (str, number, bool, None, list, dict); "
+            f"got {type(value).__name__}: {exc}"
+        ) from None
+
+
+def encode_response(value: Any) -> bytes:
+    """zstd-compressed JSON of a response; validates serializability and size."""
+    text = to_json(value, "response")
+    raw = text.encode("utf-8")
+    if len(raw) > MAX_RESPONSE_BYTES:
+        raise TooLargeError(
+            f"response is {len(raw)} bytes of JSON; the limit is {MAX_RESPONSE_BYTES} bytes"
+        )
+    return _compressor().compress(raw)
+
+
+# One decoder object: json.loads() with keyword arguments builds a new decoder per call.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
+def decode_response(blob: bytes) -> Any:
+    return _DECODER.decode(_decompressor().decompress(blob).decode("utf-8"))
+
+
+def encode_metadata(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise SerializationError(f"metadata must be a dict or None; got {type(value).__name__}")
+    text = to_json(value, "metadata")
+    if len(text.encode("utf-8")) > MAX_METADATA_BYTES:
+        raise TooLargeError(f"metadata is above the {MAX_METADATA_BYTES}-byte limit")
+    return text
+
+
+def decode_metadata(text: str | None) -> dict[str, Any] | None:
+    return None if text is None else _DECODER.decode(text)
+
+
+def encode_vector(vector: np.ndarray) -> bytes:
+    """float32 little-endian bytes. float32 (not float16) so that rescoring reproduces
+    exact float cosine decisions; the vector is read only for the few rescored candidates."""
+    return np.ascontiguousarray(vector, dtype="<f4").tobytes()
+
+
+def decode_vector(blob: bytes) -> np.ndarray:
+    return np.frombuffer(blob, dtype="<f4")
+

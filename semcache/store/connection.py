@@ -1,0 +1,113 @@
+"""Opening an SQLite connection the way semcache needs it.
+
+apsw bundles a modern SQLite and can load extensions on every platform (the stdlib
+sqlite3 of many Pythons cannot), so sqlite-vec is loaded into every connection.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+
+import apsw
+import sqlite_vec
+
+from semcache.errors import (
+    CacheFileError,
+    CorruptCacheError,
+    NotASemcacheFileError,
+    ReadOnlyCacheError,
+    SemcacheError,
+)
+
+log = logging.getLogger("semcache")
+
+#: PRAGMA application_id of every semcache file ("SEMC"): tells our files from others.
+APPLICATION_ID = 0x53454D43
+
+#: Pragmas applied on every connection. synchronous=NORMAL in WAL mode keeps every
+#: committed transaction across a crash of the process (kill -9); only an OS crash or
+#: power loss can drop the last commits. The values live in the settings table so an
+#: operator can change them for every process at once (diskcache does the same).
+DEFAULT_PRAGMAS: dict[str, str] = {
+    "synchronous": "NORMAL",
+    "cache_size": "-16384",  # KiB: 16 MiB page cache per connection
+    "mmap_size": "268435456",
+    "temp_store": "MEMORY",
+}
+
+BUSY_TIMEOUT_MS = 60_000
+
+
+def connect(path: str, *, readonly: bool = False) -> apsw.Connection:
+    """Open ``path`` with sqlite-vec loaded and the busy timeout set.
+
+    Raises CacheFileError subclasses for files that cannot be opened.
+    """
+    flags = apsw.SQLITE_OPEN_READONLY if readonly else (
+        apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE
+    )
+    try:
+        conn = apsw.Connection(path, flags=flags)
+    except apsw.Error as exc:
+        raise translate(exc, path) from None
+    try:
+        conn.set_busy_timeout(BUSY_TIMEOUT_MS)
+        conn.enable_load_extension(True)
+        conn.load_extension(sqlite_vec.loadable_path())
+        conn.enable_load_extension(False)
+    except apsw.Error as exc:
+        conn.close()
+        raise translate(exc, path) from None
+    return conn
+
+
+def apply_pragmas(conn: apsw.Connection, pragmas: dict[str, str], path: str) -> None:
+    for name, value in pragmas.items():
+        if not name.replace("_", "").isalnum():
+            continue  # never interpolate anything odd from the file into SQL
+        try:
+            conn.execute(f"PRAGMA {name}={value}").fetchall()
+        except apsw.Error as exc:
+            raise translate(exc, path) from None
+
+
+def translate(exc: BaseException, path: str) -> SemcacheError:
+    """Map a driver error to the semcache error a user can act on, naming the path."""
+    if isinstance(exc, SemcacheError):
+        return exc
+    text = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, apsw.NotADBError):
+        return NotASemcacheFileError(f"{path!r} is not an SQLite database ({text})")
+    if isinstance(exc, apsw.CorruptError):
+        return CorruptCacheError(f"cache file {path!r} is corrupt ({text}); "
+                                 "delete it to start a new cache")
+    if isinstance(exc, apsw.ReadOnlyError):
+        return ReadOnlyCacheError(f"cache file {path!r} is read-only ({text})")
+    if isinstance(exc, apsw.FullError):
+        return ReadOnlyCacheError(f"disk full while writing cache file {path!r} ({text})")
+    if isinstance(exc, apsw.CantOpenError):
+        return CacheFileError(f"cannot open cache file {path!r} ({text})")
+    if isinstance(exc, apsw.IOError):
+        return CacheFileError(f"I/O error on cache file {path!r} ({text})")
+    if isinstance(exc, apsw.BusyError):
+        return CacheFileError(f"cache file {path!r} stayed locked by another process ({text})")
+    return CacheFileError(f"SQLite error on cache file {path!r} ({text})")
+
+
+@contextlib.contextmanager
+def translated(path: str) -> Iterator[None]:
+    """Re-raise driver errors (and OSError) inside the block as semcache errors."""
+    try:
+        yield
+    except apsw.Error as exc:
+        raise translate(exc, path) from None
+
+
+def file_kind(path: str) -> str:
+    """'missing', 'empty' or 'present' for the database path."""
+    if not os.path.exists(path):
+        return "missing"
+    return "empty" if os.path.getsize(path) == 0 else "present"

@@ -1,0 +1,118 @@
+"""Schema migrations and the settings table.
+
+Migrations are the numbered ``semcache/migrations/NNNN_name.sql`` files, applied in order
+under the write lock when a file is opened, each in its own transaction, and recorded in
+``schema_migrations``. A file whose recorded version is newer than the newest migration
+this code knows is refused rather than guessed at.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import dataclass
+from importlib import resources
+
+import apsw
+
+from semcache.errors import NotASemcacheFileError, ReadOnlyCacheError, SchemaVersionError
+from semcache.store.connection import APPLICATION_ID, translated
+from semcache.store.locking import WriteLock
+
+log = logging.getLogger("semcache")
+
+_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+
+def load_migrations() -> list[Migration]:
+    found = []
+    for item in resources.files("semcache.migrations").iterdir():
+        m = _NAME.match(item.name)
+        if m:
+            found.append(Migration(int(m.group(1)), m.group(2), item.read_text("utf-8")))
+    found.sort(key=lambda mig: mig.version)
+    versions = [mig.version for mig in found]
+    if versions != list(range(1, len(found) + 1)):
+        raise RuntimeError(f"semcache migrations are not numbered 1..n: {versions}")
+    return found
+
+
+MIGRATIONS = load_migrations()
+SCHEMA_VERSION = MIGRATIONS[-1].version
+
+
+def file_version(conn: apsw.Connection, path: str) -> int:
+    """0 for a new (empty) SQLite file, else the applied schema version.
+
+    Raises NotASemcacheFileError for SQLite files that belong to something else.
+    """
+    with translated(path):
+        app_id = conn.execute("PRAGMA application_id").fetchall()[0][0]
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if app_id == 0 and not tables:
+            return 0
+        if app_id != APPLICATION_ID or "schema_migrations" not in tables:
+            raise NotASemcacheFileError(
+                f"{path!r} is an SQLite database but not a semcache cache "
+                f"(application_id={app_id:#x}, tables: {', '.join(sorted(tables)) or 'none'})"
+            )
+        row = conn.execute("SELECT max(version) FROM schema_migrations").fetchall()
+        return int(row[0][0] or 0)
+
+
+def ensure_schema(conn: apsw.Connection, path: str, lock: WriteLock | None) -> int:
+    """Bring the file to SCHEMA_VERSION; returns the version found before migrating."""
+    found = file_version(conn, path)
+    if found > SCHEMA_VERSION:
+        raise SchemaVersionError(
+            f"{path!r} has schema version {found}, newer than this semcache knows "
+            f"({SCHEMA_VERSION}); upgrade semcache to open it"
+        )
+    if found == SCHEMA_VERSION:
+        return found
+    if lock is None:
+        raise ReadOnlyCacheError(
+            f"{path!r} needs schema migration {found} -> {SCHEMA_VERSION} but is opened read-only"
+        )
+    with lock.hold(), translated(path):
+        found = file_version(conn, path)  # another process may have migrated meanwhile
+        if found == 0:
+            # WAL lets readers run while a writer commits; it is a property of the file.
+            conn.execute("PRAGMA journal_mode=WAL").fetchall()
+        for mig in MIGRATIONS:
+            if mig.version <= found:
+                continue
+            with conn:  # one transaction per migration
+                if mig.version == 1:
+                    conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
+                    conn.execute(
+                        "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                        "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
+                    )
+                conn.execute(mig.sql)
+                conn.execute(
+                    "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                    (mig.version, mig.name, time.time()),
+                )
+            log.info("semcache: applied migration %04d_%s to %s", mig.version, mig.name, path)
+    return found
+
+
+def read_settings(conn: apsw.Connection) -> dict[str, str]:
+    return {name: value for name, value in conn.execute("SELECT name, value FROM settings")}
+
+
+def write_settings(conn: apsw.Connection, values: dict[str, str]) -> None:
+    conn.executemany(
+        "INSERT INTO settings (name, value) VALUES (?, ?) "
+        "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+        list(values.items()),
+    )

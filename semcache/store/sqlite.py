@@ -1,0 +1,303 @@
+"""The SQLite storage engine: one file, WAL, plain SQL.
+
+Reads run on the connection directly (autocommit, WAL snapshot per statement). Writes
+go through :meth:`SQLiteStore.write`, which takes the cross-process write lock, runs one
+``BEGIN IMMEDIATE`` transaction and, after COMMIT and still under the lock, hands the
+:class:`Changes` to a callback (the code mirror) so that derived data is updated by
+exactly one process at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+
+import apsw
+import numpy as np
+
+from semcache.store.base import AccessUpdate, Changes, EntryRow, NewEntry, expires_to_int
+from semcache.store.connection import (
+    DEFAULT_PRAGMAS,
+    apply_pragmas,
+    connect,
+    translate,
+    translated,
+)
+from semcache.store.locking import WriteLock
+from semcache.store.schema import ensure_schema, read_settings, write_settings
+
+log = logging.getLogger("semcache")
+
+_ROW_COLUMNS = (
+    "id, namespace, partition_id, prompt, response, metadata, tokens, created_at, "
+    "accessed_at, expires_at, ttl, hits"
+)
+_BY_KEY = f"SELECT {_ROW_COLUMNS} FROM entries WHERE key_hash = ?"
+_PRAGMA_PREFIX = "sqlite_"
+
+
+class SQLiteStore:
+    """Storage engine over one SQLite file (see docs/schema.md for the tables)."""
+
+    def __init__(self, path: str, *, readonly: bool = False) -> None:
+        self.path = path
+        self.readonly = readonly
+        self.lock: WriteLock | None = None if readonly else WriteLock(path + ".lock")
+        self._mutex = threading.RLock()  # one connection, shared by the threads of a process
+        self.conn = connect(path, readonly=readonly)
+        try:
+            ensure_schema(self.conn, path, self.lock)
+            self.settings = read_settings(self.conn)
+            pragmas = dict(DEFAULT_PRAGMAS)
+            pragmas.update({k[len(_PRAGMA_PREFIX):]: v for k, v in self.settings.items()
+                            if k.startswith(_PRAGMA_PREFIX)})
+            apply_pragmas(self.conn, pragmas, path)
+        except BaseException:
+            self.conn.close()
+            raise
+        self._pid = os.getpid()
+
+    # -- connection management -------------------------------------------------------
+
+    def _check_fork(self) -> None:
+        # A connection must not cross fork() (gunicorn --preload): reopen in the child.
+        if os.getpid() != self._pid:
+            self.conn = connect(self.path, readonly=self.readonly)
+            self._pid = os.getpid()
+
+    def close(self) -> None:
+        with self._mutex:
+            try:
+                self.conn.close()
+            except apsw.Error as exc:
+                log.warning("semcache: error closing %s: %s", self.path, exc)
+
+    # -- reads ------------------------------------------------------------------------
+
+    def get_by_key(self, key_hash: bytes) -> EntryRow | None:
+        # The exact tier's hot path: no context-manager helpers, one indexed SELECT.
+        with self._mutex:
+            if os.getpid() != self._pid:
+                self._check_fork()
+            try:
+                for r in self.conn.execute(_BY_KEY, (key_hash,)):
+                    return EntryRow(*r)
+            except apsw.Error as exc:
+                raise translate(exc, self.path) from None
+        return None
+
+    def get_by_id(self, entry_id: int, *, with_vector: bool = False) -> EntryRow | None:
+        rows = self.get_by_ids([entry_id], with_vector=with_vector)
+        return rows[0] if rows else None
+
+    def get_by_ids(self, ids: Sequence[int], *, with_vector: bool = False) -> list[EntryRow]:
+        if not ids:
+            return []
+        cols = _ROW_COLUMNS + (", vector" if with_vector else "")
+        marks = ",".join("?" * len(ids))
+        with self._mutex, translated(self.path):
+            self._check_fork()
+            return [EntryRow(*r) for r in self.conn.execute(
+                f"SELECT {cols} FROM entries WHERE id IN ({marks})", tuple(ids))]
+
+    def find_partition(self, namespace: str, scope: str) -> int | None:
+        with self._mutex, translated(self.path):
+            self._check_fork()
+            for (pid,) in self.conn.execute(
+                "SELECT id FROM partitions WHERE namespace = ? AND scope = ?", (namespace, scope)
+            ):
+                return int(pid)
+        return None
+
+    def change_seq(self) -> int:
+        with self._mutex, translated(self.path):
+            self._check_fork()
+            return int(self.conn.execute(
+                "SELECT change_seq FROM sync_state WHERE id = 1").fetchall()[0][0])
+
+    def counters(self) -> dict[str, int]:
+        with self._mutex, translated(self.path):
+            self._check_fork()
+            return {n: int(v) for n, v in self.conn.execute("SELECT name, value FROM counters")}
+
+    def query(self, sql: str, params: Sequence | dict = ()) -> list[tuple]:
+        """Run a read-only SQL statement (used by listing, export and verification)."""
+        with self._mutex, translated(self.path):
+            self._check_fork()
+            return [tuple(r) for r in self.conn.execute(sql, params)]
+
+    def code_rows(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+        """Everything the code mirror needs, in id order, read in one snapshot.
+
+        Returns (ids int64, partition ids int32, expires u32-ready float64 with NaN for
+        never, codes (n, 32) uint8, change_seq)."""
+        with self._mutex, translated(self.path):
+            self._check_fork()
+            with self.conn:  # one read transaction: rows and seq from the same snapshot
+                seq = int(self.conn.execute(
+                    "SELECT change_seq FROM sync_state WHERE id = 1").fetchall()[0][0])
+                rows = self.conn.execute(
+                    "SELECT id, partition_id, expires_at, code FROM entries "
+                    "WHERE code IS NOT NULL ORDER BY id").fetchall()
+        n = len(rows)
+        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=n)
+        parts = np.fromiter((r[1] for r in rows), dtype=np.int32, count=n)
+        expires = np.fromiter((np.nan if r[2] is None else r[2] for r in rows),
+                              dtype=np.float64, count=n)
+        codes = np.frombuffer(b"".join(r[3] for r in rows), dtype=np.uint8).reshape(n, 32) \
+            if n else np.zeros((0, 32), dtype=np.uint8)
+        return ids, parts, expires, codes, seq
+
+    def knn_sql(self, code: bytes, partition_id: int, now: float, k: int) -> list[tuple[int, int]]:
+        """Hamming k-nearest codes in one partition, unexpired, searched by sqlite-vec."""
+        with self._mutex, translated(self.path):
+            self._check_fork()
+            return [(int(i), int(d)) for i, d in self.conn.execute(
+                "SELECT entry_id, distance FROM entry_codes WHERE code MATCH vec_bit(?) "
+                "AND k = ? AND partition_id = ? AND expires_at > ?",
+                (code, k, partition_id, int(now)))]
+
+    # -- writes -----------------------------------------------------------------------
+
+    @contextmanager
+    def write(self, on_commit: Callable[[Changes], None] | None = None,
+              timeout: float | None = None) -> Iterator[WriteTxn]:
+        """One write transaction under the cross-process lock.
+
+        ``on_commit`` runs after COMMIT, still holding the lock (the mirror update).
+        """
+        if self.lock is None:
+            raise translate(apsw.ReadOnlyError("cache opened read-only"), self.path)
+        with self.lock.hold(timeout), self._mutex:
+            self._check_fork()
+            txn = WriteTxn(self)
+            try:
+                self.conn.execute("BEGIN IMMEDIATE")
+                txn.changes.seq_before = self._seq_in_txn()
+                yield txn
+                txn.changes.seq_after = self._seq_in_txn()
+                self.conn.execute("COMMIT")
+            except BaseException as exc:
+                if not self.conn.getautocommit():
+                    try:
+                        self.conn.execute("ROLLBACK")
+                    except apsw.Error:
+                        pass
+                if isinstance(exc, apsw.Error):
+                    raise translate(exc, self.path) from None
+                raise
+            if on_commit is not None:
+                on_commit(txn.changes)
+
+    def _seq_in_txn(self) -> int:
+        return int(self.conn.execute(
+            "SELECT change_seq FROM sync_state WHERE id = 1").fetchall()[0][0])
+
+    def write_settings(self, values: dict[str, str]) -> None:
+        with self.write() as txn:
+            txn.set_settings(values)
+        self.settings.update(values)
+
+
+class WriteTxn:
+    """The operations allowed inside :meth:`SQLiteStore.write`; records mirror changes."""
+
+    def __init__(self, store: SQLiteStore) -> None:
+        self._store = store
+        self.conn = store.conn
+        self.changes = Changes()
+
+    def set_settings(self, values: dict[str, str]) -> None:
+        write_settings(self.conn, values)
+
+    def partition_id(self, namespace: str, scope: str) -> int:
+        self.conn.execute(
+            "INSERT INTO partitions (namespace, scope) VALUES (?, ?) ON CONFLICT DO NOTHING",
+            (namespace, scope))
+        return int(self.conn.execute(
+            "SELECT id FROM partitions WHERE namespace = ? AND scope = ?",
+            (namespace, scope)).fetchall()[0][0])
+
+    def insert(self, e: NewEntry) -> int:
+        """Insert (or replace the entry with the same key). Replacing deletes and
+        re-inserts, so entry ids only ever grow: the mirror relies on it."""
+        self.delete_where("key_hash = ?", (e.key_hash,))
+        pid = self.partition_id(e.namespace, e.scope)
+        self.conn.execute(
+            "INSERT INTO entries (key_hash, namespace, partition_id, prompt, response, "
+            "metadata, size, tokens, created_at, accessed_at, expires_at, ttl, code, vector) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (e.key_hash, e.namespace, pid, e.prompt, e.response, e.metadata,
+             len(e.response) + len(e.prompt or "") + len(e.metadata or "") + len(e.vector or b""),
+             e.tokens, e.created_at, e.created_at, e.expires_at, e.ttl, e.code, e.vector))
+        entry_id = int(self.conn.last_insert_rowid())
+        if e.code is not None:
+            self.conn.execute(
+                "INSERT INTO entry_codes (entry_id, partition_id, expires_at, code) "
+                "VALUES (?, ?, ?, vec_bit(?))",
+                (entry_id, pid, expires_to_int(e.expires_at), e.code))
+            self.changes.added.append((entry_id, pid, e.expires_at, e.code))
+        return entry_id
+
+    def delete_where(self, where: str, params: Sequence = ()) -> list[int]:
+        """Delete entries matching a WHERE clause (fixed SQL from semcache, values bound)."""
+        ids = [int(r[0]) for r in self.conn.execute(
+            f"DELETE FROM entries WHERE {where} RETURNING id", params).fetchall()]
+        if ids:
+            self.conn.executemany("DELETE FROM entry_codes WHERE entry_id = ?",
+                                  [(i,) for i in ids])
+            self.changes.removed.extend(ids)
+        return ids
+
+    def delete_ids(self, ids: Iterable[int]) -> list[int]:
+        removed: list[int] = []
+        for i in ids:
+            removed += self.delete_where("id = ?", (i,))
+        return removed
+
+    def clear_all(self) -> int:
+        n = int(self.conn.execute("SELECT count(*) FROM entries").fetchall()[0][0])
+        self.conn.execute("DELETE FROM entries")
+        self.conn.execute("DELETE FROM entry_codes")
+        self.changes.cleared = True
+        return n
+
+    def purge_expired(self, now: float) -> int:
+        return len(self.delete_where("expires_at IS NOT NULL AND expires_at <= ?", (now,)))
+
+    def evict_lru(self, count: int) -> int:
+        """Delete the ``count`` least recently accessed entries."""
+        return len(self.delete_where(
+            "id IN (SELECT id FROM entries ORDER BY accessed_at, id LIMIT ?)", (count,)))
+
+    def entry_count(self) -> int:
+        return int(self.conn.execute(
+            "SELECT value FROM counters WHERE name = 'entries'").fetchall()[0][0])
+
+    def apply_access(self, updates: dict[int, AccessUpdate]) -> None:
+        """Write batched hits: accessed_at, hit counts and refreshed expiry."""
+        for entry_id, u in updates.items():
+            self.conn.execute(
+                "UPDATE entries SET accessed_at = max(accessed_at, ?), hits = hits + ? "
+                "WHERE id = ?", (u.accessed_at, u.hits, entry_id))
+            if u.expires_at is None:
+                continue
+            row = self.conn.execute(
+                "UPDATE entries SET expires_at = ? WHERE id = ? AND expires_at < ? "
+                "RETURNING code IS NOT NULL", (u.expires_at, entry_id, u.expires_at)).fetchall()
+            if row and row[0][0]:
+                self.conn.execute("UPDATE entry_codes SET expires_at = ? WHERE entry_id = ?",
+                                  (expires_to_int(u.expires_at), entry_id))
+                self.changes.expires.append((entry_id, u.expires_at))
+
+    def add_counters(self, deltas: dict[str, int]) -> None:
+        self.conn.executemany(
+            "INSERT INTO counters (name, value) VALUES (?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
+            [(k, v) for k, v in deltas.items() if v])
+
+
+__all__ = ["SQLiteStore", "WriteTxn"]
