@@ -1,0 +1,156 @@
+"""Binary codes: sign bits of a seeded Gaussian random projection (SimHash).
+
+The projection matrix is part of the file format. It is always produced by::
+
+    np.random.default_rng(seed).standard_normal((embedding_dim, code_bits)).astype(np.float32)
+
+so every process (and every future version of semcache) that knows ``seed`` and
+``embedding_dim`` rebuilds the very same matrix and encodes a vector to the very same bits.
+Do not change how it is generated: codes already stored in files would stop matching the
+queries. numpy guarantees that ``default_rng`` (PCG64) streams are stable across versions.
+
+Bit ``j`` of a code is ``1`` when ``dot(normalized_vector, W[:, j]) > 0``. The dot products
+are accumulated in float64 so the result depends as little as possible on the BLAS build or
+on the batch size; a projection that is within rounding error of 0 may still flip between
+machines, which only moves the Hamming distance by one and never the final (cosine) decision.
+Bits are packed with ``np.packbits(bits, axis=-1, bitorder="little")``: bit ``j`` is bit
+``j % 8`` of byte ``j // 8``, hence bit ``j % 64`` of little-endian word ``j // 64``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from semcache.errors import DimensionError, InvalidInputError, InvalidVectorError
+
+__all__ = ["BinaryEncoder", "validate_vector", "validate_matrix"]
+
+# Rows encoded per matmul: bounds the float64 temporary to ~16 MiB for 256-bit codes.
+_ENCODE_BATCH = 8192
+
+
+def _as_float_array(v: ArrayLike) -> np.ndarray:
+    """Convert to a float64 array, mapping conversion failures to InvalidVectorError."""
+    try:
+        arr = np.asarray(v, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise InvalidVectorError(f"vector must be numeric, got {type(v).__name__}: {exc}") from exc
+    return arr
+
+
+def _normalize_rows(arr: np.ndarray) -> np.ndarray:
+    """L2-normalize the rows of a finite, non-zero float64 2-D array; returns float32.
+
+    Rows are first divided by their max-abs value so that neither huge (1e200) nor tiny
+    (subnormal) vectors overflow or underflow while squaring.
+    """
+    scale = np.max(np.abs(arr), axis=1, keepdims=True)
+    scaled = arr / scale
+    norms = np.sqrt(np.einsum("ij,ij->i", scaled, scaled))[:, None]
+    return (scaled / norms).astype(np.float32)
+
+
+def validate_matrix(vectors: ArrayLike, dim: int) -> np.ndarray:
+    """Validate a batch of vectors and return it L2-normalized as a (n, dim) float32 array.
+
+    Accepts a single vector ``(dim,)`` (returned as ``(1, dim)``) or a batch ``(n, dim)``.
+    Raises InvalidVectorError (wrong rank, NaN/inf, all-zero row) or DimensionError.
+    """
+    arr = _as_float_array(vectors)
+    if arr.ndim == 1:
+        arr = arr[None, :]
+    elif arr.ndim != 2:
+        raise InvalidVectorError(
+            f"vectors must be 1-D (dim,) or 2-D (n, dim), got shape {arr.shape}"
+        )
+    if arr.shape[1] != dim:
+        raise DimensionError(f"vector has dimension {arr.shape[1]}, expected {dim}")
+    if arr.shape[0] == 0:
+        return np.empty((0, dim), dtype=np.float32)
+    finite = np.isfinite(arr).all(axis=1)
+    if not finite.all():
+        bad = int(np.flatnonzero(~finite)[0])
+        raise InvalidVectorError(f"vector {bad} contains NaN or infinite values")
+    nonzero = (arr != 0).any(axis=1)
+    if not nonzero.all():
+        bad = int(np.flatnonzero(~nonzero)[0])
+        raise InvalidVectorError(f"vector {bad} is all zeros and has no direction")
+    return _normalize_rows(arr)
+
+
+def validate_vector(v: ArrayLike, dim: int) -> np.ndarray:
+    """Validate one embedding and return it L2-normalized as a (dim,) float32 array.
+
+    Raises InvalidVectorError when ``v`` is not 1-D, holds NaN/inf or is all zeros, and
+    DimensionError (a subclass) when its length is not ``dim``.
+    """
+    arr = _as_float_array(v)
+    if arr.ndim != 1:
+        raise InvalidVectorError(f"vector must be 1-D, got shape {arr.shape}")
+    return validate_matrix(arr, dim)[0]
+
+
+class BinaryEncoder:
+    """Encode embeddings to packed ``code_bits``-bit sign codes.
+
+    Attributes:
+        embedding_dim: length of the input vectors.
+        code_bits: number of bits per code (a positive multiple of 64; 256 in semcache).
+        seed: seed of the projection matrix (stored in the cache file).
+        code_bytes: ``code_bits // 8``.
+    """
+
+    def __init__(self, embedding_dim: int, code_bits: int = 256, seed: int = 0) -> None:
+        if not isinstance(embedding_dim, int) or isinstance(embedding_dim, bool) or embedding_dim < 1:
+            raise InvalidInputError(f"embedding_dim must be a positive int, got {embedding_dim!r}")
+        if (
+            not isinstance(code_bits, int)
+            or isinstance(code_bits, bool)
+            or code_bits < 64
+            or code_bits % 64
+        ):
+            raise InvalidInputError(
+                f"code_bits must be a positive multiple of 64 (256 in semcache), got {code_bits!r}"
+            )
+        if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+            raise InvalidInputError(f"seed must be a non-negative int, got {seed!r}")
+        self.embedding_dim = embedding_dim
+        self.code_bits = code_bits
+        self.seed = seed
+        self.code_bytes = code_bits // 8
+        # float32 generation is the file format; float64 copy only for stable accumulation.
+        w32 = np.random.default_rng(seed).standard_normal((embedding_dim, code_bits))
+        self._w = w32.astype(np.float32).astype(np.float64)
+
+    @property
+    def projection(self) -> np.ndarray:
+        """The (embedding_dim, code_bits) float32 projection matrix (a copy)."""
+        return self._w.astype(np.float32)
+
+    def encode(self, vectors: ArrayLike) -> np.ndarray:
+        """Encode ``(d,)`` -> ``(code_bytes,)`` or ``(n, d)`` -> ``(n, code_bytes)`` uint8 codes."""
+        arr = _as_float_array(vectors)
+        single = arr.ndim == 1
+        unit = validate_matrix(arr, self.embedding_dim)
+        out = np.empty((unit.shape[0], self.code_bytes), dtype=np.uint8)
+        for start in range(0, unit.shape[0], _ENCODE_BATCH):
+            block = unit[start : start + _ENCODE_BATCH].astype(np.float64)
+            bits = (block @ self._w) > 0.0
+            out[start : start + _ENCODE_BATCH] = np.packbits(bits, axis=-1, bitorder="little")
+        return out[0] if single else out
+
+    def to_words(self, codes: np.ndarray) -> np.ndarray:
+        """View packed codes ``(..., code_bytes)`` uint8 as ``(..., code_bits // 64)`` ``<u8``."""
+        arr = np.ascontiguousarray(codes, dtype=np.uint8)
+        if arr.shape[-1:] != (self.code_bytes,):
+            raise InvalidInputError(
+                f"codes must end with a dimension of {self.code_bytes} bytes, got shape {arr.shape}"
+            )
+        return arr.view("<u8")
+
+    def __repr__(self) -> str:
+        return (
+            f"BinaryEncoder(embedding_dim={self.embedding_dim}, code_bits={self.code_bits}, "
+            f"seed={self.seed})"
+        )
