@@ -1,0 +1,207 @@
+"""The semantic index: keeps the mmap'd code mirror in step with SQLite and searches it.
+
+SQLite is the source of truth; the mirror (``<db>-codes``) is derived data. Every write
+transaction bumps ``sync_state.change_seq`` (triggers do it, even for hand-made SQL), and
+the writing process replays its changes into the mirror after COMMIT, still under the
+write lock, stamping the mirror with the committed seq. A reader compares the two numbers:
+
+* mirror seq >= database seq: scan the mirror (hot path, no lock);
+* behind: the file may have been replaced (growth, rebuild) - reopen it; a writer may be
+  between COMMIT and its mirror update - wait a few ms; otherwise (a writer was killed, or
+  the database was edited by hand) rebuild from SQLite under the write lock;
+* still nothing usable (lock busy, read-only file): search in SQL with sqlite-vec.
+
+Candidates are only candidates: the caller re-reads them from SQLite and decides on exact
+cosine, so a stale or damaged mirror can cost a miss, never a wrong answer.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+import time
+
+import numpy as np
+
+from semcache.kernels.mirror import CodeMirror, MirrorInvalid
+from semcache.store.base import Changes
+from semcache.store.sqlite import SQLiteStore
+
+log = logging.getLogger("semcache")
+
+#: How long a reader waits for an in-flight writer to stamp the mirror before rebuilding.
+_WRITER_GRACE_S = 0.05
+#: Rebuild (compact) the mirror when dead rows outnumber live ones beyond this.
+_COMPACT_MIN_DEAD = 4096
+
+_NEVER_U32 = 0xFFFFFFFF
+
+
+def expires_u32(expires_at: float | None) -> int:
+    """Mirror expiry: whole seconds rounded up (never drops a still-valid entry)."""
+    if expires_at is None:
+        return _NEVER_U32
+    return min(max(math.ceil(expires_at), 0), _NEVER_U32 - 1)
+
+
+def _expires_u32_array(expires: np.ndarray) -> np.ndarray:
+    out = np.full(expires.shape, _NEVER_U32, dtype=np.uint32)
+    finite = ~np.isnan(expires)
+    out[finite] = np.clip(np.ceil(expires[finite]), 0, _NEVER_U32 - 1).astype(np.uint32)
+    return out
+
+
+class SemanticIndex:
+    """Code mirror + SQL fallback for one cache file."""
+
+    def __init__(self, store: SQLiteStore, mirror_path: str, db_uid: str,
+                 *, use_mirror: bool = True) -> None:
+        self._store = store
+        self.path = mirror_path
+        self._uid = db_uid
+        self._use_mirror = use_mirror and not store.readonly
+        self._mirror: CodeMirror | None = None
+        self._lock = threading.RLock()
+        self.rebuilds = 0  # observed by tests and `verify`
+
+    # -- reading ------------------------------------------------------------------------
+
+    def candidates(self, code: np.ndarray, partition_id: int, now: float, k: int) -> list[int]:
+        """Entry ids of the ``k`` nearest codes in the partition, unexpired at ``now``."""
+        if self._use_mirror:
+            with self._lock:
+                mirror = self._fresh_mirror()
+                if mirror is not None:
+                    words = np.ascontiguousarray(code, dtype=np.uint8).view("<u8")
+                    return [int(i) for i, _ in
+                            mirror.search(words, k, partition=partition_id, now=now)]
+        return [i for i, _ in self._store.knn_sql(
+            np.ascontiguousarray(code, dtype=np.uint8).tobytes(), partition_id, now, k)]
+
+    def _fresh_mirror(self) -> CodeMirror | None:
+        db_seq = self._store.change_seq()
+        mirror = self._mirror
+        if mirror is not None:
+            mirror.reload_header()
+            if mirror.seq >= db_seq:
+                return mirror
+        mirror = self._reopen()
+        if mirror is not None and mirror.seq >= db_seq:
+            return mirror
+        deadline = time.monotonic() + _WRITER_GRACE_S
+        while mirror is not None and time.monotonic() < deadline:
+            time.sleep(0.0005)
+            mirror.reload_header()
+            if mirror.seq >= db_seq:
+                return mirror
+        return self._rebuild_locked()
+
+    def _reopen(self) -> CodeMirror | None:
+        """Map the mirror file afresh (another process may have replaced it)."""
+        if self._mirror is not None:
+            self._mirror.close()
+            self._mirror = None
+        try:
+            self._mirror = CodeMirror.open(self.path, self._uid, writable=True)
+        except FileNotFoundError:
+            return None
+        except (MirrorInvalid, OSError, ValueError) as exc:
+            log.info("semcache: code mirror %s unusable (%s); it will be rebuilt", self.path, exc)
+            return None
+        return self._mirror
+
+    def _rebuild_locked(self) -> CodeMirror | None:
+        lock = self._store.lock
+        if lock is None or not lock.acquire(timeout=1.0):
+            return None
+        try:
+            mirror = self._reopen()
+            if mirror is not None and mirror.seq == self._store.change_seq():
+                return mirror
+            return self.rebuild()
+        finally:
+            lock.release()
+
+    # -- writing (caller holds the write lock) --------------------------------------------
+
+    def rebuild(self) -> CodeMirror | None:
+        """Write a fresh mirror from SQLite (caller holds the write lock)."""
+        ids, parts, expires, codes, seq = self._store.code_rows()
+        if self._mirror is not None:
+            self._mirror.close()
+            self._mirror = None
+        try:
+            self._mirror = CodeMirror.create(
+                self.path, self._uid, seq, ids, parts, _expires_u32_array(expires), codes)
+        except OSError as exc:
+            log.warning("semcache: cannot write code mirror %s (%s); searching in SQL",
+                        self.path, exc)
+            return None
+        self.rebuilds += 1
+        log.info("semcache: rebuilt code mirror %s (%d entries, seq %d)", self.path, len(ids), seq)
+        return self._mirror
+
+    def apply(self, changes: Changes) -> None:
+        """Replay one committed transaction into the mirror (under the write lock).
+
+        Never raises: a mirror that cannot be updated is removed, and rebuilt later.
+        """
+        if not self._use_mirror:
+            return
+        with self._lock:
+            try:
+                self._apply(changes)
+            except Exception as exc:  # noqa: BLE001 - derived data must not fail a write
+                log.warning("semcache: code mirror update failed (%s); dropping %s",
+                            exc, self.path)
+                self._drop()
+
+    def _apply(self, changes: Changes) -> None:
+        mirror = self._mirror
+        if mirror is not None:
+            mirror.reload_header()
+        if mirror is None or mirror.seq != changes.seq_before:
+            mirror = self._reopen()
+        if mirror is None:
+            return  # no mirror yet: the next search builds it
+        if mirror.seq != changes.seq_before or changes.cleared:
+            self.rebuild()
+            return
+        seq = changes.seq_after
+        if changes.removed:
+            mirror.mark_dead(np.asarray(changes.removed, dtype=np.int64), seq)
+        if changes.expires:
+            mirror.set_expires(
+                np.asarray([i for i, _ in changes.expires], dtype=np.int64),
+                np.asarray([expires_u32(e) for _, e in changes.expires], dtype=np.uint32), seq)
+        if changes.added:
+            added = changes.added
+            ok = mirror.append(
+                np.asarray([a[0] for a in added], dtype=np.int64),
+                np.asarray([a[1] for a in added], dtype=np.int32),
+                np.asarray([expires_u32(a[2]) for a in added], dtype=np.uint32),
+                np.frombuffer(b"".join(a[3] for a in added), dtype=np.uint8).reshape(-1, 32),
+                seq)
+            if ok is False:  # out of capacity: rebuild with room to grow
+                self.rebuild()
+                return
+        mirror.set_seq(seq)
+        if mirror.dead_count > max(_COMPACT_MIN_DEAD, mirror.live_count):
+            self.rebuild()
+
+    def _drop(self) -> None:
+        if self._mirror is not None:
+            self._mirror.close()
+            self._mirror = None
+        try:
+            os.remove(self.path)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        with self._lock:
+            if self._mirror is not None:
+                self._mirror.close()
+                self._mirror = None

@@ -1,0 +1,45 @@
+"""Shared fixtures: temporary cache paths, a controllable clock."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+class FakeClock:
+    """An injectable clock for TTL tests: time moves only when the test says so."""
+
+    def __init__(self, start: float = 1_700_000_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> str:
+    return str(tmp_path / "cache.db")
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+def file_state(path: str) -> tuple[bytes, bytes]:
+    """Bytes of the database and its WAL: equal before and after = nothing written."""
+    def read(p: str) -> bytes:
+        try:
+            with open(p, "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            return b""
+    return read(path), read(path + "-wal")
