@@ -1,0 +1,170 @@
+"""Embedders: turn text into unit vectors for the semantic tier.
+
+Backends: ``minilm`` (local sentence-transformers, default when installed), ``openai``,
+``ollama`` and ``hashing`` (dependency-free). Any object with ``name``, ``dim`` and
+``embed(list[str]) -> np.ndarray`` works too.
+
+Importing this package is cheap: torch, sentence_transformers and openai are imported
+only when a model is loaded or a request is made.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Any
+
+from semcache.embedders.base import (
+    Embedder,
+    TrustedEmbedder,
+    ValidatedEmbedder,
+    check_embedder,
+    check_embeddings,
+    l2_normalize,
+    validate_texts,
+)
+from semcache.embedders.hashing import HashingEmbedder
+from semcache.embedders.memo import EmbeddingMemo
+from semcache.embedders.minilm import MiniLMEmbedder, minilm_available
+from semcache.embedders.ollama import OllamaEmbedder
+from semcache.embedders.openai import OpenAIEmbedder
+from semcache.errors import ConfigurationError, EmbedderMismatchError
+
+KNOWN_BACKENDS = ("minilm", "openai", "ollama", "hashing")
+
+_SPEC_HELP = (
+    "known embedders: 'minilm', 'openai', 'ollama', 'hashing', or a pinned name such as "
+    "'minilm:all-MiniLM-L6-v2', 'openai:text-embedding-3-small:1536', "
+    "'ollama:nomic-embed-text', 'hashing:v1:256'; or an object with name, dim and embed()"
+)
+
+
+def default_embedder_name() -> str:
+    """``"minilm"`` when torch and sentence-transformers are installed, else ``"hashing"``.
+
+    Checked with :func:`importlib.util.find_spec`, so nothing heavy is imported.
+    """
+    if all(importlib.util.find_spec(m) is not None for m in ("torch", "sentence_transformers")):
+        return "minilm"
+    return "hashing"
+
+
+def _parse_int(text: str, spec: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigurationError(
+            f"embedder spec {spec!r}: {text!r} is not an integer dimension"
+        ) from None
+
+
+def _build(spec: str, dim: int | None, kwargs: dict[str, Any]) -> Embedder:
+    """Build an embedder from a short or pinned name (``dim`` from the file, if known)."""
+    backend, _, rest = spec.strip().partition(":")
+    backend = backend.lower()
+    if backend == "hashing":
+        version, _, size = rest.partition(":")
+        if version not in ("", "v1"):
+            raise ConfigurationError(
+                f"embedder spec {spec!r}: hashing version {version!r} is unknown (this "
+                "semcache has 'v1'); the file was made by a newer semcache"
+            )
+        if size:
+            kwargs.setdefault("dim", _parse_int(size, spec))
+        elif dim is not None:
+            kwargs.setdefault("dim", dim)
+        return HashingEmbedder(**kwargs)
+    if backend == "minilm":
+        if rest:
+            kwargs.setdefault("model_name", rest)
+        if dim is not None:
+            kwargs.setdefault("dim", dim)
+        return MiniLMEmbedder(**kwargs)
+    if backend == "openai":
+        # The model id never contains ":"; the dimension is the last field.
+        model, _, size = rest.partition(":")
+        if model:
+            kwargs.setdefault("model", model)
+        if size:
+            kwargs.setdefault("dimensions", _parse_int(size, spec))
+        elif dim is not None:
+            kwargs.setdefault("dimensions", dim)
+        return OpenAIEmbedder(**kwargs)
+    if backend == "ollama":
+        # Ollama model names may carry a tag ("all-minilm:l6-v2"): keep everything after
+        # the first colon.
+        if rest:
+            kwargs.setdefault("model", rest)
+        if dim is not None:
+            kwargs.setdefault("dim", dim)
+        return OllamaEmbedder(**kwargs)
+    raise ConfigurationError(f"unknown embedder {spec!r}; {_SPEC_HELP}")
+
+
+def get_embedder(spec: str | Any | None = None, **kwargs: Any) -> Embedder:
+    """Return an embedder for ``spec``.
+
+    ``spec`` is ``None`` (the default backend, see :func:`default_embedder_name`), a backend
+    name (``"minilm"``, ``"openai"``, ``"ollama"``, ``"hashing"``), a pinned full name as
+    stored in a cache file (``"hashing:v1:256"``, ``"openai:text-embedding-3-large:256"``),
+    or an embedder object (validated by :func:`check_embedder`). ``kwargs`` go to the
+    backend's constructor (``api_key=``, ``host=``, ``dim=``...).
+
+    Raises :class:`ConfigurationError` for an unknown name (listing the known ones) or a
+    bad setting, :class:`InvalidTypeError` for an object that is not an embedder.
+    """
+    if spec is None:
+        spec = default_embedder_name()
+    if not isinstance(spec, str):
+        if kwargs:
+            raise ConfigurationError(
+                f"options {sorted(kwargs)} apply to an embedder name, not to an embedder object"
+            )
+        return check_embedder(spec)
+    if not spec.strip():
+        raise ConfigurationError(f"empty embedder name; {_SPEC_HELP}")
+    return _build(spec, None, dict(kwargs))
+
+
+def resolve_from_pinned(name: str, dim: int, **kwargs: Any) -> Embedder:
+    """Rebuild the embedder a cache file was created with, from its stored name and dim.
+
+    ``kwargs`` supply what the file does not store (``api_key=``, ``host=``...).
+    Raises :class:`ConfigurationError` if the name is not a built-in embedder (the file was
+    made with a custom one: pass that object as ``embedder=``), and
+    :class:`EmbedderMismatchError` if the rebuilt embedder's name or dim differs from the
+    stored ones.
+    """
+    backend = name.partition(":")[0].lower() if isinstance(name, str) else ""
+    if backend not in KNOWN_BACKENDS:
+        raise ConfigurationError(
+            f"the cache file was created with embedder {name!r}, which is not built in; "
+            f"pass the same embedder object as embedder= ({_SPEC_HELP})"
+        )
+    embedder = _build(name, dim, dict(kwargs))
+    if embedder.name != name or embedder.dim != dim:
+        raise EmbedderMismatchError(
+            f"the cache file pins embedder {name!r} (dim {dim}), but it rebuilds as "
+            f"{embedder.name!r} (dim {embedder.dim})"
+        )
+    return embedder
+
+
+__all__ = [
+    "KNOWN_BACKENDS",
+    "Embedder",
+    "EmbeddingMemo",
+    "HashingEmbedder",
+    "MiniLMEmbedder",
+    "OllamaEmbedder",
+    "OpenAIEmbedder",
+    "TrustedEmbedder",
+    "ValidatedEmbedder",
+    "check_embedder",
+    "check_embeddings",
+    "default_embedder_name",
+    "get_embedder",
+    "l2_normalize",
+    "minilm_available",
+    "resolve_from_pinned",
+    "validate_texts",
+]
