@@ -80,7 +80,10 @@ def _merge(best: list[int], dist: np.ndarray, cand: np.ndarray, start: int, k: i
     """Merge chunk candidates (positions ``cand`` of chunk ``start``) into the held keys."""
     if cand.shape[0] <= _PY_MERGE_MAX:
         shift = _KEY_SHIFT
-        new = [(d << shift) | (c + start) for d, c in zip(dist[cand].tolist(), cand.tolist(), strict=True)]
+        new = [
+            (d << shift) | (c + start)
+            for d, c in zip(dist[cand].tolist(), cand.tolist(), strict=True)
+        ]
         return sorted(best + new)[:k]
     keys = dist[cand].astype(np.int64)
     np.left_shift(keys, _KEY_SHIFT, out=keys)

@@ -102,7 +102,11 @@ class BinaryEncoder:
     """
 
     def __init__(self, embedding_dim: int, code_bits: int = 256, seed: int = 0) -> None:
-        if not isinstance(embedding_dim, int) or isinstance(embedding_dim, bool) or embedding_dim < 1:
+        if (
+            not isinstance(embedding_dim, int)
+            or isinstance(embedding_dim, bool)
+            or embedding_dim < 1
+        ):
             raise InvalidInputError(f"embedding_dim must be a positive int, got {embedding_dim!r}")
         if (
             not isinstance(code_bits, int)
