@@ -20,6 +20,7 @@ import threading
 import time
 import uuid
 import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -46,11 +47,12 @@ from semcache.settings import (
 from semcache.store.base import AccessUpdate, Changes, EntryRow, NewEntry
 from semcache.store.codecs import (
     decode_metadata,
-    decode_response,
     decode_vector,
+    decompress_response,
     encode_metadata,
     encode_response,
     encode_vector,
+    loads,
 )
 from semcache.store.sqlite import SQLiteStore, WriteTxn
 from semcache.validation import check_entry_id, check_namespace, check_prompt, check_ttl
@@ -63,7 +65,36 @@ RESCORE_K = 16
 FLUSH_INTERVAL = 1.0
 _FLUSH_MAX_PENDING = 1000
 
+#: Bytes of decompressed responses kept per process (see ResponseMemo).
+RESPONSE_MEMO_BYTES = 32 * 1024 * 1024
+
 _open_caches: weakref.WeakSet[Cache] = weakref.WeakSet()
+
+
+class ResponseMemo:
+    """Decompressed JSON of recently hit entries, by entry id.
+
+    An entry's content never changes under its id (a replacement gets a new id and
+    SQLite still decides whether the id is alive), so a repeated hit can skip zstd.
+    Values are decoded afresh on every hit: callers may mutate what they get.
+    """
+
+    def __init__(self, budget: int = RESPONSE_MEMO_BYTES) -> None:
+        self._items: OrderedDict[int, bytes] = OrderedDict()
+        self._bytes = 0
+        self._budget = budget
+
+    def decode(self, entry_id: int, blob: bytes) -> Any:
+        raw = self._items.get(entry_id)
+        if raw is None:
+            raw = decompress_response(blob)
+            self._items[entry_id] = raw
+            self._bytes += len(raw)
+            while self._bytes > self._budget and self._items:
+                self._bytes -= len(self._items.popitem(last=False)[1])
+        else:
+            self._items.move_to_end(entry_id)
+        return loads(raw)
 
 
 @dataclass(slots=True)
@@ -156,6 +187,7 @@ class Cache:
         self._pending_counts: dict[str, int] = {}
         self._last_flush = clock()
         self._partitions: dict[tuple[str, str], int] = {}
+        self._responses = ResponseMemo()
 
         self._store = SQLiteStore(self.path, readonly=readonly)
         try:
@@ -167,7 +199,7 @@ class Cache:
                 self._store.write_settings(to_write)
             self._encoder = None
             self._index = None
-            if self._dim is not None and not hash_only:
+            if self._dim is not None:
                 from semcache.kernels.projection import BinaryEncoder
                 from semcache.search import SemanticIndex
 
@@ -347,7 +379,7 @@ class Cache:
         if row.tokens:
             counts["tokens_saved"] = counts.get("tokens_saved", 0) + row.tokens
         return Hit(
-            response=decode_response(row.response), kind=kind, similarity=similarity,
+            response=self._responses.decode(row.id, row.response), kind=kind, similarity=similarity,
             entry_id=row.id, namespace=row.namespace, created_at=row.created_at,
             expires_at=expires, prompt=row.prompt,
             metadata=None if row.metadata is None else decode_metadata(row.metadata),

@@ -30,8 +30,10 @@ def check_prompt(prompt: Any) -> str:
         )
     if not prompt.strip():
         raise EmptyPromptError(f"prompt must be a non-empty string; got {prompt!r}")
-    size = len(prompt.encode("utf-8", "surrogatepass"))
-    if size > MAX_PROMPT_BYTES:
+    # A UTF-8 character is at most 4 bytes: only long prompts need encoding to be measured.
+    if len(prompt) * 4 > MAX_PROMPT_BYTES and (
+        size := len(prompt.encode("utf-8", "surrogatepass"))
+    ) > MAX_PROMPT_BYTES:
         raise TooLargeError(f"prompt is {size} bytes; the limit is {MAX_PROMPT_BYTES} bytes")
     return prompt
 

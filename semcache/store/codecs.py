@@ -11,6 +11,7 @@ import threading
 from typing import Any
 
 import numpy as np
+import orjson
 import zstandard
 
 from semcache.errors import SerializationError, TooLargeError
@@ -71,8 +72,23 @@ def encode_response(value: Any) -> bytes:
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 
 
+def loads(raw: bytes) -> Any:
+    """Decode JSON bytes of a response."""
+    # orjson is ~4x faster than json on the hot path; it refuses what it cannot
+    # represent exactly (integers beyond 64 bits), and then the stdlib decodes.
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return _DECODER.decode(raw.decode("utf-8"))
+
+
+def decompress_response(blob: bytes) -> bytes:
+    """The JSON bytes of a stored response."""
+    return _decompressor().decompress(blob)
+
+
 def decode_response(blob: bytes) -> Any:
-    return _DECODER.decode(_decompressor().decompress(blob).decode("utf-8"))
+    return loads(decompress_response(blob))
 
 
 def encode_metadata(value: Any) -> str | None:

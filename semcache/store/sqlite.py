@@ -279,19 +279,27 @@ class WriteTxn:
 
     def apply_access(self, updates: dict[int, AccessUpdate]) -> None:
         """Write batched hits: accessed_at, hit counts and refreshed expiry."""
-        for entry_id, u in updates.items():
-            self.conn.execute(
-                "UPDATE entries SET accessed_at = max(accessed_at, ?), hits = hits + ? "
-                "WHERE id = ?", (u.accessed_at, u.hits, entry_id))
-            if u.expires_at is None:
-                continue
-            row = self.conn.execute(
-                "UPDATE entries SET expires_at = ? WHERE id = ? AND expires_at < ? "
-                "RETURNING code IS NOT NULL", (u.expires_at, entry_id, u.expires_at)).fetchall()
-            if row and row[0][0]:
-                self.conn.execute("UPDATE entry_codes SET expires_at = ? WHERE entry_id = ?",
-                                  (expires_to_int(u.expires_at), entry_id))
-                self.changes.expires.append((entry_id, u.expires_at))
+        self.conn.executemany(
+            "UPDATE entries SET accessed_at = max(accessed_at, ?), hits = hits + ? WHERE id = ?",
+            [(u.accessed_at, u.hits, i) for i, u in updates.items()])
+        refreshed = [(u.expires_at, i, u.expires_at) for i, u in updates.items()
+                     if u.expires_at is not None]
+        if not refreshed:
+            return
+        # Only rows whose expiry really moves out are touched (and bump change_seq).
+        self.conn.executemany(
+            "UPDATE entries SET expires_at = ? WHERE id = ? AND expires_at < ?", refreshed)
+        moved = [(u.expires_at, i) for i, u in updates.items() if u.expires_at is not None]
+        marks = ",".join("?" * len(moved))
+        with_code = {int(r[0]) for r in self.conn.execute(
+            f"SELECT id FROM entries WHERE id IN ({marks}) AND code IS NOT NULL "
+            "AND expires_at IS NOT NULL", [i for _, i in moved])}
+        coded = [(e, i) for e, i in moved if i in with_code]
+        if coded:
+            self.conn.executemany(
+                "UPDATE entry_codes SET expires_at = ? WHERE entry_id = ?",
+                [(expires_to_int(e), i) for e, i in coded])
+            self.changes.expires.extend((i, e) for e, i in coded)
 
     def add_counters(self, deltas: dict[str, int]) -> None:
         self.conn.executemany(
