@@ -163,7 +163,11 @@ class StubOpenAIServer:
         httpd.daemon_threads = True  # keep-alive connections must not block shutdown
         self._httpd = httpd
         self._thread = threading.Thread(
-            target=httpd.serve_forever, name="semcache-stub-openai", daemon=True
+            # A short poll interval makes stop() (and so every test teardown) fast.
+            target=httpd.serve_forever,
+            kwargs={"poll_interval": 0.02},
+            name="semcache-stub-openai",
+            daemon=True,
         )
         self._thread.start()
         logger.debug("stub OpenAI server listening on %s", self.base_url)
