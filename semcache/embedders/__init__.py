@@ -24,6 +24,8 @@ from semcache.embedders.base import (
 )
 from semcache.embedders.hashing import HashingEmbedder
 from semcache.embedders.memo import EmbeddingMemo
+from semcache.embedders.minilm import DEFAULT_MODEL as MINILM_DEFAULT_MODEL
+from semcache.embedders.minilm import KNOWN_DIMS as MINILM_DIMS
 from semcache.embedders.minilm import MiniLMEmbedder, minilm_available
 from semcache.embedders.ollama import OllamaEmbedder
 from semcache.embedders.openai import OpenAIEmbedder
@@ -74,9 +76,12 @@ def _build(spec: str, dim: int | None, kwargs: dict[str, Any]) -> Embedder:
             kwargs.setdefault("dim", dim)
         return HashingEmbedder(**kwargs)
     if backend == "minilm":
+        model = rest or kwargs.get("model_name") or MINILM_DEFAULT_MODEL
         if rest:
             kwargs.setdefault("model_name", rest)
-        if dim is not None:
+        # A known model's size is fixed: a different stored dim is a mismatch, reported by
+        # resolve_from_pinned, not a setting to pass on.
+        if dim is not None and str(model).removeprefix("sentence-transformers/") not in MINILM_DIMS:
             kwargs.setdefault("dim", dim)
         return MiniLMEmbedder(**kwargs)
     if backend == "openai":
