@@ -8,6 +8,7 @@ paraphrases. See README.md and docs/.
 from __future__ import annotations
 
 from semcache.cache import Cache, Hit, open
+from semcache.kernels.projection import BinaryEncoder
 from semcache.errors import (
     CacheClosedError,
     CacheFileError,
@@ -32,6 +33,7 @@ from semcache.errors import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "BinaryEncoder",
     "Cache",
     "CacheClosedError",
     "CacheFileError",

@@ -151,6 +151,7 @@ class Cache:
         hash_only: bool = False,
         dim: int | None = None,
         seed: int | None = None,
+        encoder: Any = None,
         readonly: bool = False,
         clock: Callable[[], float] = time.time,
         stream_chunk_strategy: str = "words",
@@ -177,6 +178,10 @@ class Cache:
             raise ConfigurationError(
                 "stream_chunk_strategy must be one of words, sentences, paragraphs, characters; "
                 f"got {stream_chunk_strategy!r}")
+        if encoder is not None:
+            # The binary cache's style: BinaryEncoder(embedding_dim, code_bits=256) defines
+            # a vectors-only cache of that dimension and projection seed.
+            dim, seed = self._from_encoder(encoder, dim, seed)
         self._clock = clock
         self.hash_only = hash_only
         self.stream_chunk_strategy = stream_chunk_strategy
@@ -271,6 +276,21 @@ class Cache:
 
             obj = EmbeddingMemo(obj)
         return obj, edim, name
+
+    @staticmethod
+    def _from_encoder(encoder: Any, dim: int | None, seed: int | None) -> tuple[int, int]:
+        from semcache.kernels.projection import BinaryEncoder
+
+        if not isinstance(encoder, BinaryEncoder):
+            raise InvalidTypeError(
+                f"encoder must be a semcache.BinaryEncoder; got {type(encoder).__name__}")
+        if encoder.code_bits != CODE_BITS:
+            raise ConfigurationError(
+                f"semcache files use {CODE_BITS}-bit codes; got code_bits={encoder.code_bits}")
+        for name, given, own in (("dim", dim, encoder.embedding_dim), ("seed", seed, encoder.seed)):
+            if given is not None and given != own:
+                raise ConfigurationError(f"{name}={given} conflicts with the encoder's {own}")
+        return encoder.embedding_dim, encoder.seed
 
     @staticmethod
     def _embedder_from_pinned(name: str, dim: int) -> Any:

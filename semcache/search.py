@@ -83,10 +83,10 @@ class SemanticIndex:
     def _fresh_mirror(self) -> CodeMirror | None:
         db_seq = self._store.change_seq()
         mirror = self._mirror
-        if mirror is not None:
-            mirror.reload_header()
-            if mirror.seq >= db_seq:
-                return mirror
+        # is_current: header re-read plus one stat(), so a mirror file deleted or replaced
+        # by another process is noticed on the next call.
+        if mirror is not None and mirror.is_current() and mirror.seq >= db_seq:
+            return mirror
         mirror = self._reopen()
         if mirror is not None and mirror.seq >= db_seq:
             return mirror
@@ -178,18 +178,15 @@ class SemanticIndex:
                 np.asarray([expires_u32(e) for _, e in changes.expires], dtype=np.uint32), seq)
         if changes.added:
             added = changes.added
-            ok = mirror.append(
+            mirror.append(  # grows (a new, larger file) by itself when full
                 np.asarray([a[0] for a in added], dtype=np.int64),
                 np.asarray([a[1] for a in added], dtype=np.int32),
                 np.asarray([expires_u32(a[2]) for a in added], dtype=np.uint32),
                 np.frombuffer(b"".join(a[3] for a in added), dtype=np.uint8).reshape(-1, 32),
                 seq)
-            if ok is False:  # out of capacity: rebuild with room to grow
-                self.rebuild()
-                return
         mirror.set_seq(seq)
         if mirror.dead_count > max(_COMPACT_MIN_DEAD, mirror.live_count):
-            self.rebuild()
+            mirror.compact(seq)
 
     def _drop(self) -> None:
         if self._mirror is not None:
