@@ -8,7 +8,6 @@ paraphrases. See README.md and docs/.
 from __future__ import annotations
 
 from semcache.cache import Cache, Hit, open
-from semcache.kernels.projection import BinaryEncoder
 from semcache.errors import (
     CacheClosedError,
     CacheFileError,
@@ -29,6 +28,7 @@ from semcache.errors import (
     ThresholdError,
     TooLargeError,
 )
+from semcache.kernels.projection import BinaryEncoder
 
 __version__ = "0.1.0"
 
