@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 import semcache
-from tests.conftest import FakeClock
 
 
 def open_exact(path: str, **kw):  # hash_only: no embedder needed for the exact tier
