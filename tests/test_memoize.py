@@ -1,0 +1,214 @@
+"""@memoize over str -> JSON functions, sync and async."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+
+import numpy as np
+import pytest
+
+import semcache
+from semcache.errors import InvalidTypeError, SerializationError
+from semcache.memoize import default_namespace, memoize
+
+STOPWORDS = {"what", "s", "is", "the", "a", "an", "of", "please", "tell", "me", "which"}
+
+
+class WordEmbedder:
+    """Deterministic bag-of-content-words embedder (stopword-only paraphrases: cosine 1)."""
+
+    name = "test-words:v1"
+    dim = 64
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for row, text in enumerate(texts):
+            words = [w for w in re.findall(r"\w+", text.lower()) if w not in STOPWORDS]
+            for word in words or ["<empty>"]:
+                h = int.from_bytes(hashlib.blake2b(word.encode(), digest_size=8).digest(), "big")
+                out[row, h % self.dim] += 1.0
+            out[row] /= np.linalg.norm(out[row])
+        return out
+
+
+@pytest.fixture
+def clock():
+    return [3_000_000.0]
+
+
+@pytest.fixture
+def cache(tmp_path, clock):
+    c = semcache.open(
+        tmp_path / "memo.db",
+        embedder=WordEmbedder(),
+        similarity_threshold=0.9,
+        clock=lambda: clock[0],
+    )
+    yield c
+    c.close()
+
+
+class Counter:
+    def __init__(self):
+        self.calls: list[str] = []
+
+    def __call__(self, text: str) -> str:
+        self.calls.append(text)
+        return f"summary of {text!r}"
+
+
+def test_repeat_and_paraphrase_hit(cache):
+    calls = []
+
+    @memoize(cache)
+    def summarize(text: str) -> str:
+        calls.append(text)
+        return f"summary #{len(calls)}"
+
+    assert summarize("What is the capital of France?") == "summary #1"
+    assert summarize("What is the capital of France?") == "summary #1"
+    assert summarize("Tell me the capital of France") == "summary #1"
+    assert summarize(text="What is the capital of France?") == "summary #1"
+    assert calls == ["What is the capital of France?"]
+    stats = cache.stats()
+    assert stats["exact_hits"] == 2 and stats["semantic_hits"] == 1
+    assert summarize("How tall is Everest?") == "summary #2"
+
+
+def test_exact_only_skips_semantic_tier(cache):
+    counter = Counter()
+    summarize = memoize(cache, exact_only=True)(counter)
+    summarize("What is the capital of France?")
+    summarize("Tell me the capital of France")
+    summarize("What is the capital of France?")
+    assert len(counter.calls) == 2
+    assert cache.stats()["semantic_hits"] == 0
+
+
+def test_default_namespace_is_module_and_qualname(cache):
+    @memoize(cache)
+    def first(text: str) -> str:
+        return "first"
+
+    @memoize(cache)
+    def second(text: str) -> str:
+        return "second"
+
+    assert (
+        first.namespace
+        == f"memoize:{__name__}.test_default_namespace_is_module_and_qualname.<locals>.first"
+    )
+    assert default_namespace(first.uncached) == first.namespace
+    assert first("same prompt") == "first"
+    assert second("same prompt") == "second"  # functions never answer for each other
+    assert first.__name__ == "first" and first.cache is cache
+
+
+def test_explicit_namespace_is_shared(cache):
+    a = memoize(cache, namespace="summaries")(lambda text: "from a")
+    b = memoize(cache, namespace="summaries")(lambda text: "from b")
+    assert a("hello world") == "from a"
+    assert b("hello world") == "from a"
+    assert cache.get("hello world", namespace="summaries").response == "from a"
+
+
+def test_json_results_round_trip(cache):
+    @memoize(cache)
+    def classify(text: str) -> dict:
+        return {"label": "geo", "scores": [0.9, 0.1], "text": text}
+
+    first = classify("capital of France")
+    assert classify("capital of France") == first
+
+
+def test_non_str_argument_rejected(cache):
+    counter = Counter()
+    summarize = memoize(cache)(counter)
+    for bad in (42, b"bytes", None, ["a"]):
+        with pytest.raises(InvalidTypeError):
+            summarize(bad)
+    with pytest.raises(InvalidTypeError):
+        summarize("a", "b")
+    with pytest.raises(InvalidTypeError):
+        summarize()
+    assert counter.calls == []
+
+
+def test_blank_argument_is_called_uncached(cache):
+    counter = Counter()
+    summarize = memoize(cache)(counter)
+    summarize("")
+    summarize("   ")
+    summarize("")
+    assert len(counter.calls) == 3
+    assert cache.stats()["entries"] == 0
+
+
+def test_none_is_not_stored(cache):
+    calls = []
+
+    @memoize(cache)
+    def maybe(text: str):
+        calls.append(text)
+        return None
+
+    maybe("question")
+    maybe("question")
+    assert len(calls) == 2
+
+
+def test_unserializable_result_raises(cache):
+    @memoize(cache)
+    def bad(text: str):
+        return object()
+
+    with pytest.raises(SerializationError):
+        bad("question")
+
+
+def test_ttl(cache, clock):
+    counter = Counter()
+    summarize = memoize(cache, ttl=10)(counter)
+    summarize("question one")
+    clock[0] += 11
+    summarize("question one")
+    assert len(counter.calls) == 2
+
+
+async def test_async_function(cache):
+    calls = []
+
+    @memoize(cache)
+    async def summarize(text: str) -> str:
+        calls.append(text)
+        await asyncio.sleep(0)
+        return f"async summary of {text}"
+
+    first = await summarize("What is the capital of France?")
+    assert await summarize("What is the capital of France?") == first
+    assert await summarize("Tell me the capital of France") == first
+    assert len(calls) == 1
+    with pytest.raises(InvalidTypeError):
+        await summarize(3)
+
+
+def test_cache_memoize_method_delegates(cache):
+    if not hasattr(cache, "memoize"):
+        pytest.skip("Cache.memoize not wired yet")
+    counter = Counter()
+    summarize = cache.memoize(namespace="m")(counter)
+    summarize("hello there")
+    summarize("hello there")
+    assert len(counter.calls) == 1
+    assert summarize.namespace == "m"
+
+
+def test_bad_decorator_arguments(cache):
+    with pytest.raises(InvalidTypeError):
+        memoize(cache, exact_only="yes")
+    with pytest.raises(InvalidTypeError):
+        memoize(cache, namespace=3)
+    with pytest.raises(InvalidTypeError):
+        memoize(cache)("not callable")
