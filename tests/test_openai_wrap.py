@@ -649,3 +649,9 @@ def test_accumulator_incomplete_without_finish_reason(server):
     for chunk in chunks[:-1]:
         acc.add(ChatCompletionChunk.model_validate(chunk))
     assert not acc.complete
+
+
+def test_malformed_call_gets_the_sdks_own_error(client, server):
+    with pytest.raises(TypeError):
+        client.chat.completions.create(model="gpt-test")
+    assert server.chat_requests == []

@@ -214,6 +214,8 @@ def _prepare(
     cache = _resolve_cache(cache)
     if cache is None or (control.no_cache and control.no_store):
         return request, None
+    if "model" not in request or "messages" not in request:
+        return request, None  # let the SDK raise its own error for the malformed call
     keys = analyze_request(request)
     namespace = control.namespace or options.namespace or getattr(cache, "namespace", "default")
     exact_only = options.exact_only or bool(getattr(cache, "hash_only", False))
