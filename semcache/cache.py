@@ -695,6 +695,21 @@ class Cache:
             self._count(expirations=n)
             return n
 
+    def vacuum(self) -> dict[str, int]:
+        """Purge expired entries, repair the sqlite-vec table after hand-made SQL, rebuild
+        the code mirror, and compact the file. Returns what was done."""
+        self._check_open()
+        with self._lock:
+            with self._write() as txn:
+                expired = txn.purge_expired(self._clock())
+                self._count(expirations=expired)
+                orphans, added = txn.repair_codes()
+            self._store.vacuum()
+            if self._index is not None and self._store.lock is not None:
+                with self._store.lock.hold():
+                    self._index.rebuild()
+        return {"expired": expired, "orphan_codes": orphans, "missing_codes": added}
+
     # -- batching of hits and counters -------------------------------------------------------------
 
     def _maybe_flush(self, now: float) -> None:

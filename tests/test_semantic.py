@@ -290,3 +290,23 @@ def test_embedder_mismatch_on_reopen(db_path):
         semcache.open(db_path, dim=DIM)
     with semcache.open(db_path) as cache:  # no argument: the pinned embedder is used
         assert cache.embedder_name.startswith("hashing")
+
+
+def test_hand_made_delete_then_vacuum(db_path, rng):
+    base = unit(rng.standard_normal(DIM))
+    with open_vec(db_path) as cache:
+        a = cache.put(base, "a")
+        assert cache.get(base).entry_id == a
+    import sqlite3
+
+    con = sqlite3.connect(db_path)  # an operator purging a bad answer by hand
+    con.execute("DELETE FROM entries WHERE id = ?", (a,))
+    con.commit()
+    con.close()
+    with open_vec(db_path) as cache:
+        assert cache.get(base) is None  # the mirror noticed (sync_state), no stale hit
+        b = cache.put(at_cosine(base, 0.95, rng), "b")
+        assert cache.vacuum() == {"expired": 0, "orphan_codes": 1, "missing_codes": 0}
+        assert cache.get(base).entry_id == b
+    with open_vec(db_path, use_mirror=False) as cache:
+        assert cache.get(base).entry_id == b

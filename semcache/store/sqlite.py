@@ -196,6 +196,15 @@ class SQLiteStore:
         return int(self.conn.execute(
             "SELECT change_seq FROM sync_state WHERE id = 1").fetchall()[0][0])
 
+    def vacuum(self) -> None:
+        """Rebuild the file compactly (SQLite VACUUM) under the write lock."""
+        if self.lock is None:
+            raise translate(apsw.ReadOnlyError("cache opened read-only"), self.path)
+        with self.lock.hold(), self._mutex, translated(self.path):
+            self._check_fork()
+            self.conn.execute("VACUUM")
+            self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+
     def write_settings(self, values: dict[str, str]) -> None:
         with self.write() as txn:
             txn.set_settings(values)
@@ -264,6 +273,21 @@ class WriteTxn:
         self.conn.execute("DELETE FROM entry_codes")
         self.changes.cleared = True
         return n
+
+    def repair_codes(self) -> tuple[int, int]:
+        """Make entry_codes match entries (after hand-made SQL): (orphans removed, added)."""
+        orphans = self.conn.execute(
+            "SELECT entry_id FROM entry_codes WHERE entry_id NOT IN (SELECT id FROM entries)"
+        ).fetchall()
+        self.conn.executemany("DELETE FROM entry_codes WHERE entry_id = ?", orphans)
+        missing = self.conn.execute(
+            "SELECT id, partition_id, expires_at, code FROM entries WHERE code IS NOT NULL "
+            "AND id NOT IN (SELECT entry_id FROM entry_codes)").fetchall()
+        self.conn.executemany(
+            "INSERT INTO entry_codes (entry_id, partition_id, expires_at, code) "
+            "VALUES (?, ?, ?, vec_bit(?))",
+            [(i, p, expires_to_int(e), c) for i, p, e, c in missing])
+        return len(orphans), len(missing)
 
     def purge_expired(self, now: float) -> int:
         return len(self.delete_where("expires_at IS NOT NULL AND expires_at <= ?", (now,)))
