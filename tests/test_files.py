@@ -129,3 +129,16 @@ def test_bad_settings_refused_before_creating_anything(db_path, kwargs, error):
 def test_threshold_error_is_value_error(db_path):
     with pytest.raises(ValueError, match="1.5"):
         semcache.open(db_path, hash_only=True, similarity_threshold=1.5)
+
+
+def test_pragmas_from_settings_table(db_path):
+    semcache.open(db_path, hash_only=True).close()
+    con = sqlite3.connect(db_path)
+    con.execute("INSERT INTO settings VALUES ('sqlite_synchronous', 'FULL')")
+    con.execute("INSERT INTO settings VALUES ('sqlite_cache_size', '1; DROP TABLE entries')")
+    con.commit()
+    con.close()
+    with semcache.open(db_path, hash_only=True) as cache:
+        assert cache._store.query("PRAGMA synchronous") == [(2,)]  # FULL
+        cache.put("q", "a")  # the odd value was ignored, not executed
+        assert cache.get("q").response == "a"

@@ -66,7 +66,9 @@ def connect(path: str, *, readonly: bool = False) -> apsw.Connection:
 
 def apply_pragmas(conn: apsw.Connection, pragmas: dict[str, str], path: str) -> None:
     for name, value in pragmas.items():
-        if not name.replace("_", "").isalnum():
+        if not name.replace("_", "").isalnum() or not str(value).lstrip("-").replace(
+                "_", "").isalnum():
+            log.warning("semcache: ignoring odd pragma setting %r=%r", name, value)
             continue  # never interpolate anything odd from the file into SQL
         try:
             conn.execute(f"PRAGMA {name}={value}").fetchall()
