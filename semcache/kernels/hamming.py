@@ -14,9 +14,10 @@ Design (numpy only, measured on a 2-core VM):
 * Once k valid rows are held, a chunk whose minimum is not below the current k-th distance
   is skipped with a single ``min()``; otherwise only rows strictly below the k-th distance
   become candidates (rows of later chunks lose ties to the earlier rows already held).
-* Filters (partition, expiry) are checked on the few candidates only once k valid rows are
-  held; before that the chunk's validity mask is computed in full. Either way a filtered
-  row never takes a slot, so it can never hide a valid one.
+* Filters (partition, expiry): before k valid rows are held, the chunk's validity mask is
+  computed in full; afterwards the few candidates below the k-th distance are parked and
+  filtered + merged in batches (a k-th distance a few chunks old is still a valid bound).
+  Either way a filtered row never takes a slot, so it can never hide a valid one.
 
 A :class:`Workspace` is not thread-safe: use one per thread (and per mirror if convenient).
 """
@@ -37,6 +38,10 @@ _U8_MAX = 255
 _NO_THRESHOLD = 1 << 30  # "fewer than k rows held yet"
 _SENTINEL = 0xFFFF  # uint16 distance given to filtered rows; real ones are <= 256
 _MAX_DIST = 256
+_min = np.minimum.reduce  # skips the ndarray.min() Python wrapper (called once per chunk)
+# Cut-offs tried above a chunk's minimum by _lowest_rows (random 256-bit codes have a
+# standard deviation of 8 bits, so k <= ~100 is usually reached within the first three).
+_CUT_WIDTHS = (3, 6, 10, 16, 32, 64, _MAX_DIST)
 
 
 class Workspace:
@@ -76,19 +81,15 @@ _ROW_MASK = (1 << _KEY_SHIFT) - 1
 _PY_MERGE_MAX = 64
 
 
-def _merge(best: list[int], dist: np.ndarray, cand: np.ndarray, start: int, k: int) -> list[int]:
-    """Merge chunk candidates (positions ``cand`` of chunk ``start``) into the held keys."""
-    if cand.shape[0] <= _PY_MERGE_MAX:
+def _merge(best: list[int], rows: np.ndarray, dist: np.ndarray, k: int) -> list[int]:
+    """Merge candidates (global ``rows`` with their ``dist``) into the held, sorted keys."""
+    if rows.shape[0] <= _PY_MERGE_MAX:
         shift = _KEY_SHIFT
-        new = [
-            (d << shift) | (c + start)
-            for d, c in zip(dist[cand].tolist(), cand.tolist(), strict=True)
-        ]
+        new = [(d << shift) | r for d, r in zip(dist.tolist(), rows.tolist(), strict=True)]
         return sorted(best + new)[:k]
-    keys = dist[cand].astype(np.int64)
+    keys = dist.astype(np.int64)
     np.left_shift(keys, _KEY_SHIFT, out=keys)
-    cand += start
-    np.bitwise_or(keys, cand, out=keys)
+    np.bitwise_or(keys, rows, out=keys)
     if best:
         keys = np.concatenate((np.array(best, dtype=np.int64), keys))
     if keys.shape[0] > k:
@@ -126,11 +127,8 @@ class _Filter:
         else:
             np.greater(self.expires[start:end], self.now_val, out=out)
 
-    def keep(self, cand: np.ndarray, start: int) -> np.ndarray:
-        """The chunk positions among ``cand`` whose rows are valid."""
-        if cand.shape[0] == 0:
-            return cand
-        rows = cand + start
+    def keep(self, rows: np.ndarray) -> np.ndarray:
+        """Boolean mask: which of these (global) rows are valid."""
         ok: np.ndarray | None = None
         if self.partitions is not None:
             pc = self.partitions[rows]
@@ -138,22 +136,40 @@ class _Filter:
         if self.expires is not None:
             ok_exp = self.expires[rows] > self.now_val
             ok = ok_exp if ok is None else (ok & ok_exp)
-        return cand[ok]
+        assert ok is not None  # only called when a filter is active
+        return ok
+
+
+def _flush(
+    best: list[int],
+    pend_rows: list[np.ndarray],
+    pend_dist: list[np.ndarray],
+    filt: _Filter,
+    k: int,
+) -> list[int]:
+    """Filter the parked candidates, merge them into ``best``; empties the parking lists."""
+    rows = np.concatenate(pend_rows) if len(pend_rows) > 1 else pend_rows[0]
+    dist = np.concatenate(pend_dist) if len(pend_dist) > 1 else pend_dist[0]
+    pend_rows.clear()
+    pend_dist.clear()
+    if filt.active:
+        ok = filt.keep(rows)
+        rows, dist = rows[ok], dist[ok]
+    return _merge(best, rows, dist, k) if rows.shape[0] else best
 
 
 def _lowest_rows(dist: np.ndarray, low: int, k: int, mask: np.ndarray) -> np.ndarray:
     """Positions of at least k rows with the lowest distances (all rows <= some cut-off).
 
-    Widens the cut-off from the chunk minimum until it holds k rows, which touches the
-    chunk a couple of times instead of paying for a full ``np.partition`` on it.
+    Widens the cut-off from the chunk minimum until it holds k rows: a few cheap passes over
+    the chunk instead of a full ``np.partition``, and few surplus candidates to merge.
     """
-    width = 4
-    while True:
+    for width in _CUT_WIDTHS:
         cut = min(low + width, _MAX_DIST)
         np.less_equal(dist, cut, out=mask)
         if cut >= _MAX_DIST or np.count_nonzero(mask) >= k:
-            return mask.nonzero()[0]
-        width *= 4
+            break
+    return mask.nonzero()[0]
 
 
 def _check_column(name: str, arr: np.ndarray, count: int, dtype: type) -> None:
@@ -224,6 +240,10 @@ def hamming_topk(
     filt = _Filter(partition, partitions, expires, now_u32)
     threshold = _NO_THRESHOLD  # k-th best distance once k valid rows are held
     step = ws.chunk_rows
+    pend_rows: list[np.ndarray] = []  # parked candidates (global rows), not yet filtered
+    pend_dist: list[np.ndarray] = []
+    pend_count = 0
+    flush_at = 4 * k + 64
 
     for start in range(0, n_rows, step):
         end = min(n_rows, start + step)
@@ -240,7 +260,7 @@ def hamming_topk(
         np.bitwise_count(x, out=d8)
         np.add(pb, d8, out=pb)  # <= 128: exact in uint8
         np.add(pa, pb, out=d8)  # wraps only for distance 256 -> 0
-        low = int(d8.min())
+        low = int(_min(d8))
         if low >= threshold:
             continue  # nothing in this chunk beats the k-th best (the common case)
         dist: np.ndarray = d8
@@ -252,35 +272,45 @@ def hamming_topk(
         mask = ws.mask[:n]
 
         if threshold == _NO_THRESHOLD:
-            # Fewer than k valid rows held yet (first chunk(s) only).
+            # Fewer than k valid rows held yet (first chunk(s) only): select now.
             if filt.active:
                 filt.valid(mask, ws.mask2[:n], start, end)
                 np.logical_not(mask, out=mask)
                 np.copyto(dist, _SENTINEL, where=mask)
-                low = int(dist.min())
+                low = int(_min(dist))
                 if low >= _SENTINEL:
                     continue
             cand = _lowest_rows(dist, low, k, mask)
-        else:
-            if dist is d8 and threshold > _U8_MAX:
-                mask.fill(True)
-            else:
-                np.less(dist, threshold, out=mask)
-            if filt.active:
-                if np.count_nonzero(mask) > (n >> 5):
-                    # Many rows below the k-th: filtering the whole chunk is cheaper.
-                    filt.valid(ws.mask2[:n], ws.mask3[:n], start, end)
-                    np.logical_and(mask, ws.mask2[:n], out=mask)
-                    cand = mask.nonzero()[0]
-                else:
-                    cand = filt.keep(mask.nonzero()[0], start)
-            else:
-                cand = mask.nonzero()[0]
+            best = _merge(best, cand + start, dist[cand], k)
+            if len(best) == k:
+                threshold = best[-1] >> _KEY_SHIFT
+            continue
 
+        # k valid rows held: candidates are the rows strictly below the k-th distance
+        # (usually a handful). They are parked and filtered + merged in batches, which saves
+        # a dozen small numpy calls per chunk; a k-th distance a few chunks old is still a
+        # valid bound, it just lets a few more candidates through.
+        if dist is d8 and threshold > _U8_MAX:
+            mask.fill(True)
+        else:
+            np.less(dist, threshold, out=mask)
+        cand = mask.nonzero()[0]
         if cand.shape[0] == 0:
             continue
-        best = _merge(best, dist, cand, start, k)
-        if len(best) == k:
-            threshold = best[-1] >> _KEY_SHIFT
+        if filt.active and cand.shape[0] > (n >> 5):
+            # Many rows below the k-th: filtering the whole chunk is cheaper.
+            filt.valid(ws.mask2[:n], ws.mask3[:n], start, end)
+            np.logical_and(mask, ws.mask2[:n], out=mask)
+            cand = mask.nonzero()[0]
+        pend_rows.append(cand + start)
+        pend_dist.append(dist[cand])
+        pend_count += cand.shape[0]
+        if pend_count >= flush_at:
+            best = _flush(best, pend_rows, pend_dist, filt, k)
+            pend_count = 0
+            if len(best) == k:
+                threshold = best[-1] >> _KEY_SHIFT
+    if pend_rows:
+        best = _flush(best, pend_rows, pend_dist, filt, k)
     keys = np.array(best, dtype=np.int64)
     return keys & _ROW_MASK, (keys >> _KEY_SHIFT).astype(np.int32)
