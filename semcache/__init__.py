@@ -8,6 +8,7 @@ paraphrases. See README.md and docs/.
 from __future__ import annotations
 
 from semcache.cache import Cache, Hit, open
+from semcache.defaults import cache_stats, clear_cache, disable_cache, init_cache
 from semcache.errors import (
     CacheClosedError,
     CacheFileError,
@@ -28,6 +29,7 @@ from semcache.errors import (
     ThresholdError,
     TooLargeError,
 )
+from semcache.integrations.openai import wrap
 from semcache.kernels.projection import BinaryEncoder
 
 __version__ = "0.1.0"
@@ -54,5 +56,10 @@ __all__ = [
     "SerializationError",
     "ThresholdError",
     "TooLargeError",
+    "cache_stats",
+    "clear_cache",
+    "disable_cache",
+    "init_cache",
     "open",
+    "wrap",
 ]
