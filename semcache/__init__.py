@@ -8,7 +8,13 @@ paraphrases. See README.md and docs/.
 from __future__ import annotations
 
 from semcache.cache import Cache, Hit, open
-from semcache.defaults import cache_stats, clear_cache, disable_cache, init_cache
+from semcache.defaults import (
+    cache_stats,
+    clear_cache,
+    disable_cache,
+    get_default_cache,
+    init_cache,
+)
 from semcache.errors import (
     CacheClosedError,
     CacheFileError,
@@ -59,6 +65,7 @@ __all__ = [
     "cache_stats",
     "clear_cache",
     "disable_cache",
+    "get_default_cache",
     "init_cache",
     "open",
     "wrap",
