@@ -35,6 +35,7 @@ path names another inode).
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import hashlib
 import logging
@@ -236,7 +237,11 @@ class CodeMirror:
         tmp = f"{path}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
         try:
-            os.ftruncate(fd, HEADER_SIZE + ROW_BYTES * cap)  # sparse: unused rows cost nothing
+            os.ftruncate(fd, HEADER_SIZE + ROW_BYTES * cap)
+            # Reserve every block now: a store into an unallocated page of a map on a full
+            # disk is a SIGBUS that kills the process; here it is an OSError (ENOSPC) that
+            # the caller handles by searching in SQL.
+            _allocate(fd, HEADER_SIZE + ROW_BYTES * cap)
             with mmap.mmap(fd, HEADER_SIZE + ROW_BYTES * cap, access=mmap.ACCESS_WRITE) as mm:
                 words = codes.view("<u8")
                 cols = tuple(np.ascontiguousarray(words[:, i]) for i in range(4))
@@ -703,6 +708,19 @@ def _put(mm: mmap.mmap, offset: int, arr: np.ndarray) -> None:
     """Copy a contiguous array into the map at ``offset`` (no exported view left behind)."""
     if arr.nbytes:
         mm[offset : offset + arr.nbytes] = memoryview(np.ascontiguousarray(arr)).cast("B")
+
+
+def _allocate(fd: int, size: int) -> None:
+    """Allocate the file's blocks (ENOSPC raises OSError); a no-op where unsupported."""
+    fallocate = getattr(os, "posix_fallocate", None)
+    if fallocate is None:
+        return
+    try:
+        fallocate(fd, 0, size)
+    except OSError as exc:
+        if exc.errno in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+            return
+        raise
 
 
 def _open_existing(path: str) -> int | None:
