@@ -26,10 +26,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from zstandard import ZstdError
 
 from semcache.errors import (
     CacheClosedError,
     ConfigurationError,
+    CorruptCacheError,
     EmbedderMismatchError,
     InvalidInputError,
     InvalidTypeError,
@@ -398,13 +400,22 @@ class Cache:
         counts[kind_key] = counts.get(kind_key, 0) + 1
         if row.tokens:
             counts["tokens_saved"] = counts.get("tokens_saved", 0) + row.tokens
+        try:
+            response = self._responses.decode(row.id, row.response)
+            metadata = None if row.metadata is None else decode_metadata(row.metadata)
+        except (ZstdError, ValueError, TypeError) as exc:
+            raise self._corrupt_entry(row.id, exc) from None
         return Hit(
-            response=self._responses.decode(row.id, row.response), kind=kind, similarity=similarity,
+            response=response, kind=kind, similarity=similarity,
             entry_id=row.id, namespace=row.namespace, created_at=row.created_at,
-            expires_at=expires, prompt=row.prompt,
-            metadata=None if row.metadata is None else decode_metadata(row.metadata),
-            tokens=row.tokens,
+            expires_at=expires, prompt=row.prompt, metadata=metadata, tokens=row.tokens,
         )
+
+    def _corrupt_entry(self, entry_id: int, exc: BaseException) -> CorruptCacheError:
+        return CorruptCacheError(
+            f"entry {entry_id} of cache file {self.path!r} is corrupt "
+            f"({type(exc).__name__}: {exc}); delete it (cache.delete({entry_id})) "
+            "or delete the file to start a new cache")
 
     def _alive(self, row: EntryRow, now: float) -> bool:
         if row.expires_at is None or row.expires_at > now:
@@ -453,7 +464,11 @@ class Cache:
         for row in self._store.get_by_ids(ids, with_vector=True):
             if row.partition_id != partition_id or row.vector is None or not self._alive(row, now):
                 continue
-            sim = float(np.clip(np.dot(q, decode_vector(row.vector).astype(np.float64)), -1, 1))
+            try:
+                stored = decode_vector(row.vector).astype(np.float64)
+                sim = float(np.clip(np.dot(q, stored), -1, 1))
+            except (ValueError, TypeError) as exc:  # wrong length: damaged row
+                raise self._corrupt_entry(row.id, exc) from None
             if best is None or sim > best[1] or (sim == best[1] and row.id > best[0].id):
                 best = (row, sim)
         if best is None or best[1] < self.similarity_threshold:

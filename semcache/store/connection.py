@@ -81,6 +81,9 @@ def translate(exc: BaseException, path: str) -> SemcacheError:
     if isinstance(exc, SemcacheError):
         return exc
     text = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, UnicodeDecodeError):  # TEXT that is not UTF-8: damaged pages
+        return CorruptCacheError(f"cache file {path!r} is corrupt (invalid text: {exc}); "
+                                 "delete it to start a new cache")
     if isinstance(exc, apsw.NotADBError):
         return NotASemcacheFileError(f"{path!r} is not an SQLite database ({text})")
     if isinstance(exc, apsw.CorruptError):
@@ -101,10 +104,10 @@ def translate(exc: BaseException, path: str) -> SemcacheError:
 
 @contextlib.contextmanager
 def translated(path: str) -> Iterator[None]:
-    """Re-raise driver errors (and OSError) inside the block as semcache errors."""
+    """Re-raise driver errors (and undecodable text) inside the block as semcache errors."""
     try:
         yield
-    except apsw.Error as exc:
+    except (apsw.Error, UnicodeDecodeError) as exc:
         raise translate(exc, path) from None
 
 

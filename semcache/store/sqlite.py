@@ -18,6 +18,7 @@ from contextlib import contextmanager
 import apsw
 import numpy as np
 
+from semcache.errors import CorruptCacheError
 from semcache.store.base import AccessUpdate, Changes, EntryRow, NewEntry, expires_to_int
 from semcache.store.connection import (
     DEFAULT_PRAGMAS,
@@ -37,6 +38,9 @@ _ROW_COLUMNS = (
 )
 _BY_KEY = f"SELECT {_ROW_COLUMNS} FROM entries WHERE key_hash = ?"
 _PRAGMA_PREFIX = "sqlite_"
+_SEQ = "SELECT change_seq FROM sync_state WHERE id = 1"
+_COUNTERS = frozenset(("hits", "exact_hits", "semantic_hits", "misses", "puts", "evictions",
+                       "expirations", "tokens_saved", "entries", "bytes"))
 
 
 class SQLiteStore:
@@ -49,8 +53,12 @@ class SQLiteStore:
         self._mutex = threading.RLock()  # one connection, shared by the threads of a process
         self.conn = connect(path, readonly=readonly)
         try:
-            ensure_schema(self.conn, path, self.lock)
-            self.settings = read_settings(self.conn)
+            with translated(path):
+                ensure_schema(self.conn, path, self.lock)
+                self.settings = read_settings(self.conn)
+            if not all(isinstance(v, str) for kv in self.settings.items() for v in kv):
+                raise CorruptCacheError(f"cache file {path!r} is corrupt (settings table "
+                                        "holds non-text values); delete it to start a new cache")
             pragmas = dict(DEFAULT_PRAGMAS)
             pragmas.update({k[len(_PRAGMA_PREFIX):]: v for k, v in self.settings.items()
                             if k.startswith(_PRAGMA_PREFIX)})
@@ -85,7 +93,7 @@ class SQLiteStore:
             try:
                 for r in self.conn.execute(_BY_KEY, (key_hash,)):
                     return EntryRow(*r)
-            except apsw.Error as exc:
+            except (apsw.Error, UnicodeDecodeError) as exc:
                 raise translate(exc, self.path) from None
         return None
 
@@ -112,16 +120,27 @@ class SQLiteStore:
                 return int(pid)
         return None
 
+    def _scalar(self, sql: str, what: str) -> int:
+        """The one integer a bookkeeping query returns; its absence means a damaged file."""
+        rows = self.conn.execute(sql).fetchall()
+        if len(rows) != 1 or not isinstance(rows[0][0], int):
+            raise CorruptCacheError(f"cache file {self.path!r} is corrupt ({what} is missing "
+                                    "or not an integer); delete it to start a new cache")
+        return int(rows[0][0])
+
     def change_seq(self) -> int:
         with self._mutex, translated(self.path):
             self._check_fork()
-            return int(self.conn.execute(
-                "SELECT change_seq FROM sync_state WHERE id = 1").fetchall()[0][0])
+            return self._scalar(_SEQ, "sync_state.change_seq")
 
     def counters(self) -> dict[str, int]:
         with self._mutex, translated(self.path):
             self._check_fork()
-            return {n: int(v) for n, v in self.conn.execute("SELECT name, value FROM counters")}
+            out = {n: v for n, v in self.conn.execute("SELECT name, value FROM counters")}
+        if not _COUNTERS <= out.keys() or not all(isinstance(v, int) for v in out.values()):
+            raise CorruptCacheError(f"cache file {self.path!r} is corrupt (counters table "
+                                    "damaged); delete it to start a new cache")
+        return out
 
     def query(self, sql: str, params: Sequence | dict = ()) -> list[tuple]:
         """Run a read-only SQL statement (used by listing, export and verification)."""
@@ -137,18 +156,22 @@ class SQLiteStore:
         with self._mutex, translated(self.path):
             self._check_fork()
             with self.conn:  # one read transaction: rows and seq from the same snapshot
-                seq = int(self.conn.execute(
-                    "SELECT change_seq FROM sync_state WHERE id = 1").fetchall()[0][0])
+                seq = self._scalar(_SEQ, "sync_state.change_seq")
                 rows = self.conn.execute(
                     "SELECT id, partition_id, expires_at, code FROM entries "
                     "WHERE code IS NOT NULL ORDER BY id").fetchall()
         n = len(rows)
-        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=n)
-        parts = np.fromiter((r[1] for r in rows), dtype=np.int32, count=n)
-        expires = np.fromiter((np.nan if r[2] is None else r[2] for r in rows),
-                              dtype=np.float64, count=n)
-        codes = np.frombuffer(b"".join(r[3] for r in rows), dtype=np.uint8).reshape(n, 32) \
-            if n else np.zeros((0, 32), dtype=np.uint8)
+        try:
+            ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=n)
+            parts = np.fromiter((r[1] for r in rows), dtype=np.int32, count=n)
+            expires = np.fromiter((np.nan if r[2] is None else r[2] for r in rows),
+                                  dtype=np.float64, count=n)
+            codes = np.frombuffer(b"".join(r[3] for r in rows), dtype=np.uint8).reshape(n, 32) \
+                if n else np.zeros((0, 32), dtype=np.uint8)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise CorruptCacheError(f"cache file {self.path!r} is corrupt (entries.code or "
+                                    f"partition_id damaged: {exc}); delete it to start a new "
+                                    "cache") from None
         return ids, parts, expires, codes, seq
 
     def knn_sql(self, code: bytes, partition_id: int, now: float, k: int) -> list[tuple[int, int]]:
@@ -193,8 +216,7 @@ class SQLiteStore:
                 on_commit(txn.changes)
 
     def _seq_in_txn(self) -> int:
-        return int(self.conn.execute(
-            "SELECT change_seq FROM sync_state WHERE id = 1").fetchall()[0][0])
+        return self._scalar(_SEQ, "sync_state.change_seq")
 
     def vacuum(self) -> None:
         """Rebuild the file compactly (SQLite VACUUM) under the write lock."""
@@ -298,8 +320,8 @@ class WriteTxn:
             "id IN (SELECT id FROM entries ORDER BY accessed_at, id LIMIT ?)", (count,)))
 
     def entry_count(self) -> int:
-        return int(self.conn.execute(
-            "SELECT value FROM counters WHERE name = 'entries'").fetchall()[0][0])
+        return self._store._scalar(
+            "SELECT value FROM counters WHERE name = 'entries'", "counters.entries")
 
     def apply_access(self, updates: dict[int, AccessUpdate]) -> None:
         """Write batched hits: accessed_at, hit counts and refreshed expiry."""
