@@ -521,16 +521,18 @@ def cmd_import(args: argparse.Namespace) -> int:
         read_header,
     )
 
-    if args.input != "-":
-        if not os.path.isfile(args.input):
-            raise CLIError(f"no input file at {args.input!r}")
+    lines: list[str] | None = None
+    if args.input == "-":
+        lines = sys.stdin.readlines()  # read once: stdin cannot be read twice
+        first = lines[0] if lines else ""
+    elif not os.path.isfile(args.input):
+        raise CLIError(f"no input file at {args.input!r}")
+    else:
+        with open(args.input, encoding="utf-8", errors="replace") as f:
+            first = f.readline()
     created = not os.path.exists(args.path)
     if created:
-        header = None
-        if args.input != "-":
-            with open(args.input, encoding="utf-8", errors="replace") as f:
-                header = read_header(f.readline())
-        opts = open_options_for(header)
+        opts = open_options_for(read_header(first))
         if args.embedder is not None:
             opts.pop("hash_only", None)
             opts["embedder"] = args.embedder
@@ -544,6 +546,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     size = os.path.getsize(args.input) if args.input != "-" else 0
     if not args.quiet and size >= _PROGRESS_MIN_BYTES:
         bar = fmt.Progress(size, "importing")
+        bar.update(0, "0 entries")
 
         def progress(done: int, total: int, imported: int) -> None:
             bar.update(done, f"{imported} entries")
@@ -556,7 +559,7 @@ def cmd_import(args: argparse.Namespace) -> int:
         with cache:
             report = import_jsonl(cache, args.input, strict=args.strict,
                                   batch_size=args.batch_size, progress=progress,
-                                  on_bad_line=report_bad)
+                                  on_bad_line=report_bad, lines=lines)
     except BaseException:
         if created:
             _remove_new_file(args.path)

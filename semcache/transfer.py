@@ -142,8 +142,19 @@ def iter_export(cache: Any) -> Iterator[dict[str, Any]]:
         last = rows[-1][0]
 
 
+# Characters that some line splitters (str.splitlines, JavaScript) treat as line breaks;
+# json.dumps(ensure_ascii=False) leaves them raw, so they are escaped to keep one record
+# per line for every reader. They can only occur inside JSON strings: escaping is exact.
+_LINE_BREAKS = {"\u2028": "\\u2028", "\u2029": "\\u2029", "\x85": "\\u0085"}
+
+
 def dumps_line(record: dict[str, Any]) -> str:
-    return json.dumps(record, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    """One record as a single line of JSON (UTF-8 text, Unicode line breaks escaped)."""
+    text = json.dumps(record, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    for raw, escaped in _LINE_BREAKS.items():
+        if raw in text:
+            text = text.replace(raw, escaped)
+    return text
 
 
 def export_jsonl(cache: Any, out: IO[str]) -> int:
@@ -347,8 +358,12 @@ def _write_batch(cache: Any, batch: list[_Parsed]) -> None:
 def import_jsonl(cache: Any, path: str, *, strict: bool = False,
                  batch_size: int = DEFAULT_BATCH,
                  progress: Callable[[int, int, int], None] | None = None,
-                 on_bad_line: Callable[[BadLine], None] | None = None) -> ImportReport:
-    """Import the JSON Lines file at ``path`` (``"-"``: stdin) into ``cache``.
+                 on_bad_line: Callable[[BadLine], None] | None = None,
+                 lines: list[str] | None = None) -> ImportReport:
+    """Import the JSON Lines file at ``path`` into ``cache``.
+
+    ``lines``: the file's lines already read (e.g. from stdin, which cannot be read
+    twice); ``path`` then only names them in messages.
 
     ``progress(chars_read, total_chars_estimate, imported)`` is called after every batch.
     With ``strict`` the whole file is validated first and TransferError is raised (nothing
@@ -367,17 +382,13 @@ def import_jsonl(cache: Any, path: str, *, strict: bool = False,
         if on_bad_line is not None:
             on_bad_line(bad)
 
-    stdin = path == "-"
-    if stdin:
-        import sys
-
-        lines: list[str] = sys.stdin.readlines()  # read once: stdin cannot be re-read
+    if lines is not None:
         total = sum(len(x) for x in lines)
     else:
         total = os.path.getsize(path)
 
     def open_stream() -> Any:
-        if stdin:
+        if lines is not None:
             import io
 
             return io.StringIO("".join(lines))
