@@ -202,7 +202,7 @@ class Cache:
                 embedder, dim, given, seed)
             self._tunables: Tunables
             self._tunables, to_write = merge_tunables(given, self._store.settings)
-            if to_write and not readonly:
+            if to_write and not self._store.readonly:
                 self._store.write_settings(to_write)
             self._encoder = None
             self._index = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import urllib.parse
 from collections.abc import Iterator
 
 import apsw
@@ -49,8 +50,16 @@ def connect(path: str, *, readonly: bool = False) -> apsw.Connection:
     flags = apsw.SQLITE_OPEN_READONLY if readonly else (
         apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE
     )
+    target = path
+    wal = path + "-wal"
+    if on_readonly_fs(path) and not (os.path.exists(wal) and os.path.getsize(wal) > 0):
+        # Nobody can write a file on a read-only filesystem, and SQLite cannot create the
+        # -shm a WAL reader needs there: open it as the immutable file it is. (With a
+        # non-empty -wal left by a crash, immutable would ignore commits: SQLite decides.)
+        flags = apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI
+        target = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?immutable=1"
     try:
-        conn = apsw.Connection(path, flags=flags)
+        conn = apsw.Connection(target, flags=flags)
     except apsw.Error as exc:
         raise translate(exc, path) from None
     try:
@@ -62,6 +71,16 @@ def connect(path: str, *, readonly: bool = False) -> apsw.Connection:
         conn.close()
         raise translate(exc, path) from None
     return conn
+
+
+def on_readonly_fs(path: str) -> bool:
+    """True when an existing ``path`` lives on a filesystem mounted read-only."""
+    if not os.path.exists(path):
+        return False
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):
+        return False
 
 
 def apply_pragmas(conn: apsw.Connection, pragmas: dict[str, str], path: str) -> None:

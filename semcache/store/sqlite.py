@@ -18,7 +18,7 @@ from contextlib import contextmanager
 import apsw
 import numpy as np
 
-from semcache.errors import CorruptCacheError
+from semcache.errors import CorruptCacheError, ReadOnlyCacheError
 from semcache.store.base import AccessUpdate, Changes, EntryRow, NewEntry, expires_to_int
 from semcache.store.connection import (
     DEFAULT_PRAGMAS,
@@ -48,10 +48,15 @@ class SQLiteStore:
 
     def __init__(self, path: str, *, readonly: bool = False) -> None:
         self.path = path
-        self.readonly = readonly
-        self.lock: WriteLock | None = None if readonly else WriteLock(path + ".lock")
         self._mutex = threading.RLock()  # one connection, shared by the threads of a process
         self.conn = connect(path, readonly=readonly)
+        if not readonly and self.conn.readonly("main"):
+            # A write-protected file (chmod 0444, read-only mount): SQLite opened it for
+            # reading. Gets work; writes raise ReadOnlyCacheError.
+            log.info("semcache: %s is not writable; opened read-only", path)
+            readonly = True
+        self.readonly = readonly
+        self.lock: WriteLock | None = None if readonly else WriteLock(path + ".lock")
         try:
             with translated(path):
                 ensure_schema(self.conn, path, self.lock)
@@ -63,6 +68,15 @@ class SQLiteStore:
             pragmas.update({k[len(_PRAGMA_PREFIX):]: v for k, v in self.settings.items()
                             if k.startswith(_PRAGMA_PREFIX)})
             apply_pragmas(self.conn, pragmas, path)
+        except ReadOnlyCacheError as exc:
+            self.conn.close()
+            directory = os.path.dirname(os.path.abspath(path))
+            if os.access(directory, os.W_OK):
+                raise
+            raise ReadOnlyCacheError(
+                f"{exc}; its directory {directory!r} is not writable, and SQLite must create "
+                f"{path + '-shm'!r} (and -wal) there to read a WAL file: make the directory "
+                "writable for this user, or read a copy") from None
         except BaseException:
             self.conn.close()
             raise
