@@ -37,6 +37,7 @@ from semcache.errors import (
 )
 from semcache.integrations.openai import wrap
 from semcache.kernels.projection import BinaryEncoder
+from semcache.verify import verify
 
 __version__ = "0.1.0"
 
@@ -68,5 +69,6 @@ __all__ = [
     "get_default_cache",
     "init_cache",
     "open",
+    "verify",
     "wrap",
 ]

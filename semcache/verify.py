@@ -1,0 +1,180 @@
+"""``semcache.verify(path)``: check a cache file without changing it.
+
+Three things are checked, each against SQLite, which is the truth:
+
+* the database: ``PRAGMA integrity_check``, the schema version, the bookkeeping rows;
+* the code mirror ``<db>-codes``: header and checksum valid, same database, and (when it
+  claims the database's current ``change_seq``) the same live rows as ``entries``;
+* the sqlite-vec table ``entry_codes``: one row per entry with a code (no orphans, none
+  missing), same partition and code.
+
+The report is a plain dict (JSON-serializable). ``ok`` is False only for problems that
+lose or misdirect data; a missing or stale mirror is derived data that the next search
+rebuilds, and is reported with ``"rebuild": True`` but does not make the file bad.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from semcache.errors import CacheFileError, SemcacheError
+from semcache.store.base import NEVER
+
+#: Ids listed per category in the report (the counts are always complete).
+_MAX_LISTED = 20
+
+
+def _listed(ids: set[int] | list[int]) -> list[int]:
+    return sorted(ids)[:_MAX_LISTED]
+
+
+def verify(path: str | os.PathLike[str], *, quick: bool = False) -> dict[str, Any]:
+    """Check the database, the code mirror and the vec0 table of the cache at ``path``.
+
+    Opens the file read-only and writes nothing (the mirror is not rebuilt here).
+    ``quick`` runs ``PRAGMA quick_check`` instead of the full ``integrity_check``.
+    Raises :class:`CacheFileError` only when the file does not exist; every other problem
+    (not SQLite, not semcache, corrupt) is reported with ``ok: False``.
+    """
+    from semcache.store.schema import SCHEMA_VERSION
+    from semcache.store.sqlite import SQLiteStore
+
+    db = os.fspath(path)
+    if not os.path.exists(db):
+        raise CacheFileError(f"no cache file at {db!r}")
+    report: dict[str, Any] = {
+        "path": db, "ok": False, "problems": [],
+        "database": {"integrity": None, "schema_version": None,
+                     "expected_schema_version": SCHEMA_VERSION},
+        "mirror": {"path": db + "-codes"}, "vec0": {},
+    }
+    problems: list[str] = report["problems"]
+    try:
+        store = SQLiteStore(db, readonly=True)
+    except SemcacheError as exc:
+        problems.append(f"{type(exc).__name__}: {exc}")
+        report["database"]["error"] = str(exc)
+        return report
+    try:
+        _check_database(store, report["database"], problems, quick)
+        if not problems:
+            code_rows = store.code_rows()
+            _check_mirror(store, db + "-codes", code_rows, report["mirror"], problems)
+            _check_vec0(store, code_rows, report["vec0"], problems)
+    except SemcacheError as exc:
+        problems.append(f"{type(exc).__name__}: {exc}")
+    finally:
+        store.close()
+    report["ok"] = not problems
+    return report
+
+
+def _check_database(store: Any, out: dict[str, Any], problems: list[str], quick: bool) -> None:
+    pragma = "quick_check" if quick else "integrity_check"
+    messages = [str(r[0]) for r in store.query(f"PRAGMA {pragma}")]
+    out["integrity"] = "ok" if messages == ["ok"] else messages[:_MAX_LISTED]
+    if messages != ["ok"]:
+        problems.append(f"PRAGMA {pragma}: " + "; ".join(messages[:5]))
+    version = store.query("SELECT max(version) FROM schema_migrations")[0][0]
+    out["schema_version"] = version
+    if version != out["expected_schema_version"]:
+        problems.append(f"schema version {version}, expected {out['expected_schema_version']}")
+    out["journal_mode"] = store.query("PRAGMA journal_mode")[0][0]
+    out["change_seq"] = store.change_seq()
+    counters = store.counters()
+    entries = int(store.query("SELECT count(*) FROM entries")[0][0])
+    out["entries"] = entries
+    out["with_code"] = int(store.query(
+        "SELECT count(*) FROM entries WHERE code IS NOT NULL")[0][0])
+    if counters["entries"] != entries:
+        problems.append(f"counters.entries is {counters['entries']} but entries has {entries} rows")
+    dangling = int(store.query(
+        "SELECT count(*) FROM entries WHERE partition_id NOT IN (SELECT id FROM partitions)"
+    )[0][0])
+    if dangling:
+        problems.append(f"{dangling} entries point at a partition that does not exist")
+
+
+def _check_mirror(store: Any, mpath: str, code_rows: tuple, out: dict[str, Any],
+                  problems: list[str]) -> None:
+    from semcache.kernels.mirror import CodeMirror, MirrorInvalid
+    from semcache.search import _expires_u32_array
+
+    ids, parts, expires, codes, seq = code_rows
+    out.update({"present": os.path.exists(mpath), "valid": False, "agrees": False,
+                "rebuild": True, "db_seq": seq})
+    if not out["present"]:
+        out["reason"] = "missing (built on the next semantic search)"
+        return
+    uid = store.settings.get("db_uid")
+    if uid is None:
+        out["reason"] = "database has no db_uid yet (hash-only file)"
+        return
+    try:
+        mirror = CodeMirror.open(mpath, uid, writable=False, verify=True)
+    except (MirrorInvalid, OSError, ValueError) as exc:
+        out["reason"] = f"invalid ({exc}); rebuilt on the next semantic search"
+        return
+    try:
+        out["valid"] = True
+        out["seq"] = mirror.seq
+        live = mirror.read_rows(np.flatnonzero(
+            mirror.read_rows(np.arange(mirror.count))["partitions"] >= 0))
+        out["rows"] = int(live["entry_ids"].shape[0])
+        if mirror.seq > seq:
+            problems.append(f"mirror seq {mirror.seq} is ahead of the database's {seq}: "
+                            "the database lost commits the mirror saw")
+            out["reason"] = "ahead of the database"
+            return
+        if mirror.seq < seq:
+            out["reason"] = f"stale (seq {mirror.seq} < {seq}); rebuilt on the next search"
+            return
+        out["rebuild"] = False
+        m_ids = live["entry_ids"]
+        same_ids = m_ids.shape == ids.shape and bool(np.array_equal(m_ids, ids))
+        if not same_ids:
+            m_set, d_set = set(m_ids.tolist()), set(ids.tolist())
+            out["extra"] = _listed(m_set - d_set)
+            out["missing"] = _listed(d_set - m_set)
+            problems.append(f"mirror at seq {seq} disagrees with entries: "
+                            f"{len(m_set - d_set)} extra, {len(d_set - m_set)} missing rows")
+            return
+        bad = ~(np.all(live["codes"] == codes, axis=1)
+                & (live["partitions"] == parts)
+                & (live["expires"] == _expires_u32_array(expires)))
+        if bad.any():
+            out["mismatched"] = _listed(ids[bad].tolist())
+            problems.append(f"mirror at seq {seq}: {int(bad.sum())} rows differ from entries")
+            return
+        out["agrees"] = True
+    finally:
+        mirror.close()
+
+
+def _check_vec0(store: Any, code_rows: tuple, out: dict[str, Any], problems: list[str]) -> None:
+    ids, parts, expires, codes, _ = code_rows
+    rows = store.query("SELECT entry_id, partition_id, expires_at, code FROM entry_codes")
+    vec = {int(r[0]): (int(r[1]), int(r[2]), bytes(r[3])) for r in rows}
+    db = {int(i): (int(p), NEVER if np.isnan(e) else int(np.ceil(e)), c.tobytes())
+          for i, p, e, c in zip(ids.tolist(), parts.tolist(), expires.tolist(), codes,
+                                strict=True)}
+    orphans = set(vec) - set(db)
+    missing = set(db) - set(vec)
+    differ = [i for i in set(db) & set(vec) if db[i] != vec[i]]
+    out.update({"rows": len(vec), "orphans": len(orphans), "missing": len(missing),
+                "mismatched": len(differ), "agrees": not (orphans or missing or differ)})
+    if orphans:
+        out["orphan_ids"] = _listed(orphans)
+        problems.append(f"entry_codes has {len(orphans)} rows without an entry")
+    if missing:
+        out["missing_ids"] = _listed(missing)
+        problems.append(f"{len(missing)} entries with a code are missing from entry_codes")
+    if differ:
+        out["mismatched_ids"] = _listed(differ)
+        problems.append(f"{len(differ)} entry_codes rows differ from their entry")
+
+
+__all__ = ["verify"]
