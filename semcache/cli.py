@@ -539,7 +539,11 @@ def cmd_import(args: argparse.Namespace) -> int:
         if args.embedder is not None:
             opts.pop("hash_only", None)
             opts["embedder"] = args.embedder
-        cache = Cache(args.path, **opts)
+        try:
+            cache = Cache(args.path, **opts)
+        except BaseException:
+            _remove_new_file(args.path)  # e.g. an embedder this semcache cannot build
+            raise
     else:
         if args.embedder is not None:
             raise CLIError("--embedder only applies when import creates a new cache file")
