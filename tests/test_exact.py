@@ -240,3 +240,12 @@ def test_closed_cache_raises(db_path):
     cache.close()  # idempotent
     with pytest.raises(semcache.CacheClosedError):
         cache.get("q")
+
+
+@pytest.mark.parametrize("value", [2**70, -(2**65), 2**64 - 1, -(2**63) - 1, {"n": [10**30]},
+                                   0.1234567890123456789, "1234567890123456789012"])
+def test_numbers_round_trip_exactly(db_path, value):
+    with open_exact(db_path) as cache:
+        cache.put("q", value)
+        got = cache.get("q").response
+    assert got == value and type(got) is type(value)

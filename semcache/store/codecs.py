@@ -7,6 +7,7 @@ someone else wrote it. Responses are zstd-compressed JSON; vectors are little-en
 from __future__ import annotations
 
 import json
+import re
 import threading
 from typing import Any
 
@@ -72,14 +73,19 @@ def encode_response(value: Any) -> bytes:
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 
 
+# 19+ digits in a row may be an integer beyond 64 bits, which some orjson versions turn
+# into a float silently: such documents go to the stdlib parser, exact for any integer.
+_LONG_DIGITS = re.compile(rb"\d{19}")
+
+
 def loads(raw: bytes) -> Any:
-    """Decode JSON bytes of a response."""
-    # orjson is ~4x faster than json on the hot path; it refuses what it cannot
-    # represent exactly (integers beyond 64 bits), and then the stdlib decodes.
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return _DECODER.decode(raw.decode("utf-8"))
+    """Decode JSON bytes of a response (orjson is ~4x faster on the hot path)."""
+    if _LONG_DIGITS.search(raw) is None:
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass
+    return _DECODER.decode(raw.decode("utf-8"))
 
 
 def decompress_response(blob: bytes) -> bytes:
