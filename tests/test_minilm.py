@@ -99,3 +99,24 @@ def test_concurrent_embeds_and_lazy_load_once() -> None:
     expected = emb.embed(texts)
     for i, vec in results.items():
         np.testing.assert_allclose(vec, expected[i], atol=1e-5)
+
+
+def test_thread_setting() -> None:
+    """'auto' uses 1 torch thread in a process that had not imported torch itself."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "from semcache.embedders import MiniLMEmbedder\n"
+        "e = MiniLMEmbedder(); e.load()\n"
+        "import torch; print(torch.get_num_threads())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=Path(__file__).resolve().parents[1])
+    assert out.stdout.strip().splitlines()[-1] == "1"
+    from semcache.errors import ConfigurationError
+
+    for bad in (0, "many", True):
+        with pytest.raises(ConfigurationError):
+            MiniLMEmbedder(num_threads=bad)  # type: ignore[arg-type]

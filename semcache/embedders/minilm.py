@@ -9,15 +9,18 @@ Speed: a semantic hit should take about 10 ms end to end, and embedding the prom
 most of it. ``SentenceTransformer.encode`` costs ~12 ms for one short text on a 2-core
 machine, mostly per-op Python overhead. For the standard Transformer + mean Pooling
 (+ Normalize) pipeline we instead run the underlying Hugging Face model through a frozen
-TorchScript trace of "encoder + mean pooling + normalize", which measures ~3 ms for the
-same text and gives the same vectors (max abs difference ~2e-7, checked at load time
-against the eager model; any mismatch or tracing failure falls back to eager).
+TorchScript trace of "encoder + mean pooling + normalize", which measures ~3 ms (2
+threads) / ~8 ms (1 thread) for the same text on an idle machine and gives the same
+vectors (max abs difference ~2e-7, checked at load time against the eager model; any
+mismatch or tracing failure falls back to eager). See ``num_threads`` for why one
+thread is the default.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import logging
+import sys
 import threading
 import time
 import warnings
@@ -73,11 +76,19 @@ class MiniLMEmbedder(TrustedEmbedder):
         model_path: load from this directory instead (offline). Does not change ``name``:
             it must hold the same model.
         batch_size: texts per forward pass for large batches.
-        num_threads: if given, ``torch.set_num_threads(num_threads)`` at load. This is
-            process-wide, so by default torch's own setting (one thread per physical
-            core, the fastest here for single texts) is left alone; give a smaller number
-            when several worker processes share the cores.
+        num_threads: torch intra-op threads, set at load (``torch.set_num_threads`` is
+            process-wide). ``"auto"`` (default): 1 thread, unless the application had
+            already imported torch, whose setting is then left alone. ``None``: never
+            touch it. An int: that many. Why 1: on an idle 2-core machine 2 threads embed
+            a short text in ~3 ms vs ~8 ms, but as soon as other processes compete for
+            the cores (several app workers: the normal deployment) OpenMP threads wait
+            on each other and 2 threads measured 100-480 ms median, 0.5-1.5 s p99,
+            against 26-32 ms / 77-100 ms for 1 thread on the same loaded machine.
         jit: use the traced fast path when the pipeline allows it.
+        pad_multiple: pad token sequences to a multiple of this length, to bound the
+            number of distinct input shapes (the first call with a new shape is ~3 ms
+            slower). Padded tokens are masked out, so vectors do not change; measured,
+            the extra compute cancels the gain, hence 1 (no padding) by default.
     """
 
     def __init__(
@@ -87,8 +98,9 @@ class MiniLMEmbedder(TrustedEmbedder):
         dim: int | None = None,
         model_path: str | Path | None = None,
         batch_size: int = 32,
-        num_threads: int | None = None,
+        num_threads: int | str | None = "auto",
         jit: bool = True,
+        pad_multiple: int = 1,
     ) -> None:
         if not isinstance(model_name, str) or not model_name.strip():
             raise ConfigurationError(f"minilm model_name must be a non-empty str, got {model_name!r}")
@@ -107,6 +119,14 @@ class MiniLMEmbedder(TrustedEmbedder):
             raise ConfigurationError(f"model {model_name!r} has dim {known}, not {dim}")
         if batch_size < 1:
             raise ConfigurationError(f"batch_size must be >= 1, got {batch_size!r}")
+        if num_threads not in (None, "auto") and (
+            isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1
+        ):
+            raise ConfigurationError(
+                f"num_threads must be 'auto', None or an int >= 1, got {num_threads!r}"
+            )
+        if pad_multiple < 1:
+            raise ConfigurationError(f"pad_multiple must be >= 1, got {pad_multiple!r}")
         self.model_name = short
         self.name = f"minilm:{short}"
         self.dim = dim
@@ -114,6 +134,7 @@ class MiniLMEmbedder(TrustedEmbedder):
         self.batch_size = batch_size
         self.num_threads = num_threads
         self.jit = jit
+        self.pad_multiple = pad_multiple
         self.load_seconds: float | None = None
         self.fast_path: str | None = None  # "jit", "eager" or "encode" once loaded
         self._load_lock = threading.Lock()
@@ -149,6 +170,7 @@ class MiniLMEmbedder(TrustedEmbedder):
                 return
             started = time.perf_counter()
             source, local = self._source()
+            app_uses_torch = "torch" in sys.modules  # before we import it ourselves
             try:
                 import torch
                 from sentence_transformers import SentenceTransformer
@@ -157,8 +179,10 @@ class MiniLMEmbedder(TrustedEmbedder):
                     f"embedder {self.name!r} needs torch and sentence-transformers: "
                     f"pip install 'semcache[local]' ({exc})"
                 ) from exc
-            if self.num_threads is not None:
+            if isinstance(self.num_threads, int):
                 torch.set_num_threads(self.num_threads)
+            elif self.num_threads == "auto" and not app_uses_torch:
+                torch.set_num_threads(1)
             try:
                 model = SentenceTransformer(source, device="cpu", local_files_only=local)
                 model.eval()
@@ -171,8 +195,8 @@ class MiniLMEmbedder(TrustedEmbedder):
             self._model = model
             self.load_seconds = time.perf_counter() - started
             logger.info(
-                "loaded embedder %s from %s in %.2fs (path: %s)",
-                self.name, source, self.load_seconds, self.fast_path,
+                "loaded embedder %s from %s in %.2fs (path: %s, torch threads: %d)",
+                self.name, source, self.load_seconds, self.fast_path, torch.get_num_threads(),
             )
 
     def _setup_forward(self, model: Any, torch: Any) -> None:
@@ -202,9 +226,7 @@ class MiniLMEmbedder(TrustedEmbedder):
         self._tokenizer = modules[0].tokenizer
         self._max_len = int(modules[0].max_seq_length or 256)
         pooled = _mean_pool_module(torch, modules[0].auto_model).eval()
-        with self._tok_lock:
-            enc = self._tokenizer(_PROBE, padding=True, truncation=True,
-                                  max_length=self._max_len, return_tensors="pt")
+        enc = self._tokenize(_PROBE)
         args = (enc["input_ids"], enc["attention_mask"])
         with torch.inference_mode():
             reference = pooled(*args)
@@ -256,12 +278,18 @@ class MiniLMEmbedder(TrustedEmbedder):
             out[idx] = self._run([texts[i] for i in idx])
         return l2_normalize(out, name=self.name)
 
+    def _tokenize(self, batch: list[str]) -> Any:
+        multiple = self.pad_multiple if self._max_len % self.pad_multiple == 0 else None
+        with self._tok_lock:
+            return self._tokenizer(
+                batch, padding=True, truncation=True, max_length=self._max_len,
+                pad_to_multiple_of=multiple, return_tensors="pt",
+            )
+
     def _run(self, batch: list[str]) -> np.ndarray:
         import torch  # already imported by load(); this is a dict lookup
 
-        with self._tok_lock:
-            enc = self._tokenizer(batch, padding=True, truncation=True,
-                                  max_length=self._max_len, return_tensors="pt")
+        enc = self._tokenize(batch)
         try:
             with torch.inference_mode():
                 return self._forward(enc["input_ids"], enc["attention_mask"]).numpy()
