@@ -100,12 +100,12 @@ def main() -> None:
     result["hashing"] = {"single": _summary_ms(_time_single(hashing.embed, texts))}
 
     if minilm_available():
-        import torch
-
         loads = _load_times(args.loads)
         load_before = os.getloadavg()[0]
         emb = MiniLMEmbedder()  # default num_threads="auto": 1 thread
-        emb.load()
+        emb.load()  # before our own `import torch`, or "auto" would leave torch alone
+        import torch
+
         default_threads = torch.get_num_threads()
         # Thread counts take turns in rounds, so machine noise hits both alike.
         by_threads: dict[int, list[float]] = {1: [], 2: []}

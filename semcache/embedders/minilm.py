@@ -191,7 +191,15 @@ class MiniLMEmbedder(TrustedEmbedder):
                     f"embedder {self.name!r} could not load model from {source!r}: "
                     f"{type(exc).__name__}: {exc}"
                 ) from exc
-            self._setup_forward(model, torch)
+            try:
+                self._setup_forward(model, torch)
+            except EmbedderError:
+                raise
+            except Exception as exc:
+                raise EmbedderError(
+                    f"embedder {self.name!r} failed its first run after loading from "
+                    f"{source!r}: {type(exc).__name__}: {exc}"
+                ) from exc
             self._model = model
             self.load_seconds = time.perf_counter() - started
             logger.info(
