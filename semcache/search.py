@@ -114,7 +114,9 @@ class SemanticIndex:
 
     def _rebuild_locked(self) -> CodeMirror | None:
         lock = self._store.lock
-        if lock is None or not lock.acquire(timeout=1.0):
+        # Never wait behind a writer (a long write transaction would stall every semantic
+        # get): if the lock is busy, this search runs in SQL and a later one rebuilds.
+        if lock is None or not lock.acquire(timeout=0):
             return None
         try:
             mirror = self._reopen()
