@@ -20,7 +20,12 @@ from typing import Any
 
 import numpy as np
 
-from semcache.errors import CacheFileError, SemcacheError
+from semcache.errors import (
+    CacheFileError,
+    NotASemcacheFileError,
+    SchemaVersionError,
+    SemcacheError,
+)
 from semcache.store.base import NEVER
 
 #: Ids listed per category in the report (the counts are always complete).
@@ -36,8 +41,10 @@ def verify(path: str | os.PathLike[str], *, quick: bool = False) -> dict[str, An
 
     Opens the file read-only and writes nothing (the mirror is not rebuilt here).
     ``quick`` runs ``PRAGMA quick_check`` instead of the full ``integrity_check``.
-    Raises :class:`CacheFileError` only when the file does not exist; every other problem
-    (not SQLite, not semcache, corrupt) is reported with ``ok: False``.
+    Raises :class:`CacheFileError` when the file does not exist,
+    :class:`NotASemcacheFileError` for a file that is not a semcache cache and
+    :class:`SchemaVersionError` for one from a newer semcache; damage (a corrupt database,
+    mirror or vec0 table) is reported with ``ok: False`` and the ``problems`` found.
     """
     from semcache.store.schema import SCHEMA_VERSION
     from semcache.store.sqlite import SQLiteStore
@@ -54,6 +61,8 @@ def verify(path: str | os.PathLike[str], *, quick: bool = False) -> dict[str, An
     problems: list[str] = report["problems"]
     try:
         store = SQLiteStore(db, readonly=True)
+    except (NotASemcacheFileError, SchemaVersionError):
+        raise  # not a semcache file (or one from a newer version): nothing to verify
     except SemcacheError as exc:
         problems.append(f"{type(exc).__name__}: {exc}")
         report["database"]["error"] = str(exc)
