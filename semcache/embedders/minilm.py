@@ -183,6 +183,7 @@ class MiniLMEmbedder(TrustedEmbedder):
                 torch.set_num_threads(self.num_threads)
             elif self.num_threads == "auto" and not app_uses_torch:
                 torch.set_num_threads(1)
+            _quiet_transformers()
             try:
                 model = SentenceTransformer(source, device="cpu", local_files_only=local)
                 model.eval()
@@ -330,3 +331,15 @@ def _mean_pool_module(torch: Any, encoder: Any) -> Any:
             return torch.nn.functional.normalize(mean, p=2.0, dim=1)
 
     return MeanPooled(encoder)
+
+
+def _quiet_transformers() -> None:
+    """Loading prints a progress bar and a config warning on stderr: noise in an app's logs
+    (and in `semcache demo`). Errors still surface as exceptions."""
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except Exception:  # noqa: BLE001 - cosmetic only
+        pass
