@@ -6,6 +6,7 @@ line. Readers never take it.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +19,16 @@ from semcache.errors import CacheFileError
 DEFAULT_LOCK_TIMEOUT = 60.0
 
 
+def _create_lock_file(path: str) -> None:
+    """Create the lock file as 0o644 filtered by the umask, like the database: filelock's
+    own default (0o666 & ~umask) would make it world-writable under umask 0, letting any
+    local user hold the write lock. Best effort: filelock reports real failures later."""
+    try:
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o644))
+    except OSError:
+        pass
+
+
 class WriteLock:
     """Re-entrant within a process; exclusive across processes."""
 
@@ -26,7 +37,7 @@ class WriteLock:
         self.timeout = timeout
         # thread_local=False: the RLock below already serializes threads, and the file
         # lock must be one per process so that re-entrant use from helper threads works.
-        # mode=-1 leaves the permissions to the user's umask.
+        _create_lock_file(lock_path)
         self._file = filelock.FileLock(lock_path, timeout=timeout, thread_local=False,
                                        poll_interval=0.001)
         self._thread = threading.RLock()
