@@ -1,0 +1,181 @@
+#!/usr/bin/env python3
+"""Throughput of puts and gets with 1, 2, 4 and 8 processes on one file, semcache beside
+diskcache on the same load.
+
+Each process writes its own ``--puts`` keys (a ~400-byte JSON value each), then reads
+``--gets`` random keys written by any process (all present: every get is a hit). The
+processes start together on a barrier; throughput is all operations of a phase divided by
+the wall time of the slowest process in it. semcache runs its exact tier (``hash_only``:
+no embedding, the same key-value work diskcache does); both use SQLite in WAL mode with
+synchronous=NORMAL. Results go to benchmarks/results/concurrency.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import platform
+import random
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+CTX = mp.get_context("spawn")
+
+
+def _value(worker: int, i: int) -> dict[str, Any]:
+    return {"worker": worker, "i": i, "text": f"answer {worker}-{i} " + "lorem ipsum " * 30}
+
+
+class _SemcacheClient:
+    def __init__(self, path: str) -> None:
+        import semcache
+
+        self.c = semcache.open(path, hash_only=True, max_entries=None, ttl=None)
+
+    def put(self, key: str, value: Any) -> None:
+        self.c.put(key, value)
+
+    def get(self, key: str) -> Any:
+        hit = self.c.get(key, exact_only=True)
+        return None if hit is None else hit.response
+
+    def close(self) -> None:
+        self.c.close()
+
+
+class _DiskcacheClient:
+    def __init__(self, path: str) -> None:
+        import diskcache
+
+        self.c = diskcache.Cache(path)
+
+    def put(self, key: str, value: Any) -> None:
+        self.c.set(key, value)
+
+    def get(self, key: str) -> Any:
+        return self.c.get(key)
+
+    def close(self) -> None:
+        self.c.close()
+
+
+def _worker(lib: str, path: str, worker: int, procs: int, puts: int, gets: int,
+            barrier: Any, out: Any) -> None:
+    client = (_SemcacheClient if lib == "semcache" else _DiskcacheClient)(path)
+    rng = random.Random(worker)
+    barrier.wait()
+    t0 = time.perf_counter()
+    for i in range(puts):
+        client.put(f"w{worker}-k{i}", _value(worker, i))
+    t1 = time.perf_counter()
+    barrier.wait()  # every key is written before anyone reads
+    t2 = time.perf_counter()
+    misses = 0
+    for _ in range(gets):
+        w, i = rng.randrange(procs), rng.randrange(puts)
+        if client.get(f"w{w}-k{i}") is None:
+            misses += 1
+    t3 = time.perf_counter()
+    client.close()
+    out.put({"worker": worker, "put_s": t1 - t0, "get_s": t3 - t2, "misses": misses})
+
+
+def run(lib: str, procs: int, puts: int, gets: int, workdir: str) -> dict[str, Any]:
+    path = os.path.join(workdir, f"{lib}-{procs}")
+    if lib == "semcache":
+        path += ".db"
+        _SemcacheClient(path).close()  # created (and migrated) before the clock starts
+    else:
+        _DiskcacheClient(path).close()
+    barrier = CTX.Barrier(procs)
+    out = CTX.Queue()
+    ps = [CTX.Process(target=_worker, args=(lib, path, w, procs, puts, gets, barrier, out))
+          for w in range(procs)]
+    for p in ps:
+        p.start()
+    results = [out.get(timeout=1800) for _ in ps]
+    for p in ps:
+        p.join(60)
+    if any(p.exitcode != 0 for p in ps):
+        raise RuntimeError(f"{lib} worker failed: {[p.exitcode for p in ps]}")
+    put_wall = max(r["put_s"] for r in results)
+    get_wall = max(r["get_s"] for r in results)
+    return {
+        "library": lib, "processes": procs,
+        "puts": procs * puts, "gets": procs * gets,
+        "put_ops_per_s": round(procs * puts / put_wall),
+        "get_ops_per_s": round(procs * gets / get_wall),
+        "misses": sum(r["misses"] for r in results),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--procs", type=int, nargs="+", default=[1, 2, 4, 8])
+    ap.add_argument("--puts", type=int, default=2000, help="puts per process")
+    ap.add_argument("--gets", type=int, default=10000, help="gets per process")
+    ap.add_argument("--repeat", type=int, default=1, help="runs per point (best kept)")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "concurrency.json"))
+    args = ap.parse_args(argv)
+    try:
+        import diskcache
+    except ImportError:
+        print("diskcache is needed for the comparison: pip install diskcache", file=sys.stderr)
+        return 2
+    import apsw
+
+    import semcache
+
+    workdir = tempfile.mkdtemp(prefix="semcache-conc-")
+    rows: list[dict[str, Any]] = []
+    try:
+        for procs in args.procs:
+            point: dict[str, Any] = {"processes": procs}
+            for lib in ("semcache", "diskcache"):
+                best: dict[str, Any] | None = None
+                for _ in range(args.repeat):
+                    shutil.rmtree(workdir, ignore_errors=True)
+                    os.makedirs(workdir)
+                    r = run(lib, procs, args.puts, args.gets, workdir)
+                    if best is None or r["put_ops_per_s"] + r["get_ops_per_s"] > \
+                            best["put_ops_per_s"] + best["get_ops_per_s"]:
+                        best = r
+                assert best is not None
+                point[lib] = {k: best[k] for k in ("put_ops_per_s", "get_ops_per_s", "misses")}
+            point["put_ratio"] = round(point["semcache"]["put_ops_per_s"]
+                                       / point["diskcache"]["put_ops_per_s"], 2)
+            point["get_ratio"] = round(point["semcache"]["get_ops_per_s"]
+                                       / point["diskcache"]["get_ops_per_s"], 2)
+            rows.append(point)
+            print(f"{procs} proc: semcache put {point['semcache']['put_ops_per_s']}/s "
+                  f"get {point['semcache']['get_ops_per_s']}/s | diskcache put "
+                  f"{point['diskcache']['put_ops_per_s']}/s get "
+                  f"{point['diskcache']['get_ops_per_s']}/s | ratio put {point['put_ratio']} "
+                  f"get {point['get_ratio']}", flush=True)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    report = {
+        "what": "ops/s over all processes on one file; ratio = semcache / diskcache",
+        "puts_per_process": args.puts, "gets_per_process": args.gets,
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                    "platform": platform.platform(), "sqlite": apsw.sqlite_lib_version()},
+        "versions": {"semcache": semcache.__version__, "diskcache": diskcache.__version__},
+        "rows": rows,
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
