@@ -75,12 +75,14 @@ _DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 
 # 19+ digits in a row may be an integer beyond 64 bits, which some orjson versions turn
 # into a float silently: such documents go to the stdlib parser, exact for any integer.
-_LONG_DIGITS = re.compile(rb"\d{19}")
+_LONG_DIGITS = re.compile(rb"[0-9]" * 19)
+_DIGITS = b"0123456789"
 
 
 def loads(raw: bytes) -> Any:
     """Decode JSON bytes of a response (orjson is ~4x faster on the hot path)."""
-    if _LONG_DIGITS.search(raw) is None:
+    # Counting digits (~1 us) spares most documents the slower regex scan.
+    if len(raw) - len(raw.translate(None, _DIGITS)) < 19 or _LONG_DIGITS.search(raw) is None:
         try:
             return orjson.loads(raw)
         except orjson.JSONDecodeError:

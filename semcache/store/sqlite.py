@@ -92,6 +92,8 @@ class SQLiteStore:
 
     def close(self) -> None:
         with self._mutex:
+            if self.lock is not None:
+                self.lock.close()
             try:
                 self.conn.close()
             except apsw.Error as exc:
