@@ -457,7 +457,8 @@ class Cache:
         """Hamming candidates from the index, decided by exact cosine on stored vectors."""
         assert self._encoder is not None and self._index is not None
         code = self._encoder.encode(vector)
-        ids = self._index.candidates(code, partition_id, now, RESCORE_K)
+        ids = self._index.candidates(code, partition_id, now, RESCORE_K,
+                                     min_cosine=self.similarity_threshold)
         if not ids:
             return None
         rows = [row for row in self._store.get_by_ids(ids, with_vector=True)

@@ -68,15 +68,20 @@ class SemanticIndex:
 
     # -- reading ------------------------------------------------------------------------
 
-    def candidates(self, code: np.ndarray, partition_id: int, now: float, k: int) -> list[int]:
-        """Entry ids of the ``k`` nearest codes in the partition, unexpired at ``now``."""
+    def candidates(self, code: np.ndarray, partition_id: int, now: float, k: int,
+                   min_cosine: float | None = None) -> list[int]:
+        """Entry ids of the ``k`` nearest codes in the partition, unexpired at ``now``.
+
+        ``min_cosine`` (the hit threshold) lets the mirror skip rows that cannot reach it.
+        """
         if self._use_mirror:
             with self._lock:
                 mirror = self._fresh_mirror()
                 if mirror is not None:
                     words = np.ascontiguousarray(code, dtype=np.uint8).view("<u8")
                     return [int(i) for i, _ in
-                            mirror.search(words, k, partition=partition_id, now=now)]
+                            mirror.search(words, k, partition=partition_id, now=now,
+                                          min_cosine=min_cosine)]
         return [i for i, _ in self._store.knn_sql(
             np.ascontiguousarray(code, dtype=np.uint8).tobytes(), partition_id, now, k)]
 

@@ -24,6 +24,8 @@ A :class:`Workspace` is not thread-safe: use one per thread (and per mirror if c
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from semcache.errors import InvalidInputError
@@ -314,3 +316,98 @@ def hamming_topk(
         best = _flush(best, pend_rows, pend_dist, filt, k)
     keys = np.array(best, dtype=np.int64)
     return keys & _ROW_MASK, (keys >> _KEY_SHIFT).astype(np.int32)
+
+
+# -- pruned scan: only rows that can still reach a cosine threshold ---------------------
+
+#: Standard deviations of margin in :func:`half_distance_cut` (the chance that a code of a
+#: vector at the threshold cosine exceeds the cut on 128 bits is below ~1e-10).
+_CUT_SIGMAS = 7.5
+#: Above this cut on 128 bits, too many random rows survive for pruning to pay (random
+#: codes average 64 differing bits on 128, sd 5.7).
+MAX_USEFUL_HALF_CUT = 52
+
+
+def half_distance_cut(min_cosine: float) -> int:
+    """Largest Hamming distance on the first 128 bits a vector at ``min_cosine`` (or
+    closer) can be expected to show, with a 7.5-sigma margin.
+
+    For Gaussian random hyperplanes each bit differs with probability angle / pi
+    (Charikar's SimHash), independently per bit, so the distance on 128 bits is
+    Binomial(128, acos(min_cosine) / pi).
+    """
+    p = math.acos(min(max(min_cosine, -1.0), 1.0)) / math.pi
+    mean, sd = 128 * p, math.sqrt(128 * p * (1 - p))
+    return min(128, math.ceil(mean + _CUT_SIGMAS * sd))
+
+
+def hamming_topk_pruned(
+    w0: np.ndarray,
+    w1: np.ndarray,
+    w2: np.ndarray,
+    w3: np.ndarray,
+    query_words: np.ndarray,
+    k: int,
+    half_cut: int,
+    *,
+    partition: int | None = None,
+    partitions: np.ndarray | None = None,
+    expires: np.ndarray | None = None,
+    now_u32: int | None = None,
+    count: int | None = None,
+    workspace: Workspace | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Like :func:`hamming_topk`, restricted to rows whose distance on words 0-1 is at most
+    ``half_cut`` (see :func:`half_distance_cut`).
+
+    Half the popcounts of the full scan: words 2-3 are only read for the few rows that
+    pass words 0-1. Rows that cannot reach the caller's cosine threshold are never
+    candidates anyway, so the top-k of what can still be a hit is unchanged (up to the
+    cut's ~1e-10 tail).
+    """
+    n_rows = w0.shape[0] if count is None else int(count)
+    qw = np.asarray(query_words, dtype=np.uint64).reshape(-1)
+    if qw.shape[0] != 4:
+        raise InvalidInputError(f"query_words must hold 4 uint64 words, got shape {qw.shape}")
+    if k <= 0 or n_rows <= 0:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int32)
+    ws = workspace if workspace is not None else Workspace()
+    q0, q1, q2, q3 = (np.uint64(x) for x in qw)
+    filt = _Filter(partition, partitions, expires, now_u32)
+    cut = np.uint8(min(max(half_cut, 0), 128))
+    found_rows: list[np.ndarray] = []
+    found_dist: list[np.ndarray] = []
+    step = ws.chunk_rows
+    for start in range(0, n_rows, step):
+        end = min(n_rows, start + step)
+        n = end - start
+        x, pa, pb, mask = ws.xor[:n], ws.pc_a[:n], ws.pc_b[:n], ws.mask[:n]
+        np.bitwise_xor(w0[start:end], q0, out=x)
+        np.bitwise_count(x, out=pa)
+        np.bitwise_xor(w1[start:end], q1, out=x)
+        np.bitwise_count(x, out=pb)
+        np.add(pa, pb, out=pa)  # <= 128: exact in uint8
+        np.less_equal(pa, cut, out=mask)
+        local = mask.nonzero()[0]
+        if local.shape[0] == 0:
+            continue
+        rows = local + start
+        if filt.active:
+            ok = filt.keep(rows)
+            rows, local = rows[ok], local[ok]
+            if rows.shape[0] == 0:
+                continue
+        dist = pa[local].astype(np.int32)
+        dist += np.bitwise_count(w2[rows] ^ q2)
+        dist += np.bitwise_count(w3[rows] ^ q3)
+        found_rows.append(rows)
+        found_dist.append(dist)
+    if not found_rows:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int32)
+    rows = np.concatenate(found_rows)
+    dist = np.concatenate(found_dist)
+    keys = (dist.astype(np.int64) << _KEY_SHIFT) | rows
+    if keys.shape[0] > k:
+        keys = np.partition(keys, k - 1)[:k]
+    keys.sort()
+    return keys & ((1 << _KEY_SHIFT) - 1), (keys >> _KEY_SHIFT).astype(np.int32)

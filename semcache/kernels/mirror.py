@@ -51,7 +51,13 @@ from typing import Any
 import numpy as np
 
 from semcache.errors import InvalidInputError
-from semcache.kernels.hamming import Workspace, hamming_topk
+from semcache.kernels.hamming import (
+    MAX_USEFUL_HALF_CUT,
+    Workspace,
+    half_distance_cut,
+    hamming_topk,
+    hamming_topk_pruned,
+)
 
 __all__ = ["CodeMirror", "MirrorInvalid", "EXPIRES_NEVER"]
 
@@ -373,7 +379,8 @@ class CodeMirror:
     # ------------------------------------------------------------------ search
 
     def search(
-        self, query_words: np.ndarray, k: int, *, partition: int | None, now: float
+        self, query_words: np.ndarray, k: int, *, partition: int | None, now: float,
+        min_cosine: float | None = None,
     ) -> list[tuple[int, int]]:
         """The k nearest live rows as ``[(entry_id, hamming_distance)]``, nearest first.
 
@@ -381,6 +388,9 @@ class CodeMirror:
         with ``expires <= floor(now)`` (conservative: a row still valid at ``now`` is kept;
         the caller re-checks the exact expiry). Sees the rows of the last header read: call
         :meth:`reload_header` first to pick up other processes' writes.
+
+        With ``min_cosine`` (the caller's hit threshold), rows that cannot reach it are
+        pruned on their first 128 bits (:func:`hamming_topk_pruned`), when that pays.
         """
         self._require_map()
         ws = getattr(self._tls, "ws", None)
@@ -390,6 +400,14 @@ class CodeMirror:
         use_parts = partition is not None or self._dead > 0
         use_exp = self._expiring > 0
         now_u32 = min(max(math.floor(now), 0), EXPIRES_NEVER - 1) if use_exp else None
+        half_cut = None if min_cosine is None else half_distance_cut(min_cosine)
+        if half_cut is not None and half_cut <= MAX_USEFUL_HALF_CUT:
+            idx, dist = hamming_topk_pruned(
+                *self._w, query_words, k, half_cut, partition=partition,
+                partitions=self._parts if use_parts else None,
+                expires=self._exp if use_exp else None, now_u32=now_u32, count=n,
+                workspace=ws)
+            return list(zip(self._ids[idx].tolist(), dist.tolist(), strict=True))
         idx, dist = hamming_topk(
             *self._w,
             query_words,
