@@ -456,7 +456,7 @@ class Cache:
                  now: float) -> tuple[EntryRow, float] | None:
         """Hamming candidates from the index, decided by exact cosine on stored vectors."""
         assert self._encoder is not None and self._index is not None
-        code = self._encoder.encode(vector)
+        code = self._encoder.encode_unit(vector)
         ids = self._index.candidates(code, partition_id, now, RESCORE_K,
                                      min_cosine=self.similarity_threshold)
         if not ids:
@@ -547,7 +547,7 @@ class Cache:
             raise InvalidInputError(f"tokens must be an int >= 0; got {tokens!r}")
         code = None
         if vector is not None and self._encoder is not None:
-            code = self._encoder.encode(vector).tobytes()
+            code = self._encoder.encode_unit(vector).tobytes()
         return NewEntry(
             key_hash=key, namespace=namespace, scope=scope,
             prompt=prompt if self._tunables.store_prompts else None,
@@ -584,7 +584,7 @@ class Cache:
             return
         assert self._encoder is not None
         for i, vec in zip(todo, vectors, strict=True):
-            entries[i].code = self._encoder.encode(vec).tobytes()
+            entries[i].code = self._encoder.encode_unit(vec).tobytes()
             entries[i].vector = encode_vector(vec)
 
     def put(self, prompt: Any, response: Any, *, vector: Any = None, ttl: Any = UNSET,

@@ -33,12 +33,13 @@ def test_pruned_equals_exact_topk_among_rows_within_the_cut(n):
     parts = rng.integers(0, 3, n, dtype=np.int32)
     expires = rng.integers(100, 300, n, dtype=np.uint32)
     cut = 50
-    idx, dist = hamming_topk_pruned(*_columns(codes), q.view("<u8"), 16, cut, partition=1,
+    idx, dist = hamming_topk_pruned(*_columns(codes), q.view("<u8"), 16, cut, full_cut=90,
+                                    partition=1,
                                     partitions=parts, expires=expires, now_u32=200,
                                     workspace=Workspace(16384))
     full = hamming_naive(codes, q)
     half = hamming_naive(np.ascontiguousarray(codes[:, :16]), q[:16])
-    ok = (half <= cut) & (parts == 1) & (expires > 200)
+    ok = (half <= cut) & (full <= 90) & (parts == 1) & (expires > 200)
     rows = np.flatnonzero(ok)
     order = np.lexsort((rows, full[rows]))[:16]
     assert idx.tolist() == rows[order].tolist()
@@ -65,5 +66,6 @@ def test_vectors_at_the_threshold_pass_the_cut():
     a, b = enc.encode(base), enc.encode(near)
     half = np.bitwise_count(a[:, :16] ^ b[:, :16]).sum(1)
     assert half.max() <= half_distance_cut(t)
+    assert np.bitwise_count(a ^ b).sum(1).max() <= half_distance_cut(t, 256)
     expected = 128 * math.acos(t) / math.pi
     assert abs(half.mean() - expected) < 1.0  # the SimHash law the cut relies on

@@ -328,17 +328,17 @@ _CUT_SIGMAS = 7.5
 MAX_USEFUL_HALF_CUT = 52
 
 
-def half_distance_cut(min_cosine: float) -> int:
-    """Largest Hamming distance on the first 128 bits a vector at ``min_cosine`` (or
-    closer) can be expected to show, with a 7.5-sigma margin.
+def half_distance_cut(min_cosine: float, bits: int = 128) -> int:
+    """Largest Hamming distance on ``bits`` bits (the first 128 by default) that a vector
+    at ``min_cosine`` (or closer) can be expected to show, with a 7.5-sigma margin.
 
     For Gaussian random hyperplanes each bit differs with probability angle / pi
     (Charikar's SimHash), independently per bit, so the distance on 128 bits is
     Binomial(128, acos(min_cosine) / pi).
     """
     p = math.acos(min(max(min_cosine, -1.0), 1.0)) / math.pi
-    mean, sd = 128 * p, math.sqrt(128 * p * (1 - p))
-    return min(128, math.ceil(mean + _CUT_SIGMAS * sd))
+    mean, sd = bits * p, math.sqrt(bits * p * (1 - p))
+    return min(bits, math.ceil(mean + _CUT_SIGMAS * sd))
 
 
 def hamming_topk_pruned(
@@ -350,6 +350,7 @@ def hamming_topk_pruned(
     k: int,
     half_cut: int,
     *,
+    full_cut: int = 256,
     partition: int | None = None,
     partitions: np.ndarray | None = None,
     expires: np.ndarray | None = None,
@@ -358,7 +359,8 @@ def hamming_topk_pruned(
     workspace: Workspace | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Like :func:`hamming_topk`, restricted to rows whose distance on words 0-1 is at most
-    ``half_cut`` (see :func:`half_distance_cut`).
+    ``half_cut`` and whose full distance is at most ``full_cut`` (see
+    :func:`half_distance_cut`).
 
     Half the popcounts of the full scan: words 2-3 are only read for the few rows that
     pass words 0-1. Rows that cannot reach the caller's cosine threshold are never
@@ -400,6 +402,9 @@ def hamming_topk_pruned(
         dist = pa[local].astype(np.int32)
         dist += np.bitwise_count(w2[rows] ^ q2)
         dist += np.bitwise_count(w3[rows] ^ q3)
+        if full_cut < 256:
+            near = dist <= full_cut
+            rows, dist = rows[near], dist[near]
         found_rows.append(rows)
         found_dist.append(dist)
     if not found_rows:

@@ -403,7 +403,8 @@ class CodeMirror:
         half_cut = None if min_cosine is None else half_distance_cut(min_cosine)
         if half_cut is not None and half_cut <= MAX_USEFUL_HALF_CUT:
             idx, dist = hamming_topk_pruned(
-                *self._w, query_words, k, half_cut, partition=partition,
+                *self._w, query_words, k, half_cut,
+                full_cut=half_distance_cut(min_cosine, 256), partition=partition,
                 partitions=self._parts if use_parts else None,
                 expires=self._exp if use_exp else None, now_u32=now_u32, count=n,
                 workspace=ws)

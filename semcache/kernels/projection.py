@@ -135,8 +135,14 @@ class BinaryEncoder:
     def encode(self, vectors: ArrayLike) -> np.ndarray:
         """Encode ``(d,)`` -> ``(code_bytes,)`` or ``(n, d)`` -> ``(n, code_bytes)`` uint8 codes."""
         arr = _as_float_array(vectors)
-        single = arr.ndim == 1
-        unit = validate_matrix(arr, self.embedding_dim)
+        return self.encode_unit(validate_matrix(arr, self.embedding_dim), single=arr.ndim == 1)
+
+    def encode_unit(self, unit: np.ndarray, *, single: bool | None = None) -> np.ndarray:
+        """:meth:`encode` for vectors already checked and L2-normalized (by
+        :func:`validate_vector` / :func:`validate_matrix`): skips checking them again."""
+        if single is None:
+            single = unit.ndim == 1
+        unit = unit.reshape(-1, self.embedding_dim)
         out = np.empty((unit.shape[0], self.code_bytes), dtype=np.uint8)
         for start in range(0, unit.shape[0], _ENCODE_BATCH):
             block = unit[start : start + _ENCODE_BATCH].astype(np.float64)
