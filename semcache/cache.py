@@ -66,7 +66,8 @@ log = logging.getLogger("semcache")
 RESCORE_K = 16
 #: Batched access-time updates and counters are written at least this often (seconds).
 FLUSH_INTERVAL = 1.0
-_FLUSH_MAX_PENDING = 1000
+# Flushes are time-driven; the count bound only caps memory (~100 B per pending entry).
+_FLUSH_MAX_PENDING = 20_000
 
 #: Bytes of decompressed responses kept per process (see ResponseMemo).
 RESPONSE_MEMO_BYTES = 32 * 1024 * 1024

@@ -17,7 +17,7 @@ File layout (all little-endian)::
     4096 + 40*cap   partitions int32[cap]   namespace partition; -1 = dead row
     4096 + 44*cap   expires   uint32[cap]   ceil(expiry epoch seconds); 0xFFFFFFFF = never
 
-48 bytes per row. Rows [count, cap) are unused (sparse zeros). The data checksum is the
+48 bytes per row. Rows [count, cap) are unused (zeros; their blocks are allocated at creation so a full disk fails then, not with SIGBUS later). The data checksum is the
 wrapping uint64 sum over rows [0, count) of a mixed 64-bit hash of each row's fields and
 row index; every step of the hash is a bijection of each field, so any change to one row
 changes the sum. It is verified vectorized on open and kept up to date in O(changed rows).
