@@ -174,6 +174,16 @@ def _lowest_rows(dist: np.ndarray, low: int, k: int, mask: np.ndarray) -> np.nda
     return mask.nonzero()[0]
 
 
+def _pair_distance(wa: np.ndarray, wb: np.ndarray, qa: np.uint64, qb: np.uint64,
+                   x: np.ndarray, out: np.ndarray, tmp: np.ndarray) -> None:
+    """Hamming distance on two code words into ``out`` (uint8: <= 128, exact)."""
+    np.bitwise_xor(wa, qa, out=x)
+    np.bitwise_count(x, out=out)
+    np.bitwise_xor(wb, qb, out=x)
+    np.bitwise_count(x, out=tmp)
+    np.add(out, tmp, out=out)
+
+
 def _check_column(name: str, arr: np.ndarray, count: int, dtype: type) -> None:
     if arr.dtype != dtype or arr.ndim != 1 or arr.shape[0] < count:
         raise InvalidInputError(
@@ -251,11 +261,7 @@ def hamming_topk(
         end = min(n_rows, start + step)
         n = end - start
         x, pa, pb, d8 = ws.xor[:n], ws.pc_a[:n], ws.pc_b[:n], ws.dist8[:n]
-        np.bitwise_xor(w0[start:end], q0, out=x)
-        np.bitwise_count(x, out=pa)
-        np.bitwise_xor(w1[start:end], q1, out=x)
-        np.bitwise_count(x, out=pb)
-        np.add(pa, pb, out=pa)  # <= 128: exact in uint8
+        _pair_distance(w0[start:end], w1[start:end], q0, q1, x, pa, pb)
         np.bitwise_xor(w2[start:end], q2, out=x)
         np.bitwise_count(x, out=pb)
         np.bitwise_xor(w3[start:end], q3, out=x)
@@ -384,11 +390,7 @@ def hamming_topk_pruned(
         end = min(n_rows, start + step)
         n = end - start
         x, pa, pb, mask = ws.xor[:n], ws.pc_a[:n], ws.pc_b[:n], ws.mask[:n]
-        np.bitwise_xor(w0[start:end], q0, out=x)
-        np.bitwise_count(x, out=pa)
-        np.bitwise_xor(w1[start:end], q1, out=x)
-        np.bitwise_count(x, out=pb)
-        np.add(pa, pb, out=pa)  # <= 128: exact in uint8
+        _pair_distance(w0[start:end], w1[start:end], q0, q1, x, pa, pb)
         np.less_equal(pa, cut, out=mask)
         local = mask.nonzero()[0]
         if local.shape[0] == 0:
