@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+# make_cache / cache fixtures over the WordEmbedder (the wrapper tests use them).
+pytest_plugins = ["tests.word_embedder"]
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 

@@ -9,7 +9,6 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-import semcache
 from semcache.errors import InvalidInputError
 from semcache.integrations.openai import wrap
 from semcache.integrations.streaming import STRATEGIES, split_text
@@ -35,28 +34,6 @@ def server():
 @pytest.fixture
 def clock():
     return [2_000_000.0]
-
-
-@pytest.fixture
-def make_cache(tmp_path, clock):
-    opened = []
-
-    def make(name: str = "llm.db", **settings):
-        settings.setdefault("embedder", WordEmbedder())
-        settings.setdefault("similarity_threshold", 0.9)
-        settings.setdefault("clock", lambda: clock[0])
-        cache = semcache.open(tmp_path / name, **settings)
-        opened.append(cache)
-        return cache
-
-    yield make
-    for cache in opened:
-        cache.close()
-
-
-@pytest.fixture
-def cache(make_cache):
-    return make_cache()
 
 
 @pytest.fixture

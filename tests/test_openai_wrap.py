@@ -13,7 +13,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-import semcache
 from semcache.errors import InvalidInputError, InvalidTypeError
 from semcache.integrations.openai import (
     ChunkAccumulator,
@@ -43,28 +42,6 @@ def server():
 def clock():
     now = [1_000_000.0]
     return now
-
-
-@pytest.fixture
-def make_cache(tmp_path, clock):
-    opened = []
-
-    def make(name: str = "llm.db", **settings):
-        settings.setdefault("embedder", WordEmbedder())
-        settings.setdefault("similarity_threshold", 0.9)
-        settings.setdefault("clock", lambda: clock[0])
-        cache = semcache.open(tmp_path / name, **settings)
-        opened.append(cache)
-        return cache
-
-    yield make
-    for cache in opened:
-        cache.close()
-
-
-@pytest.fixture
-def cache(make_cache):
-    return make_cache()
 
 
 @pytest.fixture

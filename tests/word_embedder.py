@@ -1,11 +1,17 @@
-"""A tiny deterministic embedder for integration tests (no model to load)."""
+"""A tiny deterministic embedder, and cache fixtures on it, for integration tests."""
 
 from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pytest
+
+import semcache
 
 STOPWORDS = {"what", "s", "is", "the", "a", "an", "of", "please", "tell", "me", "which"}
 
@@ -26,3 +32,27 @@ class WordEmbedder:
                 out[row, h % self.dim] += 1.0
             out[row] /= np.linalg.norm(out[row])
         return out
+
+
+@pytest.fixture
+def make_cache(tmp_path: Path, clock: list[float]) -> Iterator[Callable[..., semcache.Cache]]:
+    """Factory of caches on WordEmbedder at threshold 0.9, on the test module's ``clock``
+    (a one-element list the test moves); all are closed after the test."""
+    opened: list[semcache.Cache] = []
+
+    def make(name: str = "llm.db", **settings: Any) -> semcache.Cache:
+        settings.setdefault("embedder", WordEmbedder())
+        settings.setdefault("similarity_threshold", 0.9)
+        settings.setdefault("clock", lambda: clock[0])
+        cache = semcache.open(tmp_path / name, **settings)
+        opened.append(cache)
+        return cache
+
+    yield make
+    for cache in opened:
+        cache.close()
+
+
+@pytest.fixture
+def cache(make_cache: Callable[..., semcache.Cache]) -> semcache.Cache:
+    return make_cache()
