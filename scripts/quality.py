@@ -56,9 +56,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import semcache  # noqa: E402
-from semcache.cache import RESCORE_K  # noqa: E402
 from semcache.embedders import get_embedder  # noqa: E402
 from semcache.kernels.projection import BinaryEncoder, validate_matrix  # noqa: E402
+from semcache.search import RESCORE_K  # noqa: E402
 from semcache.settings import CODE_BITS, DEFAULT_THRESHOLDS  # noqa: E402
 
 PAIRS_PATH = ROOT / "benchmarks" / "data" / "paraphrase_pairs.json"

@@ -363,7 +363,7 @@ def check_main(path: str, acked_path: str, out_path: str) -> None:
         missing = [k for k in data["acked"]
                    if (h := cache.get(k, exact_only=True)) is None or h.response != value_for(k)]
         present = [k for k in data["deleted"] if cache.get(k, exact_only=True) is not None]
-        rows = cache._store.query("SELECT count(*) FROM entries")[0][0]
+        rows = cache.count()
     Path(out_path).write_text(json.dumps({"stats": before, "missing": missing[:20],
                                           "n_missing": len(missing), "resurrected": present[:20],
                                           "entries_rows": rows}))

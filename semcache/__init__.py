@@ -7,7 +7,7 @@ paraphrases. See README.md and docs/.
 
 from __future__ import annotations
 
-from semcache.cache import Cache, Hit, open
+from semcache.cache import Cache, Entry, Hit, HitKind, open
 from semcache.defaults import (
     cache_stats,
     clear_cache,
@@ -52,7 +52,9 @@ __all__ = [
     "EmbedderError",
     "EmbedderMismatchError",
     "EmptyPromptError",
+    "Entry",
     "Hit",
+    "HitKind",
     "InvalidInputError",
     "InvalidTypeError",
     "InvalidVectorError",

@@ -78,15 +78,12 @@ def run_bench(entries: int = 2000, queries: int = 500, embedder: str = "hashing"
             cache.get(_paraphrase(0))
             times, hits = _measure(cache.get, [prompts[i] for i in picks])
             rows.append(_row("exact hit (text)", times, hits))
-            ids = [int(r[0]) for r in cache._store.query(
-                "SELECT id FROM entries ORDER BY id")]
-            from semcache.store.codecs import decode_vector
-
+            stored = cache.entries(order="id", with_vectors=True)
             nprng = np.random.default_rng(seed)
             vecs = []
-            for row in cache._store.get_by_ids([ids[i] for i in picks[:queries]],
-                                               with_vector=True):
-                v = decode_vector(row.vector).astype(np.float32)  # type: ignore[arg-type]
+            for i in picks[:queries]:
+                v = stored[i].vector
+                assert v is not None
                 noisy = v + nprng.normal(0, 0.01, v.shape).astype(np.float32)
                 vecs.append(noisy / np.linalg.norm(noisy))
             times, hits = _measure(cache.get, vecs)

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from semcache.errors import ConfigurationError
+from semcache.validation import UNSET
 
 logger = logging.getLogger("semcache")
 
@@ -44,31 +45,44 @@ def default_cache_path() -> Path:
     return Path(platformdirs.user_cache_dir("semcache")) / "llm.db"
 
 
+#: What ``init_cache`` gives a new file (OneLLM's defaults); an existing file keeps its own
+#: stored settings unless the caller passes a value explicitly.
+INIT_DEFAULTS: dict[str, Any] = {
+    "max_entries": 1000, "similarity_threshold": _DEFAULT_THRESHOLD, "ttl": 86_400,
+}
+_STREAM_DEFAULTS: tuple[str, int] = ("words", 8)
+
+
 def init_cache(
     path: str | os.PathLike[str] | None = None,
-    max_entries: int = 1000,
-    similarity_threshold: float = _DEFAULT_THRESHOLD,
+    max_entries: Any = UNSET,
+    similarity_threshold: Any = UNSET,
     p: float | None = None,
     hash_only: bool = False,
     stream_chunk_strategy: str = "words",
     stream_chunk_length: int = 8,
-    ttl: float | None = 86_400,
+    ttl: Any = UNSET,
     **settings: Any,
 ) -> Any:
     """Open (or create) the process-wide default cache and return it.
 
     Args:
-        path: cache file; None -> :func:`default_cache_path` (directories are created).
-        max_entries: LRU bound on the number of entries.
-        similarity_threshold: cosine in [0, 1] above which a paraphrase is a hit.
+        path: cache file or ``postgresql://`` URL; None -> :func:`default_cache_path`
+            (directories are created).
+        max_entries: LRU bound on the number of entries (a new file gets 1000).
+        similarity_threshold: cosine in [0, 1] above which a paraphrase is a hit (a new
+            file gets 0.95).
         p: OneLLM's name for ``similarity_threshold``; takes its place when given.
         hash_only: exact matches only (no embedder is loaded).
         stream_chunk_strategy: ``words | sentences | paragraphs | characters`` - how cached
-            answers are split when replayed with ``stream=True``.
+            answers are split when replayed with ``stream=True`` by clients wrapped without
+            an explicit cache (``semcache.wrap(client)``).
         stream_chunk_length: units of that strategy per replayed chunk.
-        ttl: seconds an entry lives (None: no expiry).
+        ttl: seconds an entry lives (None: no expiry; a new file gets one day).
         **settings: any other :func:`semcache.open` setting (``embedder=``, ``namespace=``...).
 
+    Only the arguments actually passed change an existing file's stored settings; the
+    defaults above apply to a new file (or to settings the file does not store yet).
     A previous default cache is closed once the new one is open (if opening fails, the
     previous one stays the default).
 
@@ -76,35 +90,38 @@ def init_cache(
         ConfigurationError: ``p`` and ``similarity_threshold`` disagree, or an invalid
             setting (raised by :func:`semcache.open`).
     """
-    global _default
+    global _default, _STREAM_DEFAULTS
     if p is not None:
-        if similarity_threshold != _DEFAULT_THRESHOLD and similarity_threshold != p:
+        if similarity_threshold is not UNSET and similarity_threshold != p:
             raise ConfigurationError(
                 f"init_cache got p={p!r} and similarity_threshold={similarity_threshold!r}; "
                 "p is OneLLM's name for the same setting, give only one"
             )
         similarity_threshold = p
+    from semcache.integrations.streaming import check_stream_options
+
+    stream = check_stream_options(stream_chunk_strategy, stream_chunk_length)
+    given = {name: value for name, value in (
+        ("max_entries", max_entries), ("similarity_threshold", similarity_threshold),
+        ("ttl", ttl)) if value is not UNSET}
     if path is None:
         path = default_cache_path()
         path.parent.mkdir(parents=True, exist_ok=True)
     from semcache.cache import open as open_cache
 
-    cache = open_cache(
-        path,
-        max_entries=max_entries,
-        similarity_threshold=similarity_threshold,
-        hash_only=hash_only,
-        stream_chunk_strategy=stream_chunk_strategy,
-        stream_chunk_length=stream_chunk_length,
-        ttl=ttl,
-        **settings,
-    )
+    cache = open_cache(path, hash_only=hash_only, defaults=INIT_DEFAULTS, **given, **settings)
     with _lock:
         previous, _default = _default, cache
+        _STREAM_DEFAULTS = stream
     if previous is not None and previous is not cache:
         _close_quietly(previous)
-    logger.info("semcache: default cache is %s", os.fspath(path))
+    logger.info("semcache: default cache is %s", cache.location)
     return cache
+
+
+def stream_defaults() -> tuple[str, int]:
+    """``(stream_chunk_strategy, stream_chunk_length)`` given to :func:`init_cache`."""
+    return _STREAM_DEFAULTS
 
 
 def get_default_cache() -> Any:
@@ -175,4 +192,5 @@ __all__ = [
     "get_default_cache",
     "init_cache",
     "set_default_cache",
+    "stream_defaults",
 ]

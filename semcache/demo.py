@@ -61,20 +61,22 @@ SCRIPT: tuple[Step, ...] = (
 )
 
 
-def _observed_cache_class() -> type:
-    """A :class:`semcache.Cache` that remembers the outcome of its last request lookup,
-    so the demo can print HIT exact / HIT semantic sim=... / MISS for each call."""
-    from semcache.cache import Cache, Hit
+class _Observed:
+    """The demo's view of the cache: every call through the public request API, with the
+    outcome of the last lookup remembered so each step can print HIT/MISS."""
 
-    class ObservedCache(Cache):
-        last: Hit | None = None
+    def __init__(self, cache: Any) -> None:
+        self.cache = cache
+        self.last: Any = None
+        self.namespace = cache.namespace
+        self.hash_only = cache.hash_only
 
-        def _lookup_request(self, key: bytes, **kwargs: Any) -> Hit | None:
-            hit = super()._lookup_request(key, **kwargs)
-            self.last = hit
-            return hit
+    def lookup(self, key: bytes | str, **kwargs: Any) -> Any:
+        self.last = self.cache.lookup(key, **kwargs)
+        return self.last
 
-    return ObservedCache
+    def store(self, key: bytes | str, response: Any, **kwargs: Any) -> int:
+        return int(self.cache.store(key, response, **kwargs))
 
 
 _WARM_UP = (
@@ -108,12 +110,14 @@ def run_demo(directory: str = "semcache-demo", latency: float = 0.4,
     os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, DEMO_FILE)
     existed = os.path.exists(path)
-    cache = _observed_cache_class()(path)
+    cache = semcache.open(path)
+    observed = _Observed(cache)
     calls: list[dict[str, Any]] = []
     try:
         _say(out, f"semcache demo: cache file {path} "
                   f"({'existing: answers may come from an earlier run' if existed else 'new'})")
         t0 = time.perf_counter()
+        cache.warmup()
         if cache.embedder is not None:
             # Load the model, and let a traced model settle (its first calls are slow),
             # so that the latencies below are the steady-state ones. Texts unlike the
@@ -128,7 +132,7 @@ def run_demo(directory: str = "semcache-demo", latency: float = 0.4,
                       f"(simulated model latency {latency:g}s)")
             _say(out)
             client = semcache.wrap(
-                openai.OpenAI(base_url=server.base_url, api_key="demo", max_retries=0), cache)
+                openai.OpenAI(base_url=server.base_url, api_key="demo", max_retries=0), observed)
             _say(out, _row("#", "result", "ms", "model", "step", "question", "answer"))
             for n, step in enumerate(SCRIPT, start=1):
                 before = server.request_count
@@ -139,7 +143,7 @@ def run_demo(directory: str = "semcache-demo", latency: float = 0.4,
                               {"role": "user", "content": step.question}],
                 )
                 ms = (time.perf_counter() - started) * 1000
-                hit = cache.last
+                hit = observed.last
                 reached_model = server.request_count > before
                 if hit is None or reached_model:
                     result, kind, sim = "MISS", "miss", None

@@ -8,9 +8,11 @@
     @cache.memoize()
     async def classify(text: str) -> dict: ...
 
-The argument is the prompt: a repeated call is an exact hit, and by default a paraphrase
-is a semantic hit (``exact_only=True`` turns that off). Results are stored with
-``cache.put(text, result, namespace=ns)``.
+The argument is the prompt: a repeated call is an exact hit. Matching is exact by default:
+a summary of another text is a wrong answer, so paraphrase matching is an explicit option
+(``semantic=True``, for functions whose answer depends only on the meaning of the text,
+such as classifying a question). Results are stored with ``cache.put(text, result,
+namespace=ns)``.
 
 Decisions:
 
@@ -38,8 +40,7 @@ from collections.abc import Callable
 from typing import Any
 
 from semcache.errors import InvalidTypeError
-
-_UNSET: Any = object()
+from semcache.validation import UNSET, check_bool, check_namespace, check_ttl
 
 
 def default_namespace(fn: Callable[..., Any]) -> str:
@@ -67,8 +68,8 @@ def memoize(
     cache: Any,
     *,
     namespace: str | None = None,
-    ttl: Any = _UNSET,
-    exact_only: bool = False,
+    ttl: Any = UNSET,
+    semantic: bool = False,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Return a decorator caching a one-``str``-argument function in ``cache``.
 
@@ -76,15 +77,14 @@ def memoize(
         cache: a :class:`semcache.Cache`.
         namespace: where the results live; default ``"memoize:<module>.<qualname>"``.
         ttl: seconds a result lives (default: the cache's ttl).
-        exact_only: only identical arguments hit (no semantic lookup).
+        semantic: also answer paraphrases of a cached argument (default: exact only).
 
     The decorated function has ``.cache``, ``.namespace`` and ``.uncached`` (the original).
     """
-    if not isinstance(exact_only, bool):
-        raise InvalidTypeError(f"memoize exact_only must be a bool, got {exact_only!r}")
-    if namespace is not None and not isinstance(namespace, str):
-        raise InvalidTypeError(f"memoize namespace must be a str, got {namespace!r}")
-    put_kwargs: dict[str, Any] = {} if ttl is _UNSET else {"ttl": ttl}
+    exact_only = not check_bool(semantic, "memoize semantic")
+    if namespace is not None:
+        check_namespace(namespace, "memoize namespace")
+    put_kwargs: dict[str, Any] = {} if ttl is UNSET else {"ttl": check_ttl(ttl)}
 
     def decorator(fn: Callable[..., Any]) -> Callable[..., Any]:
         if not callable(fn):

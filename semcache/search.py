@@ -22,17 +22,22 @@ import math
 import os
 import threading
 import time
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
+from semcache.errors import CorruptCacheError
 from semcache.kernels.mirror import CodeMirror, MirrorInvalid
-from semcache.store.base import Changes
-from semcache.store.sqlite import SQLiteStore
+from semcache.kernels.projection import BinaryEncoder
+from semcache.store.base import Changes, EntryRow, LocalCodeSource, Store
 
 log = logging.getLogger("semcache")
 
 #: How long a reader waits for an in-flight writer to stamp the mirror before rebuilding.
 _WRITER_GRACE_S = 0.05
+#: How many Hamming candidates are rescored with exact cosine.
+RESCORE_K = 16
 #: Rebuild (compact) the mirror when dead rows outnumber live ones beyond this.
 _COMPACT_MIN_DEAD = 4096
 
@@ -53,20 +58,107 @@ def _expires_u32_array(expires: np.ndarray) -> np.ndarray:
     return out
 
 
+Alive = Callable[[EntryRow, float], bool]
+
+
+def make_search(store: Store, encoder: BinaryEncoder, *,
+                use_mirror: bool = True) -> SemanticIndex | StoreSearch:
+    """The search layer for ``store``: a shared code mirror when the engine's codes can be
+    mapped locally (SQLite), else the engine's own search (PostgreSQL)."""
+    if isinstance(store, LocalCodeSource):
+        return SemanticIndex(store, encoder, use_mirror=use_mirror)
+    return StoreSearch(store, encoder)
+
+
+def _decide(ranked: list[tuple[EntryRow, float]], threshold: float, now: float,
+            alive: Alive) -> tuple[EntryRow, float] | None:
+    """The best alive candidate at or above ``threshold``; ties go to the newest entry."""
+    best: tuple[EntryRow, float] | None = None
+    for row, sim in ranked:
+        if alive(row, now) and (best is None or (sim, row.id) > (best[1], best[0].id)):
+            best = (row, sim)
+    if best is None or best[1] < threshold:
+        return None
+    return best
+
+
+class StoreSearch:
+    """Search done by the engine (in the server), rescored there by exact cosine."""
+
+    def __init__(self, store: Store, encoder: BinaryEncoder) -> None:
+        self._store = store
+        self._encoder = encoder
+
+    def best(self, vector: np.ndarray, partition_id: int, now: float, threshold: float,
+             alive: Alive) -> tuple[EntryRow, float] | None:
+        code = self._encoder.encode_unit(vector).tobytes()
+        ranked = self._store.search(code, vector, partition_id, now, RESCORE_K)
+        return _decide(ranked, threshold, now, alive)
+
+    def warmup(self) -> None:
+        pass
+
+    def rebuild_now(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 class SemanticIndex:
     """Code mirror + SQL fallback for one cache file."""
 
-    def __init__(self, store: SQLiteStore, mirror_path: str, db_uid: str,
-                 *, use_mirror: bool = True) -> None:
-        self._store = store
-        self.path = mirror_path
-        self._uid = db_uid
-        self._use_mirror = use_mirror and not store.readonly
+    def __init__(self, store: LocalCodeSource, encoder: BinaryEncoder, *,
+                 use_mirror: bool = True) -> None:
+        self._store: Any = store
+        self._encoder = encoder
+        self.path = store.mirror_path
+        self._uid = self._store.settings["db_uid"]
+        self._use_mirror = use_mirror and not self._store.readonly
         self._mirror: CodeMirror | None = None
         self._lock = threading.RLock()
         self.rebuilds = 0  # observed by tests and `verify`
 
     # -- reading ------------------------------------------------------------------------
+
+    def best(self, vector: np.ndarray, partition_id: int, now: float, threshold: float,
+             alive: Alive) -> tuple[EntryRow, float] | None:
+        """The best entry of the partition for ``vector``: Hamming candidates from the
+        mirror (or SQL), re-read from the database and decided by exact cosine."""
+        code = self._encoder.encode_unit(vector)
+        ids = self.candidates(code, partition_id, now, RESCORE_K, min_cosine=threshold)
+        if not ids:
+            return None
+        rows = [row for row in self._store.get_by_ids(ids, with_vector=True)
+                if row.partition_id == partition_id and row.vector is not None]
+        if not rows:
+            return None
+        size = 4 * vector.shape[0]
+        for row in rows:
+            if not isinstance(row.vector, bytes) or len(row.vector) != size:  # damaged row
+                raise CorruptCacheError(
+                    f"entry {row.id} of cache {self._store.location!r} is corrupt (stored "
+                    f"vector is not {size} bytes); delete it (cache.delete({row.id}))")
+        # One (k, dim) @ (dim,) product: k separate numpy calls per query cost as much as
+        # the whole Hamming scan of 10k entries.
+        stored = np.frombuffer(b"".join([r.vector for r in rows if r.vector is not None]),
+                               dtype="<f4").reshape(len(rows), -1)
+        sims = np.clip(stored.astype(np.float64) @ vector.astype(np.float64), -1.0, 1.0)
+        return _decide(list(zip(rows, sims.tolist(), strict=True)), threshold, now, alive)
+
+    def warmup(self) -> None:
+        """Map the mirror (building it if needed) ahead of the first search."""
+        if self._use_mirror:
+            with self._lock:
+                self._fresh_mirror()
+
+    def rebuild_now(self) -> None:
+        """Rebuild the mirror from the database (after a vacuum)."""
+        if self._use_mirror and self._store.lock.acquire():
+            try:
+                self.rebuild()
+            finally:
+                self._store.lock.release()
 
     def candidates(self, code: np.ndarray, partition_id: int, now: float, k: int,
                    min_cosine: float | None = None) -> list[int]:
@@ -82,7 +174,7 @@ class SemanticIndex:
                     return [int(i) for i, _ in
                             mirror.search(words, k, partition=partition_id, now=now,
                                           min_cosine=min_cosine)]
-        return [i for i, _ in self._store.knn_sql(
+        return [i for i, _ in self._store.knn(
             np.ascontiguousarray(code, dtype=np.uint8).tobytes(), partition_id, now, k)]
 
     def _fresh_mirror(self) -> CodeMirror | None:
@@ -121,7 +213,7 @@ class SemanticIndex:
         lock = self._store.lock
         # Never wait behind a writer (a long write transaction would stall every semantic
         # get): if the lock is busy, this search runs in SQL and a later one rebuilds.
-        if lock is None or not lock.acquire(timeout=0):
+        if not lock.acquire(timeout=0):
             return None
         try:
             mirror = self._reopen()

@@ -7,7 +7,8 @@ Two kinds of settings live in the ``settings`` table:
   argument that disagrees raises, because vectors from another model or projection
   cannot be compared with the stored ones.
 * tunable: ``similarity_threshold``, ``max_entries``, ``ttl``, ``refresh_on_access``,
-  ``store_prompts``, ``namespace``. An argument passed to ``open`` is stored, so every
+  ``store_prompts``, ``namespace``, ``guard``; and per-namespace thresholds
+  (``threshold:<namespace>``). An argument passed to ``open`` is stored, so every
   process that opens the file later shares it (as diskcache does); an omitted one is
   read from the file.
 """
@@ -18,8 +19,10 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from semcache.errors import ConfigurationError
+from semcache.errors import ConfigurationError, SemcacheError
 from semcache.validation import (
+    UNSET,
+    check_bool,
     check_max_entries,
     check_namespace,
     check_threshold,
@@ -46,14 +49,6 @@ DEFAULT_THRESHOLDS: dict[str, float] = {
 FALLBACK_THRESHOLD = 0.92
 
 
-class _Unset:
-    def __repr__(self) -> str:
-        return "<unset>"
-
-
-UNSET: Any = _Unset()
-
-
 @dataclass
 class Tunables:
     similarity_threshold: float | None  # None: the embedder's measured default
@@ -62,21 +57,17 @@ class Tunables:
     refresh_on_access: bool
     store_prompts: bool
     namespace: str
-
-
-def _check_bool(name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigurationError(f"{name} must be True or False; got {value!r}")
-    return value
+    guard: bool = True
 
 
 _CHECKS = {
     "similarity_threshold": lambda v: None if v is None else check_threshold(v),
     "max_entries": check_max_entries,
     "ttl": check_ttl,
-    "refresh_on_access": lambda v: _check_bool("refresh_on_access", v),
-    "store_prompts": lambda v: _check_bool("store_prompts", v),
+    "refresh_on_access": lambda v: check_bool(v, "refresh_on_access"),
+    "store_prompts": lambda v: check_bool(v, "store_prompts"),
     "namespace": check_namespace,
+    "guard": lambda v: check_bool(v, "guard"),
 }
 _DEFAULTS: dict[str, Any] = {
     "similarity_threshold": None,
@@ -85,29 +76,58 @@ _DEFAULTS: dict[str, Any] = {
     "refresh_on_access": True,
     "store_prompts": True,
     "namespace": DEFAULT_NAMESPACE,
+    "guard": True,
 }
+#: Names of the tunables (stored in the settings table under these names).
+TUNABLES = tuple(_DEFAULTS)
 
 
 def validate_tunables(args: dict[str, Any]) -> dict[str, Any]:
     """Check every explicitly passed tunable (before anything is opened or written)."""
+    unknown = sorted(set(args) - set(_CHECKS))
+    if unknown:
+        raise ConfigurationError(f"unknown setting(s) {', '.join(unknown)}; expected some of "
+                                 f"{', '.join(TUNABLES)}")
     return {name: _CHECKS[name](value) for name, value in args.items() if value is not UNSET}
 
 
-def merge_tunables(given: dict[str, Any], stored: dict[str, str]) -> tuple[Tunables, dict[str, str]]:
-    """Tunables in force, and the settings rows to write (those passed and different)."""
+def decode_stored(name: str, text: str) -> Any:
+    """A tunable as stored in the settings table; raises ValueError if unusable."""
+    try:
+        return _CHECKS[name](json.loads(text))
+    except (ValueError, TypeError, SemcacheError) as exc:
+        raise ValueError(f"stored setting {name}={text!r} is invalid: {exc}") from None
+
+
+def merge_tunables(given: dict[str, Any], stored: dict[str, str],
+                   defaults: dict[str, Any] | None = None) -> tuple[Tunables, dict[str, str]]:
+    """Tunables in force, and the settings rows to write.
+
+    A given value is written when it differs from the stored one. ``defaults`` (already
+    validated) fill in what the file does not store yet, and are written so that every
+    process agrees; a value the file stores is never replaced by a default.
+    """
     values: dict[str, Any] = {}
     to_write: dict[str, str] = {}
+    defaults = defaults or {}
     for name, default in _DEFAULTS.items():
-        if name in given:
-            values[name] = given[name]
-            encoded = json.dumps(given[name])
+        if name in given or (name in defaults and name not in stored):
+            values[name] = given[name] if name in given else defaults[name]
+            encoded = json.dumps(values[name])
             if stored.get(name) != encoded:
                 to_write[name] = encoded
         elif name in stored:
             try:
-                values[name] = _CHECKS[name](json.loads(stored[name]))
-            except (ValueError, ConfigurationError):
+                values[name] = decode_stored(name, stored[name])
+            except ValueError:
                 values[name] = default  # a hand-edited bad value: fall back, don't refuse the file
         else:
             values[name] = default
     return Tunables(**values), to_write
+
+
+__all__ = [
+    "CODE_BITS", "DEFAULT_MAX_ENTRIES", "DEFAULT_NAMESPACE", "DEFAULT_SEED", "DEFAULT_THRESHOLDS",
+    "DEFAULT_TTL", "FALLBACK_THRESHOLD", "TUNABLES", "UNSET", "Tunables", "decode_stored",
+    "merge_tunables", "validate_tunables",
+]

@@ -26,7 +26,6 @@ from semcache.errors import (
     SchemaVersionError,
     SemcacheError,
 )
-from semcache.store.base import NEVER
 
 #: Ids listed per category in the report (the counts are always complete).
 _MAX_LISTED = 20
@@ -37,30 +36,26 @@ def _listed(ids: set[int] | list[int]) -> list[int]:
 
 
 def verify(path: str | os.PathLike[str], *, quick: bool = False) -> dict[str, Any]:
-    """Check the database, the code mirror and the vec0 table of the cache at ``path``.
+    """Check the cache at ``path`` (a file or a ``postgresql://`` URL) without changing it.
 
-    Opens the file read-only and writes nothing (the mirror is not rebuilt here).
-    ``quick`` runs ``PRAGMA quick_check`` instead of the full ``integrity_check``.
+    For a file: the database, the code mirror and the vec0 table. Opens the file read-only
+    and writes nothing (the mirror is not rebuilt here). ``quick`` runs
+    ``PRAGMA quick_check`` instead of the full ``integrity_check``.
     Raises :class:`CacheFileError` when the file does not exist,
     :class:`NotASemcacheFileError` for a file that is not a semcache cache and
     :class:`SchemaVersionError` for one from a newer semcache; damage (a corrupt database,
     mirror or vec0 table) is reported with ``ok: False`` and the ``problems`` found.
     """
-    from semcache.store.schema import SCHEMA_VERSION
-    from semcache.store.sqlite import SQLiteStore
+    from semcache.store import is_server_location, open_store
+    from semcache.store.base import LocalCodeSource
 
     db = os.fspath(path)
-    if not os.path.exists(db):
+    if not is_server_location(db) and not os.path.exists(db):
         raise CacheFileError(f"no cache file at {db!r}")
-    report: dict[str, Any] = {
-        "path": db, "ok": False, "problems": [],
-        "database": {"integrity": None, "schema_version": None,
-                     "expected_schema_version": SCHEMA_VERSION},
-        "mirror": {"path": db + "-codes"}, "vec0": {},
-    }
+    report: dict[str, Any] = {"path": db, "ok": False, "problems": [], "database": {}}
     problems: list[str] = report["problems"]
     try:
-        store = SQLiteStore(db, readonly=True)
+        store, _ = open_store(db, readonly=True)
     except (NotASemcacheFileError, SchemaVersionError):
         raise  # not a semcache file (or one from a newer version): nothing to verify
     except SemcacheError as exc:
@@ -68,43 +63,22 @@ def verify(path: str | os.PathLike[str], *, quick: bool = False) -> dict[str, An
         report["database"]["error"] = str(exc)
         return report
     try:
-        _check_database(store, report["database"], problems, quick)
-        if not problems:
+        report["database"], found = store.check(quick=quick)
+        problems.extend(found)
+        if not problems and isinstance(store, LocalCodeSource):
+            report["database"]["change_seq"] = store.change_seq()
             code_rows = store.code_rows()
-            _check_mirror(store, db + "-codes", code_rows, report["mirror"], problems)
-            _check_vec0(store, code_rows, report["vec0"], problems)
+            report["mirror"] = {"path": store.mirror_path}
+            _check_mirror(store, store.mirror_path, code_rows, report["mirror"], problems)
+            check_code_index = store.check_code_index
+            report["vec0"], found = check_code_index(code_rows)
+            problems.extend(found)
     except SemcacheError as exc:
         problems.append(f"{type(exc).__name__}: {exc}")
     finally:
         store.close()
     report["ok"] = not problems
     return report
-
-
-def _check_database(store: Any, out: dict[str, Any], problems: list[str], quick: bool) -> None:
-    pragma = "quick_check" if quick else "integrity_check"
-    messages = [str(r[0]) for r in store.query(f"PRAGMA {pragma}")]
-    out["integrity"] = "ok" if messages == ["ok"] else messages[:_MAX_LISTED]
-    if messages != ["ok"]:
-        problems.append(f"PRAGMA {pragma}: " + "; ".join(messages[:5]))
-    version = store.query("SELECT max(version) FROM schema_migrations")[0][0]
-    out["schema_version"] = version
-    if version != out["expected_schema_version"]:
-        problems.append(f"schema version {version}, expected {out['expected_schema_version']}")
-    out["journal_mode"] = store.query("PRAGMA journal_mode")[0][0]
-    out["change_seq"] = store.change_seq()
-    counters = store.counters()
-    entries = int(store.query("SELECT count(*) FROM entries")[0][0])
-    out["entries"] = entries
-    out["with_code"] = int(store.query(
-        "SELECT count(*) FROM entries WHERE code IS NOT NULL")[0][0])
-    if counters["entries"] != entries:
-        problems.append(f"counters.entries is {counters['entries']} but entries has {entries} rows")
-    dangling = int(store.query(
-        "SELECT count(*) FROM entries WHERE partition_id NOT IN (SELECT id FROM partitions)"
-    )[0][0])
-    if dangling:
-        problems.append(f"{dangling} entries point at a partition that does not exist")
 
 
 def _check_mirror(store: Any, mpath: str, code_rows: tuple, out: dict[str, Any],
@@ -161,29 +135,6 @@ def _check_mirror(store: Any, mpath: str, code_rows: tuple, out: dict[str, Any],
         out["agrees"] = True
     finally:
         mirror.close()
-
-
-def _check_vec0(store: Any, code_rows: tuple, out: dict[str, Any], problems: list[str]) -> None:
-    ids, parts, expires, codes, _ = code_rows
-    rows = store.query("SELECT entry_id, partition_id, expires_at, code FROM entry_codes")
-    vec = {int(r[0]): (int(r[1]), int(r[2]), bytes(r[3])) for r in rows}
-    db = {int(i): (int(p), NEVER if np.isnan(e) else int(np.ceil(e)), c.tobytes())
-          for i, p, e, c in zip(ids.tolist(), parts.tolist(), expires.tolist(), codes,
-                                strict=True)}
-    orphans = set(vec) - set(db)
-    missing = set(db) - set(vec)
-    differ = [i for i in set(db) & set(vec) if db[i] != vec[i]]
-    out.update({"rows": len(vec), "orphans": len(orphans), "missing": len(missing),
-                "mismatched": len(differ), "agrees": not (orphans or missing or differ)})
-    if orphans:
-        out["orphan_ids"] = _listed(orphans)
-        problems.append(f"entry_codes has {len(orphans)} rows without an entry")
-    if missing:
-        out["missing_ids"] = _listed(missing)
-        problems.append(f"{len(missing)} entries with a code are missing from entry_codes")
-    if differ:
-        out["mismatched_ids"] = _listed(differ)
-        problems.append(f"{len(differ)} entry_codes rows differ from their entry")
 
 
 __all__ = ["verify"]

@@ -46,3 +46,18 @@ def file_state(path: str) -> tuple[bytes, bytes]:
         except FileNotFoundError:
             return b""
     return read(path), read(path + "-wal")
+
+
+def sql_rows(path: str, sql: str, params: tuple = ()) -> list[tuple]:
+    """Rows of a read-only SQL query on a cache file, as an operator's sqlite3 would see
+    them (its own connection, sqlite-vec loaded for the entry_codes table)."""
+    import apsw
+    import sqlite_vec
+
+    conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        conn.enable_load_extension(True)
+        conn.load_extension(sqlite_vec.loadable_path())
+        return [tuple(r) for r in conn.execute(sql, params)]
+    finally:
+        conn.close()

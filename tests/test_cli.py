@@ -238,9 +238,11 @@ def count(path: str) -> int:
 
 def test_purge(cache_file) -> None:
     path, ids = cache_file
-    assert "--expired" in assert_one_line_error(run_cli("purge", path), 1)
-    assert_one_line_error(run_cli("purge", path, "--older-than", "soon"), 1)
-    assert_one_line_error(run_cli("purge", path, "--all", "--expired"), 1)
+    # usage errors exit 2, as docs/cli.md says
+    assert "--expired" in assert_one_line_error(run_cli("purge", path), 2)
+    assert_one_line_error(run_cli("purge", path, "--older-than", "soon"), 2)
+    assert_one_line_error(run_cli("purge", path, "--older-than", "7x"), 2)
+    assert_one_line_error(run_cli("purge", path, "--all", "--expired"), 2)
     dry = as_json(run_cli("purge", path, "--expired", "--dry-run", "--json"))
     assert dry == {"deleted": 0, "matching": 1, "dry_run": True} and count(path) == 5
     assert as_json(run_cli("purge", path, "--expired", "--json"))["deleted"] == 1

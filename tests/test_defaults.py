@@ -41,7 +41,7 @@ def test_init_cache_opens_default(tmp_path):
     cache = init_cache(tmp_path / "llm.db", hash_only=True)
     assert get_default_cache() is cache
     assert cache.hash_only is True
-    assert cache.stream_chunk_strategy == "words" and cache.stream_chunk_length == 8
+    assert defaults.stream_defaults() == ("words", 8)
     assert cache.ttl == 86_400
     assert cache.max_entries == 1000
     assert (tmp_path / "llm.db").exists()
@@ -59,7 +59,7 @@ def test_init_cache_settings(tmp_path):
     )
     assert cache.max_entries == 50
     assert cache.similarity_threshold == pytest.approx(0.8)
-    assert (cache.stream_chunk_strategy, cache.stream_chunk_length) == ("sentences", 2)
+    assert defaults.stream_defaults() == ("sentences", 2)
     assert cache.ttl == 3600
 
 

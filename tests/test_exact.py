@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 import semcache
+from tests.conftest import sql_rows
 
 
 def open_exact(path: str, **kw):  # hash_only: no embedder needed for the exact tier
@@ -221,7 +222,7 @@ def test_hits_recorded_in_file(db_path):
             cache.get("q")
     with open_exact(db_path) as cache:
         assert cache.stats()["hits"] == 3
-        (hits,) = cache._store.query("SELECT hits FROM entries")[0]
+        (hits,) = sql_rows(db_path, "SELECT hits FROM entries")[0]
         assert hits == 3
 
 

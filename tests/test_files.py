@@ -139,6 +139,6 @@ def test_pragmas_from_settings_table(db_path):
     con.commit()
     con.close()
     with semcache.open(db_path, hash_only=True) as cache:
-        assert cache._store.query("PRAGMA synchronous") == [(2,)]  # FULL
+        assert cache._store._query("PRAGMA synchronous") == [(2,)]  # FULL (this connection)
         cache.put("q", "a")  # the odd value was ignored, not executed
         assert cache.get("q").response == "a"

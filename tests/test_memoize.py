@@ -41,7 +41,7 @@ class Counter:
 def test_repeat_and_paraphrase_hit(cache):
     calls = []
 
-    @memoize(cache)
+    @memoize(cache, semantic=True)
     def summarize(text: str) -> str:
         calls.append(text)
         return f"summary #{len(calls)}"
@@ -56,9 +56,10 @@ def test_repeat_and_paraphrase_hit(cache):
     assert summarize("How tall is Everest?") == "summary #2"
 
 
-def test_exact_only_skips_semantic_tier(cache):
+def test_exact_matching_is_the_default(cache):
+    # A summary of another text is a wrong answer: paraphrase matching is opt-in.
     counter = Counter()
-    summarize = memoize(cache, exact_only=True)(counter)
+    summarize = memoize(cache)(counter)
     summarize("What is the capital of France?")
     summarize("Tell me the capital of France")
     summarize("What is the capital of France?")
@@ -159,7 +160,7 @@ def test_ttl(cache, clock):
 async def test_async_function(cache):
     calls = []
 
-    @memoize(cache)
+    @memoize(cache, semantic=True)
     async def summarize(text: str) -> str:
         calls.append(text)
         await asyncio.sleep(0)
@@ -185,8 +186,8 @@ def test_cache_memoize_method_delegates(cache):
 
 
 def test_bad_decorator_arguments(cache):
-    with pytest.raises(InvalidTypeError):
-        memoize(cache, exact_only="yes")
+    with pytest.raises(semcache.ConfigurationError):
+        memoize(cache, semantic="yes")
     with pytest.raises(InvalidTypeError):
         memoize(cache, namespace=3)
     with pytest.raises(InvalidTypeError):

@@ -106,8 +106,8 @@ async def test_different_scope_never_hits(client, server, variant):
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
 async def test_stream_replay_after_non_streamed_miss(raw_client, server, make_cache, strategy):
-    cache = make_cache(stream_chunk_strategy=strategy, stream_chunk_length=2)
-    client = wrap(raw_client, cache)
+    cache = make_cache()
+    client = wrap(raw_client, cache, stream_chunk_strategy=strategy, stream_chunk_length=2)
     completion = await ask(client)
     text = completion.choices[0].message.content
     stream = await ask(client, stream=True)
@@ -186,7 +186,7 @@ async def test_per_call_controls(client, server, cache, clock):
 async def test_cache_calls_run_off_the_event_loop(client, server, cache, monkeypatch):
     loop_thread = threading.current_thread()
     seen = []
-    for name in ("_lookup_request", "_store_request"):
+    for name in ("lookup", "store"):
         original = getattr(cache, name)
 
         def spy(*args, _original=original, _name=name, **kwargs):
@@ -198,11 +198,11 @@ async def test_cache_calls_run_off_the_event_loop(client, server, cache, monkeyp
     await collect(await ask(client, UNRELATED, stream=True))
     await ask(client)
     assert [name for name, _ in seen] == [
-        "_lookup_request",
-        "_store_request",
-        "_lookup_request",
-        "_store_request",
-        "_lookup_request",
+        "lookup",
+        "store",
+        "lookup",
+        "store",
+        "lookup",
     ]
     assert all(thread is not loop_thread for _, thread in seen)
 

@@ -192,8 +192,8 @@ def test_messages_generator_is_materialized(client, server):
 @pytest.mark.parametrize("strategy", STRATEGIES)
 @pytest.mark.parametrize("length", [1, 2, 8])
 def test_stream_replay_after_non_streamed_miss(raw_client, server, make_cache, strategy, length):
-    cache = make_cache(stream_chunk_strategy=strategy, stream_chunk_length=length)
-    client = wrap(raw_client, cache)
+    cache = make_cache()
+    client = wrap(raw_client, cache, stream_chunk_strategy=strategy, stream_chunk_length=length)
     completion = ask(client)
     text = completion.choices[0].message.content
     stream = ask(client, stream=True)

@@ -324,7 +324,7 @@ _AFTER_FULL = """
     import sys, semcache
     path, acked = sys.argv[1], int(sys.argv[2])
     with semcache.open(path, dim=8) as cache:
-        assert cache._store.query("PRAGMA integrity_check") == [("ok",)]
+        assert semcache.verify(path)["database"]["integrity"] == "ok"
         missing = [i for i in range(acked) if cache.get(f"q{i}", exact_only=True) is None]
         assert missing == [], missing
     print("OK")
@@ -575,7 +575,7 @@ BAD_OPEN = [
     ({"seed": -1}, semcache.ConfigurationError),
     ({"refresh_on_access": "yes"}, semcache.ConfigurationError),
     ({"embedder": "hashing"}, semcache.EmbedderMismatchError),
-    ({"stream_chunk_length": 0}, semcache.ConfigurationError),
+    ({"stream_chunk_length": 0}, semcache.ConfigurationError),  # a wrap() option, not open()'s
 ]
 
 

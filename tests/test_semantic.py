@@ -155,12 +155,12 @@ def test_same_results_with_and_without_mirror(db_path, rng):
         assert os.path.exists(mirror)
         os.remove(mirror)  # deleted between calls of a running process
         assert _answers(cache, queries) == reference
-        assert os.path.exists(mirror) and cache._index.rebuilds == 2  # first build + after delete
+        assert os.path.exists(mirror) and cache._search.rebuilds == 2  # first build + after delete
     for damage in (os.remove, _corrupt_data, _truncate, _zero_header):
         damage(mirror)  # damaged while no process has it open
         with open_vec(db_path) as cache:
             assert _answers(cache, queries) == reference, damage.__name__
-            assert cache._index.rebuilds == 1, damage.__name__
+            assert cache._search.rebuilds == 1, damage.__name__
     with open_vec(db_path, use_mirror=False) as sql_only:  # sqlite-vec search only
         assert _answers(sql_only, queries) == reference
 
@@ -175,7 +175,7 @@ def test_mirror_follows_another_process_write(db_path, rng):
         assert proc.exitcode == 0
         hit = reader.get(base)  # the very next call sees the other process's put
         assert hit is not None and hit.response == "from B"
-        assert reader._index.rebuilds <= 1
+        assert reader._search.rebuilds <= 1
 
 
 def _put_vector(path: str, vector: list[float]) -> None:
@@ -208,8 +208,8 @@ def test_sql_search_with_sqlite_vec_agrees_with_numpy(db_path, rng):
         encoder = semcache.BinaryEncoder(DIM, 256, seed=0)
         query = at_cosine(stored[17], 0.95, rng)
         code = encoder.encode(query)
-        pid = cache._partition("default", "")
-        mirror_best = cache._index.candidates(code, pid, cache._clock(), 1)
+        pid = cache._pipeline.partition("default", "")
+        mirror_best = cache._search.candidates(code, pid, cache._clock(), 1)
     conn = apsw.Connection(db_path)
     conn.enable_load_extension(True)
     conn.load_extension(sqlite_vec.loadable_path())

@@ -23,6 +23,7 @@ from cli_helpers import (
 import semcache
 from semcache.stub_server import StubOpenAIServer
 from semcache.transfer import import_jsonl
+from tests.conftest import sql_rows
 
 ENTRY_COLUMNS = ("key_hash, namespace, prompt, response, metadata, size, tokens, created_at, "
                  "accessed_at, expires_at, ttl, hits, code, vector")
@@ -30,10 +31,9 @@ ENTRY_COLUMNS = ("key_hash, namespace, prompt, response, metadata, size, tokens,
 
 def entries_by_key(path: str) -> dict[bytes, tuple]:
     """Every column of every entry (plus its scope), keyed by key_hash; ids excluded."""
-    with semcache.open(path) as cache:
-        rows = cache._store.query(
-            f"SELECT {', '.join('e.' + c.strip() for c in ENTRY_COLUMNS.split(','))}, p.scope "
-            "FROM entries e JOIN partitions p ON p.id = e.partition_id")
+    rows = sql_rows(
+        path, f"SELECT {', '.join('e.' + c.strip() for c in ENTRY_COLUMNS.split(','))}, p.scope "
+        "FROM entries e JOIN partitions p ON p.id = e.partition_id")
     return {bytes(r[0]): r for r in rows}
 
 
@@ -72,7 +72,7 @@ def rich_cache(tmp_path: Path) -> str:
 def test_export_then_import_round_trips_every_entry(rich_cache: str, tmp_path: Path) -> None:
     first = export_lines(rich_cache, tmp_path / "a.jsonl")
     header, records = first[0], first[1:]
-    assert header["semcache_export"] == 1 and header["embedder"] == "hashing:v1:256"
+    assert header["semcache_export"] == 2 and header["embedder"] == "hashing:v1:256"
     assert header["dim"] == 256 and header["projection_seed"] == 0
     assert header["settings"]["similarity_threshold"] == 0.88
     assert len(records) == 9
@@ -124,7 +124,7 @@ def test_export_and_import_through_pipes(rich_cache: str, tmp_path: Path) -> Non
     out = run_cli("export", rich_cache, "-")
     assert out.returncode == 0 and "exported 9 entries" in out.stderr
     lines = out.stdout.splitlines()
-    assert json.loads(lines[0])["semcache_export"] == 1 and len(lines) == 10
+    assert json.loads(lines[0])["semcache_export"] == 2 and len(lines) == 10
     target = str(tmp_path / "piped.db")
     proc = run_cli("import", target, "-", "--json", stdin=out.stdout)
     assert json.loads(proc.stdout)["imported"] == 9
@@ -140,7 +140,7 @@ def bad_file(tmp_path: Path, source: str) -> tuple[Path, dict[int, str]]:
     bad = {
         3: "{not json",
         5: json.dumps([1, 2, 3]),
-        6: json.dumps({**rec, "key_hash": "zz" * 32}),
+        6: json.dumps({**rec, "key": "zz" * 32}),
         8: json.dumps({**rec, "vector": base64.b64encode(b"\0\0\x80?" * 10).decode()}),
         9: json.dumps({**rec, "vector": "###"}),
         10: json.dumps({**rec, "tokens": -1}),
@@ -165,7 +165,7 @@ def test_bad_lines_are_reported_with_line_numbers_and_skipped(rich_cache: str,
     assert "imported 9 entries" in proc.stdout and "skipped 8 bad line(s)" in proc.stdout
     reported = [line for line in proc.stderr.splitlines() if "skipped" in line]
     assert [int(line.split(":")[1]) for line in reported] == sorted(bad)
-    assert "dimension 10" in proc.stderr and "key_hash" in proc.stderr
+    assert "dimension 10" in proc.stderr and "key must be" in proc.stderr
     assert "tokens" in proc.stderr and "created_at" in proc.stderr
     report = json.loads(run_cli("import", str(tmp_path / "t2.db"), str(mixed), "--json").stdout)
     assert report["skipped"] == 8 and report["imported"] == 9
@@ -248,7 +248,7 @@ def test_import_updates_a_live_mirror_in_another_process(tmp_path: Path, rich_ca
         assert run_cli("import", target, str(tmp_path / "a.jsonl")).returncode == 0
         hit = cache.get(VARIANT)
         assert hit is not None and hit.kind == "semantic"
-        assert cache._index.rebuilds <= 1
+        assert cache._search.rebuilds <= 1
 
 
 def test_import_in_process_batches_and_reports(tmp_path: Path, rich_cache: str) -> None:

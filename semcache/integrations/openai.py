@@ -70,7 +70,8 @@ logger = logging.getLogger("semcache")
 #: Keys accepted in the per-call ``semcache={...}`` control dict.
 CONTROL_KEYS: frozenset[str] = frozenset({"no_cache", "no_store", "ttl", "namespace"})
 #: Keyword options accepted by :func:`wrap`.
-WRAP_OPTIONS: frozenset[str] = frozenset({"namespace", "ttl", "exact_only"})
+WRAP_OPTIONS: frozenset[str] = frozenset(
+    {"namespace", "ttl", "exact_only", "stream_chunk_strategy", "stream_chunk_length"})
 #: finish_reason values of a complete answer; anything else is not stored.
 STORABLE_FINISH_REASONS: frozenset[str] = frozenset({"stop", "tool_calls", "function_call"})
 
@@ -89,6 +90,7 @@ class _Options:
     namespace: str | None = None
     ttl: Any = _UNSET
     exact_only: bool = False
+    stream: tuple[str, int] | None = None  # None: init_cache's (words, 8 by default)
 
 
 @dataclass(frozen=True)
@@ -130,10 +132,17 @@ def _parse_options(options: dict[str, Any]) -> _Options:
     exact_only = options.get("exact_only", False)
     if not isinstance(exact_only, bool):
         raise InvalidTypeError(f"wrap() 'exact_only' must be a bool, got {exact_only!r}")
+    stream = None
+    if "stream_chunk_strategy" in options or "stream_chunk_length" in options:
+        from semcache.integrations.streaming import check_stream_options
+
+        stream = check_stream_options(options.get("stream_chunk_strategy", "words"),
+                                      options.get("stream_chunk_length", 8))
     return _Options(
         namespace=options.get("namespace"),
         ttl=options.get("ttl", _UNSET),
         exact_only=exact_only,
+        stream=stream,
     )
 
 
@@ -244,7 +253,7 @@ def _lookup(plan: _Plan) -> Any | None:
     if plan.control.no_cache:
         return None
     try:
-        hit = plan.cache._lookup_request(
+        hit = plan.cache.lookup(
             plan.keys.key, namespace=plan.namespace, scope=plan.keys.scope, text=plan.text
         )
     except (*_LOOKUP_DEGRADES, CacheClosedError) as exc:
@@ -307,7 +316,7 @@ def _store(plan: _Plan, completion: Any) -> None:
     tokens = (usage.get("total_tokens") or 0) if isinstance(usage, dict) else 0
     extra: dict[str, Any] = {} if plan.ttl is _UNSET else {"ttl": plan.ttl}
     try:
-        plan.cache._store_request(
+        plan.cache.store(
             plan.keys.key,
             data,
             namespace=plan.namespace,
@@ -674,11 +683,12 @@ class _AsyncRecordingStream:
         return getattr(self._stream, name)
 
 
-def _replay_settings(cache: Any) -> tuple[str, int]:
-    return (
-        getattr(cache, "stream_chunk_strategy", "words"),
-        int(getattr(cache, "stream_chunk_length", 8)),
-    )
+def _replay_settings(options: _Options) -> tuple[str, int]:
+    if options.stream is not None:
+        return options.stream
+    from semcache.defaults import stream_defaults
+
+    return stream_defaults()
 
 
 # --------------------------------------------------------------------------- proxies
@@ -716,7 +726,7 @@ class CachedCompletions(_Proxy):
         cached = _lookup(plan)
         if cached is not None:
             if plan.stream:
-                strategy, length = _replay_settings(plan.cache)
+                strategy, length = _replay_settings(self._options)
                 return _ReplayStream(
                     completion_to_chunks(cached, strategy, length, include_usage=plan.include_usage)
                 )
@@ -746,7 +756,7 @@ class AsyncCachedCompletions(_Proxy):
         cached = await asyncio.to_thread(_lookup, plan)
         if cached is not None:
             if plan.stream:
-                strategy, length = _replay_settings(plan.cache)
+                strategy, length = _replay_settings(self._options)
                 return _AsyncReplayStream(
                     completion_to_chunks(cached, strategy, length, include_usage=plan.include_usage)
                 )
@@ -855,7 +865,8 @@ def wrap(client: Any, cache: Any = None, **options: Any) -> CachedClient:
             f"wrap() expects an openai.OpenAI / openai.AsyncOpenAI client, got "
             f"{type(client).__name__} (no chat.completions.create)"
         )
-    if cache is not None and not hasattr(cache, "_lookup_request"):
+    if cache is not None and not (callable(getattr(cache, "lookup", None))
+                                  and callable(getattr(cache, "store", None))):
         raise InvalidTypeError(
             f"wrap() cache must be a semcache.Cache (or None for the default cache), "
             f"got {type(cache).__name__}"

@@ -11,8 +11,9 @@ including runs of spaces, tabs and newlines - lands in exactly one piece, so
 from __future__ import annotations
 
 import re
+from typing import Any
 
-from semcache.errors import InvalidInputError, InvalidTypeError
+from semcache.errors import ConfigurationError, InvalidTypeError
 
 STRATEGIES: tuple[str, ...] = ("words", "sentences", "paragraphs", "characters")
 
@@ -63,18 +64,11 @@ def split_text(text: str, strategy: str = "words", length: int = 8) -> list[str]
 
     Raises:
         InvalidTypeError: ``text`` is not a str or ``length`` is not an int.
-        InvalidInputError: unknown ``strategy`` or ``length`` < 1.
+        ConfigurationError: unknown ``strategy`` or ``length`` < 1.
     """
     if not isinstance(text, str):
         raise InvalidTypeError(f"text must be a str, got {type(text).__name__}")
-    if strategy not in STRATEGIES:
-        raise InvalidInputError(
-            f"stream_chunk_strategy must be one of {', '.join(STRATEGIES)}; got {strategy!r}"
-        )
-    if isinstance(length, bool) or not isinstance(length, int):
-        raise InvalidTypeError(f"stream_chunk_length must be an int, got {type(length).__name__}")
-    if length < 1:
-        raise InvalidInputError(f"stream_chunk_length must be >= 1; got {length}")
+    check_stream_options(strategy, length)
     if not text:
         return []
     ends = _unit_ends(text, strategy)
@@ -87,9 +81,17 @@ def split_text(text: str, strategy: str = "words", length: int = 8) -> list[str]
     return pieces
 
 
-def validate_strategy(strategy: str, length: int) -> None:
-    """Raise like :func:`split_text` would for a bad strategy/length pair."""
-    split_text("", strategy, length)
+def check_stream_options(strategy: Any, length: Any) -> tuple[str, int]:
+    """Validate a ``stream_chunk_strategy`` / ``stream_chunk_length`` pair (``wrap`` options,
+    ``init_cache``); raises ConfigurationError naming the bad value."""
+    if strategy not in STRATEGIES:
+        raise ConfigurationError(
+            f"stream_chunk_strategy must be one of {', '.join(STRATEGIES)}; got {strategy!r}")
+    if isinstance(length, bool) or not isinstance(length, int):
+        raise InvalidTypeError(f"stream_chunk_length must be an int >= 1; got {length!r}")
+    if length < 1:
+        raise ConfigurationError(f"stream_chunk_length must be an int >= 1; got {length!r}")
+    return strategy, length
 
 
-__all__ = ["STRATEGIES", "split_text", "validate_strategy"]
+__all__ = ["STRATEGIES", "check_stream_options", "split_text"]

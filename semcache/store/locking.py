@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from semcache.errors import CacheFileError
+from semcache.errors import CacheFileError, ReadOnlyCacheError
 
 try:
     import fcntl
@@ -161,3 +161,25 @@ class WriteLock:
 
     def close(self) -> None:
         self._file.close()
+
+
+class ReadOnlyLock:
+    """The lock of a cache opened read-only: nothing may be written, so it is never held."""
+
+    def __init__(self, db_path: str) -> None:
+        self.path = db_path
+
+    def acquire(self, timeout: float | None = None) -> bool:
+        return False
+
+    def release(self) -> None:
+        raise RuntimeError("ReadOnlyLock is never held")
+
+    @contextmanager
+    def hold(self, timeout: float | None = None) -> Iterator[None]:
+        raise ReadOnlyCacheError(f"cache file {self.path!r} is opened read-only; "
+                                 "nothing can be written to it")
+        yield  # pragma: no cover - a generator for contextmanager
+
+    def close(self) -> None:
+        pass

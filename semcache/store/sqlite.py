@@ -12,14 +12,22 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import apsw
 import numpy as np
 
 from semcache.errors import CorruptCacheError, ReadOnlyCacheError
-from semcache.store.base import AccessUpdate, Changes, EntryRow, NewEntry, expires_to_int
+from semcache.store.base import (
+    AccessUpdate,
+    Changes,
+    EntryFilter,
+    EntryRow,
+    NewEntry,
+    expires_to_int,
+)
 from semcache.store.connection import (
     DEFAULT_PRAGMAS,
     apply_pragmas,
@@ -27,8 +35,16 @@ from semcache.store.connection import (
     translate,
     translated,
 )
-from semcache.store.locking import WriteLock
-from semcache.store.schema import ensure_schema, read_settings, write_settings
+from semcache.store.filters import compile_filter
+from semcache.store.locking import ReadOnlyLock, WriteLock
+from semcache.store.schema import (
+    SCHEMA_VERSION,
+    ensure_schema,
+    file_version,
+    read_settings,
+    write_settings,
+)
+from semcache.store.sqlite_admin import SQLiteAdmin
 
 log = logging.getLogger("semcache")
 
@@ -43,33 +59,44 @@ _COUNTERS = frozenset(("hits", "exact_hits", "semantic_hits", "misses", "puts", 
                        "expirations", "tokens_saved", "entries", "bytes"))
 
 
-class SQLiteStore:
-    """Storage engine over one SQLite file (see docs/schema.md for the tables)."""
+class SQLiteStore(SQLiteAdmin):
+    """Storage engine over one SQLite file (see docs/schema.md for the tables).
+
+    The path is resolved once (symlinks included), so that every way of naming the same
+    database shares one lock file and one code mirror.
+    """
 
     def __init__(self, path: str, *, readonly: bool = False) -> None:
+        self.location = path
+        path = os.path.realpath(path)
         self.path = path
+        self.mirror_path = path + "-codes"
         self._mutex = threading.RLock()  # one connection, shared by the threads of a process
-        self.conn = connect(path, readonly=readonly)
-        if not readonly and self.conn.readonly("main"):
+        self._conn = connect(path, readonly=readonly)
+        if not readonly and self._conn.readonly("main"):
             # A write-protected file (chmod 0444, read-only mount): SQLite opened it for
             # reading. Gets work; writes raise ReadOnlyCacheError.
             log.info("semcache: %s is not writable; opened read-only", path)
             readonly = True
         self.readonly = readonly
-        self.lock: WriteLock | None = None if readonly else WriteLock(path + ".lock")
+        self.lock: WriteLock | ReadOnlyLock = (
+            ReadOnlyLock(path) if readonly else WriteLock(path + ".lock"))
         try:
             with translated(path):
-                ensure_schema(self.conn, path, self.lock)
-                self.settings = read_settings(self.conn)
+                if readonly and file_version(self._conn, path) < SCHEMA_VERSION \
+                        and os.access(path, os.W_OK):
+                    _migrate(path)  # an older file read by a newer semcache (e.g. the CLI)
+                ensure_schema(self._conn, path, None if readonly else self.lock)
+                self.settings = read_settings(self._conn)
             if not all(isinstance(v, str) for kv in self.settings.items() for v in kv):
                 raise CorruptCacheError(f"cache file {path!r} is corrupt (settings table "
                                         "holds non-text values); delete it to start a new cache")
             pragmas = dict(DEFAULT_PRAGMAS)
             pragmas.update({k[len(_PRAGMA_PREFIX):]: v for k, v in self.settings.items()
                             if k.startswith(_PRAGMA_PREFIX)})
-            apply_pragmas(self.conn, pragmas, path)
+            apply_pragmas(self._conn, pragmas, path)
         except ReadOnlyCacheError as exc:
-            self.conn.close()
+            self._conn.close()
             directory = os.path.dirname(os.path.abspath(path))
             if os.access(directory, os.W_OK):
                 raise
@@ -78,7 +105,7 @@ class SQLiteStore:
                 f"{path + '-shm'!r} (and -wal) there to read a WAL file: make the directory "
                 "writable for this user, or read a copy") from None
         except BaseException:
-            self.conn.close()
+            self._conn.close()
             raise
         self._pid = os.getpid()
 
@@ -87,15 +114,14 @@ class SQLiteStore:
     def _check_fork(self) -> None:
         # A connection must not cross fork() (gunicorn --preload): reopen in the child.
         if os.getpid() != self._pid:
-            self.conn = connect(self.path, readonly=self.readonly)
+            self._conn = connect(self.path, readonly=self.readonly)
             self._pid = os.getpid()
 
     def close(self) -> None:
         with self._mutex:
-            if self.lock is not None:
-                self.lock.close()
+            self.lock.close()
             try:
-                self.conn.close()
+                self._conn.close()
             except apsw.Error as exc:
                 log.warning("semcache: error closing %s: %s", self.path, exc)
 
@@ -107,7 +133,7 @@ class SQLiteStore:
             if os.getpid() != self._pid:
                 self._check_fork()
             try:
-                for r in self.conn.execute(_BY_KEY, (key_hash,)):
+                for r in self._conn.execute(_BY_KEY, (key_hash,)):
                     return EntryRow(*r)
             except (apsw.Error, UnicodeDecodeError) as exc:
                 raise translate(exc, self.path) from None
@@ -124,13 +150,13 @@ class SQLiteStore:
         marks = ",".join("?" * len(ids))
         with self._mutex, translated(self.path):
             self._check_fork()
-            return [EntryRow(*r) for r in self.conn.execute(
+            return [EntryRow(*r) for r in self._conn.execute(
                 f"SELECT {cols} FROM entries WHERE id IN ({marks})", tuple(ids))]
 
     def find_partition(self, namespace: str, scope: str) -> int | None:
         with self._mutex, translated(self.path):
             self._check_fork()
-            for (pid,) in self.conn.execute(
+            for (pid,) in self._conn.execute(
                 "SELECT id FROM partitions WHERE namespace = ? AND scope = ?", (namespace, scope)
             ):
                 return int(pid)
@@ -138,7 +164,7 @@ class SQLiteStore:
 
     def _scalar(self, sql: str, what: str) -> int:
         """The one integer a bookkeeping query returns; its absence means a damaged file."""
-        rows = self.conn.execute(sql).fetchall()
+        rows = self._conn.execute(sql).fetchall()
         if len(rows) != 1 or not isinstance(rows[0][0], int):
             raise CorruptCacheError(f"cache file {self.path!r} is corrupt ({what} is missing "
                                     "or not an integer); delete it to start a new cache")
@@ -152,17 +178,17 @@ class SQLiteStore:
     def counters(self) -> dict[str, int]:
         with self._mutex, translated(self.path):
             self._check_fork()
-            out = {n: v for n, v in self.conn.execute("SELECT name, value FROM counters")}
+            out = {n: v for n, v in self._conn.execute("SELECT name, value FROM counters")}
         if not _COUNTERS <= out.keys() or not all(isinstance(v, int) for v in out.values()):
             raise CorruptCacheError(f"cache file {self.path!r} is corrupt (counters table "
                                     "damaged); delete it to start a new cache")
         return out
 
-    def query(self, sql: str, params: Sequence | dict = ()) -> list[tuple]:
-        """Run a read-only SQL statement (used by listing, export and verification)."""
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run a read-only SQL statement of this engine (admin reads, checks)."""
         with self._mutex, translated(self.path):
             self._check_fork()
-            return [tuple(r) for r in self.conn.execute(sql, params)]
+            return [tuple(r) for r in self._conn.execute(sql, params)]
 
     def code_rows(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
         """Everything the code mirror needs, in id order, read in one snapshot.
@@ -171,9 +197,9 @@ class SQLiteStore:
         never, codes (n, 32) uint8, change_seq)."""
         with self._mutex, translated(self.path):
             self._check_fork()
-            with self.conn:  # one read transaction: rows and seq from the same snapshot
+            with self._conn:  # one read transaction: rows and seq from the same snapshot
                 seq = self._scalar(_SEQ, "sync_state.change_seq")
-                rows = self.conn.execute(
+                rows = self._conn.execute(
                     "SELECT id, partition_id, expires_at, code FROM entries "
                     "WHERE code IS NOT NULL ORDER BY id").fetchall()
         n = len(rows)
@@ -190,14 +216,30 @@ class SQLiteStore:
                                     "cache") from None
         return ids, parts, expires, codes, seq
 
-    def knn_sql(self, code: bytes, partition_id: int, now: float, k: int) -> list[tuple[int, int]]:
+    def knn(self, code: bytes, partition_id: int, now: float, k: int) -> list[tuple[int, int]]:
         """Hamming k-nearest codes in one partition, unexpired, searched by sqlite-vec."""
         with self._mutex, translated(self.path):
             self._check_fork()
-            return [(int(i), int(d)) for i, d in self.conn.execute(
+            return [(int(i), int(d)) for i, d in self._conn.execute(
                 "SELECT entry_id, distance FROM entry_codes WHERE code MATCH vec_bit(?) "
                 "AND k = ? AND partition_id = ? AND expires_at > ?",
                 (code, k, partition_id, int(now)))]
+
+    def search(self, code: bytes, vector: np.ndarray, partition_id: int, now: float,
+               k: int) -> list[tuple[EntryRow, float]]:
+        """sqlite-vec's Hamming k-nearest, rescored by exact cosine (best first)."""
+        ids = [i for i, _ in self.knn(code, partition_id, now, k)]
+        rows = [r for r in self.get_by_ids(ids, with_vector=True)
+                if r.partition_id == partition_id and r.vector is not None]
+        if not rows:
+            return []
+        stored = np.frombuffer(b"".join(r.vector for r in rows if r.vector is not None),
+                               dtype="<f4").reshape(len(rows), -1)
+        sims = np.clip(stored.astype(np.float64) @ vector.astype(np.float64), -1.0, 1.0)
+        ranked = sorted(zip(rows, sims.tolist(), strict=True), key=lambda rs: (-rs[1], -rs[0].id))
+        for row, _ in ranked:
+            row.vector = None
+        return ranked
 
     # -- writes -----------------------------------------------------------------------
 
@@ -208,21 +250,19 @@ class SQLiteStore:
 
         ``on_commit`` runs after COMMIT, still holding the lock (the mirror update).
         """
-        if self.lock is None:
-            raise translate(apsw.ReadOnlyError("cache opened read-only"), self.path)
         with self.lock.hold(timeout), self._mutex:
             self._check_fork()
             txn = WriteTxn(self)
             try:
-                self.conn.execute("BEGIN IMMEDIATE")
+                self._conn.execute("BEGIN IMMEDIATE")
                 txn.changes.seq_before = self._seq_in_txn()
                 yield txn
                 txn.changes.seq_after = self._seq_in_txn()
-                self.conn.execute("COMMIT")
+                self._conn.execute("COMMIT")
             except BaseException as exc:
-                if not self.conn.getautocommit():
+                if not self._conn.getautocommit():
                     try:
-                        self.conn.execute("ROLLBACK")
+                        self._conn.execute("ROLLBACK")
                     except apsw.Error:
                         pass
                 if isinstance(exc, apsw.Error):
@@ -234,14 +274,18 @@ class SQLiteStore:
     def _seq_in_txn(self) -> int:
         return self._scalar(_SEQ, "sync_state.change_seq")
 
-    def vacuum(self) -> None:
-        """Rebuild the file compactly (SQLite VACUUM) under the write lock."""
-        if self.lock is None:
-            raise translate(apsw.ReadOnlyError("cache opened read-only"), self.path)
-        with self.lock.hold(), self._mutex, translated(self.path):
-            self._check_fork()
-            self.conn.execute("VACUUM")
-            self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    def vacuum(self) -> dict[str, int]:
+        """Make ``entry_codes`` match ``entries`` again (rows deleted or edited by hand with
+        the sqlite3 CLI), then rebuild the file compactly (VACUUM) and truncate the WAL,
+        all under the write lock. Returns the repairs made."""
+        with self.lock.hold():
+            with self.write() as txn:
+                orphans, added = txn.repair_codes()
+            with self._mutex, translated(self.path):
+                self._check_fork()
+                self._conn.execute("VACUUM")
+                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        return {"orphan_codes": orphans, "missing_codes": added}
 
     def write_settings(self, values: dict[str, str]) -> None:
         with self.write() as txn:
@@ -249,90 +293,104 @@ class SQLiteStore:
         self.settings.update(values)
 
 
+def _migrate(path: str) -> None:
+    """Apply pending migrations through a short-lived writable connection."""
+    conn = connect(path)
+    lock = WriteLock(path + ".lock")
+    try:
+        ensure_schema(conn, path, lock)
+    finally:
+        lock.close()
+        conn.close()
+
+
 class WriteTxn:
     """The operations allowed inside :meth:`SQLiteStore.write`; records mirror changes."""
 
     def __init__(self, store: SQLiteStore) -> None:
         self._store = store
-        self.conn = store.conn
+        self._conn = store._conn
         self.changes = Changes()
 
     def set_settings(self, values: dict[str, str]) -> None:
-        write_settings(self.conn, values)
+        write_settings(self._conn, values)
 
     def partition_id(self, namespace: str, scope: str) -> int:
-        self.conn.execute(
+        self._conn.execute(
             "INSERT INTO partitions (namespace, scope) VALUES (?, ?) ON CONFLICT DO NOTHING",
             (namespace, scope))
-        return int(self.conn.execute(
+        return int(self._conn.execute(
             "SELECT id FROM partitions WHERE namespace = ? AND scope = ?",
             (namespace, scope)).fetchall()[0][0])
 
     def insert(self, e: NewEntry) -> int:
         """Insert (or replace the entry with the same key). Replacing deletes and
         re-inserts, so entry ids only ever grow: the mirror relies on it."""
-        self.delete_where("key_hash = ?", (e.key_hash,))
+        self._delete_where("key_hash = ?", (e.key_hash,))
         pid = self.partition_id(e.namespace, e.scope)
-        self.conn.execute(
+        self._conn.execute(
             "INSERT INTO entries (key_hash, namespace, partition_id, prompt, response, "
-            "metadata, size, tokens, created_at, accessed_at, expires_at, ttl, code, vector) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "metadata, size, tokens, created_at, accessed_at, expires_at, ttl, code, vector, "
+            "hits, key_material) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (e.key_hash, e.namespace, pid, e.prompt, e.response, e.metadata,
              len(e.response) + len(e.prompt or "") + len(e.metadata or "") + len(e.vector or b""),
-             e.tokens, e.created_at, e.created_at, e.expires_at, e.ttl, e.code, e.vector))
-        entry_id = int(self.conn.last_insert_rowid())
+             e.tokens, e.created_at,
+             e.created_at if e.accessed_at is None else e.accessed_at,
+             e.expires_at, e.ttl, e.code, e.vector, e.hits, e.key_material))
+        entry_id = int(self._conn.last_insert_rowid())
         if e.code is not None:
-            self.conn.execute(
+            self._conn.execute(
                 "INSERT INTO entry_codes (entry_id, partition_id, expires_at, code) "
                 "VALUES (?, ?, ?, vec_bit(?))",
                 (entry_id, pid, expires_to_int(e.expires_at), e.code))
             self.changes.added.append((entry_id, pid, e.expires_at, e.code))
         return entry_id
 
-    def delete_where(self, where: str, params: Sequence = ()) -> list[int]:
-        """Delete entries matching a WHERE clause (fixed SQL from semcache, values bound)."""
-        ids = [int(r[0]) for r in self.conn.execute(
+    def delete(self, where: EntryFilter) -> list[int]:
+        """Delete the entries the filter selects; returns their ids."""
+        cond, params = compile_filter(where)
+        return self._delete_where(
+            f"id IN (SELECT e.id FROM entries e JOIN partitions p ON p.id = e.partition_id "
+            f"WHERE {cond})", params)
+
+    def _delete_where(self, where: str, params: Sequence[Any] = ()) -> list[int]:
+        """Delete entries matching a WHERE clause (fixed SQL from this module, values bound)."""
+        ids = [int(r[0]) for r in self._conn.execute(
             f"DELETE FROM entries WHERE {where} RETURNING id", params).fetchall()]
         if ids:
-            self.conn.executemany("DELETE FROM entry_codes WHERE entry_id = ?",
+            self._conn.executemany("DELETE FROM entry_codes WHERE entry_id = ?",
                                   [(i,) for i in ids])
             self.changes.removed.extend(ids)
         return ids
 
-    def delete_ids(self, ids: Iterable[int]) -> list[int]:
-        removed: list[int] = []
-        for i in ids:
-            removed += self.delete_where("id = ?", (i,))
-        return removed
-
     def clear_all(self) -> int:
-        n = int(self.conn.execute("SELECT count(*) FROM entries").fetchall()[0][0])
-        self.conn.execute("DELETE FROM entries")
-        self.conn.execute("DELETE FROM entry_codes")
+        n = int(self._conn.execute("SELECT count(*) FROM entries").fetchall()[0][0])
+        self._conn.execute("DELETE FROM entries")
+        self._conn.execute("DELETE FROM entry_codes")
         self.changes.cleared = True
         return n
 
     def repair_codes(self) -> tuple[int, int]:
         """Make entry_codes match entries (after hand-made SQL): (orphans removed, added)."""
-        orphans = self.conn.execute(
+        orphans = self._conn.execute(
             "SELECT entry_id FROM entry_codes WHERE entry_id NOT IN (SELECT id FROM entries)"
         ).fetchall()
-        self.conn.executemany("DELETE FROM entry_codes WHERE entry_id = ?", orphans)
-        missing = self.conn.execute(
+        self._conn.executemany("DELETE FROM entry_codes WHERE entry_id = ?", orphans)
+        missing = self._conn.execute(
             "SELECT id, partition_id, expires_at, code FROM entries WHERE code IS NOT NULL "
             "AND id NOT IN (SELECT entry_id FROM entry_codes)").fetchall()
-        self.conn.executemany(
+        self._conn.executemany(
             "INSERT INTO entry_codes (entry_id, partition_id, expires_at, code) "
             "VALUES (?, ?, ?, vec_bit(?))",
             [(i, p, expires_to_int(e), c) for i, p, e, c in missing])
         return len(orphans), len(missing)
 
     def purge_expired(self, now: float) -> int:
-        return len(self.delete_where("expires_at IS NOT NULL AND expires_at <= ?", (now,)))
+        return len(self._delete_where("expires_at IS NOT NULL AND expires_at <= ?", (now,)))
 
     def evict_lru(self, count: int) -> int:
         """Delete the ``count`` least recently accessed entries."""
-        return len(self.delete_where(
+        return len(self._delete_where(
             "id IN (SELECT id FROM entries ORDER BY accessed_at, id LIMIT ?)", (count,)))
 
     def entry_count(self) -> int:
@@ -341,7 +399,7 @@ class WriteTxn:
 
     def apply_access(self, updates: dict[int, AccessUpdate]) -> None:
         """Write batched hits: accessed_at, hit counts and refreshed expiry."""
-        self.conn.executemany(
+        self._conn.executemany(
             "UPDATE entries SET accessed_at = max(accessed_at, ?), hits = hits + ? WHERE id = ?",
             [(u.accessed_at, u.hits, i) for i, u in updates.items()])
         refreshed = [(u.expires_at, i, u.expires_at) for i, u in updates.items()
@@ -349,22 +407,22 @@ class WriteTxn:
         if not refreshed:
             return
         # Only rows whose expiry really moves out are touched (and bump change_seq).
-        self.conn.executemany(
+        self._conn.executemany(
             "UPDATE entries SET expires_at = ? WHERE id = ? AND expires_at < ?", refreshed)
         moved = [(u.expires_at, i) for i, u in updates.items() if u.expires_at is not None]
         marks = ",".join("?" * len(moved))
-        with_code = {int(r[0]) for r in self.conn.execute(
+        with_code = {int(r[0]) for r in self._conn.execute(
             f"SELECT id FROM entries WHERE id IN ({marks}) AND code IS NOT NULL "
             "AND expires_at IS NOT NULL", [i for _, i in moved])}
         coded = [(e, i) for e, i in moved if i in with_code]
         if coded:
-            self.conn.executemany(
+            self._conn.executemany(
                 "UPDATE entry_codes SET expires_at = ? WHERE entry_id = ?",
                 [(expires_to_int(e), i) for e, i in coded])
             self.changes.expires.extend((i, e) for e, i in coded)
 
     def add_counters(self, deltas: dict[str, int]) -> None:
-        self.conn.executemany(
+        self._conn.executemany(
             "INSERT INTO counters (name, value) VALUES (?, ?) "
             "ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
             [(k, v) for k, v in deltas.items() if v])

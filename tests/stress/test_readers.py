@@ -49,11 +49,11 @@ _LONG_WRITE = """
     import sys, time, pathlib, numpy as np, semcache
     path, flag, hold = sys.argv[1], sys.argv[2], float(sys.argv[3])
     cache = semcache.open(path, dim=16)
-    with cache._write() as txn:                 # the real write path: lock + BEGIN IMMEDIATE
-        cache._store.conn.execute("UPDATE entries SET hits = hits + 1")   # touch every row
+    with cache._store.write() as txn:           # the real write path: lock + BEGIN IMMEDIATE
+        txn._conn.execute("UPDATE entries SET hits = hits + 1")   # touch every row
         from semcache.store.base import NewEntry
         from semcache.store.codecs import encode_response
-        from semcache.cache import prompt_key
+        from semcache.cache._keys import prompt_key
         txn.insert(NewEntry(key_hash=prompt_key("uncommitted", "default"), namespace="default", scope="",
                             prompt="uncommitted", response=encode_response("x"), metadata=None,
                             tokens=0, created_at=time.time(), expires_at=None, ttl=None))
@@ -139,8 +139,8 @@ _LOCK_HOLDER = """
     import sys, time, pathlib, semcache
     path, flag = sys.argv[1], sys.argv[2]
     cache = semcache.open(path, dim=16)
-    with cache._write() as txn:
-        cache._store.conn.execute("UPDATE entries SET hits = hits + 1")
+    with cache._store.write() as txn:
+        txn._conn.execute("UPDATE entries SET hits = hits + 1")
         pathlib.Path(flag).touch()
         time.sleep(600)
 """

@@ -1,0 +1,258 @@
+"""Operator and transfer operations of :class:`~semcache.Cache`: listing, purging,
+restoring exported entries, searching every scope, per-namespace thresholds.
+
+The CLI, export/import and the demo use these public methods; nothing outside the cache
+package reaches into the cache's engine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+from semcache.cache._keys import prompt_key, request_key
+from semcache.cache._pipeline import Query
+from semcache.cache._writes import enforce_limit
+from semcache.cache.entry import Entry
+from semcache.cache.hit import Hit
+from semcache.errors import InvalidInputError, SemcacheError
+from semcache.store.base import EntryFilter, EntryOrder, EntryRecord, NamespaceSummary, NewEntry
+from semcache.store.codecs import (
+    decode_metadata,
+    decode_response,
+    decode_vector,
+    encode_metadata,
+    encode_response,
+)
+from semcache.validation import (
+    check_entry_id,
+    check_namespace,
+    check_prompt,
+    check_scope,
+    check_text,
+    check_threshold,
+    check_tokens,
+    check_ttl,
+)
+
+if TYPE_CHECKING:
+    from semcache.cache._facade import Cache
+
+
+def _filter(namespace: str | None, expired: bool | None, older_than: float | None,
+            now: float) -> EntryFilter:
+    if older_than is not None and (not math.isfinite(older_than) or older_than < 0):
+        raise InvalidInputError(f"older_than must be a number of seconds >= 0; got {older_than!r}")
+    return EntryFilter(
+        namespace=None if namespace is None else check_namespace(namespace),
+        expired_at=now if expired is True else None,
+        live_at=now if expired is False else None,
+        created_before=None if older_than is None else now - older_than)
+
+
+def _entry(rec: EntryRecord) -> Entry:
+    return Entry(
+        namespace=rec.namespace, response=decode_response(rec.response), scope=rec.scope,
+        prompt=rec.prompt, metadata=decode_metadata(rec.metadata), tokens=rec.tokens,
+        created_at=rec.created_at, accessed_at=rec.accessed_at, expires_at=rec.expires_at,
+        ttl=rec.ttl, hits=rec.hits,
+        vector=None if rec.vector is None else decode_vector(rec.vector).copy(),
+        key=rec.key_material, id=rec.id, key_hash=rec.key_hash, size=rec.size,
+        has_code=rec.has_code)
+
+
+class CacheAdmin:
+    """Mixed into :class:`~semcache.Cache`."""
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def entries(self: Cache, *, namespace: str | None = None, expired: bool | None = None,
+                older_than: float | None = None, order: EntryOrder = "newest",
+                limit: int | None = None, after_id: int | None = None,
+                with_vectors: bool = False) -> list[Entry]:
+        """Entries, decoded, newest first by default (``order``: newest, oldest, hits,
+        accessed, id). ``expired``: True = only expired, False = only live, None = all.
+        ``older_than``: created more than that many seconds ago. ``after_id`` pages by id."""
+        with self._gate.enter():
+            where = _filter(namespace, expired, older_than, self._clock())
+            recs = self._store.list_entries(where, order=order, limit=limit, after_id=after_id,
+                                            with_vector=with_vectors)
+            return [_entry(r) for r in recs]
+
+    def entry(self: Cache, entry_id: int) -> Entry | None:
+        """One entry by id, with its vector (None if there is no such entry)."""
+        check_entry_id(entry_id)
+        with self._gate.enter():
+            recs = self._store.list_entries(EntryFilter(ids=(entry_id,)), with_vector=True)
+            return _entry(recs[0]) if recs else None
+
+    def count(self: Cache, *, namespace: str | None = None, expired: bool | None = None,
+              older_than: float | None = None) -> int:
+        """How many entries :meth:`entries` (or :meth:`purge`) would select."""
+        with self._gate.enter():
+            return self._store.count_entries(_filter(namespace, expired, older_than,
+                                                     self._clock()))
+
+    def namespaces(self: Cache) -> list[NamespaceSummary]:
+        """Entries, expired entries, hits and bytes of each namespace, biggest first."""
+        with self._gate.enter():
+            return self._store.namespace_summary(self._clock())
+
+    # -- removing --------------------------------------------------------------------------
+
+    def purge(self: Cache, *, namespace: str | None = None, expired: bool | None = None,
+              older_than: float | None = None, everything: bool = False) -> int:
+        """Delete the entries the filters select (all of them with ``everything=True``;
+        no filter and not ``everything`` is refused). Returns how many were deleted."""
+        if everything and (namespace is not None or expired or older_than is not None):
+            raise InvalidInputError("everything=True deletes every entry; it cannot be "
+                                    "combined with filters")
+        with self._gate.enter():
+            where = _filter(namespace, expired, older_than, self._clock())
+            if where.empty and not everything:
+                raise InvalidInputError("say what to purge: namespace=, expired=True, "
+                                        "older_than= or everything=True")
+            with self._batcher.write() as w:
+                if everything:
+                    return w.txn.clear_all()
+                ids = w.txn.delete(where)
+                if expired:
+                    w.count(expirations=len(ids))
+                return len(ids)
+
+    # -- restoring (import) -----------------------------------------------------------------
+
+    def restore(self: Cache, entries: Sequence[Entry],
+                on_error: Callable[[int, SemcacheError], None] | None = None) -> list[int]:
+        """Write exported entries in one transaction, keeping their timestamps, hit counts
+        and vectors; returns the new ids (replacing entries with the same keys).
+
+        Every value is validated as a put's would be; keys are derived again from the
+        prompt or request key material for the entry's own namespace (never taken from
+        the export), and vectors are checked and normalized. An entry that has neither a
+        prompt nor key material (a vector entry, a file without prompts) gets a key derived
+        from its content: reachable by the semantic tier only, and restoring it twice
+        replaces it. Imported entries do not count as puts.
+
+        A bad entry raises (nothing is written), or, with ``on_error``, is reported as
+        ``on_error(index, error)`` and skipped.
+        """
+        with self._gate.enter():
+            now = self._clock()
+            new: list[NewEntry] = []
+            for i, e in enumerate(entries):
+                try:
+                    new.append(self._restored(e))
+                except SemcacheError as exc:
+                    if on_error is None:
+                        raise
+                    on_error(i, exc)
+            if not new:
+                return []
+            with self._batcher.write() as w:
+                ids = [w.txn.insert(e) for e in new]
+                enforce_limit(w, self.max_entries, now)
+            return ids
+
+    def check_restorable(self: Cache, entry: Entry) -> None:
+        """Raise the error :meth:`restore` would raise for ``entry`` (writes nothing)."""
+        with self._gate.enter():
+            self._restored(entry)
+
+    def stored_settings(self: Cache) -> dict[str, str]:
+        """The settings table as stored (file-defining settings and stored tunables)."""
+        return dict(self._store.settings)
+
+    def _restored(self: Cache, e: Entry) -> NewEntry:
+        ns = check_namespace(e.namespace)
+        scope = check_scope(e.scope)
+        prompt = None if e.prompt is None else check_text(check_prompt(e.prompt), "prompt")
+        expires = e.expires_at
+        for name, value in (("created_at", e.created_at), ("accessed_at", e.accessed_at),
+                            ("expires_at", expires)):
+            if (value is None and name == "created_at") or value is not None and (
+                    isinstance(value, bool) or not isinstance(value, (int, float))
+                    or not math.isfinite(value) or not 0 <= value < 1e11):
+                raise InvalidInputError(f"{name} must be epoch seconds; got {value!r}")
+        response = encode_response(e.response)
+        vector = None if e.vector is None else self._vector(e.vector)
+        key, material = _derive_key(ns, scope, prompt, e.key, hashlib.sha256(
+            b"%s\x00%s\x00%r\x00%s" % (scope.encode(), response, e.created_at,
+                                        b"" if vector is None else vector.tobytes())).digest())
+        ttl = check_ttl(e.ttl, "ttl of an imported entry")
+        entry = NewEntry(
+            key_hash=key, namespace=ns, scope=scope,
+            prompt=prompt if self._settings.tunables().store_prompts else None,
+            response=response, metadata=encode_metadata(e.metadata),
+            tokens=check_tokens(e.tokens), created_at=float(e.created_at),
+            expires_at=None if expires is None else float(expires), ttl=ttl,
+            key_material=material, accessed_at=e.accessed_at, hits=check_tokens(e.hits))
+        if vector is not None:
+            self._entries.attach(entry, vector)
+        return entry
+
+    # -- looking everywhere ------------------------------------------------------------------
+
+    def find(self: Cache, text: str, *, namespace: str | None = None,
+             exact_only: bool = False) -> Hit | None:
+        """Look ``text`` up like :meth:`get`, then among the entries stored by request
+        (every model and conversation scope of the namespace): by identical prompt, then
+        semantically, best similarity first. For operators (``semcache get``)."""
+        hit = self.get(text, namespace=namespace, exact_only=exact_only)
+        if hit is not None:
+            return hit
+        with self._gate.enter():
+            return self._find_in_scopes(check_prompt(text), self._ns(namespace), exact_only)
+
+    def _find_in_scopes(self: Cache, text: str, ns: str, exact_only: bool) -> Hit | None:
+        now = self._clock()
+        recs = self._store.list_entries(EntryFilter(namespace=ns, prompt=text, live_at=now,
+                                                    scoped=True), order="newest", limit=1)
+        if recs:
+            rows = self._store.get_by_ids([recs[0].id])
+            if rows:
+                return self._pipeline.make_hit(rows[0], "exact", 1.0, now,
+                                               Query(None, ns, recs[0].scope, text=text))
+        if exact_only or not self.semantic:
+            return None
+        vector = self._pipeline.embed([text])[0]
+        best: Hit | None = None
+        for _, scope in self._store.partitions(ns):
+            if scope:
+                found = self._pipeline.run([Query(None, ns, scope, text=text, vector=vector)])[0]
+                if found is not None and (best is None or found.similarity > best.similarity):
+                    best = found
+        return best
+
+    # -- thresholds ------------------------------------------------------------------------
+
+    def threshold(self: Cache, namespace: str | None = None) -> float:
+        """The similarity threshold in force for a namespace."""
+        return self._settings.threshold(self._ns(namespace))
+
+    def set_threshold(self: Cache, namespace: str, value: float | None) -> None:
+        """Give ``namespace`` its own similarity threshold, stored in the file for every
+        process (None: back to the cache's default)."""
+        with self._gate.enter():
+            self._settings.set_namespace_threshold(self._store, check_namespace(namespace),
+                                                   None if value is None else
+                                                   check_threshold(value))
+
+
+def _derive_key(ns: str, scope: str, prompt: str | None, material: bytes | None,
+                content_digest: bytes) -> tuple[bytes, bytes | None]:
+    """The exact key of an imported entry, computed here for its own namespace."""
+    if material is not None:
+        if not isinstance(material, bytes) or not material:
+            raise InvalidInputError(f"key must be non-empty bytes; got {material!r:.40}")
+        return request_key(material, ns), material
+    if prompt is not None and not scope:
+        return prompt_key(prompt, ns), None
+    # No way to rebuild the exact key: a key nobody asks for, derived from the content so
+    # that importing the same file twice replaces instead of duplicating.
+    return request_key(b"semcache-restored:" + content_digest, ns), None
+
+
+__all__ = ["CacheAdmin"]

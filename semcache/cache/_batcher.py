@@ -1,0 +1,221 @@
+"""Batched effects of reads: access times, hit counts, sliding expiry, shared counters.
+
+A hit must stay a read: writing ``accessed_at`` and a counter on every hit would make every
+reader a writer, serialized behind the cross-process write lock. Hits are therefore
+recorded here, in memory, and written in one transaction at most every
+:data:`FLUSH_INTERVAL` seconds: by the next write of this process, by the next lookup that
+finds the batch due, or by a background timer, whichever comes first. So a worker stopped
+by SIGTERM (uvicorn re-raises it; ``atexit`` does not run) loses at most one interval of
+counts, and a quiet worker's counts reach the shared stats within that interval too.
+
+Flushing never makes a read fail: if the batch cannot be written (the write lock is busy,
+the disk is full, the file went read-only), it stays pending and is retried; past
+:data:`MAX_PENDING` entries the oldest updates are dropped with one warning.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import weakref
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from semcache.errors import CacheFileError
+from semcache.store.base import AccessUpdate, Changes, EntryRow, Store, StoreTxn
+
+log = logging.getLogger("semcache")
+
+#: Batched updates are written at least this often (seconds).
+FLUSH_INTERVAL = 1.0
+#: Past this many pending entries, updates are dropped rather than held (~100 B each).
+MAX_PENDING = 100_000
+
+
+class BatchedWrite:
+    """One write transaction that also carries the pending batch; ``count`` adds counters
+    that commit (or roll back) with the transaction."""
+
+    def __init__(self, txn: StoreTxn) -> None:
+        self.txn = txn
+        self.counts: dict[str, int] = {}
+
+    def count(self, **deltas: int) -> None:
+        for name, value in deltas.items():
+            self.counts[name] = self.counts.get(name, 0) + value
+
+
+class HitBatcher:
+    """Pending access updates and counters of one :class:`~semcache.Cache`."""
+
+    def __init__(self, store: Store, on_commit: Callable[[Changes], None] | None,
+                 clock: Callable[[], float]) -> None:
+        self._store = store
+        self._on_commit = on_commit
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._access: dict[int, AccessUpdate] = {}
+        self._counts: dict[str, int] = {}
+        self._last_flush = clock()
+        self._warned = False
+        self._timer: _FlushTimer | None = None
+
+    # -- recording -----------------------------------------------------------------------
+
+    def record_hit(self, row: EntryRow, kind: str, now: float, refresh: bool) -> float | None:
+        """Batch the effects of a hit on ``row``; returns the entry's expiry in force."""
+        with self._lock:
+            expires = row.expires_at
+            update = self._access.get(row.id)
+            if update is None:
+                update = self._access[row.id] = AccessUpdate(accessed_at=now)
+            elif update.expires_at is not None and expires is not None:
+                expires = max(expires, update.expires_at)
+            if row.ttl is not None and refresh:
+                expires = update.expires_at = now + row.ttl
+            update.accessed_at = max(update.accessed_at, now)
+            update.hits += 1
+            self._add({"hits": 1, f"{kind}_hits": 1, "tokens_saved": row.tokens})
+        self._ensure_timer()
+        return expires
+
+    def count(self, **deltas: int) -> None:
+        """Counters outside any write (misses, guard rejections)."""
+        with self._lock:
+            self._add(deltas)
+        self._ensure_timer()
+
+    def _add(self, deltas: dict[str, int]) -> None:
+        for name, value in deltas.items():
+            if value:
+                self._counts[name] = self._counts.get(name, 0) + value
+
+    def pending_expiry(self, entry_id: int) -> float | None:
+        """A sliding expiry pushed out by a hit that is not written yet."""
+        update = self._access.get(entry_id)
+        return None if update is None else update.expires_at
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._access or self._counts)
+
+    # -- writing -------------------------------------------------------------------------
+
+    def _take(self) -> tuple[dict[int, AccessUpdate], dict[str, int]]:
+        with self._lock:
+            taken = self._access, self._counts
+            self._access, self._counts = {}, {}
+        return taken
+
+    def _restore(self, access: dict[int, AccessUpdate], counts: dict[str, int]) -> None:
+        with self._lock:
+            for entry_id, update in access.items():
+                self._access.setdefault(entry_id, update)
+            self._add(counts)
+            if len(self._access) > MAX_PENDING:
+                self._drop_oldest(len(self._access) - MAX_PENDING)
+
+    def _drop_oldest(self, n: int) -> None:
+        for entry_id in list(self._access)[:n]:
+            del self._access[entry_id]
+        if not self._warned:
+            self._warned = True
+            log.warning("semcache: %s: batched access times cannot be written (see earlier "
+                        "errors); dropping the oldest %d, hit counters are kept",
+                        self._store.location, n)
+
+    @contextmanager
+    def write(self, timeout: float | None = None) -> Iterator[BatchedWrite]:
+        """A store write transaction carrying the pending batch; on failure the batch is
+        put back for the next attempt and the transaction's own counts are dropped."""
+        access, counts = self._take()
+        try:
+            with self._store.write(on_commit=self._on_commit, timeout=timeout) as txn:
+                if access:
+                    txn.apply_access(access)
+                batch = BatchedWrite(txn)
+                yield batch
+                merged = dict(counts)
+                for name, value in batch.counts.items():
+                    merged[name] = merged.get(name, 0) + value
+                txn.add_counters(merged)
+        except BaseException:
+            self._restore(access, counts)
+            raise
+        self._last_flush = self._clock()
+
+    def flush(self, timeout: float | None) -> bool:
+        """Write the batch now; False when the write lock stayed busy for ``timeout``."""
+        if not self.pending or self._store.readonly:
+            return True
+        if not self._store.lock.acquire(timeout=timeout):
+            return False
+        try:
+            with self.write():
+                pass
+        finally:
+            self._store.lock.release()
+        return True
+
+    def maybe_flush(self, now: float) -> None:
+        """Flush if the batch is due, never waiting and never raising (reads call this)."""
+        if not self.pending or now - self._last_flush < FLUSH_INTERVAL:
+            return
+        self.try_flush()
+
+    def try_flush(self) -> None:
+        try:
+            self.flush(timeout=0)
+        except CacheFileError as exc:
+            self._last_flush = self._clock()  # retry one interval later, not on every read
+            if not self._warned:
+                self._warned = True
+                log.warning("semcache: batched hit counts of %s not written yet (%s); "
+                            "retrying", self._store.location, exc)
+
+    def describe_pending(self) -> str:
+        hits = self._counts.get("hits", 0)
+        return (f"{len(self._access)} access-time updates and {hits} hit(s), "
+                f"{self._counts.get('misses', 0)} miss(es) of counters")
+
+    # -- background timer ------------------------------------------------------------------
+
+    def _ensure_timer(self) -> None:
+        timer = self._timer
+        if timer is None or timer.pid != os.getpid() or not timer.is_alive():
+            with self._lock:
+                if self._timer is timer:
+                    self._timer = _FlushTimer(self)
+                    self._timer.start()
+
+    def stop(self) -> None:
+        timer = self._timer
+        if timer is not None and timer.pid == os.getpid():
+            timer.stop()
+
+
+class _FlushTimer(threading.Thread):
+    """Writes a due batch even when the process does no further reads or writes."""
+
+    def __init__(self, batcher: HitBatcher) -> None:
+        super().__init__(name="semcache-flush", daemon=True)
+        self.pid = os.getpid()
+        # A weak reference: a cache dropped without close() must not be kept alive by this.
+        self._batcher = weakref.ref(batcher)
+        self._stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self._stopped.wait(FLUSH_INTERVAL):
+            batcher = self._batcher()
+            if batcher is None:
+                return
+            if batcher.pending:
+                batcher.try_flush()
+            del batcher
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+
+__all__ = ["FLUSH_INTERVAL", "BatchedWrite", "HitBatcher"]

@@ -1,0 +1,454 @@
+"""The public facade: :func:`open` and :class:`Cache`.
+
+Data flow of a lookup (docs/architecture.md has the diagram)::
+
+    get(text) / lookup(key, text=, scope=)
+      -> exact key (SHA-256 of kind, namespace, material) -> store.get_by_key -> Hit("exact")
+      -> embed the text, outside any lock -> 256-bit code -> search (mirror scan or server)
+      -> exact cosine on the stored vectors -> threshold -> near-miss guard -> Hit("semantic")
+
+Writes validate and embed first (outside any lock), then run one store transaction that
+also carries this process's batched hit counts.
+"""
+
+from __future__ import annotations
+
+import atexit
+import inspect
+import logging
+import os
+import time
+import weakref
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from semcache.cache._admin import CacheAdmin
+from semcache.cache._batcher import HitBatcher
+from semcache.cache._gate import Gate
+from semcache.cache._identity import resolve_identity
+from semcache.cache._keys import prompt_key, request_key, vector_key
+from semcache.cache._pipeline import LookupPipeline, Query
+from semcache.cache._settings import CacheSettings
+from semcache.cache._writes import EntryFactory, write_entries
+from semcache.cache.hit import Hit
+from semcache.errors import ConfigurationError, InvalidInputError, InvalidTypeError
+from semcache.kernels.projection import validate_vector
+from semcache.store import open_store, remove_new_store
+from semcache.store.base import EntryFilter, NewEntry
+from semcache.validation import (
+    UNSET,
+    check_entry_id,
+    check_key,
+    check_namespace,
+    check_prompt,
+    check_scope,
+)
+
+log = logging.getLogger("semcache")
+
+#: close() waits at most this long for operations in flight, then for the write lock to
+#: write the batched hit counts; past that it returns and says what it dropped.
+CLOSE_WAIT_S = 2.0
+
+_open_caches: weakref.WeakSet[Cache] = weakref.WeakSet()
+
+
+def is_vector(value: Any) -> bool:
+    """True for a numpy array or a non-empty list/tuple of plain numbers."""
+    if isinstance(value, str):
+        return False
+    return isinstance(value, np.ndarray) or (
+        isinstance(value, (list, tuple)) and bool(value)
+        and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in value))
+
+
+class Cache(CacheAdmin):
+    """A semantic cache in one SQLite file (or one PostgreSQL schema), shared by every
+    process that opens it. Use :func:`semcache.open` to create one.
+
+    Thread-safe and fork-safe (a child process reconnects). See docs/configuration.md for
+    every setting: ``embedder``, ``similarity_threshold``, ``max_entries``, ``ttl``,
+    ``namespace``, ``refresh_on_access``, ``store_prompts`` and ``guard`` are stored in the
+    file when given (and read from it when omitted); ``defaults`` gives values used only
+    when the file is new. ``hash_only`` (exact tier only), ``dim``/``seed``/``encoder``
+    (vectors only), ``readonly``, ``clock``, ``use_mirror`` and ``schema`` (PostgreSQL)
+    apply to this process only.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, embedder: Any = UNSET,
+                 similarity_threshold: Any = UNSET, max_entries: Any = UNSET, ttl: Any = UNSET,
+                 namespace: Any = UNSET, refresh_on_access: Any = UNSET,
+                 store_prompts: Any = UNSET, guard: Any = UNSET, hash_only: bool = False,
+                 dim: int | None = None, seed: int | None = None, encoder: Any = None,
+                 readonly: bool = False, clock: Callable[[], float] = time.time,
+                 use_mirror: bool = True, defaults: dict[str, Any] | None = None,
+                 schema: str | None = None) -> None:
+        given = {"similarity_threshold": similarity_threshold, "max_entries": max_entries,
+                 "ttl": ttl, "namespace": namespace, "refresh_on_access": refresh_on_access,
+                 "store_prompts": store_prompts, "guard": guard}
+        self._settings = CacheSettings.check_arguments(given, defaults, hash_only)
+        store, created = open_store(path, readonly=readonly, schema=schema)
+        try:
+            identity = resolve_identity(store, embedder=embedder, dim=dim, seed=seed,
+                                        encoder=encoder, hash_only=hash_only)
+            self._settings.load(store, identity.name)
+            search = None
+            if identity.encoder is not None:
+                from semcache.search import make_search
+
+                search = make_search(store, identity.encoder, use_mirror=use_mirror)
+        except BaseException:
+            store.close()
+            if created:
+                remove_new_store(store)  # a failed open leaves no file behind
+            raise
+        self._store = store
+        self._identity = identity
+        self._search = search
+        self.hash_only = hash_only
+        self._clock = clock
+        self._gate = Gate(store.location)
+        self._batcher = HitBatcher(store, getattr(search, "apply", None), clock)
+        self._pipeline = LookupPipeline(
+            store=store, search=search, embedder=None if hash_only else identity.embedder,
+            dim=identity.dim, batcher=self._batcher, clock=clock,
+            threshold=self._settings.threshold, refresh=self._settings.refresh_on_access,
+            guard=self._settings.guard)
+        self._entries = EntryFactory(self._settings.tunables, identity.encoder)
+        _open_caches.add(self)
+
+    # -- settings -------------------------------------------------------------------------
+
+    @property
+    def path(self) -> str:
+        """The database file (resolved), or the URL without its password."""
+        return getattr(self._store, "path", self._store.location)
+
+    @property
+    def location(self) -> str:
+        return self._store.location
+
+    @property
+    def similarity_threshold(self) -> float:
+        """The default threshold (namespaces may carry their own: :meth:`set_threshold`)."""
+        return self._settings.default_threshold()
+
+    @property
+    def namespace(self) -> str:
+        return self._settings.tunables().namespace
+
+    @property
+    def ttl(self) -> float | None:
+        return self._settings.tunables().ttl
+
+    @property
+    def max_entries(self) -> int | None:
+        return self._settings.tunables().max_entries
+
+    @property
+    def dim(self) -> int | None:
+        return self._identity.dim
+
+    @property
+    def embedder(self) -> Any:
+        return self._identity.embedder
+
+    @property
+    def embedder_name(self) -> str | None:
+        return self._identity.name
+
+    @property
+    def semantic(self) -> bool:
+        """True when text lookups reach the semantic tier (an embedder, not hash-only)."""
+        return self._pipeline.semantic
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """Every setting in force (file-defining and tunable)."""
+        return self._settings.describe(self.path, self._identity, self._store.settings,
+                                       self.hash_only)
+
+    def _ns(self, namespace: str | None) -> str:
+        return self.namespace if namespace is None else check_namespace(namespace)
+
+    def _vector(self, value: Any) -> np.ndarray:
+        """Validate a vector against the pinned dimension; returns a unit float32 vector."""
+        if self._identity.dim is None:
+            raise ConfigurationError(
+                f"{self.location!r} has no pinned vector dimension (hash_only cache); "
+                "open it with dim= or an embedder to use vectors")
+        return validate_vector(value, self._identity.dim)
+
+    # -- lookups ----------------------------------------------------------------------------
+
+    def get(self, prompt: Any, *, namespace: str | None = None,
+            exact_only: bool = False) -> Hit | None:
+        """Look up a prompt (exact tier, then semantic tier) or a vector (semantic only).
+
+        Returns a :class:`Hit` or None. Expired entries are never returned.
+        """
+        with self._gate.enter():
+            return self._pipeline.run([self._query(prompt, self._ns(namespace))],
+                                      exact_only=exact_only or self.hash_only)[0]
+
+    def get_many(self, prompts: Sequence[Any], *, namespace: str | None = None,
+                 exact_only: bool = False) -> list[Hit | None]:
+        """:meth:`get` for several prompts; the exact tier's misses are embedded in one batch."""
+        if isinstance(prompts, (str, bytes)) or not isinstance(prompts, Sequence):
+            raise InvalidTypeError(f"get_many takes a list of prompts; got {type(prompts).__name__}")
+        with self._gate.enter():
+            ns = self._ns(namespace)
+            queries = [self._query(p, ns) for p in prompts]
+            return self._pipeline.run(queries, exact_only=exact_only or self.hash_only)
+
+    def _query(self, prompt: Any, ns: str) -> Query:
+        if is_vector(prompt):
+            return Query(None, ns, "", vector=self._vector(prompt))
+        text = check_prompt(prompt)
+        return Query(prompt_key(text, ns), ns, "", text=text)
+
+    def lookup(self, key: bytes | str, *, text: str | None = None, scope: str = "",
+               namespace: str | None = None, exact_only: bool = False) -> Hit | None:
+        """Look a request up: exact tier by ``key``, then the semantic tier for ``text``.
+
+        ``key`` is the request's exact-key material (bytes or str, e.g.
+        ``semcache.keys.request_key(request)``): two requests share an answer exactly when
+        they share it. ``text`` (the part a paraphrase may change, e.g. the last user
+        message) is embedded and compared only with entries of the same ``scope`` (e.g. the
+        model, parameters and conversation prefix) and namespace. Integrations (``wrap``,
+        the proxy, LangChain) go through this method and :meth:`store`.
+        """
+        with self._gate.enter():
+            ns = self._ns(namespace)
+            query = Query(request_key(check_key(key), ns), ns, check_scope(scope),
+                          text=check_prompt(text, "text") if text else None)
+            return self._pipeline.run([query], exact_only=exact_only or self.hash_only)[0]
+
+    # -- writes ------------------------------------------------------------------------------
+
+    def put(self, prompt: Any, response: Any, *, vector: Any = None, ttl: Any = UNSET,
+            namespace: str | None = None, metadata: dict[str, Any] | None = None,
+            tokens: int = 0) -> int:
+        """Store ``response`` (any JSON value) for a prompt or a vector; returns the entry id.
+
+        ``ttl`` in seconds (None: never expires; omitted: the cache's ttl). A put that
+        returned is durable.
+        """
+        return self.put_many([(prompt, response)], vector=vector, ttl=ttl, namespace=namespace,
+                             metadata=metadata, tokens=tokens)[0]
+
+    def put_many(self, items: Iterable[tuple[Any, Any]], *, vector: Any = None,
+                 ttl: Any = UNSET, namespace: str | None = None,
+                 metadata: dict[str, Any] | None = None, tokens: int = 0) -> list[int]:
+        """Store several (prompt, response) pairs in one transaction (all or nothing)."""
+        with self._gate.enter():
+            ns = self._ns(namespace)
+            now = self._clock()
+            entries: list[NewEntry] = []
+            texts: list[tuple[NewEntry, str]] = []
+            for item in items:
+                if not isinstance(item, tuple) or len(item) != 2:
+                    raise InvalidTypeError(
+                        f"put_many takes (prompt, response) pairs; got {type(item).__name__}")
+                entry, text = self._prepare(item[0], item[1], ns, vector, ttl, metadata,
+                                            tokens, now)
+                entries.append(entry)
+                if text is not None:
+                    texts.append((entry, text))
+            if texts and self._pipeline.semantic:  # embedding happens before the lock
+                self._entries.attach_all([e for e, _ in texts],
+                                         self._pipeline.embed([t for _, t in texts]))
+            return write_entries(self._batcher, entries, self.max_entries, now)
+
+    def _prepare(self, prompt: Any, response: Any, ns: str, vector: Any, ttl: Any,
+                 metadata: Any, tokens: int, now: float) -> tuple[NewEntry, str | None]:
+        """Validate and encode one put; returns the entry and the text still to embed."""
+        if is_vector(prompt):
+            if vector is not None:
+                raise InvalidInputError("pass the vector either as the prompt or as vector=")
+            unit = self._vector(prompt)
+            return self._entries.new_entry(
+                key=vector_key(prompt, ns), namespace=ns, scope="", prompt=None,
+                response=response, vector=unit, ttl=ttl, metadata=metadata, tokens=tokens,
+                now=now), None
+        text = check_prompt(prompt)
+        unit = None if vector is None else self._vector(vector)
+        entry = self._entries.new_entry(
+            key=prompt_key(text, ns), namespace=ns, scope="", prompt=text, response=response,
+            vector=unit, ttl=ttl, metadata=metadata, tokens=tokens, now=now)
+        return entry, (text if unit is None else None)
+
+    def store(self, key: bytes | str, response: Any, *, text: str | None = None,
+              scope: str = "", namespace: str | None = None, ttl: Any = UNSET,
+              metadata: dict[str, Any] | None = None, tokens: int = 0,
+              vector: Any = None) -> int:
+        """Store ``response`` for a request (see :meth:`lookup`); returns the entry id.
+
+        ``text`` is embedded (or ``vector`` used) for the semantic tier of the entry's
+        partition (namespace + ``scope``); it is also the stored prompt.
+        """
+        with self._gate.enter():
+            ns = self._ns(namespace)
+            material = check_key(key)
+            text = check_prompt(text, "text") if text else None
+            unit = None if vector is None else self._vector(vector)
+            now = self._clock()
+            entry = self._entries.new_entry(
+                key=request_key(material, ns), namespace=ns, scope=check_scope(scope),
+                prompt=text, response=response, vector=unit, ttl=ttl, metadata=metadata,
+                tokens=tokens, now=now)
+            entry.key_material = material
+            if unit is None and text is not None and self._pipeline.semantic:
+                self._entries.attach(entry, self._pipeline.embed([text])[0])
+            return write_entries(self._batcher, [entry], self.max_entries, now)[0]
+
+    # -- removal -------------------------------------------------------------------------------
+
+    def delete(self, entry_id: int) -> bool:
+        """Delete one entry by id; True if it existed."""
+        check_entry_id(entry_id)
+        return bool(self._delete(EntryFilter(ids=(entry_id,))))
+
+    def invalidate(self, prompt: Any, namespace: str | None = None) -> int:
+        """Delete the exact entry of a prompt (or vector); returns how many were deleted."""
+        ns = self._ns(namespace)
+        if is_vector(prompt):
+            self._vector(prompt)
+            key = vector_key(prompt, ns)
+        else:
+            key = prompt_key(check_prompt(prompt), ns)
+        return self._delete(EntryFilter(key_hash=key))
+
+    def clear(self, namespace: str | None = None) -> int:
+        """Delete every entry (of one namespace when given); returns how many."""
+        if namespace is not None:
+            return self._delete(EntryFilter(namespace=check_namespace(namespace)))
+        with self._gate.enter(), self._batcher.write() as w:
+            return w.txn.clear_all()
+
+    def _delete(self, where: EntryFilter) -> int:
+        with self._gate.enter(), self._batcher.write() as w:
+            return len(w.txn.delete(where))
+
+    def purge_expired(self) -> int:
+        """Delete expired entries now; returns how many (also counted as expirations)."""
+        with self._gate.enter(), self._batcher.write() as w:
+            n = w.txn.purge_expired(self._clock())
+            w.count(expirations=n)
+            return n
+
+    def vacuum(self) -> dict[str, int]:
+        """Purge expired entries, repair the engine's derived tables after hand-made SQL,
+        compact the storage and rebuild the code mirror. Returns what was done."""
+        expired = self.purge_expired()
+        with self._gate.enter():
+            repairs = self._store.vacuum()
+            if self._search is not None:
+                self._search.rebuild_now()
+        return {"expired": expired, **repairs}
+
+    # -- stats, lifecycle ---------------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Write batched access times, hit counts and counters now (raises on failure)."""
+        with self._gate.enter():
+            self._batcher.flush(timeout=None)
+
+    def stats(self) -> dict[str, Any]:
+        """Counters shared by every process (after flushing this one's), plus sizes."""
+        with self._gate.enter():
+            self._batcher.try_flush()
+            c = self._store.counters()
+            lookups = c["hits"] + c["misses"]
+            out: dict[str, Any] = {
+                name: c.get(name, 0) for name in (
+                    "hits", "exact_hits", "semantic_hits", "misses", "puts", "entries",
+                    "evictions", "expirations", "bytes", "tokens_saved", "guard_rejections")}
+            out["hit_rate"] = c["hits"] / lookups if lookups else 0.0
+            out["file_bytes"] = self._store.size_bytes()
+            out["embedder"] = self._identity.name
+            return out
+
+    def warmup(self) -> None:
+        """Load the embedder and map the search index now, ahead of the first request
+        (e.g. in a server's startup hook), instead of on the first semantic lookup."""
+        with self._gate.enter():
+            inner = getattr(self._identity.embedder, "inner", self._identity.embedder)
+            load = getattr(inner, "load", None)
+            if callable(load) and not self.hash_only:
+                load()
+            if self._search is not None:
+                self._search.warmup()
+
+    def close(self) -> None:
+        """Flush batched updates and close. Idempotent; never blocks much longer than
+        CLOSE_WAIT_S: batched hit counts that cannot be written by then (another process
+        holds the write lock, the disk is full) are dropped with a warning naming them."""
+        self._gate.close(self._release, wait=CLOSE_WAIT_S)
+        _open_caches.discard(self)
+
+    def _release(self) -> None:
+        self._batcher.stop()
+        try:
+            if not self._store.readonly and self._batcher.pending:
+                pending = self._batcher.describe_pending()
+                if not self._batcher.flush(timeout=CLOSE_WAIT_S):
+                    log.warning("semcache: closing %s: the write lock stayed busy; dropped %s",
+                                self.location, pending)
+        except Exception as exc:  # noqa: BLE001 - closing a cache that was read must not fail
+            log.warning("semcache: closing %s: batched hit counts and access times were not "
+                        "written (%s)", self.location, exc)
+        finally:
+            if self._search is not None:
+                self._search.close()
+            self._store.close()
+
+    def __enter__(self) -> Cache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._gate.closed else f"embedder={self.embedder_name!r}"
+        return f"<semcache.Cache {self.location!r} {state}>"
+
+    def memoize(self, namespace: str | None = None, ttl: Any = UNSET, *,
+                semantic: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Decorator caching a ``str -> JSON`` function (sync or async) in this cache.
+
+        Matching is exact unless ``semantic=True`` (a summary of another text is a wrong
+        answer, so paraphrase matching must be asked for)."""
+        from semcache.memoize import memoize
+
+        return memoize(self, namespace=namespace, ttl=ttl, semantic=semantic)
+
+
+def open(path: str | os.PathLike[str], **settings: Any) -> Cache:  # noqa: A001
+    """Create or open the cache at ``path`` (a file, or a ``postgresql://`` URL).
+
+    See :class:`Cache` for the settings; an unknown one raises ConfigurationError."""
+    unknown = sorted(set(settings) - _SETTINGS)
+    if unknown:
+        raise ConfigurationError(
+            f"unknown setting(s) {', '.join(unknown)} for semcache.open(); expected some of "
+            f"{', '.join(sorted(_SETTINGS))} (stream replay options belong to wrap())")
+    return Cache(path, **settings)
+
+
+_SETTINGS = frozenset(inspect.signature(Cache.__init__).parameters) - {"self", "path"}
+
+
+@atexit.register
+def _close_all() -> None:
+    # Access times and counters batched in memory must not be lost at exit.
+    for cache in list(_open_caches):
+        try:
+            cache.close()
+        except Exception as exc:  # noqa: BLE001 - best effort at interpreter exit
+            log.warning("semcache: flushing %s at exit failed: %s", cache.location, exc)
+
+
+__all__ = ["Cache", "is_vector", "open"]

@@ -1,0 +1,192 @@
+"""The one lookup pipeline behind ``get``, ``get_many`` and ``lookup``.
+
+For each query, in this order:
+
+1. exact tier: the entry under the exact key, if it is alive and belongs to the same
+   namespace and scope as the query (a key can never answer for another tenant);
+2. embedding of the texts that missed, in one batch, outside any lock: a slow embedder
+   (a remote API retrying for seconds) delays only its own callers;
+3. semantic tier: the nearest codes of the query's partition (namespace + scope),
+   rescored by exact cosine and decided by the namespace's threshold, then the near-miss
+   guard on the stored prompt;
+4. the hit's effects (access time, sliding expiry, counters) are batched, not written.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+from zstandard import ZstdError
+
+from semcache.cache._batcher import HitBatcher
+from semcache.cache._responses import ResponseMemo
+from semcache.cache.hit import Hit, HitKind
+from semcache.errors import CorruptCacheError
+from semcache.kernels.projection import validate_vector
+from semcache.store.base import EntryRow, Store
+from semcache.store.codecs import decode_metadata
+
+log = logging.getLogger("semcache")
+
+
+@dataclass(slots=True)
+class Query:
+    """One lookup: an exact key and/or what the semantic tier compares."""
+
+    key: bytes | None  # exact key hash; None = semantic tier only
+    namespace: str
+    scope: str
+    text: str | None = None  # embedded for the semantic tier (None = exact only)
+    vector: np.ndarray | None = None  # a unit vector given by the caller
+
+
+class SemanticSearch(Protocol):
+    """The search layer (``semcache.search``): the best rescored entry of a partition."""
+
+    def best(self, vector: np.ndarray, partition_id: int, now: float, threshold: float,
+             alive: Callable[[EntryRow, float], bool]) -> tuple[EntryRow, float] | None: ...
+
+
+class Guard(Protocol):
+    def check(self, query: str, stored: str) -> Any: ...
+
+
+class LookupPipeline:
+    """Runs queries through the tiers; see the module docstring."""
+
+    def __init__(self, *, store: Store, search: SemanticSearch | None, embedder: Any,
+                 dim: int | None, batcher: HitBatcher, clock: Callable[[], float],
+                 threshold: Callable[[str], float], refresh: Callable[[], bool],
+                 guard: Callable[[], Guard | None]) -> None:
+        self.store = store
+        self.search = search
+        self.embedder = embedder
+        self.dim = dim
+        self.batcher = batcher
+        self.clock = clock
+        self.threshold = threshold
+        self.refresh = refresh
+        self.guard = guard
+        self.responses = ResponseMemo()
+        self._partitions: dict[tuple[str, str], int] = {}
+
+    @property
+    def semantic(self) -> bool:
+        """True when text can be searched semantically (an embedder and an index)."""
+        return self.search is not None and self.embedder is not None
+
+    # -- the pipeline ----------------------------------------------------------------------
+
+    def run(self, queries: Sequence[Query], *, exact_only: bool = False) -> list[Hit | None]:
+        now = self.clock()
+        self.batcher.maybe_flush(now)
+        results = [self._exact(q, now) if q.key is not None else None for q in queries]
+        if not exact_only:
+            self._embed_missing(queries, results)
+            for i, q in enumerate(queries):
+                if results[i] is None and q.vector is not None:
+                    results[i] = self._semantic(q, now)
+        misses = sum(r is None for r in results)
+        if misses:
+            self.batcher.count(misses=misses)
+        return results
+
+    def _embed_missing(self, queries: Sequence[Query], results: list[Hit | None]) -> None:
+        todo = [q for q, r in zip(queries, results, strict=True)
+                if r is None and q.vector is None and q.text is not None]
+        if not todo or not self.semantic:
+            return
+        for q, vector in zip(todo, self.embed([q.text for q in todo if q.text]), strict=True):
+            q.vector = vector
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        """Unit float32 vectors of ``texts`` from the pinned embedder, each validated."""
+        assert self.embedder is not None and self.dim is not None
+        out = self.embedder.embed(texts)
+        return np.stack([validate_vector(v, self.dim) for v in out])
+
+    # -- tiers ---------------------------------------------------------------------------
+
+    def _exact(self, q: Query, now: float) -> Hit | None:
+        assert q.key is not None
+        row = self.store.get_by_key(q.key)
+        if row is None or not self.alive(row, now):
+            return None
+        # The key already includes the namespace; checking the row too means an entry
+        # imported or edited with a foreign key can never answer for another tenant/scope.
+        if row.namespace != q.namespace or row.partition_id != self.partition(q.namespace,
+                                                                              q.scope):
+            log.warning("semcache: entry %d matches a key of namespace %r but belongs to "
+                        "namespace %r (another scope?): not served", row.id, q.namespace,
+                        row.namespace)
+            return None
+        return self.make_hit(row, "exact", 1.0, now, q)
+
+    def _semantic(self, q: Query, now: float) -> Hit | None:
+        assert q.vector is not None
+        if self.search is None:
+            return None
+        pid = self.partition(q.namespace, q.scope)
+        if pid is None:
+            return None
+        best = self.search.best(q.vector, pid, now, self.threshold(q.namespace), self.alive)
+        if best is None:
+            return None
+        row, similarity = best
+        if not self._guard_passes(q, row):
+            return None
+        return self.make_hit(row, "semantic", similarity, now, q)
+
+    def _guard_passes(self, q: Query, row: EntryRow) -> bool:
+        guard = self.guard()
+        if guard is None or q.text is None or row.prompt is None:
+            return True  # vector lookups, and entries stored without their prompt
+        rejection = guard.check(q.text, row.prompt)
+        if rejection is None:
+            return True
+        self.batcher.count(guard_rejections=1)
+        log.debug("semcache: guard rejected entry %d for %r: %s", row.id, q.text, rejection)
+        return False
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def partition(self, namespace: str, scope: str) -> int | None:
+        pid = self._partitions.get((namespace, scope))
+        if pid is None:
+            pid = self.store.find_partition(namespace, scope)
+            if pid is not None:
+                self._partitions[(namespace, scope)] = pid
+        return pid
+
+    def alive(self, row: EntryRow, now: float) -> bool:
+        if row.expires_at is None or row.expires_at > now:
+            return True
+        pending = self.batcher.pending_expiry(row.id)
+        return pending is not None and pending > now
+
+    def make_hit(self, row: EntryRow, kind: HitKind, similarity: float, now: float,
+                 q: Query) -> Hit:
+        """Decode the entry and batch the hit's effects."""
+        try:
+            response = self.responses.decode(row.id, row.response)
+            metadata = None if row.metadata is None else decode_metadata(row.metadata)
+        except (ZstdError, ValueError, TypeError) as exc:
+            raise corrupt_entry(self.store.location, row.id, exc) from None
+        expires = self.batcher.record_hit(row, kind, now, self.refresh())
+        return Hit(response=response, kind=kind, similarity=similarity, entry_id=row.id,
+                   namespace=row.namespace, created_at=row.created_at, expires_at=expires,
+                   prompt=row.prompt, metadata=metadata, tokens=row.tokens, scope=q.scope,
+                   query=q.text)
+
+
+def corrupt_entry(location: str, entry_id: int, exc: BaseException) -> CorruptCacheError:
+    return CorruptCacheError(
+        f"entry {entry_id} of cache {location!r} is corrupt ({type(exc).__name__}: {exc}); "
+        f"delete it (cache.delete({entry_id})) or delete the file to start a new cache")
+
+
+__all__ = ["LookupPipeline", "Query", "SemanticSearch", "corrupt_entry"]

@@ -1,0 +1,187 @@
+"""``semcache purge | vacuum | export | import``: commands that change or copy a cache.
+
+They call the library (:meth:`semcache.Cache.purge`, :meth:`~semcache.Cache.vacuum`,
+:mod:`semcache.transfer`), so the CLI does exactly what a program would.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from typing import Any
+
+from semcache import cli_format as fmt
+from semcache.cli_common import CLIError, UsageError, open_cache
+from semcache.errors import InvalidInputError
+
+_PROGRESS_MIN_BYTES = 1 << 20
+
+
+def _confirm(question: str) -> bool:
+    if not sys.stdin.isatty():
+        return False
+    try:
+        reply = input(f"{question} [y/N] ")
+    except EOFError:
+        return False
+    return reply.strip().lower() in ("y", "yes")
+
+
+def cmd_purge(args: argparse.Namespace) -> int:
+    if args.all and (args.expired or args.namespace is not None or args.older_than is not None):
+        raise UsageError("--all deletes every entry; it cannot be combined with other filters")
+    if not (args.all or args.expired or args.namespace is not None
+            or args.older_than is not None):
+        raise UsageError("say what to purge: --expired, --namespace NS, --older-than AGE or --all")
+    try:
+        older = None if args.older_than is None else fmt.parse_duration(args.older_than)
+    except InvalidInputError as exc:
+        raise UsageError(f"--older-than: {exc}") from None
+    filters: dict[str, Any] = {"namespace": args.namespace,
+                               "expired": True if args.expired else None, "older_than": older}
+    with open_cache(args.path, write=not args.dry_run) as cache:
+        matching = cache.count(**filters)
+        if args.dry_run:
+            deleted = 0
+        elif args.all:
+            if matching and not args.yes and not _confirm(
+                    f"Delete all {matching} entries from {args.path}?"):
+                if not sys.stdin.isatty():
+                    raise CLIError("refusing to delete every entry without confirmation "
+                                   "(not a terminal): pass --yes")
+                print("nothing deleted", file=sys.stderr)
+                return 1
+            deleted = cache.purge(everything=True)
+        else:
+            deleted = cache.purge(**filters)
+    if args.json:
+        fmt.print_json({"deleted": deleted, "matching": matching, "dry_run": args.dry_run})
+    elif args.dry_run:
+        print(f"{matching} entries would be deleted (dry run)")
+    else:
+        print(f"deleted {deleted} entries")
+    return 0
+
+
+def cmd_vacuum(args: argparse.Namespace) -> int:
+    with open_cache(args.path, write=True) as cache:
+        cache.flush()
+        before = cache.stats()["file_bytes"]
+        started = time.monotonic()
+        done = cache.vacuum()
+        seconds = time.monotonic() - started
+        after = cache.stats()["file_bytes"]
+    if args.json:
+        fmt.print_json({"bytes_before": before, "bytes_after": after,
+                        "seconds": round(seconds, 3), **done})
+    else:
+        repaired = done.get("orphan_codes", 0) + done.get("missing_codes", 0)
+        print(f"vacuumed {args.path}: {fmt.human_bytes(before)} -> {fmt.human_bytes(after)} "
+              f"in {seconds:.2f}s; {done.get('expired', 0)} expired entries purged"
+              + (f", {repaired} code index rows repaired" if repaired else ""))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from semcache.transfer import export_jsonl
+
+    with open_cache(args.path) as cache:
+        if args.out == "-":
+            n = export_jsonl(cache, sys.stdout)
+            sys.stdout.flush()
+        else:
+            tmp = args.out + ".part"
+            try:
+                with open(tmp, "w", encoding="utf-8", newline="\n") as out:
+                    n = export_jsonl(cache, out)
+                os.replace(tmp, args.out)
+            except BaseException:
+                if os.path.exists(tmp):
+                    os.remove(tmp)
+                raise
+    if args.out == "-":
+        print(f"exported {n} entries", file=sys.stderr)
+    elif args.json:
+        fmt.print_json({"exported": n, "path": args.path, "out": args.out})
+    else:
+        print(f"exported {n} entries from {args.path} to {args.out}")
+    return 0
+
+
+def _read_input(path: str) -> tuple[list[str] | None, str]:
+    """(all lines when reading stdin, else None; the first line)."""
+    if path == "-":
+        lines = sys.stdin.readlines()  # read once: stdin cannot be read twice
+        return lines, lines[0] if lines else ""
+    if not os.path.isfile(path):
+        raise CLIError(f"no input file at {path!r}")
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return None, f.readline()
+
+
+def _target(args: argparse.Namespace, first: str) -> tuple[Any, bool]:
+    """The cache to import into, and whether this command creates it."""
+    from semcache.cache import Cache
+    from semcache.store import is_server_location
+    from semcache.transfer import open_options_for, read_header
+
+    created = not is_server_location(args.path) and not os.path.exists(args.path)
+    if not created:
+        if args.embedder is not None:
+            raise UsageError("--embedder only applies when import creates a new cache file")
+        return open_cache(args.path, write=True), False
+    opts = open_options_for(read_header(first))
+    if args.embedder is not None:
+        opts.pop("hash_only", None)
+        opts["embedder"] = args.embedder
+    return Cache(args.path, **opts), True  # a failed open leaves no file behind
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from semcache.transfer import BadLine, import_jsonl, read_header
+
+    lines, first = _read_input(args.input)
+    cache, created = _target(args, first)
+    progress = None
+    size = os.path.getsize(args.input) if args.input != "-" else 0
+    if not args.quiet and size >= _PROGRESS_MIN_BYTES:
+        bar = fmt.Progress(size, "importing")
+        bar.update(0, "0 entries")
+
+        def progress(done: int, total: int, imported: int) -> None:
+            bar.update(done, f"{imported} entries")
+
+    def report_bad(bad: BadLine) -> None:
+        if not args.strict and not args.json:
+            print(f"{args.input}:{bad.line}: skipped: {bad.error}", file=sys.stderr)
+
+    try:
+        with cache:
+            report = import_jsonl(cache, args.input, strict=args.strict,
+                                  batch_size=args.batch_size, progress=progress,
+                                  on_bad_line=report_bad, lines=lines)
+            if report.imported == 0 and report.bad_count and read_header(first) is None:
+                raise CLIError(f"{args.input!r} is not a semcache export (no header line and "
+                               f"none of its {report.bad_count} line(s) is an entry)")
+    except BaseException:
+        if created:
+            from semcache.cli_common import remove_cache_files
+
+            remove_cache_files(args.path)
+        raise
+    if progress is not None:
+        bar.finish(f"{report.imported} entries")
+    report.created = created
+    if args.json:
+        fmt.print_json(report.as_dict())
+    else:
+        msg = f"imported {report.imported} entries into {args.path}"
+        if report.bad_count:
+            msg += f"; skipped {report.bad_count} bad line(s) (see above)"
+        print(msg + f" in {report.seconds:.2f}s")
+    return 0
+
+
+__all__ = ["cmd_export", "cmd_import", "cmd_purge", "cmd_vacuum"]
