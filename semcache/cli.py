@@ -89,12 +89,12 @@ def _latency(text: str) -> float:
 class _Parser(argparse.ArgumentParser):
     """argparse with a one-line error (exit status 2), the usage left to ``--help``."""
 
-    def error(self, message: str) -> Any:  # type: ignore[override]
+    def error(self, message: str) -> Any:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                         help="print JSON on stdout (for scripts)")
     parser = _Parser(

@@ -23,7 +23,6 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 
@@ -110,7 +109,7 @@ class SemanticIndex:
 
     def __init__(self, store: LocalCodeSource, encoder: BinaryEncoder, *,
                  use_mirror: bool = True) -> None:
-        self._store: Any = store
+        self._store = store
         self._encoder = encoder
         self.path = store.mirror_path
         self._uid = self._store.settings["db_uid"]

@@ -16,6 +16,7 @@ Two kinds of settings live in the ``settings`` table:
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,7 +61,7 @@ class Tunables:
     guard: bool = True
 
 
-_CHECKS = {
+_CHECKS: dict[str, Callable[[Any], Any]] = {
     "similarity_threshold": lambda v: None if v is None else check_threshold(v),
     "max_entries": check_max_entries,
     "ttl": check_ttl,

@@ -70,8 +70,7 @@ def verify(path: str | os.PathLike[str], *, quick: bool = False) -> dict[str, An
             code_rows = store.code_rows()
             report["mirror"] = {"path": store.mirror_path}
             _check_mirror(store, store.mirror_path, code_rows, report["mirror"], problems)
-            check_code_index = store.check_code_index
-            report["vec0"], found = check_code_index(code_rows)
+            report["vec0"], found = store.check_code_index(code_rows)
             problems.extend(found)
     except SemcacheError as exc:
         problems.append(f"{type(exc).__name__}: {exc}")

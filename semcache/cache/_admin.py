@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from semcache.cache._keys import prompt_key, request_key
 from semcache.cache._pipeline import Query
@@ -38,7 +38,15 @@ from semcache.validation import (
 )
 
 if TYPE_CHECKING:
-    from semcache.cache._facade import Cache
+    import numpy as np
+
+    from semcache.cache._batcher import HitBatcher
+    from semcache.cache._gate import Gate
+    from semcache.cache._identity import Identity
+    from semcache.cache._pipeline import LookupPipeline
+    from semcache.cache._settings import CacheSettings
+    from semcache.cache._writes import EntryFactory
+    from semcache.store.base import Store
 
 
 def _filter(namespace: str | None, expired: bool | None, older_than: float | None,
@@ -64,11 +72,30 @@ def _entry(rec: EntryRecord) -> Entry:
 
 
 class CacheAdmin:
-    """Mixed into :class:`~semcache.Cache`."""
+    """Mixed into :class:`~semcache.Cache`, whose parts it uses (declared here for typing)."""
+
+    if TYPE_CHECKING:
+        _gate: Gate
+        _clock: Callable[[], float]
+        _store: Store
+        _batcher: HitBatcher
+        _settings: CacheSettings
+        _identity: Identity
+        _entries: EntryFactory
+        _pipeline: LookupPipeline
+        @property
+        def max_entries(self) -> int | None: ...
+        @property
+        def semantic(self) -> bool: ...
+
+        def _ns(self, namespace: str | None) -> str: ...
+        def _vector(self, value: Any) -> np.ndarray: ...
+        def get(self, prompt: Any, *, namespace: str | None = None,
+                exact_only: bool = False) -> Hit | None: ...
 
     # -- reading ---------------------------------------------------------------------------
 
-    def entries(self: Cache, *, namespace: str | None = None, expired: bool | None = None,
+    def entries(self, *, namespace: str | None = None, expired: bool | None = None,
                 older_than: float | None = None, order: EntryOrder = "newest",
                 limit: int | None = None, after_id: int | None = None,
                 with_vectors: bool = False) -> list[Entry]:
@@ -81,28 +108,28 @@ class CacheAdmin:
                                             with_vector=with_vectors)
             return [_entry(r) for r in recs]
 
-    def entry(self: Cache, entry_id: int) -> Entry | None:
+    def entry(self, entry_id: int) -> Entry | None:
         """One entry by id, with its vector (None if there is no such entry)."""
         check_entry_id(entry_id)
         with self._gate.enter():
             recs = self._store.list_entries(EntryFilter(ids=(entry_id,)), with_vector=True)
             return _entry(recs[0]) if recs else None
 
-    def count(self: Cache, *, namespace: str | None = None, expired: bool | None = None,
+    def count(self, *, namespace: str | None = None, expired: bool | None = None,
               older_than: float | None = None) -> int:
         """How many entries :meth:`entries` (or :meth:`purge`) would select."""
         with self._gate.enter():
             return self._store.count_entries(_filter(namespace, expired, older_than,
                                                      self._clock()))
 
-    def namespaces(self: Cache) -> list[NamespaceSummary]:
+    def namespaces(self) -> list[NamespaceSummary]:
         """Entries, expired entries, hits and bytes of each namespace, biggest first."""
         with self._gate.enter():
             return self._store.namespace_summary(self._clock())
 
     # -- removing --------------------------------------------------------------------------
 
-    def purge(self: Cache, *, namespace: str | None = None, expired: bool | None = None,
+    def purge(self, *, namespace: str | None = None, expired: bool | None = None,
               older_than: float | None = None, everything: bool = False) -> int:
         """Delete the entries the filters select (all of them with ``everything=True``;
         no filter and not ``everything`` is refused). Returns how many were deleted."""
@@ -124,7 +151,7 @@ class CacheAdmin:
 
     # -- restoring (import) -----------------------------------------------------------------
 
-    def restore(self: Cache, entries: Sequence[Entry],
+    def restore(self, entries: Sequence[Entry],
                 on_error: Callable[[int, SemcacheError], None] | None = None) -> list[int]:
         """Write exported entries in one transaction, keeping their timestamps, hit counts
         and vectors; returns the new ids (replacing entries with the same keys).
@@ -156,16 +183,16 @@ class CacheAdmin:
                 enforce_limit(w, self.max_entries, now)
             return ids
 
-    def check_restorable(self: Cache, entry: Entry) -> None:
+    def check_restorable(self, entry: Entry) -> None:
         """Raise the error :meth:`restore` would raise for ``entry`` (writes nothing)."""
         with self._gate.enter():
             self._restored(entry)
 
-    def stored_settings(self: Cache) -> dict[str, str]:
+    def stored_settings(self) -> dict[str, str]:
         """The settings table as stored (file-defining settings and stored tunables)."""
         return dict(self._store.settings)
 
-    def _restored(self: Cache, e: Entry) -> NewEntry:
+    def _restored(self, e: Entry) -> NewEntry:
         ns = check_namespace(e.namespace)
         scope = check_scope(e.scope)
         prompt = None if e.prompt is None else check_text(check_prompt(e.prompt), "prompt")
@@ -195,7 +222,7 @@ class CacheAdmin:
 
     # -- looking everywhere ------------------------------------------------------------------
 
-    def find(self: Cache, text: str, *, namespace: str | None = None,
+    def find(self, text: str, *, namespace: str | None = None,
              exact_only: bool = False) -> Hit | None:
         """Look ``text`` up like :meth:`get`, then among the entries stored by request
         (every model and conversation scope of the namespace): by identical prompt, then
@@ -206,7 +233,7 @@ class CacheAdmin:
         with self._gate.enter():
             return self._find_in_scopes(check_prompt(text), self._ns(namespace), exact_only)
 
-    def _find_in_scopes(self: Cache, text: str, ns: str, exact_only: bool) -> Hit | None:
+    def _find_in_scopes(self, text: str, ns: str, exact_only: bool) -> Hit | None:
         now = self._clock()
         recs = self._store.list_entries(EntryFilter(namespace=ns, prompt=text, live_at=now,
                                                     scoped=True), order="newest", limit=1)
@@ -228,11 +255,11 @@ class CacheAdmin:
 
     # -- thresholds ------------------------------------------------------------------------
 
-    def threshold(self: Cache, namespace: str | None = None) -> float:
+    def threshold(self, namespace: str | None = None) -> float:
         """The similarity threshold in force for a namespace."""
         return self._settings.threshold(self._ns(namespace))
 
-    def set_threshold(self: Cache, namespace: str, value: float | None) -> None:
+    def set_threshold(self, namespace: str, value: float | None) -> None:
         """Give ``namespace`` its own similarity threshold, stored in the file for every
         process (None: back to the cache's default)."""
         with self._gate.enter():

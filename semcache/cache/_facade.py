@@ -274,11 +274,11 @@ class Cache(CacheAdmin):
                 response=response, vector=unit, ttl=ttl, metadata=metadata, tokens=tokens,
                 now=now), None
         text = check_prompt(prompt)
-        unit = None if vector is None else self._vector(vector)
+        given = None if vector is None else self._vector(vector)
         entry = self._entries.new_entry(
             key=prompt_key(text, ns), namespace=ns, scope="", prompt=text, response=response,
-            vector=unit, ttl=ttl, metadata=metadata, tokens=tokens, now=now)
-        return entry, (text if unit is None else None)
+            vector=given, ttl=ttl, metadata=metadata, tokens=tokens, now=now)
+        return entry, (text if given is None else None)
 
     def store(self, key: bytes | str, response: Any, *, text: str | None = None,
               scope: str = "", namespace: str | None = None, ttl: Any = UNSET,

@@ -236,7 +236,7 @@ def _prepare(
     plan = _Plan(
         cache=cache,
         keys=keys,
-        namespace=namespace,
+        namespace=str(namespace),
         text=None if exact_only else keys.text,
         control=control,
         ttl=ttl,

@@ -168,7 +168,7 @@ class AccessUpdate:
 # -- protocols ------------------------------------------------------------------------------
 
 
-class WriteLock(Protocol):
+class StoreLock(Protocol):
     """The engine's write serialization, re-entrant within a process."""
 
     def acquire(self, timeout: float | None = None) -> bool:
@@ -212,7 +212,11 @@ class Store(Protocol):
     readonly: bool
     #: The settings table (file-defining settings and stored tunables), as text.
     settings: dict[str, str]
-    lock: WriteLock
+
+    @property
+    def lock(self) -> StoreLock:
+        """Serializes writers (a cross-process file lock for SQLite); readers never take it."""
+        ...
 
     # reads on the lookup path
     def get_by_key(self, key_hash: bytes) -> EntryRow | None: ...
@@ -256,7 +260,7 @@ class Store(Protocol):
 
 
 @runtime_checkable
-class LocalCodeSource(Protocol):
+class LocalCodeSource(Store, Protocol):
     """An engine whose codes the search layer mirrors in a shared mapped file."""
 
     mirror_path: str
@@ -269,5 +273,9 @@ class LocalCodeSource(Protocol):
     def knn(self, code: bytes, partition_id: int, now: float,
             k: int) -> list[tuple[int, int]]:
         """(entry id, Hamming distance) of the k nearest codes, searched by the engine."""
+        ...
+
+    def check_code_index(self, code_rows: tuple[Any, ...]) -> tuple[dict[str, Any], list[str]]:
+        """The engine's own code index (SQLite: the vec0 table) against ``code_rows``."""
         ...
 

@@ -72,21 +72,21 @@ class SQLiteStore(SQLiteAdmin):
         self.path = path
         self.mirror_path = path + "-codes"
         self._mutex = threading.RLock()  # one connection, shared by the threads of a process
-        self._conn = connect(path, readonly=readonly)
+        self._conn: Any = connect(path, readonly=readonly)
         if not readonly and self._conn.readonly("main"):
             # A write-protected file (chmod 0444, read-only mount): SQLite opened it for
             # reading. Gets work; writes raise ReadOnlyCacheError.
             log.info("semcache: %s is not writable; opened read-only", path)
             readonly = True
         self.readonly = readonly
-        self.lock: WriteLock | ReadOnlyLock = (
-            ReadOnlyLock(path) if readonly else WriteLock(path + ".lock"))
+        self._file_lock = None if readonly else WriteLock(path + ".lock")
+        self.lock: WriteLock | ReadOnlyLock = self._file_lock or ReadOnlyLock(path)
         try:
             with translated(path):
                 if readonly and file_version(self._conn, path) < SCHEMA_VERSION \
                         and os.access(path, os.W_OK):
                     _migrate(path)  # an older file read by a newer semcache (e.g. the CLI)
-                ensure_schema(self._conn, path, None if readonly else self.lock)
+                ensure_schema(self._conn, path, None if readonly else self._file_lock)
                 self.settings = read_settings(self._conn)
             if not all(isinstance(v, str) for kv in self.settings.items() for v in kv):
                 raise CorruptCacheError(f"cache file {path!r} is corrupt (settings table "
@@ -309,7 +309,7 @@ class WriteTxn:
 
     def __init__(self, store: SQLiteStore) -> None:
         self._store = store
-        self._conn = store._conn
+        self._conn: Any = store._conn
         self.changes = Changes()
 
     def set_settings(self, values: dict[str, str]) -> None:

@@ -55,8 +55,11 @@ class SQLiteAdmin:
         rows = self._query(
             f"SELECT {cols} {_FROM} WHERE {cond} ORDER BY {order_sql(order)} LIMIT ?",
             (*params, -1 if limit is None else limit))
-        return [EntryRecord(r[0], bytes(r[1]), *r[2:14], bool(r[14]), r[15], r[16])
-                for r in rows]
+        return [EntryRecord(
+            id=r[0], key_hash=bytes(r[1]), namespace=r[2], scope=r[3], prompt=r[4],
+            response=r[5], metadata=r[6], tokens=r[7], size=r[8], created_at=r[9],
+            accessed_at=r[10], expires_at=r[11], ttl=r[12], hits=r[13], has_code=bool(r[14]),
+            vector=r[15], key_material=r[16]) for r in rows]
 
     def namespace_summary(self, now: float) -> list[NamespaceSummary]:
         rows = self._query(
