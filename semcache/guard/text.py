@@ -44,10 +44,11 @@ class Analysis:
     names: frozenset[str]             # entities, names, identifiers, quoted content words
     display: dict[str, str]           # lemma -> the form written in the text (for details)
     roles: dict[str, str]             # content word seen once -> its role marker ("" = none)
-    stems: frozenset[str]             # suffix-stripped vocabulary ("loading" -> "load")
+    stems: frozenset[str]             # suffix-stripped lemmas ("loading" -> "load")
     passive: bool                     # "by ..." or "is used": word order is not the roles
 
 
+@lru_cache(maxsize=65536)
 def lemma(word: str) -> str:
     """Lower-case singular form: "Bananas" -> "banana", "Tesla's" -> "tesla"."""
     w = word.lower().replace("’", "'")
@@ -67,6 +68,7 @@ def lemma(word: str) -> str:
     return w
 
 
+@lru_cache(maxsize=65536)
 def stem(word: str) -> str:
     """A crude stem for matching names across inflections ("Loading" ~ "Load")."""
     for suffix in ("ing", "ion", "ed", "es", "e", "s"):
@@ -115,7 +117,7 @@ class _Reader:
         text = self.text
         for match in _TOKEN_RE.finditer(text):
             gap = text[self.last_end:match.start()]
-            if gap and any(c in _PHRASE_END for c in gap):
+            if gap and gap != " " and not _PHRASE_END.isdisjoint(gap):
                 self.phrase += 1
                 self._end_caps_run()
             self.last_end = match.end()
@@ -181,22 +183,26 @@ class _Reader:
         return False
 
     def _word(self, word: str, start: int) -> None:
-        low = word.lower().replace("’", "'")
-        if word[0].isupper() and low not in lx.STOPWORDS:
+        low = word.lower()
+        if "’" in low:
+            low = low.replace("’", "'")
+        capital = word[0].isupper()
+        if capital and low not in lx.STOPWORDS:
             self.caps_run.append(low)
-        else:
+        elif self.caps_run:
             self._end_caps_run()
         if not self.words and low == "no" and self.text[start + 2:start + 3] in (",", ".", "!"):
             self.answer_no = True
-        if self._number_word(low):
+        if (low in lx.NUMBER_WORDS or low in lx.NUMBER_SCALES or self.pending_number is not None) \
+                and self._number_word(low):
             self.phrases.append(self.phrase)
             self.words.append(low)
             self.raw.append(low)
             self.prev, self.prev_numeric = low, True
             return
         base = lemma(low)
-        if (self.prev in lx.PARTICLE_VERBS or lemma(self.prev) in lx.PARTICLE_VERBS) \
-                and low in lx.PARTICLES and self.words:
+        if low in lx.PARTICLES and self.words \
+                and (self.prev in lx.PARTICLE_VERBS or lemma(self.prev) in lx.PARTICLE_VERBS):
             base = f"{lemma(self.prev)}_{low}"  # "turn on" -> "turn_on"
             self.words[-1] = base
         else:
@@ -206,20 +212,19 @@ class _Reader:
             self.extra_vocabulary.update(lemma(part) for part in low.split(".") if part)
         self.raw.append(low)
         self.display.setdefault(base, word)
-        self._classify(word, low, base, start)
+        self._classify(word, low, base, start, capital)
         self.prev, self.prev_numeric = low, False
 
-    def _classify(self, word: str, low: str, base: str, start: int) -> None:
+    def _classify(self, word: str, low: str, base: str, start: int, capital: bool) -> None:
         if low in lx.IMPLICIT_NEGATIONS:
             self.implicit += 1
         unit = lx.UNITS.get(low) or lx.UNITS.get(base)
         if unit and (base not in lx.AMBIGUOUS_UNITS or low != base
                      or self.prev_numeric or self.prev in ("per", "a", "an", "each", "every")):
             self.units.add(unit)
-        capital = word[0].isupper()
         if base in lx.ENTITIES and (capital or base not in lx.AMBIGUOUS_ENTITIES):
             self.names.add(lx.ALIASES.get(base, base))
-        elif base in lx.NOT_NAMES:
+        elif word.isalpha() and word.islower() or base in lx.NOT_NAMES:
             return
         elif self._is_name(word, base, start) or _is_identifier(word):
             self.names.add(lx.ALIASES.get(base, base))
@@ -228,7 +233,8 @@ class _Reader:
         """A capitalized word inside a sentence, or an inner capital ("iPhone", "JAX")."""
         if base in lx.NOT_NAMES or base in lx.STOPWORDS:
             return False
-        if any(c.isupper() for c in word[1:]):
+        tail = word[1:]
+        if tail != tail.lower():
             return True
         if not word[0].isupper():
             return False
@@ -254,9 +260,11 @@ class _Reader:
 
 def _is_identifier(word: str) -> bool:
     """Code-like or versioned tokens: "file_name", "node.js", "C#", "ipv4", "python3"."""
+    if word.isalpha():
+        return False
     if "_" in word or "." in word or word.endswith(("++", "#")):
         return True
-    return any(c.isdigit() for c in word)
+    return not word.replace("'", "").replace("’", "").isalpha()
 
 
 def _roles(words: list[str], phrases: list[int],
@@ -333,5 +341,5 @@ def analyze(text: str) -> Analysis:
         soft_numbers=frozenset(reader.soft & numbers), units=frozenset(reader.units),
         negations=reader.negation_words(), implicit_negations=reader.implicit,
         names=frozenset(names), display=reader.display, roles=_roles(words, reader.phrases),
-        stems=frozenset(stem(w) for w in vocabulary), passive=_passive(reader.raw),
+        stems=frozenset(stem(w) for w in words), passive=_passive(reader.raw),
     )
