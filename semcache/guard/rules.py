@@ -110,7 +110,14 @@ def _prefixed_opposite(q: Analysis, s: Analysis) -> tuple[str, str] | None:
 
 
 def check_opposites(q: Analysis, s: Analysis) -> Verdict:
-    """Opposite actions or qualities (enable/disable, buy/sell, uninstall/install)."""
+    """Opposite actions or qualities (enable/disable, buy/sell, uninstall/install).
+
+    Skipped when the texts negate differently: the negation rule ran first and let that
+    difference through only because the other text negates implicitly, so "not safe"
+    against "unsafe" is a rewording, not an opposite.
+    """
+    if len(q.negations) != len(s.negations):
+        return None
     found = _opposite_pair(q, s) or _prefixed_opposite(q, s)
     if found is None:
         flipped = _prefixed_opposite(s, q)

@@ -205,6 +205,7 @@ class _Reader:
                 and (self.prev in lx.PARTICLE_VERBS or lemma(self.prev) in lx.PARTICLE_VERBS):
             base = f"{lemma(self.prev)}_{low}"  # "turn on" -> "turn_on"
             self.words[-1] = base
+            self.display.setdefault(base, f"{self.prev} {word}")
         else:
             self.words.append(base)
             self.phrases.append(self.phrase)
