@@ -52,17 +52,22 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+for _path in (ROOT, ROOT / "scripts"):  # the package, and quality_guard beside this script
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 
 import semcache  # noqa: E402
 from semcache.cache import RESCORE_K  # noqa: E402
 from semcache.embedders import get_embedder  # noqa: E402
 from semcache.kernels.projection import BinaryEncoder, validate_matrix  # noqa: E402
+from semcache.guard import NearMissGuard  # noqa: E402
 from semcache.settings import CODE_BITS, DEFAULT_THRESHOLDS  # noqa: E402
+
+import quality_guard  # noqa: E402
 
 PAIRS_PATH = ROOT / "benchmarks" / "data" / "paraphrase_pairs.json"
 HARD_NEGATIVES_PATH = ROOT / "benchmarks" / "data" / "hard_negatives.json"
+REWORDINGS_PATH = ROOT / "benchmarks" / "data" / "rewordings.json"
 RESULTS_DIR = ROOT / "benchmarks" / "results"
 THRESHOLDS: list[float] = [round(0.80 + 0.01 * i, 2) for i in range(19)]
 METHODS = ("float", "binary", "rescore")
@@ -125,7 +130,12 @@ def load_pairs(path: Path = PAIRS_PATH, limit: int | None = None) -> list[dict[s
 
 
 def load_hard_negatives(path: Path = HARD_NEGATIVES_PATH) -> list[dict[str, str]]:
-    """The hand-written hard negatives: ``{stored, query, category}``."""
+    """The hand-written hard negatives: ``{stored, query, category, split}``."""
+    return json.loads(path.read_text(encoding="utf-8"))["pairs"]
+
+
+def load_rewordings(path: Path = REWORDINGS_PATH) -> list[dict[str, str]]:
+    """The hand-written rewordings that must still hit: ``{stored, query, split}``."""
     return json.loads(path.read_text(encoding="utf-8"))["pairs"]
 
 
@@ -193,7 +203,7 @@ def top_candidates(emb: SharedEmbedder, stored: list[str], queries: list[str],
         "float": (f_idx, f_sim), "binary": (b_idx, b_sim), "rescore": (r_idx, r_sim),
         "rescore_exact_hits": int(r_exact.sum()), "projection_seed": seed, "db_path": path,
         "float_winner_in_top_k": float(np.mean(rank < RESCORE_K)),
-        "sims": sims,
+        "sims": sims, "_origin_vectors": s_vec.astype(np.float64),
     }
 
 
@@ -354,11 +364,14 @@ def verify_real_threshold(emb: SharedEmbedder, result: dict[str, Any], t: float,
 
 
 def run_embedder(name: str, pairs: list[dict[str, str]], negatives: list[dict[str, str]],
-                 workdir: str, thresholds: Sequence[float] = THRESHOLDS) -> dict[str, Any]:
+                 workdir: str, thresholds: Sequence[float] = THRESHOLDS,
+                 rewordings: list[dict[str, str]] | None = None) -> dict[str, Any]:
     """Everything measured for one embedder (``minilm``, ``hashing``...)."""
     emb = SharedEmbedder(get_embedder(name))
+    rewordings = rewordings or []
     texts = [p["origin"] for p in pairs] + [p["similar"] for p in pairs]
     texts += [p["stored"] for p in negatives] + [p["query"] for p in negatives]
+    texts += [p["stored"] for p in rewordings] + [p["query"] for p in rewordings]
     t0 = time.perf_counter()
     embed_s = emb.prime(texts)
     sub = os.path.join(workdir, name)
@@ -376,10 +389,39 @@ def run_embedder(name: str, pairs: list[dict[str, str]], negatives: list[dict[st
         hn["rows_low"] = hard_negative_rows(hn["_top"], own, LOW_THRESHOLDS)
         hn["false_hits_by_category_at_default"] = false_hits_by_category(hn, chosen)
         result["hard_negatives"] = hn
+    result["guard"] = run_guard(emb, name, result, negatives, rewordings, sub, thresholds)
     result["embedder"] = emb.name
     result["embed_seconds"] = round(embed_s, 2)
     result["total_seconds"] = round(time.perf_counter() - t0, 2)
     return result
+
+
+def run_guard(emb: SharedEmbedder, name: str, result: dict[str, Any],
+              negatives: list[dict[str, str]], rewordings: list[dict[str, str]], workdir: str,
+              thresholds: Sequence[float] = THRESHOLDS) -> dict[str, Any]:
+    """Every figure again with the near-miss guard, at the embedder's default threshold
+    (``DEFAULT_THRESHOLDS``), plus the guard's latency on the comparisons it made."""
+    guard = NearMissGuard()
+    default = DEFAULT_THRESHOLDS.get(name, result["chosen_threshold"])
+    out: dict[str, Any] = {"default_threshold": default, "max_candidates": RESCORE_K}
+    out["pairs"] = quality_guard.evaluate_pairs(result, guard, thresholds, default, RESCORE_K)
+    checks = list(out["pairs"]["_checks"])
+    hn = result.get("hard_negatives")
+    out["hard_negatives"] = None
+    if hn:
+        out["hard_negatives"] = quality_guard.evaluate_hard_negatives(
+            hn, negatives, guard, thresholds, default, RESCORE_K)
+        checks += out["hard_negatives"]["_checks"]
+    out["rewordings"] = None
+    if rewordings:
+        top = top_candidates(emb, [p["stored"] for p in rewordings],
+                             [p["query"] for p in rewordings], workdir, "rewordings")
+        out["rewordings"] = quality_guard.evaluate_rewordings(
+            top, rewordings, guard, thresholds, default, RESCORE_K)
+        checks += out["rewordings"]["_checks"]
+    out["latency"] = quality_guard.guard_latency(checks)
+    out["goals"] = quality_guard.goals(out["pairs"], out["hard_negatives"], out["latency"])
+    return out
 
 
 # -- output ---------------------------------------------------------------------------------------
@@ -388,8 +430,9 @@ def run_embedder(name: str, pairs: list[dict[str, str]], negatives: list[dict[st
 def public(result: dict[str, Any]) -> dict[str, Any]:
     """The JSON-safe part of a result (drops the arrays kept for verification)."""
     out = {k: v for k, v in result.items() if not k.startswith("_")}
-    if "hard_negatives" in out:
-        out["hard_negatives"] = public(out["hard_negatives"])
+    for key in ("hard_negatives", "guard", "pairs", "rewordings"):
+        if isinstance(out.get(key), dict):
+            out[key] = public(out[key])
     return out
 
 
@@ -469,11 +512,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     pairs = load_pairs(limit=args.limit)
     negatives = load_hard_negatives()
+    rewordings = load_rewordings()
     out: dict[str, Any] = {
         "meta": {
             "dataset": str(PAIRS_PATH.relative_to(ROOT)),
             "dataset_sha256": hashlib.sha256(PAIRS_PATH.read_bytes()).hexdigest(),
             "hard_negatives": str(HARD_NEGATIVES_PATH.relative_to(ROOT)),
+            "rewordings": str(REWORDINGS_PATH.relative_to(ROOT)),
+            "guard": quality_guard.__doc__.split("\n\n")[1].replace("\n", " "),
+            "load_average": [round(x, 2) for x in os.getloadavg()],
             "thresholds": list(THRESHOLDS), "code_bits": CODE_BITS, "rescore_k": RESCORE_K,
             "methods": METHOD_LABELS,
             "definitions": {
@@ -494,13 +541,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     with tempfile.TemporaryDirectory(prefix="semcache-quality-") as workdir:
         for name in args.embedders:
-            result = run_embedder(name, pairs, negatives, workdir)
+            result = run_embedder(name, pairs, negatives, workdir, rewordings=rewordings)
             print_table(result)
+            quality_guard.print_summary(name, result["guard"])
             out["embedders"][name] = public(result)
             if not args.no_plots:
                 png = args.plots / f"quality_{name}.png"
                 plot(result, name, png)
                 print(f"wrote {png}")
+                g = result["guard"]
+                png = args.plots / f"quality_guard_{name}.png"
+                quality_guard.plot(name, g["pairs"], g["hard_negatives"], g["rewordings"],
+                                   g["default_threshold"], png)
+                print(f"wrote {png}")
+    out["meta"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=1, default=_jsonable) + "\n", encoding="utf-8")
     print(f"wrote {args.out}")
