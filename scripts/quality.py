@@ -56,14 +56,13 @@ for _path in (ROOT, ROOT / "scripts"):  # the package, and quality_guard beside 
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
+import quality_guard  # noqa: E402
+
 import semcache  # noqa: E402
 from semcache.cache import RESCORE_K  # noqa: E402
 from semcache.embedders import get_embedder  # noqa: E402
 from semcache.kernels.projection import BinaryEncoder, validate_matrix  # noqa: E402
-from semcache.guard import NearMissGuard  # noqa: E402
 from semcache.settings import CODE_BITS, DEFAULT_THRESHOLDS  # noqa: E402
-
-import quality_guard  # noqa: E402
 
 PAIRS_PATH = ROOT / "benchmarks" / "data" / "paraphrase_pairs.json"
 HARD_NEGATIVES_PATH = ROOT / "benchmarks" / "data" / "hard_negatives.json"
@@ -389,39 +388,14 @@ def run_embedder(name: str, pairs: list[dict[str, str]], negatives: list[dict[st
         hn["rows_low"] = hard_negative_rows(hn["_top"], own, LOW_THRESHOLDS)
         hn["false_hits_by_category_at_default"] = false_hits_by_category(hn, chosen)
         result["hard_negatives"] = hn
-    result["guard"] = run_guard(emb, name, result, negatives, rewordings, sub, thresholds)
+    result["guard"] = quality_guard.run_guard(
+        name, result, negatives, rewordings,
+        lambda stored, queries: top_candidates(emb, stored, queries, sub, "rewordings"),
+        DEFAULT_THRESHOLDS.get(name, result["chosen_threshold"]), RESCORE_K, thresholds)
     result["embedder"] = emb.name
     result["embed_seconds"] = round(embed_s, 2)
     result["total_seconds"] = round(time.perf_counter() - t0, 2)
     return result
-
-
-def run_guard(emb: SharedEmbedder, name: str, result: dict[str, Any],
-              negatives: list[dict[str, str]], rewordings: list[dict[str, str]], workdir: str,
-              thresholds: Sequence[float] = THRESHOLDS) -> dict[str, Any]:
-    """Every figure again with the near-miss guard, at the embedder's default threshold
-    (``DEFAULT_THRESHOLDS``), plus the guard's latency on the comparisons it made."""
-    guard = NearMissGuard()
-    default = DEFAULT_THRESHOLDS.get(name, result["chosen_threshold"])
-    out: dict[str, Any] = {"default_threshold": default, "max_candidates": RESCORE_K}
-    out["pairs"] = quality_guard.evaluate_pairs(result, guard, thresholds, default, RESCORE_K)
-    checks = list(out["pairs"]["_checks"])
-    hn = result.get("hard_negatives")
-    out["hard_negatives"] = None
-    if hn:
-        out["hard_negatives"] = quality_guard.evaluate_hard_negatives(
-            hn, negatives, guard, thresholds, default, RESCORE_K)
-        checks += out["hard_negatives"]["_checks"]
-    out["rewordings"] = None
-    if rewordings:
-        top = top_candidates(emb, [p["stored"] for p in rewordings],
-                             [p["query"] for p in rewordings], workdir, "rewordings")
-        out["rewordings"] = quality_guard.evaluate_rewordings(
-            top, rewordings, guard, thresholds, default, RESCORE_K)
-        checks += out["rewordings"]["_checks"]
-    out["latency"] = quality_guard.guard_latency(checks)
-    out["goals"] = quality_guard.goals(out["pairs"], out["hard_negatives"], out["latency"])
-    return out
 
 
 # -- output ---------------------------------------------------------------------------------------

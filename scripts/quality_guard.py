@@ -18,7 +18,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -140,60 +140,66 @@ def _origin_similarity(top: dict[str, Any], truth: np.ndarray, chosen: np.ndarra
     return out
 
 
+def _false_hit_rows(plain_sim: np.ndarray, choice: GuardedChoice, splits: np.ndarray,
+                    thresholds: Sequence[float]) -> list[dict[str, Any]]:
+    """Per threshold: the fraction of hard-negative queries that hit, without and with the
+    guard, overall and per split."""
+    rows = []
+    for t in thresholds:
+        plain = plain_sim >= t
+        guarded = choice.decide(t) >= 0
+        row: dict[str, Any] = {"threshold": t, "no_guard": float(plain.mean()),
+                               "guard": float(guarded.mean())}
+        for split in sorted(set(splits.tolist())):
+            m = splits == split
+            row[f"no_guard_{split}"] = float(plain[m].mean())
+            row[f"guard_{split}"] = float(guarded[m].mean())
+        rows.append(row)
+    return rows
+
+
+def _by_category(cats: list[str], plain: np.ndarray, guarded: np.ndarray) -> dict[str, str]:
+    """``"hits/n -> hits/n"`` per category (without -> with the guard)."""
+    counts: dict[str, list[int]] = {}
+    for cat, a, b in zip(cats, plain, guarded, strict=True):
+        entry = counts.setdefault(cat, [0, 0, 0])
+        entry[0] += int(a)
+        entry[1] += int(b)
+        entry[2] += 1
+    return {c: f"{a}/{n} -> {b}/{n}" for c, (a, b, n) in sorted(counts.items())}
+
+
 def evaluate_hard_negatives(hn: dict[str, Any], negatives: list[dict[str, str]],
                             guard: NearMissGuard, thresholds: Sequence[float], default: float,
                             k: int) -> dict[str, Any]:
     """False-hit rates with and without the guard, per split and category."""
-    top = hn["_top"]
-    sims = top["sims"]
+    sims = hn["_top"]["sims"]
     stored = [p["stored"] for p in negatives]
     queries = [p["query"] for p in negatives]
     splits = np.array([p.get("split", "dev") for p in negatives])
-    cats = [p["category"] for p in negatives]
     choice = GuardedChoice(sims, stored, queries, guard, min(thresholds), k)
-    f_idx, f_sim = top["float"]
-    rows = []
-    for t in thresholds:
-        plain = f_sim >= t
-        guarded = choice.decide(t) >= 0
-        row: dict[str, Any] = {"threshold": t, "no_guard": float(plain.mean()),
-                               "guard": float(guarded.mean())}
-        for split in ("dev", "heldout"):
-            m = splits == split
-            if m.any():
-                row[f"no_guard_{split}"] = float(plain[m].mean())
-                row[f"guard_{split}"] = float(guarded[m].mean())
-        rows.append(row)
-    at = choice.decide(default) >= 0
-    plain_at = f_sim >= default
-    by_cat: dict[str, list[int]] = {}
-    for cat, a, b in zip(cats, plain_at, at, strict=True):
-        entry = by_cat.setdefault(cat, [0, 0, 0])
-        entry[0] += int(a)
-        entry[1] += int(b)
-        entry[2] += 1
+    plain_sim = hn["_top"]["float"][1]
+    chosen = choice.decide(default)
+    at, plain_at = chosen >= 0, plain_sim >= default
     own = [guard.check(q, s) for q, s in zip(queries, stored, strict=True)]
-    standalone = {split: float(np.mean([v is not None for v, sp in zip(own, splits, strict=True)
-                                        if sp == split]))
-                  for split in ("dev", "heldout") if (splits == split).any()}
+    rejected_own = np.array([v is not None for v in own])
+    split_names = sorted(set(splits.tolist()))
     return {
-        "rows": rows,
-        "at_default": {"threshold": default, "no_guard": float(plain_at.mean()),
-                       "guard": float(at.mean()),
-                       "no_guard_hits": int(plain_at.sum()), "guard_hits": int(at.sum()),
-                       "n": len(queries),
-                       "by_split": {split: {"no_guard": float(plain_at[splits == split].mean()),
-                                            "guard": float(at[splits == split].mean()),
-                                            "n": int((splits == split).sum())}
-                                    for split in ("dev", "heldout") if (splits == split).any()},
-                       "by_category": {c: f"{a}/{n} -> {b}/{n}"
-                                       for c, (a, b, n) in sorted(by_cat.items())},
-                       "still_hit": [{"query": queries[i], "stored": stored[int(j)],
-                                      "cosine": round(float(sims[i, j]), 4)}
-                                     for i, j in enumerate(choice.decide(default)) if j >= 0]},
-        "guard_rejects_own_pair": standalone,
-        "own_pair_reasons": dict(sorted(Counter(
-            v.reason for v in own if v is not None).items())),
+        "rows": _false_hit_rows(plain_sim, choice, splits, thresholds),
+        "at_default": {
+            "threshold": default, "no_guard": float(plain_at.mean()), "guard": float(at.mean()),
+            "no_guard_hits": int(plain_at.sum()), "guard_hits": int(at.sum()),
+            "n": len(queries),
+            "by_split": {sp: {"no_guard": float(plain_at[splits == sp].mean()),
+                              "guard": float(at[splits == sp].mean()),
+                              "n": int((splits == sp).sum())} for sp in split_names},
+            "by_category": _by_category([p["category"] for p in negatives], plain_at, at),
+            "still_hit": [{"query": queries[i], "stored": stored[int(j)],
+                           "cosine": round(float(sims[i, j]), 4)}
+                          for i, j in enumerate(chosen) if j >= 0]},
+        "guard_rejects_own_pair": {sp: float(rejected_own[splits == sp].mean())
+                                   for sp in split_names},
+        "own_pair_reasons": dict(sorted(Counter(v.reason for v in own if v is not None).items())),
         "_checks": choice.checks,
     }
 
@@ -236,6 +242,36 @@ def evaluate_rewordings(top: dict[str, Any], rewordings: list[dict[str, str]],
                            for q, s, v in zip(queries, stored, own, strict=True) if v]},
         "_checks": choice.checks,
     }
+
+
+def run_guard(name: str, result: dict[str, Any], negatives: list[dict[str, str]],
+              rewordings: list[dict[str, str]],
+              top_candidates: Callable[[list[str], list[str]], dict[str, Any]],
+              default: float, k: int, thresholds: Sequence[float]) -> dict[str, Any]:
+    """Every figure again with the guard at the embedder's ``default`` threshold, plus the
+    guard's latency on the comparisons it made.
+
+    ``result`` is ``quality.run_embedder``'s (with ``_top``, ``hard_negatives``);
+    ``top_candidates(stored, queries)`` runs the rewordings through a real cache.
+    """
+    guard = NearMissGuard()
+    out: dict[str, Any] = {"embedder": name, "default_threshold": default, "max_candidates": k}
+    out["pairs"] = evaluate_pairs(result, guard, thresholds, default, k)
+    checks = list(out["pairs"]["_checks"])
+    hn = result.get("hard_negatives")
+    out["hard_negatives"] = None
+    if hn:
+        out["hard_negatives"] = evaluate_hard_negatives(hn, negatives, guard, thresholds,
+                                                        default, k)
+        checks += out["hard_negatives"]["_checks"]
+    out["rewordings"] = None
+    if rewordings:
+        top = top_candidates([p["stored"] for p in rewordings], [p["query"] for p in rewordings])
+        out["rewordings"] = evaluate_rewordings(top, rewordings, guard, thresholds, default, k)
+        checks += out["rewordings"]["_checks"]
+    out["latency"] = guard_latency(checks)
+    out["goals"] = goals(out["pairs"], out["hard_negatives"], out["latency"])
+    return out
 
 
 def guard_latency(checks: Sequence[tuple[str, str]], repeats: int = 3) -> dict[str, Any]:

@@ -167,13 +167,13 @@ def _opposites() -> list[tuple[frozenset[str], frozenset[str]]]:
         ("approved", "rejected"), ("legit legitimate", "scam fake"), ("healthy", "unhealthy"),
         ("hire", "lay_off"), ("push", "pop"), ("prefix", "suffix"), ("upper", "lower"),
         ("forward", "backward"), ("clockwise", "counterclockwise anticlockwise"),
-        ("inbound", "outbound"), ("import", "export"), ("sync", "unsync"),
+        ("inbound", "outbound"), ("sync", "unsync"),
         ("pin", "unpin"), ("archive", "unarchive"), ("block", "unblock"),
         ("bold", "unbold"), ("like", "unlike"), ("save", "discard"),
         ("include", "omit"), ("win", "loss"), ("profit", "loss"), ("asset", "liability"),
         ("acid", "base"), ("weight_gain", "weight_loss"), ("overweight", "underweight"),
         ("overestimate", "underestimate"), ("overclock", "underclock"),
-        ("increment", "decrement"), ("inflation", "deflation"), ("import", "export"),
+        ("increment", "decrement"), ("inflation", "deflation"),
     ]
     return [(frozenset(a.split()), frozenset(b.split())) for a, b in pairs]
 
