@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import inspect
 import json
 import math
 import os
@@ -84,6 +85,11 @@ GOAL_AGREEMENT = 0.995
 HARD_NEGATIVE_CAP = 0.20
 #: A coarser scan below the grid, to show where a weak embedder's paraphrase hits are.
 LOW_THRESHOLDS: list[float] = [round(0.50 + 0.02 * i, 2) for i in range(15)]
+
+#: Whether this semcache has the ``guard`` setting (the near-miss guard wired into lookups).
+#: The "no guard" figures need it off; the guarded real-cache check needs it on.
+GUARD_SETTING = "guard" in inspect.signature(semcache.Cache.__init__).parameters
+NO_GUARD: dict[str, Any] = {"guard": False} if GUARD_SETTING else {}
 
 NOT_MEASURED = {
     "openai": "not measured: no network access here (text-embedding-3-small needs the API)",
@@ -164,7 +170,7 @@ def _real_cache_top(emb: SharedEmbedder, stored: list[str], queries: list[str], 
     (NaN for a miss), whether it was an exact-tier hit, and the file's projection seed.
     """
     with semcache.open(path, embedder=emb, similarity_threshold=threshold, ttl=None,
-                       max_entries=None) as cache:
+                       max_entries=None, **NO_GUARD) as cache:
         cache.put_many([(text, {"i": i, "text": text}) for i, text in enumerate(stored)])
         hits = cache.get_many(queries)
         seed = int(cache.settings["projection_seed"])
@@ -353,13 +359,39 @@ def verify_real_threshold(emb: SharedEmbedder, result: dict[str, Any], t: float,
     """Re-query the same file through a cache opened at ``t`` and compare with the derived
     decisions (they must be identical: the derivation is the comparison ``_rescore`` makes)."""
     top = result["_top"]
-    with semcache.open(top["db_path"], embedder=emb, similarity_threshold=t) as cache:
+    with semcache.open(top["db_path"], embedder=emb, similarity_threshold=t,
+                       **NO_GUARD) as cache:
         hits = cache.get_many(result["_queries"])
     real = np.array([-1 if h is None else h.response["i"] for h in hits])
     derived = decide(top["rescore"], t)
     return {"threshold": t, "queries": len(real),
             "identical": bool(np.array_equal(real, derived)),
             "mismatches": int(np.sum(real != derived))}
+
+
+def verify_real_guard(emb: SharedEmbedder, result: dict[str, Any]) -> dict[str, Any]:
+    """With the guard wired into the cache: re-query the pairs file through a cache opened
+    with ``guard=True`` at the default threshold and compare with the derived guarded
+    decisions (``quality_guard.GuardedChoice``). Skipped while the setting does not exist."""
+    if not GUARD_SETTING:
+        return {"skipped": "this semcache has no guard setting (not wired into lookups yet)"}
+    guard = result["guard"]
+    t = guard["default_threshold"]
+    with semcache.open(result["_top"]["db_path"], embedder=emb, similarity_threshold=t,
+                       guard=True) as cache:
+        hits = cache.get_many(result["_queries"])
+        stats = cache.stats() if hasattr(cache, "stats") else {}
+    real = np.array([-1 if h is None else h.response["i"] for h in hits])
+    derived = guard["pairs"]["_choice"].decide(t)
+    return {"threshold": t, "queries": len(real), "identical": bool(np.array_equal(real, derived)),
+            "mismatches": int(np.sum(real != derived)),
+            "guard_rejections": _stat(stats, "guard_rejections")}
+
+
+def _stat(stats: Any, name: str) -> Any:
+    if isinstance(stats, dict):
+        return stats.get(name)
+    return getattr(stats, name, None)
 
 
 def run_embedder(name: str, pairs: list[dict[str, str]], negatives: list[dict[str, str]],
@@ -392,6 +424,7 @@ def run_embedder(name: str, pairs: list[dict[str, str]], negatives: list[dict[st
         name, result, negatives, rewordings,
         lambda stored, queries: top_candidates(emb, stored, queries, sub, "rewordings"),
         DEFAULT_THRESHOLDS.get(name, result["chosen_threshold"]), RESCORE_K, thresholds)
+    result["guard"]["real_cache_check"] = verify_real_guard(emb, result)
     result["embedder"] = emb.name
     result["embed_seconds"] = round(embed_s, 2)
     result["total_seconds"] = round(time.perf_counter() - t0, 2)
