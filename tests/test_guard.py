@@ -193,3 +193,11 @@ def test_data_sets_have_the_promised_size_and_fields() -> None:
     rewordings = json.loads((ROOT / "benchmarks/data/rewordings.json").read_text("utf-8"))["pairs"]
     assert len(rewordings) >= 100
     assert len({(p["stored"], p["query"]) for p in rewordings}) == len(rewordings)
+
+
+def test_explain_shows_both_readings_and_the_verdict() -> None:
+    from semcache.guard import explain
+
+    out = explain("Convert 5 miles to km", "Convert 5 km to miles")
+    assert out["verdict"] == "direction: to km / miles vs km / to miles"
+    assert out["query"].units == {"mile", "kilometer"}  # type: ignore[attr-defined]

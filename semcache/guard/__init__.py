@@ -22,8 +22,8 @@ reason              what differs
 
 It is rules and word lists only (``semcache.guard.lexicon``): no model, no network, no
 randomness. It works with any embedder and decides identically in every process. A
-comparison takes tens of microseconds (``scripts/quality.py`` measures it). The lists are
-English; other languages get only the number, name and code checks.
+comparison takes about 0.1 ms (``scripts/quality.py`` measures it). The lists are English;
+other languages get only the number, name, code and quote checks.
 
 Usage::
 
@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from semcache.guard.rules import RULES
 from semcache.guard.text import Analysis, analyze, lemma
 
-__all__ = ["REASONS", "GuardRejection", "NearMissGuard", "analyze", "lemma"]
+__all__ = ["REASONS", "GuardRejection", "NearMissGuard", "analyze", "explain", "lemma"]
 
 #: Every ``GuardRejection.reason`` the guard can give.
 REASONS: tuple[str, ...] = ("number", "unit", "negation", "opposite_action", "direction",
