@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import inspect
 import json
 import math
 import os
@@ -52,8 +53,11 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+for _path in (ROOT, ROOT / "scripts"):  # the package, and quality_guard beside this script
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
+
+import quality_guard  # noqa: E402
 
 import semcache  # noqa: E402
 from semcache.embedders import get_embedder  # noqa: E402
@@ -63,6 +67,7 @@ from semcache.settings import CODE_BITS, DEFAULT_THRESHOLDS  # noqa: E402
 
 PAIRS_PATH = ROOT / "benchmarks" / "data" / "paraphrase_pairs.json"
 HARD_NEGATIVES_PATH = ROOT / "benchmarks" / "data" / "hard_negatives.json"
+REWORDINGS_PATH = ROOT / "benchmarks" / "data" / "rewordings.json"
 RESULTS_DIR = ROOT / "benchmarks" / "results"
 THRESHOLDS: list[float] = [round(0.80 + 0.01 * i, 2) for i in range(19)]
 METHODS = ("float", "binary", "rescore")
@@ -80,6 +85,11 @@ GOAL_AGREEMENT = 0.995
 HARD_NEGATIVE_CAP = 0.20
 #: A coarser scan below the grid, to show where a weak embedder's paraphrase hits are.
 LOW_THRESHOLDS: list[float] = [round(0.50 + 0.02 * i, 2) for i in range(15)]
+
+#: Whether this semcache has the ``guard`` setting (the near-miss guard wired into lookups).
+#: The "no guard" figures need it off; the guarded real-cache check needs it on.
+GUARD_SETTING = "guard" in inspect.signature(semcache.Cache.__init__).parameters
+NO_GUARD: dict[str, Any] = {"guard": False} if GUARD_SETTING else {}
 
 NOT_MEASURED = {
     "openai": "not measured: no network access here (text-embedding-3-small needs the API)",
@@ -125,7 +135,12 @@ def load_pairs(path: Path = PAIRS_PATH, limit: int | None = None) -> list[dict[s
 
 
 def load_hard_negatives(path: Path = HARD_NEGATIVES_PATH) -> list[dict[str, str]]:
-    """The hand-written hard negatives: ``{stored, query, category}``."""
+    """The hand-written hard negatives: ``{stored, query, category, split}``."""
+    return json.loads(path.read_text(encoding="utf-8"))["pairs"]
+
+
+def load_rewordings(path: Path = REWORDINGS_PATH) -> list[dict[str, str]]:
+    """The hand-written rewordings that must still hit: ``{stored, query, split}``."""
     return json.loads(path.read_text(encoding="utf-8"))["pairs"]
 
 
@@ -155,7 +170,7 @@ def _real_cache_top(emb: SharedEmbedder, stored: list[str], queries: list[str], 
     (NaN for a miss), whether it was an exact-tier hit, and the file's projection seed.
     """
     with semcache.open(path, embedder=emb, similarity_threshold=threshold, ttl=None,
-                       max_entries=None) as cache:
+                       max_entries=None, **NO_GUARD) as cache:
         cache.put_many([(text, {"i": i, "text": text}) for i, text in enumerate(stored)])
         hits = cache.get_many(queries)
         seed = int(cache.settings["projection_seed"])
@@ -193,7 +208,7 @@ def top_candidates(emb: SharedEmbedder, stored: list[str], queries: list[str],
         "float": (f_idx, f_sim), "binary": (b_idx, b_sim), "rescore": (r_idx, r_sim),
         "rescore_exact_hits": int(r_exact.sum()), "projection_seed": seed, "db_path": path,
         "float_winner_in_top_k": float(np.mean(rank < RESCORE_K)),
-        "sims": sims,
+        "sims": sims, "_origin_vectors": s_vec.astype(np.float64),
     }
 
 
@@ -344,7 +359,8 @@ def verify_real_threshold(emb: SharedEmbedder, result: dict[str, Any], t: float,
     """Re-query the same file through a cache opened at ``t`` and compare with the derived
     decisions (they must be identical: the derivation is the comparison ``_rescore`` makes)."""
     top = result["_top"]
-    with semcache.open(top["db_path"], embedder=emb, similarity_threshold=t) as cache:
+    with semcache.open(top["db_path"], embedder=emb, similarity_threshold=t,
+                       **NO_GUARD) as cache:
         hits = cache.get_many(result["_queries"])
     real = np.array([-1 if h is None else h.response["i"] for h in hits])
     derived = decide(top["rescore"], t)
@@ -353,12 +369,40 @@ def verify_real_threshold(emb: SharedEmbedder, result: dict[str, Any], t: float,
             "mismatches": int(np.sum(real != derived))}
 
 
+def verify_real_guard(emb: SharedEmbedder, result: dict[str, Any]) -> dict[str, Any]:
+    """With the guard wired into the cache: re-query the pairs file through a cache opened
+    with ``guard=True`` at the default threshold and compare with the derived guarded
+    decisions (``quality_guard.GuardedChoice``). Skipped while the setting does not exist."""
+    if not GUARD_SETTING:
+        return {"skipped": "this semcache has no guard setting (not wired into lookups yet)"}
+    guard = result["guard"]
+    t = guard["default_threshold"]
+    with semcache.open(result["_top"]["db_path"], embedder=emb, similarity_threshold=t,
+                       guard=True) as cache:
+        hits = cache.get_many(result["_queries"])
+        stats = cache.stats() if hasattr(cache, "stats") else {}
+    real = np.array([-1 if h is None else h.response["i"] for h in hits])
+    derived = guard["pairs"]["_choice"].decide(t)
+    return {"threshold": t, "queries": len(real), "identical": bool(np.array_equal(real, derived)),
+            "mismatches": int(np.sum(real != derived)),
+            "guard_rejections": _stat(stats, "guard_rejections")}
+
+
+def _stat(stats: Any, name: str) -> Any:
+    if isinstance(stats, dict):
+        return stats.get(name)
+    return getattr(stats, name, None)
+
+
 def run_embedder(name: str, pairs: list[dict[str, str]], negatives: list[dict[str, str]],
-                 workdir: str, thresholds: Sequence[float] = THRESHOLDS) -> dict[str, Any]:
+                 workdir: str, thresholds: Sequence[float] = THRESHOLDS,
+                 rewordings: list[dict[str, str]] | None = None) -> dict[str, Any]:
     """Everything measured for one embedder (``minilm``, ``hashing``...)."""
     emb = SharedEmbedder(get_embedder(name))
+    rewordings = rewordings or []
     texts = [p["origin"] for p in pairs] + [p["similar"] for p in pairs]
     texts += [p["stored"] for p in negatives] + [p["query"] for p in negatives]
+    texts += [p["stored"] for p in rewordings] + [p["query"] for p in rewordings]
     t0 = time.perf_counter()
     embed_s = emb.prime(texts)
     sub = os.path.join(workdir, name)
@@ -376,6 +420,11 @@ def run_embedder(name: str, pairs: list[dict[str, str]], negatives: list[dict[st
         hn["rows_low"] = hard_negative_rows(hn["_top"], own, LOW_THRESHOLDS)
         hn["false_hits_by_category_at_default"] = false_hits_by_category(hn, chosen)
         result["hard_negatives"] = hn
+    result["guard"] = quality_guard.run_guard(
+        name, result, negatives, rewordings,
+        lambda stored, queries: top_candidates(emb, stored, queries, sub, "rewordings"),
+        DEFAULT_THRESHOLDS.get(name, result["chosen_threshold"]), RESCORE_K, thresholds)
+    result["guard"]["real_cache_check"] = verify_real_guard(emb, result)
     result["embedder"] = emb.name
     result["embed_seconds"] = round(embed_s, 2)
     result["total_seconds"] = round(time.perf_counter() - t0, 2)
@@ -388,8 +437,9 @@ def run_embedder(name: str, pairs: list[dict[str, str]], negatives: list[dict[st
 def public(result: dict[str, Any]) -> dict[str, Any]:
     """The JSON-safe part of a result (drops the arrays kept for verification)."""
     out = {k: v for k, v in result.items() if not k.startswith("_")}
-    if "hard_negatives" in out:
-        out["hard_negatives"] = public(out["hard_negatives"])
+    for key in ("hard_negatives", "guard", "pairs", "rewordings"):
+        if isinstance(out.get(key), dict):
+            out[key] = public(out[key])
     return out
 
 
@@ -469,11 +519,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     pairs = load_pairs(limit=args.limit)
     negatives = load_hard_negatives()
+    rewordings = load_rewordings()
     out: dict[str, Any] = {
         "meta": {
             "dataset": str(PAIRS_PATH.relative_to(ROOT)),
             "dataset_sha256": hashlib.sha256(PAIRS_PATH.read_bytes()).hexdigest(),
             "hard_negatives": str(HARD_NEGATIVES_PATH.relative_to(ROOT)),
+            "rewordings": str(REWORDINGS_PATH.relative_to(ROOT)),
+            "guard": quality_guard.__doc__.split("\n\n")[1].replace("\n", " "),
+            "load_average": [round(x, 2) for x in os.getloadavg()],
             "thresholds": list(THRESHOLDS), "code_bits": CODE_BITS, "rescore_k": RESCORE_K,
             "methods": METHOD_LABELS,
             "definitions": {
@@ -494,13 +548,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     with tempfile.TemporaryDirectory(prefix="semcache-quality-") as workdir:
         for name in args.embedders:
-            result = run_embedder(name, pairs, negatives, workdir)
+            result = run_embedder(name, pairs, negatives, workdir, rewordings=rewordings)
             print_table(result)
+            quality_guard.print_summary(name, result["guard"])
             out["embedders"][name] = public(result)
             if not args.no_plots:
                 png = args.plots / f"quality_{name}.png"
                 plot(result, name, png)
                 print(f"wrote {png}")
+                g = result["guard"]
+                png = args.plots / f"quality_guard_{name}.png"
+                quality_guard.plot(name, g["pairs"], g["hard_negatives"], g["rewordings"],
+                                   g["default_threshold"], png)
+                print(f"wrote {png}")
+    out["meta"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=1, default=_jsonable) + "\n", encoding="utf-8")
     print(f"wrote {args.out}")

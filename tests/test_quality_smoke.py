@@ -53,3 +53,25 @@ def test_rescoring_matches_float_on_100_pairs(tmp_path: Path) -> None:
     # The derived decisions are the real ones: a cache opened at 0.92 returns the same.
     check = quality.verify_real_threshold(emb, result, 0.92, str(tmp_path))
     assert check["identical"], check
+
+
+def test_guard_figures_on_100_pairs(tmp_path: Path) -> None:
+    """The with/without-guard measurement runs end to end and the JSON is clean."""
+    import json
+
+    quality = _load_quality()
+    result = quality.run_embedder("minilm", quality.load_pairs(limit=100),
+                                  quality.load_hard_negatives(), str(tmp_path),
+                                  rewordings=quality.load_rewordings())
+    guard = result["guard"]
+    assert guard["default_threshold"] == 0.92
+    hard = guard["hard_negatives"]["at_default"]
+    assert hard["no_guard"] > 0.2 and hard["guard"] <= 0.05, hard
+    assert set(hard["by_split"]) == {"dev", "heldout"}
+    pairs = guard["pairs"]["at_default"]
+    # The guard may cost a few correct hits, never most of them.
+    assert pairs["guard"]["correct"] >= 0.85 * pairs["no_guard"]["correct"], pairs
+    assert guard["rewordings"]["at_default"]["hit_rate_kept"] >= 0.9
+    assert guard["latency"]["n"] > 0 and guard["latency"]["p50_ms"] > 0
+    text = json.dumps(quality.public(result), default=quality._jsonable)
+    assert "_checks" not in text
