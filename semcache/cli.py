@@ -7,6 +7,7 @@ Look inside a cache file without writing Python::
     semcache purge llm.db --expired  semcache purge llm.db --older-than 7d
     semcache vacuum llm.db           semcache verify llm.db
     semcache export llm.db out.jsonl semcache import new.db out.jsonl
+    semcache calibrate llm.db --namespace support --apply
     semcache bench                   semcache demo
 
 Every command prints a human-readable view by default and JSON with ``--json``.
@@ -188,6 +189,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--latency", type=_latency, default=0.4,
                    help="simulated model latency in seconds (default 0.4)")
     p.set_defaults(func=cmd_demo)
+
+    from semcache.cli_trust import add_parser as add_calibrate
+
+    add_calibrate(sub, common)
     return parser
 
 

@@ -69,16 +69,19 @@ def make_search(store: Store, encoder: BinaryEncoder, *,
     return StoreSearch(store, encoder)
 
 
+Accept = Callable[[EntryRow, float], bool]
+
+
 def _decide(ranked: list[tuple[EntryRow, float]], threshold: float, now: float,
-            alive: Alive) -> tuple[EntryRow, float] | None:
-    """The best alive candidate at or above ``threshold``; ties go to the newest entry."""
-    best: tuple[EntryRow, float] | None = None
-    for row, sim in ranked:
-        if alive(row, now) and (best is None or (sim, row.id) > (best[1], best[0].id)):
-            best = (row, sim)
-    if best is None or best[1] < threshold:
-        return None
-    return best
+            alive: Alive, accept: Accept | None) -> tuple[EntryRow, float] | None:
+    """The best alive candidate at or above ``threshold`` that ``accept`` (the near-miss
+    guard) lets through; ties go to the newest entry."""
+    above = sorted(((row, sim) for row, sim in ranked if sim >= threshold and alive(row, now)),
+                   key=lambda rs: (rs[1], rs[0].id), reverse=True)
+    for row, sim in above:
+        if accept is None or accept(row, sim):
+            return row, sim
+    return None
 
 
 class StoreSearch:
@@ -89,10 +92,10 @@ class StoreSearch:
         self._encoder = encoder
 
     def best(self, vector: np.ndarray, partition_id: int, now: float, threshold: float,
-             alive: Alive) -> tuple[EntryRow, float] | None:
+             alive: Alive, accept: Accept | None = None) -> tuple[EntryRow, float] | None:
         code = self._encoder.encode_unit(vector).tobytes()
         ranked = self._store.search(code, vector, partition_id, now, RESCORE_K)
-        return _decide(ranked, threshold, now, alive)
+        return _decide(ranked, threshold, now, alive, accept)
 
     def warmup(self) -> None:
         pass
@@ -121,9 +124,10 @@ class SemanticIndex:
     # -- reading ------------------------------------------------------------------------
 
     def best(self, vector: np.ndarray, partition_id: int, now: float, threshold: float,
-             alive: Alive) -> tuple[EntryRow, float] | None:
+             alive: Alive, accept: Accept | None = None) -> tuple[EntryRow, float] | None:
         """The best entry of the partition for ``vector``: Hamming candidates from the
-        mirror (or SQL), re-read from the database and decided by exact cosine."""
+        mirror (or SQL), re-read from the database and decided by exact cosine, then by
+        ``accept`` (the near-miss guard) in order of similarity."""
         code = self._encoder.encode_unit(vector)
         ids = self.candidates(code, partition_id, now, RESCORE_K, min_cosine=threshold)
         if not ids:
@@ -143,7 +147,8 @@ class SemanticIndex:
         stored = np.frombuffer(b"".join([r.vector for r in rows if r.vector is not None]),
                                dtype="<f4").reshape(len(rows), -1)
         sims = np.clip(stored.astype(np.float64) @ vector.astype(np.float64), -1.0, 1.0)
-        return _decide(list(zip(rows, sims.tolist(), strict=True)), threshold, now, alive)
+        return _decide(list(zip(rows, sims.tolist(), strict=True)), threshold, now, alive,
+                       accept)
 
     def warmup(self) -> None:
         """Map the mirror (building it if needed) ahead of the first search."""

@@ -13,12 +13,19 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from semcache.cache._keys import prompt_key, request_key
-from semcache.cache._pipeline import Query
+from semcache.cache._pipeline import Query, query_hash
 from semcache.cache._writes import enforce_limit
 from semcache.cache.entry import Entry
 from semcache.cache.hit import Hit
 from semcache.errors import InvalidInputError, SemcacheError
-from semcache.store.base import EntryFilter, EntryOrder, EntryRecord, NamespaceSummary, NewEntry
+from semcache.store.base import (
+    EntryFilter,
+    EntryOrder,
+    EntryRecord,
+    NamespaceSummary,
+    NewEntry,
+    Verdict,
+)
 from semcache.store.codecs import (
     decode_metadata,
     decode_response,
@@ -87,6 +94,8 @@ class CacheAdmin:
         def max_entries(self) -> int | None: ...
         @property
         def semantic(self) -> bool: ...
+        @property
+        def namespace(self) -> str: ...
 
         def _ns(self, namespace: str | None) -> str: ...
         def _vector(self, value: Any) -> np.ndarray: ...
@@ -253,6 +262,40 @@ class CacheAdmin:
                     best = found
         return best
 
+    # -- trust ------------------------------------------------------------------------------
+
+    def feedback(self, hit: Hit | int, correct: bool, *, query: str | None = None,
+                 similarity: float | None = None) -> None:
+        """Record a verdict on a served hit: was its answer right for the query?
+
+        ``hit`` is the :class:`Hit` that was served (its query and similarity are known),
+        or an entry id (e.g. from ``semcache.cache_info(completion).entry_id``) with the
+        ``query`` text that was asked. A wrong verdict means that entry is never served
+        for that query again, by any process; a wrong verdict on an exact hit, or on an
+        entry id without a query, deletes the entry (its answer is wrong for the very
+        request it was stored for). Verdicts feed ``semcache calibrate``.
+        """
+        from semcache.validation import check_bool
+
+        entry_id, kind, sim, text = _verdict_subject(hit, query, similarity)
+        check_bool(correct, "correct")
+        with self._gate.enter():
+            row = self._store.get_by_ids([entry_id])
+            namespace = row[0].namespace if row else self.namespace
+            verdict = Verdict(entry_id, namespace, None if text is None else query_hash(text),
+                              kind, sim, correct, self._clock())
+            with self._batcher.write() as w:
+                w.txn.record_verdict(verdict)
+                w.count(**{"feedback_right" if correct else "feedback_wrong": 1})
+                if not correct and (kind == "exact" or text is None):
+                    w.txn.delete(EntryFilter(ids=(entry_id,)))
+
+    def verdicts(self, namespace: str | None = None) -> list[Verdict]:
+        """Recorded verdicts (of one namespace when given), oldest first."""
+        with self._gate.enter():
+            return self._store.verdicts(None if namespace is None else
+                                        check_namespace(namespace))
+
     # -- thresholds ------------------------------------------------------------------------
 
     def threshold(self, namespace: str | None = None) -> float:
@@ -266,6 +309,20 @@ class CacheAdmin:
             self._settings.set_namespace_threshold(self._store, check_namespace(namespace),
                                                    None if value is None else
                                                    check_threshold(value))
+
+
+def _verdict_subject(hit: Hit | int, query: str | None,
+                     similarity: float | None) -> tuple[int, str, float, str | None]:
+    """(entry id, kind, similarity, query text) of a feedback call."""
+    if isinstance(hit, Hit):
+        text = query if query is not None else hit.query
+        return hit.entry_id, hit.kind, float(hit.similarity), text
+    entry_id = check_entry_id(hit)
+    text = None if query is None else check_prompt(query, "query")
+    if similarity is not None and not (isinstance(similarity, (int, float))
+                                       and -1.0 <= similarity <= 1.0):
+        raise InvalidInputError(f"similarity must be a cosine in [-1, 1]; got {similarity!r}")
+    return entry_id, "semantic", 0.0 if similarity is None else float(similarity), text
 
 
 def _derive_key(ns: str, scope: str, prompt: str | None, material: bytes | None,

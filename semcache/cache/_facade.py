@@ -365,7 +365,8 @@ class Cache(CacheAdmin):
             out: dict[str, Any] = {
                 name: c.get(name, 0) for name in (
                     "hits", "exact_hits", "semantic_hits", "misses", "puts", "entries",
-                    "evictions", "expirations", "bytes", "tokens_saved", "guard_rejections")}
+                    "evictions", "expirations", "bytes", "tokens_saved", "guard_rejections",
+                    "feedback_right", "feedback_wrong")}
             out["hit_rate"] = c["hits"] / lookups if lookups else 0.0
             out["file_bytes"] = self._store.size_bytes()
             out["embedder"] = self._identity.name

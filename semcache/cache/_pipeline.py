@@ -14,6 +14,7 @@ For each query, in this order:
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -48,7 +49,9 @@ class SemanticSearch(Protocol):
     """The search layer (``semcache.search``): the best rescored entry of a partition."""
 
     def best(self, vector: np.ndarray, partition_id: int, now: float, threshold: float,
-             alive: Callable[[EntryRow, float], bool]) -> tuple[EntryRow, float] | None: ...
+             alive: Callable[[EntryRow, float], bool],
+             accept: Callable[[EntryRow, float], bool] | None = None,
+             ) -> tuple[EntryRow, float] | None: ...
 
 
 class Guard(Protocol):
@@ -133,24 +136,43 @@ class LookupPipeline:
         pid = self.partition(q.namespace, q.scope)
         if pid is None:
             return None
-        best = self.search.best(q.vector, pid, now, self.threshold(q.namespace), self.alive)
+        best = self.search.best(q.vector, pid, now, self.threshold(q.namespace), self.alive,
+                                self._guard_for(q))
         if best is None:
             return None
         row, similarity = best
-        if not self._guard_passes(q, row):
-            return None
         return self.make_hit(row, "semantic", similarity, now, q)
 
-    def _guard_passes(self, q: Query, row: EntryRow) -> bool:
+    def _guard_for(self, q: Query) -> Callable[[EntryRow, float], bool] | None:
+        """The candidate filter of a text query (None for vector lookups): entries judged
+        wrong for this very query (``Cache.feedback``) are skipped, then the near-miss guard
+        compares the query with the candidate's stored prompt. Entries stored without their
+        prompt (``store_prompts=False``) have nothing to compare: the guard passes them.
+        """
+        text = q.text
+        if text is None:
+            return None
         guard = self.guard()
-        if guard is None or q.text is None or row.prompt is None:
-            return True  # vector lookups, and entries stored without their prompt
-        rejection = guard.check(q.text, row.prompt)
-        if rejection is None:
-            return True
-        self.batcher.count(guard_rejections=1)
-        log.debug("semcache: guard rejected entry %d for %r: %s", row.id, q.text, rejection)
-        return False
+        blocked: set[int] | None = None
+
+        def accept(row: EntryRow, similarity: float) -> bool:
+            nonlocal blocked
+            if blocked is None:  # looked up once per query, only when a candidate qualifies
+                blocked = self.store.blocked_entries(query_hash(text))
+            if row.id in blocked:
+                return False
+            if guard is None or row.prompt is None:
+                return True
+            rejection = guard.check(text, row.prompt)
+            if rejection is None:
+                return True
+            self.batcher.count(guard_rejections=1)
+            # The reason, not the texts: prompts may hold personal data.
+            log.debug("semcache: guard rejected entry %d (similarity %.4f): %s",
+                      row.id, similarity, rejection.reason)
+            return False
+
+        return accept
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -183,10 +205,15 @@ class LookupPipeline:
                    query=q.text)
 
 
+def query_hash(text: str) -> bytes:
+    """How feedback remembers a query: SHA-256 of its text (the text itself is not kept)."""
+    return hashlib.sha256(text.encode("utf-8")).digest()
+
+
 def corrupt_entry(location: str, entry_id: int, exc: BaseException) -> CorruptCacheError:
     return CorruptCacheError(
         f"entry {entry_id} of cache {location!r} is corrupt ({type(exc).__name__}: {exc}); "
         f"delete it (cache.delete({entry_id})) or delete the file to start a new cache")
 
 
-__all__ = ["LookupPipeline", "Query", "SemanticSearch", "corrupt_entry"]
+__all__ = ["LookupPipeline", "Query", "SemanticSearch", "corrupt_entry", "query_hash"]

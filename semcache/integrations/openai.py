@@ -64,6 +64,7 @@ from semcache.errors import (
 )
 from semcache.integrations.streaming import split_text
 from semcache.keys import RequestKeys, analyze_request
+from semcache.validation import UNSET, check_namespace, check_ttl
 
 logger = logging.getLogger("semcache")
 
@@ -75,7 +76,7 @@ WRAP_OPTIONS: frozenset[str] = frozenset(
 #: finish_reason values of a complete answer; anything else is not stored.
 STORABLE_FINISH_REASONS: frozenset[str] = frozenset({"stop", "tool_calls", "function_call"})
 
-_UNSET: Any = object()
+_UNSET: Any = UNSET
 # Cache-layer failures that degrade a lookup to a miss instead of failing the LLM call.
 _LOOKUP_DEGRADES = (CacheFileError, EmbedderError, TooLargeError)
 
@@ -104,21 +105,13 @@ class _Control:
 
 
 def _check_ttl(ttl: Any, where: str) -> None:
-    if ttl is None or ttl is _UNSET:
-        return
-    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)):
-        raise InvalidTypeError(f"{where} 'ttl' must be a number of seconds or None, got {ttl!r}")
-    if not ttl > 0:
-        raise InvalidInputError(f"{where} 'ttl' must be > 0 seconds, got {ttl!r}")
+    if ttl is not _UNSET:
+        check_ttl(ttl, f"{where} 'ttl'")
 
 
 def _check_namespace(namespace: Any, where: str) -> None:
-    if namespace is None:
-        return
-    if not isinstance(namespace, str):
-        raise InvalidTypeError(f"{where} 'namespace' must be a str, got {namespace!r}")
-    if not namespace.strip():
-        raise InvalidInputError(f"{where} 'namespace' must not be empty")
+    if namespace is not None:
+        check_namespace(namespace, f"{where} 'namespace'")
 
 
 def _parse_options(options: dict[str, Any]) -> _Options:

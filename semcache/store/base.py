@@ -140,6 +140,19 @@ class EntryFilter:
         return all(getattr(self, name) is None for name in self.__slots__)
 
 
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """A recorded judgement of a served hit (``Cache.feedback``)."""
+
+    entry_id: int
+    namespace: str
+    query_hash: bytes | None
+    kind: str
+    similarity: float
+    correct: bool
+    created_at: float
+
+
 @dataclass(slots=True)
 class Changes:
     """What one committed write did to entries that have codes: the mirror replays it."""
@@ -202,6 +215,7 @@ class StoreTxn(Protocol):
     def apply_access(self, updates: dict[int, AccessUpdate]) -> None: ...
     def add_counters(self, deltas: dict[str, int]) -> None: ...
     def set_settings(self, values: dict[str, str]) -> None: ...
+    def record_verdict(self, verdict: Verdict) -> None: ...
 
 
 class Store(Protocol):
@@ -229,6 +243,11 @@ class Store(Protocol):
         (a unit float32 vector), best first. Rows carry no vector."""
         ...
 
+    def blocked_entries(self, query_hash: bytes) -> set[int]:
+        """Ids of entries judged wrong for this query (never served for it again)."""
+        ...
+
+    def verdicts(self, namespace: str | None = None) -> list[Verdict]: ...
     def counters(self) -> dict[str, int]: ...
     def size_bytes(self) -> int:
         """Bytes the cache occupies (file + WAL, or the schema's relations)."""

@@ -26,6 +26,7 @@ from semcache.store.base import (
     EntryFilter,
     EntryRow,
     NewEntry,
+    Verdict,
     expires_to_int,
 )
 from semcache.store.connection import (
@@ -420,6 +421,13 @@ class WriteTxn:
                 "UPDATE entry_codes SET expires_at = ? WHERE entry_id = ?",
                 [(expires_to_int(e), i) for e, i in coded])
             self.changes.expires.extend((i, e) for e, i in coded)
+
+    def record_verdict(self, v: Verdict) -> None:
+        self._conn.execute(
+            "INSERT INTO feedback (entry_id, namespace, query_hash, kind, similarity, correct, "
+            "created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (v.entry_id, v.namespace, v.query_hash, v.kind, v.similarity, int(v.correct),
+             v.created_at))
 
     def add_counters(self, deltas: dict[str, int]) -> None:
         self._conn.executemany(

@@ -15,6 +15,7 @@ from semcache.store.base import (
     EntryOrder,
     EntryRecord,
     NamespaceSummary,
+    Verdict,
     expires_to_int,
 )
 from semcache.store.filters import compile_filter, order_sql
@@ -68,6 +69,17 @@ class SQLiteAdmin:
             (now,))
         return [NamespaceSummary(ns, int(n), int(exp or 0), int(h or 0), int(b or 0))
                 for ns, n, exp, h, b in rows]
+
+    def blocked_entries(self, query_hash: bytes) -> set[int]:
+        return {int(r[0]) for r in self._query(
+            "SELECT entry_id FROM feedback WHERE query_hash = ? AND correct = 0", (query_hash,))}
+
+    def verdicts(self, namespace: str | None = None) -> list[Verdict]:
+        cond, params = ("WHERE namespace = ?", (namespace,)) if namespace is not None else ("", ())
+        return [Verdict(int(r[0]), r[1], r[2], r[3], float(r[4]), bool(r[5]), float(r[6]))
+                for r in self._query(
+                    "SELECT entry_id, namespace, query_hash, kind, similarity, correct, "
+                    f"created_at FROM feedback {cond} ORDER BY id", params)]
 
     def partitions(self, namespace: str) -> list[tuple[int, str]]:
         return [(int(i), str(s)) for i, s in self._query(

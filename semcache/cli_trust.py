@@ -1,0 +1,86 @@
+"""``semcache calibrate``: pick a namespace's similarity threshold for a target wrong-hit
+rate, from the verdicts recorded with ``Cache.feedback`` or from a labelled JSONL file.
+
+The decision rule is :func:`semcache.calibrate.calibrate`'s (a Wilson upper bound on the
+wrong-hit rate); this command only gathers the observations, prints the curve and, with
+``--apply``, stores the threshold for the namespace in the cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from semcache import cli_format as fmt
+from semcache.cli_common import CLIError, UsageError, open_cache
+
+
+def _observations(cache: Any, args: argparse.Namespace, namespace: str) -> list[Any]:
+    from semcache.calibrate import Observation, observations_from_pairs, parse_pairs_jsonl
+
+    if args.pairs is None:
+        return [Observation(v.similarity, v.correct) for v in cache.verdicts(namespace)
+                if v.kind == "semantic"]
+    if not cache.semantic:
+        raise CLIError(f"{args.path!r} has no embedder: labelled pairs cannot be scored")
+    guard = None
+    if cache.settings["guard"]:
+        from semcache.guard import NearMissGuard
+
+        guard = NearMissGuard()
+    return observations_from_pairs(parse_pairs_jsonl(args.pairs), cache.embedder, guard)
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from semcache.calibrate import calibrate, format_curve, plot_curve
+
+    if not 0 < args.target_wrong < 1:
+        raise UsageError(f"--target-wrong must be in (0, 1); got {args.target_wrong}")
+    with open_cache(args.path, write=args.apply) as cache:
+        namespace = args.namespace if args.namespace is not None else cache.namespace
+        before = cache.threshold(namespace)
+        result = calibrate(_observations(cache, args, namespace), args.target_wrong)
+        applied = bool(args.apply and result.decided)
+        if applied:
+            cache.set_threshold(namespace, result.threshold)
+    if args.plot:
+        plot_curve(result, args.plot, title=f"{args.path} [{namespace}]")
+    out = {
+        "namespace": namespace, "source": args.pairs or "recorded feedback",
+        "observations": result.observations, "threshold_before": before,
+        "threshold": result.threshold, "needed": result.needed, "applied": applied,
+        "message": result.message,
+        "curve": [{"threshold": p.threshold, "hits": p.hits, "wrong": p.wrong,
+                   "upper_bound": round(p.upper_bound, 6)} for p in result.curve],
+    }
+    if args.json:
+        fmt.print_json(out)
+        return 0
+    print(f"calibrating {args.path} namespace {namespace!r} from {out['source']} "
+          f"({result.observations} observations); threshold now {before:g}")
+    print(format_curve(result))
+    if applied:
+        print(f"applied: namespace {namespace!r} now uses threshold {result.threshold:g}")
+    elif result.decided:
+        print("not applied (pass --apply to store it for the namespace)")
+    else:
+        print("nothing changed")
+    return 0
+
+
+def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    help_text = "choose a namespace's similarity threshold for a target wrong-hit rate"
+    p = sub.add_parser("calibrate", help=help_text, description=help_text, parents=[common])
+    p.add_argument("path", help="cache file or postgresql:// URL")
+    p.add_argument("--namespace", "-n", help="namespace (default: the cache's)")
+    p.add_argument("--target-wrong", type=float, default=0.01,
+                   help="highest acceptable wrong-hit rate (default 0.01)")
+    p.add_argument("--pairs", metavar="JSONL",
+                   help='labelled pairs {"query", "stored", "same"} instead of recorded feedback')
+    p.add_argument("--plot", metavar="PNG", help="draw the curve to this PNG file")
+    p.add_argument("--apply", action="store_true",
+                   help="store the chosen threshold for the namespace")
+    p.set_defaults(func=cmd_calibrate)
+
+
+__all__ = ["add_parser", "cmd_calibrate"]

@@ -1,0 +1,205 @@
+"""The engine boundary: the public surface, the request API every integration uses, one
+validation for every entry point, and embedding outside the cache's locks."""
+
+from __future__ import annotations
+
+import ast
+import re
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import semcache
+from semcache.keys import analyze_request
+from tests.word_embedder import WordEmbedder
+
+PACKAGE = Path(semcache.__file__).parent
+
+PUBLIC = [
+    "BinaryEncoder", "Cache", "CacheClosedError", "CacheFileError", "ConfigurationError",
+    "CorruptCacheError", "DimensionError", "EmbedderError", "EmbedderMismatchError",
+    "EmptyPromptError", "Entry", "Hit", "HitKind", "InvalidInputError", "InvalidTypeError",
+    "InvalidVectorError", "NotASemcacheFileError", "ReadOnlyCacheError", "SchemaVersionError",
+    "SemcacheError", "SerializationError", "ThresholdError", "TooLargeError", "cache_stats",
+    "clear_cache", "disable_cache", "get_default_cache", "init_cache", "open", "verify", "wrap",
+]
+
+
+def test_public_surface_is_pinned() -> None:
+    # Adding a name is a decision: update this list with it (httpx does the same).
+    assert sorted(semcache.__all__) == sorted(set(semcache.__all__))
+    assert set(PUBLIC) <= set(semcache.__all__)
+    for name in semcache.__all__:
+        assert getattr(semcache, name) is not None
+
+
+def _python_files(*exclude: str) -> list[Path]:
+    return [p for p in PACKAGE.rglob("*.py")
+            if not any(part in exclude for part in p.relative_to(PACKAGE).parts)]
+
+
+def test_no_private_cache_member_is_used_outside_the_cache_package() -> None:
+    offenders = []
+    for path in _python_files("cache"):
+        for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+            if (isinstance(node, ast.Attribute) and node.attr.startswith("_")
+                    and not node.attr.startswith("__")
+                    and isinstance(node.value, ast.Name) and node.value.id == "cache"):
+                offenders.append(f"{path.name}:{node.lineno} cache.{node.attr}")
+    assert offenders == []
+
+
+_SQL = re.compile(r"\b(SELECT\b.+\bFROM|INSERT INTO|DELETE FROM|UPDATE \w+ SET|"
+                  r"CREATE (TABLE|INDEX|TRIGGER)|ALTER TABLE|DROP TABLE|PRAGMA \w+\s*$)")
+
+
+def _string_literals(tree: ast.AST) -> list[ast.Constant]:
+    """String constants that are not docstrings."""
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, (ast.Module, ast.FunctionDef, ast.ClassDef,
+                                       ast.AsyncFunctionDef))
+                  and node.body and isinstance(node.body[0], ast.Expr)}
+    return [n for n in ast.walk(tree) if isinstance(n, ast.Constant)
+            and isinstance(n.value, str) and id(n) not in docstrings]
+
+
+def test_sql_lives_in_the_store() -> None:
+    offenders = [
+        f"{path.relative_to(PACKAGE)}:{node.lineno}: {node.value[:40]!r}"
+        for path in _python_files("store", "migrations")
+        for node in _string_literals(ast.parse(path.read_text("utf-8")))
+        if _SQL.search(node.value)]
+    assert offenders == []
+
+
+def test_modules_stay_small() -> None:
+    sizes = {p.relative_to(PACKAGE).as_posix(): len(p.read_text("utf-8").splitlines())
+             for p in _python_files()}
+    assert {name: n for name, n in sizes.items() if n > 500} == {}
+
+
+# -- the request-level API --------------------------------------------------------------------
+
+
+def request(text: str, model: str = "m") -> dict:
+    return {"model": model, "messages": [{"role": "user", "content": text}]}
+
+
+def test_lookup_and_store_follow_keys_and_scopes(tmp_path: Path) -> None:
+    with semcache.open(tmp_path / "c.db", embedder=WordEmbedder(),
+                       similarity_threshold=0.9) as cache:
+        keys = analyze_request(request("What is the capital of France?"))
+        entry = cache.store(keys.key, {"answer": "Paris"}, text=keys.text, scope=keys.scope)
+        exact = cache.lookup(keys.key, text=keys.text, scope=keys.scope)
+        assert exact is not None and exact.kind == "exact" and exact.entry_id == entry
+        para = analyze_request(request("Tell me the capital of France"))
+        hit = cache.lookup(para.key, text=para.text, scope=para.scope)
+        assert hit is not None and hit.kind == "semantic" and hit.response == {"answer": "Paris"}
+        other = analyze_request(request("Tell me the capital of France", model="other"))
+        assert cache.lookup(other.key, text=other.text, scope=other.scope) is None
+        assert cache.lookup(para.key, text=para.text, scope=para.scope, namespace="t2") is None
+        assert cache.lookup(para.key, text=para.text, scope=para.scope, exact_only=True) is None
+        # get()/put() and lookup()/store() never share keys
+        assert cache.get("What is the capital of France?", exact_only=True) is None
+
+
+# -- one validation ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad, error", [
+    ({"ttl": float("inf")}, semcache.InvalidInputError),
+    ({"ttl": 1e300}, semcache.InvalidInputError),
+    ({"namespace": "n" * 300}, semcache.InvalidInputError),
+    ({"namespace": "   "}, semcache.InvalidInputError),
+    ({"namespace": "\ud800"}, semcache.InvalidInputError),
+])
+def test_the_same_input_is_refused_the_same_way_everywhere(tmp_path: Path, bad: dict,
+                                                           error: type) -> None:
+    import openai
+
+    with semcache.open(tmp_path / "c.db", embedder=WordEmbedder()) as cache:
+        with pytest.raises(error):
+            cache.put("q", "a", **bad)
+        with pytest.raises(error):
+            cache.store(b"k", "a", **bad)
+        if "namespace" in bad:
+            with pytest.raises(error):
+                cache.get("q", **bad)
+            with pytest.raises(error):
+                cache.lookup(b"k", **bad)
+        with pytest.raises(error):
+            semcache.wrap(openai.OpenAI(api_key="x", base_url="http://127.0.0.1:9"), cache, **bad)
+        with pytest.raises(error):
+            cache.memoize(**bad)
+        assert cache.stats()["puts"] == 0
+    with pytest.raises(error):
+        semcache.open(tmp_path / "other.db", embedder=WordEmbedder(), **bad)
+    assert not (tmp_path / "other.db").exists()
+
+
+# -- embedding outside the lock ----------------------------------------------------------------
+
+
+class BlockingEmbedder(WordEmbedder):
+    """Blocks inside embed() until released, to hold a lookup mid-embedding."""
+
+    name = "test-blocking:v1"
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.block = False
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        if self.block:
+            self.entered.set()
+            assert self.release.wait(30)
+        return super().embed(texts)
+
+
+def test_an_exact_hit_returns_while_another_thread_is_embedding(tmp_path: Path) -> None:
+    embedder = BlockingEmbedder()
+    with semcache.open(tmp_path / "c.db", embedder=embedder) as cache:
+        cache.put("What is the capital of France?", "Paris")
+        embedder.block = True
+        slow = threading.Thread(target=cache.get, args=("An unrelated question to embed",))
+        slow.start()
+        assert embedder.entered.wait(10)
+        started = time.perf_counter()
+        hit = cache.get("What is the capital of France?")
+        waited = time.perf_counter() - started
+        embedder.release.set()
+        slow.join(10)
+        assert hit is not None and hit.kind == "exact"
+        assert waited < 0.5, f"the exact hit waited {waited:.3f}s behind the embedder"
+
+
+def test_close_while_a_thread_is_embedding_raises_closed_not_a_driver_error(
+        tmp_path: Path) -> None:
+    embedder = BlockingEmbedder()
+    cache = semcache.open(tmp_path / "c.db", embedder=embedder)
+    cache.put("What is the capital of France?", "Paris")
+    embedder.block = True
+    outcome: list[object] = []
+
+    def lookup() -> None:
+        try:
+            outcome.append(cache.get("Something else to embed"))
+        except Exception as exc:  # noqa: BLE001 - the type is what the test checks
+            outcome.append(exc)
+
+    worker = threading.Thread(target=lookup)
+    worker.start()
+    assert embedder.entered.wait(10)
+    started = time.perf_counter()
+    cache.close()  # the in-flight lookup finishes; close does not wait for it for long
+    assert time.perf_counter() - started < 5
+    embedder.release.set()
+    worker.join(10)
+    assert outcome and not isinstance(outcome[0], Exception) or \
+        isinstance(outcome[0], semcache.CacheClosedError)
+    with pytest.raises(semcache.CacheClosedError):
+        cache.get("What is the capital of France?")
