@@ -117,8 +117,23 @@ def _read_input(path: str) -> tuple[list[str] | None, str]:
         return lines, lines[0] if lines else ""
     if not os.path.isfile(path):
         raise CLIError(f"no input file at {path!r}")
-    with open(path, encoding="utf-8", errors="replace") as f:
-        return None, f.readline()
+    try:
+        with open(path, encoding="utf-8") as f:
+            return None, f.readline()
+    except UnicodeDecodeError as exc:
+        raise CLIError(f"{path!r} is not UTF-8 text, so not a semcache export ({exc})") from None
+
+
+def _is_record(line: str) -> bool:
+    import json
+
+    from semcache.transfer import parse_record
+
+    try:
+        parse_record(json.loads(line))
+    except (ValueError, TypeError, RecursionError):
+        return False
+    return True
 
 
 def _target(args: argparse.Namespace, first: str) -> tuple[Any, bool]:
@@ -143,6 +158,9 @@ def cmd_import(args: argparse.Namespace) -> int:
     from semcache.transfer import BadLine, import_jsonl, read_header
 
     lines, first = _read_input(args.input)
+    if read_header(first) is None and not _is_record(first):
+        raise CLIError(f"{args.input!r} is not a semcache export (its first line is neither "
+                       "an export header nor an entry)")
     cache, created = _target(args, first)
     progress = None
     size = os.path.getsize(args.input) if args.input != "-" else 0
@@ -162,9 +180,6 @@ def cmd_import(args: argparse.Namespace) -> int:
             report = import_jsonl(cache, args.input, strict=args.strict,
                                   batch_size=args.batch_size, progress=progress,
                                   on_bad_line=report_bad, lines=lines)
-            if report.imported == 0 and report.bad_count and read_header(first) is None:
-                raise CLIError(f"{args.input!r} is not a semcache export (no header line and "
-                               f"none of its {report.bad_count} line(s) is an entry)")
     except BaseException:
         if created:
             from semcache.cli_common import remove_cache_files

@@ -60,6 +60,16 @@ def _expires_u32_array(expires: np.ndarray) -> np.ndarray:
 Alive = Callable[[EntryRow, float], bool]
 
 
+def cosines(stored: np.ndarray, unit_query: np.ndarray) -> np.ndarray:
+    """Exact cosine of each stored row with a unit query. Stored norms are not trusted
+    (a vector edited by hand or imported by an older version may not be unit length):
+    each row is divided by its own norm, which costs nothing at k rows."""
+    rows = stored.astype(np.float64)
+    norms = np.linalg.norm(rows, axis=1)
+    norms[norms == 0] = np.inf  # a zero vector is similar to nothing
+    return np.clip((rows @ unit_query.astype(np.float64)) / norms, -1.0, 1.0)
+
+
 def make_search(store: Store, encoder: BinaryEncoder, *,
                 use_mirror: bool = True) -> SemanticIndex | StoreSearch:
     """The search layer for ``store``: a shared code mirror when the engine's codes can be
@@ -146,7 +156,7 @@ class SemanticIndex:
         # the whole Hamming scan of 10k entries.
         stored = np.frombuffer(b"".join([r.vector for r in rows if r.vector is not None]),
                                dtype="<f4").reshape(len(rows), -1)
-        sims = np.clip(stored.astype(np.float64) @ vector.astype(np.float64), -1.0, 1.0)
+        sims = cosines(stored, vector)
         return _decide(list(zip(rows, sims.tolist(), strict=True)), threshold, now, alive,
                        accept)
 

@@ -539,7 +539,36 @@ BAD = [
      semcache.InvalidInputError),
     ("clear bad ns", lambda c: c.clear(namespace=5), semcache.InvalidTypeError),
     ("clear empty ns", lambda c: c.clear(namespace=""), semcache.InvalidInputError),
+    # round 2: what an attacker found (raw RecursionError, OverflowError, UnicodeEncodeError)
+    ("put response nested 100k", lambda c: c.put("q", _nested(100_000)),
+     semcache.SerializationError),
+    ("put metadata nested 100k", lambda c: c.put("q", "a", metadata={"m": _nested(100_000)}),
+     semcache.SerializationError),
+    ("put ttl 9.3e18", lambda c: c.put("q", "a", ttl=9.3e18), semcache.InvalidInputError),
+    ("put ttl 1e300", lambda c: c.put("q", "a", ttl=1e300), semcache.InvalidInputError),
+    ("put tokens 2**63", lambda c: c.put("q", "a", tokens=2**63), semcache.InvalidInputError),
+    ("delete 2**63", lambda c: c.delete(2**63), semcache.InvalidInputError),
+    ("put surrogate prompt", lambda c: c.put("q\ud800", "a"), semcache.InvalidInputError),
+    ("get surrogate prompt", lambda c: c.get("q\ud800"), semcache.InvalidInputError),
+    ("put surrogate response", lambda c: c.put("q", "a\udfff"), semcache.SerializationError),
+    ("put surrogate metadata", lambda c: c.put("q", "a", metadata={"k": "\ud800"}),
+     semcache.SerializationError),
+    ("put surrogate namespace", lambda c: c.put("q", "a", namespace="\ud800"),
+     semcache.InvalidInputError),
+    ("put complex vector", lambda c: c.put("q", "a", vector=np.ones(DIM) * (1 + 1j)),
+     semcache.InvalidVectorError),
+    ("get complex vector", lambda c: c.get(np.ones(DIM, dtype=complex)),
+     semcache.InvalidVectorError),
+    ("put whitespace namespace", lambda c: c.put("q", "a", namespace="   "),
+     semcache.InvalidInputError),
 ]
+
+
+def _nested(depth: int) -> list:
+    value: list = []
+    for _ in range(depth):
+        value = [value]
+    return value
 
 
 @pytest.mark.parametrize("name,call,error", BAD, ids=[b[0] for b in BAD])

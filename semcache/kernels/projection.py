@@ -32,6 +32,8 @@ _ENCODE_BATCH = 8192
 
 def _as_float_array(v: ArrayLike) -> np.ndarray:
     """Convert to a float64 array, mapping conversion failures to InvalidVectorError."""
+    if np.iscomplexobj(v):  # numpy would silently drop the imaginary part
+        raise InvalidVectorError("vector must hold real numbers; got complex values")
     try:
         arr = np.asarray(v, dtype=np.float64)
     except (TypeError, ValueError) as exc:

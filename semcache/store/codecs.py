@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import threading
 from typing import Any
 
@@ -51,6 +52,10 @@ def to_json(value: Any, what: str) -> str:
     """Canonical JSON text of ``value``; raises SerializationError naming ``what``."""
     try:
         return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except RecursionError:
+        raise SerializationError(
+            f"{what} is nested too deeply to store as JSON (more than ~"
+            f"{sys.getrecursionlimit()} levels)") from None
     except (TypeError, ValueError) as exc:
         raise SerializationError(
             f"{what} must be JSON-serializable (str, number, bool, None, list, dict); "
@@ -58,10 +63,20 @@ def to_json(value: Any, what: str) -> str:
         ) from None
 
 
+def to_utf8(text: str, what: str) -> bytes:
+    """UTF-8 bytes of JSON text; a lone surrogate (``"\ud800"``) cannot be stored."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise SerializationError(
+            f"{what} holds text that is not valid Unicode (a lone surrogate "
+            f"{text[exc.start]!r}); expected text that encodes as UTF-8") from None
+
+
 def encode_response(value: Any) -> bytes:
     """zstd-compressed JSON of a response; validates serializability and size."""
     text = to_json(value, "response")
-    raw = text.encode("utf-8")
+    raw = to_utf8(text, "response")
     if len(raw) > MAX_RESPONSE_BYTES:
         raise TooLargeError(
             f"response is {len(raw)} bytes of JSON; the limit is {MAX_RESPONSE_BYTES} bytes"
@@ -107,7 +122,7 @@ def encode_metadata(value: Any) -> str | None:
     if not isinstance(value, dict):
         raise SerializationError(f"metadata must be a dict or None; got {type(value).__name__}")
     text = to_json(value, "metadata")
-    if len(text.encode("utf-8")) > MAX_METADATA_BYTES:
+    if len(to_utf8(text, "metadata")) > MAX_METADATA_BYTES:
         raise TooLargeError(f"metadata is above the {MAX_METADATA_BYTES}-byte limit")
     return text
 

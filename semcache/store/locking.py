@@ -33,10 +33,14 @@ def _open_lock_file(path: str) -> int:
     """Open (creating) the lock file as 0o644 filtered by the umask, like the database:
     a world-writable lock file (0o666 under umask 0) would let any local user hold the
     write lock."""
+    # O_NOFOLLOW: a symlink planted at the lock path must not make us create or lock
+    # whatever it points to.
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
     try:
-        return os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+        return os.open(path, flags, 0o644)
     except OSError as exc:
-        raise CacheFileError(f"cannot open the write lock file {path!r}: {exc}") from exc
+        raise CacheFileError(f"cannot open the write lock file {path!r} ({exc}); if it is a "
+                             "symlink, remove it: semcache creates a plain file there") from exc
 
 
 class _FlockFile:

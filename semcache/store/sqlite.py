@@ -235,8 +235,10 @@ class SQLiteStore(SQLiteAdmin):
         if not rows:
             return []
         stored = np.frombuffer(b"".join(r.vector for r in rows if r.vector is not None),
-                               dtype="<f4").reshape(len(rows), -1)
-        sims = np.clip(stored.astype(np.float64) @ vector.astype(np.float64), -1.0, 1.0)
+                               dtype="<f4").reshape(len(rows), -1).astype(np.float64)
+        norms = np.linalg.norm(stored, axis=1)
+        norms[norms == 0] = np.inf  # stored norms are not trusted; zero matches nothing
+        sims = np.clip((stored @ vector.astype(np.float64)) / norms, -1.0, 1.0)
         ranked = sorted(zip(rows, sims.tolist(), strict=True), key=lambda rs: (-rs[1], -rs[0].id))
         for row, _ in ranked:
             row.vector = None
@@ -249,26 +251,29 @@ class SQLiteStore(SQLiteAdmin):
               timeout: float | None = None) -> Iterator[WriteTxn]:
         """One write transaction under the cross-process lock.
 
-        ``on_commit`` runs after COMMIT, still holding the lock (the mirror update).
+        ``on_commit`` runs after COMMIT, still holding the write lock (the mirror update)
+        but no longer the connection's mutex: the search layer takes its own lock and then
+        reads through this connection, so holding both here would invert that order.
         """
-        with self.lock.hold(timeout), self._mutex:
-            self._check_fork()
-            txn = WriteTxn(self)
-            try:
-                self._conn.execute("BEGIN IMMEDIATE")
-                txn.changes.seq_before = self._seq_in_txn()
-                yield txn
-                txn.changes.seq_after = self._seq_in_txn()
-                self._conn.execute("COMMIT")
-            except BaseException as exc:
-                if not self._conn.getautocommit():
-                    try:
-                        self._conn.execute("ROLLBACK")
-                    except apsw.Error:
-                        pass
-                if isinstance(exc, apsw.Error):
-                    raise translate(exc, self.path) from None
-                raise
+        with self.lock.hold(timeout):
+            with self._mutex:
+                self._check_fork()
+                txn = WriteTxn(self)
+                try:
+                    self._conn.execute("BEGIN IMMEDIATE")
+                    txn.changes.seq_before = self._seq_in_txn()
+                    yield txn
+                    txn.changes.seq_after = self._seq_in_txn()
+                    self._conn.execute("COMMIT")
+                except BaseException as exc:
+                    if not self._conn.getautocommit():
+                        try:
+                            self._conn.execute("ROLLBACK")
+                        except apsw.Error:
+                            pass
+                    if isinstance(exc, apsw.Error):
+                        raise translate(exc, self.path) from None
+                    raise
             if on_commit is not None:
                 on_commit(txn.changes)
 
