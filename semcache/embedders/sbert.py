@@ -22,7 +22,6 @@ failure falls back to eager). See ``num_threads`` for why one thread is the defa
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 import sys
@@ -36,7 +35,7 @@ import numpy as np
 
 from semcache.embedders._threads import THREADS_ENV, threads_from_env
 from semcache.embedders.base import TrustedEmbedder, l2_normalize
-from semcache.embedders.minilm import KNOWN_DIMS, find_model_dir, hub_repo_id
+from semcache.embedders.minilm import KNOWN_DIMS, find_model_dir, hub_repo_id, installed
 from semcache.errors import ConfigurationError, EmbedderError
 
 logger = logging.getLogger("semcache")
@@ -51,7 +50,7 @@ _TRACE_TOLERANCE = 1e-4
 
 def sentence_transformers_available() -> bool:
     """True if torch and sentence_transformers are installed (checked without importing)."""
-    return all(importlib.util.find_spec(m) is not None for m in ("torch", "sentence_transformers"))
+    return installed("torch") and installed("sentence_transformers")
 
 
 class SentenceTransformerEmbedder(TrustedEmbedder):
