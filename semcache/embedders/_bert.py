@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -86,6 +86,12 @@ def layer_norm_(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float)
     x *= weight
     x += bias
     return x
+
+
+class TensorSource(Protocol):
+    """Where the weights come from: a dict of arrays, or a reader of a safetensors file."""
+
+    def get(self, name: str) -> np.ndarray | None: ...
 
 
 @dataclass(frozen=True)
@@ -147,13 +153,15 @@ class _Layer:
 class MeanPooledBert:
     """BERT encoder + masked mean pooling over token ids, in numpy float32.
 
-    Built from a ``{tensor name: array}`` mapping with Hugging Face ``BertModel`` names
-    (an optional ``bert.`` prefix is accepted) and the model's config. Weight matrices are
+    Built from a ``{tensor name: array}`` mapping (or any :class:`TensorSource`, asked for
+    each tensor once) with Hugging Face ``BertModel`` names (an optional ``bert.`` prefix is
+    accepted) and the model's config. Weight matrices are
     stored transposed, ``(in, out)``, and query/key/value fused into one matrix, so each
     layer is 4 matrix products on the packed tokens. Thread-safe: :meth:`pool` only reads.
     """
 
-    def __init__(self, tensors: Mapping[str, np.ndarray], config: BertConfig, *, where: str) -> None:
+    def __init__(self, tensors: TensorSource | Mapping[str, np.ndarray], config: BertConfig, *,
+                 where: str) -> None:
         self.config = config
         self.where = where
         get = _TensorGetter(tensors, where)
@@ -290,7 +298,7 @@ class _Grid:
 class _TensorGetter:
     """Looks tensors up by Hugging Face name, with or without a ``bert.`` prefix, as float32."""
 
-    def __init__(self, tensors: Mapping[str, np.ndarray], where: str) -> None:
+    def __init__(self, tensors: TensorSource | Mapping[str, np.ndarray], where: str) -> None:
         self.tensors = tensors
         self.where = where
 

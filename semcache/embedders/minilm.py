@@ -317,7 +317,6 @@ class _NumpyModel:
     """Tokenizer + numpy BERT + mean pooling of one model directory (thread-safe to use)."""
 
     def __init__(self, directory: Path, *, where: str) -> None:
-        from safetensors.numpy import load_file
         from tokenizers import Tokenizer
 
         from semcache.embedders._bert import BertConfig, MeanPooledBert
@@ -327,7 +326,10 @@ class _NumpyModel:
         self.max_length = min(self._max_seq_length(directory, where), config.max_positions)
         try:
             tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
-            tensors = load_file(str(directory / "model.safetensors"))
+            with _open_safetensors(directory / "model.safetensors") as handle:
+                bert = MeanPooledBert(_SafetensorsTensors(handle), config, where=where)
+        except EmbedderError:
+            raise
         except Exception as exc:  # corrupt or unreadable files: say which model
             raise EmbedderError(f"{where}: cannot load {directory}: {exc}") from exc
         # tokenizer.json ships fixed padding to 128 and truncation at 128: every query would
@@ -337,7 +339,7 @@ class _NumpyModel:
         tokenizer.enable_truncation(max_length=self.max_length)
         # Configured once, never changed again: concurrent encode() calls only read it.
         self.tokenizer = tokenizer
-        self.bert = MeanPooledBert(tensors, config, where=where)
+        self.bert = bert
         self.dim = config.hidden_size
 
     @staticmethod
@@ -383,3 +385,30 @@ class _NumpyModel:
             out[chunk] = self.bert.pool([ids[i] for i in chunk])
             start += size
         return out
+
+
+def _open_safetensors(path: Path) -> Any:
+    """``safetensors.safe_open`` in numpy mode, reading with ``pread`` where supported.
+
+    Tensors are read one at a time and turned into the forward pass's layout as they come,
+    so loading never holds two copies of the weights; ``pread`` (safetensors >= 0.8) also
+    keeps the file's pages out of this process's RSS, where ``mmap`` would count all 90 MB
+    of them on top of the copies until the file is closed.
+    """
+    from safetensors import safe_open
+
+    try:
+        return safe_open(str(path), framework="np", backend="pread")
+    except TypeError:  # an older safetensors without the backend option
+        return safe_open(str(path), framework="np")
+
+
+class _SafetensorsTensors:
+    """``get(name)`` over an open safetensors file: each tensor read when asked for."""
+
+    def __init__(self, handle: Any) -> None:
+        self._handle = handle
+        self._names = set(handle.keys())
+
+    def get(self, name: str) -> np.ndarray | None:
+        return self._handle.get_tensor(name) if name in self._names else None

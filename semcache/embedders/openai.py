@@ -171,7 +171,7 @@ class OpenAIEmbedder(TrustedEmbedder):
                     except ImportError as exc:
                         raise EmbedderError(
                             f"embedder {self.name!r} needs the openai package: "
-                            "pip install 'semcache[openai]'"
+                            "pip install 'semcache-sqlite[openai]'"
                         ) from exc
                     try:
                         self._client = openai.OpenAI(
