@@ -315,3 +315,40 @@ def test_exact_hit_imports_no_model_runtime(tmp_path: Path) -> None:
         "print([m for m in mods if m in sys.modules])\n"
     )
     assert run_python(code) == "[]"
+
+
+@pytest.mark.minilm
+@pytest.mark.skipif(not hasattr(os, "fork") or not os.path.exists("/proc/self/smaps_rollup"),
+                    reason="needs fork and Linux /proc")
+def test_fork_after_load_shares_the_weights() -> None:
+    """gunicorn --preload + cache.warmup(): the model loaded before the fork is shared by the
+    children (copy-on-write, never written), which embed the same vectors, quietly."""
+    code = (
+        "import os, sys\n"
+        "import numpy as np\n"
+        "from semcache.embedders import MiniLMEmbedder\n"
+        "def private_mb():\n"
+        "    fields = dict(l.split(':', 1) for l in open('/proc/self/smaps_rollup') if ':' in l)\n"
+        "    return sum(int(fields[k].split()[0]) for k in ('Private_Clean', 'Private_Dirty')) // 1024\n"
+        "e = MiniLMEmbedder(); e.load()\n"
+        "texts = ['How do I reset my password?', 'a second, longer text for the same batch']\n"
+        "want = e.embed(texts)\n"
+        "r, w = os.pipe()\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    got = e.embed(texts)\n"
+        "    for i in range(10):\n"
+        "        e.embed([f'question {i} asked in the child'])\n"
+        "    os.write(w, f'{np.allclose(got, want, atol=1e-6)} {private_mb()}'.encode())\n"
+        "    os._exit(0)\n"
+        "os.close(w)\n"
+        "out = os.read(r, 100).decode(); os.waitpid(pid, 0)\n"
+        "print(out)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=REPO, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    same, private_mb = proc.stdout.split()
+    assert same == "True"
+    assert int(private_mb) < 40, private_mb  # the ~100 MB model stays shared
+    assert "fork" not in proc.stderr.lower(), proc.stderr  # no tokenizers fork warning
