@@ -132,70 +132,81 @@ def cold_start(path: str, pair: dict[str, str]) -> dict[str, Any]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def query_sets(queries: int) -> dict[str, list[str]]:
+    """The texts timed one at a time (see the module docstring)."""
+    data = pairs()
+    hard = json.loads(HARD_NEGATIVES.read_text(encoding="utf-8"))["pairs"]
+    return {"paraphrase": [p["similar"] for p in data[:queries]],
+            "12_words": [p["similar"] for p in data if 10 <= len(p["similar"].split()) <= 14][:queries],
+            # Short chat questions ("How do I sort a list in Java?"); they are not in the
+            # file, so they time the model only (no hits).
+            "short_questions": [h["query"] for h in hard][:queries]}
+
+
+def time_queries(cache: Any, texts: list[str]) -> tuple[list[float], list[float]]:
+    """(model alone, semantic hits end to end) seconds for each text, one call at a time."""
+    memo, inner, pc = cache.embedder, cache.embedder.inner, time.perf_counter
+    embed_t, hit_t = [], []
+    for text in texts:
+        memo.clear()  # every get runs the model
+        t0 = pc()
+        hit = cache.get(text)
+        t1 = pc()
+        inner.embed([text])
+        embed_t.append(pc() - t1)
+        if hit is not None and hit.kind == "semantic":
+            hit_t.append(t1 - t0)
+    return embed_t, hit_t
+
+
+def time_batches(inner: Any, texts: list[str], first: int, count: int) -> list[float]:
+    """Per-sentence seconds of ``count`` batches of 32 distinct texts."""
+    out = []
+    for b in range(first, first + count):
+        start = b * 32 % (len(texts) - 32)
+        t0 = time.perf_counter()
+        inner.embed(texts[start : start + 32])
+        out.append((time.perf_counter() - t0) / 32)
+    return out
+
+
+def _summary(all_samples: list[float], round_medians: list[float]) -> dict[str, Any] | None:
+    if not all_samples:
+        return None
+    return {**ms(all_samples), "round_medians_ms": [round(x * 1e3, 3) for x in round_medians]}
+
+
 def worker_warm(paths: dict[str, str], rounds: int, queries: int, batches: int) -> dict[str, Any]:
     """Both runtimes in one process, taking turns by blocks (see the module docstring)."""
     import semcache
 
     data = pairs()
     caches = {rt: semcache.open(p) for rt, p in paths.items()}
-    tokenizer = None
-    for rt, cache in caches.items():
+    for cache in caches.values():
         for p in data[:10]:  # warm-up: loads the model, first-call costs
             cache.get(p["similar"] + " (warm-up)")
         cache.embedder.inner.embed([p["origin"] for p in data[:32]])
-        if rt == "minilm":
-            tokenizer = cache.embedder.inner._model.tokenizer
-    hard = json.loads(HARD_NEGATIVES.read_text(encoding="utf-8"))["pairs"]
-    sets = {"paraphrase": [p["similar"] for p in data[:queries]],
-            "12_words": [p["similar"] for p in data if 10 <= len(p["similar"].split()) <= 14][:queries],
-            # Short chat questions ("How do I sort a list in Java?"); they are not in the
-            # file, so they time the model only (no hits).
-            "short_questions": [h["query"] for h in hard][:queries]}
-    samples: dict[str, Any] = {rt: {s: {"embed": [], "hit": [], "rounds_embed": [], "rounds_hit": []}
-                                    for s in sets} for rt in caches}
+    sets = query_sets(queries)
+    # samples[runtime][set][kind] = (all samples, per-round medians)
+    samples: dict[str, dict[str, dict[str, tuple[list[float], list[float]]]]] = {
+        rt: {name: {"embed": ([], []), "hit": ([], [])} for name in sets} for rt in caches}
     batch_samples: dict[str, list[float]] = {rt: [] for rt in caches}
     batch_texts = [p["origin"] for p in data]
-    pc = time.perf_counter
     for r in range(rounds):
-        order = list(caches) if r % 2 == 0 else list(reversed(caches))
-        for rt in order:
-            cache = caches[rt]
-            memo, inner = cache.embedder, cache.embedder.inner
+        for rt in list(caches) if r % 2 == 0 else list(reversed(caches)):
             for name, texts in sets.items():
-                embed_t, hit_t = [], []
-                for text in texts:
-                    memo.clear()
-                    t0 = pc()
-                    hit = cache.get(text)
-                    t1 = pc()
-                    inner.embed([text])
-                    t2 = pc()
-                    embed_t.append(t2 - t1)
-                    if hit is not None and hit.kind == "semantic":
-                        hit_t.append(t1 - t0)
-                s = samples[rt][name]
-                s["embed"] += embed_t
-                s["hit"] += hit_t
-                s["rounds_embed"].append(float(np.median(embed_t)) * 1e3)
-                s["rounds_hit"].append(float(np.median(hit_t)) * 1e3 if hit_t else None)
-                s["hits"] = s.get("hits", 0) + len(hit_t)
-            for b in range(batches):
-                start = (r * batches + b) * 32 % (len(batch_texts) - 32)
-                t0 = pc()
-                inner.embed(batch_texts[start : start + 32])
-                batch_samples[rt].append((pc() - t0) / 32)
-    out: dict[str, Any] = {}
-    for rt in caches:
-        out[rt] = {"batch32_per_sentence": ms(batch_samples[rt])}
-        for name in sets:
-            s = samples[rt][name]
-            rounds_hit = [x for x in s["rounds_hit"] if x is not None]
-            out[rt][name] = {
-                "embed": {**ms(s["embed"]), "round_medians_ms": [round(x, 3) for x in s["rounds_embed"]]},
-                "semantic_hit": {**ms(s["hit"]), "round_medians_ms": [round(x, 3) for x in rounds_hit]}
-                if s["hit"] else None,
-            }
-    assert tokenizer is not None
+                for kind, got in zip(("embed", "hit"), time_queries(caches[rt], texts), strict=True):
+                    every, medians = samples[rt][name][kind]
+                    every += got
+                    if got:
+                        medians.append(float(np.median(got)))
+            batch_samples[rt] += time_batches(caches[rt].embedder.inner, batch_texts, r * batches, batches)
+    out: dict[str, Any] = {
+        rt: {"batch32_per_sentence": ms(batch_samples[rt])}
+        | {name: {"embed": _summary(*samples[rt][name]["embed"]),
+                  "semantic_hit": _summary(*samples[rt][name]["hit"])} for name in sets}
+        for rt in caches}
+    tokenizer = caches["minilm"].embedder.inner._model.tokenizer
     out["query_sets"] = {name: {"texts": len(texts), "median_words": float(np.median([len(t.split()) for t in texts])),
                                 "median_tokens": float(np.median([len(tokenizer.encode(t).ids) for t in texts]))}
                          for name, texts in sets.items()}

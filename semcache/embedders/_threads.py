@@ -76,6 +76,12 @@ class BlasThreadLimit:
             self._controller = ThreadpoolController().select(user_api="blas")
         return self._controller
 
+    def prepare(self) -> None:
+        """Find the BLAS libraries now (a scan of the loaded libraries, ~1 ms), not on the
+        first forward pass."""
+        with self._lock:
+            self._blas()
+
     @contextmanager
     def limit(self, threads: int | None) -> Iterator[None]:
         """Run the block with at most ``threads`` BLAS threads (``None``: no change)."""

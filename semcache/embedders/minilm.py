@@ -226,6 +226,8 @@ class MiniLMEmbedder(TrustedEmbedder):
             if directory is not None and runtime_available() and _is_bert(directory):
                 model: Any = _NumpyModel(directory, where=f"embedder {self.name!r}")
                 self._check_dim(model.dim)
+                if self.num_threads is not None:
+                    BLAS_THREADS.prepare()
                 self.runtime, self.source = "numpy", str(directory)
             else:
                 model = self._hand_over(directory)
