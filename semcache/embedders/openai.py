@@ -152,6 +152,10 @@ class OpenAIEmbedder(TrustedEmbedder):
     def __repr__(self) -> str:  # never shows the key
         return f"OpenAIEmbedder(name={self.name!r})"
 
+    def load(self) -> None:
+        """Import openai and create the client now (idempotent; no request is made)."""
+        self._get_client()
+
     def _get_client(self) -> Any:
         if self._client is not None:
             return self._client
@@ -167,7 +171,7 @@ class OpenAIEmbedder(TrustedEmbedder):
                     except ImportError as exc:
                         raise EmbedderError(
                             f"embedder {self.name!r} needs the openai package: "
-                            "pip install 'semcache[openai]'"
+                            "pip install 'semcache-sqlite[openai]'"
                         ) from exc
                     try:
                         self._client = openai.OpenAI(
