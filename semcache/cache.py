@@ -647,6 +647,37 @@ class Cache:
 
     # -- request-level API used by the integrations ------------------------------------------
 
+    def lookup(self, key: bytes | str, *, text: str | None = None, scope: str = "",
+               namespace: str | None = None, exact_only: bool = False) -> Hit | None:
+        """Look a request up: exact tier by ``key`` (any bytes/str identifying the request
+        exactly, e.g. ``semcache.keys.request_key(request)``), then, when ``text`` is given,
+        the semantic tier within the partition (namespace, scope).
+
+        (Interim shim on this branch; the lead's refactor implements the same signature.)
+        """
+        material = key.encode("utf-8") if isinstance(key, str) else key
+        return self._lookup_request(material, namespace=self._ns(namespace), scope=scope,
+                                    text=None if exact_only else text)
+
+    def store(self, key: bytes | str, response: Any, *, text: str | None = None,
+              scope: str = "", namespace: str | None = None, ttl: Any = UNSET,
+              metadata: dict[str, Any] | None = None, tokens: int = 0) -> int:
+        """Store ``response`` under a request key; ``text`` is embedded for the semantic
+        tier of partition (namespace, scope). Returns the entry id.
+
+        (Interim shim on this branch; the lead's refactor implements the same signature.)
+        """
+        material = key.encode("utf-8") if isinstance(key, str) else key
+        return self._store_request(material, response, namespace=self._ns(namespace),
+                                   scope=scope, text=text, ttl=ttl, metadata=metadata,
+                                   tokens=tokens)
+
+    def warmup(self) -> None:
+        """Load the embedder now (interim shim)."""
+        load = getattr(getattr(self._embedder, "inner", self._embedder), "load", None)
+        if callable(load):
+            load()
+
     def _request_key(self, key: bytes, namespace: str) -> bytes:
         return _digest(b"request", namespace, key)
 
