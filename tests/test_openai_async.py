@@ -186,7 +186,7 @@ async def test_per_call_controls(client, server, cache, clock):
 async def test_cache_calls_run_off_the_event_loop(client, server, cache, monkeypatch):
     loop_thread = threading.current_thread()
     seen = []
-    for name in ("_lookup_request", "_store_request"):
+    for name in ("lookup", "store"):
         original = getattr(cache, name)
 
         def spy(*args, _original=original, _name=name, **kwargs):
@@ -197,13 +197,7 @@ async def test_cache_calls_run_off_the_event_loop(client, server, cache, monkeyp
     await ask(client)
     await collect(await ask(client, UNRELATED, stream=True))
     await ask(client)
-    assert [name for name, _ in seen] == [
-        "_lookup_request",
-        "_store_request",
-        "_lookup_request",
-        "_store_request",
-        "_lookup_request",
-    ]
+    assert [name for name, _ in seen] == ["lookup", "store", "lookup", "store", "lookup"]
     assert all(thread is not loop_thread for _, thread in seen)
 
 
