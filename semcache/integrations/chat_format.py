@@ -17,9 +17,14 @@ from semcache.integrations.streaming import split_text
 
 
 def as_json(value: Any) -> Any:
-    """JSON data of an SDK object (``model_dump(mode="json")``), or ``value`` itself."""
+    """JSON data of an SDK object, or ``value`` itself.
+
+    Only the fields that were set are dumped (``exclude_unset``): for an object the SDK
+    built from the API's JSON that is exactly what the API sent, without the ``None``
+    placeholders of fields it omitted.
+    """
     dump = getattr(value, "model_dump", None)
-    return dump(mode="json") if callable(dump) else value
+    return dump(mode="json", exclude_unset=True) if callable(dump) else value
 
 
 def _tool_call_deltas(message: dict[str, Any]) -> list[dict[str, Any]]:

@@ -80,10 +80,9 @@ class CacheInfo:
 
 def info_from_hit(hit: CachedAnswer) -> CacheInfo:
     """The info of a result served from ``hit``."""
-    kind = "semantic" if hit.kind == "semantic" else "exact"
     return CacheInfo(
         hit=True,
-        kind=kind,
+        kind="semantic" if hit.kind == "semantic" else "exact",
         similarity=float(hit.similarity),
         entry_id=int(hit.entry_id),
         namespace=hit.namespace,
@@ -99,7 +98,7 @@ def miss_info(
 
 def info_headers(info: CacheInfo) -> dict[str, str]:
     """The ``X-Semcache*`` response headers describing ``info`` (lower-case names)."""
-    headers = {"x-semcache": info.status}
+    headers: dict[str, str] = {"x-semcache": info.status}
     if info.similarity is not None:
         headers["x-semcache-similarity"] = f"{info.similarity:.4f}"
     if info.entry_id is not None:

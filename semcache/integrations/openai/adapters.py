@@ -1,5 +1,10 @@
 """How each cached SDK method turns stored JSON into SDK objects and back.
 
+Stored JSON becomes SDK objects the way the SDK itself builds them from the API's JSON
+(``Model.construct``: lenient, nested): an answer the API sent is served back as the same
+object, even when the API omits a field this SDK version declares required. A stored
+value that is not an answer of the right API at all is treated as a miss.
+
 An adapter pairs the API's rules (:mod:`semcache.integrations.pipeline`) with the SDK
 types: ``chat.completions.create`` (``ChatCompletion`` / ``ChatCompletionChunk``),
 ``chat.completions.parse`` (``ParsedChatCompletion``: stored as the plain completion,
@@ -10,15 +15,14 @@ imported lazily, when the first call is made.
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Mapping
 from typing import Any
 
 from semcache.integrations.chat_format import ChunkAccumulator, as_json, completion_chunk_dicts
+from semcache.integrations.openai.streams import Accumulator
 from semcache.integrations.pipeline import CHAT, RESPONSES, ApiRules
 from semcache.integrations.responses_format import ResponseCollector, response_event_dicts
-from semcache.integrations.openai.streams import Accumulator
 
 logger = logging.getLogger("semcache")
 
@@ -38,13 +42,12 @@ class ChatAdapter:
 
     def from_data(self, data: Any) -> Any | None:
         """The ``ChatCompletion`` of a stored entry; None if the entry is not one."""
+        if not (isinstance(data, dict) and isinstance(data.get("choices"), list)):
+            _invalid("ChatCompletion", ValueError("no 'choices' list"))
+            return None
         from openai.types.chat import ChatCompletion
 
-        try:
-            return ChatCompletion.model_validate(data)
-        except Exception as exc:  # pydantic.ValidationError
-            _invalid("ChatCompletion", exc)
-            return None
+        return ChatCompletion.construct(**data)
 
     def replay(self, data: Any, strategy: str, length: int, request: Mapping[str, Any]) -> list[Any]:
         """The stored completion as ``ChatCompletionChunk`` objects."""
@@ -53,25 +56,18 @@ class ChatAdapter:
         options = request.get("stream_options")
         include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
         chunks = completion_chunk_dicts(data, strategy, length, include_usage=include_usage)
-        return [ChatCompletionChunk.model_validate(chunk) for chunk in chunks]
+        return [ChatCompletionChunk.construct(**chunk) for chunk in chunks]
 
     def new_accumulator(self) -> Accumulator:
         """Collector of a live stream's chunks."""
         return ChunkAccumulator()
 
     def finish(self, accumulator: Accumulator) -> dict[str, Any] | None:
-        """The validated completion of a finished stream, or None if unusable."""
+        """The assembled completion of a finished stream, or None if it did not finish."""
         data = accumulator.result()
         if data is None:
             logger.debug("semcache: stream ended without finish_reason; not stored")
-            return None
-        from openai.types.chat import ChatCompletion
-
-        try:
-            return dict(ChatCompletion.model_validate(data).model_dump(mode="json"))
-        except Exception as exc:  # pydantic.ValidationError
-            logger.warning("semcache: streamed answer could not be assembled (%s); not stored", exc)
-            return None
+        return data
 
     def dump(self, result: Any) -> dict[str, Any] | None:
         """JSON of an SDK result; None for objects that cannot be rebuilt from JSON."""
@@ -79,12 +75,12 @@ class ChatAdapter:
         return data if isinstance(data, dict) else None
 
 
-@functools.lru_cache(maxsize=1)
-def _event_adapter() -> Any:
+def _construct_event(event: dict[str, Any]) -> Any:
+    """A typed Responses stream event, built like the SDK builds streamed ones."""
+    from openai._models import construct_type
     from openai.types.responses import ResponseStreamEvent
-    from pydantic import TypeAdapter
 
-    return TypeAdapter(ResponseStreamEvent)
+    return construct_type(type_=ResponseStreamEvent, value=event)
 
 
 class ResponsesAdapter(ChatAdapter):
@@ -94,18 +90,16 @@ class ResponsesAdapter(ChatAdapter):
 
     def from_data(self, data: Any) -> Any | None:
         """The ``Response`` of a stored entry; None if the entry is not one."""
+        if not (isinstance(data, dict) and isinstance(data.get("output"), list)):
+            _invalid("Response", ValueError("no 'output' list"))
+            return None
         from openai.types.responses import Response
 
-        try:
-            return Response.model_validate(data)
-        except Exception as exc:  # pydantic.ValidationError
-            _invalid("Response", exc)
-            return None
+        return Response.construct(**data)
 
     def replay(self, data: Any, strategy: str, length: int, request: Mapping[str, Any]) -> list[Any]:
         """The stored response as typed Responses stream events."""
-        adapter = _event_adapter()
-        return [adapter.validate_python(e) for e in response_event_dicts(data, strategy, length)]
+        return [_construct_event(e) for e in response_event_dicts(data, strategy, length)]
 
     def new_accumulator(self) -> Accumulator:
         """Keeps the ``response.completed`` event's response."""
@@ -179,9 +173,11 @@ class ParsedChatAdapter(ChatAdapter):
 
     def dump(self, result: Any) -> dict[str, Any] | None:
         """The plain completion: the ``parsed`` fields are rebuilt on every hit."""
-        data = super().dump(result)
-        if data is None:
+        dump = getattr(result, "model_dump", None)
+        if not callable(dump):
             return None
+        # ``parsed`` holds the caller's model, which pydantic warns about when dumping.
+        data = dump(mode="json", exclude_unset=True, warnings=False)
         for choice in data.get("choices") or []:
             message = choice.get("message") or {}
             message.pop("parsed", None)

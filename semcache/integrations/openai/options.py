@@ -43,10 +43,10 @@ class WrapOptions:
         ``init_cache(stream_chunk_strategy=...)`` keeps working: a cache that carries the
         attributes supplies the defaults.
         """
-        strategy = self.stream_chunk_strategy or getattr(
+        strategy: Any = self.stream_chunk_strategy or getattr(
             cache, "stream_chunk_strategy", DEFAULT_CHUNK_STRATEGY
         )
-        length = self.stream_chunk_length or getattr(
+        length: Any = self.stream_chunk_length or getattr(
             cache, "stream_chunk_length", DEFAULT_CHUNK_LENGTH
         )
         return str(strategy), int(length)
