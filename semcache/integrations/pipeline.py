@@ -170,7 +170,13 @@ class ApiRules:
     analyze: Callable[[Mapping[str, Any]], RequestKeys]
     bypass_reason: Callable[[Mapping[str, Any]], str | None]
     storable: Callable[[Mapping[str, Any]], bool]
+    answer_field: str
+    """The list every answer of this API has (``choices`` / ``output``)."""
     tokens: Callable[[Mapping[str, Any]], int] = _total_tokens
+
+    def is_answer(self, data: Any) -> bool:
+        """True when a stored value looks like an answer of this API (else: a miss)."""
+        return isinstance(data, dict) and isinstance(data.get(self.answer_field), list)
 
     def cacheable(self, request: Mapping[str, Any]) -> bool:
         """True when ``request`` has what is required and nothing that forces a bypass."""
@@ -189,6 +195,7 @@ CHAT = ApiRules(
     analyze=analyze_request,
     bypass_reason=_never_bypassed,
     storable=_chat_storable,
+    answer_field="choices",
 )
 RESPONSES = ApiRules(
     name="responses",
@@ -196,6 +203,7 @@ RESPONSES = ApiRules(
     analyze=analyze_responses_request,
     bypass_reason=_responses_bypass,
     storable=_responses_storable,
+    answer_field="output",
 )
 
 

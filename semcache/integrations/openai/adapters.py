@@ -42,7 +42,7 @@ class ChatAdapter:
 
     def from_data(self, data: Any) -> Any | None:
         """The ``ChatCompletion`` of a stored entry; None if the entry is not one."""
-        if not (isinstance(data, dict) and isinstance(data.get("choices"), list)):
+        if not self.rules.is_answer(data):
             _invalid("ChatCompletion", ValueError("no 'choices' list"))
             return None
         from openai.types.chat import ChatCompletion
@@ -90,7 +90,7 @@ class ResponsesAdapter(ChatAdapter):
 
     def from_data(self, data: Any) -> Any | None:
         """The ``Response`` of a stored entry; None if the entry is not one."""
-        if not (isinstance(data, dict) and isinstance(data.get("output"), list)):
+        if not self.rules.is_answer(data):
             _invalid("Response", ValueError("no 'output' list"))
             return None
         from openai.types.responses import Response
