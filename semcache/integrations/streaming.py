@@ -11,6 +11,7 @@ including runs of spaces, tabs and newlines - lands in exactly one piece, so
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from semcache.errors import InvalidInputError, InvalidTypeError
 
@@ -87,9 +88,21 @@ def split_text(text: str, strategy: str = "words", length: int = 8) -> list[str]
     return pieces
 
 
+def replay_settings(cache: Any, strategy: str | None, length: int | None) -> tuple[str, int]:
+    """The (strategy, length) a cached answer is replayed with.
+
+    ``strategy`` / ``length`` are an integration's own settings (``wrap()`` options,
+    ``semcache serve`` flags); None falls back to the cache's attributes of the same name
+    (``init_cache(stream_chunk_strategy=...)`` sets them), then to ``words`` / 8.
+    """
+    chosen: Any = strategy or getattr(cache, "stream_chunk_strategy", None) or "words"
+    units: Any = length or getattr(cache, "stream_chunk_length", None) or 8
+    return str(chosen), int(units)
+
+
 def validate_strategy(strategy: str, length: int) -> None:
     """Raise like :func:`split_text` would for a bad strategy/length pair."""
     split_text("", strategy, length)
 
 
-__all__ = ["STRATEGIES", "split_text", "validate_strategy"]
+__all__ = ["STRATEGIES", "replay_settings", "split_text", "validate_strategy"]

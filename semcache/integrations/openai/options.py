@@ -14,7 +14,7 @@ from typing import Any
 from semcache.errors import InvalidInputError, InvalidTypeError
 from semcache.integrations.base import RequestCache
 from semcache.integrations.pipeline import check_namespace_option, check_ttl_option
-from semcache.integrations.streaming import STRATEGIES, split_text
+from semcache.integrations.streaming import STRATEGIES, replay_settings, split_text
 from semcache.settings import UNSET
 
 #: Keyword options accepted by :func:`semcache.wrap`.
@@ -43,13 +43,7 @@ class WrapOptions:
         ``init_cache(stream_chunk_strategy=...)`` keeps working: a cache that carries the
         attributes supplies the defaults.
         """
-        strategy: Any = self.stream_chunk_strategy or getattr(
-            cache, "stream_chunk_strategy", DEFAULT_CHUNK_STRATEGY
-        )
-        length: Any = self.stream_chunk_length or getattr(
-            cache, "stream_chunk_length", DEFAULT_CHUNK_LENGTH
-        )
-        return str(strategy), int(length)
+        return replay_settings(cache, self.stream_chunk_strategy, self.stream_chunk_length)
 
 
 def _check_chunking(strategy: Any, length: Any) -> None:

@@ -22,8 +22,6 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from semcache.integrations.proxy.config import MULTIPROC_ENV
-
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -32,6 +30,7 @@ from prometheus_client import (
     generate_latest,
 )
 
+from semcache.integrations.proxy.config import MULTIPROC_ENV
 
 _LOOKUP_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
                    0.25, 0.5, 1.0, 2.5)

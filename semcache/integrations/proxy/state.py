@@ -20,6 +20,7 @@ from semcache.integrations.base import RequestCache
 from semcache.integrations.proxy.config import ProxyConfig
 from semcache.integrations.proxy.http import client_headers, error_body, upstream_headers
 from semcache.integrations.proxy.metrics import ProxyMetrics
+from semcache.integrations.streaming import replay_settings
 
 logger = logging.getLogger("semcache")
 
@@ -38,10 +39,9 @@ class ProxyState:
 
     def replay_settings(self) -> tuple[str, int]:
         """How cached answers are split when replayed as a stream."""
-        strategy = self.config.stream_chunk_strategy or getattr(
-            self.cache, "stream_chunk_strategy", "words")
-        length = self.config.stream_chunk_length or getattr(self.cache, "stream_chunk_length", 8)
-        return str(strategy), int(length)
+        config = self.config
+        return replay_settings(self.cache, config.stream_chunk_strategy,
+                               config.stream_chunk_length)
 
     def error(self, endpoint: str, status: int, message: str, kind: str,
               code: str | None = None) -> Response:
