@@ -296,6 +296,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     stub: StubOpenAIServer
     protocol_version = "HTTP/1.1"  # keep-alive + chunked streaming, like the real API
+    # Headers and body go out in separate writes: without TCP_NODELAY, Nagle's algorithm
+    # holds the body until the client's delayed ACK (~40 ms per answer on Linux).
+    disable_nagle_algorithm = True
     server_version = "semcache-stub/1"
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib name

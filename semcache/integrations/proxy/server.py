@@ -39,6 +39,8 @@ def serve(config: ProxyConfig, *, host: str = "127.0.0.1", port: int = 8080, wor
     """Serve ``config`` until interrupted (blocks)."""
     try:
         import uvicorn
+
+        from semcache.integrations.proxy.protocol import NoDelayH11Protocol
     except ImportError as exc:  # the [serve] extra is not installed
         raise ConfigurationError(
             "semcache serve needs the serve extra: pip install 'semcache[serve]'"
@@ -52,7 +54,8 @@ def serve(config: ProxyConfig, *, host: str = "127.0.0.1", port: int = 8080, wor
         os.environ[MULTIPROC_ENV] = metrics_dir
     try:
         uvicorn.run(APP_FACTORY, factory=True, host=host, port=port, workers=workers,
-                    log_level=log_level, access_log=access_log, server_header=False)
+                    log_level=log_level, access_log=access_log, server_header=False,
+                    http=NoDelayH11Protocol)
     finally:
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
