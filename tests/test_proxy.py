@@ -397,4 +397,14 @@ def test_two_workers_share_one_file(stub, tmp_path):
         hits = next(float(x.split()[-1]) for x in text.splitlines()
                     if x.startswith('semcache_proxy_hits_total{kind="exact"}'))
         assert hits == len(keys)
+        # Keep-alive hits stay far from the 40 ms that Nagle's algorithm + delayed ACKs
+        # cost per response when the workers' sockets lacked TCP_NODELAY.
+        with httpx.Client(timeout=30) as http:
+            times = []
+            for _ in range(21):
+                started = time.perf_counter()
+                http.post(process.url + "/v1/chat/completions", json=chat(),
+                          headers={"Authorization": "Bearer sk-0"})
+                times.append(time.perf_counter() - started)
+        assert sorted(times)[10] < 0.025
     assert sum(calls(stub, k) for k in keys) == 1
