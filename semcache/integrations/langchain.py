@@ -43,7 +43,9 @@ call failed, so the lease needs a timeout).
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
+import inspect
 import json
 import logging
 import warnings
@@ -170,13 +172,21 @@ def _serialize(generations: Sequence[Generation]) -> dict[str, Any] | None:
     return {"generations": dumped}
 
 
+@functools.lru_cache(maxsize=1)
+def _load_options() -> dict[str, Any]:
+    """Restrict ``load`` to output and AI-message classes where langchain-core can."""
+    if "allowed_objects" in inspect.signature(load).parameters:
+        return {"allowed_objects": _ALLOWED}
+    return {}  # older langchain-core: load() has no allow-list (still JSON only)
+
+
 def _deserialize(data: Any) -> list[Generation] | None:
     if not isinstance(data, dict) or not isinstance(data.get("generations"), list):
         return None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # load() is flagged beta by langchain-core
-            out = [load(g, allowed_objects=_ALLOWED) for g in data["generations"]]
+            out = [load(g, **_load_options()) for g in data["generations"]]
     except Exception as exc:  # a value LangChain no longer loads: a miss
         logger.warning("semcache: cached LangChain generations could not be loaded (%s)", exc)
         return None
