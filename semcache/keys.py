@@ -92,34 +92,32 @@ def _is_sdk_sentinel(value: Any) -> bool:
     return cls.__name__ in {"NotGiven", "Omit"} and cls.__module__.startswith("openai")
 
 
-def _normalize(value: Any, path: str) -> Any:
-    """Turn ``value`` into plain JSON data, raising SerializationError naming ``path``."""
-    if value is None or isinstance(value, (bool, str)):
-        return value
-    if isinstance(value, int):
-        return int(value)  # int subclasses (IntEnum handled below) -> plain int
-    if isinstance(value, float):
-        if not math.isfinite(value):
+def _normalize_float(value: float, path: str) -> int | float:
+    if not math.isfinite(value):
+        raise SerializationError(
+            f"request parameter {path!r} holds {value!r}; expected a finite number"
+        )
+    return int(value) if value.is_integer() and abs(value) < 2**53 else value
+
+
+def _normalize_mapping(value: Mapping[Any, Any], path: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in value.items():
+        if isinstance(k, str):
+            key = k
+        elif isinstance(k, (int, float)) and not isinstance(k, bool):
+            key = json.dumps(k)  # JSON turns numeric keys into strings anyway
+        else:
             raise SerializationError(
-                f"request parameter {path!r} holds {value!r}; expected a finite number"
+                f"request parameter {path!r} has a dict key {k!r} of type "
+                f"{type(k).__name__}; expected str keys"
             )
-        return int(value) if value.is_integer() and abs(value) < 2**53 else value
-    if isinstance(value, enum.Enum):
-        return _normalize(value.value, path)
-    if isinstance(value, Mapping):
-        out: dict[str, Any] = {}
-        for k, v in value.items():
-            if isinstance(k, str):
-                key = k
-            elif isinstance(k, (int, float)) and not isinstance(k, bool):
-                key = json.dumps(k)  # JSON turns numeric keys into strings anyway
-            else:
-                raise SerializationError(
-                    f"request parameter {path!r} has a dict key {k!r} of type "
-                    f"{type(k).__name__}; expected str keys"
-                )
-            out[key] = _normalize(v, f"{path}.{key}")
-        return out
+        out[key] = _normalize(v, f"{path}.{key}")
+    return out
+
+
+def _normalize_object(value: Any, path: str) -> Any:
+    """SDK models, numpy scalars, iterables; anything else is refused."""
     model_dump = getattr(value, "model_dump", None)
     if callable(model_dump):  # pydantic v2 models, openai SDK objects
         try:
@@ -143,6 +141,21 @@ def _normalize(value: Any, path: str) -> Any:
         f"request parameter {path!r} holds a {type(value).__name__} ({value!r:.80}); "
         "expected JSON data (str, number, bool, None, list, dict)"
     )
+
+
+def _normalize(value: Any, path: str) -> Any:
+    """Turn ``value`` into plain JSON data, raising SerializationError naming ``path``."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, int):
+        return int(value)  # int subclasses (IntEnum handled below) -> plain int
+    if isinstance(value, float):
+        return _normalize_float(value, path)
+    if isinstance(value, enum.Enum):
+        return _normalize(value.value, path)
+    if isinstance(value, Mapping):
+        return _normalize_mapping(value, path)
+    return _normalize_object(value, path)
 
 
 def _dumps(data: Any) -> bytes:
