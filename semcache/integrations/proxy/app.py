@@ -59,9 +59,9 @@ async def _metrics(request: Request) -> Response:
 
 
 def _open_cache(config: ProxyConfig) -> RequestCache:
-    from semcache.cache import open as open_cache
+    import semcache
 
-    cache: RequestCache = open_cache(config.cache, **config.open_settings())
+    cache: RequestCache = semcache.open(config.cache, **config.open_settings())
     return cache
 
 
@@ -88,7 +88,7 @@ def create_app(config: ProxyConfig, cache: RequestCache | None = None,
             async with httpx.AsyncClient(timeout=timeout, limits=limits, transport=transport,
                                          follow_redirects=False) as client:
                 app.state.proxy = ProxyState(config, opened, client, ProxyMetrics())
-                logger.info("semcache proxy ready: upstream %s", config.upstream_base)
+                logger.info("semcache proxy ready: upstream %s", config.upstream_display)
                 yield
         finally:
             close: Any = getattr(opened, "close", None)

@@ -67,6 +67,15 @@ class ProxyConfig:
         """``upstream`` without a trailing slash."""
         return self.upstream.rstrip("/")
 
+    @property
+    def upstream_display(self) -> str:
+        """``upstream`` for messages and logs: credentials in the URL are masked."""
+        parts = urlsplit(self.upstream_base)
+        if "@" not in parts.netloc:
+            return self.upstream_base
+        host = parts.netloc.rsplit("@", 1)[1]
+        return parts._replace(netloc=f"***@{host}").geturl()
+
     def open_settings(self) -> dict[str, Any]:
         """Keyword arguments for ``semcache.open`` (only what was chosen)."""
         return {} if self.embedder is None else {"embedder": self.embedder}

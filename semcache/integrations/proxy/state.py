@@ -57,17 +57,18 @@ class ProxyState:
         return self.config.upstream_base + tail + (f"?{query}" if query else "")
 
     def _upstream_failure(self, endpoint: str, exc: Exception) -> Response:
-        where = self.config.upstream_base
+        where = self.config.upstream_display
         if isinstance(exc, httpx.TimeoutException):
             logger.warning("semcache proxy: upstream %s timed out (%s)", where,
                            type(exc).__name__)
             return self.error(endpoint, 504, f"semcache proxy: the upstream {where} did not "
                               f"answer in time ({type(exc).__name__})", "upstream_error",
                               "upstream_timeout")
-        logger.warning("semcache proxy: upstream %s unreachable (%s: %s)", where,
-                       type(exc).__name__, exc)
+        # httpx's message can quote the URL, credentials included: only its type is shown.
+        logger.warning("semcache proxy: upstream %s unreachable (%s)", where,
+                       type(exc).__name__)
         return self.error(endpoint, 502, f"semcache proxy: the upstream {where} is "
-                          f"unreachable ({type(exc).__name__}: {exc})", "upstream_error",
+                          f"unreachable ({type(exc).__name__})", "upstream_error",
                           "upstream_unreachable")
 
     async def send(self, request: Request, content: bytes | None, *,
