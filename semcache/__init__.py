@@ -35,6 +35,7 @@ from semcache.errors import (
     ThresholdError,
     TooLargeError,
 )
+from semcache.integrations.info import CacheInfo, cache_info
 from semcache.integrations.openai import wrap
 from semcache.kernels.projection import BinaryEncoder
 from semcache.verify import verify
@@ -46,6 +47,7 @@ __all__ = [
     "Cache",
     "CacheClosedError",
     "CacheFileError",
+    "CacheInfo",
     "ConfigurationError",
     "CorruptCacheError",
     "DimensionError",
@@ -65,6 +67,7 @@ __all__ = [
     "SerializationError",
     "ThresholdError",
     "TooLargeError",
+    "cache_info",
     "cache_stats",
     "clear_cache",
     "disable_cache",

@@ -65,6 +65,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from semcache.integrations.proxy.server import run_from_args
+
+    return run_from_args(args)
+
+
 # -- argument parsing ----------------------------------------------------------------------------
 
 def _positive_int(text: str) -> int:
@@ -189,6 +195,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--latency", type=_latency, default=0.4,
                    help="simulated model latency in seconds (default 0.4)")
     p.set_defaults(func=cmd_demo)
+
+    from semcache.integrations.proxy.server import add_serve_arguments
+
+    p = add("serve", "OpenAI-compatible caching proxy (extra [serve]); see docs/integrations.md")
+    add_serve_arguments(p)
+    p.set_defaults(func=cmd_serve)
 
     from semcache.cli_trust import add_parser as add_calibrate
 

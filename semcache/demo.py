@@ -61,24 +61,6 @@ SCRIPT: tuple[Step, ...] = (
 )
 
 
-class _Observed:
-    """The demo's view of the cache: every call through the public request API, with the
-    outcome of the last lookup remembered so each step can print HIT/MISS."""
-
-    def __init__(self, cache: Any) -> None:
-        self.cache = cache
-        self.last: Any = None
-        self.namespace = cache.namespace
-        self.hash_only = cache.hash_only
-
-    def lookup(self, key: bytes | str, **kwargs: Any) -> Any:
-        self.last = self.cache.lookup(key, **kwargs)
-        return self.last
-
-    def store(self, key: bytes | str, response: Any, **kwargs: Any) -> int:
-        return int(self.cache.store(key, response, **kwargs))
-
-
 _WARM_UP = (
     "warm up",
     "Loading the embedding model before the session starts.",
@@ -111,7 +93,6 @@ def run_demo(directory: str = "semcache-demo", latency: float = 0.4,
     path = os.path.join(directory, DEMO_FILE)
     existed = os.path.exists(path)
     cache = semcache.open(path)
-    observed = _Observed(cache)
     calls: list[dict[str, Any]] = []
     try:
         _say(out, f"semcache demo: cache file {path} "
@@ -132,7 +113,7 @@ def run_demo(directory: str = "semcache-demo", latency: float = 0.4,
                       f"(simulated model latency {latency:g}s)")
             _say(out)
             client = semcache.wrap(
-                openai.OpenAI(base_url=server.base_url, api_key="demo", max_retries=0), observed)
+                openai.OpenAI(base_url=server.base_url, api_key="demo", max_retries=0), cache)
             _say(out, _row("#", "result", "ms", "model", "step", "question", "answer"))
             for n, step in enumerate(SCRIPT, start=1):
                 before = server.request_count
@@ -143,14 +124,14 @@ def run_demo(directory: str = "semcache-demo", latency: float = 0.4,
                               {"role": "user", "content": step.question}],
                 )
                 ms = (time.perf_counter() - started) * 1000
-                hit = observed.last
+                info = semcache.cache_info(completion)
                 reached_model = server.request_count > before
-                if hit is None or reached_model:
+                if info is None or not info.hit or reached_model:
                     result, kind, sim = "MISS", "miss", None
-                elif hit.kind == "exact":
+                elif info.kind == "exact":
                     result, kind, sim = "HIT exact", "exact", 1.0
                 else:
-                    sim = float(hit.similarity)
+                    sim = float(info.similarity or 0.0)
                     result, kind = f"HIT semantic sim={sim:.2f}", "semantic"
                 answer = completion.choices[0].message.content or ""
                 usage = completion.usage

@@ -1,7 +1,8 @@
 """Cache keys for LLM requests (SPEC section 3).
 
 Three things are derived from one chat-completions request (the keyword arguments of
-``client.chat.completions.create``):
+``client.chat.completions.create``) or one Responses request (those of
+``client.responses.create``, see :func:`analyze_responses_request`):
 
 * :func:`request_key` - the exact key: SHA-256 of a canonical JSON of the model, the
   messages and every generation parameter. Two requests share it only if the model
@@ -79,6 +80,10 @@ EXCLUDED_PARAMS: frozenset[str] = frozenset(
 # Bumped whenever the canonical form changes, so old entries stop matching instead of
 # matching the wrong request.
 _KEY_VERSION = 1
+# The Responses API has its own version and an "api" field in everything it hashes, so a
+# chat request and a Responses request never share a key or a scope.
+_RESPONSES_KEY_VERSION = 1
+_RESPONSES_API = "responses"
 
 
 def _is_sdk_sentinel(value: Any) -> bool:
@@ -87,34 +92,32 @@ def _is_sdk_sentinel(value: Any) -> bool:
     return cls.__name__ in {"NotGiven", "Omit"} and cls.__module__.startswith("openai")
 
 
-def _normalize(value: Any, path: str) -> Any:
-    """Turn ``value`` into plain JSON data, raising SerializationError naming ``path``."""
-    if value is None or isinstance(value, (bool, str)):
-        return value
-    if isinstance(value, int):
-        return int(value)  # int subclasses (IntEnum handled below) -> plain int
-    if isinstance(value, float):
-        if not math.isfinite(value):
+def _normalize_float(value: float, path: str) -> int | float:
+    if not math.isfinite(value):
+        raise SerializationError(
+            f"request parameter {path!r} holds {value!r}; expected a finite number"
+        )
+    return int(value) if value.is_integer() and abs(value) < 2**53 else value
+
+
+def _normalize_mapping(value: Mapping[Any, Any], path: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in value.items():
+        if isinstance(k, str):
+            key = k
+        elif isinstance(k, (int, float)) and not isinstance(k, bool):
+            key = json.dumps(k)  # JSON turns numeric keys into strings anyway
+        else:
             raise SerializationError(
-                f"request parameter {path!r} holds {value!r}; expected a finite number"
+                f"request parameter {path!r} has a dict key {k!r} of type "
+                f"{type(k).__name__}; expected str keys"
             )
-        return int(value) if value.is_integer() and abs(value) < 2**53 else value
-    if isinstance(value, enum.Enum):
-        return _normalize(value.value, path)
-    if isinstance(value, Mapping):
-        out: dict[str, Any] = {}
-        for k, v in value.items():
-            if isinstance(k, str):
-                key = k
-            elif isinstance(k, (int, float)) and not isinstance(k, bool):
-                key = json.dumps(k)  # JSON turns numeric keys into strings anyway
-            else:
-                raise SerializationError(
-                    f"request parameter {path!r} has a dict key {k!r} of type "
-                    f"{type(k).__name__}; expected str keys"
-                )
-            out[key] = _normalize(v, f"{path}.{key}")
-        return out
+        out[key] = _normalize(v, f"{path}.{key}")
+    return out
+
+
+def _normalize_object(value: Any, path: str) -> Any:
+    """SDK models, numpy scalars, iterables; anything else is refused."""
     model_dump = getattr(value, "model_dump", None)
     if callable(model_dump):  # pydantic v2 models, openai SDK objects
         try:
@@ -140,6 +143,21 @@ def _normalize(value: Any, path: str) -> Any:
     )
 
 
+def _normalize(value: Any, path: str) -> Any:
+    """Turn ``value`` into plain JSON data, raising SerializationError naming ``path``."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, int):
+        return int(value)  # int subclasses (IntEnum handled below) -> plain int
+    if isinstance(value, float):
+        return _normalize_float(value, path)
+    if isinstance(value, enum.Enum):
+        return _normalize(value.value, path)
+    if isinstance(value, Mapping):
+        return _normalize_mapping(value, path)
+    return _normalize_object(value, path)
+
+
 def _dumps(data: Any) -> bytes:
     """Canonical JSON bytes (data must already be normalized)."""
     return json.dumps(
@@ -147,16 +165,11 @@ def _dumps(data: Any) -> bytes:
     ).encode("utf-8")
 
 
-def normalize_request(request: Mapping[str, Any]) -> dict[str, Any]:
-    """Return the canonical, JSON-ready form of ``request`` used by every key function.
-
-    Excluded parameters and None/NOT_GIVEN values are dropped; messages lose their
-    None-valued fields. Raises SerializationError naming the offending parameter.
-    """
+def _normalize_params(request: Mapping[str, Any], what: str) -> dict[str, Any]:
+    """Normalized top-level parameters, without excluded and not-given ones."""
     if not isinstance(request, Mapping):
         raise InvalidTypeError(
-            f"request must be a dict of chat.completions.create arguments, "
-            f"got {type(request).__name__}"
+            f"request must be a dict of {what} arguments, got {type(request).__name__}"
         )
     out: dict[str, Any] = {}
     for name, value in request.items():
@@ -165,6 +178,25 @@ def normalize_request(request: Mapping[str, Any]) -> dict[str, Any]:
         if name in EXCLUDED_PARAMS or value is None or _is_sdk_sentinel(value):
             continue
         out[name] = _normalize(value, name)
+    return out
+
+
+def _without_none_fields(items: list[Any], name: str) -> list[dict[str, Any]]:
+    cleaned = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise InvalidTypeError(f"request '{name}[{i}]' must be a dict, got {item!r:.80}")
+        cleaned.append({k: v for k, v in item.items() if v is not None})
+    return cleaned
+
+
+def normalize_request(request: Mapping[str, Any]) -> dict[str, Any]:
+    """Return the canonical, JSON-ready form of ``request`` used by every key function.
+
+    Excluded parameters and None/NOT_GIVEN values are dropped; messages lose their
+    None-valued fields. Raises SerializationError naming the offending parameter.
+    """
+    out = _normalize_params(request, "chat.completions.create")
     if "model" not in out:
         raise InvalidInputError("request has no 'model'; expected the model name")
     messages = out.get("messages")
@@ -172,18 +204,15 @@ def normalize_request(request: Mapping[str, Any]) -> dict[str, Any]:
         raise InvalidInputError(
             f"request 'messages' must be a list of message dicts, got {type(messages).__name__}"
         )
-    cleaned = []
-    for i, msg in enumerate(messages):
-        if not isinstance(msg, dict):
-            raise InvalidTypeError(f"request 'messages[{i}]' must be a dict, got {msg!r:.80}")
-        cleaned.append({k: v for k, v in msg.items() if v is not None})
-    out["messages"] = cleaned
+    out["messages"] = _without_none_fields(messages, "messages")
     return out
 
 
-def _last_user_index(messages: list[dict[str, Any]]) -> int | None:
-    for i in range(len(messages) - 1, -1, -1):
-        if messages[i].get("role") == "user":
+def _last_user_index(items: list[dict[str, Any]]) -> int | None:
+    """Index of the last user message. Responses input items may carry a ``type``: only
+    ``"message"`` items (or untyped ones, as chat messages always are) are messages."""
+    for i in range(len(items) - 1, -1, -1):
+        if items[i].get("role") == "user" and items[i].get("type", "message") == "message":
             return i
     return None
 
@@ -229,13 +258,7 @@ def semantic_scope(request: Mapping[str, Any]) -> str:
 
 
 def _scope_of(canonical: dict[str, Any]) -> str:
-    messages = canonical["messages"]
-    idx = _last_user_index(messages)
-    if idx is not None:
-        placeholder = {k: v for k, v in messages[idx].items() if k != "content"}
-        placeholder["content"] = {"semcache": "embedded"}
-        messages = [*messages[:idx], placeholder, *messages[idx + 1 :]]
-    scoped = {**canonical, "messages": messages}
+    scoped = {**canonical, "messages": _with_placeholder(canonical["messages"])}
     return hashlib.sha256(_dumps({"v": _KEY_VERSION, "scope": scoped})).hexdigest()
 
 
@@ -251,11 +274,19 @@ def embed_text(request: Mapping[str, Any]) -> str | None:
 
 
 def _text_of(canonical: dict[str, Any]) -> str | None:
-    messages = canonical["messages"]
-    idx = _last_user_index(messages)
+    return _last_user_text(canonical["messages"], ("text",))
+
+
+def _last_user_text(items: list[dict[str, Any]], text_types: tuple[str, ...]) -> str | None:
+    """Text of the last user message of ``items``; None if absent, empty or not all text.
+
+    ``text_types`` are the part types holding text (``text`` in chat messages,
+    ``input_text`` in Responses input items).
+    """
+    idx = _last_user_index(items)
     if idx is None:
         return None
-    content = messages[idx].get("content")
+    content = items[idx].get("content")
     if isinstance(content, str):
         text = content
     elif isinstance(content, list):
@@ -263,7 +294,7 @@ def _text_of(canonical: dict[str, Any]) -> str | None:
         for part in content:
             if isinstance(part, str):
                 texts.append(part)
-            elif isinstance(part, dict) and part.get("type") == "text":
+            elif isinstance(part, dict) and part.get("type") in text_types:
                 value = part.get("text")
                 if not isinstance(value, str):
                     return None
@@ -276,12 +307,77 @@ def _text_of(canonical: dict[str, Any]) -> str | None:
     return text if text.strip() else None
 
 
+def _with_placeholder(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``items`` with the content of the last user message replaced by a fixed marker."""
+    idx = _last_user_index(items)
+    if idx is None:
+        return items
+    placeholder = {k: v for k, v in items[idx].items() if k != "content"}
+    placeholder["content"] = {"semcache": "embedded"}
+    return [*items[:idx], placeholder, *items[idx + 1 :]]
+
+
+# -- Responses API -------------------------------------------------------------------------
+
+
+def normalize_responses_request(request: Mapping[str, Any]) -> dict[str, Any]:
+    """Canonical form of a ``responses.create`` request (see the module docstring).
+
+    ``input`` given as a string becomes the one user message it stands for (the API
+    treats ``input="hi"`` and ``input=[{"role": "user", "content": "hi"}]`` the same), and
+    input items lose their None-valued fields. ``instructions``, ``previous_response_id``,
+    ``tools``, ``text``, ``reasoning``, ``include`` and every other parameter not in
+    :data:`EXCLUDED_PARAMS` stay, like chat generation parameters.
+    """
+    out = _normalize_params(request, "responses.create")
+    if "model" not in out and "prompt" not in out:
+        raise InvalidInputError(
+            "Responses request has no 'model' (nor a stored 'prompt'); expected the model name"
+        )
+    if "input" in out:
+        value = out["input"]
+        if isinstance(value, str):
+            out["input"] = [{"role": "user", "content": value}]
+        elif isinstance(value, list):
+            out["input"] = _without_none_fields(value, "input")
+        else:
+            raise InvalidInputError(
+                f"Responses 'input' must be a str or a list of input items, "
+                f"got {type(value).__name__}"
+            )
+    return out
+
+
+def analyze_responses_request(request: Mapping[str, Any]) -> RequestKeys:
+    """Key, scope and embedding text of a ``responses.create`` request.
+
+    Same rules as :func:`analyze_request` for chat: the exact key covers the model, the
+    instructions, the input items and every generation parameter; the scope is all of it
+    but the content of the last user input message, which is the text embedded (None -
+    exact-only - when it holds images, files or audio, or is absent). Keys and scopes
+    carry their own version and an ``"api": "responses"`` field: a Responses request
+    never shares an entry with a chat request.
+    """
+    canonical = normalize_responses_request(request)
+    items = canonical.get("input", [])
+    key = hashlib.sha256(
+        _dumps({"v": _RESPONSES_KEY_VERSION, "api": _RESPONSES_API, "request": canonical})
+    ).digest()
+    scoped = {**canonical, "input": _with_placeholder(items)} if items else canonical
+    scope = hashlib.sha256(
+        _dumps({"v": _RESPONSES_KEY_VERSION, "api": _RESPONSES_API, "scope": scoped})
+    ).hexdigest()
+    return RequestKeys(key=key, scope=scope, text=_last_user_text(items, ("input_text",)))
+
+
 __all__ = [
     "EXCLUDED_PARAMS",
     "RequestKeys",
     "analyze_request",
+    "analyze_responses_request",
     "embed_text",
     "normalize_request",
+    "normalize_responses_request",
     "request_key",
     "semantic_scope",
 ]

@@ -6,6 +6,11 @@ other OpenAI-compatible client) to work against it without a network or an API k
 * ``POST /v1/chat/completions`` - non-streaming JSON, or Server-Sent Events when the body
   has ``"stream": true`` (``data: {chunk}`` lines, then ``data: [DONE]``); a usage chunk is
   sent when ``stream_options.include_usage`` is true; ``n`` > 1 yields n choices;
+* ``POST /v1/responses`` - the Responses API: a ``response`` object, or with
+  ``"stream": true`` its typed events as Server-Sent Events (``event: <type>`` +
+  ``data: {event}``: response.created, response.in_progress, output_item.added,
+  content_part.added, output_text.delta..., output_text.done, content_part.done,
+  output_item.done, response.completed);
 * ``GET /v1/models`` and ``GET /v1/models/{id}``.
 
 Answers are deterministic: by default a canned text derived from the last user message
@@ -15,14 +20,16 @@ returning either the answer text, or a dict ``{"content": str | None, "tool_call
 [...], "finish_reason": "stop"}`` for tool calls or truncated answers.
 
 Everything the server receives is recorded, so tests can assert how many calls reached
-"the model": ``server.requests`` (every request, as :class:`StubRequest`) and
-``server.chat_requests`` (the JSON bodies of chat-completions calls).
+"the model": ``server.requests`` (every request, as :class:`StubRequest`),
+``server.chat_requests`` (the JSON bodies of chat-completions calls) and
+``server.responses_requests`` (those of Responses calls).
 
 Failure injection: ``fail_stream_after=N`` drops the connection after N content chunks
 of the next streamed answers (without finishing the chunked body, so clients see a
-broken stream, not a short one); ``fail_requests=N`` answers the next N chat calls with
-HTTP 500. ``latency`` (seconds before answering) and ``chunk_delay`` (between stream
-chunks) simulate a slow model.
+broken stream, not a short one); ``fail_requests=N`` answers the next N chat or
+Responses calls with HTTP ``fail_status`` (500 by default; 429 adds ``Retry-After``).
+``latency`` (seconds before answering) and ``chunk_delay`` (between stream chunks)
+simulate a slow model.
 
 Usage::
 
@@ -40,7 +47,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -48,6 +54,13 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
+
+from semcache.stub_payloads import (
+    chat_chunks,
+    chat_completion,
+    response_events,
+    response_object,
+)
 
 logger = logging.getLogger("semcache")
 
@@ -70,8 +83,13 @@ class StubRequest:
 
 
 def last_user_text(request: dict[str, Any]) -> str:
-    """Text of the last user message of a chat request ("" when there is none)."""
-    for message in reversed(request.get("messages") or []):
+    """Text of the last user message of a chat or Responses request ("" if there is none)."""
+    items = request.get("messages")
+    if items is None:
+        items = request.get("input")
+        if isinstance(items, str):
+            return items
+    for message in reversed(items or []):
         if isinstance(message, dict) and message.get("role") == "user":
             content = message.get("content")
             if isinstance(content, str):
@@ -80,7 +98,7 @@ def last_user_text(request: dict[str, Any]) -> str:
                 return "\n".join(
                     p.get("text", "")
                     for p in content
-                    if isinstance(p, dict) and p.get("type") == "text"
+                    if isinstance(p, dict) and p.get("type") in ("text", "input_text")
                 )
     return ""
 
@@ -100,16 +118,6 @@ def default_responder(request: dict[str, Any]) -> str:
     )
 
 
-def _count_tokens(text: str) -> int:
-    """A crude but deterministic token count: words and punctuation marks."""
-    return len(re.findall(r"\w+|[^\w\s]", text))
-
-
-def _stream_pieces(text: str) -> list[str]:
-    """Split ``text`` into word-sized stream deltas that concatenate back to ``text``."""
-    return re.findall(r"\s*\S+|\s+$", text)
-
-
 class _DropConnection(Exception):
     """Raised inside the handler to abandon a response midway."""
 
@@ -122,7 +130,8 @@ class StubOpenAIServer:
         latency: seconds to wait before answering a chat call.
         chunk_delay: seconds to wait between two streamed chunks.
         fail_stream_after: drop streamed answers after this many content chunks.
-        fail_requests: answer this many chat calls with HTTP 500 first.
+        fail_requests: answer this many chat / Responses calls with an error first.
+        fail_status: HTTP status of those errors (500; 429 also sends ``Retry-After``).
         port: TCP port; 0 picks a free one.
         models: ids listed by ``GET /v1/models``.
     """
@@ -135,6 +144,7 @@ class StubOpenAIServer:
         chunk_delay: float = 0.0,
         fail_stream_after: int | None = None,
         fail_requests: int = 0,
+        fail_status: int = 500,
         port: int = 0,
         models: tuple[str, ...] = (DEFAULT_MODEL,),
     ) -> None:
@@ -143,9 +153,11 @@ class StubOpenAIServer:
         self.chunk_delay = chunk_delay
         self.fail_stream_after = fail_stream_after
         self.fail_requests = fail_requests
+        self.fail_status = fail_status
         self.models = models
         self.requests: list[StubRequest] = []
         self.chat_requests: list[dict[str, Any]] = []
+        self.responses_requests: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._counter = 0
         self._port = port
@@ -220,19 +232,23 @@ class StubOpenAIServer:
         with self._lock:
             self.requests.clear()
             self.chat_requests.clear()
+            self.responses_requests.clear()
 
     # -- answer construction ---------------------------------------------------------
 
     def _record(self, req: StubRequest) -> None:
         with self._lock:
             self.requests.append(req)
+            body = req.body if isinstance(req.body, dict) else {}
             if req.method == "POST" and req.path.rstrip("/").endswith("/chat/completions"):
-                self.chat_requests.append(req.body if isinstance(req.body, dict) else {})
+                self.chat_requests.append(body)
+            elif req.method == "POST" and req.path.rstrip("/").endswith("/responses"):
+                self.responses_requests.append(body)
 
-    def _next_id(self) -> str:
+    def _next_id(self, prefix: str = "chatcmpl-stub") -> str:
         with self._lock:
             self._counter += 1
-            return f"chatcmpl-stub-{self._counter:06d}"
+            return f"{prefix}-{self._counter:06d}"
 
     def _take_failure(self) -> bool:
         with self._lock:
@@ -258,81 +274,21 @@ class StubOpenAIServer:
 
     def completion(self, request: dict[str, Any]) -> dict[str, Any]:
         """A full ``chat.completion`` object answering ``request``."""
-        message = self.answer(request)
-        n = int(request.get("n") or 1)
-        msg: dict[str, Any] = {"role": "assistant", "content": message["content"]}
-        if message["tool_calls"]:
-            msg["tool_calls"] = message["tool_calls"]
-        choices = [
-            {
-                "index": i,
-                "message": msg,
-                "finish_reason": message["finish_reason"],
-                "logprobs": None,
-            }
-            for i in range(n)
-        ]
-        return {
-            "id": self._next_id(),
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": request.get("model", DEFAULT_MODEL),
-            "choices": choices,
-            "usage": self._usage(request, message, n),
-            "system_fingerprint": "fp_stub",
-        }
-
-    @staticmethod
-    def _usage(request: dict[str, Any], message: dict[str, Any], n: int) -> dict[str, int]:
-        prompt_tokens = _count_tokens(json.dumps(request.get("messages", [])))
-        completion_tokens = n * _count_tokens(
-            (message["content"] or "") + json.dumps(message["tool_calls"] or "")
-        )
-        return {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens,
-        }
+        return chat_completion(request, self.answer(request), self._next_id(), DEFAULT_MODEL)
 
     def stream_chunks(self, request: dict[str, Any]) -> list[dict[str, Any]]:
         """The ``chat.completion.chunk`` objects of a streamed answer to ``request``."""
-        message = self.answer(request)
-        n = int(request.get("n") or 1)
-        base = {
-            "id": self._next_id(),
-            "object": "chat.completion.chunk",
-            "created": int(time.time()),
-            "model": request.get("model", DEFAULT_MODEL),
-            "system_fingerprint": "fp_stub",
-        }
+        return chat_chunks(request, self.answer(request), self._next_id(), DEFAULT_MODEL)
 
-        def chunk(index: int, delta: dict[str, Any], finish: str | None = None) -> dict:
-            choice = {"index": index, "delta": delta, "finish_reason": finish, "logprobs": None}
-            return {**base, "choices": [choice]}
+    def response(self, request: dict[str, Any]) -> dict[str, Any]:
+        """A full Responses API ``response`` object answering ``request``."""
+        return response_object(
+            request, self.answer(request), self._next_id("resp_stub"), DEFAULT_MODEL
+        )
 
-        chunks = []
-        for i in range(n):
-            chunks.append(chunk(i, {"role": "assistant", "content": ""}))
-            for piece in _stream_pieces(message["content"] or ""):
-                chunks.append(chunk(i, {"content": piece}))
-            for t_index, call in enumerate(message["tool_calls"] or []):
-                fn = call.get("function", {})
-                args = fn.get("arguments", "")
-                half = len(args) // 2
-                head = {
-                    "index": t_index,
-                    "id": call.get("id"),
-                    "type": "function",
-                    "function": {"name": fn.get("name"), "arguments": args[:half]},
-                }
-                chunks.append(chunk(i, {"tool_calls": [head]}))
-                tail = {"index": t_index, "function": {"arguments": args[half:]}}
-                chunks.append(chunk(i, {"tool_calls": [tail]}))
-            chunks.append(chunk(i, {}, message["finish_reason"]))
-        options = request.get("stream_options") or {}
-        if options.get("include_usage"):
-            chunks.append({**base, "choices": [], "usage": self._usage(request, message, n)})
-        return chunks
+    def response_events(self, request: dict[str, Any]) -> list[dict[str, Any]]:
+        """The stream events of a Responses answer to ``request``."""
+        return response_events(self.response(request))
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -340,6 +296,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     stub: StubOpenAIServer
     protocol_version = "HTTP/1.1"  # keep-alive + chunked streaming, like the real API
+    # Headers and body go out in separate writes: without TCP_NODELAY, Nagle's algorithm
+    # holds the body until the client's delayed ACK (~40 ms per answer on Linux).
+    disable_nagle_algorithm = True
     server_version = "semcache-stub/1"
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib name
@@ -347,16 +306,21 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- plumbing ----------------------------------------------------------------------
 
-    def _send_json(self, status: int, payload: Any) -> None:
+    def _send_json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
         body = json.dumps(payload).encode("utf-8")
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
+        self.send_header("x-request-id", f"req_stub_{id(body):x}")
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.end_headers()
         self.wfile.write(body)
 
-    def _error(self, status: int, message: str, kind: str = "invalid_request_error") -> None:
-        self._send_json(status, {"error": {"message": message, "type": kind, "code": None}})
+    def _error(self, status: int, message: str, kind: str = "invalid_request_error",
+               headers: dict[str, str] | None = None) -> None:
+        payload = {"error": {"message": message, "type": kind, "code": None}}
+        self._send_json(status, payload, headers)
 
     def _write_chunk(self, data: bytes) -> None:
         self.wfile.write(f"{len(data):X}\r\n".encode("ascii") + data + b"\r\n")
@@ -389,30 +353,71 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             body = None
         self.stub._record(StubRequest("POST", path, dict(self.headers.items()), body))
-        if path != "/v1/chat/completions":
+        required = {"/v1/chat/completions": "messages", "/v1/responses": "input"}.get(path)
+        if required is None:
             self._error(404, f"no route for POST {path}")
             return
-        if not isinstance(body, dict) or "messages" not in body or "model" not in body:
-            self._error(400, "body must be a JSON object with 'model' and 'messages'")
+        if not isinstance(body, dict) or required not in body or "model" not in body:
+            self._error(400, f"body must be a JSON object with 'model' and '{required}'")
             return
         if self.stub._take_failure():
-            self._error(500, "injected failure (fail_requests)", "server_error")
+            status = self.stub.fail_status
+            kind = "rate_limit_error" if status == 429 else "server_error"
+            extra = {"Retry-After": "1"} if status == 429 else {}
+            self._error(status, "injected failure (fail_requests)", kind, extra)
             return
         if self.stub.latency:
             time.sleep(self.stub.latency)
-        if body.get("stream"):
+        if path == "/v1/responses":
+            if body.get("stream"):
+                self._stream_events(self.stub.response_events(body))
+            else:
+                self._send_json(200, self.stub.response(body))
+        elif body.get("stream"):
             self._stream(body)
         else:
             self._send_json(200, self.stub.completion(body))
 
-    def _stream(self, body: dict[str, Any]) -> None:
-        chunks = self.stub.stream_chunks(body)
-        fail_after = self.stub.fail_stream_after
+    def _start_stream(self) -> None:
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Cache-Control", "no-cache")
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
+
+    def _drop(self) -> None:
+        # Close without the terminating zero-length chunk: the client sees an
+        # incomplete body (a network failure), exactly like a dropped connection.
+        self.close_connection = True
+        self.wfile.flush()
+        self.connection.shutdown(2)
+
+    def _stream_events(self, events: list[dict[str, Any]]) -> None:
+        """Send Responses events as ``event: <type>`` / ``data: {...}`` SSE (no [DONE])."""
+        fail_after = self.stub.fail_stream_after
+        self._start_stream()
+        deltas = 0
+        try:
+            for event in events:
+                if event["type"] == "response.output_text.delta":
+                    if fail_after is not None and deltas >= fail_after:
+                        raise _DropConnection
+                    deltas += 1
+                self._write_chunk(
+                    f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode()
+                )
+                if self.stub.chunk_delay:
+                    time.sleep(self.stub.chunk_delay)
+            self._write_chunk(b"")
+        except _DropConnection:
+            self._drop()
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+
+    def _stream(self, body: dict[str, Any]) -> None:
+        chunks = self.stub.stream_chunks(body)
+        fail_after = self.stub.fail_stream_after
+        self._start_stream()
         sent_content = 0
         try:
             for chunk in chunks:
@@ -427,11 +432,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._write_chunk(b"data: [DONE]\n\n")
             self._write_chunk(b"")  # zero-length chunk: end of body
         except _DropConnection:
-            # Close without the terminating zero-length chunk: the client sees an
-            # incomplete body (a network failure), exactly like a dropped connection.
-            self.close_connection = True
-            self.wfile.flush()
-            self.connection.shutdown(2)
+            self._drop()
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True  # the client went away; nothing to clean up
 

@@ -197,13 +197,7 @@ async def test_cache_calls_run_off_the_event_loop(client, server, cache, monkeyp
     await ask(client)
     await collect(await ask(client, UNRELATED, stream=True))
     await ask(client)
-    assert [name for name, _ in seen] == [
-        "lookup",
-        "store",
-        "lookup",
-        "store",
-        "lookup",
-    ]
+    assert [name for name, _ in seen] == ["lookup", "store", "lookup", "store", "lookup"]
     assert all(thread is not loop_thread for _, thread in seen)
 
 

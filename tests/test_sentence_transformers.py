@@ -65,7 +65,7 @@ def test_numpy_minilm_is_sentence_transformers_on_all_pairs() -> None:
     every text's vector at cosine >= 0.9999 to encode(normalize_embeddings=True), and the
     same hit decision at 0.92 for >= 99.9% of the queries."""
     result = _agreement_script().measure(None, one_by_one_queries=False)
-    assert result["texts"] == 999 + 999 - 35 + 68 + 68  # 964 distinct origins
+    assert result["texts"] >= 999 + 999 - 35 + 2 * 150  # 964 distinct origins, 150+ pairs
     assert result["min_cosine"] >= 0.9999, result
     assert result["same_decisions_fraction"] >= 0.999, result
     assert result["paraphrase_hits"]["ours"] > 500  # decisions that could differ, and do not

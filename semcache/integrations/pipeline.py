@@ -1,0 +1,349 @@
+"""The request rules every integration shares: what is cached, under which key, and when.
+
+One module decides, for the OpenAI wrapper (:mod:`semcache.integrations.openai`) and the
+caching proxy (:mod:`semcache.integrations.proxy`) alike:
+
+* which requests are cached at all (:class:`ApiRules`: chat completions and the Responses
+  API; a Responses request with ``background`` or a server-side ``conversation`` is
+  passed through, because its answer depends on state the cache cannot see);
+* the per-call controls (``semcache={"no_cache", "no_store", "ttl", "namespace"}``),
+  validated with the same rules as ``Cache.put`` (:mod:`semcache.validation`);
+* the exact key, scope and embedded text (:mod:`semcache.keys`);
+* which answers are stored (a natural end: ``finish_reason`` in
+  :data:`STORABLE_FINISH_REASONS` on every choice, or a Responses ``status`` of
+  ``"completed"``), with which metadata and token count;
+* that the cache never costs the caller an answer: a failed lookup is a miss, a failed
+  store is logged and skipped.
+
+Everything here works on plain JSON dicts; nothing imports the ``openai`` package.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from semcache.errors import (
+    CacheClosedError,
+    CacheFileError,
+    EmbedderError,
+    InvalidInputError,
+    InvalidTypeError,
+    TooLargeError,
+)
+from semcache.integrations.base import CachedAnswer, RequestCache
+from semcache.keys import RequestKeys, analyze_request, analyze_responses_request
+from semcache.settings import UNSET
+from semcache.validation import check_namespace, check_ttl
+
+logger = logging.getLogger("semcache")
+
+#: Keys accepted in the per-call ``semcache={...}`` control dict.
+CONTROL_KEYS: frozenset[str] = frozenset({"no_cache", "no_store", "ttl", "namespace"})
+#: finish_reason values of a complete chat answer; anything else is not stored.
+STORABLE_FINISH_REASONS: frozenset[str] = frozenset({"stop", "tool_calls", "function_call"})
+
+# Cache-layer failures that degrade a lookup to a miss instead of failing the LLM call.
+_LOOKUP_DEGRADES = (CacheFileError, EmbedderError, TooLargeError)
+
+
+# ----------------------------------------------------------------------------- checks
+
+
+def _relabel(exc: Exception, where: str) -> Exception:
+    """The same exception class, its message prefixed with where the value came from."""
+    return type(exc)(f"{where}: {exc}")
+
+
+def check_ttl_option(value: Any, where: str) -> Any:
+    """``value`` checked like ``Cache.put(ttl=...)``; UNSET passes through unchanged."""
+    if value is UNSET:
+        return UNSET
+    try:
+        return check_ttl(value)
+    except (InvalidInputError, InvalidTypeError) as exc:
+        raise _relabel(exc, where) from None
+
+
+def check_namespace_option(value: Any, where: str) -> str | None:
+    """``value`` checked like ``Cache.put(namespace=...)``; None passes through."""
+    if value is None:
+        return None
+    try:
+        return check_namespace(value)
+    except (InvalidInputError, InvalidTypeError) as exc:
+        raise _relabel(exc, where) from None
+
+
+@dataclass(frozen=True)
+class Control:
+    """Per-call settings (``create(..., semcache={...})``, or the proxy's headers)."""
+
+    no_cache: bool = False
+    no_store: bool = False
+    ttl: Any = UNSET
+    namespace: str | None = None
+
+
+def parse_control(value: Any, where: str = "semcache") -> Control:
+    """Validate a ``semcache={...}`` control dict; None means no control.
+
+    Raises:
+        InvalidTypeError: not a dict, or a value of the wrong type.
+        InvalidInputError: an unknown key, or a value ``Cache.put`` would refuse.
+    """
+    if value is None:
+        return Control()
+    if not isinstance(value, dict):
+        raise InvalidTypeError(
+            f"{where} must be a dict of {sorted(CONTROL_KEYS)}, got {type(value).__name__}"
+        )
+    unknown = sorted(set(value) - CONTROL_KEYS, key=str)
+    if unknown:
+        raise InvalidInputError(
+            f"unknown {where} control key(s) {', '.join(map(repr, unknown))}; "
+            f"expected some of {sorted(CONTROL_KEYS)}"
+        )
+    for flag in ("no_cache", "no_store"):
+        if flag in value and not isinstance(value[flag], bool):
+            raise InvalidTypeError(f"{where} {flag!r} must be a bool, got {value[flag]!r}")
+    return Control(
+        no_cache=value.get("no_cache", False),
+        no_store=value.get("no_store", False),
+        ttl=check_ttl_option(value.get("ttl", UNSET), where),
+        namespace=check_namespace_option(value.get("namespace"), where),
+    )
+
+
+# ------------------------------------------------------------------------------ rules
+
+
+def _chat_storable(data: Mapping[str, Any]) -> bool:
+    choices = data.get("choices")
+    if not isinstance(choices, list) or not choices:
+        return False
+    return all(
+        isinstance(c, dict) and c.get("finish_reason") in STORABLE_FINISH_REASONS for c in choices
+    )
+
+
+def _responses_storable(data: Mapping[str, Any]) -> bool:
+    output = data.get("output")
+    return (
+        data.get("status") == "completed"
+        and not data.get("error")
+        and isinstance(output, list)
+        and bool(output)
+    )
+
+
+def _total_tokens(data: Mapping[str, Any]) -> int:
+    usage = data.get("usage")
+    if not isinstance(usage, dict):
+        return 0
+    total = usage.get("total_tokens")
+    return total if isinstance(total, int) and not isinstance(total, bool) and total > 0 else 0
+
+
+def _never_bypassed(request: Mapping[str, Any]) -> str | None:
+    return None
+
+
+def _responses_bypass(request: Mapping[str, Any]) -> str | None:
+    if request.get("background"):
+        return "background responses are jobs, not answers"
+    if request.get("conversation") is not None:
+        return "a server-side conversation changes between calls"
+    return None
+
+
+@dataclass(frozen=True)
+class ApiRules:
+    """How one API's requests are keyed, and which of its answers are stored."""
+
+    name: str
+    """``"chat.completions"`` or ``"responses"`` (also the stored metadata's ``api``)."""
+    required: tuple[str, ...]
+    """Parameters without which the request is passed through (the API reports the error)."""
+    analyze: Callable[[Mapping[str, Any]], RequestKeys]
+    bypass_reason: Callable[[Mapping[str, Any]], str | None]
+    storable: Callable[[Mapping[str, Any]], bool]
+    answer_field: str
+    """The list every answer of this API has (``choices`` / ``output``)."""
+    tokens: Callable[[Mapping[str, Any]], int] = _total_tokens
+
+    def is_answer(self, data: Any) -> bool:
+        """True when a stored value looks like an answer of this API (else: a miss)."""
+        return isinstance(data, dict) and isinstance(data.get(self.answer_field), list)
+
+    def cacheable(self, request: Mapping[str, Any]) -> bool:
+        """True when ``request`` has what is required and nothing that forces a bypass."""
+        if any(name not in request for name in self.required):
+            return False
+        reason = self.bypass_reason(request)
+        if reason is not None:
+            logger.debug("semcache: %s request passed through: %s", self.name, reason)
+            return False
+        return True
+
+
+CHAT = ApiRules(
+    name="chat.completions",
+    required=("model", "messages"),
+    analyze=analyze_request,
+    bypass_reason=_never_bypassed,
+    storable=_chat_storable,
+    answer_field="choices",
+)
+RESPONSES = ApiRules(
+    name="responses",
+    required=("input",),
+    analyze=analyze_responses_request,
+    bypass_reason=_responses_bypass,
+    storable=_responses_storable,
+    answer_field="output",
+)
+
+
+# ------------------------------------------------------------------------------- plan
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything decided about one request before the cache or the model is called."""
+
+    cache: RequestCache
+    rules: ApiRules
+    keys: RequestKeys
+    namespace: str | None
+    """None: the cache's default namespace."""
+    exact_only: bool
+    control: Control
+    ttl: Any
+    model: str | None
+    from_default: bool = False
+    """The cache is the process-wide default one (a concurrent disable may close it)."""
+
+    @property
+    def text(self) -> str | None:
+        """What the semantic tier embeds (None: exact tier only)."""
+        return None if self.exact_only else self.keys.text
+
+    def entry_namespace(self) -> str:
+        """The namespace entries of this request live in."""
+        return self.namespace if self.namespace is not None else self.cache.namespace
+
+
+def plan_request(
+    cache: RequestCache | None,
+    rules: ApiRules,
+    request: Mapping[str, Any],
+    control: Control,
+    *,
+    namespace: str | None = None,
+    ttl: Any = UNSET,
+    exact_only: bool = False,
+    from_default: bool = False,
+) -> Plan | None:
+    """Decide how ``request`` goes through ``cache``; None means "pass it through".
+
+    ``namespace`` / ``ttl`` / ``exact_only`` are the integration's defaults (e.g. the
+    options of ``wrap``); the per-call ``control`` overrides them.
+
+    Raises:
+        SemcacheError: the request holds values that cannot be keyed (NaN, bytes...).
+    """
+    if cache is None or (control.no_cache and control.no_store):
+        return None
+    if not rules.cacheable(request):
+        return None
+    model = request.get("model")
+    return Plan(
+        cache=cache,
+        rules=rules,
+        keys=rules.analyze(request),
+        namespace=control.namespace or namespace,
+        exact_only=exact_only or bool(getattr(cache, "hash_only", False)),
+        control=control,
+        ttl=control.ttl if control.ttl is not UNSET else ttl,
+        model=model if isinstance(model, str) else None,
+        from_default=from_default,
+    )
+
+
+def lookup(plan: Plan) -> CachedAnswer | None:
+    """The cached answer for ``plan``, or None (a miss, ``no_cache``, or a cache failure)."""
+    if plan.control.no_cache:
+        return None
+    try:
+        hit = plan.cache.lookup(
+            plan.keys.key,
+            text=plan.keys.text,
+            scope=plan.keys.scope,
+            namespace=plan.namespace,
+            exact_only=plan.exact_only,
+        )
+    except (*_LOOKUP_DEGRADES, CacheClosedError) as exc:
+        # A default cache closed by another thread's disable_cache()/init_cache() is a
+        # race, not a bug: treat it as a miss. An explicit closed cache is a bug.
+        if isinstance(exc, CacheClosedError) and not plan.from_default:
+            raise
+        logger.warning("semcache lookup failed, calling the model instead: %s", exc)
+        return None
+    if hit is None:
+        logger.debug("semcache miss key=%s", plan.keys.key.hex()[:12])
+    else:
+        logger.debug(
+            "semcache %s hit entry=%s similarity=%.3f", hit.kind, hit.entry_id, hit.similarity
+        )
+    return hit
+
+
+def store(plan: Plan, data: Mapping[str, Any]) -> int | None:
+    """Store the answer ``data`` (JSON) under ``plan``; returns the entry id or None.
+
+    Nothing is stored with ``no_store``, nor an answer that did not end naturally. Never
+    raises: the caller already paid for this answer, and losing the cache write must not
+    lose it (the failure is logged as a warning).
+    """
+    if plan.control.no_store:
+        return None
+    if not plan.rules.storable(data):
+        logger.debug("semcache: %s answer did not end naturally; not stored", plan.rules.name)
+        return None
+    model = plan.model or data.get("model")
+    try:
+        return plan.cache.store(
+            plan.keys.key,
+            dict(data),
+            text=plan.text,
+            scope=plan.keys.scope,
+            namespace=plan.namespace,
+            ttl=plan.ttl,
+            metadata={"model": model, "api": plan.rules.name},
+            tokens=plan.rules.tokens(data),
+        )
+    except Exception as exc:  # noqa: BLE001 - any cache failure: keep the paid answer
+        logger.warning(
+            "semcache store failed, answer returned uncached: %s: %s", type(exc).__name__, exc
+        )
+        return None
+
+
+__all__ = [
+    "CHAT",
+    "CONTROL_KEYS",
+    "RESPONSES",
+    "STORABLE_FINISH_REASONS",
+    "ApiRules",
+    "Control",
+    "Plan",
+    "check_namespace_option",
+    "check_ttl_option",
+    "lookup",
+    "parse_control",
+    "plan_request",
+    "store",
+]

@@ -1,0 +1,111 @@
+"""The proxy's ASGI application (Starlette): routes and the worker's lifespan.
+
+Routes: ``GET /healthz``, ``GET /metrics``, and everything under ``/v1/`` -
+``POST /v1/chat/completions`` and ``POST /v1/responses`` through the cache
+(:mod:`.cached`), any other method or path passed through untouched.
+
+Lifespan of a worker: open the cache (every worker opens the same file; semcache is
+multi-process safe), load its embedder (``cache.warmup()``) so the first request does
+not pay for it, open the upstream HTTP client; at shutdown close both.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio.to_thread
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from semcache.integrations.base import RequestCache
+from semcache.integrations.pipeline import CHAT, RESPONSES
+from semcache.integrations.proxy.cached import serve_cached
+from semcache.integrations.proxy.config import ProxyConfig
+from semcache.integrations.proxy.metrics import ProxyMetrics
+from semcache.integrations.proxy.state import ProxyState
+
+logger = logging.getLogger("semcache")
+
+_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+_CACHED = {"chat/completions": CHAT, "responses": RESPONSES}
+
+
+def _state(request: Request) -> ProxyState:
+    state: ProxyState = request.app.state.proxy
+    return state
+
+
+async def _v1(request: Request) -> Response:
+    state = _state(request)
+    rules = _CACHED.get(request.path_params["path"].rstrip("/"))
+    if request.method == "POST" and rules is not None:
+        return await serve_cached(state, request, rules)
+    return await state.passthrough(request)
+
+
+async def _healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def _metrics(request: Request) -> Response:
+    metrics = _state(request).metrics
+    return Response(metrics.render(), media_type=metrics.content_type)
+
+
+def _open_cache(config: ProxyConfig) -> RequestCache:
+    import semcache
+
+    cache: RequestCache = semcache.open(config.cache, **config.open_settings())
+    return cache
+
+
+def create_app(config: ProxyConfig, cache: RequestCache | None = None,
+               transport: httpx.AsyncBaseTransport | None = None) -> Starlette:
+    """The proxy for ``config``.
+
+    Args:
+        config: what to serve.
+        cache: an open cache to use (the caller closes it); None opens ``config.cache``
+            at startup and closes it at shutdown.
+        transport: httpx transport to the upstream (tests); None is a real connection pool.
+    """
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        own = cache is None
+        opened = await anyio.to_thread.run_sync(_open_cache, config) if own else cache
+        assert opened is not None
+        try:
+            await anyio.to_thread.run_sync(opened.warmup)
+            timeout = httpx.Timeout(config.timeout, connect=min(10.0, config.timeout))
+            limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
+            async with httpx.AsyncClient(timeout=timeout, limits=limits, transport=transport,
+                                         follow_redirects=False) as client:
+                app.state.proxy = ProxyState(config, opened, client, ProxyMetrics())
+                logger.info("semcache proxy ready: upstream %s", config.upstream_display)
+                yield
+        finally:
+            close: Any = getattr(opened, "close", None)
+            if own and callable(close):
+                await anyio.to_thread.run_sync(close)
+
+    routes = [
+        Route("/healthz", _healthz, methods=["GET", "HEAD"]),
+        Route("/metrics", _metrics, methods=["GET"]),
+        Route("/v1/{path:path}", _v1, methods=_METHODS),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan)
+
+
+def app_from_env() -> Starlette:
+    """App factory of the worker processes (``uvicorn ...:app_from_env --factory``)."""
+    return create_app(ProxyConfig.from_env())
+
+
+__all__ = ["app_from_env", "create_app"]

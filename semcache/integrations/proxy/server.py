@@ -1,0 +1,107 @@
+"""``semcache serve``: run the proxy on uvicorn, with one or several worker processes.
+
+Importing this module is cheap (no uvicorn, starlette or httpx): the CLI builds its
+parser from :func:`add_serve_arguments` even where the ``[serve]`` extra is missing.
+
+Several workers (``--workers N``) are separate processes started by uvicorn; each opens
+the same cache file (semcache is built for that) and the configuration reaches them in
+the environment (:data:`~.config.CONFIG_ENV`). Their Prometheus metrics are summed
+through prometheus-client's multiprocess mode: a fresh ``PROMETHEUS_MULTIPROC_DIR`` is
+created for the run (and removed after), unless one is already set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from semcache.errors import ConfigurationError
+from semcache.integrations.proxy.config import CONFIG_ENV, MULTIPROC_ENV, ProxyConfig
+from semcache.integrations.streaming import STRATEGIES
+
+APP_FACTORY = "semcache.integrations.proxy.app:app_from_env"
+
+
+def default_proxy_cache() -> str:
+    """``<user cache dir>/semcache/proxy.db`` (directories created)."""
+    from semcache.defaults import default_cache_path
+
+    path = Path(default_cache_path()).parent / "proxy.db"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return str(path)
+
+
+def serve(config: ProxyConfig, *, host: str = "127.0.0.1", port: int = 8080, workers: int = 1,
+          log_level: str = "info", access_log: bool = True) -> None:
+    """Serve ``config`` until interrupted (blocks)."""
+    try:
+        import uvicorn
+
+        from semcache.integrations.proxy.protocol import NoDelayH11Protocol
+    except ImportError as exc:  # the [serve] extra is not installed
+        raise ConfigurationError(
+            "semcache serve needs the serve extra: pip install 'semcache[serve]'"
+        ) from exc
+    if workers < 1:
+        raise ConfigurationError(f"--workers must be >= 1, got {workers}")
+    os.environ[CONFIG_ENV] = config.to_env()
+    metrics_dir = None
+    if workers > 1 and not os.environ.get(MULTIPROC_ENV):
+        metrics_dir = tempfile.mkdtemp(prefix="semcache-metrics-")
+        os.environ[MULTIPROC_ENV] = metrics_dir
+    try:
+        uvicorn.run(APP_FACTORY, factory=True, host=host, port=port, workers=workers,
+                    log_level=log_level, access_log=access_log, server_header=False,
+                    http=NoDelayH11Protocol)
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``semcache serve``."""
+    parser.add_argument("--upstream", required=True, metavar="URL",
+                        help="base URL of the OpenAI-compatible API, as an SDK's base_url "
+                             "(e.g. https://api.openai.com/v1)")
+    parser.add_argument("--cache", metavar="PATH_OR_URL",
+                        help="cache file (default: <user cache dir>/semcache/proxy.db)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8080, help="port (8080)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="worker processes sharing the cache file (1)")
+    parser.add_argument("--shared", action="store_true",
+                        help="one namespace for every API key (default: one per key)")
+    parser.add_argument("--embedder", help="embedder of a new cache file (default: minilm)")
+    parser.add_argument("--exact-only", action="store_true", help="no semantic lookups")
+    parser.add_argument("--stream-chunk-strategy", choices=STRATEGIES,
+                        help="how cached answers are split when replayed as a stream")
+    parser.add_argument("--stream-chunk-length", type=int,
+                        help="units of that strategy per replayed chunk")
+    parser.add_argument("--timeout", type=float, default=600.0,
+                        help="seconds to wait for the upstream (600)")
+    parser.add_argument("--log-level", default="info",
+                        choices=["critical", "error", "warning", "info", "debug"])
+    parser.add_argument("--no-access-log", action="store_true", help="no per-request log lines")
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    """``semcache serve`` with parsed arguments; returns the exit status."""
+    config = ProxyConfig(
+        upstream=args.upstream,
+        cache=args.cache or default_proxy_cache(),
+        shared=args.shared,
+        embedder=args.embedder,
+        exact_only=args.exact_only,
+        stream_chunk_strategy=args.stream_chunk_strategy,
+        stream_chunk_length=args.stream_chunk_length,
+        timeout=args.timeout,
+    )
+    serve(config, host=args.host, port=args.port, workers=args.workers,
+          log_level=args.log_level, access_log=not args.no_access_log)
+    return 0
+
+
+__all__ = ["APP_FACTORY", "add_serve_arguments", "default_proxy_cache", "run_from_args", "serve"]

@@ -1,0 +1,128 @@
+"""What one proxy worker holds: its cache, its upstream HTTP client, its metrics.
+
+Also the plain relays: :meth:`ProxyState.passthrough` (everything under ``/v1/`` that is
+not cached: status, headers and body untouched) and :meth:`ProxyState.forward` (a cached
+route's request that bypasses the cache). Upstream failures become OpenAI-style JSON
+errors: 502 when the upstream cannot be reached, 504 when it does not answer in time.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from semcache.integrations.base import RequestCache
+from semcache.integrations.proxy.config import ProxyConfig
+from semcache.integrations.proxy.http import client_headers, error_body, upstream_headers
+from semcache.integrations.proxy.metrics import ProxyMetrics
+from semcache.integrations.streaming import replay_settings
+
+logger = logging.getLogger("semcache")
+
+_CACHED_PATHS = ("/v1/chat/completions", "/v1/responses")
+
+
+class ProxyState:
+    """The cache, upstream client and metrics of one worker (see :mod:`.app`)."""
+
+    def __init__(self, config: ProxyConfig, cache: RequestCache, client: httpx.AsyncClient,
+                 metrics: ProxyMetrics) -> None:
+        self.config = config
+        self.cache = cache
+        self.client = client
+        self.metrics = metrics
+
+    def replay_settings(self) -> tuple[str, int]:
+        """How cached answers are split when replayed as a stream."""
+        config = self.config
+        return replay_settings(config.stream_chunk_strategy, config.stream_chunk_length)
+
+    def error(self, endpoint: str, status: int, message: str, kind: str,
+              code: str | None = None) -> Response:
+        """An error answered by the proxy itself (counted as ``result="error"``)."""
+        self.metrics.record(endpoint, "error")
+        return Response(error_body(message, kind, code), status_code=status,
+                        media_type="application/json")
+
+    def _url(self, request: Request) -> str:
+        path = request.url.path
+        tail = path[len("/v1"):] if path.startswith("/v1") else path
+        query = request.url.query
+        return self.config.upstream_base + tail + (f"?{query}" if query else "")
+
+    def _upstream_failure(self, endpoint: str, exc: Exception) -> Response:
+        where = self.config.upstream_display
+        if isinstance(exc, httpx.TimeoutException):
+            logger.warning("semcache proxy: upstream %s timed out (%s)", where,
+                           type(exc).__name__)
+            return self.error(endpoint, 504, f"semcache proxy: the upstream {where} did not "
+                              f"answer in time ({type(exc).__name__})", "upstream_error",
+                              "upstream_timeout")
+        # httpx's message can quote the URL, credentials included: only its type is shown.
+        logger.warning("semcache proxy: upstream %s unreachable (%s)", where,
+                       type(exc).__name__)
+        return self.error(endpoint, 502, f"semcache proxy: the upstream {where} is "
+                          f"unreachable ({type(exc).__name__})", "upstream_error",
+                          "upstream_unreachable")
+
+    async def send(self, request: Request, content: bytes | None, *,
+                   stream: bool) -> httpx.Response | Response:
+        """Send ``request`` (with ``content`` as its body) upstream.
+
+        Returns the upstream's response, or the proxy's own 502/504 error response.
+        """
+        cached_route = request.url.path.rstrip("/") in _CACHED_PATHS
+        upstream_request = self.client.build_request(
+            request.method, self._url(request), content=content or None,
+            headers=upstream_headers(request.headers.items(), cached_route=cached_route))
+        endpoint = _endpoint(request)
+        try:
+            return await self.client.send(upstream_request, stream=stream)
+        except httpx.TransportError as exc:  # connect errors, timeouts, protocol errors
+            return self._upstream_failure(endpoint, exc)
+
+    async def _relay(self, request: Request, content: bytes | None, *, decoded: bool,
+                     extra: dict[str, str]) -> Response:
+        upstream = await self.send(request, content, stream=True)
+        if isinstance(upstream, Response):
+            return upstream
+        headers = {**client_headers(upstream.headers.multi_items(), decoded=decoded), **extra}
+        chunks = upstream.aiter_bytes() if decoded else upstream.aiter_raw()
+        return StreamingResponse(_closing(chunks, upstream), status_code=upstream.status_code,
+                                 headers=headers)
+
+    async def forward(self, request: Request, content: bytes, endpoint: str) -> Response:
+        """A cached route's request that bypasses the cache (``X-Semcache: bypass``)."""
+        self.metrics.record(endpoint, "bypass")
+        return await self._relay(request, content, decoded=True, extra={"x-semcache": "bypass"})
+
+    async def passthrough(self, request: Request) -> Response:
+        """Anything else under ``/v1/``: forwarded and relayed untouched."""
+        self.metrics.record("passthrough", "passthrough")
+        body = await request.body()
+        return await self._relay(request, body, decoded=False, extra={})
+
+
+def _endpoint(request: Request) -> str:
+    path = request.url.path.rstrip("/")
+    if request.method == "POST" and path == "/v1/chat/completions":
+        return "chat.completions"
+    if request.method == "POST" and path == "/v1/responses":
+        return "responses"
+    return "passthrough"
+
+
+async def _closing(chunks: AsyncIterator[bytes], upstream: httpx.Response) -> AsyncIterator[Any]:
+    try:
+        async for chunk in chunks:
+            yield chunk
+    finally:
+        await upstream.aclose()
+
+
+__all__ = ["ProxyState"]
