@@ -26,6 +26,7 @@ import numpy as np
 
 from semcache.cache._admin import CacheAdmin
 from semcache.cache._batcher import HitBatcher
+from semcache.cache._coalesce import Claim, Coalescer
 from semcache.cache._gate import Gate
 from semcache.cache._identity import resolve_identity
 from semcache.cache._keys import prompt_key, request_key, vector_key
@@ -117,6 +118,7 @@ class Cache(CacheAdmin):
             threshold=self._settings.threshold, refresh=self._settings.refresh_on_access,
             guard=self._settings.guard)
         self._entries = EntryFactory(self._settings.tunables, identity.encoder)
+        self._coalescer = Coalescer(store)
         _open_caches.add(self)
 
     # -- settings -------------------------------------------------------------------------
@@ -303,6 +305,32 @@ class Cache(CacheAdmin):
             if unit is None and text is not None and self._pipeline.semantic:
                 self._entries.attach(entry, self._pipeline.embed([text])[0])
             return write_entries(self._batcher, [entry], self.max_entries, now)[0]
+
+    def claim(self, key: bytes | str, *, namespace: str | None = None,
+              wait: float = 30.0) -> Claim:
+        """Coalesce identical misses: claim the right to fetch the answer of request
+        ``key`` (the same key as :meth:`lookup`'s).
+
+        Returns at once when nobody else is fetching it; otherwise waits (at most
+        ``wait`` seconds) until the caller that is - in this process or any other sharing
+        the cache - releases its claim. When ``claim.waited`` is True, look the cache up
+        again before calling the model. Release the claim (``with cache.claim(...)``) after
+        storing the answer, or when the call failed::
+
+            hit = cache.lookup(key, text=text, scope=scope)
+            if hit is None:
+                with cache.claim(key) as claim:
+                    if claim.waited:
+                        hit = cache.lookup(key, text=text, scope=scope)
+                    if hit is None:
+                        answer = call_model()
+                        cache.store(key, answer, text=text, scope=scope)
+        """
+        if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not 0 <= wait < 1e6:
+            raise InvalidInputError(f"wait must be seconds in [0, 1e6); got {wait!r}")
+        with self._gate.enter():
+            return self._coalescer.claim(request_key(check_key(key), self._ns(namespace)),
+                                         float(wait))
 
     # -- removal -------------------------------------------------------------------------------
 

@@ -301,6 +301,26 @@ def lookup(plan: Plan) -> CachedAnswer | None:
     return hit
 
 
+#: How long a miss waits for an identical request another caller is already fetching.
+COALESCE_WAIT_S = 60.0
+
+
+def claim_for(plan: Plan) -> Any | None:
+    """Claim the right to fetch ``plan``'s answer, waiting for an identical request that
+    another caller (thread, process, host) is fetching (``Cache.claim``); None when the
+    answer will not be both read and stored, or the cache cannot coalesce. Never raises."""
+    if plan.control.no_cache or plan.control.no_store:
+        return None
+    claim = getattr(plan.cache, "claim", None)
+    if claim is None:
+        return None
+    try:
+        return claim(plan.keys.key, namespace=plan.namespace, wait=COALESCE_WAIT_S)
+    except Exception as exc:  # noqa: BLE001 - coalescing saves money, never an answer
+        logger.warning("semcache: could not coalesce this miss (%s); calling the model", exc)
+        return None
+
+
 def store(plan: Plan, data: Mapping[str, Any]) -> int | None:
     """Store the answer ``data`` (JSON) under ``plan``; returns the entry id or None.
 

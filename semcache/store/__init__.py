@@ -17,7 +17,7 @@ from semcache.store.base import Store
 _URL = re.compile(r"^(postgresql|postgres)://", re.IGNORECASE)
 _LIBPQ = re.compile(r"^\s*(host|dbname|user|port|hostaddr|service)\s*=", re.IGNORECASE)
 #: Suffixes of the files an SQLite cache consists of (removed when creating one failed).
-SQLITE_FILES = ("", "-wal", "-shm", "-codes", ".lock")
+SQLITE_FILES = ("", "-wal", "-shm", "-codes", ".lock", ".claims")
 
 
 def is_server_location(location: str) -> bool:

@@ -270,6 +270,14 @@ class Store(Protocol):
     # writes
     def write(self, on_commit: Callable[[Changes], None] | None = None,
               timeout: float | None = None) -> AbstractContextManager[StoreTxn]: ...
+
+    # coalescing of identical misses (semcache.cache._coalesce)
+    def claim(self, key_hash: bytes, lease: float) -> bool:
+        """Try to become the one caller fetching ``key_hash`` (across processes and hosts
+        that share this cache); never waits. A holder that dies frees it within ``lease``."""
+        ...
+
+    def release(self, key_hash: bytes) -> None: ...
     def write_settings(self, values: dict[str, str]) -> None: ...
     def vacuum(self) -> dict[str, int]:
         """Repair derived tables after hand-made changes and compact storage."""

@@ -187,3 +187,60 @@ class ReadOnlyLock:
 
     def close(self) -> None:
         pass
+
+
+class ClaimFile:
+    """Claims on request keys across the processes of one host: ``lockf`` byte-range locks
+    on a sidecar file, one byte per key (at an offset derived from the key).
+
+    The kernel drops a process's locks when it exits, however it dies, so a crashed
+    fetcher never leaves a claim behind. POSIX record locks belong to the process (not
+    the thread): the caller serializes its own threads first. The descriptor stays open
+    for the life of the process (closing any descriptor of the file would release every
+    lock this process holds on it) and is reopened after fork().
+    """
+
+    #: Offsets span 2**40 bytes of a sparse, empty file: distinct keys practically never
+    #: share a byte (and sharing one only makes two requests wait for each other).
+    _SPAN = 1 << 40
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._fd: int | None = None
+        self._pid = os.getpid()
+
+    def _descriptor(self) -> int:
+        if self._fd is None or os.getpid() != self._pid:
+            self._fd = _open_lock_file(self.path)
+            self._pid = os.getpid()
+        return self._fd
+
+    def _offset(self, key: bytes) -> int:
+        return int.from_bytes(key[:8], "little") % self._SPAN
+
+    def try_claim(self, key: bytes) -> bool:
+        if fcntl is None:  # pragma: no cover - Windows: no cross-process coalescing
+            return True
+        try:
+            fcntl.lockf(self._descriptor(), fcntl.LOCK_EX | fcntl.LOCK_NB, 1, self._offset(key))
+        except (BlockingIOError, PermissionError):
+            return False
+        except OSError as exc:
+            raise CacheFileError(f"cannot take a claim in {self.path!r}: {exc}") from exc
+        return True
+
+    def release(self, key: bytes) -> None:
+        if fcntl is None or self._fd is None or os.getpid() != self._pid:
+            return
+        try:
+            fcntl.lockf(self._fd, fcntl.LOCK_UN, 1, self._offset(key))
+        except OSError:
+            pass  # released anyway when the descriptor closes
+
+    def close(self) -> None:
+        if self._fd is not None and os.getpid() == self._pid:
+            try:
+                os.close(self._fd)
+            except OSError:
+                pass
+        self._fd = None

@@ -37,7 +37,7 @@ from semcache.store.connection import (
     translated,
 )
 from semcache.store.filters import compile_filter
-from semcache.store.locking import ReadOnlyLock, WriteLock
+from semcache.store.locking import ClaimFile, ReadOnlyLock, WriteLock
 from semcache.store.schema import (
     SCHEMA_VERSION,
     ensure_schema,
@@ -81,6 +81,7 @@ class SQLiteStore(SQLiteAdmin):
             readonly = True
         self.readonly = readonly
         self._file_lock = None if readonly else WriteLock(path + ".lock")
+        self._claims = ClaimFile(path + ".claims")
         self.lock: WriteLock | ReadOnlyLock = self._file_lock or ReadOnlyLock(path)
         try:
             with translated(path):
@@ -121,6 +122,7 @@ class SQLiteStore(SQLiteAdmin):
     def close(self) -> None:
         with self._mutex:
             self.lock.close()
+            self._claims.close()
             try:
                 self._conn.close()
             except apsw.Error as exc:
@@ -276,6 +278,13 @@ class SQLiteStore(SQLiteAdmin):
                     raise
             if on_commit is not None:
                 on_commit(txn.changes)
+
+    def claim(self, key_hash: bytes, lease: float) -> bool:
+        """A byte-range lock per key on ``<db>.claims`` (the kernel frees it if we die)."""
+        return self._claims.try_claim(key_hash)  # lease: not needed, the kernel frees it
+
+    def release(self, key_hash: bytes) -> None:
+        self._claims.release(key_hash)
 
     def _seq_in_txn(self) -> int:
         return self._scalar(_SEQ, "sync_state.change_seq")

@@ -3,8 +3,8 @@
 :func:`run_sync` and :func:`run_async` are the only places where the wrapper's miss path
 lives ("lookup -> on miss call upstream -> store"); every cached method
 (``chat.completions.create`` / ``.parse``, ``responses.create``, their
-``with_raw_response`` twins) goes through them. The point marked ``MISS`` in each is where
-identical concurrent misses can be coalesced.
+``with_raw_response`` twins) goes through them. At the point marked ``MISS`` identical
+concurrent misses are coalesced (``Cache.claim``).
 
 Async clients: cache lookups and stores run in ``asyncio.to_thread`` because a semantic
 lookup embeds the prompt (milliseconds of CPU, or an HTTP call for remote embedders) and
@@ -30,7 +30,14 @@ from semcache.integrations.openai.streams import (
     RecordingStream,
     ReplayStream,
 )
-from semcache.integrations.pipeline import Plan, lookup, parse_control, plan_request, store
+from semcache.integrations.pipeline import (
+    Plan,
+    claim_for,
+    lookup,
+    parse_control,
+    plan_request,
+    store,
+)
 
 
 @dataclass(frozen=True)
@@ -145,12 +152,22 @@ def run_sync(binding: Binding, kwargs: dict[str, Any], call: Callable[..., Any])
         served = serve_hit(binding, plan, hit, request)
         if served is not None:
             return served
-    # MISS: the one point of the sync wrapper where identical concurrent misses can be
-    # coalesced (wait for the caller already fetching this key, then look up again).
-    result = call(**request)
-    if request.get("stream"):
-        return record_stream(binding, plan, result)
-    return store_answer(binding, plan, result, _answer_of(binding, result))
+    if request.get("stream"):  # streamed misses are relayed as they come, not coalesced
+        return record_stream(binding, plan, call(**request))
+    # MISS: identical concurrent misses are coalesced: the first caller fetches, the others
+    # wait for its answer and look the cache up again.
+    claim = claim_for(plan)
+    try:
+        if claim is not None and claim.waited:
+            hit = lookup(plan)
+            served = None if hit is None else serve_hit(binding, plan, hit, request)
+            if served is not None:
+                return served
+        result = call(**request)
+        return store_answer(binding, plan, result, _answer_of(binding, result))
+    finally:
+        if claim is not None:
+            claim.release()
 
 
 async def run_async(
@@ -165,15 +182,24 @@ async def run_async(
         served = serve_hit(binding, plan, hit, request)
         if served is not None:
             return served
-    # MISS: the one point of the async wrapper where identical concurrent misses can be
-    # coalesced.
-    result = await call(**request)
-    if request.get("stream"):
-        return record_stream(binding, plan, result)
-    answer = _answer_of(binding, result)
-    if inspect.isawaitable(answer):
-        answer = await answer
-    return await asyncio.to_thread(store_answer, binding, plan, result, answer)
+    if request.get("stream"):  # streamed misses are relayed as they come, not coalesced
+        return record_stream(binding, plan, await call(**request))
+    # MISS: identical concurrent misses are coalesced (waiting happens in a worker thread).
+    claim = await asyncio.to_thread(claim_for, plan)
+    try:
+        if claim is not None and claim.waited:
+            hit = await asyncio.to_thread(lookup, plan)
+            served = None if hit is None else serve_hit(binding, plan, hit, request)
+            if served is not None:
+                return served
+        result = await call(**request)
+        answer = _answer_of(binding, result)
+        if inspect.isawaitable(answer):
+            answer = await answer
+        return await asyncio.to_thread(store_answer, binding, plan, result, answer)
+    finally:
+        if claim is not None:
+            claim.release()
 
 
 __all__ = ["Binding", "materialize", "prepare", "record_stream", "run_async", "run_sync", "serve_hit",

@@ -15,6 +15,7 @@ Same keys, scopes, controls and store rules as ``semcache.wrap`` - both go throu
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import time
@@ -31,7 +32,15 @@ from semcache.errors import SemcacheError
 from semcache.integrations.base import CachedAnswer
 from semcache.integrations.chat_format import ChunkAccumulator, completion_chunk_dicts
 from semcache.integrations.info import info_from_hit, info_headers, miss_info
-from semcache.integrations.pipeline import CHAT, ApiRules, Plan, lookup, plan_request, store
+from semcache.integrations.pipeline import (
+    CHAT,
+    ApiRules,
+    Plan,
+    claim_for,
+    lookup,
+    plan_request,
+    store,
+)
 from semcache.integrations.proxy.http import (
     SSEParser,
     client_headers,
@@ -188,10 +197,20 @@ async def serve_cached(state: ProxyState, request: Request, rules: ApiRules) -> 
     if hit is not None and rules.is_answer(hit.response):
         return hit_response(state, plan, hit, body)
     result = "bypass" if control.no_cache else "miss"
-    # MISS: the one point of the proxy where identical concurrent misses can be coalesced.
-    if body.get("stream"):
+    if body.get("stream"):  # streamed misses are relayed as they come, not coalesced
         return await relay_stream(state, request, plan, content, result)
-    return await relay_answer(state, request, plan, content, result)
+    # MISS: identical concurrent misses are coalesced across the proxy's workers: the first
+    # request fetches, the others wait for its answer and look the cache up again.
+    claim = await asyncio.to_thread(claim_for, plan)
+    try:
+        if claim is not None and claim.waited:
+            hit = await _timed_lookup(state, plan)
+            if hit is not None and rules.is_answer(hit.response):
+                return hit_response(state, plan, hit, body)
+        return await relay_answer(state, request, plan, content, result)
+    finally:
+        if claim is not None:
+            claim.release()
 
 
 __all__ = ["hit_response", "relay_answer", "relay_stream", "serve_cached"]
