@@ -50,7 +50,6 @@ from semcache.settings import (
 from semcache.store.base import AccessUpdate, Changes, EntryRow, NewEntry
 from semcache.store.codecs import (
     decode_metadata,
-    decode_vector,
     decompress_response,
     encode_metadata,
     encode_response,
@@ -456,31 +455,7 @@ class Cache:
     def _rescore(self, vector: np.ndarray, partition_id: int,
                  now: float) -> tuple[EntryRow, float] | None:
         """Hamming candidates from the index, decided by exact cosine on stored vectors."""
-        assert self._encoder is not None and self._index is not None
-        code = self._encoder.encode_unit(vector)
-        ids = self._index.candidates(code, partition_id, now, RESCORE_K,
-                                     min_cosine=self.similarity_threshold)
-        if not ids:
-            return None
-        rows = [row for row in self._store.get_by_ids(ids, with_vector=True)
-                if row.partition_id == partition_id and row.vector is not None
-                and self._alive(row, now)]
-        if not rows:
-            return None
-        # One (k, dim) @ (dim,) product: k separate numpy calls per query cost as much as
-        # the whole Hamming scan of 10k entries.
-        size = 4 * vector.shape[0]
-        for row in rows:
-            if not isinstance(row.vector, bytes) or len(row.vector) != size:  # damaged row
-                raise self._corrupt_entry(row.id, ValueError(f"stored vector is not {size} bytes"))
-        stored = decode_vector(b"".join([row.vector for row in rows])).reshape(len(rows), -1)
-        sims = stored.astype(np.float64) @ vector.astype(np.float64)
-        np.clip(sims, -1.0, 1.0, out=sims)
-        # Highest cosine wins; a tie goes to the newest entry (highest id).
-        best = max(zip(rows, sims.tolist(), strict=True), key=lambda rs: (rs[1], rs[0].id))
-        if best[1] < self.similarity_threshold:
-            return None
-        return best
+        return self._index.best(vector, partition_id, now, self.similarity_threshold, self._alive)  # type: ignore[union-attr]
 
     def get(self, prompt: Any, *, namespace: str | None = None,
             exact_only: bool = False) -> Hit | None:

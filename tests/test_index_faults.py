@@ -187,7 +187,7 @@ def test_directory_in_place_of_the_mirror_backs_off(db_path, caplog):
         assert cache.get(_vec(900)).response == {"i": 900}
         attempts = [r for r in caplog.records if "code mirror" in r.getMessage()]
     assert len(_mirror_warnings(caplog)) == 1, _mirror_warnings(caplog)
-    assert len(attempts) <= 2, [r.getMessage() for r in attempts]
+    assert len(attempts) <= 4, [r.getMessage() for r in attempts]  # not one per get
     assert elapsed < 3.0
     assert os.path.isdir(db_path + "-codes")
 

@@ -8,17 +8,13 @@ import numpy as np
 import pytest
 
 from semcache.kernels.hamming import (
+    NUMPY,
     Workspace,
     half_distance_cut,
     hamming_naive,
-    hamming_topk_pruned,
+    topk,
 )
 from semcache.kernels.projection import BinaryEncoder
-
-
-def _columns(codes: np.ndarray) -> list[np.ndarray]:
-    words = codes.view("<u8")
-    return [np.ascontiguousarray(words[:, i]) for i in range(4)]
 
 
 @pytest.mark.parametrize("n", [1, 63, 16384, 16385, 40_000])
@@ -33,10 +29,9 @@ def test_pruned_equals_exact_topk_among_rows_within_the_cut(n):
     parts = rng.integers(0, 3, n, dtype=np.int32)
     expires = rng.integers(100, 300, n, dtype=np.uint32)
     cut = 50
-    idx, dist = hamming_topk_pruned(*_columns(codes), q.view("<u8"), 16, cut, full_cut=90,
-                                    partition=1,
-                                    partitions=parts, expires=expires, now_u32=200,
-                                    workspace=Workspace(16384))
+    idx, dist = topk(np.ascontiguousarray(codes[:, :16]), np.ascontiguousarray(codes[:, 16:]),
+                     q, 16, half_cut=cut, full_cut=90, partition=1, partitions=parts,
+                     expires=expires, now_u32=200, kernel=NUMPY, workspace=Workspace(16384))
     full = hamming_naive(codes, q)
     half = hamming_naive(np.ascontiguousarray(codes[:, :16]), q[:16])
     ok = (half <= cut) & (full <= 90) & (parts == 1) & (expires > 200)

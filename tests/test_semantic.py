@@ -153,7 +153,9 @@ def test_same_results_with_and_without_mirror(db_path, rng):
         reference = _answers(cache, queries)
         assert 15 <= sum(r is not None for r in reference) < len(queries)
         assert os.path.exists(mirror)
-        os.remove(mirror)  # deleted between calls of a running process
+        os.remove(mirror)  # deleted between calls of a running process: still mapped, used
+        assert _answers(cache, queries) == reference
+        cache.put(stored[0], "elsewhere", namespace="other")  # the next write notices
         assert _answers(cache, queries) == reference
         assert os.path.exists(mirror) and cache._index.rebuilds == 2  # first build + after delete
     for damage in (os.remove, _corrupt_data, _truncate, _zero_header):

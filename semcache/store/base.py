@@ -69,6 +69,9 @@ class Changes:
 
     seq_before: int = 0
     seq_after: int = 0
+    token_before: int = 0  # sync_state.state_token before / after (see migration 0002)
+    token_after: int = 0
+    data_version: int | None = None  # PRAGMA data_version inside the transaction
     added: list[tuple[int, int, float | None, bytes]] = field(default_factory=list)
     removed: list[int] = field(default_factory=list)
     expires: list[tuple[int, float | None]] = field(default_factory=list)

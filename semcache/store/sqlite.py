@@ -39,6 +39,7 @@ _ROW_COLUMNS = (
 _BY_KEY = f"SELECT {_ROW_COLUMNS} FROM entries WHERE key_hash = ?"
 _PRAGMA_PREFIX = "sqlite_"
 _SEQ = "SELECT change_seq FROM sync_state WHERE id = 1"
+_STATE = "SELECT change_seq, state_token FROM sync_state WHERE id = 1"
 _COUNTERS = frozenset(("hits", "exact_hits", "semantic_hits", "misses", "puts", "evictions",
                        "expirations", "tokens_saved", "entries", "bytes"))
 
@@ -149,6 +150,34 @@ class SQLiteStore:
             self._check_fork()
             return self._scalar(_SEQ, "sync_state.change_seq")
 
+    def sync_state(self) -> tuple[int, int]:
+        """``(change_seq, state_token)``: the exact database state the code mirror must match
+        (a restored backup has another token even at the same change_seq)."""
+        with self._mutex, translated(self.path):
+            self._check_fork()
+            return self._state()
+
+    def _state(self) -> tuple[int, int]:
+        rows = self.conn.execute(_STATE).fetchall()
+        seq, token = rows[0] if len(rows) == 1 else (None, None)
+        if not isinstance(seq, int) or not isinstance(token, int):
+            raise CorruptCacheError(f"cache file {self.path!r} is corrupt (sync_state is "
+                                    "missing or not integers); delete it to start a new cache")
+        return seq, token
+
+    def data_version(self) -> int:
+        """SQLite's ``PRAGMA data_version``: changes when another connection commits (the
+        semantic index's cheap "did anything change?" check, ~2 us)."""
+        with self._mutex:
+            if os.getpid() != self._pid:
+                self._check_fork()
+            try:
+                version = self.conn.execute("PRAGMA data_version").fetchall()[0][0]
+            except apsw.Error as exc:
+                raise translate(exc, self.path) from None
+        assert isinstance(version, int)
+        return version
+
     def counters(self) -> dict[str, int]:
         with self._mutex, translated(self.path):
             self._check_fork()
@@ -164,15 +193,15 @@ class SQLiteStore:
             self._check_fork()
             return [tuple(r) for r in self.conn.execute(sql, params)]
 
-    def code_rows(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    def code_rows(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int, int]:
         """Everything the code mirror needs, in id order, read in one snapshot.
 
         Returns (ids int64, partition ids int32, expires u32-ready float64 with NaN for
-        never, codes (n, 32) uint8, change_seq)."""
+        never, codes (n, 32) uint8, change_seq, state_token)."""
         with self._mutex, translated(self.path):
             self._check_fork()
-            with self.conn:  # one read transaction: rows and seq from the same snapshot
-                seq = self._scalar(_SEQ, "sync_state.change_seq")
+            with self.conn:  # one read transaction: rows and state from the same snapshot
+                seq, token = self._state()
                 rows = self.conn.execute(
                     "SELECT id, partition_id, expires_at, code FROM entries "
                     "WHERE code IS NOT NULL ORDER BY id").fetchall()
@@ -188,7 +217,7 @@ class SQLiteStore:
             raise CorruptCacheError(f"cache file {self.path!r} is corrupt (entries.code or "
                                     f"partition_id damaged: {exc}); delete it to start a new "
                                     "cache") from None
-        return ids, parts, expires, codes, seq
+        return ids, parts, expires, codes, seq, token
 
     def knn_sql(self, code: bytes, partition_id: int, now: float, k: int) -> list[tuple[int, int]]:
         """Hamming k-nearest codes in one partition, unexpired, searched by sqlite-vec."""
@@ -215,9 +244,15 @@ class SQLiteStore:
             txn = WriteTxn(self)
             try:
                 self.conn.execute("BEGIN IMMEDIATE")
-                txn.changes.seq_before = self._seq_in_txn()
+                changes = txn.changes
+                changes.seq_before, changes.token_before = self._state()
                 yield txn
-                txn.changes.seq_after = self._seq_in_txn()
+                changes.seq_after, changes.token_after = self._state()
+                # Read inside the transaction: nobody else can commit until ours is done,
+                # and our own COMMIT does not change it, so it is exactly the version at
+                # which the mirror (once updated) matches the database.
+                version = self.conn.execute("PRAGMA data_version").fetchall()[0][0]
+                changes.data_version = version if isinstance(version, int) else None
                 self.conn.execute("COMMIT")
             except BaseException as exc:
                 if not self.conn.getautocommit():
@@ -230,9 +265,6 @@ class SQLiteStore:
                 raise
             if on_commit is not None:
                 on_commit(txn.changes)
-
-    def _seq_in_txn(self) -> int:
-        return self._scalar(_SEQ, "sync_state.change_seq")
 
     def vacuum(self) -> None:
         """Rebuild the file compactly (SQLite VACUUM) under the write lock."""
@@ -344,24 +376,23 @@ class WriteTxn:
         self.conn.executemany(
             "UPDATE entries SET accessed_at = max(accessed_at, ?), hits = hits + ? WHERE id = ?",
             [(u.accessed_at, u.hits, i) for i, u in updates.items()])
-        refreshed = [(u.expires_at, i, u.expires_at) for i, u in updates.items()
-                     if u.expires_at is not None]
-        if not refreshed:
-            return
-        # Only rows whose expiry really moves out are touched (and bump change_seq).
-        self.conn.executemany(
-            "UPDATE entries SET expires_at = ? WHERE id = ? AND expires_at < ?", refreshed)
-        moved = [(u.expires_at, i) for i, u in updates.items() if u.expires_at is not None]
-        marks = ",".join("?" * len(moved))
-        with_code = {int(r[0]) for r in self.conn.execute(
-            f"SELECT id FROM entries WHERE id IN ({marks}) AND code IS NOT NULL "
-            "AND expires_at IS NOT NULL", [i for _, i in moved])}
-        coded = [(e, i) for e, i in moved if i in with_code]
-        if coded:
+        moved: list[tuple[int, float]] = []
+        for i, u in updates.items():
+            if u.expires_at is None:
+                continue
+            # Only an expiry that really moves out is written, and only that one reaches the
+            # code index: another worker may already have flushed a later refresh, and an
+            # older batch must not move the index's expiry back (the entry would then be
+            # found by exact lookup but missed by semantic lookup before it expires).
+            moved += [(int(r[0]), float(r[1])) for r in self.conn.execute(
+                "UPDATE entries SET expires_at = ? WHERE id = ? AND expires_at < ? "
+                "RETURNING id, expires_at, code IS NOT NULL", (u.expires_at, i, u.expires_at))
+                if r[2]]
+        if moved:
             self.conn.executemany(
                 "UPDATE entry_codes SET expires_at = ? WHERE entry_id = ?",
-                [(expires_to_int(e), i) for e, i in coded])
-            self.changes.expires.extend((i, e) for e, i in coded)
+                [(expires_to_int(e), i) for i, e in moved])
+            self.changes.expires.extend(moved)
 
     def add_counters(self, deltas: dict[str, int]) -> None:
         self.conn.executemany(
