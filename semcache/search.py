@@ -127,9 +127,8 @@ class SemanticIndex:
                 if rows is None:
                     return result  # a long write holds the lock: keep the last decision
                 return self._decide(rows, vector, partition_id, now, threshold, alive)
-            version = self._store.data_version()
-            ids, from_mirror = self._candidate_ids(code, partition_id, now, threshold,
-                                                   fresh=attempt > 0)
+            ids, from_mirror, version = self._candidate_ids(code, partition_id, now, threshold,
+                                                            fresh=attempt > 0)
             rows = self._store.get_by_ids(ids, with_vector=True) if ids else []
             if from_mirror and any(r.partition_id != partition_id for r in rows):
                 self._invalidate("rows of another partition")  # damaged: rebuild
@@ -174,7 +173,7 @@ class SemanticIndex:
         if lock is None or not lock.acquire(timeout=_LOCKED_RESCAN_WAIT_S):
             return None
         try:
-            ids, from_mirror = self._candidate_ids(code, partition_id, now, threshold, True)
+            ids, from_mirror, _ = self._candidate_ids(code, partition_id, now, threshold, True)
             rows = self._store.get_by_ids(ids, with_vector=True) if ids else []
             if from_mirror and len(rows) < len(ids):
                 self._invalidate("ids missing from SQLite at the same state")
@@ -194,36 +193,39 @@ class SemanticIndex:
 
     def _candidate_ids(self, code: np.ndarray, partition_id: int, now: float,
                        min_cosine: float | None, fresh: bool,
-                       k: int = RESCORE_K) -> tuple[list[int], bool]:
-        """(ids, whether they came from the mirror)."""
+                       k: int = RESCORE_K) -> tuple[list[int], bool, int]:
+        """(ids, whether they came from the mirror, data_version read before the scan)."""
         code = np.ascontiguousarray(code, dtype=np.uint8)
         with self._lock:
-            mirror = self._usable(fresh)
+            mirror, version = self._usable(fresh)
             if mirror is not None:
                 try:
                     if not mirror.verified:
                         mirror.verify_step()  # one block per search until all were checked
                     found = mirror.search(code, k, partition=partition_id, now=now,
                                           min_cosine=min_cosine)
-                    return [i for i, _ in found], True
+                    return [i for i, _ in found], True, version
                 except MirrorInvalid as exc:
                     self._invalidate(str(exc))
-        return [i for i, _ in self._store.knn_sql(code.tobytes(), partition_id, now, k)], False
+        version = self._store.data_version()
+        found = self._store.knn_sql(code.tobytes(), partition_id, now, k)
+        return [i for i, _ in found], False, version
 
     # -- freshness ------------------------------------------------------------------------
 
-    def _usable(self, fresh: bool) -> CodeMirror | None:
-        """The mirror if it matches SQLite's current state, else None (search in SQL)."""
+    def _usable(self, fresh: bool) -> tuple[CodeMirror | None, int]:
+        """(the mirror if it matches SQLite's current state, else None: search in SQL;
+        the data_version it was checked at)."""
         if not self._use_mirror or time.monotonic() < self._backoff_until:
-            return None
+            return None, -1
         if os.getpid() != self._pid:  # a forked child: its connection counts anew
             self._pid, self._checked = os.getpid(), None
         mirror = self._mirror
-        if mirror is not None and not fresh and self._checked is not None \
-                and self._store.data_version() == self._checked \
-                and mirror.size_ok() and mirror.header_unchanged():
-            return mirror  # nothing committed elsewhere, nothing touched the file
-        return self._refresh()
+        if mirror is not None and not fresh and self._checked is not None:
+            version = self._store.data_version()
+            if version == self._checked and mirror.size_ok() and mirror.header_unchanged():
+                return mirror, version  # nothing committed elsewhere, nothing touched it
+        return self._refresh(), self._checked if self._checked is not None else -1
 
     def _refresh(self) -> CodeMirror | None:
         self._checked = None

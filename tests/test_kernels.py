@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from semcache.errors import DimensionError, InvalidInputError, InvalidVectorError
-from semcache.kernels.hamming import NUMPY, Workspace, hamming_naive, topk
+from semcache.kernels.hamming import NUMPY, Workspace, hamming_naive
 from semcache.kernels.mirror import (
     EXPIRES_NEVER,
     HEADER_SIZE,
@@ -18,6 +18,7 @@ from semcache.kernels.mirror import (
     MirrorInvalid,
 )
 from semcache.kernels.projection import BinaryEncoder, validate_matrix, validate_vector
+from semcache.kernels.scan import topk
 
 CHUNK = 256  # small chunks so boundary cases stay cheap
 

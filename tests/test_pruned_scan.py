@@ -7,14 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from semcache.kernels.hamming import (
-    NUMPY,
-    Workspace,
-    half_distance_cut,
-    hamming_naive,
-    topk,
-)
+from semcache.kernels.hamming import NUMPY, Workspace, half_distance_cut, hamming_naive
 from semcache.kernels.projection import BinaryEncoder
+from semcache.kernels.scan import topk
 
 
 @pytest.mark.parametrize("n", [1, 63, 16384, 16385, 40_000])
@@ -43,7 +38,21 @@ def test_pruned_equals_exact_topk_among_rows_within_the_cut(n):
 
 def test_cut_grows_as_the_threshold_falls():
     cuts = [half_distance_cut(t) for t in (0.99, 0.95, 0.92, 0.9, 0.8, 0.5)]
-    assert cuts == sorted(cuts) and cuts[2] == 45
+    assert cuts == sorted(cuts) and cuts[2] == 43
+
+
+@pytest.mark.parametrize("t", [0.99, 0.95, 0.92, 0.9, 0.85, 0.7])
+@pytest.mark.parametrize("bits", [128, 256])
+def test_cut_is_the_exact_binomial_tail_bound(t, bits):
+    """The chance that a vector exactly at the threshold lies beyond the cut is at most
+    1e-9, and the cut is the smallest with that property."""
+    p = math.acos(t) / math.pi
+    cut = half_distance_cut(t, bits)
+
+    def beyond(c: int) -> float:
+        return sum(math.comb(bits, j) * p**j * (1 - p) ** (bits - j) for j in range(c + 1, bits + 1))
+
+    assert beyond(cut) <= 1e-9 < beyond(cut - 1)
 
 
 def test_vectors_at_the_threshold_pass_the_cut():
