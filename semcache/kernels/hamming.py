@@ -4,11 +4,10 @@ Layout. A code is stored as two row-major halves, each a C-contiguous ``(rows, 1
 block: ``lo`` holds bytes 0-15 (code words 0-1), ``hi`` bytes 16-31 (words 2-3). Both kernels
 read exactly this layout, so one mirror file serves both:
 
-* :class:`NumpyKernel` (portable, numpy only): per chunk of rows, one xor of the block's
-  words against the query words repeated, one ``np.bitwise_count``, and one uint16 multiply
-  that adds the two byte counts of a row (``(a | b << 8) * 0x0101`` has ``a + b`` in its high
-  byte; a half distance is at most 128, so nothing carries out). Every buffer is
-  chunk-sized and reused: a query allocates nothing proportional to the number of rows.
+* :class:`NumpyKernel` (portable, numpy only): per chunk of rows and code word, one xor
+  (through a strided view of the half block), one ``np.bitwise_count`` into uint8, one
+  uint8 add (a half distance is at most 128: exact). Every buffer is chunk-sized and
+  reused: a query allocates nothing proportional to the number of rows.
 * :class:`FaissKernel` (compiled): ``faiss.hammings`` over the same bytes, zero-copy, in the
   calling thread, when faiss-cpu is installed (``pip install semcache[fast]``).
 
@@ -46,6 +45,7 @@ __all__ = [
     "half_distance_cut",
     "hamming_naive",
     "note_scan_time",
+    "preload_kernel",
 ]
 
 log = logging.getLogger("semcache")
@@ -56,8 +56,6 @@ DEFAULT_CHUNK_ROWS = 16384
 # faiss: its loop has no per-chunk buffers of its own; bigger chunks mean fewer Python calls.
 FAISS_CHUNK_ROWS = 65536
 
-_PAIR_SUM = np.uint16(0x0101)
-
 
 class Workspace:
     """Reusable chunk-sized scratch buffers of one kernel (create one per thread)."""
@@ -66,16 +64,17 @@ class Workspace:
         if chunk_rows < 64:
             raise InvalidInputError(f"chunk_rows must be >= 64, got {chunk_rows}")
         c = self.chunk_rows = int(chunk_rows)
-        self.words = np.empty(2 * c, dtype=np.uint64)  # xor of a half block (numpy)
-        self.counts = np.empty(2 * c, dtype=np.uint8)  # per-word popcounts (numpy)
-        self.half = np.empty(c, dtype=np.uint16)  # half distances (numpy)
-        self.half2 = np.empty(c, dtype=np.uint16)
+        self.words = np.empty(c, dtype=np.uint64)  # xor of one code word (numpy)
+        self.count_a = np.empty(c, dtype=np.uint8)  # popcounts (numpy)
+        self.count_b = np.empty(c, dtype=np.uint8)
+        self.count_c = np.empty(c, dtype=np.uint8)
+        self.dist16 = np.empty(c, dtype=np.uint16)  # full distances (numpy)
         self.dist_a = np.empty(c, dtype=np.int32)  # faiss output
         self.dist_b = np.empty(c, dtype=np.int32)
         self.mask = np.empty(c, dtype=np.bool_)
         self.mask2 = np.empty(c, dtype=np.bool_)
         self.mask3 = np.empty(c, dtype=np.bool_)
-        self.query_rep: np.ndarray | None = None  # the query words repeated (numpy)
+        self.query_words: np.ndarray | None = None  # (4,) uint64 (numpy)
         self.query_halves: tuple[np.ndarray, np.ndarray] | None = None  # (faiss)
 
 
@@ -99,38 +98,41 @@ class Kernel(Protocol):
 
 
 class NumpyKernel:
-    """The portable kernel: ``np.bitwise_count`` over chunk-sized buffers, no allocation."""
+    """The portable kernel: ``np.bitwise_count`` over chunk-sized buffers, no allocation.
+
+    A half block viewed as uint64 words interleaves the two words of each row; each word is
+    xor-ed through a strided view (stride 16 bytes) into a contiguous buffer - cheaper than
+    repeating the query words over a chunk for one contiguous xor.
+    """
 
     name = "numpy"
     chunk_rows = DEFAULT_CHUNK_ROWS
 
     def prepare(self, ws: Workspace, query: np.ndarray) -> None:
-        words = np.ascontiguousarray(query, dtype=np.uint8).view(np.uint64)
-        rep = ws.query_rep
-        if rep is None:
-            rep = ws.query_rep = np.empty((2, 2 * ws.chunk_rows), dtype=np.uint64)
-        rep[0].reshape(-1, 2)[:] = words[:2]
-        rep[1].reshape(-1, 2)[:] = words[2:]
+        ws.query_words = np.ascontiguousarray(query, dtype=np.uint8).view(np.uint64).copy()
 
     def half(self, ws: Workspace, block: np.ndarray, which: int, start: int,
              end: int, out: np.ndarray | None = None) -> np.ndarray:
         n = end - start
-        assert ws.query_rep is not None
-        flat = block.reshape(-1).view(np.uint64)  # (rows * 2,) words, no copy
-        x, cnt = ws.words[: 2 * n], ws.counts[: 2 * n]
-        np.bitwise_xor(flat[2 * start : 2 * end], ws.query_rep[which, : 2 * n], out=x)
-        np.bitwise_count(x, out=cnt)
-        res = (ws.half if out is None else out)[:n]
-        np.multiply(cnt.view(np.uint16), _PAIR_SUM, out=res)  # a + b in the high byte
-        np.right_shift(res, 8, out=res)
+        q = ws.query_words
+        assert q is not None
+        words = block.reshape(-1).view(np.uint64)  # (rows * 2,), no copy
+        x, tmp = ws.words[:n], ws.count_b[:n]
+        res = (ws.count_a if out is None else out)[:n]
+        np.bitwise_xor(words[2 * start : 2 * end : 2], q[2 * which], out=x)
+        np.bitwise_count(x, out=res)
+        np.bitwise_xor(words[2 * start + 1 : 2 * end : 2], q[2 * which + 1], out=x)
+        np.bitwise_count(x, out=tmp)
+        np.add(res, tmp, out=res)  # <= 128: exact in uint8
         return res
 
     def full(self, ws: Workspace, lo: np.ndarray, hi: np.ndarray, start: int,
              end: int) -> np.ndarray:
         a = self.half(ws, lo, 0, start, end)
-        b = self.half(ws, hi, 1, start, end, out=ws.half2)
-        np.add(a, b, out=a)  # <= 256: exact in uint16
-        return a
+        b = self.half(ws, hi, 1, start, end, out=ws.count_c)
+        res = ws.dist16[: end - start]
+        np.add(a, b, out=res, dtype=np.uint16)  # <= 256: exact in uint16
+        return res
 
 
 class FaissKernel:
@@ -219,6 +221,15 @@ def active_kernel() -> NumpyKernel | FaissKernel:
     if sel.pending and sel.mode == "faiss":
         sel.load_faiss()
     return sel.kernel
+
+
+def preload_kernel() -> str:
+    """Load the compiled kernel now if it is installed (and not disabled by
+    ``SEMCACHE_KERNEL=numpy``), e.g. at a server's start-up instead of inside a request;
+    returns the name of the kernel in use."""
+    if _SELECTION.pending:
+        _SELECTION.load_faiss()
+    return _SELECTION.kernel.name
 
 
 def note_scan_time(seconds: float) -> None:

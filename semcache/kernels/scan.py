@@ -188,39 +188,38 @@ def _scan_all(kernel: Kernel, ws: Workspace, lo: np.ndarray, hi: np.ndarray, k: 
 def _scan_pruned(kernel: Kernel, ws: Workspace, lo: np.ndarray, hi: np.ndarray,
                  query: np.ndarray, k: int, half_cut: int, full_cut: int, filt: Filter,
                  n_rows: int) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k among valid rows with half distance <= half_cut and full <= full_cut."""
-    hi_words = hi.reshape(-1).view(np.uint64).reshape(-1, 2)
-    q_hi = np.ascontiguousarray(query[HALF_BYTES:]).view(np.uint64)
+    """Top-k among valid rows with half distance <= half_cut and full <= full_cut.
+
+    Per chunk only the half distances and the rows within the cut; the survivors of all
+    chunks (a few per 10k rows) are filtered and finished once, after the scan.
+    """
     found_rows: list[np.ndarray] = []
-    found_dist: list[np.ndarray] = []
+    found_half: list[np.ndarray] = []
     step = ws.chunk_rows
     for start in range(0, n_rows, step):
         end = min(n_rows, start + step)
         half = kernel.half(ws, lo, 0, start, end)
-        if int(_min(half)) > half_cut:
-            continue  # the common case: no row of this chunk can reach the threshold
         mask = ws.mask[: end - start]
         np.less_equal(half, half_cut, out=mask)
         local = mask.nonzero()[0]
-        rows = local + start
-        if filt.active:
-            ok = filt.keep(rows)
-            rows, local = rows[ok], local[ok]
-            if rows.shape[0] == 0:
-                continue
-        counts = np.bitwise_count(hi_words[rows] ^ q_hi)  # (survivors, 2) uint8
-        dist = half[local].astype(np.int32)
-        dist += counts[:, 0]
-        dist += counts[:, 1]
-        if full_cut < _MAX_DIST:
-            near = dist <= full_cut
-            rows, dist = rows[near], dist[near]
-        found_rows.append(rows)
-        found_dist.append(dist)
+        if local.shape[0]:
+            found_rows.append(local + start)
+            found_half.append(half[local].astype(np.int32))
     if not found_rows:
         return _empty()
-    rows = np.concatenate(found_rows)
-    keys = (np.concatenate(found_dist).astype(np.int64) << _KEY_SHIFT) | rows
+    rows = np.concatenate(found_rows) if len(found_rows) > 1 else found_rows[0]
+    dist = np.concatenate(found_half) if len(found_half) > 1 else found_half[0]
+    if filt.active:
+        ok = filt.keep(rows)
+        rows, dist = rows[ok], dist[ok]
+    counts = np.bitwise_count(hi.reshape(-1).view(np.uint64).reshape(-1, 2)[rows]
+                              ^ np.ascontiguousarray(query[HALF_BYTES:]).view(np.uint64))
+    dist += counts[:, 0]
+    dist += counts[:, 1]
+    if full_cut < _MAX_DIST:
+        near = dist <= full_cut
+        rows, dist = rows[near], dist[near]
+    keys = (dist.astype(np.int64) << _KEY_SHIFT) | rows
     if keys.shape[0] > k:
         keys = np.partition(keys, k - 1)[:k]
     keys.sort()
