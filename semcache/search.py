@@ -155,15 +155,21 @@ class SemanticIndex:
                     f"entry {row.id} of cache file {self._store.path!r} is corrupt (stored "
                     f"vector is not {size} bytes); delete it (cache.delete({row.id})) or "
                     "delete the file to start a new cache")
-        # One (k, dim) @ (dim,) product: k separate numpy calls cost as much as a scan.
-        stored = decode_vector(b"".join([r.vector for r in rows])).reshape(len(rows), -1)  # type: ignore[misc]
-        m = stored.astype(np.float64)
+        # One (k, dim) @ (dim,) product and one row-wise sum of squares; the k cosines are
+        # then finished in Python (k <= 16: cheaper than more numpy calls).
+        m = decode_vector(b"".join([r.vector for r in rows])).reshape(len(rows), -1)  # type: ignore[misc]
+        m = m.astype(np.float64)
         q = vector.astype(np.float64)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            sims = (m @ q) / (np.sqrt(np.einsum("ij,ij->i", m, m)) * math.sqrt(float(q @ q)))
-        sims = np.where(np.isfinite(sims), np.clip(sims, -1.0, 1.0), -1.0)  # never trust a norm
-        best = max(zip(rows, sims.tolist(), strict=True), key=lambda rs: (rs[1], rs[0].id))
-        return best if best[1] >= threshold else None
+        qq = float(q @ q)
+        best_row, best_sim = rows[0], -2.0
+        for row, dot, ss in zip(rows, (m @ q).tolist(), np.einsum("ij,ij->i", m, m).tolist(),
+                                strict=True):
+            # Never trust a stored norm: divide by both (a zero or non-finite vector never hits).
+            sim = dot / math.sqrt(ss * qq) if ss > 0.0 and qq > 0.0 else -1.0
+            sim = min(max(sim, -1.0), 1.0) if math.isfinite(sim) else -1.0
+            if sim > best_sim or (sim == best_sim and row.id > best_row.id):
+                best_row, best_sim = row, sim  # highest cosine; a tie goes to the newest
+        return (best_row, best_sim) if best_sim >= threshold else None
 
     def _fetch_locked(self, code: np.ndarray, partition_id: int, now: float,
                       threshold: float) -> list[EntryRow] | None:

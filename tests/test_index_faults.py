@@ -435,3 +435,61 @@ def test_older_refresh_flushed_late_never_moves_the_index_back(db_path):
         assert expires == t0 + 180
         hit = cache.get(_vec(1))  # alive until t0 + 180: the index must not drop it at 150
         assert hit is not None and hit.entry_id == entry
+
+
+# -- schema 2: files of schema 1 get the state token; old mirrors are rebuilt --------------------
+
+
+def test_schema_1_file_is_migrated_and_its_old_mirror_rebuilt(db_path):
+    import time as _time
+
+    import apsw
+    import sqlite_vec
+
+    from semcache.store.connection import APPLICATION_ID
+    from semcache.store.schema import MIGRATIONS
+
+    _populate(db_path, range(30))
+    with _open(db_path) as cache:  # a schema-1 file: rewind the database to migration 1
+        uid = cache._store.settings["db_uid"]
+    conn = apsw.Connection(db_path)
+    conn.enable_load_extension(True)
+    conn.load_extension(sqlite_vec.loadable_path())
+    rows = conn.execute("SELECT key_hash, namespace, partition_id, prompt, response, size, "
+                        "created_at, accessed_at, code, vector FROM entries").fetchall()
+    settings = conn.execute("SELECT name, value FROM settings").fetchall()
+    conn.close()
+    for suffix in ("", "-wal", "-shm", "-codes"):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(db_path + suffix)
+    conn = apsw.Connection(db_path)
+    conn.enable_load_extension(True)
+    conn.load_extension(sqlite_vec.loadable_path())
+    conn.execute("PRAGMA journal_mode=WAL")
+    with conn:
+        conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
+        conn.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, "
+                     "name TEXT NOT NULL, applied_at REAL NOT NULL)")
+        conn.execute(MIGRATIONS[0].sql)
+        conn.execute("INSERT INTO schema_migrations VALUES (1, ?, ?)",
+                     (MIGRATIONS[0].name, _time.time()))
+        conn.executemany("INSERT INTO settings VALUES (?, ?)", settings)
+        conn.execute("INSERT INTO partitions (id, namespace, scope) VALUES (1, 'default', '')")
+        for r in rows:
+            conn.execute("INSERT INTO entries (key_hash, namespace, partition_id, prompt, "
+                         "response, size, created_at, accessed_at, code, vector) "
+                         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", r)
+            conn.execute("INSERT INTO entry_codes (entry_id, partition_id, expires_at, code) "
+                         "VALUES (last_insert_rowid(), ?, 4611686018427387904, vec_bit(?))",
+                         (r[2], r[8]))
+    conn.close()
+    with open(db_path + "-codes", "wb") as f:  # a format-1 mirror left by an older semcache
+        f.write(b"SCMIRROR" + (1).to_bytes(4, "little") + b"\0" * 4084)
+    assert _found(db_path, range(30)) == 30  # migrated to schema 2, mirror rebuilt
+    report = verify(db_path)
+    assert report["ok"] and report["database"]["schema_version"] == 2, report
+    assert report["mirror"]["agrees"], report["mirror"]
+    with _open(db_path) as cache:
+        assert cache._store.settings["db_uid"] == uid
+        seq, token = cache._store.sync_state()
+        assert seq > 0 and token != 0
