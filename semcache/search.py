@@ -55,6 +55,8 @@ _COMPACT_MIN_DEAD = 4096
 #: use SQL for this long before trying again (doubling up to the maximum).
 _BACKOFF_FIRST_S = 30.0
 _BACKOFF_MAX_S = 600.0
+#: After a wait for a writer timed out, later searches go to SQL at once for this long.
+_NO_WAIT_S = 1.0
 #: Rescans when candidates vanished between scan and read; the last one under the lock.
 _RESCANS = 3
 _LOCKED_RESCAN_WAIT_S = 0.25
@@ -92,6 +94,7 @@ class SemanticIndex:
         self._pid = os.getpid()
         self._backoff_until = 0.0
         self._backoff_s = 0.0
+        self._no_wait_until = 0.0
         self._warned = False
         self.rebuilds = 0  # observed by tests and benchmarks
         self.rescans = 0
@@ -255,8 +258,13 @@ class SemanticIndex:
                     return self._rebuild_if_stale()
                 finally:
                     lock.release()
-            if time.monotonic() > deadline:
-                return None  # a writer is between COMMIT and its mirror update: use SQL
+            # A writer holds the lock: it stamps the mirror right after its COMMIT.
+            clock = time.monotonic()
+            if mirror is None or clock < self._no_wait_until:
+                return None  # search in SQL meanwhile
+            if clock > deadline:  # a long write: do not make every get wait for it
+                self._no_wait_until = clock + _NO_WAIT_S
+                return None
             time.sleep(0.0005)
 
     def _rebuild_if_stale(self) -> CodeMirror | None:
