@@ -72,6 +72,7 @@ def test_to_words_little_endian() -> None:
         (np.array([np.inf] + [0.0] * 7), InvalidVectorError),
         (np.zeros(8), InvalidVectorError),
         (["a"] * 8, InvalidVectorError),
+        (np.ones(8) * (1 + 1j), InvalidVectorError),  # not silently the real part
     ],
 )
 def test_encoder_validation(value: object, error: type[Exception]) -> None:
@@ -85,6 +86,11 @@ def test_dimension_error_names_dims() -> None:
 
 
 def test_validate_vector_normalizes() -> None:
+    with pytest.raises(InvalidVectorError, match="real numbers"):
+        validate_vector(np.array([1 + 2j, 3.0]), 2)
+    for bad in ([np.nan, 1.0], [np.inf, 1.0], [0.0, 0.0]):
+        with pytest.raises(InvalidVectorError):
+            validate_vector(bad, 2)
     v = validate_vector([3.0, 4.0], 2)
     assert v.dtype == np.float32 and np.allclose(v, [0.6, 0.8])
     assert np.allclose(validate_vector([1e200, 0.0], 2), [1.0, 0.0])

@@ -50,9 +50,8 @@ def projection_matrix(embedding_dim: int, code_bits: int, seed: int) -> np.ndarr
 
 def _as_float_array(v: ArrayLike) -> np.ndarray:
     """Convert to a float64 array, mapping conversion failures to InvalidVectorError."""
-    if isinstance(v, np.ndarray) and v.dtype.kind not in "fiub":
-        raise InvalidVectorError(
-            f"vector must hold real numbers, got a {v.dtype} array")
+    if isinstance(v, np.ndarray) and v.dtype.kind == "c":  # numpy would drop the imaginary part
+        raise InvalidVectorError(f"vector must hold real numbers, got a {v.dtype} array")
     try:
         arr = np.asarray(v, dtype=np.float64)
     except (TypeError, ValueError) as exc:
