@@ -237,6 +237,8 @@ class MirrorMap:
 
     def _ids_of(self, rows: np.ndarray) -> np.ndarray:
         rc = self._run_count
+        if rc == 1:  # the usual case: one run of consecutive ids
+            return rows + int(self._run_ids[0])
         j = np.searchsorted(self._run_rows[:rc], rows, side="right") - 1
         return self._run_ids[j] + (rows - self._run_rows[j])
 
