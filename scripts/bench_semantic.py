@@ -467,9 +467,37 @@ def block_stats(rec: dict[str, Any]) -> dict[str, Any]:
     return st
 
 
+def time_systems(systems: dict[str, Callable[[int], Any]], n: int, n_queries: int,
+                 scale: float) -> dict[str, Any]:
+    """Time every system in its own blocks (see :func:`time_blocks`); latency figures and
+    the ratios semcache / system (median, p99, range over the runs)."""
+    slow = {"numpy flat", "faiss flat"}
+    if n <= 20_000:
+        blocks, fast_block, slow_block = 10, 100, 20
+    elif n <= 200_000:
+        blocks, fast_block, slow_block = 8, 60, 6
+    else:
+        blocks, fast_block, slow_block = 6, 20, 2
+    block = {name: slow_block if name in slow else fast_block for name in systems}
+    timed = time_blocks(systems, n_queries, max(2, int(blocks * scale)), block)
+    latency = {name: block_stats(rec) for name, rec in timed.items()}
+    own = latency["semcache"]
+    ratios = {}
+    for name, other in latency.items():
+        if name in ("semcache", "semcache scan"):
+            continue
+        per_run = [a / b for a, b in zip(own["run_medians_ms"], other["run_medians_ms"],
+                                         strict=True)]
+        ratios[name] = {"median": round(own["median_ms"] / other["median_ms"], 3),
+                        "p99": round(own["p99_ms"] / other["p99_ms"], 3),
+                        "range": [round(min(per_run), 3), round(max(per_run), 3)]}
+    return {"kernel": active_kernel().name, "latency": latency,
+            "ratios_semcache_over": ratios}
+
+
 def bench_size(n: int, args: argparse.Namespace, rs: ModuleType | None,
                faiss: ModuleType | None) -> dict[str, Any]:
-    """Build every system at size n, check its answers, time them interleaved."""
+    """Build every system at size n, check its answers, time each in its own blocks."""
     path, build_s = semcache_file(args.workdir, n, args.rebuild)
     vecs = make_vectors(n, SEED)
     qs, targets = make_queries(vecs, 512, SEED + n)
@@ -532,29 +560,8 @@ def bench_size(n: int, args: argparse.Namespace, rs: ModuleType | None,
         storage = bsc.storage
         systems["bsc search"] = lambda i: storage.search(bsc_codes[i], threshold=BSC_THRESHOLD)
 
-    slow = {"numpy flat", "faiss flat"}
-    if n <= 20_000:
-        blocks, fast_block, slow_block = 10, 100, 20
-    elif n <= 200_000:
-        blocks, fast_block, slow_block = 8, 60, 6
-    else:
-        blocks, fast_block, slow_block = 6, 20, 2
-    blocks = max(2, int(blocks * args.scale))
-    block = {name: slow_block if name in slow else fast_block for name in systems}
     gc.collect()
-    timed = time_blocks(systems, len(qs), blocks, block)
-    result["kernel"] = active_kernel().name
-    result["latency"] = {name: block_stats(rec) for name, rec in timed.items()}
-    med = {name: result["latency"][name]["median_ms"] for name in systems}
-    p99 = {name: result["latency"][name]["p99_ms"] for name in systems}
-    own = result["latency"]["semcache"]["run_medians_ms"]
-    result["ratios_semcache_over"] = {
-        name: {"median": round(med["semcache"] / med[name], 3),
-               "p99": round(p99["semcache"] / p99[name], 3),
-               "range": [round(min(a / b for a, b in zip(own, other, strict=True)), 3),
-                         round(max(a / b for a, b in zip(own, other, strict=True)), 3)]}
-        for name in systems if name not in ("semcache", "semcache scan")
-        for other in [result["latency"][name]["run_medians_ms"]]}
+    result.update(time_systems(systems, n, len(qs), args.scale))
     cache.close()
     del bsc, get_fns, systems, vecs
     gc.collect()
