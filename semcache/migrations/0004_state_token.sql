@@ -1,4 +1,4 @@
--- semcache schema 2: a random state token beside change_seq.
+-- semcache schema 4: a random state token beside change_seq.
 -- Every change the code mirror must reflect (the same triggers that count change_seq, so
 -- also changes made by hand with the sqlite3 CLI) draws a new random token. The mirror
 -- records (change_seq, state_token) of the state it was built from; a database restored
