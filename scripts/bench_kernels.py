@@ -1,11 +1,21 @@
 """Micro-benchmark of the Hamming scan (semcache.kernels) at 10k / 100k / 1M rows.
 
-For each size it times, interleaved query by query so that machine noise hits every variant
-alike: ``hamming_topk`` (k=10, no filter), ``hamming_topk`` with the partition + expiry
-filters, ``CodeMirror.search`` on an mmap'd mirror, and the naive baseline
-``np.bitwise_count(codes ^ q).sum(1)``. It reports median and p99 in milliseconds and the
-naive / scan ratio, plus mirror open (with checksum verification) time and RSS per entry at
-the largest size. Results go to benchmarks/results/kernels.json.
+For each size it times, in its own blocks (never interleaved query by query: a big scan
+evicts the other variant's data from the caches), alternated block by block in rotating
+order, 3 runs:
+
+* ``numpy pruned`` / ``faiss pruned``: the hot path, top-16 with the threshold cut of cosine
+  0.9 and the partition filter (``semcache.kernels.scan.topk`` with each kernel);
+* ``numpy full`` / ``faiss full``: exact top-16 over every row with the partition + expiry
+  filters (what a threshold below ~0.85 uses);
+* ``mirror search``: ``CodeMirror.search`` on an mmap'd mirror file (the kernel ``auto``
+  picks), pruned;
+* ``naive``: ``np.bitwise_count(codes ^ q).sum(1)``, the textbook numpy baseline.
+
+Reports medians and the range of the 3 run medians in ms, with the load average at each
+block. At the largest size it also measures the mirror: open (header only) + first search,
+the full checksum pass it no longer does at open, file bytes and RSS per entry after a
+search. Results: benchmarks/results/kernels.json.
 
 Usage: python scripts/bench_kernels.py [--sizes 10000 100000 1000000] [--quick]
 """
@@ -23,12 +33,16 @@ from pathlib import Path
 
 import numpy as np
 
-from semcache.kernels.hamming import Workspace, hamming_topk
+from semcache.kernels import hamming
+from semcache.kernels.hamming import NUMPY, Workspace, half_distance_cut
 from semcache.kernels.mirror import EXPIRES_NEVER, CodeMirror
+from semcache.kernels.scan import topk
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "benchmarks" / "results" / "kernels.json"
-K = 10
+K = 16
+THRESHOLD = 0.9
+RUNS = 3
 
 
 def _rss_bytes() -> int:
@@ -43,84 +57,121 @@ def _rss_bytes() -> int:
     return 0
 
 
-def _stats(samples: list[float]) -> dict[str, float]:
-    arr = np.asarray(samples) * 1e3
-    return {
-        "median_ms": round(float(np.median(arr)), 4),
-        "p99_ms": round(float(np.percentile(arr, 99)), 4),
-        "repeats": len(samples),
-    }
+def _load() -> float:
+    return round(os.getloadavg()[0], 2)
 
 
-def bench_size(n: int, repeats: int, naive_repeats: int, tmpdir: str) -> dict[str, object]:
+def time_blocks(variants: dict[str, Callable[[int], object]], queries: int, block: int,
+                runs: int = RUNS) -> dict[str, dict[str, object]]:
+    """Each variant answers ``block`` queries in a row (its own block), variants in rotating
+    order; ``runs`` rounds. Per variant: median of all, median of each run, load per block."""
+    names = list(variants)
+    per_run: dict[str, list[list[float]]] = {n: [] for n in names}
+    loads: dict[str, list[float]] = {n: [] for n in names}
+    for fn in variants.values():  # warm-up: maps pages, fills caches, loads faiss
+        for i in range(min(block, 20)):
+            fn(i % queries)
+    for r in range(runs):
+        order = names[r % len(names):] + names[: r % len(names)]
+        for name in order:
+            fn = variants[name]
+            samples = []
+            loads[name].append(_load())
+            for j in range(block):
+                t0 = time.perf_counter()
+                fn((r * block + j) % queries)
+                samples.append(time.perf_counter() - t0)
+            per_run[name].append(samples)
+    out: dict[str, dict[str, object]] = {}
+    for name in names:
+        meds = [float(np.median(s)) * 1e3 for s in per_run[name]]
+        allv = np.concatenate([np.asarray(s) for s in per_run[name]]) * 1e3
+        out[name] = {"median_ms": round(float(np.median(allv)), 4),
+                     "p99_ms": round(float(np.percentile(allv, 99)), 4),
+                     "run_medians_ms": [round(m, 4) for m in meds],
+                     "range_ms": [round(min(meds), 4), round(max(meds), 4)],
+                     "loadavg_1min": loads[name], "n": int(allv.size)}
+    return out
+
+
+def bench_size(n: int, block: int, tmpdir: str) -> dict[str, object]:
     rng = np.random.default_rng(n)
     codes = rng.integers(0, 256, (n, 32), dtype=np.uint8)
-    words = codes.view("<u8")
-    cols = [np.ascontiguousarray(words[:, i]) for i in range(4)]
+    queries = rng.integers(0, 256, (64, 32), dtype=np.uint8)
+    for i, q in enumerate(queries):  # each query has a near neighbour at ~cosine 0.95
+        row = codes[(i * 7919) % n]
+        row[:] = q
+        row[rng.integers(0, 32, 6)] ^= 1
+    lo, hi = np.ascontiguousarray(codes[:, :16]), np.ascontiguousarray(codes[:, 16:])
     parts = np.zeros(n, dtype=np.int32)
     parts[::7] = 1  # another namespace
     exp = np.full(n, EXPIRES_NEVER, dtype=np.uint32)
     exp[::11] = 1000  # long expired
     path = os.path.join(tmpdir, f"bench-{n}.db-codes")
-    mirror = CodeMirror.create(path, "bench", 1, np.arange(n), parts, exp, codes)
-    ws = Workspace()
-    now = time.time()
+    mirror = CodeMirror.create(path, "bench", (1, 1), np.arange(1, n + 1), parts, exp, codes)
+    now = int(time.time())
+    cut = (half_distance_cut(THRESHOLD), half_distance_cut(THRESHOLD, 256))
+    variants: dict[str, Callable[[int], object]] = {}
+    kernels = [NUMPY]
+    try:
+        kernels.append(hamming.load_faiss_kernel())  # type: ignore[arg-type]
+    except ImportError:
+        print("faiss not installed: numpy kernel only")
+    for kern in kernels:
+        ws = Workspace(kern.chunk_rows)
 
-    variants: dict[str, Callable[[np.ndarray], object]] = {
-        "topk": lambda q: hamming_topk(*cols, q, K, workspace=ws),
-        "topk_filtered": lambda q: hamming_topk(
-            *cols, q, K, partition=0, partitions=parts, expires=exp, now_u32=int(now), workspace=ws
-        ),
-        "mirror_search": lambda q: mirror.search(q, K, partition=0, now=now),
-        "naive": lambda q: np.bitwise_count(words ^ q).sum(1),
-    }
-    samples: dict[str, list[float]] = {name: [] for name in variants}
-    for r in range(repeats + 5):
-        q = rng.integers(0, 256, 32, dtype=np.uint8).view("<u8")
-        for name, fn in variants.items():
-            if name == "naive" and r >= naive_repeats + 5:
-                continue
-            t0 = time.perf_counter()
-            fn(q)
-            dt = time.perf_counter() - t0
-            if r >= 5:  # warm-up
-                samples[name].append(dt)
+        def pruned(i: int, kern=kern, ws=ws) -> object:
+            return topk(lo, hi, queries[i], K, half_cut=cut[0], full_cut=cut[1], partition=0,
+                        partitions=parts, kernel=kern, workspace=ws)
+
+        def full(i: int, kern=kern, ws=ws) -> object:
+            return topk(lo, hi, queries[i], K, partition=0, partitions=parts, expires=exp,
+                        now_u32=now, kernel=kern, workspace=ws)
+
+        variants[f"{kern.name} pruned"] = pruned
+        variants[f"{kern.name} full"] = full
+    variants["mirror search"] = lambda i: mirror.search(queries[i], K, partition=0, now=now,
+                                                        min_cosine=THRESHOLD)
+    words = codes.view("<u8")
+    variants["naive"] = lambda i: np.bitwise_count(words ^ queries[i].view("<u8")).sum(1)
+    result: dict[str, object] = {"rows": n, "kernel_for_mirror": hamming.active_kernel().name}
+    result.update(time_blocks(variants, len(queries), block))
     mirror.close()
-    result: dict[str, object] = {"rows": n}
-    for name, s in samples.items():
-        result[name] = _stats(s)
-    med = {name: float(np.median(s)) for name, s in samples.items()}
-    result["naive_over_topk"] = round(med["naive"] / med["topk"], 2)
     return result
 
 
-def bench_open(n: int, tmpdir: str, repeats: int = 15) -> dict[str, object]:
-    """Open (+ checksum verification) + first search latency, file size and RSS per entry."""
+def bench_open(n: int, tmpdir: str, repeats: int = 9) -> dict[str, object]:
+    """Open (header checks only) + first search; the full checksum pass; file and RSS."""
     rng = np.random.default_rng(1)
     codes = rng.integers(0, 256, (n, 32), dtype=np.uint8)
     path = os.path.join(tmpdir, "open.db-codes")
-    parts = np.zeros(n, dtype=np.int32)
-    exp = np.full(n, EXPIRES_NEVER, dtype=np.uint32)
-    CodeMirror.create(path, "bench", 1, np.arange(n), parts, exp, codes, capacity=n).close()
-    q = codes[0].view("<u8")
-    times = []
+    CodeMirror.create(path, "bench", (1, 1), np.arange(1, n + 1), np.zeros(n, dtype=np.int32),
+                      np.full(n, EXPIRES_NEVER, dtype=np.uint32), codes, capacity=n).close()
+    q = codes[0]
+    opened, verified = [], []
     for _ in range(repeats):
         t0 = time.perf_counter()
         m = CodeMirror.open(path, "bench")
-        m.search(q, K, partition=0, now=time.time())
-        times.append(time.perf_counter() - t0)
+        m.verify_step()  # what the index does before the first search
+        m.search(q, K, partition=0, now=time.time(), min_cosine=THRESHOLD)
+        opened.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        m.verify_all()
+        verified.append(time.perf_counter() - t0)
         m.close()
     rss0 = _rss_bytes()
-    m = CodeMirror.open(path, "bench", verify=False)
+    m = CodeMirror.open(path, "bench")
     for _ in range(3):
-        m.search(q, K, partition=0, now=time.time())
+        m.search(q, K, partition=0, now=time.time(), min_cosine=THRESHOLD)
     rss1 = _rss_bytes()
     m.close()
     return {
         "rows": n,
-        "open_verify_search": _stats(times),
+        "open_plus_first_search_ms": round(float(np.median(opened)) * 1e3, 3),
+        "full_checksum_pass_ms": round(float(np.median(verified)) * 1e3, 3),
         "file_bytes_per_entry": round(os.path.getsize(path) / n, 3),
-        "rss_bytes_per_entry_after_search": round((rss1 - rss0) / n, 2),
+        "rss_bytes_per_entry_after_pruned_search": round((rss1 - rss0) / n, 2),
+        "loadavg_1min": _load(),
     }
 
 
@@ -128,45 +179,39 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     ap.add_argument("--quick", action="store_true", help="fewer repeats")
+    ap.add_argument("--out", default=str(OUT))
     args = ap.parse_args()
-    scale = 0.2 if args.quick else 1.0
     results = []
+    load_start = [round(x, 2) for x in os.getloadavg()]
     with tempfile.TemporaryDirectory() as tmpdir:
         for n in args.sizes:
-            # ~20 s of scanning per size at most; at least 60 repeats for a usable p99.
-            repeats = max(60, int(scale * min(3000, 2e8 / n)))
-            naive_repeats = max(20, repeats // 5)
-            res = bench_size(n, repeats, naive_repeats, tmpdir)
+            block = max(10, int((0.2 if args.quick else 1.0) * min(400, 4e7 / n)))
+            res = bench_size(n, block, tmpdir)
             results.append(res)
-            print(
-                f"{n:>9} rows  topk {res['topk']['median_ms']:.3f} ms (p99 "
-                f"{res['topk']['p99_ms']:.3f})  filtered {res['topk_filtered']['median_ms']:.3f}"
-                f"  mirror {res['mirror_search']['median_ms']:.3f}"
-                f"  naive {res['naive']['median_ms']:.3f}  ratio {res['naive_over_topk']}x"
-            )
+            line = "  ".join(f"{k} {v['median_ms']:.3f} [{v['range_ms'][0]:.3f}-"  # type: ignore[index]
+                             f"{v['range_ms'][1]:.3f}]" for k, v in res.items()
+                             if isinstance(v, dict))
+            print(f"{n:>9} rows  {line}  (load {_load()})", flush=True)
         opened = bench_open(max(args.sizes), tmpdir)
-        print(
-            f"open+verify+search {opened['rows']} rows: "
-            f"{opened['open_verify_search']['median_ms']:.1f} ms; "
-            f"file {opened['file_bytes_per_entry']} B/entry; "
-            f"RSS {opened['rss_bytes_per_entry_after_search']} B/entry"
-        )
+        print(f"open + first search {opened['rows']} rows: "
+              f"{opened['open_plus_first_search_ms']} ms (the full checksum pass it skips: "
+              f"{opened['full_checksum_pass_ms']} ms); file {opened['file_bytes_per_entry']} "
+              f"B/entry; RSS {opened['rss_bytes_per_entry_after_pruned_search']} B/entry")
     report = {
         "benchmark": "semcache.kernels hamming scan",
-        "k": K,
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "numpy": np.__version__,
-            "loadavg_1min": round(os.getloadavg()[0], 2),
-        },
+        "k": K, "threshold_for_cut": THRESHOLD, "runs": RUNS,
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                    "numpy": np.__version__, "loadavg_start": load_start,
+                    "loadavg_end": [round(x, 2) for x in os.getloadavg()]},
         "scan": results,
         "mirror_open": opened,
-        "note": "medians over interleaved repeats; other processes share the 2 cores",
+        "note": "each variant timed in its own blocks, blocks alternated; medians over all "
+                "samples, range = min..max of the 3 run medians",
     }
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {OUT}")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -5,12 +5,19 @@
 
 What it measures (results in benchmarks/results/semantic.json, summary in docs/benchmarks.md):
 
-1. Search latency, vector in -> decision out, median and p99, at each size, the systems
-   interleaved round by round in one process so machine noise hits all of them alike:
+1. Search latency, vector in -> decision out, median and p99, at each size. Each system is
+   timed in its own blocks of consecutive queries (a float peer's 150 MB scan between two of
+   semcache's queries would evict semcache's mirror from the caches and bill semcache for
+   it), the blocks of all systems alternated in rotating order, for 3 runs; the figure is
+   the median over all samples, with the range of the 3 run medians and the load average
+   measured at each of the system's blocks:
 
    - ``semcache``: ``cache.get(vector)`` on a real semcache file (Hamming scan of the mmap'd
-     code mirror, exact-cosine rescoring of the best 16 from SQLite, decision, Hit built).
-   - ``semcache scan``: context only, the mirror's Hamming top-16 for a precomputed code.
+     code mirror, exact-cosine rescoring of the best 16 from SQLite, decision, Hit built),
+     in steady state: the compiled kernel (faiss) is loaded first when installed (a
+     process loads it by itself once its scans have cost as much as the import).
+   - ``semcache scan``: context only, the mirror's pruned Hamming top-16 for a precomputed
+     code (``CodeMirror.search`` with the cosine threshold).
    - ``bsc``: binary-semantic-cache 1.0.1's Rust core, its own ``get`` path: Rust
      ``RustBinaryEncoder.encode`` + ``RustCacheStorage.search(code, threshold)`` + response
      lookup (its Python facade cannot be imported: the package ``__init__`` imports an
@@ -26,7 +33,9 @@ What it measures (results in benchmarks/results/semantic.json, summary in docs/b
    ``--threads`` to change that.
 
 2. Index RAM per entry at the largest size: RSS growth of a fresh process that builds (peers)
-   or opens and searches (semcache: the mapped mirror pages) the index.
+   or opens and searches (semcache) the index, libraries loaded before the baseline; for
+   semcache also the resident pages of the mirror mapping itself (/proc/self/smaps: the
+   index, shared by every process), after the block checks have touched every page.
 
 3. Time to open the largest file ready to search, in fresh processes: ``semcache.open`` +
    first ``get``, with the code mirror present and with it deleted (rebuilt from SQLite).
@@ -79,8 +88,12 @@ from typing import Any  # noqa: E402
 import numpy as np  # noqa: E402
 
 import semcache  # noqa: E402
-from semcache.cache import RESCORE_K, _digest  # noqa: E402
+from semcache.cache._keys import vector_key  # noqa: E402
+from semcache.cache._writes import write_entries  # noqa: E402
+from semcache.kernels.hamming import active_kernel, preload_kernel  # noqa: E402
+from semcache.kernels.mirror import ROW_BYTES  # noqa: E402
 from semcache.kernels.projection import validate_matrix  # noqa: E402
+from semcache.search import RESCORE_K  # noqa: E402
 from semcache.store.base import NewEntry  # noqa: E402
 from semcache.store.codecs import encode_response, encode_vector  # noqa: E402
 
@@ -99,12 +112,14 @@ BSC_THRESHOLD = 0.80  # binary-semantic-cache's Hamming similarity threshold (it
 BSC_PROJECTION_SEED = 42
 NAMESPACE = "default"
 
-GOALS = {
-    "search_100k_p50_ms": 0.3,
+RUNS = 3  # each system's blocks, alternated, this many times; the range is over the runs
+
+GOALS = {  # issue 15
+    "search_100k_p50_ms": 0.15,
     "search_100k_ratio_vs_bsc": 0.5,
-    "search_1m_p50_ms": 5.0,
-    "open_1m_ms": 50.0,
-    "index_ram_bytes_per_entry": 48.0,
+    "search_1m_p50_ms": 1.5,
+    "open_1m_ms": 15.0,
+    "index_ram_bytes_per_entry": 40.0,
     "e2e_semantic_hit_p50_ms": 12.0,
     "import_to_first_semantic_answer_s": 5.0,
 }
@@ -133,6 +148,23 @@ def proc_status() -> dict[str, int]:
     except OSError:
         pass
     return out
+
+
+def mapped_rss(suffix: str) -> int:
+    """Resident bytes of this process's mappings of files whose path ends with ``suffix``
+    (Linux /proc/self/smaps; 0 elsewhere): the pages of the code mirror actually in RAM."""
+    total, current = 0, False
+    try:
+        with open("/proc/self/smaps") as f:
+            for line in f:
+                head = line.split(None, 1)[0]
+                if "-" in head and not head.endswith(":"):  # a mapping's first line
+                    current = line.rstrip().endswith(suffix)
+                elif current and head == "Rss:":
+                    total += int(line.split()[1]) * 1024
+    except OSError:
+        return 0
+    return total
 
 
 def stats_ms(samples: list[float]) -> dict[str, float]:
@@ -208,18 +240,18 @@ def write_vectors(cache: semcache.Cache, start: int, vecs: np.ndarray) -> None:
     """Store ``vecs`` (responses = their row numbers) as ``put_many([(v, i), ...])`` would,
     in one transaction, without its per-entry validation and encoding (batched here)."""
     unit = validate_matrix(vecs, DIM)  # the normalization put() applies
-    codes = cache._encoder.encode(unit)  # type: ignore[union-attr]
+    codes = cache._search.encoder.encode(unit)
     now = time.time()
     entries = [
         NewEntry(
-            key_hash=_digest(b"vector", NAMESPACE, np.asarray(vecs[i], dtype="<f4").tobytes()),
+            key_hash=vector_key(vecs[i], NAMESPACE),
             namespace=NAMESPACE, scope="", prompt=None, response=encode_response(start + i),
             metadata=None, tokens=0, created_at=now, expires_at=None, ttl=None,
             code=codes[i].tobytes(), vector=encode_vector(unit[i]),
         )
         for i in range(vecs.shape[0])
     ]
-    cache._write_entries(entries)
+    write_entries(cache._batcher, entries, None, now)
 
 
 def build_semcache(path: str, n: int, seed: int) -> float:
@@ -249,7 +281,7 @@ def check_builder(workdir: str, n: int = 5000) -> dict[str, Any]:
             else:
                 write_vectors(cache, 0, vecs)
             timings[how] = (time.perf_counter() - t0) / n * 1e6
-            rows[how] = cache._store.query(
+            rows[how] = cache._store._query(
                 "SELECT key_hash, partition_id, response, code, vector FROM entries ORDER BY id")
         remove_cache_files(path)
     same = rows["put_many"] == rows["direct"]
@@ -387,32 +419,86 @@ def import_faiss() -> ModuleType | None:
 # ----------------------------------------------------------------------------- search timing
 
 
-def time_interleaved(
-    systems: dict[str, Callable[[int], Any]], n_queries: int, rounds: int,
-    inner: dict[str, int], warmup: int = 5,
-) -> dict[str, list[float]]:
-    """Round by round, every system (rotating order) answers ``inner[name]`` queries."""
+def _load1() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
+def time_blocks(
+    systems: dict[str, Callable[[int], Any]], n_queries: int, blocks: int,
+    block: dict[str, int], runs: int = RUNS, warmup: int = 20,
+) -> dict[str, dict[str, Any]]:
+    """Time each system in its own blocks of ``block[name]`` consecutive queries; per run,
+    ``blocks`` rounds in which every system runs one block, in rotating order.
+
+    Returns per system: all samples (s), the samples of each run, and the 1-minute load
+    average read at the start of each of its blocks.
+    """
     names = list(systems)
-    samples: dict[str, list[float]] = {name: [] for name in names}
+    out: dict[str, dict[str, Any]] = {
+        n: {"samples": [], "runs": [[] for _ in range(runs)], "loads": []} for n in names}
     pc = time.perf_counter
-    for r in range(rounds + warmup):
-        rot = r % len(names)
-        for name in names[rot:] + names[:rot]:
-            fn = systems[name]
-            reps = inner[name]
-            for j in range(reps):
-                qi = (r * reps + j) % n_queries
-                t0 = pc()
-                fn(qi)
-                dt = pc() - t0
-                if r >= warmup:
-                    samples[name].append(dt)
-    return samples
+    for name in names:  # warm-up, each on its own
+        fn = systems[name]
+        for j in range(min(warmup, 3 * block[name])):
+            fn(j % n_queries)
+    for r in range(runs):
+        for b in range(blocks):
+            rot = (r * blocks + b) % len(names)
+            for name in names[rot:] + names[:rot]:
+                fn, reps = systems[name], block[name]
+                rec = out[name]
+                rec["loads"].append(_load1())
+                for j in range(reps):
+                    qi = ((r * blocks + b) * reps + j) % n_queries
+                    t0 = pc()
+                    fn(qi)
+                    dt = pc() - t0
+                    rec["samples"].append(dt)
+                    rec["runs"][r].append(dt)
+    return out
+
+
+def block_stats(rec: dict[str, Any]) -> dict[str, Any]:
+    """Median / p99 over all samples, the median of each run and their range, the loads."""
+    st = stats_ms(rec["samples"])
+    meds = [round(float(np.median(run)) * 1e3, 4) for run in rec["runs"] if run]
+    st.update({"run_medians_ms": meds, "range_ms": [min(meds), max(meds)],
+               "loadavg_1min": {"min": min(rec["loads"]), "max": max(rec["loads"]),
+                                "mean": round(float(np.mean(rec["loads"])), 2)}})
+    return st
+
+
+def time_systems(systems: dict[str, Callable[[int], Any]], n: int, n_queries: int,
+                 scale: float) -> dict[str, Any]:
+    """Time every system in its own blocks (see :func:`time_blocks`); latency figures and
+    the ratios semcache / system (median, p99, range over the runs)."""
+    slow = {"numpy flat", "faiss flat"}
+    if n <= 20_000:
+        blocks, fast_block, slow_block = 10, 100, 20
+    elif n <= 200_000:
+        blocks, fast_block, slow_block = 8, 60, 6
+    else:
+        blocks, fast_block, slow_block = 6, 20, 2
+    block = {name: slow_block if name in slow else fast_block for name in systems}
+    timed = time_blocks(systems, n_queries, max(2, int(blocks * scale)), block)
+    latency = {name: block_stats(rec) for name, rec in timed.items()}
+    own = latency["semcache"]
+    ratios = {}
+    for name, other in latency.items():
+        if name in ("semcache", "semcache scan"):
+            continue
+        per_run = [a / b for a, b in zip(own["run_medians_ms"], other["run_medians_ms"],
+                                         strict=True)]
+        ratios[name] = {"median": round(own["median_ms"] / other["median_ms"], 3),
+                        "p99": round(own["p99_ms"] / other["p99_ms"], 3),
+                        "range": [round(min(per_run), 3), round(max(per_run), 3)]}
+    return {"kernel": active_kernel().name, "latency": latency,
+            "ratios_semcache_over": ratios}
 
 
 def bench_size(n: int, args: argparse.Namespace, rs: ModuleType | None,
                faiss: ModuleType | None) -> dict[str, Any]:
-    """Build every system at size n, check its answers, time them interleaved."""
+    """Build every system at size n, check its answers, time each in its own blocks."""
     path, build_s = semcache_file(args.workdir, n, args.rebuild)
     vecs = make_vectors(n, SEED)
     qs, targets = make_queries(vecs, 512, SEED + n)
@@ -420,14 +506,13 @@ def bench_size(n: int, args: argparse.Namespace, rs: ModuleType | None,
     result: dict[str, Any] = {"entries": n, "semcache_build_s": build_s}
 
     cache = semcache.open(path, dim=DIM, similarity_threshold=THRESHOLD, max_entries=None)
-    stored = cache._store.query("SELECT count(*) FROM entries")[0][0]
+    stored = cache._store._query("SELECT count(*) FROM entries")[0][0]
     if stored != n:
         raise SystemExit(f"{path} holds {stored} entries, not {n}: rebuild it (--rebuild)")
     cache.get(qs[0])  # maps the mirror
-    mirror = cache._index._mirror  # type: ignore[union-attr]
-    pid = cache._partition(NAMESPACE, "")
+    mirror = cache._search._mirror
+    pid = cache._pipeline.partition(NAMESPACE, "")
     assert mirror is not None and pid is not None
-    words = cache._encoder.encode(qs).view("<u8")  # type: ignore[union-attr]
     get_fns: dict[str, Callable[[np.ndarray], Any]] = {}
 
     def semcache_get(q: np.ndarray) -> Any:
@@ -463,35 +548,21 @@ def bench_size(n: int, args: argparse.Namespace, rs: ModuleType | None,
     assert hit is not None and abs(hit.similarity - QUERY_COS) < 1e-4, hit
     result["correctness"] = checks
     log(f"  {n:,}: every system finds all {len(qs)} targets and misses unrelated vectors")
+    log(f"  semcache kernel: {preload_kernel()} (steady state)")
 
     systems: dict[str, Callable[[int], Any]] = {
         name: (lambda i, fn=fn: fn(qs[i])) for name, fn in get_fns.items()}
     now = time.time()
-    systems["semcache scan"] = lambda i: mirror.search(words[i], RESCORE_K, partition=pid,
-                                                       now=now)
+    codes = cache._search.encoder.encode(qs)
+    systems["semcache scan"] = lambda i: mirror.search(codes[i], RESCORE_K, partition=pid,
+                                                       now=now, min_cosine=THRESHOLD)
     if bsc is not None:
         bsc_codes = np.asarray(bsc.enc.encode_batch(qs), dtype=np.uint64)
         storage = bsc.storage
         systems["bsc search"] = lambda i: storage.search(bsc_codes[i], threshold=BSC_THRESHOLD)
 
-    slow = {"numpy flat", "faiss flat"}
-    if n <= 20_000:
-        rounds, fast_inner = 1500, 1
-    elif n <= 200_000:
-        rounds, fast_inner = 500, 2
-    else:
-        rounds, fast_inner = 80, 6
-    rounds = max(30, int(rounds * args.scale))
-    inner = {name: 1 if name in slow else fast_inner for name in systems}
     gc.collect()
-    samples = time_interleaved(systems, len(qs), rounds, inner)
-    result["latency"] = {name: stats_ms(s) for name, s in samples.items()}
-    med = {name: result["latency"][name]["median_ms"] for name in systems}
-    p99 = {name: result["latency"][name]["p99_ms"] for name in systems}
-    result["ratios_semcache_over"] = {
-        name: {"median": round(med["semcache"] / med[name], 3),
-               "p99": round(p99["semcache"] / p99[name], 3)}
-        for name in systems if name not in ("semcache", "semcache scan")}
+    result.update(time_systems(systems, n, len(qs), args.scale))
     cache.close()
     del bsc, get_fns, systems, vecs
     gc.collect()
@@ -539,7 +610,7 @@ print(json.dumps({
     "open_to_answer_s": t4 - t2, "import_to_answer_s": (t1 - t0) + (t4 - t2),
     "hit": None if hit is None else {"kind": hit.kind, "similarity": hit.similarity,
                                      "response": hit.response},
-    "mirror_rebuilds": cache._index.rebuilds if cache._index is not None else None,
+    "mirror_rebuilds": cache._search.rebuilds if cache._search is not None else None,
 }))
 """
 
@@ -641,6 +712,8 @@ def worker_ram(system: str, n: int, path: str) -> dict[str, Any]:
         codes = np.concatenate([bsc_codes_numpy(v, proj) for _, v in iter_chunks(n, SEED)])
     elif system == "faiss flat":
         vecs = make_vectors(n, SEED)
+    else:
+        preload_kernel()  # library code is not index RAM: loaded before the baseline
     gc.collect()
     _malloc_trim()
     before = proc_status()
@@ -650,11 +723,16 @@ def worker_ram(system: str, n: int, path: str) -> dict[str, Any]:
         for _ in range(20):
             hit = cache.get(q)
         assert hit is not None
-        mirror = cache._index._mirror  # type: ignore[union-attr]
+        mirror = cache._search._mirror
         assert mirror is not None
-        extra = {"mirror_file_bytes": os.path.getsize(path + "-codes"),
+        while not mirror.verified:  # the block checks touch every page once: count them
+            cache.get(q)
+        extra = {"mirror_mapped_rss_bytes_per_entry": round(mapped_rss("-codes") / n, 2),
+                 "mirror_file_bytes": os.path.getsize(path + "-codes"),
                  "mirror_capacity_rows": mirror.capacity,
-                 "mirror_row_bytes": 48}
+                 "mirror_row_bytes": ROW_BYTES,
+                 "mirror_file_bytes_per_entry": round(os.path.getsize(path + "-codes") / n, 2),
+                 "kernel": active_kernel().name}
         keep = cache
     elif system == "bsc":
         assert rs is not None
@@ -860,8 +938,9 @@ def goals_table(report: dict[str, Any]) -> list[dict[str, Any]]:
         GOALS["open_1m_ms"],
         op["mirror_present"]["open_plus_first_get_ms"] if op else None, "ms")
     ram = report.get("index_ram")
-    add("index RAM per entry (RSS growth)", GOALS["index_ram_bytes_per_entry"],
-        ram["semcache"]["rss_bytes_per_entry"] if ram else None, "B")
+    add("index RAM per entry (resident pages of the shared mirror mapping)",
+        GOALS["index_ram_bytes_per_entry"],
+        ram["semcache"]["mirror_mapped_rss_bytes_per_entry"] if ram else None, "B")
     e2e = report.get("e2e")
     add("e2e MiniLM semantic hit p50", GOALS["e2e_semantic_hit_p50_ms"],
         e2e["warm"]["semantic_hit"]["median_ms"] if e2e else None, "ms")
@@ -882,23 +961,31 @@ _LABELS = {
     "bsc": "binary-semantic-cache 1.0.1 (Rust encode + search)",
     "numpy flat": "numpy float32 flat scan",
     "faiss flat": "faiss `IndexFlatIP`",
-    "semcache scan": "(semcache Hamming scan only, k=16)",
+    "semcache scan": "(semcache pruned Hamming scan only, k=16)",
     "bsc search": "(bsc Rust search only, code given)",
 }
 
 
 def search_table(report: dict[str, Any]) -> str:
-    """Markdown table: median / p99 per system and size, ratio semcache / system."""
-    lines = ["| entries | system | median ms | p99 ms | semcache / system (median) |",
-             "|---:|---|---:|---:|---:|"]
+    """Markdown table: median / p99 / range of run medians / load per system and size, and
+    the ratio semcache / system."""
+    lines = ["| entries | system | median ms | p99 ms | range of 3 runs ms | load (1 min) | "
+             "semcache / system (median) |",
+             "|---:|---|---:|---:|---:|---:|---:|"]
     for r in report["search"]:
         for name in _SHOWN:
             if name not in r["latency"]:
                 continue
             s = r["latency"][name]
-            ratio = r["ratios_semcache_over"].get(name, {}).get("median")
-            lines.append(f"| {r['entries']:,} | {_LABELS[name]} | {s['median_ms']:.3f} | "
-                         f"{s['p99_ms']:.3f} | {'' if ratio is None else f'{ratio:.2f}x'} |")
+            ratio = r["ratios_semcache_over"].get(name, {})
+            rng = s.get("range_ms", [s["median_ms"], s["median_ms"]])
+            load = s.get("loadavg_1min", {})
+            lines.append(
+                f"| {r['entries']:,} | {_LABELS[name]} | {s['median_ms']:.3f} | "
+                f"{s['p99_ms']:.3f} | {rng[0]:.3f}-{rng[1]:.3f} | "
+                f"{load.get('min', '-')}-{load.get('max', '-')} | "
+                + ("" if not ratio else f"{ratio['median']:.2f}x "
+                   f"({ratio['range'][0]:.2f}-{ratio['range'][1]:.2f})") + " |")
     return "\n".join(lines)
 
 
@@ -925,12 +1012,20 @@ def render_markdown(report: dict[str, Any]) -> str:
     ram = report.get("index_ram")
     if ram:
         parts += [f"### Index RAM at {ram['entries']:,} entries (RSS growth of a fresh process)",
-                  "", "| system | RSS B/entry | of which file-backed (page cache) |",
-                  "|---|---:|---:|"]
+                  "", "| system | RSS B/entry | of which file-backed (page cache) | "
+                  "private (anonymous) |", "|---|---:|---:|---:|"]
         for name in ("semcache", "bsc", "numpy flat", "faiss flat"):
             if name in ram:
                 parts.append(f"| {_RAM_LABELS[name]} | {ram[name]['rss_bytes_per_entry']} | "
-                             f"{ram[name]['file_backed_bytes_per_entry']} |")
+                             f"{ram[name]['file_backed_bytes_per_entry']} | "
+                             f"{ram[name]['anon_bytes_per_entry']} |")
+        sem = ram.get("semcache", {})
+        if "mirror_mapped_rss_bytes_per_entry" in sem:
+            parts += ["", f"semcache's index itself: {sem['mirror_mapped_rss_bytes_per_entry']} "
+                      "B/entry resident in the mirror mapping (shared by every process; file "
+                      f"{sem['mirror_file_bytes_per_entry']} B/entry with its growth headroom); "
+                      "the rest of its RSS growth is SQLite's page cache and mapping, "
+                      "libraries loaded by the first get, and fixed per-thread scan buffers."]
         parts.append("")
     op = report.get("open")
     if op:

@@ -1,18 +1,28 @@
-"""The semantic index: keeps the mmap'd code mirror in step with SQLite and searches it.
+"""The semantic index: keeps the mmap'd code mirror in step with SQLite, searches it, and
+decides a semantic lookup by exact cosine.
 
-SQLite is the source of truth; the mirror (``<db>-codes``) is derived data. Every write
-transaction bumps ``sync_state.change_seq`` (triggers do it, even for hand-made SQL), and
-the writing process replays its changes into the mirror after COMMIT, still under the
-write lock, stamping the mirror with the committed seq. A reader compares the two numbers:
+SQLite is the source of truth; the mirror (``<db>-codes``) is derived data. Every change the
+mirror must reflect bumps ``sync_state.change_seq`` and draws a new random
+``sync_state.state_token`` (triggers do it, even for hand-made SQL). The writing process
+replays its changes into the mirror after COMMIT, still under the write lock, stamping the
+mirror with the committed ``(change_seq, state_token)``. A mirror is used only when its
+stamp equals the database's state exactly, so a mirror built from another history (a
+database restored from a backup) is never trusted.
 
-* mirror seq >= database seq: scan the mirror (hot path, no lock);
-* behind: the file may have been replaced (growth, rebuild) - reopen it; a writer may be
-  between COMMIT and its mirror update - wait a few ms; otherwise (a writer was killed, or
-  the database was edited by hand) rebuild from SQLite under the write lock;
-* still nothing usable (lock busy, read-only file): search in SQL with sqlite-vec.
+Keeping the check cheap: ``PRAGMA data_version`` (about 2 us) changes whenever another
+connection commits. While it has not moved since the mirror was last found in step, a
+search goes straight to the scan (plus one ``fstat`` of the mapped file, so a file truncated
+under the map is never touched: that would be a SIGBUS). When it moved, the state is read
+and compared; a mirror behind it is either being updated by a writer right now (wait a few
+ms), or was left behind by a writer killed between COMMIT and its mirror update, or by
+hand-made SQL (rebuild under the write lock). Every committed entry is in the mirror, or the
+mirror is known stale.
 
-Candidates are only candidates: the caller re-reads them from SQLite and decides on exact
-cosine, so a stale or damaged mirror can cost a miss, never a wrong answer.
+Candidates are only candidates: :meth:`SemanticIndex.best` re-reads them from SQLite and
+decides on exact cosine, so a stale or damaged mirror can cost a miss, never a wrong answer.
+Ids that vanished between the scan and the read (another process replaced or deleted the
+entry) trigger a fresh check and a rescan; the last retry runs under the write lock, where
+the mirror and SQLite cannot move apart.
 """
 
 from __future__ import annotations
@@ -30,15 +40,25 @@ from semcache.errors import CorruptCacheError
 from semcache.kernels.mirror import CodeMirror, MirrorInvalid
 from semcache.kernels.projection import BinaryEncoder
 from semcache.store.base import Changes, EntryRow, LocalCodeSource, Store
+from semcache.store.codecs import decode_vector
 
 log = logging.getLogger("semcache")
 
-#: How long a reader waits for an in-flight writer to stamp the mirror before rebuilding.
-_WRITER_GRACE_S = 0.05
 #: How many Hamming candidates are rescored with exact cosine.
 RESCORE_K = 16
+#: How long a reader waits for an in-flight writer to stamp the mirror before using SQL.
+_WRITER_GRACE_S = 0.05
 #: Rebuild (compact) the mirror when dead rows outnumber live ones beyond this.
 _COMPACT_MIN_DEAD = 4096
+#: After a mirror could not be written (a directory in its place, a full disk), searches
+#: use SQL for this long before trying again (doubling up to the maximum).
+_BACKOFF_FIRST_S = 30.0
+_BACKOFF_MAX_S = 600.0
+#: After a wait for a writer timed out, later searches go to SQL at once for this long.
+_NO_WAIT_S = 1.0
+#: Rescans when candidates vanished between scan and read; the last one under the lock.
+_RESCANS = 3
+_LOCKED_RESCAN_WAIT_S = 0.25
 
 _NEVER_U32 = 0xFFFFFFFF
 
@@ -58,16 +78,8 @@ def _expires_u32_array(expires: np.ndarray) -> np.ndarray:
 
 
 Alive = Callable[[EntryRow, float], bool]
-
-
-def cosines(stored: np.ndarray, unit_query: np.ndarray) -> np.ndarray:
-    """Exact cosine of each stored row with a unit query. Stored norms are not trusted
-    (a vector edited by hand or imported by an older version may not be unit length):
-    each row is divided by its own norm, which costs nothing at k rows."""
-    rows = stored.astype(np.float64)
-    norms = np.linalg.norm(rows, axis=1)
-    norms[norms == 0] = np.inf  # a zero vector is similar to nothing
-    return np.clip((rows @ unit_query.astype(np.float64)) / norms, -1.0, 1.0)
+#: Decides a candidate that passed the threshold (the near-miss guard, feedback).
+Accept = Callable[[EntryRow, float], bool]
 
 
 def make_search(store: Store, encoder: BinaryEncoder, *,
@@ -79,13 +91,10 @@ def make_search(store: Store, encoder: BinaryEncoder, *,
     return StoreSearch(store, encoder)
 
 
-Accept = Callable[[EntryRow, float], bool]
-
-
-def _decide(ranked: list[tuple[EntryRow, float]], threshold: float, now: float,
-            alive: Alive, accept: Accept | None) -> tuple[EntryRow, float] | None:
-    """The best alive candidate at or above ``threshold`` that ``accept`` (the near-miss
-    guard) lets through; ties go to the newest entry."""
+def choose(ranked: list[tuple[EntryRow, float]], threshold: float, now: float, alive: Alive,
+           accept: Accept | None) -> tuple[EntryRow, float] | None:
+    """The most similar alive candidate at or above ``threshold`` that ``accept`` lets
+    through; ties go to the newest entry (the highest id)."""
     above = sorted(((row, sim) for row, sim in ranked if sim >= threshold and alive(row, now)),
                    key=lambda rs: (rs[1], rs[0].id), reverse=True)
     for row, sim in above:
@@ -99,80 +108,137 @@ class StoreSearch:
 
     def __init__(self, store: Store, encoder: BinaryEncoder) -> None:
         self._store = store
-        self._encoder = encoder
+        self.encoder = encoder
+        self.rebuilds = 0
 
     def best(self, vector: np.ndarray, partition_id: int, now: float, threshold: float,
              alive: Alive, accept: Accept | None = None) -> tuple[EntryRow, float] | None:
-        code = self._encoder.encode_unit(vector).tobytes()
+        code = self.encoder.encode_unit(vector).tobytes()
         ranked = self._store.search(code, vector, partition_id, now, RESCORE_K)
-        return _decide(ranked, threshold, now, alive, accept)
+        return choose(ranked, threshold, now, alive, accept)
 
     def warmup(self) -> None:
-        pass
+        """Nothing to map: the server holds the index."""
 
     def rebuild_now(self) -> None:
-        pass
+        """Nothing to rebuild: the server's index follows its table."""
 
     def close(self) -> None:
-        pass
+        """Nothing to release: connections belong to the store."""
 
 
 class SemanticIndex:
-    """Code mirror + SQL fallback for one cache file."""
+    """Code mirror + SQL fallback + exact-cosine decision for one cache file."""
 
-    def __init__(self, store: LocalCodeSource, encoder: BinaryEncoder, *,
+    def __init__(self, store: LocalCodeSource, encoder: BinaryEncoder | None = None, *,
                  use_mirror: bool = True) -> None:
         self._store = store
-        self._encoder = encoder
         self.path = store.mirror_path
-        self._uid = self._store.settings["db_uid"]
-        self._use_mirror = use_mirror and not self._store.readonly
+        self._uid = store.settings["db_uid"]
+        self._use_mirror = use_mirror and not store.readonly
         self._mirror: CodeMirror | None = None
         self._lock = threading.RLock()
-        self.rebuilds = 0  # observed by tests and `verify`
+        self._encoder = encoder
+        self._checked: int | None = None  # data_version at which the mirror matched SQLite
+        self._pid = os.getpid()
+        self._backoff_until = 0.0
+        self._backoff_s = 0.0
+        self._no_wait_until = 0.0
+        self._warned = False
+        self.rebuilds = 0  # observed by tests and benchmarks
+        self.rescans = 0
 
-    # -- reading ------------------------------------------------------------------------
+    @property
+    def encoder(self) -> BinaryEncoder:
+        """The file's binary encoder (built from its settings when not given)."""
+        if self._encoder is None:
+            s = self._store.settings
+            self._encoder = BinaryEncoder(int(s["dim"]), int(s.get("code_bits", "256")),
+                                          int(s["projection_seed"]))
+        return self._encoder
+
+    # -- the decision ---------------------------------------------------------------------
 
     def best(self, vector: np.ndarray, partition_id: int, now: float, threshold: float,
              alive: Alive, accept: Accept | None = None) -> tuple[EntryRow, float] | None:
-        """The best entry of the partition for ``vector``: Hamming candidates from the
-        mirror (or SQL), re-read from the database and decided by exact cosine, then by
-        ``accept`` (the near-miss guard) in order of similarity."""
-        code = self._encoder.encode_unit(vector)
-        ids = self.candidates(code, partition_id, now, RESCORE_K, min_cosine=threshold)
-        if not ids:
-            return None
-        rows = [row for row in self._store.get_by_ids(ids, with_vector=True)
-                if row.partition_id == partition_id and row.vector is not None]
+        """The stored entry most similar to ``vector`` (unit float32, already validated) in
+        the partition, if its exact cosine reaches ``threshold``.
+
+        The ``RESCORE_K`` nearest codes are re-read from SQLite and rescored with exact
+        cosine on their stored vectors; the highest that ``accept`` (the near-miss guard)
+        lets through wins, a tie goes to the newest entry. ``alive(row, now)`` says whether
+        a row may be returned (expiry, pending refreshes).
+        A miss is only returned when nothing was committed between the scan and the read
+        (otherwise: look again; the last time under the write lock). Raises
+        CorruptCacheError for a candidate whose stored vector is damaged.
+        """
+        code = self.encoder.encode_unit(vector)
+        result = None
+        for attempt in range(_RESCANS + 1):
+            if attempt == _RESCANS:
+                rows = self._fetch_locked(code, partition_id, now, threshold)
+                if rows is None:
+                    return result  # a long write holds the lock: keep the last decision
+                return self._decide(rows, vector, partition_id, now, threshold, alive, accept)
+            ids, from_mirror, version = self._candidate_ids(code, partition_id, now, threshold,
+                                                            fresh=attempt > 0)
+            rows = self._store.get_by_ids(ids, with_vector=True) if ids else []
+            if from_mirror and any(r.partition_id != partition_id for r in rows):
+                self._invalidate("rows of another partition")  # damaged: rebuild
+                continue
+            result = self._decide(rows, vector, partition_id, now, threshold, alive, accept)
+            if result is not None:
+                return result
+            if len(rows) == len(ids) and self._store.data_version() == version:
+                return None  # nothing moved between the check, the scan and the read
+            self.rescans += 1  # an entry was replaced or added meanwhile: look again
+        return result
+
+    def _decide(self, rows: list[EntryRow], vector: np.ndarray, partition_id: int,
+                now: float, threshold: float, alive: Alive,
+                accept: Accept | None) -> tuple[EntryRow, float] | None:
+        rows = [r for r in rows if r.partition_id == partition_id and r.vector is not None
+                and alive(r, now)]
         if not rows:
             return None
         size = 4 * vector.shape[0]
         for row in rows:
-            if not isinstance(row.vector, bytes) or len(row.vector) != size:  # damaged row
+            if not isinstance(row.vector, bytes) or len(row.vector) != size:
                 raise CorruptCacheError(
-                    f"entry {row.id} of cache {self._store.location!r} is corrupt (stored "
-                    f"vector is not {size} bytes); delete it (cache.delete({row.id}))")
-        # One (k, dim) @ (dim,) product: k separate numpy calls per query cost as much as
-        # the whole Hamming scan of 10k entries.
-        stored = np.frombuffer(b"".join([r.vector for r in rows if r.vector is not None]),
-                               dtype="<f4").reshape(len(rows), -1)
-        sims = cosines(stored, vector)
-        return _decide(list(zip(rows, sims.tolist(), strict=True)), threshold, now, alive,
-                       accept)
+                    f"entry {row.id} of cache file {self._store.location!r} is corrupt (stored "
+                    f"vector is not {size} bytes); delete it (cache.delete({row.id})) or "
+                    "delete the file to start a new cache")
+        # One (k, dim) @ (dim,) product and one row-wise sum of squares; the k cosines are
+        # then finished in Python (k <= 16: cheaper than more numpy calls).
+        m = decode_vector(b"".join([r.vector for r in rows])).reshape(len(rows), -1)  # type: ignore[misc]
+        m = m.astype(np.float64)
+        q = vector.astype(np.float64)
+        qq = float(q @ q)
+        ranked = []
+        for row, dot, ss in zip(rows, (m @ q).tolist(), np.einsum("ij,ij->i", m, m).tolist(),
+                                strict=True):
+            # Never trust a stored norm: divide by both (a zero or non-finite vector never hits).
+            sim = dot / math.sqrt(ss * qq) if ss > 0.0 and qq > 0.0 else -1.0
+            ranked.append((row, min(max(sim, -1.0), 1.0) if math.isfinite(sim) else -1.0))
+        return choose(ranked, threshold, now, alive, accept)
 
-    def warmup(self) -> None:
-        """Map the mirror (building it if needed) ahead of the first search."""
-        if self._use_mirror:
-            with self._lock:
-                self._fresh_mirror()
+    def _fetch_locked(self, code: np.ndarray, partition_id: int, now: float,
+                      threshold: float) -> list[EntryRow] | None:
+        """The last look: under the write lock nothing can commit between scan and read.
+        None when the lock is not free soon (a long write)."""
+        lock = self._store.lock
+        if not lock.acquire(timeout=_LOCKED_RESCAN_WAIT_S):
+            return None
+        try:
+            ids, from_mirror, _ = self._candidate_ids(code, partition_id, now, threshold, True)
+            rows = self._store.get_by_ids(ids, with_vector=True) if ids else []
+            if from_mirror and len(rows) < len(ids):
+                self._invalidate("ids missing from SQLite at the same state")
+            return rows
+        finally:
+            lock.release()
 
-    def rebuild_now(self) -> None:
-        """Rebuild the mirror from the database (after a vacuum)."""
-        if self._use_mirror and self._store.lock.acquire():
-            try:
-                self.rebuild()
-            finally:
-                self._store.lock.release()
+    # -- candidates -----------------------------------------------------------------------
 
     def candidates(self, code: np.ndarray, partition_id: int, now: float, k: int,
                    min_cosine: float | None = None) -> list[int]:
@@ -180,40 +246,95 @@ class SemanticIndex:
 
         ``min_cosine`` (the hit threshold) lets the mirror skip rows that cannot reach it.
         """
-        if self._use_mirror:
-            with self._lock:
-                mirror = self._fresh_mirror()
-                if mirror is not None:
-                    words = np.ascontiguousarray(code, dtype=np.uint8).view("<u8")
-                    return [int(i) for i, _ in
-                            mirror.search(words, k, partition=partition_id, now=now,
-                                          min_cosine=min_cosine)]
-        return [i for i, _ in self._store.knn(
-            np.ascontiguousarray(code, dtype=np.uint8).tobytes(), partition_id, now, k)]
+        return self._candidate_ids(code, partition_id, now, min_cosine, False, k)[0]
 
-    def _fresh_mirror(self) -> CodeMirror | None:
-        db_seq = self._store.change_seq()
+    def _candidate_ids(self, code: np.ndarray, partition_id: int, now: float,
+                       min_cosine: float | None, fresh: bool,
+                       k: int = RESCORE_K) -> tuple[list[int], bool, int]:
+        """(ids, whether they came from the mirror, data_version read before the scan)."""
+        code = np.ascontiguousarray(code, dtype=np.uint8)
+        with self._lock:
+            mirror, version = self._usable(fresh)
+            if mirror is not None:
+                try:
+                    if not mirror.verified:
+                        mirror.verify_step()  # one block per search until all were checked
+                    found = mirror.search(code, k, partition=partition_id, now=now,
+                                          min_cosine=min_cosine)
+                    return [i for i, _ in found], True, version
+                except MirrorInvalid as exc:
+                    self._invalidate(str(exc))
+        version = self._store.data_version()
+        found = self._store.knn(code.tobytes(), partition_id, now, k)
+        return [i for i, _ in found], False, version
+
+    # -- freshness ------------------------------------------------------------------------
+
+    def _usable(self, fresh: bool) -> tuple[CodeMirror | None, int]:
+        """(the mirror if it matches SQLite's current state, else None: search in SQL;
+        the data_version it was checked at)."""
+        if not self._use_mirror or time.monotonic() < self._backoff_until:
+            return None, -1
+        if os.getpid() != self._pid:  # a forked child: its connection counts anew
+            self._pid, self._checked = os.getpid(), None
         mirror = self._mirror
-        # is_current: header re-read plus one stat(), so a mirror file deleted or replaced
-        # by another process is noticed on the next call.
-        if mirror is not None and mirror.is_current() and mirror.seq >= db_seq:
-            return mirror
-        mirror = self._reopen()
-        if mirror is not None and mirror.seq >= db_seq:
-            return mirror
-        deadline = time.monotonic() + _WRITER_GRACE_S
-        while mirror is not None and time.monotonic() < deadline:
-            time.sleep(0.0005)
-            mirror.reload_header()
-            if mirror.seq >= db_seq:
-                return mirror
-        return self._rebuild_locked()
+        if mirror is not None and not fresh and self._checked is not None:
+            version = self._store.data_version()
+            if version == self._checked and mirror.size_ok() and mirror.header_unchanged():
+                return mirror, version  # nothing committed elsewhere, nothing touched it
+        return self._refresh(), self._checked if self._checked is not None else -1
 
-    def _reopen(self) -> CodeMirror | None:
-        """Map the mirror file afresh (another process may have replaced it)."""
-        if self._mirror is not None:
-            self._mirror.close()
-            self._mirror = None
+    def _refresh(self) -> CodeMirror | None:
+        self._checked = None
+        deadline = time.monotonic() + _WRITER_GRACE_S
+        reread = False
+        while True:
+            version = self._store.data_version()
+            state = self._store.sync_state()
+            mirror = self._current()
+            if mirror is not None and mirror.state == state:
+                self._checked = version
+                return mirror
+            if mirror is not None and mirror.seq > state[0] and not reread:
+                reread = True  # a writer may have committed and stamped after our read
+                continue
+            lock = self._store.lock
+            if lock.acquire(timeout=0):
+                try:  # no writer at work: the mirror is stale for good, rebuild it now
+                    return self._rebuild_if_stale()
+                finally:
+                    lock.release()
+            # A writer holds the lock: it stamps the mirror right after its COMMIT.
+            clock = time.monotonic()
+            if mirror is None or clock < self._no_wait_until:
+                return None  # search in SQL meanwhile
+            if clock > deadline:  # a long write: do not make every get wait for it
+                self._no_wait_until = clock + _NO_WAIT_S
+                return None
+            time.sleep(0.0005)
+
+    def _rebuild_if_stale(self) -> CodeMirror | None:
+        """Under the write lock: use the mirror if it matches, else rebuild it."""
+        version = self._store.data_version()
+        mirror = self._current()
+        if mirror is not None and mirror.state == self._store.sync_state():
+            self._checked = version
+            return mirror
+        mirror = self.rebuild()
+        if mirror is not None:
+            self._checked = version
+        return mirror
+
+    def _current(self) -> CodeMirror | None:
+        """The mapped mirror, reopened when another process replaced it; None if unusable."""
+        mirror = self._mirror
+        if mirror is not None:
+            try:
+                if mirror.size_ok() and mirror.is_current():
+                    return mirror
+            except (MirrorInvalid, OSError) as exc:
+                log.info("semcache: code mirror %s changed under the map (%s)", self.path, exc)
+            self._close_map()
         try:
             self._mirror = CodeMirror.open(self.path, self._uid, writable=True)
         except FileNotFoundError:
@@ -223,95 +344,130 @@ class SemanticIndex:
             return None
         return self._mirror
 
-    def _rebuild_locked(self) -> CodeMirror | None:
-        lock = self._store.lock
-        # Never wait behind a writer (a long write transaction would stall every semantic
-        # get): if the lock is busy, this search runs in SQL and a later one rebuilds.
-        if not lock.acquire(timeout=0):
-            return None
-        try:
-            mirror = self._reopen()
-            if mirror is not None and mirror.seq == self._store.change_seq():
-                return mirror
-            return self.rebuild()
-        finally:
-            lock.release()
+    def _invalidate(self, why: str) -> None:
+        log.info("semcache: code mirror %s is damaged (%s); it will be rebuilt", self.path, why)
+        self._close_map()
+        self._checked = None
+        try:  # remove it, so that no process keeps trusting it
+            os.remove(self.path)
+        except OSError:
+            pass
+
+    def _close_map(self) -> None:
+        if self._mirror is not None:
+            self._mirror.close()
+            self._mirror = None
 
     # -- writing (caller holds the write lock) --------------------------------------------
 
     def rebuild(self) -> CodeMirror | None:
         """Write a fresh mirror from SQLite (caller holds the write lock)."""
-        ids, parts, expires, codes, seq = self._store.code_rows()
-        if self._mirror is not None:
-            self._mirror.close()
-            self._mirror = None
+        ids, parts, expires, codes, seq, token = self._store.code_rows()
+        self._close_map()
+        self._checked = None
         try:
             self._mirror = CodeMirror.create(
-                self.path, self._uid, seq, ids, parts, _expires_u32_array(expires), codes)
+                self.path, self._uid, (seq, token), ids, parts, _expires_u32_array(expires),
+                codes)
         except OSError as exc:
-            log.warning("semcache: cannot write code mirror %s (%s); searching in SQL",
-                        self.path, exc)
+            self._publish_failed(exc)
             return None
+        self._backoff_s = 0.0
         self.rebuilds += 1
         log.info("semcache: rebuilt code mirror %s (%d entries, seq %d)", self.path, len(ids), seq)
         return self._mirror
+
+    def _publish_failed(self, exc: OSError) -> None:
+        """Search in SQL for a while instead of failing to write the mirror on every call."""
+        self._backoff_s = min(max(2 * self._backoff_s, _BACKOFF_FIRST_S), _BACKOFF_MAX_S)
+        self._backoff_until = time.monotonic() + self._backoff_s
+        self._close_map()
+        msg = ("semcache: cannot write code mirror %s (%s); searching in SQL, next try in "
+               "%.0f s")
+        if self._warned:
+            log.info(msg, self.path, exc, self._backoff_s)
+        else:
+            self._warned = True
+            log.warning(msg, self.path, exc, self._backoff_s)
 
     def apply(self, changes: Changes) -> None:
         """Replay one committed transaction into the mirror (under the write lock).
 
         Never raises: a mirror that cannot be updated is removed, and rebuilt later.
         """
-        if not self._use_mirror:
+        if not self._use_mirror or time.monotonic() < self._backoff_until:
             return
         with self._lock:
             try:
                 self._apply(changes)
+            except OSError as exc:  # growth could not publish a file (disk full, ...)
+                self._drop()
+                self._publish_failed(exc)
             except Exception as exc:  # noqa: BLE001 - derived data must not fail a write
                 log.warning("semcache: code mirror update failed (%s); dropping %s",
                             exc, self.path)
                 self._drop()
 
     def _apply(self, changes: Changes) -> None:
-        mirror = self._mirror
-        if mirror is not None:
-            mirror.reload_header()
-        if mirror is None or mirror.seq != changes.seq_before:
-            mirror = self._reopen()
+        # _current follows a file another writer published (a grown or rebuilt mirror):
+        # appending to a superseded file, and later publishing it, would lose that
+        # writer's rows while claiming the current state.
+        mirror = self._current()
+        self._checked = None
         if mirror is None:
             return  # no mirror yet: the next search builds it
-        if mirror.seq != changes.seq_before or changes.cleared:
+        before = (changes.seq_before, changes.token_before)
+        after = (changes.seq_after, changes.token_after)
+        if mirror.state != before or changes.cleared:
             self.rebuild()
             return
-        seq = changes.seq_after
-        if changes.removed:
-            mirror.mark_dead(np.asarray(changes.removed, dtype=np.int64), seq)
-        if changes.expires:
-            mirror.set_expires(
-                np.asarray([i for i, _ in changes.expires], dtype=np.int64),
-                np.asarray([expires_u32(e) for _, e in changes.expires], dtype=np.uint32), seq)
-        if changes.added:
-            added = changes.added
-            mirror.append(  # grows (a new, larger file) by itself when full
-                np.asarray([a[0] for a in added], dtype=np.int64),
-                np.asarray([a[1] for a in added], dtype=np.int32),
-                np.asarray([expires_u32(a[2]) for a in added], dtype=np.uint32),
-                np.frombuffer(b"".join(a[3] for a in added), dtype=np.uint8).reshape(-1, 32),
-                seq)
-        mirror.set_seq(seq)
-        if mirror.dead_count > max(_COMPACT_MIN_DEAD, mirror.live_count):
-            mirror.compact(seq)
+        if before != after:
+            with mirror.update(after):
+                if changes.added:  # first: an id added and removed in one transaction ends dead
+                    added = changes.added
+                    mirror.append(
+                        np.asarray([a[0] for a in added], dtype=np.int64),
+                        np.asarray([a[1] for a in added], dtype=np.int32),
+                        np.asarray([expires_u32(a[2]) for a in added], dtype=np.uint32),
+                        np.frombuffer(b"".join(a[3] for a in added),
+                                      dtype=np.uint8).reshape(-1, 32))
+                if changes.removed:
+                    mirror.mark_dead(np.asarray(changes.removed, dtype=np.int64))
+                if changes.expires:
+                    mirror.set_expires(
+                        np.asarray([i for i, _ in changes.expires], dtype=np.int64),
+                        np.asarray([expires_u32(e) for _, e in changes.expires],
+                                   dtype=np.uint32))
+            if mirror.dead_count > max(_COMPACT_MIN_DEAD, mirror.live_count):
+                mirror.compact()
+        # The mirror matched SQLite before this transaction and now holds it: in step at
+        # the data_version read inside the transaction.
+        self._checked = changes.data_version
 
     def _drop(self) -> None:
-        if self._mirror is not None:
-            self._mirror.close()
-            self._mirror = None
+        self._close_map()
+        self._checked = None
         try:
             os.remove(self.path)
         except OSError:
             pass
 
+    def warmup(self) -> None:
+        """Map the mirror (building it if it is stale) ahead of the first search."""
+        if self._use_mirror:
+            with self._lock:
+                self._usable(fresh=True)
+
+    def rebuild_now(self) -> None:
+        """Rebuild the mirror from the database (after a vacuum)."""
+        if self._use_mirror and self._store.lock.acquire():
+            try:
+                with self._lock:
+                    self.rebuild()
+            finally:
+                self._store.lock.release()
+
     def close(self) -> None:
+        """Unmap the mirror."""
         with self._lock:
-            if self._mirror is not None:
-                self._mirror.close()
-                self._mirror = None
+            self._close_map()

@@ -3,8 +3,9 @@
 Three things are checked, each against SQLite, which is the truth:
 
 * the database: ``PRAGMA integrity_check``, the schema version, the bookkeeping rows;
-* the code mirror ``<db>-codes``: header and checksum valid, same database, and (when it
-  claims the database's current ``change_seq``) the same live rows as ``entries``;
+* the code mirror ``<db>-codes``: header and every block checksum valid, same database, and
+  (when it claims the database's exact current state, ``change_seq`` and ``state_token``)
+  the same live rows as ``entries``;
 * the sqlite-vec table ``entry_codes``: one row per entry with a code (no orphans, none
   missing), same partition and code.
 
@@ -85,7 +86,7 @@ def _check_mirror(store: Any, mpath: str, code_rows: tuple, out: dict[str, Any],
     from semcache.kernels.mirror import CodeMirror, MirrorInvalid
     from semcache.search import _expires_u32_array
 
-    ids, parts, expires, codes, seq = code_rows
+    ids, parts, expires, codes, seq, token = code_rows
     out.update({"present": os.path.exists(mpath), "valid": False, "agrees": False,
                 "rebuild": True, "db_seq": seq})
     if not out["present"]:
@@ -96,23 +97,31 @@ def _check_mirror(store: Any, mpath: str, code_rows: tuple, out: dict[str, Any],
         out["reason"] = "database has no db_uid yet (hash-only file)"
         return
     try:
-        mirror = CodeMirror.open(mpath, uid, writable=False, verify=True)
+        mirror = CodeMirror.open(mpath, uid, writable=False)
     except (MirrorInvalid, OSError, ValueError) as exc:
         out["reason"] = f"invalid ({exc}); rebuilt on the next semantic search"
         return
     try:
+        try:
+            mirror.verify_all()
+        except MirrorInvalid as exc:
+            out["reason"] = f"invalid ({exc}); rebuilt on the next semantic search"
+            return
         out["valid"] = True
         out["seq"] = mirror.seq
+        out["bytes_per_row"] = round(mirror.file_size / max(mirror.capacity, 1), 2)
         live = mirror.read_rows(np.flatnonzero(
             mirror.read_rows(np.arange(mirror.count))["partitions"] >= 0))
         out["rows"] = int(live["entry_ids"].shape[0])
-        if mirror.seq > seq:
-            problems.append(f"mirror seq {mirror.seq} is ahead of the database's {seq}: "
-                            "the database lost commits the mirror saw")
-            out["reason"] = "ahead of the database"
-            return
-        if mirror.seq < seq:
-            out["reason"] = f"stale (seq {mirror.seq} < {seq}); rebuilt on the next search"
+        if mirror.state != (seq, token):
+            # Derived data built from another database state: the next search rebuilds it,
+            # exactly as the index decides (it trusts only an exact state match).
+            how = ("ahead of the database: restored from a backup, or commits lost in a "
+                   "power failure" if mirror.seq > seq else
+                   "behind the database" if mirror.seq < seq else
+                   "same change_seq, another history (state token differs)")
+            out["reason"] = f"stale (seq {mirror.seq}, database {seq}; {how}); rebuilt on " \
+                            "the next semantic search"
             return
         out["rebuild"] = False
         m_ids = live["entry_ids"]

@@ -7,18 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from semcache.kernels.hamming import (
-    Workspace,
-    half_distance_cut,
-    hamming_naive,
-    hamming_topk_pruned,
-)
+from semcache.kernels.hamming import NUMPY, Workspace, half_distance_cut, hamming_naive
 from semcache.kernels.projection import BinaryEncoder
-
-
-def _columns(codes: np.ndarray) -> list[np.ndarray]:
-    words = codes.view("<u8")
-    return [np.ascontiguousarray(words[:, i]) for i in range(4)]
+from semcache.kernels.scan import topk
 
 
 @pytest.mark.parametrize("n", [1, 63, 16384, 16385, 40_000])
@@ -33,10 +24,9 @@ def test_pruned_equals_exact_topk_among_rows_within_the_cut(n):
     parts = rng.integers(0, 3, n, dtype=np.int32)
     expires = rng.integers(100, 300, n, dtype=np.uint32)
     cut = 50
-    idx, dist = hamming_topk_pruned(*_columns(codes), q.view("<u8"), 16, cut, full_cut=90,
-                                    partition=1,
-                                    partitions=parts, expires=expires, now_u32=200,
-                                    workspace=Workspace(16384))
+    idx, dist = topk(np.ascontiguousarray(codes[:, :16]), np.ascontiguousarray(codes[:, 16:]),
+                     q, 16, half_cut=cut, full_cut=90, partition=1, partitions=parts,
+                     expires=expires, now_u32=200, kernel=NUMPY, workspace=Workspace(16384))
     full = hamming_naive(codes, q)
     half = hamming_naive(np.ascontiguousarray(codes[:, :16]), q[:16])
     ok = (half <= cut) & (full <= 90) & (parts == 1) & (expires > 200)
@@ -48,7 +38,21 @@ def test_pruned_equals_exact_topk_among_rows_within_the_cut(n):
 
 def test_cut_grows_as_the_threshold_falls():
     cuts = [half_distance_cut(t) for t in (0.99, 0.95, 0.92, 0.9, 0.8, 0.5)]
-    assert cuts == sorted(cuts) and cuts[2] == 45
+    assert cuts == sorted(cuts) and cuts[2] == 43
+
+
+@pytest.mark.parametrize("t", [0.99, 0.95, 0.92, 0.9, 0.85, 0.7])
+@pytest.mark.parametrize("bits", [128, 256])
+def test_cut_is_the_exact_binomial_tail_bound(t, bits):
+    """The chance that a vector exactly at the threshold lies beyond the cut is at most
+    1e-9, and the cut is the smallest with that property."""
+    p = math.acos(t) / math.pi
+    cut = half_distance_cut(t, bits)
+
+    def beyond(c: int) -> float:
+        return sum(math.comb(bits, j) * p**j * (1 - p) ** (bits - j) for j in range(c + 1, bits + 1))
+
+    assert beyond(cut) <= 1e-9 < beyond(cut - 1)
 
 
 def test_vectors_at_the_threshold_pass_the_cut():

@@ -153,7 +153,9 @@ def test_same_results_with_and_without_mirror(db_path, rng):
         reference = _answers(cache, queries)
         assert 15 <= sum(r is not None for r in reference) < len(queries)
         assert os.path.exists(mirror)
-        os.remove(mirror)  # deleted between calls of a running process
+        os.remove(mirror)  # deleted between calls of a running process: still mapped, used
+        assert _answers(cache, queries) == reference
+        cache.put(stored[0], "elsewhere", namespace="other")  # the next write notices
         assert _answers(cache, queries) == reference
         assert os.path.exists(mirror) and cache._search.rebuilds == 2  # first build + after delete
     for damage in (os.remove, _corrupt_data, _truncate, _zero_header):
@@ -310,3 +312,27 @@ def test_hand_made_delete_then_vacuum(db_path, rng):
         assert cache.get(base).entry_id == b
     with open_vec(db_path, use_mirror=False) as cache:
         assert cache.get(base).entry_id == b
+
+
+def test_rescoring_never_trusts_a_stored_norm(db_path, rng):
+    """A stored vector of norm 10 (e.g. written by an import or by hand) is rescored by its
+    true cosine, not by the raw dot product (which would read 7.5 -> clipped to 1.0)."""
+    base = unit(rng.standard_normal(DIM))
+    with open_vec(db_path, similarity_threshold=0.7) as cache:
+        entry = cache.put(base, "answer")
+        cache._store._conn.execute("UPDATE entries SET vector = ? WHERE id = ?",
+                                  ((base * 10).astype("<f4").tobytes(), entry))
+        query = at_cosine(base, 0.75, rng)
+        hit = cache.get(query)
+        assert hit is not None and hit.similarity == pytest.approx(0.75, abs=1e-5)
+    with open_vec(db_path, similarity_threshold=0.8) as cache:
+        assert cache.get(query) is None
+
+
+def test_best_ties_go_to_the_newest_entry(db_path, rng):
+    base = unit(rng.standard_normal(DIM))
+    with open_vec(db_path) as cache:
+        cache.put(base, "old", namespace="n")
+        cache.put(np.asarray(base, dtype=np.float64) * 2, "new", namespace="n")  # same direction
+        hit = cache.get(base, namespace="n")
+        assert hit.response == "new" and hit.similarity == pytest.approx(1.0)

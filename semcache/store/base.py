@@ -159,6 +159,9 @@ class Changes:
 
     seq_before: int = 0
     seq_after: int = 0
+    token_before: int = 0  # sync_state.state_token before / after (see migration 0002)
+    token_after: int = 0
+    data_version: int | None = None  # PRAGMA data_version inside the transaction
     added: list[tuple[int, int, float | None, bytes]] = field(default_factory=list)
     removed: list[int] = field(default_factory=list)
     expires: list[tuple[int, float | None]] = field(default_factory=list)
@@ -293,9 +296,18 @@ class LocalCodeSource(Store, Protocol):
     mirror_path: str
 
     def change_seq(self) -> int: ...
-    def code_rows(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    def sync_state(self) -> tuple[int, int]:
+        """``(change_seq, state_token)``: the exact state a mirror must match."""
+        ...
+
+    def data_version(self) -> int:
+        """A number that changes whenever another connection commits (cheap to read)."""
+        ...
+
+    def code_rows(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int, int]:
         """(ids int64, partitions int32, expires float64 NaN=never, codes (n, 32) uint8,
-        change_seq), every entry that has a code, in id order, from one snapshot."""
+        change_seq, state_token), every entry that has a code, in id order, from one
+        snapshot."""
         ...
     def knn(self, code: bytes, partition_id: int, now: float,
             k: int) -> list[tuple[int, int]]:

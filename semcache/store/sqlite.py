@@ -56,6 +56,7 @@ _ROW_COLUMNS = (
 _BY_KEY = f"SELECT {_ROW_COLUMNS} FROM entries WHERE key_hash = ?"
 _PRAGMA_PREFIX = "sqlite_"
 _SEQ = "SELECT change_seq FROM sync_state WHERE id = 1"
+_STATE = "SELECT change_seq, state_token FROM sync_state WHERE id = 1"
 _COUNTERS = frozenset(("hits", "exact_hits", "semantic_hits", "misses", "puts", "evictions",
                        "expirations", "tokens_saved", "entries", "bytes"))
 
@@ -178,6 +179,34 @@ class SQLiteStore(SQLiteAdmin):
             self._check_fork()
             return self._scalar(_SEQ, "sync_state.change_seq")
 
+    def sync_state(self) -> tuple[int, int]:
+        """``(change_seq, state_token)``: the exact database state the code mirror must match
+        (a restored backup has another token even at the same change_seq)."""
+        with self._mutex, translated(self.path):
+            self._check_fork()
+            return self._state()
+
+    def _state(self) -> tuple[int, int]:
+        rows = self._conn.execute(_STATE).fetchall()
+        seq, token = rows[0] if len(rows) == 1 else (None, None)
+        if not isinstance(seq, int) or not isinstance(token, int):
+            raise CorruptCacheError(f"cache file {self.path!r} is corrupt (sync_state is "
+                                    "missing or not integers); delete it to start a new cache")
+        return seq, token
+
+    def data_version(self) -> int:
+        """SQLite's ``PRAGMA data_version``: changes when another connection commits (the
+        semantic index's cheap "did anything change?" check, ~2 us)."""
+        with self._mutex:
+            if os.getpid() != self._pid:
+                self._check_fork()
+            try:
+                version = self._conn.execute("PRAGMA data_version").fetchall()[0][0]
+            except apsw.Error as exc:
+                raise translate(exc, self.path) from None
+        assert isinstance(version, int)
+        return version
+
     def counters(self) -> dict[str, int]:
         with self._mutex, translated(self.path):
             self._check_fork()
@@ -193,15 +222,15 @@ class SQLiteStore(SQLiteAdmin):
             self._check_fork()
             return [tuple(r) for r in self._conn.execute(sql, params)]
 
-    def code_rows(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    def code_rows(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int, int]:
         """Everything the code mirror needs, in id order, read in one snapshot.
 
         Returns (ids int64, partition ids int32, expires u32-ready float64 with NaN for
-        never, codes (n, 32) uint8, change_seq)."""
+        never, codes (n, 32) uint8, change_seq, state_token)."""
         with self._mutex, translated(self.path):
             self._check_fork()
-            with self._conn:  # one read transaction: rows and seq from the same snapshot
-                seq = self._scalar(_SEQ, "sync_state.change_seq")
+            with self._conn:  # one read transaction: rows and state from the same snapshot
+                seq, token = self._state()
                 rows = self._conn.execute(
                     "SELECT id, partition_id, expires_at, code FROM entries "
                     "WHERE code IS NOT NULL ORDER BY id").fetchall()
@@ -217,7 +246,7 @@ class SQLiteStore(SQLiteAdmin):
             raise CorruptCacheError(f"cache file {self.path!r} is corrupt (entries.code or "
                                     f"partition_id damaged: {exc}); delete it to start a new "
                                     "cache") from None
-        return ids, parts, expires, codes, seq
+        return ids, parts, expires, codes, seq, token
 
     def knn(self, code: bytes, partition_id: int, now: float, k: int) -> list[tuple[int, int]]:
         """Hamming k-nearest codes in one partition, unexpired, searched by sqlite-vec."""
@@ -263,9 +292,15 @@ class SQLiteStore(SQLiteAdmin):
                 txn = WriteTxn(self)
                 try:
                     self._conn.execute("BEGIN IMMEDIATE")
-                    txn.changes.seq_before = self._seq_in_txn()
+                    changes = txn.changes
+                    changes.seq_before, changes.token_before = self._state()
                     yield txn
-                    txn.changes.seq_after = self._seq_in_txn()
+                    changes.seq_after, changes.token_after = self._state()
+                    # Read inside the transaction: nobody else can commit until ours is
+                    # done, and our own COMMIT does not change it, so it is exactly the
+                    # version at which the mirror (once updated) matches the database.
+                    version = self._conn.execute("PRAGMA data_version").fetchall()[0][0]
+                    changes.data_version = version if isinstance(version, int) else None
                     self._conn.execute("COMMIT")
                 except BaseException as exc:
                     if not self._conn.getautocommit():
@@ -285,9 +320,6 @@ class SQLiteStore(SQLiteAdmin):
 
     def release(self, key_hash: bytes) -> None:
         self._claims.release(key_hash)
-
-    def _seq_in_txn(self) -> int:
-        return self._scalar(_SEQ, "sync_state.change_seq")
 
     def vacuum(self) -> dict[str, int]:
         """Make ``entry_codes`` match ``entries`` again (rows deleted or edited by hand with
@@ -417,24 +449,23 @@ class WriteTxn:
         self._conn.executemany(
             "UPDATE entries SET accessed_at = max(accessed_at, ?), hits = hits + ? WHERE id = ?",
             [(u.accessed_at, u.hits, i) for i, u in updates.items()])
-        refreshed = [(u.expires_at, i, u.expires_at) for i, u in updates.items()
-                     if u.expires_at is not None]
-        if not refreshed:
-            return
-        # Only rows whose expiry really moves out are touched (and bump change_seq).
-        self._conn.executemany(
-            "UPDATE entries SET expires_at = ? WHERE id = ? AND expires_at < ?", refreshed)
-        moved = [(u.expires_at, i) for i, u in updates.items() if u.expires_at is not None]
-        marks = ",".join("?" * len(moved))
-        with_code = {int(r[0]) for r in self._conn.execute(
-            f"SELECT id FROM entries WHERE id IN ({marks}) AND code IS NOT NULL "
-            "AND expires_at IS NOT NULL", [i for _, i in moved])}
-        coded = [(e, i) for e, i in moved if i in with_code]
-        if coded:
+        moved: list[tuple[int, float]] = []
+        for i, u in updates.items():
+            if u.expires_at is None:
+                continue
+            # Only an expiry that really moves out is written, and only that one reaches the
+            # code index: another worker may already have flushed a later refresh, and an
+            # older batch must not move the index's expiry back (the entry would then be
+            # found by exact lookup but missed by semantic lookup before it expires).
+            moved += [(int(r[0]), float(r[1])) for r in self._conn.execute(
+                "UPDATE entries SET expires_at = ? WHERE id = ? AND expires_at < ? "
+                "RETURNING id, expires_at, code IS NOT NULL", (u.expires_at, i, u.expires_at))
+                if r[2]]
+        if moved:
             self._conn.executemany(
                 "UPDATE entry_codes SET expires_at = ? WHERE entry_id = ?",
-                [(expires_to_int(e), i) for e, i in coded])
-            self.changes.expires.extend((i, e) for e, i in coded)
+                [(expires_to_int(e), i) for i, e in moved])
+            self.changes.expires.extend(moved)
 
     def record_verdict(self, v: Verdict) -> None:
         self._conn.execute(

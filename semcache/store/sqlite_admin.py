@@ -129,7 +129,7 @@ class SQLiteAdmin:
         """The sqlite-vec table ``entry_codes`` against the entries that have codes."""
         import numpy as np
 
-        ids, parts, expires, codes, _ = code_rows
+        ids, parts, expires, codes = code_rows[:4]
         vec = {int(r[0]): (int(r[1]), int(r[2]), bytes(r[3])) for r in self._query(
             "SELECT entry_id, partition_id, expires_at, code FROM entry_codes")}
         db = {int(i): (int(p), expires_to_int(None if np.isnan(e) else float(e)), c.tobytes())
