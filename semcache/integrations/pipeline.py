@@ -20,7 +20,9 @@ Everything here works on plain JSON dicts; nothing imports the ``openai`` packag
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -303,9 +305,11 @@ def lookup(plan: Plan) -> CachedAnswer | None:
 
 #: How long a miss waits for an identical request another caller is already fetching.
 COALESCE_WAIT_S = 60.0
+_ASYNC_POLL_FIRST_S = 0.005
+_ASYNC_POLL_MAX_S = 0.05
 
 
-def claim_for(plan: Plan) -> Any | None:
+def claim_for(plan: Plan, wait: float = COALESCE_WAIT_S) -> Any | None:
     """Claim the right to fetch ``plan``'s answer, waiting for an identical request that
     another caller (thread, process, host) is fetching (``Cache.claim``); None when the
     answer will not be both read and stored, or the cache cannot coalesce. Never raises."""
@@ -315,10 +319,29 @@ def claim_for(plan: Plan) -> Any | None:
     if claim is None:
         return None
     try:
-        return claim(plan.keys.key, namespace=plan.namespace, wait=COALESCE_WAIT_S)
+        return claim(plan.keys.key, namespace=plan.namespace, wait=wait)
     except Exception as exc:  # noqa: BLE001 - coalescing saves money, never an answer
         logger.warning("semcache: could not coalesce this miss (%s); calling the model", exc)
         return None
+
+
+async def claim_for_async(plan: Plan) -> Any | None:
+    """:func:`claim_for` for the event loop: polls without waiting (``wait=0``) and sleeps
+    with ``asyncio.sleep`` in between, so that waiting tasks never occupy the worker
+    threads the claim holder needs to store its answer."""
+    deadline = time.monotonic() + COALESCE_WAIT_S
+    pause, waited = _ASYNC_POLL_FIRST_S, False
+    while True:
+        claim = await asyncio.to_thread(claim_for, plan, 0.0)
+        if claim is None or claim.held:
+            if claim is not None:
+                claim.waited = claim.waited or waited
+            return claim
+        waited = True
+        if time.monotonic() >= deadline:
+            return claim  # not held: fetch anyway
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, _ASYNC_POLL_MAX_S)
 
 
 def store(plan: Plan, data: Mapping[str, Any]) -> int | None:

@@ -33,6 +33,7 @@ from semcache.integrations.openai.streams import (
 from semcache.integrations.pipeline import (
     Plan,
     claim_for,
+    claim_for_async,
     lookup,
     parse_control,
     plan_request,
@@ -185,7 +186,7 @@ async def run_async(
     if request.get("stream"):  # streamed misses are relayed as they come, not coalesced
         return record_stream(binding, plan, await call(**request))
     # MISS: identical concurrent misses are coalesced (waiting happens in a worker thread).
-    claim = await asyncio.to_thread(claim_for, plan)
+    claim = await claim_for_async(plan)
     try:
         if claim is not None and claim.waited:
             hit = await asyncio.to_thread(lookup, plan)

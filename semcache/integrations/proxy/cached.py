@@ -15,7 +15,6 @@ Same keys, scopes, controls and store rules as ``semcache.wrap`` - both go throu
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 import time
@@ -36,7 +35,7 @@ from semcache.integrations.pipeline import (
     CHAT,
     ApiRules,
     Plan,
-    claim_for,
+    claim_for_async,
     lookup,
     plan_request,
     store,
@@ -201,7 +200,7 @@ async def serve_cached(state: ProxyState, request: Request, rules: ApiRules) -> 
         return await relay_stream(state, request, plan, content, result)
     # MISS: identical concurrent misses are coalesced across the proxy's workers: the first
     # request fetches, the others wait for its answer and look the cache up again.
-    claim = await asyncio.to_thread(claim_for, plan)
+    claim = await claim_for_async(plan)
     try:
         if claim is not None and claim.waited:
             hit = await _timed_lookup(state, plan)
