@@ -1,26 +1,40 @@
-"""The small interface between the cache facade and a storage engine.
+"""The engine interface: what the cache, the search layer, the CLI, verify and transfer
+may ask of a storage engine, and the records that cross it.
 
-The SQLite engine (``semcache.store.sqlite``) is the only one today; a PostgreSQL engine
-(SPEC section 10) implements the same records and methods. The facade only ever sees
-these types, never a driver.
+Two engines implement :class:`Store`: SQLite (``semcache.store.sqlite``, one file) and
+PostgreSQL (``semcache.store.postgres``, one schema). Nothing here names a driver: no
+connection objects, no SQL fragments. Filters are typed (:class:`EntryFilter`), admin
+operations are methods, and the engine owns its write serialization (:attr:`Store.lock`).
+
+Engines that keep their codes where a process can map them (SQLite) also implement
+:class:`LocalCodeSource`, which the search layer uses to keep a shared in-memory mirror of
+the codes; the others search in the server (:meth:`Store.search`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import numpy as np
 
 #: Expiry value in integer columns for "never expires" (fits SQLite and uint64 math).
 NEVER = 1 << 62
+
+#: Orders of :meth:`Store.list_entries`.
+EntryOrder = Literal["id", "newest", "oldest", "hits", "accessed"]
 
 
 def expires_to_int(expires_at: float | None) -> int:
     """Whole epoch seconds, rounded up, for integer expiry columns. Rounding up means a
     filter ``expires > floor(now)`` never drops an entry that is still valid."""
     return NEVER if expires_at is None else math.ceil(expires_at)
+
+
+# -- records -------------------------------------------------------------------------------
 
 
 @dataclass(slots=True)
@@ -39,11 +53,14 @@ class NewEntry:
     ttl: float | None
     code: bytes | None = None
     vector: bytes | None = None
+    #: Restored usage (import): last access time and hit count; None = a fresh entry.
+    accessed_at: float | None = None
+    hits: int = 0
 
 
 @dataclass(slots=True)
 class EntryRow:
-    """An entry as read back."""
+    """An entry as the lookup path reads it back."""
 
     id: int
     namespace: str
@@ -59,8 +76,65 @@ class EntryRow:
     hits: int
     vector: bytes | None = None
 
-    def alive(self, now: float) -> bool:
-        return self.expires_at is None or self.expires_at > now
+
+@dataclass(slots=True)
+class EntryRecord:
+    """An entry with everything an operator or an export may want (admin reads)."""
+
+    id: int
+    key_hash: bytes
+    namespace: str
+    scope: str
+    prompt: str | None
+    response: bytes
+    metadata: str | None
+    tokens: int
+    size: int
+    created_at: float
+    accessed_at: float
+    expires_at: float | None
+    ttl: float | None
+    hits: int
+    has_code: bool
+    vector: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NamespaceSummary:
+    """One namespace as ``semcache stats`` shows it."""
+
+    namespace: str
+    entries: int
+    expired: int
+    hits: int
+    bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class EntryFilter:
+    """Which entries an admin read or delete applies to. Every field that is given
+    narrows the selection (they combine with AND); an empty filter selects everything.
+
+    ``expired_at``: entries whose expiry is at or before this time;
+    ``live_at``: entries still valid at this time;
+    ``created_before``: entries created before this time (``purge --older-than``);
+    ``scoped``: True for entries stored by request (scope not empty), False for plain
+    prompts.
+    """
+
+    namespace: str | None = None
+    expired_at: float | None = None
+    live_at: float | None = None
+    created_before: float | None = None
+    ids: tuple[int, ...] | None = None
+    key_hash: bytes | None = None
+    prompt: str | None = None
+    scope: str | None = None
+    scoped: bool | None = None
+
+    @property
+    def empty(self) -> bool:
+        return all(getattr(self, name) is None for name in self.__slots__)
 
 
 @dataclass(slots=True)
@@ -88,41 +162,109 @@ class AccessUpdate:
     expires_at: float | None = None  # new expiry when refresh-on-access pushed it out
 
 
+# -- protocols ------------------------------------------------------------------------------
+
+
+class WriteLock(Protocol):
+    """The engine's write serialization, re-entrant within a process."""
+
+    def acquire(self, timeout: float | None = None) -> bool:
+        """Take it; False when ``timeout`` seconds (0 = don't wait) ran out."""
+        ...
+
+    def release(self) -> None: ...
+
+    def hold(self, timeout: float | None = None) -> AbstractContextManager[None]:
+        """Take it for a block; raises CacheFileError naming the lock on timeout."""
+        ...
+
+
 class StoreTxn(Protocol):
-    """What the facade may do inside one write transaction."""
+    """What may be done inside one write transaction (all of it commits, or none)."""
 
     changes: Changes
 
-    def insert(self, entry: NewEntry) -> int: ...
-    def delete_where(self, where: str, params: Sequence[Any] = ()) -> list[int]: ...
-    def delete_ids(self, ids: Iterable[int]) -> list[int]: ...
+    def insert(self, entry: NewEntry) -> int:
+        """Insert, replacing the entry with the same key; returns the new (larger) id."""
+        ...
+
+    def delete(self, where: EntryFilter) -> list[int]:
+        """Delete the entries the filter selects; returns their ids."""
+        ...
+
     def clear_all(self) -> int: ...
     def purge_expired(self, now: float) -> int: ...
     def evict_lru(self, count: int) -> int: ...
     def entry_count(self) -> int: ...
     def apply_access(self, updates: dict[int, AccessUpdate]) -> None: ...
     def add_counters(self, deltas: dict[str, int]) -> None: ...
+    def set_settings(self, values: dict[str, str]) -> None: ...
 
 
 class Store(Protocol):
-    """The storage engine interface the facade and the semantic index use.
+    """A storage engine: one cache's entries, settings and shared counters."""
 
-    ``semcache.store.sqlite.SQLiteStore`` implements it; a PostgreSQL engine (SPEC
-    section 10) would implement the same methods, with ``knn_sql`` as its search.
-    """
-
-    path: str
+    #: Where the cache lives, as shown in messages: a file path or a URL without password.
+    location: str
     readonly: bool
+    #: The settings table (file-defining settings and stored tunables), as text.
     settings: dict[str, str]
+    lock: WriteLock
 
+    # reads on the lookup path
     def get_by_key(self, key_hash: bytes) -> EntryRow | None: ...
     def get_by_ids(self, ids: Sequence[int], *, with_vector: bool = False) -> list[EntryRow]: ...
     def find_partition(self, namespace: str, scope: str) -> int | None: ...
-    def change_seq(self) -> int: ...
+    def search(self, code: bytes, vector: np.ndarray, partition_id: int, now: float,
+               k: int) -> list[tuple[EntryRow, float]]:
+        """The ``k`` nearest unexpired entries of the partition by Hamming distance of
+        their codes, rescored by exact cosine of their stored vectors with ``vector``
+        (a unit float32 vector), best first. Rows carry no vector."""
+        ...
+
     def counters(self) -> dict[str, int]: ...
-    def knn_sql(self, code: bytes, partition_id: int, now: float,
-                k: int) -> list[tuple[int, int]]: ...
+    def size_bytes(self) -> int:
+        """Bytes the cache occupies (file + WAL, or the schema's relations)."""
+        ...
+
+    # admin reads
+    def count_entries(self, where: EntryFilter) -> int: ...
+    def list_entries(self, where: EntryFilter, *, order: EntryOrder = "id",
+                     limit: int | None = None, after_id: int | None = None,
+                     with_vector: bool = False) -> list[EntryRecord]: ...
+    def namespace_summary(self, now: float) -> list[NamespaceSummary]: ...
+    def partitions(self, namespace: str) -> list[tuple[int, str]]:
+        """(partition id, scope) of every partition of a namespace."""
+        ...
+
+    def check(self, *, quick: bool = False) -> tuple[dict[str, Any], list[str]]:
+        """Engine-level integrity report and the problems found (``semcache verify``)."""
+        ...
+
+    # writes
     def write(self, on_commit: Callable[[Changes], None] | None = None,
               timeout: float | None = None) -> AbstractContextManager[StoreTxn]: ...
     def write_settings(self, values: dict[str, str]) -> None: ...
+    def vacuum(self) -> dict[str, int]:
+        """Repair derived tables after hand-made changes and compact storage."""
+        ...
+
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class LocalCodeSource(Protocol):
+    """An engine whose codes the search layer mirrors in a shared mapped file."""
+
+    mirror_path: str
+
+    def change_seq(self) -> int: ...
+    def code_rows(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+        """(ids int64, partitions int32, expires float64 NaN=never, codes (n, 32) uint8,
+        change_seq), every entry that has a code, in id order, from one snapshot."""
+        ...
+    def knn(self, code: bytes, partition_id: int, now: float,
+            k: int) -> list[tuple[int, int]]:
+        """(entry id, Hamming distance) of the k nearest codes, searched by the engine."""
+        ...
+

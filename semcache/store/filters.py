@@ -1,0 +1,68 @@
+"""Typed entry filters compiled to a SQL ``WHERE`` clause, shared by the SQL engines.
+
+Callers above the store describe *which* entries they mean with an
+:class:`~semcache.store.base.EntryFilter`; only this module turns that into SQL, always
+with bound parameters, never with caller text interpolated.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from semcache.store.base import EntryFilter, EntryOrder
+
+#: ORDER BY of each :data:`EntryOrder` (``e`` is the entries table, ``id`` breaks ties).
+ORDER_SQL: dict[str, str] = {
+    "id": "e.id ASC",
+    "newest": "e.created_at DESC, e.id DESC",
+    "oldest": "e.created_at ASC, e.id ASC",
+    "hits": "e.hits DESC, e.id DESC",
+    "accessed": "e.accessed_at DESC, e.id DESC",
+}
+
+
+def compile_filter(where: EntryFilter, mark: str = "?") -> tuple[str, list[Any]]:
+    """``(sql, params)`` for ``where`` over ``entries e JOIN partitions p``.
+
+    ``mark`` is the driver's placeholder (``?`` for SQLite, ``%s`` for psycopg).
+    """
+    parts: list[str] = []
+    params: list[Any] = []
+
+    def add(sql: str, *values: Any) -> None:
+        parts.append(sql.replace("?", mark))
+        params.extend(values)
+
+    if where.namespace is not None:
+        add("e.namespace = ?", where.namespace)
+    if where.expired_at is not None:
+        add("e.expires_at IS NOT NULL AND e.expires_at <= ?", where.expired_at)
+    if where.live_at is not None:
+        add("(e.expires_at IS NULL OR e.expires_at > ?)", where.live_at)
+    if where.created_before is not None:
+        add("e.created_at < ?", where.created_before)
+    if where.ids is not None:
+        if not where.ids:
+            parts.append("1 = 0")
+        else:
+            add("e.id IN (" + ", ".join("?" * len(where.ids)) + ")", *where.ids)
+    if where.key_hash is not None:
+        add("e.key_hash = ?", where.key_hash)
+    if where.prompt is not None:
+        add("e.prompt = ?", where.prompt)
+    if where.scope is not None:
+        add("p.scope = ?", where.scope)
+    if where.scoped is not None:
+        parts.append("p.scope != ''" if where.scoped else "p.scope = ''")
+    return (" AND ".join(parts) if parts else "1 = 1"), params
+
+
+def order_sql(order: EntryOrder) -> str:
+    try:
+        return ORDER_SQL[order]
+    except KeyError:
+        raise ValueError(f"unknown entry order {order!r}; expected one of "
+                         f"{sorted(ORDER_SQL)}") from None
+
+
+__all__ = ["ORDER_SQL", "compile_filter", "order_sql"]
