@@ -81,7 +81,7 @@ CREATE VIEW {schema}.counter_totals AS
 CREATE FUNCTION {schema}.count_hand_made_changes() RETURNS trigger
 LANGUAGE plpgsql AS $fn$
 DECLARE
-    shard integer := mod(pg_backend_pid(), 64);
+    my_shard integer := mod(pg_backend_pid(), 64);
     parts integer[];
     ns bigint[];
     bs bigint[];
@@ -114,11 +114,11 @@ BEGIN
         RETURN NULL;
     END IF;
     INSERT INTO {schema}.counters AS c (name, shard, value)
-        SELECT 'bytes', shard, sum(x) FROM unnest(bs) AS x
-        UNION ALL SELECT 'entries', shard, sum(x) FROM unnest(ns) AS x
+        SELECT 'bytes', my_shard, sum(x) FROM unnest(bs) AS x
+        UNION ALL SELECT 'entries', my_shard, sum(x) FROM unnest(ns) AS x
         ON CONFLICT (name, shard) DO UPDATE SET value = c.value + excluded.value;
     INSERT INTO {schema}.partition_counts AS c (partition_id, shard, entries)
-        SELECT p, shard, n FROM unnest(parts, ns) AS t(p, n) ORDER BY p
+        SELECT p, my_shard, n FROM unnest(parts, ns) AS t(p, n) ORDER BY p
         ON CONFLICT (partition_id, shard) DO UPDATE SET entries = c.entries + excluded.entries;
     RETURN NULL;
 END
