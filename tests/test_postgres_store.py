@@ -239,7 +239,7 @@ def test_settings_and_list_orders(store: PostgresStore, pg_url: str) -> None:
         other.close()
     with store.write() as txn:
         for i in range(4):
-            txn.insert(entry(i, created_at=T0 + i, metadata='{"i": %d}' % i))
+            txn.insert(entry(i, created_at=T0 + i, metadata=f'{{"i": {i}}}'))
     newest = store.list_entries(EntryFilter(), order="newest", limit=2)
     assert [r.metadata for r in newest] == ['{"i": 3}', '{"i": 2}']
     page = store.list_entries(EntryFilter(), after_id=newest[-1].id)

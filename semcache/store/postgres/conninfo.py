@@ -111,11 +111,16 @@ def parse(url: str, schema: str | None = None) -> ConnInfo:
         raise ConfigurationError(
             f"invalid PostgreSQL URL {rough_redact(url)!r}: "
             f"{scrub(first_line(exc), None)}") from None
+    for port in str(params.get("port") or "5432").split(","):
+        if port and not (port.isdigit() and 0 < int(port) < 65536):
+            raise ConfigurationError(
+                f"invalid PostgreSQL URL {rough_redact(url)!r}: port must be a number "
+                f"1..65535; got {port!r}")
     if schema is not None and from_url is not None and schema != from_url:
         raise ConfigurationError(
             f"schema={schema!r} conflicts with schema={from_url!r} in the URL")
     chosen = check_schema_name(schema if schema is not None else (from_url or DEFAULT_SCHEMA))
-    password = params.get("password") or os.environ.get("PGPASSWORD") or None
+    password = str(params.get("password") or os.environ.get("PGPASSWORD") or "") or None
     return ConnInfo(params=params, schema=chosen, password=password)
 
 

@@ -176,6 +176,7 @@ class Connections:
                 except psycopg.Error as exc:
                     if attempt == 0 and conn.broken:
                         self._after_broken()
+                        self.probe()  # down: fail now, not after the pool's timeout
                         continue
                     raise self._failed(exc, conn) from None
         raise AssertionError("unreachable")  # pragma: no cover
@@ -192,6 +193,7 @@ class Connections:
                 except psycopg.Error as exc:
                     if attempt == 0 and conn.broken:
                         self._after_broken()
+                        self.probe()  # down: fail now, not after the pool's timeout
                         continue
                     raise self._failed(exc, conn) from None
                 try:

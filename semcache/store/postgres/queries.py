@@ -94,6 +94,7 @@ class Queries:
             "ON CONFLICT (partition_id, shard) DO UPDATE SET entries = c.entries + excluded.entries")
 
     def _search(self, t: dict[str, str]) -> None:
+        self.search_hnsw: str | None
         live = ("e.partition_id = %(p)s AND e.code IS NOT NULL "
                 "AND (e.expires_at IS NULL OR e.expires_at > %(now)s)")
         exact = (f"SELECT e.id FROM {t['entries']} e WHERE {live} "

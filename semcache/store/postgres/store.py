@@ -29,7 +29,7 @@ from semcache.errors import CacheFileError, ReadOnlyCacheError
 from semcache.store.base import Changes, EntryRow
 from semcache.store.postgres.adapters import code_literal, register_vector, vector_from
 from semcache.store.postgres.admin import AdminMixin
-from semcache.store.postgres.conninfo import ConnInfo, parse
+from semcache.store.postgres.conninfo import ConnInfo, parse, translate
 from semcache.store.postgres.pool import Connections
 from semcache.store.postgres.queries import BEGIN, SHARDS, Queries
 from semcache.store.postgres.schema import SchemaState, ensure_schema
@@ -113,11 +113,10 @@ class PostgresStore(AdminMixin):
                                                         pgvector=pgvector)
                 self.queries = Queries(self.schema, self.state.ext_schema)
                 self.settings: dict[str, str] = dict(conn.execute(self.queries.settings).fetchall())
-                self.server_version = str(conn.execute("SHOW server_version").fetchone()[0])
+                version = conn.execute("SHOW server_version").fetchone()
+                self.server_version = str(version[0]) if version else "?"
                 self._vector_oid = self._lookup_vector_oid(conn)
             except psycopg.Error as exc:
-                from semcache.store.postgres.conninfo import translate
-
                 raise translate(exc, self.info) from None
         self._conns.start()
 
