@@ -212,7 +212,8 @@ class PostgresStore(AdminMixin):
                 lambda c: c.execute(q.search_exact, params, binary=True).fetchall())
             return _rescore_in_python(rows, vector)
         params["q"] = vector_from(vector)
-        sql = q.search_hnsw if self.search_plan(partition_id) == "hnsw" else q.search_exact
+        hnsw = q.search_hnsw if self.search_plan(partition_id) == "hnsw" else None
+        sql = hnsw or q.search_exact
         rows = self._conns.run(lambda c: c.execute(sql, params, binary=True).fetchall())
         return [(EntryRow(*r[:12]), float(r[12])) for r in rows]
 
