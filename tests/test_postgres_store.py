@@ -298,3 +298,27 @@ def test_hand_made_sql_keeps_counters_exact(store: PostgresStore, pg_admin: PgSe
     assert store.check()[1] == []
     pg_admin.admin(f"TRUNCATE {t} CASCADE")
     assert store.counters()["entries"] == 0 and store.check()[1] == []
+
+
+@pytest.mark.parametrize("defer_index", [False, True])
+def test_bulk_insert(store: PostgresStore, pg_admin: PgServer, defer_index: bool) -> None:
+    rng = np.random.default_rng(4)
+    base = unit(rng, 50)
+    with store.write() as txn:
+        old = txn.insert(entry(3, base[3], prompt="old"))
+    n = store.bulk_insert([entry(i, base[i], prompt=f"p{i}", namespace=f"n{i % 2}",
+                                 accessed_at=T0 + i) for i in range(50)],
+                          defer_index=defer_index)
+    assert n == 50 and store.get_by_ids([old]) == []
+    assert store.state.hnsw  # rebuilt when deferred
+    row = store.get_by_key((3).to_bytes(32, "big"))
+    assert row is not None and row.prompt == "p3" and row.accessed_at == T0 + 3
+    assert store.get_by_ids([row.id], with_vector=True)[0].vector == base[3].tobytes()
+    c = store.counters()
+    assert (c["entries"], c["bytes"]) == _totals(store, pg_admin) and c["entries"] == 50
+    assert store.check()[1] == []
+    store.exact_scan_below = 0
+    pid = store.find_partition("n1", "")
+    assert pid is not None and store.search_plan(pid) == "hnsw"
+    res = store.search(code_of(base[7]), base[7], pid, T0, 4)
+    assert res[0][0].prompt == "p7" and res[0][1] == pytest.approx(1.0, abs=1e-5)

@@ -198,14 +198,9 @@ class AdminMixin:
         """Recreate the HNSW index if pgvector is used and the index is missing/invalid."""
         if not self.state.ext_schema or self.state.hnsw:
             return False
-        t = self.queries.t
-        with self._conns.connection() as conn:
-            conn.execute(f"DROP INDEX IF EXISTS {self.queries.schema}.entries_code_hnsw")
-            conn.execute(f"CREATE INDEX entries_code_hnsw ON {t['entries']} USING hnsw "
-                         f"(code {self.queries.ext}.bit_hamming_ops)")
-        from dataclasses import replace
+        from semcache.store.postgres.bulk import rebuild_search_index
 
-        self.state = replace(self.state, hnsw=True)
+        rebuild_search_index(self)  # type: ignore[arg-type]
         return True
 
 

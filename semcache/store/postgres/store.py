@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -26,7 +26,7 @@ import numpy as np
 import psycopg
 
 from semcache.errors import CacheFileError, ReadOnlyCacheError
-from semcache.store.base import Changes, EntryRow
+from semcache.store.base import Changes, EntryRow, NewEntry
 from semcache.store.postgres.adapters import code_literal, register_vector, vector_from
 from semcache.store.postgres.admin import AdminMixin
 from semcache.store.postgres.conninfo import ConnInfo, parse, translate
@@ -127,6 +127,27 @@ class PostgresStore(AdminMixin):
             return None
         row = conn.execute("SELECT to_regtype(%s)::oid", (f"{self.queries.ext}.vector",)).fetchone()
         return int(row[0]) if row and row[0] is not None else None
+
+    @property
+    def connections(self) -> Connections:
+        """This process's pooled connections (maintenance code runs statements on them)."""
+        return self._conns
+
+    def vector_oid(self) -> int | None:
+        """OID of pgvector's ``vector`` type in this database (None without pgvector)."""
+        return self._vector_oid
+
+    def mark_index(self, valid: bool) -> None:
+        """Record that the HNSW index was (re)built or dropped by this process."""
+        from dataclasses import replace
+
+        self.state = replace(self.state, hnsw=valid)
+
+    def bulk_insert(self, entries: Iterable[NewEntry], *, defer_index: bool = False) -> int:
+        """Insert many entries in one transaction by binary COPY (see :mod:`.bulk`)."""
+        from semcache.store.postgres.bulk import bulk_insert
+
+        return bulk_insert(self, entries, defer_index=defer_index)
 
     @property
     def hnsw(self) -> bool:

@@ -136,23 +136,31 @@ class PgWriteTxn:
     def delete_ids(self, ids: list[int]) -> list[int]:
         return self.delete(EntryFilter(ids=tuple(ids)))
 
-    def _delete_summed(self, where: str, params: tuple = ()) -> int:
+    def delete_summed_sql(self, where: str, params: tuple = ()) -> int:
+        """Delete by a fixed WHERE clause of semcache's own (values bound), counted in SQL."""
         rows = self.conn.execute(self._q.delete_summed.format(where=where), params).fetchall()
         return self._removed_summed(rows)
 
+    def added_summed(self, rows: list[tuple[int, int, int]]) -> None:
+        """Account for (partition_id, count, bytes) of rows inserted in bulk."""
+        for pid, count, size in rows:
+            self._counts["entries"] += int(count)
+            self._counts["bytes"] += int(size)
+            self._parts[int(pid)] += int(count)
+
     def clear_all(self) -> int:
         self.changes.cleared = True
-        return self._delete_summed("true")
+        return self.delete_summed_sql("true")
 
     def purge_expired(self, now: float) -> int:
-        return self._delete_summed("e.expires_at IS NOT NULL AND e.expires_at <= %s", (now,))
+        return self.delete_summed_sql("e.expires_at IS NOT NULL AND e.expires_at <= %s", (now,))
 
     def evict_lru(self, count: int) -> int:
         """Delete the ``count`` least recently accessed entries (rows another client is
         writing right now are skipped, not waited for)."""
         if count <= 0:
             return 0
-        return self._delete_summed(self._q.lru_ids, (count,))
+        return self.delete_summed_sql(self._q.lru_ids, (count,))
 
     def entry_count(self) -> int:
         """Entries committed by everyone, plus this transaction's own inserts/deletes."""
