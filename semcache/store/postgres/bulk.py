@@ -30,7 +30,10 @@ log = logging.getLogger("semcache")
 _BIT_OID = 1560
 _COLUMNS = ("key_hash, namespace, partition_id, prompt, response, metadata, size, tokens, "
             "created_at, expires_at, ttl, code, vector")
-_STAGE_TYPES = ["bytea", "text", "int4", "text", "bytea", "text", "int8", "int8", "float8",
+_STAGE_COLUMNS = ("key_hash, namespace, scope, prompt, response, metadata, size, tokens, "
+                  "created_at, expires_at, ttl, code, vector, accessed_at, hits")
+#: COPY types of the staging columns (None: the vector column, pgvector's or bytea).
+_STAGE_TYPES = ["bytea", "text", "text", "text", "bytea", "text", "int8", "int8", "float8",
                 "float8", "float8", "bit", None, "float8", "int8"]
 
 
@@ -46,51 +49,45 @@ class _BitBinaryDumper(Dumper):
 
 def bulk_insert(store: PostgresStore, entries: Iterable[NewEntry], *,
                 defer_index: bool = False) -> int:
-    """Insert ``entries`` (keys unique among them; existing entries with the same keys are
-    replaced) in one transaction; returns how many were written."""
+    """Insert ``entries`` (streamed; keys unique among them, existing entries with the
+    same keys are replaced) in one transaction; returns how many were written.
+
+    ``defer_index``: drop the HNSW index for the load and build it once afterwards (the
+    table is locked for the load: use it for initial loads and imports)."""
     if store.readonly:
         raise ReadOnlyCacheError(f"cache {store.location} is opened read-only")
-    batch = list(entries)
-    if len({e.key_hash for e in batch}) != len(batch):
-        raise InvalidInputError("bulk_insert needs distinct keys")
-    if not batch:
-        return 0
     q = store.queries
     dropped = defer_index and store.state.hnsw
     with store.write() as txn:
         conn = txn.conn
         conn.adapters.register_dumper(None, _BitBinaryDumper)
         vec_type = f"{q.ext}.vector" if q.ext else "bytea"
-        conn.execute(f"CREATE TEMP TABLE semcache_stage (ord serial, key_hash bytea, "
-                     "namespace text, partition_id int, prompt text, response bytea, "
-                     "metadata text, size bigint, tokens bigint, created_at float8, "
-                     f"expires_at float8, ttl float8, code bit(256), vector {vec_type}, "
-                     "accessed_at float8, hits bigint) ON COMMIT DROP")
+        conn.execute(f"CREATE TEMP TABLE semcache_stage (key_hash bytea, namespace text, "
+                     "scope text, prompt text, response bytea, metadata text, size bigint, "
+                     "tokens bigint, created_at float8, expires_at float8, ttl float8, "
+                     f"code bit(256), vector {vec_type}, accessed_at float8, hits bigint) "
+                     "ON COMMIT DROP")
         if dropped:
             conn.execute(f"DROP INDEX IF EXISTS {q.schema}.entries_code_hnsw")
-        # Partition ids first: no other statement may run on the connection during COPY.
-        pids = {(e.namespace, e.scope): 0 for e in batch}
-        for key in pids:
-            pids[key] = txn.partition_id(*key)
-        types = [t if t else vec_type for t in _STAGE_TYPES]
-        with conn.cursor().copy(
-                f"COPY semcache_stage ({_COLUMNS}, accessed_at, hits) FROM STDIN "
-                "(FORMAT BINARY)") as copy:
-            copy.set_types([conn.adapters.types[t].oid if "." not in t
-                            else (store.vector_oid() or 0) for t in types])
-            for e in batch:
-                vector = None if e.vector is None else (PgVector(e.vector) if q.ext
-                                                        else e.vector)
-                copy.write_row((
-                    e.key_hash, e.namespace, pids[(e.namespace, e.scope)], e.prompt,
-                    e.response, e.metadata, entry_size(e), e.tokens, e.created_at,
-                    e.expires_at, e.ttl, e.code, vector,
-                    e.created_at if e.accessed_at is None else e.accessed_at, e.hits))
-        txn.delete_summed_sql(
-            "e.key_hash IN (SELECT key_hash FROM semcache_stage)", ())
+        n = _copy(conn, entries, store.vector_oid() if q.ext else None)
+        if n == 0:
+            return 0
+        dup = conn.execute("SELECT key_hash FROM semcache_stage GROUP BY key_hash "
+                           "HAVING count(*) > 1 LIMIT 1").fetchone()
+        if dup is not None:
+            raise InvalidInputError(f"bulk_insert needs distinct keys; key "
+                                    f"{bytes(dup[0]).hex()[:16]}... appears twice")
+        conn.execute(f"INSERT INTO {q.t['partitions']} (namespace, scope) "
+                     "SELECT DISTINCT namespace, scope FROM semcache_stage ORDER BY 1, 2 "
+                     "ON CONFLICT (namespace, scope) DO NOTHING")
+        txn.delete_summed_sql("e.key_hash IN (SELECT key_hash FROM semcache_stage)", ())
+        cols = ", ".join("p.id" if c == "partition_id" else f"s.{c}"
+                         for c in _COLUMNS.split(", "))
         rows = conn.execute(
-            f"WITH ins AS (INSERT INTO {q.t['entries']} ({_COLUMNS}) SELECT {_COLUMNS} "
-            "FROM semcache_stage ORDER BY ord RETURNING id, key_hash, partition_id, size), "
+            f"WITH ins AS (INSERT INTO {q.t['entries']} ({_COLUMNS}) SELECT {cols} "
+            f"FROM semcache_stage s JOIN {q.t['partitions']} p "
+            "ON p.namespace = s.namespace AND p.scope = s.scope "
+            "RETURNING id, key_hash, partition_id, size), "
             f"u AS (INSERT INTO {q.t['entry_usage']} (entry_id, accessed_at, hits) "
             "SELECT ins.id, s.accessed_at, s.hits FROM ins "
             "JOIN semcache_stage s ON s.key_hash = ins.key_hash) "
@@ -99,7 +96,27 @@ def bulk_insert(store: PostgresStore, entries: Iterable[NewEntry], *,
         txn.added_summed(rows)
     if dropped:
         rebuild_search_index(store)
-    return len(batch)
+    return n
+
+
+def _copy(conn: psycopg.Connection, entries: Iterable[NewEntry], vector_oid: int | None) -> int:
+    """Stream ``entries`` into the staging table by binary COPY; returns the row count."""
+    types = [conn.adapters.types[t].oid if t else (vector_oid or 0) for t in _STAGE_TYPES]
+    if vector_oid is None:
+        types[_STAGE_TYPES.index(None)] = conn.adapters.types["bytea"].oid
+    n = 0
+    with conn.cursor().copy(f"COPY semcache_stage ({_STAGE_COLUMNS}) FROM STDIN "
+                            "(FORMAT BINARY)") as copy:
+        copy.set_types(types)
+        for e in entries:
+            vector = None if e.vector is None else (
+                PgVector(e.vector) if vector_oid is not None else e.vector)
+            copy.write_row((
+                e.key_hash, e.namespace, e.scope, e.prompt, e.response, e.metadata,
+                entry_size(e), e.tokens, e.created_at, e.expires_at, e.ttl, e.code, vector,
+                e.created_at if e.accessed_at is None else e.accessed_at, e.hits))
+            n += 1
+    return n
 
 
 def rebuild_search_index(store: PostgresStore, *, maintenance_work_mem: str = "1GB") -> None:

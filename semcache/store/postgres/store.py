@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import psycopg
 
-from semcache.errors import CacheFileError, ReadOnlyCacheError
+from semcache.errors import CacheFileError, ConfigurationError, ReadOnlyCacheError
 from semcache.store.base import Changes, EntryRow, NewEntry
 from semcache.store.postgres.adapters import code_literal, register_vector, vector_from
 from semcache.store.postgres.admin import AdminMixin
@@ -42,6 +42,9 @@ log = logging.getLogger("semcache")
 EXACT_SCAN_BELOW = 20_000
 #: HNSW candidates examined per search (pgvector's hnsw.ef_search; at least k).
 EF_SEARCH = 64
+#: pgvector >= 0.8: keep scanning the graph when the partition / expiry filter rejects
+#: candidates ("off" returns fewer than k rows then; see docs/scale-out.md).
+ITERATIVE_SCAN = "relaxed_order"
 #: How long a process trusts its cached partition sizes (they only steer the plan).
 _SIZE_TTL = 5.0
 
@@ -93,7 +96,8 @@ class PostgresStore(AdminMixin):
     def __init__(self, url: str, *, readonly: bool = False, schema: str | None = None,
                  pgvector: bool | None = None, pool_min_size: int = 1, pool_max_size: int = 8,
                  pool_timeout: float = 10.0, connect_timeout: float = 5.0,
-                 exact_scan_below: int = EXACT_SCAN_BELOW, ef_search: int = EF_SEARCH) -> None:
+                 exact_scan_below: int = EXACT_SCAN_BELOW, ef_search: int = EF_SEARCH,
+                 iterative_scan: str = ITERATIVE_SCAN) -> None:
         self.info: ConnInfo = parse(url, schema)
         self.location = self.info.location
         self.schema = self.info.schema
@@ -101,7 +105,14 @@ class PostgresStore(AdminMixin):
         self.lock = ProcessLock(self.location)
         self.shards = SHARDS
         self.exact_scan_below = exact_scan_below
+        if not isinstance(ef_search, int) or isinstance(ef_search, bool) or \
+                not 1 <= ef_search <= 1000:
+            raise ConfigurationError(f"ef_search must be an int in 1..1000; got {ef_search!r}")
+        if iterative_scan not in ("off", "relaxed_order", "strict_order"):
+            raise ConfigurationError("iterative_scan must be 'off', 'relaxed_order' or "
+                                     f"'strict_order'; got {iterative_scan!r}")
         self.ef_search = ef_search
+        self.iterative_scan = iterative_scan
         self._partitions: dict[tuple[str, str], int] = {}
         self._sizes: dict[int, tuple[int, float]] = {}
         self._conns = Connections(self.info, configure=self._configure,
@@ -164,7 +175,7 @@ class PostgresStore(AdminMixin):
             if _at_least(self.state.pgvector_version, (0, 8)):
                 # Filtered searches (partition, expiry) keep walking the graph until k
                 # rows pass the filter instead of returning fewer.
-                sets.append("SET hnsw.iterative_scan = relaxed_order")
+                sets.append(f"SET hnsw.iterative_scan = {self.iterative_scan}")
         if self.readonly:
             sets.append("SET default_transaction_read_only = on")
         if sets:
