@@ -74,7 +74,8 @@ class PgWriteTxn:
         return n
 
     def finish(self) -> None:
-        """Add this transaction's counts to its shard (called just before COMMIT)."""
+        """Add this transaction's counts to its shard and COMMIT (the caller runs this in
+        pipeline mode: one round trip)."""
         shard = self.conn.info.backend_pid % self._store.shards
         names = sorted(k for k, v in self._counts.items() if v)
         parts = sorted(k for k, v in self._parts.items() if v)
@@ -84,6 +85,7 @@ class PgWriteTxn:
         if parts:
             self.conn.execute(self._q.add_partition_counts,
                               (shard, parts, [self._parts[p] for p in parts]))
+        self.conn.execute("COMMIT")
 
     # -- StoreTxn -------------------------------------------------------------------------
 
@@ -115,8 +117,11 @@ class PgWriteTxn:
                   e.tokens, e.created_at, e.expires_at, e.ttl, code, vector,
                   e.created_at if e.accessed_at is None else e.accessed_at, e.hits)
         for _ in range(_INSERT_TRIES):
-            self._removed(self.conn.execute(self._q.delete_key, (e.key_hash,)).fetchall())
-            row = self.conn.execute(self._q.insert, params).fetchone()
+            with self.conn.pipeline():  # DELETE and INSERT in one round trip
+                deleted = self.conn.execute(self._q.delete_key, (e.key_hash,))
+                inserted = self.conn.execute(self._q.insert, params)
+            self._removed(deleted.fetchall())
+            row = inserted.fetchone()
             if row is not None:
                 entry_id = int(row[0])
                 self._counts["entries"] += 1
