@@ -84,13 +84,13 @@ class Queries:
                       "hits = hits + %s WHERE entry_id = %s")
         self.refresh = (f"UPDATE {t['entries']} SET expires_at = %s WHERE id = %s "
                         "AND expires_at < %s RETURNING id, code IS NOT NULL")
-        self.add_counters = (
-            f"INSERT INTO {t['counters']} AS c (name, shard, value) "
-            "SELECT n, %s, v FROM unnest(%s::text[], %s::bigint[]) AS t(n, v) ORDER BY n "
+        # Filled with literal rows by PgWriteTxn.finish (integers and fixed names only).
+        self.add_counters_literal = (
+            f"INSERT INTO {t['counters']} AS c (name, shard, value) VALUES {{rows}} "
             "ON CONFLICT (name, shard) DO UPDATE SET value = c.value + excluded.value")
-        self.add_partition_counts = (
+        self.add_partition_counts_literal = (
             f"INSERT INTO {t['partition_counts']} AS c (partition_id, shard, entries) "
-            "SELECT p, %s, n FROM unnest(%s::integer[], %s::bigint[]) AS t(p, n) ORDER BY p "
+            "VALUES {rows} "
             "ON CONFLICT (partition_id, shard) DO UPDATE SET entries = c.entries + excluded.entries")
 
     def _search(self, t: dict[str, str]) -> None:

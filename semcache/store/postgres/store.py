@@ -273,8 +273,7 @@ class PostgresStore(AdminMixin):
         with self._conns.transaction(begin) as conn:
             txn = PgWriteTxn(self, conn)
             yield txn
-            with conn.pipeline():  # counters and COMMIT in one round trip
-                txn.finish()
+            txn.finish()  # counters and COMMIT
         self._partitions.update(txn.partitions)
         if on_commit is not None:
             on_commit(txn.changes)
