@@ -121,6 +121,10 @@ class PostgresStore(AdminMixin):
                                   min_size=pool_min_size, max_size=pool_max_size,
                                   timeout=pool_timeout, connect_timeout=connect_timeout)
         with self._conns.connect() as conn:
+            if conn.info.server_version < 140000:  # bit_count(), MATERIALIZED CTEs
+                raise CacheFileError(
+                    f"{self.location}: semcache needs PostgreSQL 14 or newer; the server is "
+                    f"{conn.info.server_version // 10000}")
             try:
                 self.state: SchemaState = ensure_schema(conn, self.info, readonly=readonly,
                                                         pgvector=pgvector)
