@@ -87,24 +87,22 @@ class ConnInfo:
         return scrub(text, self.password)
 
 
-def parse(url: str, schema: str | None = None) -> ConnInfo:
-    """Parse ``url`` (URL or key=value) and settle the schema (argument, or ``?schema=``
-    in the URL, or :data:`DEFAULT_SCHEMA`; both given and different is an error)."""
-    if not isinstance(url, str) or not is_postgres_url(url):
-        raise ConfigurationError(
-            "expected a PostgreSQL URL (postgresql://user@host:5432/db) or a libpq "
-            f"'key=value' string; got {rough_redact(str(url))!r}")
-    from_url = None
-    text = url
-    if url.startswith(_SCHEMES):
-        parts = urllib.parse.urlsplit(url)
-        query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
-        kept = [(k, v) for k, v in query if k != "schema"]
-        found = [v for k, v in query if k == "schema"]
-        if found:
-            from_url = found[-1]
-            text = urllib.parse.urlunsplit(parts._replace(
-                query=urllib.parse.urlencode(kept, safe="/")))
+def _split_schema(url: str) -> tuple[str, str | None]:
+    """``url`` without its ``schema=`` query parameter, and that parameter's value."""
+    if not url.startswith(_SCHEMES):
+        return url, None
+    parts = urllib.parse.urlsplit(url)
+    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    found = [v for k, v in query if k == "schema"]
+    if not found:
+        return url, None
+    kept = urllib.parse.urlencode([(k, v) for k, v in query if k != "schema"], safe="/")
+    return urllib.parse.urlunsplit(parts._replace(query=kept)), found[-1]
+
+
+def _libpq_params(text: str, url: str) -> dict[str, Any]:
+    """libpq's parameters of ``text``, with the ports checked (libpq only checks them when
+    connecting, with a less useful message)."""
     try:
         params = conninfo_to_dict(text)
     except psycopg.Error as exc:
@@ -116,6 +114,18 @@ def parse(url: str, schema: str | None = None) -> ConnInfo:
             raise ConfigurationError(
                 f"invalid PostgreSQL URL {rough_redact(url)!r}: port must be a number "
                 f"1..65535; got {port!r}")
+    return params
+
+
+def parse(url: str, schema: str | None = None) -> ConnInfo:
+    """Parse ``url`` (URL or key=value) and settle the schema (argument, or ``?schema=``
+    in the URL, or :data:`DEFAULT_SCHEMA`; both given and different is an error)."""
+    if not isinstance(url, str) or not is_postgres_url(url):
+        raise ConfigurationError(
+            "expected a PostgreSQL URL (postgresql://user@host:5432/db) or a libpq "
+            f"'key=value' string; got {rough_redact(str(url))!r}")
+    text, from_url = _split_schema(url)
+    params = _libpq_params(text, url)
     if schema is not None and from_url is not None and schema != from_url:
         raise ConfigurationError(
             f"schema={schema!r} conflicts with schema={from_url!r} in the URL")

@@ -20,13 +20,13 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import psycopg
 
 from semcache.errors import CacheFileError, ConfigurationError, ReadOnlyCacheError
-from semcache.store.base import Changes, EntryRow, NewEntry
+from semcache.store.base import Changes, EntryRow, NewEntry, WriteLock
 from semcache.store.postgres.adapters import code_literal, register_vector, vector_from
 from semcache.store.postgres.admin import AdminMixin
 from semcache.store.postgres.conninfo import ConnInfo, parse, translate
@@ -104,7 +104,7 @@ class PostgresStore(AdminMixin):
         self.location = self.info.location
         self.schema = self.info.schema
         self.readonly = readonly
-        self.lock = ProcessLock(self.location)
+        self.lock: WriteLock = ProcessLock(self.location)
         self.shards = SHARDS
         self.exact_scan_below = exact_scan_below
         if not isinstance(ef_search, int) or isinstance(ef_search, bool) or \
@@ -308,6 +308,13 @@ def _rescore_in_python(rows: list[tuple], vector: np.ndarray) -> list[tuple[Entr
     scored = [(EntryRow(*r[:12]), float(s)) for r, s in zip(good, sims.tolist(), strict=True)]
     scored.sort(key=lambda rs: (rs[1], rs[0].id), reverse=True)
     return scored
+
+
+if TYPE_CHECKING:  # mypy checks that the engine implements the interface
+    from semcache.store.base import Store, StoreTxn
+
+    def _conforms(store: PostgresStore, txn: PgWriteTxn) -> tuple[Store, StoreTxn]:
+        return store, txn
 
 
 __all__ = ["EF_SEARCH", "EXACT_SCAN_BELOW", "PostgresStore", "ProcessLock"]
