@@ -68,6 +68,7 @@ HNSW_CONFIGS = [("pgvector defaults (ef 40, no iterative scan)", 40, "off"),
                 ("ef 64, relaxed iterative scan", 64, "relaxed_order"),
                 ("ef 100, relaxed iterative scan (semcache default)", 100, "relaxed_order"),
                 ("ef 200, relaxed iterative scan", 200, "relaxed_order"),
+                ("ef 400, relaxed iterative scan", 400, "relaxed_order"),
                 ("ef 100, strict iterative scan", 100, "strict_order")]
 
 

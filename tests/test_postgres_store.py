@@ -322,3 +322,32 @@ def test_bulk_insert(store: PostgresStore, pg_admin: PgServer, defer_index: bool
     assert pid is not None and store.search_plan(pid) == "hnsw"
     res = store.search(code_of(base[7]), base[7], pid, T0, 4)
     assert res[0][0].prompt == "p7" and res[0][1] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_check_and_vacuum_repair(store: PostgresStore, pg_admin: PgServer) -> None:
+    """Changes that bypass the triggers and a dropped HNSW index: check reports them,
+    vacuum repairs them."""
+    rng = np.random.default_rng(9)
+    with store.write() as txn:
+        for i, v in enumerate(unit(rng, 5)):
+            txn.insert(entry(i, v))
+    t = store.queries.t["entries"]
+    # By hand, pretending to be semcache (the flag silences the triggers): counters drift.
+    import psycopg as pg
+
+    with pg.connect(pg_admin.url, autocommit=True) as conn, conn.transaction():
+        conn.execute("SELECT set_config('semcache.app', 'on', true)")
+        conn.execute(f"DELETE FROM {t} WHERE id = (SELECT min(id) FROM {t})")
+    pg_admin.admin(f"DROP INDEX {store.queries.schema}.entries_code_hnsw")
+    fresh = PostgresStore(store.location)  # the location reopens the same cache
+    try:
+        report, problems = fresh.check()
+        assert not report["hnsw_index"] and any("HNSW" in p for p in problems)
+        assert any("counters say 5 entries" in p for p in problems)
+        assert fresh.check(quick=True)[0]["counters"]["entries"] == 5
+        done = fresh.vacuum()
+        assert done == {"counter_drift": 1, "hnsw_rebuilt": 1}
+        assert fresh.check() == (fresh.check()[0], [])
+        assert fresh.counters()["entries"] == 4 and fresh.hnsw
+    finally:
+        fresh.close()
