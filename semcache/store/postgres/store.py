@@ -41,8 +41,8 @@ log = logging.getLogger("semcache")
 #: through the HNSW index (see docs/scale-out.md for the measurements behind it).
 EXACT_SCAN_BELOW = 5_000
 #: HNSW candidates examined per search (pgvector's hnsw.ef_search; at least k). 100, not
-#: pgvector's 40: at 100k entries 40 lost 11 of 639 paraphrase hits that the exact scan
-#: finds, 64 lost 4, 100 lost 3 (docs/scale-out.md has the figures).
+#: pgvector's 40: at 100k entries 40 lost 12 of 639 paraphrase hits that the exact scan
+#: finds, 64 lost 4, 100 lost 2, 400 none (docs/scale-out.md has the figures).
 EF_SEARCH = 100
 #: pgvector >= 0.8: keep scanning the graph when the partition / expiry filter rejects
 #: candidates ("off" returns fewer than k rows then; see docs/scale-out.md).
