@@ -17,6 +17,7 @@ from semcache.defaults import (
 )
 from semcache.errors import (
     CacheClosedError,
+    CacheConnectionError,
     CacheFileError,
     ConfigurationError,
     CorruptCacheError,
@@ -46,6 +47,7 @@ __all__ = [
     "BinaryEncoder",
     "Cache",
     "CacheClosedError",
+    "CacheConnectionError",
     "CacheFileError",
     "CacheInfo",
     "ConfigurationError",

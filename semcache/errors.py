@@ -60,6 +60,12 @@ class CacheFileError(SemcacheError, OSError):
     """The cache file cannot be opened, read or written."""
 
 
+class CacheConnectionError(CacheFileError):
+    """The database server cannot be reached, or the connection to it was lost (PostgreSQL).
+
+    The next call reconnects; the message names the host and port, never the password."""
+
+
 class NotASemcacheFileError(CacheFileError):
     """The file is not SQLite, or is SQLite without semcache's tables."""
 
@@ -82,6 +88,7 @@ class CacheClosedError(SemcacheError, RuntimeError):
 
 __all__ = [
     "CacheClosedError",
+    "CacheConnectionError",
     "CacheFileError",
     "ConfigurationError",
     "CorruptCacheError",

@@ -1,0 +1,1 @@
+"""Numbered SQL migrations of the PostgreSQL engine (templates: see ../schema.py)."""

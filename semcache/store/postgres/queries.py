@@ -1,0 +1,121 @@
+"""Every statement of the PostgreSQL engine, made concrete once per store.
+
+Table names are qualified with the cache's schema (quoted with ``psycopg.sql``), pgvector's
+types and operators with pgvector's schema, so nothing depends on ``search_path`` (which a
+transaction-mode pooler such as PgBouncer does not keep).
+"""
+
+from __future__ import annotations
+
+from psycopg import sql
+
+#: Shards of the counters (see the first migration).
+SHARDS = 64
+
+#: Columns of EntryRow, in order (``e`` = entries, ``u`` = entry_usage).
+ROW_COLUMNS = ("e.id, e.namespace, e.partition_id, e.prompt, e.response, e.metadata, "
+               "e.tokens, e.created_at, u.accessed_at, e.expires_at, e.ttl, u.hits")
+#: Columns of EntryRecord, in order (``p`` = partitions).
+RECORD_COLUMNS = ("e.id, e.key_hash, e.namespace, p.scope, e.prompt, e.response, e.metadata, "
+                  "e.tokens, e.size, e.created_at, e.accessed_at, e.expires_at, e.ttl, e.hits, "
+                  "e.code IS NOT NULL")
+#: What every write transaction starts with: the flag that tells the hand-made-change
+#: triggers to stay out (semcache counts its own changes), and synchronous_commit kept on
+#: (a put that returned is on disk) unless the server was set to something stronger.
+BEGIN = ("BEGIN; SELECT set_config('semcache.app', 'on', true), "
+         "CASE WHEN current_setting('synchronous_commit') = 'off' "
+         "THEN set_config('synchronous_commit', 'on', true) END")
+
+
+class Queries:
+    """SQL text of one cache schema (``schema``) and vector layout (``ext``: pgvector's
+    schema, or None when vectors are bytea)."""
+
+    def __init__(self, schema: str, ext: str | None) -> None:
+        s = sql.Identifier(schema).as_string(None)
+        self.schema = s
+        self.ext = sql.Identifier(ext).as_string(None) if ext else None
+        self.t = {name: f"{s}.{name}" for name in (
+            "entries", "entry_usage", "partitions", "settings", "counters", "partition_counts",
+            "schema_migrations")}
+        t = self.t
+        joined = f"{t['entries']} e JOIN {t['entry_usage']} u ON u.entry_id = e.id"
+        self.joined = joined
+        # Admin reads see entries with their usage columns as one relation ``e`` (the
+        # shared filter compiler and orders name e.hits, e.accessed_at).
+        self.with_parts = (f"(SELECT e.*, u.accessed_at, u.hits FROM {joined}) e "
+                           f"JOIN {t['partitions']} p ON p.id = e.partition_id")
+        self.by_key = f"SELECT {ROW_COLUMNS} FROM {joined} WHERE e.key_hash = %s"
+        self.by_ids = f"SELECT {ROW_COLUMNS}{{vec}} FROM {joined} WHERE e.id = ANY(%s) ORDER BY e.id"
+        self.find_partition = f"SELECT id FROM {t['partitions']} WHERE namespace = %s AND scope = %s"
+        self.add_partition = (f"INSERT INTO {t['partitions']} (namespace, scope) VALUES (%s, %s) "
+                              "ON CONFLICT (namespace, scope) DO NOTHING")
+        self.counters = f"SELECT name, sum(value)::bigint FROM {t['counters']} GROUP BY name"
+        self.entry_count = (f"SELECT coalesce(sum(value), 0)::bigint FROM {t['counters']} "
+                            "WHERE name = 'entries'")
+        self.partition_size = (f"SELECT coalesce(sum(entries), 0)::bigint FROM "
+                               f"{t['partition_counts']} WHERE partition_id = %s")
+        self.settings = f"SELECT name, value FROM {t['settings']}"
+        self.set_setting = (f"INSERT INTO {t['settings']} (name, value) VALUES (%s, %s) "
+                            "ON CONFLICT (name) DO UPDATE SET value = excluded.value")
+        self._writes(t)
+        self._search(t)
+
+    def _writes(self, t: dict[str, str]) -> None:
+        vec = f"%s::{self.ext}.vector" if self.ext else "%s"
+        self.insert = (
+            f"WITH e AS (INSERT INTO {t['entries']} (key_hash, namespace, partition_id, prompt, "
+            "response, metadata, size, tokens, created_at, expires_at, ttl, code, vector) "
+            f"VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::bit(256), {vec}) "
+            "ON CONFLICT (key_hash) DO NOTHING RETURNING id) "
+            f"INSERT INTO {t['entry_usage']} (entry_id, accessed_at, hits) "
+            "SELECT id, %s, %s FROM e RETURNING entry_id")
+        returning = "RETURNING e.id, e.partition_id, e.size"
+        self.delete_key = f"DELETE FROM {t['entries']} e WHERE e.key_hash = %s {returning}"
+        self.delete_where = (f"DELETE FROM {t['entries']} e USING {t['partitions']} p "
+                             f"WHERE p.id = e.partition_id AND {{where}} {returning}")
+        self.delete_summed = (
+            f"WITH d AS (DELETE FROM {t['entries']} e WHERE {{where}} {returning}) "
+            "SELECT partition_id, count(*), sum(size)::bigint, array_agg(id) FROM d "
+            "GROUP BY partition_id")
+        self.lru_ids = (f"e.id IN (SELECT entry_id FROM {t['entry_usage']} "
+                        "ORDER BY accessed_at, entry_id LIMIT %s FOR UPDATE SKIP LOCKED)")
+        self.touch = (f"UPDATE {t['entry_usage']} SET accessed_at = greatest(accessed_at, %s), "
+                      "hits = hits + %s WHERE entry_id = %s")
+        self.refresh = (f"UPDATE {t['entries']} SET expires_at = %s WHERE id = %s "
+                        "AND expires_at < %s RETURNING id, code IS NOT NULL")
+        # Filled with literal rows by PgWriteTxn.finish (integers and fixed names only).
+        self.add_counters_literal = (
+            f"INSERT INTO {t['counters']} AS c (name, shard, value) VALUES {{rows}} "
+            "ON CONFLICT (name, shard) DO UPDATE SET value = c.value + excluded.value")
+        self.add_partition_counts_literal = (
+            f"INSERT INTO {t['partition_counts']} AS c (partition_id, shard, entries) "
+            "VALUES {rows} "
+            "ON CONFLICT (partition_id, shard) DO UPDATE SET entries = c.entries + excluded.entries")
+
+    def _search(self, t: dict[str, str]) -> None:
+        self.search_hnsw: str | None
+        live = ("e.partition_id = %(p)s AND e.code IS NOT NULL "
+                "AND (e.expires_at IS NULL OR e.expires_at > %(now)s)")
+        exact = (f"SELECT e.id FROM {t['entries']} e WHERE {live} "
+                 "ORDER BY bit_count(e.code # %(code)s::bit(256)), e.id DESC LIMIT %(k)s")
+        if self.ext:
+            x = self.ext
+            hnsw = (f"SELECT e.id FROM {t['entries']} e WHERE {live} "
+                    f"ORDER BY e.code OPERATOR({x}.<~>) %(code)s::bit(256) LIMIT %(k)s")
+            # Rescoring in the same statement: exact cosine on the stored float vectors.
+            rescore = (f"SELECT {ROW_COLUMNS}, 1 - (e.vector OPERATOR({x}.<=>) %(q)s) AS cosine "
+                       f"FROM c JOIN {self.joined} ON e.id = c.id WHERE e.vector IS NOT NULL "
+                       "ORDER BY cosine DESC, e.id DESC")
+            self.search_hnsw = f"WITH c AS MATERIALIZED ({hnsw}) {rescore}"
+            self.search_exact = f"WITH c AS MATERIALIZED ({exact}) {rescore}"
+        else:
+            # bytea vectors: the k candidates come back with their vectors, rescored in
+            # Python (float64 dot, as the SQLite engine does).
+            self.search_hnsw = None
+            self.search_exact = (f"WITH c AS MATERIALIZED ({exact}) SELECT {ROW_COLUMNS}, "
+                                 f"e.vector FROM c JOIN {self.joined} ON e.id = c.id "
+                                 "WHERE e.vector IS NOT NULL ORDER BY e.id DESC")
+
+
+__all__ = ["BEGIN", "RECORD_COLUMNS", "ROW_COLUMNS", "SHARDS", "Queries"]

@@ -1,0 +1,320 @@
+"""The PostgreSQL storage engine: one cache = one schema, shared by every host.
+
+Reads are single statements on pooled autocommit connections (each sees the latest commit of
+every client). Writes are one explicit transaction each (:meth:`PostgresStore.write`);
+a write that returned is committed, with ``synchronous_commit`` on. Correctness never relies
+on a process-local lock: PostgreSQL's row locks and unique constraints serialize what must
+be serialized (see :mod:`semcache.store.postgres.txn`), so any number of processes on any
+number of hosts may write at once.
+
+Semantic search runs in the server (:meth:`PostgresStore.search`): the ``k`` nearest codes
+by Hamming distance within the partition and unexpired - through pgvector's HNSW index on
+``bit(256)`` for large partitions, or an exact ``bit_count(code # q)`` scan for small ones
+or without pgvector - rescored by exact cosine on the stored vectors.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import psycopg
+
+from semcache.errors import CacheFileError, ConfigurationError, ReadOnlyCacheError
+from semcache.store.base import Changes, EntryRow, NewEntry
+from semcache.store.postgres.adapters import code_literal, register_vector, vector_from
+from semcache.store.postgres.admin import AdminMixin
+from semcache.store.postgres.conninfo import ConnInfo, parse, translate
+from semcache.store.postgres.pool import Connections
+from semcache.store.postgres.queries import BEGIN, SHARDS, Queries
+from semcache.store.postgres.schema import SchemaState, ensure_schema
+from semcache.store.postgres.txn import PgWriteTxn
+
+log = logging.getLogger("semcache")
+
+#: Partitions with at most this many entries are searched by an exact scan, larger ones
+#: through the HNSW index (see docs/scale-out.md for the measurements behind it).
+EXACT_SCAN_BELOW = 5_000
+#: HNSW candidates examined per search (pgvector's hnsw.ef_search; at least k). 100, not
+#: pgvector's 40: at 100k entries 40 lost 12 of 639 paraphrase hits that the exact scan
+#: finds, 64 lost 4, 100 lost 2, 400 none (docs/scale-out.md has the figures).
+EF_SEARCH = 100
+#: pgvector >= 0.8: keep scanning the graph when the partition / expiry filter rejects
+#: candidates ("off" returns fewer than k rows then; see docs/scale-out.md).
+ITERATIVE_SCAN = "relaxed_order"
+#: How long a process trusts its cached partition sizes (they only steer the plan).
+_SIZE_TTL = 5.0
+
+_COUNTERS = ("hits", "exact_hits", "semantic_hits", "misses", "puts", "evictions",
+             "expirations", "tokens_saved", "entries", "bytes")
+
+
+class ProcessLock:
+    """The engine's :class:`~semcache.store.base.StoreLock`: a re-entrant lock of this
+    process only. PostgreSQL serializes writers itself; this lock only lets the cache
+    keep two of its own threads from flushing batched hits at the same moment."""
+
+    def __init__(self, name: str) -> None:
+        self._lock = threading.RLock()
+        self._name = name
+
+    def acquire(self, timeout: float | None = None) -> bool:
+        if timeout is None:
+            return self._lock.acquire()
+        return self._lock.acquire(timeout=max(0.0, timeout)) if timeout > 0 else \
+            self._lock.acquire(blocking=False)
+
+    def release(self) -> None:
+        self._lock.release()
+
+    @contextmanager
+    def hold(self, timeout: float | None = None) -> Iterator[None]:
+        if not self.acquire(timeout):
+            raise CacheFileError(f"the write lock of {self._name} stayed busy for {timeout} s")
+        try:
+            yield
+        finally:
+            self.release()
+
+
+class PostgresStore(AdminMixin):
+    """Storage engine over one PostgreSQL schema (docs/schema.md, PostgreSQL section).
+
+    ``url``: ``postgresql://`` / ``postgres://`` URL or libpq ``key=value`` string; a URL
+    may end in ``?schema=NAME``. ``schema``: the cache's schema (default ``semcache``).
+    ``pgvector``: None = use it when installed or creatable, False = never (exact scans,
+    bytea vectors), True = required. Pool: ``pool_min_size`` / ``pool_max_size``
+    connections per process, ``pool_timeout`` seconds to wait for a free one,
+    ``connect_timeout`` seconds to reach the server.
+    """
+
+    engine = "postgresql"
+
+    def __init__(self, url: str, *, readonly: bool = False, schema: str | None = None,
+                 pgvector: bool | None = None, pool_min_size: int = 1, pool_max_size: int = 8,
+                 pool_timeout: float = 10.0, connect_timeout: float = 5.0,
+                 exact_scan_below: int = EXACT_SCAN_BELOW, ef_search: int = EF_SEARCH,
+                 iterative_scan: str = ITERATIVE_SCAN) -> None:
+        self.info: ConnInfo = parse(url, schema)
+        self.location = self.info.location
+        self.schema = self.info.schema
+        self.readonly = readonly
+        self.lock = ProcessLock(self.location)
+        self.shards = SHARDS
+        self.exact_scan_below = exact_scan_below
+        if not isinstance(ef_search, int) or isinstance(ef_search, bool) or \
+                not 1 <= ef_search <= 1000:
+            raise ConfigurationError(f"ef_search must be an int in 1..1000; got {ef_search!r}")
+        if iterative_scan not in ("off", "relaxed_order", "strict_order"):
+            raise ConfigurationError("iterative_scan must be 'off', 'relaxed_order' or "
+                                     f"'strict_order'; got {iterative_scan!r}")
+        self.ef_search = ef_search
+        self.iterative_scan = iterative_scan
+        self._partitions: dict[tuple[str, str], int] = {}
+        self._sizes: dict[int, tuple[int, float]] = {}
+        self._conns = Connections(self.info, configure=self._configure,
+                                  min_size=pool_min_size, max_size=pool_max_size,
+                                  timeout=pool_timeout, connect_timeout=connect_timeout)
+        with self._conns.connect() as conn:
+            if conn.info.server_version < 140000:  # bit_count(), MATERIALIZED CTEs
+                raise CacheFileError(
+                    f"{self.location}: semcache needs PostgreSQL 14 or newer; the server is "
+                    f"{conn.info.server_version // 10000}")
+            try:
+                self.state: SchemaState = ensure_schema(conn, self.info, readonly=readonly,
+                                                        pgvector=pgvector)
+                self.queries = Queries(self.schema, self.state.ext_schema)
+                self.settings: dict[str, str] = dict(conn.execute(self.queries.settings).fetchall())
+                version = conn.execute("SHOW server_version").fetchone()
+                self.server_version = str(version[0]) if version else "?"
+                self._vector_oid = self._lookup_vector_oid(conn)
+            except psycopg.Error as exc:
+                raise translate(exc, self.info) from None
+        self._conns.start()
+
+    # -- connections -----------------------------------------------------------------
+
+    def _lookup_vector_oid(self, conn: psycopg.Connection) -> int | None:
+        if self.queries.ext is None:
+            return None
+        row = conn.execute("SELECT to_regtype(%s)::oid", (f"{self.queries.ext}.vector",)).fetchone()
+        return int(row[0]) if row and row[0] is not None else None
+
+    @property
+    def connections(self) -> Connections:
+        """This process's pooled connections (maintenance code runs statements on them)."""
+        return self._conns
+
+    def vector_oid(self) -> int | None:
+        """OID of pgvector's ``vector`` type in this database (None without pgvector)."""
+        return self._vector_oid
+
+    def mark_index(self, valid: bool) -> None:
+        """Record that the HNSW index was (re)built or dropped by this process."""
+        from dataclasses import replace
+
+        self.state = replace(self.state, hnsw=valid)
+
+    def bulk_insert(self, entries: Iterable[NewEntry], *, defer_index: bool = False) -> int:
+        """Insert many entries in one transaction by binary COPY (see :mod:`.bulk`)."""
+        from semcache.store.postgres.bulk import bulk_insert
+
+        return bulk_insert(self, entries, defer_index=defer_index)
+
+    @property
+    def hnsw(self) -> bool:
+        """True when searches may use the HNSW index (pgvector present, index valid)."""
+        return self.state.hnsw and self.queries.search_hnsw is not None
+
+    def _configure(self, conn: psycopg.Connection) -> None:
+        """Per connection: pgvector's type, search settings, read-only mode."""
+        if self._vector_oid is not None:
+            register_vector(conn, self._vector_oid)
+        sets = []
+        if self.hnsw:
+            sets.append(f"SET hnsw.ef_search = {int(self.ef_search)}")
+            if _at_least(self.state.pgvector_version, (0, 8)):
+                # Filtered searches (partition, expiry) keep walking the graph until k
+                # rows pass the filter instead of returning fewer.
+                sets.append(f"SET hnsw.iterative_scan = {self.iterative_scan}")
+        if self.readonly:
+            sets.append("SET default_transaction_read_only = on")
+        if sets:
+            conn.execute("; ".join(sets))
+
+    def close(self) -> None:
+        self._conns.close()
+
+    # -- reads on the lookup path ------------------------------------------------------
+
+    def get_by_key(self, key_hash: bytes) -> EntryRow | None:
+        q = self.queries.by_key
+        row = self._conns.run(lambda c: c.execute(q, (key_hash,), binary=True).fetchone())
+        return None if row is None else EntryRow(*row)
+
+    def get_by_ids(self, ids: Sequence[int], *, with_vector: bool = False) -> list[EntryRow]:
+        if not ids:
+            return []
+        q = self.queries.by_ids.format(vec=", e.vector" if with_vector else "")
+        rows = self._conns.run(
+            lambda c: c.execute(q, ([int(i) for i in ids],), binary=True).fetchall())
+        return [EntryRow(*r) for r in rows]
+
+    def known_partition(self, key: tuple[str, str]) -> int | None:
+        return self._partitions.get(key)
+
+    def find_partition(self, namespace: str, scope: str) -> int | None:
+        key = (namespace, scope)
+        pid = self._partitions.get(key)
+        if pid is None:
+            q = self.queries.find_partition
+            row = self._conns.run(lambda c: c.execute(q, key).fetchone())
+            if row is not None:  # partitions are never deleted: safe to remember
+                pid = self._partitions[key] = int(row[0])
+        return pid
+
+    def partition_size(self, partition_id: int) -> int:
+        """Entries in a partition (expired ones included), cached for a few seconds."""
+        now = time.monotonic()
+        cached = self._sizes.get(partition_id)
+        if cached is not None and now - cached[1] < _SIZE_TTL:
+            return cached[0]
+        q = self.queries.partition_size
+        row = self._conns.run(lambda c: c.execute(q, (partition_id,)).fetchone())
+        size = int(row[0]) if row else 0
+        self._sizes[partition_id] = (size, now)
+        return size
+
+    def search_plan(self, partition_id: int) -> str:
+        """``"hnsw"`` or ``"exact"``: how :meth:`search` will search this partition."""
+        if not self.hnsw or self.partition_size(partition_id) <= self.exact_scan_below:
+            return "exact"
+        return "hnsw"
+
+    def search(self, code: bytes, vector: np.ndarray, partition_id: int, now: float,
+               k: int) -> list[tuple[EntryRow, float]]:
+        """The ``k`` nearest unexpired codes of the partition, rescored by exact cosine
+        with ``vector`` (unit float32), best first (ties: newest entry first)."""
+        code_bytes = code if isinstance(code, bytes) else \
+            np.ascontiguousarray(code, dtype=np.uint8).tobytes()
+        params: dict[str, Any] = {"p": partition_id, "now": now, "k": k,
+                                  "code": code_literal(code_bytes)}
+        q = self.queries
+        if q.ext is None:
+            rows = self._conns.run(
+                lambda c: c.execute(q.search_exact, params, binary=True).fetchall())
+            return _rescore_in_python(rows, vector)
+        params["q"] = vector_from(vector)
+        hnsw = q.search_hnsw if self.search_plan(partition_id) == "hnsw" else None
+        sql = hnsw or q.search_exact
+        rows = self._conns.run(lambda c: c.execute(sql, params, binary=True).fetchall())
+        return [(EntryRow(*r[:12]), float(r[12])) for r in rows]
+
+    def counters(self) -> dict[str, int]:
+        q = self.queries.counters
+        rows = self._conns.run(lambda c: c.execute(q).fetchall())
+        out = dict.fromkeys(_COUNTERS, 0)
+        out.update({str(n): int(v) for n, v in rows})
+        return out
+
+    # -- writes -------------------------------------------------------------------------
+
+    @contextmanager
+    def write(self, on_commit: Callable[[Changes], None] | None = None,
+              timeout: float | None = None) -> Iterator[PgWriteTxn]:
+        """One transaction: all of it commits, or none. ``timeout``: seconds to wait for
+        row locks held by other clients (None: wait)."""
+        if self.readonly:
+            raise ReadOnlyCacheError(f"cache {self.location} is opened read-only")
+        begin = BEGIN
+        if timeout is not None:
+            begin += f"; SET LOCAL lock_timeout = {max(1, int(timeout * 1000))}"
+        with self._conns.transaction(begin) as conn:
+            txn = PgWriteTxn(self, conn)
+            yield txn
+            txn.finish()  # counters and COMMIT
+        self._partitions.update(txn.partitions)
+        if on_commit is not None:
+            on_commit(txn.changes)
+
+    def write_settings(self, values: dict[str, str]) -> None:
+        with self.write() as txn:
+            txn.set_settings(values)
+        self.settings.update(values)
+
+
+def _at_least(version: str | None, wanted: tuple[int, int]) -> bool:
+    if not version:
+        return False
+    parts = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
+    return parts >= wanted
+
+
+def _rescore_in_python(rows: list[tuple], vector: np.ndarray) -> list[tuple[EntryRow, float]]:
+    """Cosine of bytea vectors (little-endian float32) with ``vector``, as SQLite does."""
+    if not rows:
+        return []
+    size = 4 * vector.shape[0]
+    good = [r for r in rows if isinstance(r[12], bytes) and len(r[12]) == size]
+    if not good:
+        return []
+    stored = np.frombuffer(b"".join(r[12] for r in good), dtype="<f4").reshape(len(good), -1)
+    sims = np.clip(stored.astype(np.float64) @ vector.astype(np.float64), -1.0, 1.0)
+    scored = [(EntryRow(*r[:12]), float(s)) for r, s in zip(good, sims.tolist(), strict=True)]
+    scored.sort(key=lambda rs: (rs[1], rs[0].id), reverse=True)
+    return scored
+
+
+if TYPE_CHECKING:  # mypy checks that the engine implements the interface
+    from semcache.store.base import Store, StoreTxn
+
+    def _conforms(store: PostgresStore, txn: PgWriteTxn) -> tuple[Store, StoreTxn]:
+        return store, txn
+
+
+__all__ = ["EF_SEARCH", "EXACT_SCAN_BELOW", "PostgresStore", "ProcessLock"]

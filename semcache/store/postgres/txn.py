@@ -1,0 +1,212 @@
+"""One write transaction on PostgreSQL (:class:`PgWriteTxn`, the engine's ``StoreTxn``).
+
+Row locks are taken in one global order so that concurrent clients cannot deadlock each
+other in the common paths: usage rows of hits (sorted by id), then entries (by key), then
+at the very end - just before COMMIT - the counter shard rows (sorted by name, then
+partition). semcache counts what its own statements did (from ``RETURNING``) and adds it
+to the counters of its shard in :meth:`PgWriteTxn.finish`; the triggers of the schema count
+only changes made by hand (they see the ``semcache.app`` flag set by ``BEGIN``).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import TYPE_CHECKING
+
+import psycopg
+
+from semcache.errors import InvalidInputError
+from semcache.store.base import AccessUpdate, Changes, EntryFilter, NewEntry
+from semcache.store.filters import compile_filter
+from semcache.store.postgres.adapters import code_literal, vector_from
+
+if TYPE_CHECKING:
+    from semcache.store.postgres.store import PostgresStore
+
+#: How often an insert retries when a concurrent client inserted the same key between
+#: this transaction's DELETE and INSERT (each retry deletes that newer row).
+_INSERT_TRIES = 8
+
+#: The counters a client may add to (entries and bytes are kept by the engine).
+COUNTER_NAMES = frozenset(("hits", "exact_hits", "semantic_hits", "misses", "puts",
+                           "evictions", "expirations", "tokens_saved"))
+
+
+def _checked_name(name: str) -> str:
+    if name not in COUNTER_NAMES and name not in ("entries", "bytes"):
+        raise InvalidInputError(f"unknown counter {name!r}")
+    return name
+
+
+def entry_size(e: NewEntry) -> int:
+    """Bytes accounted for an entry: the same formula as the SQLite engine."""
+    return len(e.response) + len(e.prompt or "") + len(e.metadata or "") + len(e.vector or b"")
+
+
+class PgWriteTxn:
+    """The operations allowed inside :meth:`PostgresStore.write`."""
+
+    def __init__(self, store: PostgresStore, conn: psycopg.Connection) -> None:
+        self._store = store
+        self._q = store.queries
+        self.conn = conn
+        self.changes = Changes()
+        self._counts: dict[str, int] = defaultdict(int)
+        self._parts: dict[int, int] = defaultdict(int)
+        #: Partitions this transaction created or looked up: (namespace, scope) -> id.
+        self.partitions: dict[tuple[str, str], int] = {}
+
+    # -- bookkeeping --------------------------------------------------------------------
+
+    def _removed(self, rows: list[tuple[int, int, int]]) -> list[int]:
+        """Account for deleted (id, partition_id, size) rows; returns their ids."""
+        for _, pid, size in rows:
+            self._counts["entries"] -= 1
+            self._counts["bytes"] -= int(size)
+            self._parts[int(pid)] -= 1
+        ids = [int(r[0]) for r in rows]
+        self.changes.removed.extend(ids)
+        return ids
+
+    def _removed_summed(self, rows: list[tuple[int, int, int, list[int]]]) -> int:
+        n = 0
+        for pid, count, size, ids in rows:
+            self._counts["entries"] -= int(count)
+            self._counts["bytes"] -= int(size)
+            self._parts[int(pid)] -= int(count)
+            n += int(count)
+            if not self.changes.cleared:
+                self.changes.removed.extend(int(i) for i in ids)
+        return n
+
+    def finish(self) -> None:
+        """Add this transaction's counts to its shard and COMMIT, in one round trip: the
+        statements carry only integers and counter names from a fixed list, written as
+        literals (a parameterless batch travels in one message)."""
+        shard = int(self.conn.info.backend_pid % self._store.shards)
+        batch = []
+        names = sorted(k for k, v in self._counts.items() if v)
+        if names:
+            rows = ", ".join(f"('{_checked_name(n)}', {shard}, {int(self._counts[n])})"
+                             for n in names)
+            batch.append(self._q.add_counters_literal.format(rows=rows))
+        parts = sorted(k for k, v in self._parts.items() if v)
+        if parts:
+            rows = ", ".join(f"({int(p)}, {shard}, {int(self._parts[p])})" for p in parts)
+            batch.append(self._q.add_partition_counts_literal.format(rows=rows))
+        batch.append("COMMIT")
+        self.conn.execute("; ".join(batch))
+
+    # -- StoreTxn -------------------------------------------------------------------------
+
+    def set_settings(self, values: dict[str, str]) -> None:
+        if values:
+            with self.conn.cursor() as cur:
+                cur.executemany(self._q.set_setting, list(values.items()))
+
+    def partition_id(self, namespace: str, scope: str) -> int:
+        """The partition's id, created if new. Ids learnt here are cached by the store
+        only after COMMIT (a rolled-back partition must not be remembered)."""
+        key = (namespace, scope)
+        pid = self._store.known_partition(key) or self.partitions.get(key)
+        if pid is None:
+            self.conn.execute(self._q.add_partition, key)
+            row = self.conn.execute(self._q.find_partition, key).fetchone()
+            assert row is not None  # inserted or found, under the unique constraint
+            pid = self.partitions[key] = int(row[0])
+        return pid
+
+    def insert(self, e: NewEntry) -> int:
+        """Insert, replacing the entry with the same key; the new id is always larger."""
+        pid = self.partition_id(e.namespace, e.scope)
+        size = entry_size(e)
+        code = code_literal(e.code) if e.code is not None else None
+        vector = None if e.vector is None else (
+            vector_from(e.vector) if self._q.ext else e.vector)
+        params = (e.key_hash, e.namespace, pid, e.prompt, e.response, e.metadata, size,
+                  e.tokens, e.created_at, e.expires_at, e.ttl, code, vector,
+                  e.created_at if e.accessed_at is None else e.accessed_at, e.hits)
+        for _ in range(_INSERT_TRIES):
+            # (Pipeline mode would save a round trip but costs more client CPU than it
+            # saves over a local socket: measured.)
+            self._removed(self.conn.execute(self._q.delete_key, (e.key_hash,)).fetchall())
+            row = self.conn.execute(self._q.insert, params).fetchone()
+            if row is not None:
+                entry_id = int(row[0])
+                self._counts["entries"] += 1
+                self._counts["bytes"] += size
+                self._parts[pid] += 1
+                if e.code is not None:
+                    self.changes.added.append((entry_id, pid, e.expires_at, e.code))
+                return entry_id
+        raise InvalidInputError(  # pragma: no cover - needs 8 lost races in a row
+            f"key {e.key_hash.hex()[:16]}... kept being rewritten by other clients")
+
+    def delete(self, where: EntryFilter) -> list[int]:
+        clause, params = compile_filter(where, mark="%s")
+        rows = self.conn.execute(self._q.delete_where.format(where=clause), params).fetchall()
+        return self._removed(rows)
+
+    def delete_ids(self, ids: list[int]) -> list[int]:
+        return self.delete(EntryFilter(ids=tuple(ids)))
+
+    def delete_summed_sql(self, where: str, params: tuple = ()) -> int:
+        """Delete by a fixed WHERE clause of semcache's own (values bound), counted in SQL."""
+        rows = self.conn.execute(self._q.delete_summed.format(where=where), params).fetchall()
+        return self._removed_summed(rows)
+
+    def added_summed(self, rows: list[tuple[int, int, int]]) -> None:
+        """Account for (partition_id, count, bytes) of rows inserted in bulk."""
+        for pid, count, size in rows:
+            self._counts["entries"] += int(count)
+            self._counts["bytes"] += int(size)
+            self._parts[int(pid)] += int(count)
+
+    def clear_all(self) -> int:
+        self.changes.cleared = True
+        return self.delete_summed_sql("true")
+
+    def purge_expired(self, now: float) -> int:
+        return self.delete_summed_sql("e.expires_at IS NOT NULL AND e.expires_at <= %s", (now,))
+
+    def evict_lru(self, count: int) -> int:
+        """Delete the ``count`` least recently accessed entries (rows another client is
+        writing right now are skipped, not waited for)."""
+        if count <= 0:
+            return 0
+        return self.delete_summed_sql(self._q.lru_ids, (count,))
+
+    def entry_count(self) -> int:
+        """Entries committed by everyone, plus this transaction's own inserts/deletes."""
+        row = self.conn.execute(self._q.entry_count).fetchone()
+        return int(row[0] if row else 0) + self._counts.get("entries", 0)
+
+    def apply_access(self, updates: dict[int, AccessUpdate]) -> None:
+        """Batched hits: access time (never moved back), hit counts, and expiry pushed out
+        by refresh-on-access (never moved backwards: ``expires_at < new``)."""
+        order = sorted(updates)
+        with self.conn.cursor() as cur:
+            cur.executemany(self._q.touch,
+                            [(updates[i].accessed_at, updates[i].hits, i) for i in order])
+            refreshed = [(updates[i].expires_at, i, updates[i].expires_at) for i in order
+                         if updates[i].expires_at is not None]
+            if not refreshed:
+                return
+            cur.executemany(self._q.refresh, refreshed, returning=True)
+            moved: list[int] = []
+            while True:
+                moved += [int(r[0]) for r in cur.fetchall() if r[1]]
+                if not cur.nextset():
+                    break
+        self.changes.expires.extend((i, updates[i].expires_at) for i in moved)
+
+    def add_counters(self, deltas: dict[str, int]) -> None:
+        unknown = set(deltas) - COUNTER_NAMES
+        if unknown:
+            raise InvalidInputError(f"unknown counters {sorted(unknown)}; expected some of "
+                                    f"{sorted(COUNTER_NAMES)}")
+        for name, value in deltas.items():
+            self._counts[name] += int(value)
+
+
+__all__ = ["COUNTER_NAMES", "PgWriteTxn", "entry_size"]
