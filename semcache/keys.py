@@ -1,4 +1,4 @@
-"""Cache keys for LLM requests (SPEC section 3).
+"""Cache keys for LLM requests (docs/architecture.md, "The request-level API").
 
 Three things are derived from one chat-completions request (the keyword arguments of
 ``client.chat.completions.create``) or one Responses request (those of
