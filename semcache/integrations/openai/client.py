@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import inspect
+import logging
+import threading
 from typing import Any
 
 from semcache.errors import InvalidTypeError
@@ -73,6 +75,9 @@ class CachedClient(_Proxy):
         return f"<semcache wrapped {self._target!r}>"
 
 
+logger = logging.getLogger("semcache")
+
+
 def _is_async_client(client: Any) -> bool:
     try:
         import openai
@@ -105,11 +110,13 @@ def wrap(client: Any, cache: RequestCache | None = None, **options: Any) -> Cach
             default: the cache's). Checked like ``Cache.put(ttl=...)``.
         exact_only: never do semantic lookups through this client.
         stream_chunk_strategy: ``words | sentences | paragraphs | characters``, how a
-            cached answer is split when replayed with ``stream=True`` (default: the
-            cache's attribute of that name if it has one - ``init_cache(...)`` sets it -,
-            else ``words``).
+            cached answer is split when replayed with ``stream=True`` (default: what
+            ``init_cache(stream_chunk_strategy=...)`` set for the process, else ``words``).
         stream_chunk_length: units of that strategy per replayed chunk (default likewise,
             else 8).
+
+    The cache's embedder is loaded in a background thread as soon as the client is
+    wrapped (``cache.warmup()``), so the first semantic lookup does not wait for it.
 
     Raises:
         InvalidTypeError: ``client`` has no ``chat.completions.create``, or ``cache`` is
@@ -130,7 +137,19 @@ def wrap(client: Any, cache: RequestCache | None = None, **options: Any) -> Cach
             f"wrap() cache must be a semcache.Cache (or None for the default cache), "
             f"got {type(cache).__name__}"
         )
+    if cache is not None:
+        _warm_up_in_background(cache)
     return CachedClient(client, cache, parsed, _is_async_client(client))
+
+
+def _warm_up_in_background(cache: RequestCache) -> None:
+    def warm() -> None:
+        try:
+            cache.warmup()
+        except Exception as exc:  # noqa: BLE001 - the first lookup will load it (or say why)
+            logger.debug("semcache: warm-up of the embedder failed: %s", exc)
+
+    threading.Thread(target=warm, name="semcache-warmup", daemon=True).start()
 
 
 __all__ = ["CachedClient", "wrap"]
