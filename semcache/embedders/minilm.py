@@ -82,6 +82,27 @@ def runtime_available() -> bool:
     return installed("tokenizers") and installed("safetensors")
 
 
+def model_and_dim(model_name: Any, dim: Any, backend: str) -> tuple[str, int]:
+    """The short model name and its output dimension (``dim`` is required for a model
+    whose size is not known without loading it); raises ConfigurationError."""
+    if not isinstance(model_name, str) or not model_name.strip():
+        raise ConfigurationError(f"{backend} model_name must be a non-empty str, got {model_name!r}")
+    short = model_name.removeprefix("sentence-transformers/")
+    known = KNOWN_DIMS.get(short)
+    if dim is None:
+        if known is None:
+            raise ConfigurationError(
+                f"unknown output dimension for model {model_name!r}; pass dim= "
+                f"(known models: {', '.join(sorted(KNOWN_DIMS))})"
+            )
+        dim = known
+    if isinstance(dim, bool) or not isinstance(dim, int) or dim <= 0:
+        raise ConfigurationError(f"{backend} dim must be a positive int, got {dim!r}")
+    if known is not None and dim != known:
+        raise ConfigurationError(f"model {model_name!r} has dim {known}, not {dim}")
+    return short, dim
+
+
 def minilm_available() -> bool:
     """True if the default embedder can run here without torch: the runtime
     (``tokenizers``, ``safetensors``) and all-MiniLM-L6-v2's weights are installed.
@@ -174,21 +195,7 @@ class MiniLMEmbedder(TrustedEmbedder):
         batch_size: int = 32,
         num_threads: int | str | None = "auto",
     ) -> None:
-        if not isinstance(model_name, str) or not model_name.strip():
-            raise ConfigurationError(f"minilm model_name must be a non-empty str, got {model_name!r}")
-        short = model_name.removeprefix("sentence-transformers/")
-        known = KNOWN_DIMS.get(short)
-        if dim is None:
-            if known is None:
-                raise ConfigurationError(
-                    f"unknown output dimension for model {model_name!r}; pass dim= "
-                    f"(known models: {', '.join(sorted(KNOWN_DIMS))})"
-                )
-            dim = known
-        if isinstance(dim, bool) or not isinstance(dim, int) or dim <= 0:
-            raise ConfigurationError(f"minilm dim must be a positive int, got {dim!r}")
-        if known is not None and dim != known:
-            raise ConfigurationError(f"model {model_name!r} has dim {known}, not {dim}")
+        short, dim = model_and_dim(model_name, dim, "minilm")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigurationError(f"batch_size must be an int >= 1, got {batch_size!r}")
         self.model_name = short

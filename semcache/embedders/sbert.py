@@ -35,7 +35,7 @@ import numpy as np
 
 from semcache.embedders._threads import THREADS_ENV, threads_from_env
 from semcache.embedders.base import TrustedEmbedder, l2_normalize
-from semcache.embedders.minilm import KNOWN_DIMS, find_model_dir, hub_repo_id, installed
+from semcache.embedders.minilm import find_model_dir, hub_repo_id, installed, model_and_dim
 from semcache.errors import ConfigurationError, EmbedderError
 
 logger = logging.getLogger("semcache")
@@ -91,22 +91,8 @@ class SentenceTransformerEmbedder(TrustedEmbedder):
         jit: bool = True,
         pad_multiple: int = 1,
     ) -> None:
-        if not isinstance(model_name, str) or not model_name.strip():
-            raise ConfigurationError(f"sentence-transformers model_name must be a non-empty str, got {model_name!r}")
-        short = model_name.removeprefix("sentence-transformers/")
-        known = KNOWN_DIMS.get(short)
-        if dim is None:
-            if known is None:
-                raise ConfigurationError(
-                    f"unknown output dimension for model {model_name!r}; pass dim= "
-                    f"(known models: {', '.join(sorted(KNOWN_DIMS))})"
-                )
-            dim = known
-        if isinstance(dim, bool) or not isinstance(dim, int) or dim <= 0:
-            raise ConfigurationError(f"sentence-transformers dim must be a positive int, got {dim!r}")
-        if known is not None and dim != known:
-            raise ConfigurationError(f"model {model_name!r} has dim {known}, not {dim}")
-        if batch_size < 1:
+        short, dim = model_and_dim(model_name, dim, "sentence-transformers")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigurationError(f"batch_size must be >= 1, got {batch_size!r}")
         if num_threads not in (None, "auto") and (
             isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1
