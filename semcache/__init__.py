@@ -36,6 +36,7 @@ from semcache.errors import (
     ThresholdError,
     TooLargeError,
 )
+from semcache.integrations.base import RequestCache
 from semcache.integrations.info import CacheInfo, cache_info
 from semcache.integrations.openai import wrap
 from semcache.kernels.projection import BinaryEncoder
@@ -64,6 +65,7 @@ __all__ = [
     "InvalidVectorError",
     "NotASemcacheFileError",
     "ReadOnlyCacheError",
+    "RequestCache",
     "SchemaVersionError",
     "SemcacheError",
     "SerializationError",

@@ -25,15 +25,21 @@ PUBLIC = [
     "InvalidVectorError", "NotASemcacheFileError", "ReadOnlyCacheError", "SchemaVersionError",
     "SemcacheError", "SerializationError", "ThresholdError", "TooLargeError", "cache_stats",
     "clear_cache", "disable_cache", "get_default_cache", "init_cache", "open", "verify", "wrap",
+    "CacheConnectionError", "CacheInfo", "cache_info", "RequestCache",
 ]
 
 
 def test_public_surface_is_pinned() -> None:
     # Adding a name is a decision: update this list with it (httpx does the same).
     assert sorted(semcache.__all__) == sorted(set(semcache.__all__))
-    assert set(PUBLIC) <= set(semcache.__all__)
+    assert set(semcache.__all__) == set(PUBLIC)
     for name in semcache.__all__:
         assert getattr(semcache, name) is not None
+
+
+def test_a_cache_is_what_the_integrations_need(tmp_path: Path) -> None:
+    with semcache.open(tmp_path / "c.db", embedder=WordEmbedder()) as cache:
+        assert isinstance(cache, semcache.RequestCache)
 
 
 def _python_files(*exclude: str) -> list[Path]:

@@ -34,8 +34,9 @@ from semcache.cache._pipeline import LookupPipeline, Query
 from semcache.cache._settings import CacheSettings
 from semcache.cache._writes import EntryFactory, write_entries
 from semcache.cache.hit import Hit
+from semcache.embedders.base import Embedder
 from semcache.errors import ConfigurationError, InvalidInputError, InvalidTypeError
-from semcache.kernels.projection import validate_vector
+from semcache.kernels.projection import BinaryEncoder, validate_vector
 from semcache.store import open_store, remove_new_store
 from semcache.store.base import EntryFilter, NewEntry
 from semcache.validation import (
@@ -78,11 +79,13 @@ class Cache(CacheAdmin):
     apply to this process only.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, embedder: Any = UNSET,
+    def __init__(self, path: str | os.PathLike[str], *,
+                 embedder: str | Embedder | None = UNSET,
                  similarity_threshold: Any = UNSET, max_entries: Any = UNSET, ttl: Any = UNSET,
                  namespace: Any = UNSET, refresh_on_access: Any = UNSET,
                  store_prompts: Any = UNSET, guard: Any = UNSET, hash_only: bool = False,
-                 dim: int | None = None, seed: int | None = None, encoder: Any = None,
+                 dim: int | None = None, seed: int | None = None,
+                 encoder: BinaryEncoder | None = None,
                  readonly: bool = False, clock: Callable[[], float] = time.time,
                  use_mirror: bool = True, defaults: dict[str, Any] | None = None,
                  schema: str | None = None) -> None:

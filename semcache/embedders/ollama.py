@@ -9,9 +9,7 @@ import json
 import logging
 import os
 import threading
-import urllib.error
 import urllib.parse
-import urllib.request
 from typing import Any
 
 import numpy as np
@@ -117,6 +115,10 @@ class OllamaEmbedder(TrustedEmbedder):
         return l2_normalize(np.concatenate(parts), name=self.name)
 
     def _request(self, batch: list[str]) -> np.ndarray:
+        # urllib.request (with ssl) costs ~15 ms to import: only processes that embed pay it.
+        import urllib.error
+        import urllib.request
+
         body: dict[str, Any] = {"model": self.model, "input": batch}
         if self.keep_alive is not None:
             body["keep_alive"] = self.keep_alive
@@ -162,7 +164,7 @@ class OllamaEmbedder(TrustedEmbedder):
         return matrix
 
 
-def _error_detail(exc: urllib.error.HTTPError) -> str:
+def _error_detail(exc: Any) -> str:
     """Ollama's ``{"error": "..."}`` message, or the start of the body."""
     try:
         raw = exc.read()
