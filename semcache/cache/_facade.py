@@ -29,7 +29,7 @@ from semcache.cache._batcher import HitBatcher
 from semcache.cache._coalesce import Claim, Coalescer
 from semcache.cache._gate import Gate
 from semcache.cache._identity import resolve_identity
-from semcache.cache._keys import prompt_key, request_key, vector_key
+from semcache.cache._keys import PromptKeys, prompt_key, request_key, vector_key
 from semcache.cache._pipeline import LookupPipeline, Query
 from semcache.cache._settings import CacheSettings
 from semcache.cache._writes import EntryFactory, write_entries
@@ -119,6 +119,8 @@ class Cache(CacheAdmin):
             guard=self._settings.guard)
         self._entries = EntryFactory(self._settings.tunables, identity.encoder)
         self._coalescer = Coalescer(store)
+        self._keys = PromptKeys()
+        self._namespace = self._settings.tunables().namespace  # fixed once opened
         _open_caches.add(self)
 
     # -- settings -------------------------------------------------------------------------
@@ -173,7 +175,7 @@ class Cache(CacheAdmin):
                                        self.hash_only)
 
     def _ns(self, namespace: str | None) -> str:
-        return self.namespace if namespace is None else check_namespace(namespace)
+        return self._namespace if namespace is None else check_namespace(namespace)
 
     def _vector(self, value: Any) -> np.ndarray:
         """Validate a vector against the pinned dimension; returns a unit float32 vector."""
@@ -191,9 +193,14 @@ class Cache(CacheAdmin):
 
         Returns a :class:`Hit` or None. Expired entries are never returned.
         """
-        with self._gate.enter():
-            return self._pipeline.run([self._query(prompt, self._ns(namespace))],
-                                      exact_only=exact_only or self.hash_only)[0]
+        with self._gate:
+            ns = self._namespace if namespace is None else check_namespace(namespace)
+            if type(prompt) is str:  # the common case, kept lean: no Query unless it misses
+                text, key = self._keys.key(prompt, ns)
+                return self._pipeline.run_key(key, ns, "", text,
+                                              exact_only=exact_only or self.hash_only)
+            return self._pipeline.run_one(self._query(prompt, ns),
+                                          exact_only=exact_only or self.hash_only)
 
     def get_many(self, prompts: Sequence[Any], *, namespace: str | None = None,
                  exact_only: bool = False) -> list[Hit | None]:
@@ -206,10 +213,10 @@ class Cache(CacheAdmin):
             return self._pipeline.run(queries, exact_only=exact_only or self.hash_only)
 
     def _query(self, prompt: Any, ns: str) -> Query:
-        if is_vector(prompt):
+        if type(prompt) is not str and is_vector(prompt):
             return Query(None, ns, "", vector=self._vector(prompt))
-        text = check_prompt(prompt)
-        return Query(prompt_key(text, ns), ns, "", text=text)
+        text, key = self._keys.key(prompt, ns)
+        return Query(key, ns, "", text)
 
     def lookup(self, key: bytes | str, *, text: str | None = None, scope: str = "",
                namespace: str | None = None, exact_only: bool = False) -> Hit | None:

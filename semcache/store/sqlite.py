@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -98,6 +99,7 @@ class SQLiteStore(SQLiteAdmin):
             pragmas.update({k[len(_PRAGMA_PREFIX):]: v for k, v in self.settings.items()
                             if k.startswith(_PRAGMA_PREFIX)})
             apply_pragmas(self._conn, pragmas, path)
+            self._pragmas = pragmas
         except ReadOnlyCacheError as exc:
             self._conn.close()
             directory = os.path.dirname(os.path.abspath(path))
@@ -111,6 +113,12 @@ class SQLiteStore(SQLiteAdmin):
             self._conn.close()
             raise
         self._pid = os.getpid()
+        # The exact tier's statement runs on a cursor of its own, kept: creating a cursor
+        # per lookup costs ~0.35 us of a ~5 us hit. fetchall() always runs the statement to
+        # its end, so no read transaction stays open between lookups.
+        self._key_cursor: Any = self._conn.cursor()
+        self._forked = False  # set in a forked child (see _after_fork): reconnect first
+        _STORES.add(self)
 
     # -- connection management -------------------------------------------------------
 
@@ -118,7 +126,10 @@ class SQLiteStore(SQLiteAdmin):
         # A connection must not cross fork() (gunicorn --preload): reopen in the child.
         if os.getpid() != self._pid:
             self._conn = connect(self.path, readonly=self.readonly)
+            apply_pragmas(self._conn, self._pragmas, self.path)
+            self._key_cursor = self._conn.cursor()
             self._pid = os.getpid()
+        self._forked = False
 
     def close(self) -> None:
         with self._mutex:
@@ -134,14 +145,13 @@ class SQLiteStore(SQLiteAdmin):
     def get_by_key(self, key_hash: bytes) -> EntryRow | None:
         # The exact tier's hot path: no context-manager helpers, one indexed SELECT.
         with self._mutex:
-            if os.getpid() != self._pid:
+            if self._forked:
                 self._check_fork()
             try:
-                for r in self._conn.execute(_BY_KEY, (key_hash,)):
-                    return EntryRow(*r)
+                rows = self._key_cursor.execute(_BY_KEY, (key_hash,)).fetchall()
             except (apsw.Error, UnicodeDecodeError) as exc:
                 raise translate(exc, self.path) from None
-        return None
+        return EntryRow(*rows[0]) if rows else None
 
     def get_by_id(self, entry_id: int, *, with_vector: bool = False) -> EntryRow | None:
         rows = self.get_by_ids([entry_id], with_vector=with_vector)
@@ -338,6 +348,21 @@ class SQLiteStore(SQLiteAdmin):
         with self.write() as txn:
             txn.set_settings(values)
         self.settings.update(values)
+
+
+#: Every open store of this process: a forked child marks them all, so that the exact
+#: tier's hot path checks a flag instead of calling getpid() on every lookup.
+_STORES: weakref.WeakSet[SQLiteStore] = weakref.WeakSet()
+
+
+def _after_fork() -> None:
+    for store in list(_STORES):
+        store._forked = True
+        store._mutex = threading.RLock()  # a parent's thread may have held it at fork
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)
 
 
 def _migrate(path: str) -> None:
