@@ -49,8 +49,8 @@ class ResponseMemo:
             self._items.move_to_end(entry_id)
         except KeyError:
             pass  # evicted by another thread since the get: it stays evicted
-        _, raw, value = item
-        return value if raw is None else loads(raw)
+        _, json_bytes, value = item
+        return value if json_bytes is None else loads(json_bytes)
 
     def _remember(self, entry_id: int, item: tuple[int, bytes | None, Any]) -> None:
         with self._lock:
