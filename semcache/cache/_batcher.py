@@ -21,11 +21,14 @@ import threading
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
 from semcache.errors import CacheFileError
 from semcache.store.base import AccessUpdate, Changes, EntryRow, Store, StoreTxn
 
 log = logging.getLogger("semcache")
+
+T = TypeVar("T")
 
 #: Batched updates are written at least this often (seconds).
 FLUSH_INTERVAL = 1.0
@@ -125,7 +128,14 @@ class HitBatcher:
     def _restore(self, access: dict[int, AccessUpdate], counts: dict[str, int]) -> None:
         with self._lock:
             for entry_id, update in access.items():
-                self._access.setdefault(entry_id, update)
+                newer = self._access.get(entry_id)
+                if newer is None:
+                    self._access[entry_id] = update
+                else:  # hit again since it was taken: keep both hits' effects
+                    newer.hits += update.hits
+                    newer.accessed_at = max(newer.accessed_at, update.accessed_at)
+                    if update.expires_at is not None:
+                        newer.expires_at = max(newer.expires_at or 0.0, update.expires_at)
             self._add(counts)
             if len(self._access) > MAX_PENDING:
                 self._drop_oldest(len(self._access) - MAX_PENDING)
@@ -158,6 +168,27 @@ class HitBatcher:
             self._restore(access, counts)
             raise
         self._last_flush = self._clock()
+
+    def run(self, work: Callable[[BatchedWrite], T], timeout: float | None = None) -> T:
+        """``work`` inside :meth:`write`'s transaction; returns what it returns. The same
+        as ``with batcher.write() as w: return work(w)`` without a generator-based context
+        manager around it (puts come this way)."""
+        access, counts = self._take()
+        try:
+            with self._store.write(on_commit=self._on_commit, timeout=timeout) as txn:
+                if access:
+                    txn.apply_access(access)
+                batch = BatchedWrite(txn)
+                result = work(batch)
+                merged = dict(counts)
+                for name, value in batch.counts.items():
+                    merged[name] = merged.get(name, 0) + value
+                txn.add_counters(merged)
+        except BaseException:
+            self._restore(access, counts)
+            raise
+        self._last_flush = self._clock()
+        return result
 
     def flush(self, timeout: float | None) -> bool:
         """Write the batch now; False when the write lock stayed busy for ``timeout``."""

@@ -21,6 +21,8 @@ MEMO_NAMESPACES = 64
 #: Prompts remembered in all, and the longest remembered.
 MEMO_PROMPTS = 4096
 MEMO_PROMPT_CHARS = 512
+#: Array types whose float32 conversion is the same one by one or as a stacked array.
+_FLOAT_DTYPES = (np.dtype("<f4"), np.dtype("<f8"), np.dtype(">f4"), np.dtype(">f8"))
 
 
 def _digest(kind: bytes, namespace: str, payload: bytes) -> bytes:
@@ -96,9 +98,25 @@ def vector_key(vector: np.ndarray, namespace: str) -> bytes:
     return _digest(b"vector", namespace, np.asarray(vector, dtype="<f4").tobytes())
 
 
+def vector_keys(vectors: list[Any], namespace: str) -> list[bytes]:
+    """:func:`vector_key` of each (validated) vector. 1-D float32/float64 arrays of one
+    shape are converted as one array, which gives the same float32 bytes row by row;
+    anything else is converted one at a time."""
+    first = vectors[0] if vectors else None
+    if not isinstance(first, np.ndarray) or first.ndim != 1 or not first.size or not all(
+            isinstance(v, np.ndarray) and v.dtype in _FLOAT_DTYPES and v.shape == first.shape
+            for v in vectors):
+        return [vector_key(v, namespace) for v in vectors]
+    blob = np.asarray(vectors, dtype="<f4").tobytes()
+    size = len(blob) // len(vectors)
+    prefix = b"vector\x00%s\x00" % namespace.encode("utf-8")
+    return [hashlib.sha256(prefix + blob[i:i + size]).digest()
+            for i in range(0, len(blob), size)]
+
+
 def request_key(material: bytes, namespace: str) -> bytes:
     """Exact key of a request stored through :meth:`~semcache.Cache.store`."""
     return _digest(b"request", namespace, material)
 
 
-__all__ = ["PromptKeys", "prompt_key", "request_key", "vector_key"]
+__all__ = ["PromptKeys", "prompt_key", "request_key", "vector_key", "vector_keys"]

@@ -207,6 +207,11 @@ class StoreTxn(Protocol):
         """Insert, replacing the entry with the same key; returns the new (larger) id."""
         ...
 
+    def insert_many(self, entries: Sequence[NewEntry]) -> list[int]:
+        """:meth:`insert` of each entry in order (a key given twice: the later one wins),
+        batched; returns their ids."""
+        ...
+
     def delete(self, where: EntryFilter) -> list[int]:
         """Delete the entries the filter selects; returns their ids."""
         ...
