@@ -66,11 +66,7 @@ class EntryFactory:
         pairs share (ttl, metadata, tokens, a ``vector=``) is checked and encoded once;
         prompts given as vectors are validated, normalized and encoded as one array.
         """
-        pairs = items if isinstance(items, list) else list(items)
-        for item in pairs:
-            if not isinstance(item, tuple) or len(item) != 2:
-                raise InvalidTypeError(
-                    f"put_many takes (prompt, response) pairs; got {type(item).__name__}")
+        pairs = _pairs(items)
         if not pairs:
             return [], [], []
         texts, hashes, vector_at = self._prompts(pairs, namespace, vector, keys)
@@ -95,7 +91,6 @@ class EntryFactory:
         if given is not None:
             self.attach_same([e for e, t in zip(entries, texts, strict=True) if t is not None],
                              given)
-        if given is not None:
             return entries, [], []
         todo = [(i, t) for i, t in enumerate(texts) if t is not None]
         return entries, [i for i, _ in todo], [t for _, t in todo]
@@ -148,6 +143,16 @@ class EntryFactory:
         for i, entry in enumerate(entries):
             entry.code = codes[i * code_size:(i + 1) * code_size]
             entry.vector = blob[i * row_size:(i + 1) * row_size]
+
+
+def _pairs(items: Iterable[Any]) -> list[tuple[Any, Any]]:
+    """The items of ``put_many`` as a list, each checked to be a (prompt, response) pair."""
+    pairs = items if isinstance(items, list) else list(items)
+    for item in pairs:
+        if not isinstance(item, tuple) or len(item) != 2:
+            raise InvalidTypeError(
+                f"put_many takes (prompt, response) pairs; got {type(item).__name__}")
+    return pairs
 
 
 def write_entries(batcher: HitBatcher, entries: Sequence[NewEntry],
