@@ -18,7 +18,7 @@ import pytest
 import semcache
 from semcache.cache._keys import MEMO_PROMPTS, PromptKeys, prompt_key, vector_key, vector_keys
 from semcache.cache._responses import ResponseMemo
-from semcache.kernels.projection import validate_vector, validate_vectors
+from semcache.kernels.projection import validate_matrix, validate_vector, validate_vectors
 from semcache.store.codecs import decode_response, encode_response
 from tests.conftest import sql_rows
 
@@ -79,8 +79,9 @@ def test_vector_keys_and_rows_equal_the_single_path():
     vectors += [rng.standard_normal(DIM) * 1e-300 for _ in range(5)]  # float64, subnormal-ish
     assert vector_keys(vectors, "ns") == [vector_key(v, "ns") for v in vectors]
     units = validate_vectors(vectors, DIM)
-    for v, row in zip(vectors, units, strict=True):
-        assert row.tobytes() == validate_vector(v, DIM).tobytes()
+    matrix = validate_matrix(np.asarray(vectors, dtype=np.float64), DIM)
+    for v, row, mrow in zip(vectors, units, matrix, strict=True):
+        assert row.tobytes() == validate_vector(v, DIM).tobytes() == mrow.tobytes()
     mixed = [[1, 2] + [0] * (DIM - 2), np.arange(DIM, dtype=np.int64) + 1]  # lists, ints
     assert vector_keys(mixed, "ns") == [vector_key(v, "ns") for v in mixed]
 
