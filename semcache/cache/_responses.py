@@ -6,7 +6,7 @@ import threading
 from collections import OrderedDict
 from typing import Any
 
-from semcache.store.codecs import decompress_response, loads
+from semcache.store.codecs import decompress_response, loads, orjson_exact
 
 #: Bytes of decompressed responses kept per process.
 RESPONSE_MEMO_BYTES = 32 * 1024 * 1024
@@ -29,7 +29,8 @@ class ResponseMemo:
     """
 
     def __init__(self, budget: int = RESPONSE_MEMO_BYTES) -> None:
-        # entry id -> (JSON size in bytes, the JSON if it must be decoded again, the value)
+        # entry id -> (JSON size in bytes, the JSON if it must be decoded again, the value,
+        # or for JSON decoded again whether orjson decodes it exactly: see codecs.loads)
         self._items: OrderedDict[int, tuple[int, bytes | None, Any]] = OrderedDict()
         self._bytes = 0
         self._budget = budget
@@ -39,18 +40,19 @@ class ResponseMemo:
         item = self._items.get(entry_id)
         if item is None:
             raw = decompress_response(blob)
-            value = loads(raw)
+            exact = orjson_exact(raw)
+            value = loads(raw, exact)
             if type(value) in _IMMUTABLE:
                 self._remember(entry_id, (len(raw), None, value))
             else:
-                self._remember(entry_id, (len(raw), raw, None))
+                self._remember(entry_id, (len(raw), raw, exact))
             return value
         try:
             self._items.move_to_end(entry_id)
         except KeyError:
             pass  # evicted by another thread since the get: it stays evicted
         _, json_bytes, value = item
-        return value if json_bytes is None else loads(json_bytes)
+        return value if json_bytes is None else loads(json_bytes, value)
 
     def _remember(self, entry_id: int, item: tuple[int, bytes | None, Any]) -> None:
         with self._lock:
