@@ -55,10 +55,14 @@ class HitBatcher:
     """Pending access updates and counters of one :class:`~semcache.Cache`."""
 
     def __init__(self, store: Store, on_commit: Callable[[Changes], None] | None,
-                 clock: Callable[[], float]) -> None:
+                 clock: Callable[[], float],
+                 background: Callable[[], object] | None = None) -> None:
         self._store = store
         self._on_commit = on_commit
         self._clock = clock
+        # Deferred derived work of the engine (SQLite: entry_codes rows), done by the flush
+        # timer of a process that wrote; it never waits for the write lock.
+        self._background = background
         self._lock = threading.Lock()
         self._access: dict[int, AccessUpdate] = {}
         self._counts: dict[str, int] = {}
@@ -188,7 +192,19 @@ class HitBatcher:
             self._restore(access, counts)
             raise
         self._last_flush = self._clock()
+        if self._background is not None and not self._timer_running:
+            self._ensure_timer()
         return result
+
+    def background(self) -> None:
+        """The engine's deferred work, if any (from the flush timer; never raises)."""
+        if self._background is None:
+            return
+        try:
+            self._background()
+        except CacheFileError as exc:
+            log.debug("semcache: %s: deferred index work postponed (%s)",
+                      self._store.location, exc)
 
     def flush(self, timeout: float | None) -> bool:
         """Write the batch now; False when the write lock stayed busy for ``timeout``."""
@@ -268,6 +284,7 @@ class _FlushTimer(threading.Thread):
                     return
                 if batcher.pending:
                     batcher.try_flush()
+                batcher.background()
                 del batcher
         except Exception as exc:  # noqa: BLE001 - the next hit starts a new timer
             log.warning("semcache: the batched-hit flush timer stopped (%s)", exc)

@@ -37,7 +37,7 @@ from semcache.cache.hit import Hit
 from semcache.errors import ConfigurationError, InvalidInputError, InvalidTypeError
 from semcache.kernels.projection import validate_vector, validate_vectors
 from semcache.store import open_store, remove_new_store
-from semcache.store.base import EntryFilter
+from semcache.store.base import EntryFilter, LocalCodeSource
 from semcache.validation import (
     UNSET,
     check_entry_id,
@@ -102,7 +102,8 @@ class Cache(CacheAdmin):
         self.hash_only = hash_only
         self._clock = clock
         self._gate = Gate(store.location)
-        self._batcher = HitBatcher(store, getattr(search, "apply", None), clock)
+        self._batcher = HitBatcher(store, getattr(search, "apply", None), clock,
+                                   background=_background_work(store))
         self._pipeline = LookupPipeline(
             store=store, search=search, embedder=None if hash_only else identity.embedder,
             dim=identity.dim, batcher=self._batcher, clock=clock,
@@ -431,6 +432,22 @@ class Cache(CacheAdmin):
         from semcache.memoize import memoize
 
         return memoize(self, namespace=namespace, ttl=ttl, semantic=semantic)
+
+
+#: Pending entry_codes rows the flush timer writes per tick (~10-20 ms under the lock).
+TIMER_CATCH_UP_ROWS = 2048
+
+
+def _background_work(store: Any) -> Callable[[], object] | None:
+    """What the flush timer does for the engine: SQLite catches its sqlite-vec table up
+    with the entries this process wrote, a batch per tick, if the write lock is free."""
+    if not isinstance(store, LocalCodeSource) or store.readonly:
+        return None
+
+    def catch_up() -> object:
+        return store.catch_up_codes(TIMER_CATCH_UP_ROWS, 0.0) if store.codes_pending else 0
+
+    return catch_up
 
 
 def open(path: str | os.PathLike[str], **settings: Any) -> Cache:  # noqa: A001

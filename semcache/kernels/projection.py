@@ -138,6 +138,8 @@ def validate_vectors(vectors: Sequence[ArrayLike], dim: int) -> np.ndarray:
     """
     if not vectors:
         return np.empty((0, dim), dtype=np.float32)
+    if len(vectors) == 1:  # a single put: fewer numpy calls
+        return validate_vector(vectors[0], dim)[None, :]
     arr = None
     if not any(isinstance(v, np.ndarray) and v.dtype.kind == "c" for v in vectors):
         try:

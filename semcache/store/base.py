@@ -323,3 +323,13 @@ class LocalCodeSource(Store, Protocol):
         """The engine's own code index (SQLite: the vec0 table) against ``code_rows``."""
         ...
 
+    @property
+    def codes_pending(self) -> bool:
+        """True when entries this process wrote may not be in the engine's index yet."""
+        ...
+
+    def catch_up_codes(self, limit: int | None = None, timeout: float | None = 0.0) -> int:
+        """Index up to ``limit`` pending entries if the write lock is free within
+        ``timeout`` s; returns how many (the engine's search covers pending ones anyway)."""
+        ...
+

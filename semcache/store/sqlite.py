@@ -39,7 +39,7 @@ from semcache.store.schema import (
     read_settings,
 )
 from semcache.store.sqlite_admin import SQLiteAdmin
-from semcache.store.sqlite_write import WriteBlock, WriteTxn
+from semcache.store.sqlite_write import CODE_BYTES, WriteBlock, WriteTxn
 
 log = logging.getLogger("semcache")
 
@@ -53,6 +53,11 @@ _SEQ = "SELECT change_seq FROM sync_state WHERE id = 1"
 _STATE = "SELECT change_seq, state_token FROM sync_state WHERE id = 1"
 _STATE_AFTER = ("SELECT change_seq, state_token, (SELECT data_version FROM pragma_data_version) "
                 "FROM sync_state WHERE id = 1")
+_CODES_THROUGH = "SELECT codes_through FROM sync_state WHERE id = 1"
+#: close() writes at most this many pending entry_codes rows (~0.1-0.2 s), waiting at most
+#: CLOSE_CATCH_UP_WAIT_S for the write lock; what is left waits for the next writer.
+CLOSE_CATCH_UP_ROWS = 16_384
+CLOSE_CATCH_UP_WAIT_S = 0.2
 _COUNTERS = frozenset(("hits", "exact_hits", "semantic_hits", "misses", "puts", "evictions",
                        "expirations", "tokens_saved", "entries", "bytes"))
 
@@ -113,6 +118,7 @@ class SQLiteStore(SQLiteAdmin):
         # its end, so no read transaction stays open between lookups.
         self._key_cursor: Any = self._conn.cursor()
         self._forked = False  # set in a forked child (see _after_fork): reconnect first
+        self._codes_pending = False  # this process wrote entries not in entry_codes yet
         _STORES.add(self)
 
     # -- connection management -------------------------------------------------------
@@ -127,6 +133,12 @@ class SQLiteStore(SQLiteAdmin):
         self._forked = False
 
     def close(self) -> None:
+        if self._codes_pending and not self.readonly:
+            try:  # leave the sqlite-vec table complete for the sqlite3 CLI, if it is quick
+                self.catch_up_codes(CLOSE_CATCH_UP_ROWS, timeout=CLOSE_CATCH_UP_WAIT_S)
+            except Exception as exc:  # noqa: BLE001 - derived data: the next writer catches up
+                log.warning("semcache: closing %s: entry_codes not caught up (%s)", self.path,
+                            exc)
         with self._mutex:
             self.lock.close()
             self._claims.close()
@@ -254,13 +266,48 @@ class SQLiteStore(SQLiteAdmin):
         return ids, parts, expires, codes, seq, token
 
     def knn(self, code: bytes, partition_id: int, now: float, k: int) -> list[tuple[int, int]]:
-        """Hamming k-nearest codes in one partition, unexpired, searched by sqlite-vec."""
+        """Hamming k-nearest codes in one partition, unexpired: sqlite-vec's search of
+        ``entry_codes``, merged with a direct scan of the entries it does not hold yet (above
+        ``codes_through``, at most ~CODES_LAG_MAX), both read from one snapshot."""
         with self._mutex, translated(self.path):
             self._check_fork()
-            return [(int(i), int(d)) for i, d in self._conn.execute(
-                "SELECT entry_id, distance FROM entry_codes WHERE code MATCH vec_bit(?) "
-                "AND k = ? AND partition_id = ? AND expires_at > ?",
-                (code, k, partition_id, int(now)))]
+            with self._conn:  # one read transaction: the mark and both searches agree
+                through = self._scalar(_CODES_THROUGH, "sync_state.codes_through")
+                found = [(int(i), int(d)) for i, d in self._conn.execute(
+                    "SELECT entry_id, distance FROM entry_codes WHERE code MATCH vec_bit(?) "
+                    "AND k = ? AND partition_id = ? AND expires_at > ?",
+                    (code, k, partition_id, int(now)))]
+                # expires_at > floor(now) is the vec0 filter's ceil(expires_at) > floor(now)
+                tail = self._conn.execute(
+                    "SELECT id, code FROM entries WHERE id > ? AND partition_id = ? AND "
+                    f"length(code) = {CODE_BYTES} AND (expires_at IS NULL OR expires_at > ?)",
+                    (through, partition_id, int(now))).fetchall()
+        if not tail:
+            return found
+        codes = np.frombuffer(b"".join(c for _, c in tail), dtype=np.uint8).reshape(
+            len(tail), CODE_BYTES)
+        query = np.frombuffer(code, dtype=np.uint8)
+        distances = np.bitwise_count(codes ^ query).sum(axis=1, dtype=np.int64).tolist()
+        merged = found + [(int(i), d) for (i, _), d in zip(tail, distances, strict=True)]
+        merged.sort(key=lambda hit: hit[1])  # stable: sqlite-vec's order among its ties
+        return merged[:k]
+
+    def catch_up_codes(self, limit: int | None = None, timeout: float | None = 0.0) -> int:
+        """Write pending entry_codes rows (at most ``limit``) if the write lock is free
+        within ``timeout`` seconds; returns how many were written (0 if the lock was busy).
+        Called by the flush timer of a process that wrote, by close() and by vacuum."""
+        if self.readonly or not self.lock.acquire(timeout=timeout):
+            return 0
+        try:
+            with self.write() as txn:
+                return txn.catch_up_codes(limit)
+        finally:
+            self.lock.release()
+
+    @property
+    def codes_pending(self) -> bool:
+        """True when this process wrote entries whose entry_codes rows may still be due."""
+        return self._codes_pending
 
     def search(self, code: bytes, vector: np.ndarray, partition_id: int, now: float,
                k: int) -> list[tuple[EntryRow, float]]:

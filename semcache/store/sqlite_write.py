@@ -4,14 +4,22 @@ Every operation also records, in :class:`~semcache.store.base.Changes`, what the
 must replay once the transaction committed.
 
 Inserts are batched: ``put_many`` of n entries runs one probe for existing keys, one
-``executemany`` INSERT (RETURNING the new ids) and one ``executemany`` into the sqlite-vec
-table, instead of five statements per entry. A single put runs four statements: probe the
-key (a SELECT, cheaper than a DELETE when the key is new, as it usually is), look the
-partition up, INSERT, and the vec0 row when the entry has a code.
+partition lookup and one ``executemany`` INSERT, instead of five statements per entry. A
+single put runs three statements: probe the key (a SELECT, cheaper than a DELETE when the key
+is new, as it usually is), look the partition up, INSERT.
+
+The sqlite-vec table ``entry_codes`` (used only by the SQL search and the sqlite3 CLI) is not
+written by the INSERT: its rows cost ~6-10 us each plus several WAL pages per put, and they
+are written in id order, in batches, by :meth:`WriteTxn.catch_up_codes`, which moves
+``sync_state.codes_through`` in the same transaction. A write that leaves more than
+``CODES_LAG_MAX`` entries behind catches up at once; the flush timer of a process that wrote,
+``close()`` and ``vacuum`` catch up too. The SQL search scans the entries above the mark
+directly, so an entry is searchable the moment its put returns (docs/schema.md).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -33,6 +41,8 @@ from semcache.store.schema import write_settings
 if TYPE_CHECKING:
     from semcache.store.sqlite import SQLiteStore
 
+log = logging.getLogger("semcache")
+
 _INSERT = (
     "INSERT INTO entries (key_hash, namespace, partition_id, prompt, response, metadata, size, "
     "tokens, created_at, accessed_at, expires_at, ttl, code, vector, hits, key_material) "
@@ -43,6 +53,13 @@ _INSERT_CODE = (
     "VALUES (?, ?, ?, vec_bit(?))"
 )
 _KEY_ID = "SELECT id FROM entries WHERE key_hash = ?"
+_CODES_THROUGH = "SELECT codes_through FROM sync_state WHERE id = 1"
+#: Bytes of a code in entry_codes (BIT[256] in migration 0001).
+CODE_BYTES = 32
+#: Entries with a code that may wait for their entry_codes row; a write that leaves more
+#: behind catches them all up in its own transaction. It bounds the rows the SQL search
+#: scans directly (~20k: a few tens of milliseconds) when entry_codes is behind.
+CODES_LAG_MAX = 20_000
 #: Keys probed per statement when a batch looks for entries it replaces.
 _KEYS_PER_PROBE = 500
 
@@ -185,10 +202,50 @@ class WriteTxn:
             (i, row[2], e.expires_at, e.code)
             for i, row, e in zip(ids, rows, entries, strict=True) if e.code is not None]
         if added:
-            self._conn.executemany(_INSERT_CODE, [(i, pid, expires_to_int(exp), code)
-                                                  for i, pid, exp, code in added])
+            # The entry_codes rows are written later, in batches (see catch_up_codes).
             self.changes.added.extend(added)
+            self._store._codes_pending = True
+            if ids[-1] - self.codes_through() > CODES_LAG_MAX:
+                self._catch_up_guarded()
         return ids
+
+    # -- the sqlite-vec table, caught up in batches -----------------------------------------
+
+    def codes_through(self) -> int:
+        """The id up to which every entry with a code has its entry_codes row."""
+        return self._store._scalar(_CODES_THROUGH, "sync_state.codes_through")
+
+    def catch_up_codes(self, limit: int | None = None) -> int:
+        """Write the entry_codes rows of the entries above ``codes_through`` (at most
+        ``limit``, in id order) and move the mark; returns how many were written."""
+        through = self.codes_through()
+        rows = self._conn.execute(
+            "SELECT id, partition_id, expires_at, code FROM entries WHERE id > ? AND "
+            f"code IS NOT NULL AND length(code) = {CODE_BYTES} ORDER BY id LIMIT ?",
+            (through, -1 if limit is None else limit)).fetchall()
+        if rows:
+            self._conn.executemany(_INSERT_CODE, [(i, p, expires_to_int(e), c)
+                                                  for i, p, e, c in rows])
+        if limit is not None and len(rows) == limit:
+            mark = int(rows[-1][0])
+        else:  # everything above the mark is written: the mark covers every id
+            top = self._conn.execute("SELECT max(id) FROM entries").fetchall()[0][0]
+            mark = max(through, int(top or 0))
+            self._store._codes_pending = False
+        if mark != through:
+            self._conn.execute("UPDATE sync_state SET codes_through = ? WHERE id = 1", (mark,))
+        return len(rows)
+
+    def _catch_up_guarded(self) -> None:
+        """:meth:`catch_up_codes` inside a put: a failure (an entry_codes row made by hand
+        ahead of the mark) is rolled back alone and logged; the put goes on (``semcache
+        vacuum`` repairs the table)."""
+        try:
+            with self._conn:  # a savepoint inside the write transaction
+                self.catch_up_codes()
+        except apsw.Error as exc:
+            log.warning("semcache: %s: could not catch up the entry_codes table (%s); "
+                        "run `semcache vacuum` to repair it", self._store.path, exc)
 
     def _insert_rows(self, rows: list[tuple[Any, ...]]) -> list[int]:
         """INSERT the rows; returns their ids. Inside our write transaction AUTOINCREMENT
@@ -250,7 +307,12 @@ class WriteTxn:
         return n
 
     def repair_codes(self) -> tuple[int, int]:
-        """Make entry_codes match entries (after hand-made SQL): (orphans removed, added)."""
+        """Catch entry_codes up, then make it match entries (after hand-made SQL):
+        (orphans removed, missing rows added)."""
+        ahead = self._conn.execute("SELECT entry_id FROM entry_codes WHERE entry_id > ?",
+                                   (self.codes_through(),)).fetchall()
+        self._conn.executemany("DELETE FROM entry_codes WHERE entry_id = ?", ahead)
+        self.catch_up_codes()
         orphans = self._conn.execute(
             "SELECT entry_id FROM entry_codes WHERE entry_id NOT IN (SELECT id FROM entries)"
         ).fetchall()
@@ -260,7 +322,7 @@ class WriteTxn:
             "AND id NOT IN (SELECT entry_id FROM entry_codes)").fetchall()
         self._conn.executemany(_INSERT_CODE,
                                [(i, p, expires_to_int(e), c) for i, p, e, c in missing])
-        return len(orphans), len(missing)
+        return len(orphans) + len(ahead), len(missing)
 
     def purge_expired(self, now: float) -> int:
         return len(self._delete_where("expires_at IS NOT NULL AND expires_at <= ?", (now,)))
