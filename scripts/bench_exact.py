@@ -12,7 +12,9 @@ What is timed (1 KB string responses; results in benchmarks/results/exact.json):
 * ``put_many`` of vectors (384-d, responses = their row number) into a fresh semantic file,
   in batches, against the batched SQLite floor: the very rows ``put_many`` stores, inserted
   with ``executemany`` into the same schema (triggers, indexes, the sqlite-vec table) in one
-  transaction per batch, with no validation or encoding.
+  transaction per batch, with no validation or encoding. ``put_many`` leaves the sqlite-vec
+  rows to a later catch-up (docs/schema.md); the figure "incl. sqlite-vec catch-up" adds
+  that catch-up, timed right after the calls, so it does the floor's whole work.
 
 Fairness: every system is timed in its own blocks (a whole pass over the keys, or a whole
 bulk load), the blocks of the systems alternate in a rotating order, and there are
@@ -228,6 +230,9 @@ def bench_put_many(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     template = str(tmp / "bulk-template.db")
     with semcache.open(template, dim=DIM, max_entries=None, ttl=None) as cache:
         cache.put_many([(vecs[i], i) for i in range(args.bulk)])
+        catch_up = getattr(cache._store, "catch_up_codes", None)  # absent before schema 5
+        if catch_up is not None:
+            catch_up(None, timeout=None)  # the sqlite-vec rows, written later
         rows = cache._store._query(f"SELECT {_ROW_COLUMNS} FROM entries ORDER BY id")
         codes = cache._store._query("SELECT entry_id, partition_id, expires_at, code "
                                     "FROM entry_codes ORDER BY entry_id")
@@ -243,14 +248,21 @@ def bench_put_many(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         semcache.open(path, dim=DIM, max_entries=None, ttl=None).close()  # schema, settings
         return path
 
-    def semcache_block() -> float:
+    def semcache_block() -> tuple[float, float]:
+        """(entries/s of the put_many calls, entries/s once the deferred sqlite-vec rows are
+        written too: the same work as the floor's)."""
         path = fresh("semcache")
         with semcache.open(path, dim=DIM, max_entries=None, ttl=None) as cache:
             t0 = time.perf_counter()
             for start in range(0, args.bulk, args.batch):
                 cache.put_many([(vecs[i], i) for i in range(start, min(start + args.batch,
                                                                         args.bulk))])
-            return args.bulk / (time.perf_counter() - t0)
+            t1 = time.perf_counter()
+            catch_up = getattr(cache._store, "catch_up_codes", None)
+            if catch_up is not None:
+                catch_up(None, timeout=None)
+            t2 = time.perf_counter()
+        return args.bulk / (t1 - t0), args.bulk / (t2 - t0)
 
     def floor_block() -> float:
         import apsw
@@ -275,13 +287,20 @@ def bench_put_many(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         conn.close()
         return rate
 
-    systems = {"semcache": semcache_block, "sqlite floor": floor_block}
-    rec = {n: Recorder(args.runs) for n in systems}
+    names = ["semcache", "sqlite floor"]
+    rec = {n: Recorder(args.runs) for n in [*names, "semcache incl. sqlite-vec catch-up"]}
     for run in range(args.runs):
         for block in range(args.bulk_blocks):
-            for name in rotated(list(systems), run * args.bulk_blocks + block):
-                rec[name].loads.append(_load1())
-                rec[name].add(run, [systems[name]()])
+            for name in rotated(names, run * args.bulk_blocks + block):
+                load = _load1()
+                if name == "semcache":
+                    calls, with_catch_up = semcache_block()
+                    rec["semcache"].add(run, [calls])
+                    rec["semcache incl. sqlite-vec catch-up"].add(run, [with_catch_up])
+                    rec["semcache incl. sqlite-vec catch-up"].loads.append(load)
+                else:
+                    rec[name].add(run, [floor_block()])
+                rec[name].loads.append(load)
     out = {n: r.rate() for n, r in rec.items()}
     own, floor = out["semcache"], out["sqlite floor"]
     per_run = [a / b for a, b in zip(own["run_medians"], floor["run_medians"], strict=True)]
