@@ -103,7 +103,7 @@ class Cache(CacheAdmin):
         self._clock = clock
         self._gate = Gate(store.location)
         self._batcher = HitBatcher(store, getattr(search, "apply", None), clock,
-                                   background=_background_work(store))
+                                   background=_background_work(store) if search else None)
         self._pipeline = LookupPipeline(
             store=store, search=search, embedder=None if hash_only else identity.embedder,
             dim=identity.dim, batcher=self._batcher, clock=clock,
