@@ -5,7 +5,9 @@ diskcache on the same load.
 Each process writes its own ``--puts`` keys (a ~400-byte JSON value each), then reads
 ``--gets`` random keys written by any process (all present: every get is a hit). The
 processes start together on a barrier; throughput is all operations of a phase divided by
-the wall time of the slowest process in it. semcache runs its exact tier (``hash_only``:
+the wall time of the slowest process in it. Each library runs in its own block on fresh
+files, the two alternate (which goes first swaps from run to run), ``--runs`` runs per
+point (3): medians, ranges and the load average at each block are reported. semcache runs its exact tier (``hash_only``:
 no embedding, the same key-value work diskcache does); both use SQLite in WAL mode with
 synchronous=NORMAL. Results go to benchmarks/results/concurrency.json.
 """
@@ -19,6 +21,7 @@ import os
 import platform
 import random
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -119,12 +122,49 @@ def run(lib: str, procs: int, puts: int, gets: int, workdir: str) -> dict[str, A
     }
 
 
+def _summary(values: list[float], loads: list[float]) -> dict[str, Any]:
+    return {"median": round(float(statistics.median(values))), "runs": [round(v) for v in values],
+            "range": [round(min(values)), round(max(values))],
+            "loadavg_1min": {"min": min(loads), "max": max(loads),
+                             "mean": round(statistics.fmean(loads), 2)}}
+
+
+def measure(procs: int, args: argparse.Namespace, workdir: str) -> dict[str, Any]:
+    """Both libraries at one process count: ``--runs`` runs, each library in its own block
+    (fresh files), the order alternating from run to run."""
+    libs = ["semcache", "diskcache"]
+    raw: dict[str, dict[str, list[float]]] = {
+        lib: {"put": [], "get": [], "load": [], "misses": []} for lib in libs}
+    for run_no in range(args.runs):
+        for lib in (libs if run_no % 2 == 0 else libs[::-1]):
+            shutil.rmtree(workdir, ignore_errors=True)
+            os.makedirs(workdir)
+            raw[lib]["load"].append(round(os.getloadavg()[0], 2))
+            r = run(lib, procs, args.puts, args.gets, workdir)
+            raw[lib]["put"].append(r["put_ops_per_s"])
+            raw[lib]["get"].append(r["get_ops_per_s"])
+            raw[lib]["misses"].append(r["misses"])
+    point: dict[str, Any] = {"processes": procs}
+    for lib in libs:
+        rec = raw[lib]
+        point[lib] = {"put_ops_per_s": _summary(rec["put"], rec["load"]),
+                      "get_ops_per_s": _summary(rec["get"], rec["load"]),
+                      "misses": int(sum(rec["misses"]))}
+    for op in ("put", "get"):
+        mine, theirs = raw["semcache"][op], raw["diskcache"][op]
+        per_run = [a / b for a, b in zip(mine, theirs, strict=True)]
+        point[f"{op}_ratio"] = {
+            "median": round(statistics.median(mine) / statistics.median(theirs), 2),
+            "range": [round(min(per_run), 2), round(max(per_run), 2)]}
+    return point
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--procs", type=int, nargs="+", default=[1, 2, 4, 8])
     ap.add_argument("--puts", type=int, default=2000, help="puts per process")
     ap.add_argument("--gets", type=int, default=10000, help="gets per process")
-    ap.add_argument("--repeat", type=int, default=1, help="runs per point (best kept)")
+    ap.add_argument("--runs", type=int, default=3, help="runs per point (median and range)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "concurrency.json"))
     args = ap.parse_args(argv)
     try:
@@ -137,38 +177,30 @@ def main(argv: list[str] | None = None) -> int:
     import semcache
 
     workdir = tempfile.mkdtemp(prefix="semcache-conc-")
+    load_start = [round(x, 2) for x in os.getloadavg()]
     rows: list[dict[str, Any]] = []
     try:
         for procs in args.procs:
-            point: dict[str, Any] = {"processes": procs}
-            for lib in ("semcache", "diskcache"):
-                best: dict[str, Any] | None = None
-                for _ in range(args.repeat):
-                    shutil.rmtree(workdir, ignore_errors=True)
-                    os.makedirs(workdir)
-                    r = run(lib, procs, args.puts, args.gets, workdir)
-                    if best is None or r["put_ops_per_s"] + r["get_ops_per_s"] > \
-                            best["put_ops_per_s"] + best["get_ops_per_s"]:
-                        best = r
-                assert best is not None
-                point[lib] = {k: best[k] for k in ("put_ops_per_s", "get_ops_per_s", "misses")}
-            point["put_ratio"] = round(point["semcache"]["put_ops_per_s"]
-                                       / point["diskcache"]["put_ops_per_s"], 2)
-            point["get_ratio"] = round(point["semcache"]["get_ops_per_s"]
-                                       / point["diskcache"]["get_ops_per_s"], 2)
+            point = measure(procs, args, workdir)
             rows.append(point)
-            print(f"{procs} proc: semcache put {point['semcache']['put_ops_per_s']}/s "
-                  f"get {point['semcache']['get_ops_per_s']}/s | diskcache put "
-                  f"{point['diskcache']['put_ops_per_s']}/s get "
-                  f"{point['diskcache']['get_ops_per_s']}/s | ratio put {point['put_ratio']} "
-                  f"get {point['get_ratio']}", flush=True)
+            s, d = point["semcache"], point["diskcache"]
+            print(f"{procs} proc: semcache put {s['put_ops_per_s']['median']}/s "
+                  f"get {s['get_ops_per_s']['median']}/s | diskcache put "
+                  f"{d['put_ops_per_s']['median']}/s get {d['get_ops_per_s']['median']}/s | "
+                  f"ratio put {point['put_ratio']['median']} {point['put_ratio']['range']} "
+                  f"get {point['get_ratio']['median']} {point['get_ratio']['range']} | load "
+                  f"{s['put_ops_per_s']['loadavg_1min']['mean']}", flush=True)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     report = {
-        "what": "ops/s over all processes on one file; ratio = semcache / diskcache",
-        "puts_per_process": args.puts, "gets_per_process": args.gets,
+        "what": "ops/s over all processes on one file; ratio = semcache / diskcache; "
+                "median of the runs, range = lowest and highest per-run value",
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "puts_per_process": args.puts, "gets_per_process": args.gets, "runs": args.runs,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "platform": platform.platform(), "sqlite": apsw.sqlite_lib_version()},
+                    "platform": platform.platform(), "sqlite": apsw.sqlite_lib_version(),
+                    "loadavg_start": load_start,
+                    "loadavg_end": [round(x, 2) for x in os.getloadavg()]},
         "versions": {"semcache": semcache.__version__, "diskcache": diskcache.__version__},
         "rows": rows,
     }

@@ -21,14 +21,19 @@ import threading
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
 from semcache.errors import CacheFileError
 from semcache.store.base import AccessUpdate, Changes, EntryRow, Store, StoreTxn
 
 log = logging.getLogger("semcache")
 
+T = TypeVar("T")
+
 #: Batched updates are written at least this often (seconds).
 FLUSH_INTERVAL = 1.0
+#: Counter of each kind of hit.
+_HIT_COUNTERS = {"exact": "exact_hits", "semantic": "semantic_hits"}
 #: Past this many pending entries, updates are dropped rather than held (~100 B each).
 MAX_PENDING = 100_000
 
@@ -50,16 +55,23 @@ class HitBatcher:
     """Pending access updates and counters of one :class:`~semcache.Cache`."""
 
     def __init__(self, store: Store, on_commit: Callable[[Changes], None] | None,
-                 clock: Callable[[], float]) -> None:
+                 clock: Callable[[], float],
+                 background: Callable[[], object] | None = None) -> None:
         self._store = store
         self._on_commit = on_commit
         self._clock = clock
+        # Deferred derived work of the engine (SQLite: entry_codes rows), done by the flush
+        # timer of a process that wrote; it never waits for the write lock.
+        self._background = background
         self._lock = threading.Lock()
         self._access: dict[int, AccessUpdate] = {}
         self._counts: dict[str, int] = {}
         self._last_flush = clock()
         self._warned = False
         self._timer: _FlushTimer | None = None
+        self._timer_running = False
+        self._stopped = False
+        _BATCHERS.add(self)
 
     # -- recording -----------------------------------------------------------------------
 
@@ -69,22 +81,31 @@ class HitBatcher:
             expires = row.expires_at
             update = self._access.get(row.id)
             if update is None:
-                update = self._access[row.id] = AccessUpdate(accessed_at=now)
-            elif update.expires_at is not None and expires is not None:
-                expires = max(expires, update.expires_at)
+                update = self._access[row.id] = AccessUpdate(now)
+            else:
+                if update.expires_at is not None and expires is not None:
+                    expires = max(expires, update.expires_at)
+                if now > update.accessed_at:
+                    update.accessed_at = now
             if row.ttl is not None and refresh:
                 expires = update.expires_at = now + row.ttl
-            update.accessed_at = max(update.accessed_at, now)
             update.hits += 1
-            self._add({"hits": 1, f"{kind}_hits": 1, "tokens_saved": row.tokens})
-        self._ensure_timer()
+            counts = self._counts
+            counts["hits"] = counts.get("hits", 0) + 1
+            name = _HIT_COUNTERS.get(kind) or f"{kind}_hits"
+            counts[name] = counts.get(name, 0) + 1
+            if row.tokens:
+                counts["tokens_saved"] = counts.get("tokens_saved", 0) + row.tokens
+        if not self._timer_running:
+            self._ensure_timer()
         return expires
 
     def count(self, **deltas: int) -> None:
         """Counters outside any write (misses, guard rejections)."""
         with self._lock:
             self._add(deltas)
-        self._ensure_timer()
+        if not self._timer_running:
+            self._ensure_timer()
 
     def _add(self, deltas: dict[str, int]) -> None:
         for name, value in deltas.items():
@@ -111,7 +132,14 @@ class HitBatcher:
     def _restore(self, access: dict[int, AccessUpdate], counts: dict[str, int]) -> None:
         with self._lock:
             for entry_id, update in access.items():
-                self._access.setdefault(entry_id, update)
+                newer = self._access.get(entry_id)
+                if newer is None:
+                    self._access[entry_id] = update
+                else:  # hit again since it was taken: keep both hits' effects
+                    newer.hits += update.hits
+                    newer.accessed_at = max(newer.accessed_at, update.accessed_at)
+                    if update.expires_at is not None:
+                        newer.expires_at = max(newer.expires_at or 0.0, update.expires_at)
             self._add(counts)
             if len(self._access) > MAX_PENDING:
                 self._drop_oldest(len(self._access) - MAX_PENDING)
@@ -145,6 +173,39 @@ class HitBatcher:
             raise
         self._last_flush = self._clock()
 
+    def run(self, work: Callable[[BatchedWrite], T], timeout: float | None = None) -> T:
+        """``work`` inside :meth:`write`'s transaction; returns what it returns. The same
+        as ``with batcher.write() as w: return work(w)`` without a generator-based context
+        manager around it (puts come this way)."""
+        access, counts = self._take()
+        try:
+            with self._store.write(on_commit=self._on_commit, timeout=timeout) as txn:
+                if access:
+                    txn.apply_access(access)
+                batch = BatchedWrite(txn)
+                result = work(batch)
+                merged = dict(counts)
+                for name, value in batch.counts.items():
+                    merged[name] = merged.get(name, 0) + value
+                txn.add_counters(merged)
+        except BaseException:
+            self._restore(access, counts)
+            raise
+        self._last_flush = self._clock()
+        if self._background is not None and not self._timer_running:
+            self._ensure_timer()
+        return result
+
+    def background(self) -> None:
+        """The engine's deferred work, if any (from the flush timer; never raises)."""
+        if self._background is None:
+            return
+        try:
+            self._background()
+        except CacheFileError as exc:
+            log.debug("semcache: %s: deferred index work postponed (%s)",
+                      self._store.location, exc)
+
     def flush(self, timeout: float | None) -> bool:
         """Write the batch now; False when the write lock stayed busy for ``timeout``."""
         if not self.pending or self._store.readonly:
@@ -160,7 +221,7 @@ class HitBatcher:
 
     def maybe_flush(self, now: float) -> None:
         """Flush if the batch is due, never waiting and never raising (reads call this)."""
-        if not self.pending or now - self._last_flush < FLUSH_INTERVAL:
+        if now - self._last_flush < FLUSH_INTERVAL or not self.pending:
             return
         self.try_flush()
 
@@ -182,17 +243,27 @@ class HitBatcher:
     # -- background timer ------------------------------------------------------------------
 
     def _ensure_timer(self) -> None:
-        timer = self._timer
-        if timer is None or timer.pid != os.getpid() or not timer.is_alive():
-            with self._lock:
-                if self._timer is timer:
-                    self._timer = _FlushTimer(self)
-                    self._timer.start()
+        """Start the flush timer of this process unless it runs (``_timer_running`` is the
+        cheap check on every hit: the timer clears it when it ends, and a forked child's
+        batchers are reset by :func:`_after_fork`, since the child has no threads)."""
+        with self._lock:
+            if self._timer_running or self._stopped:
+                return
+            timer = self._timer = _FlushTimer(self)
+            self._timer_running = True
+        timer.start()
 
     def stop(self) -> None:
-        timer = self._timer
+        with self._lock:
+            self._stopped = True
+            timer, self._timer = self._timer, None
         if timer is not None and timer.pid == os.getpid():
             timer.stop()
+
+    def _forked(self) -> None:
+        self._lock = threading.Lock()  # a thread of the parent may have held it
+        self._timer = None
+        self._timer_running = False
 
 
 class _FlushTimer(threading.Thread):
@@ -206,16 +277,37 @@ class _FlushTimer(threading.Thread):
         self._stopped = threading.Event()
 
     def run(self) -> None:
-        while not self._stopped.wait(FLUSH_INTERVAL):
+        try:
+            while not self._stopped.wait(FLUSH_INTERVAL):
+                batcher = self._batcher()
+                if batcher is None:
+                    return
+                if batcher.pending:
+                    batcher.try_flush()
+                batcher.background()
+                del batcher
+        except Exception as exc:  # noqa: BLE001 - the next hit starts a new timer
+            log.warning("semcache: the batched-hit flush timer stopped (%s)", exc)
+        finally:
             batcher = self._batcher()
-            if batcher is None:
-                return
-            if batcher.pending:
-                batcher.try_flush()
-            del batcher
+            if batcher is not None and batcher._timer is self:
+                batcher._timer_running = False
 
     def stop(self) -> None:
         self._stopped.set()
+
+
+#: Every live batcher of this process, so that a forked child can reset their timers.
+_BATCHERS: weakref.WeakSet[HitBatcher] = weakref.WeakSet()
+
+
+def _after_fork() -> None:
+    for batcher in list(_BATCHERS):
+        batcher._forked()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)
 
 
 __all__ = ["FLUSH_INTERVAL", "BatchedWrite", "HitBatcher"]

@@ -67,8 +67,9 @@ class _KeyLocks:
 class Claim:
     """The right to fetch one request's answer (see :meth:`semcache.Cache.claim`).
 
-    ``waited`` is True when another caller held it first: look the cache up again before
-    calling the model. ``held`` is False when waiting timed out: fetch anyway.
+    ``waited`` is True when another caller held it first, or when an answer for the key was
+    stored between the caller's miss and its claim: look the cache up again before calling
+    the model. ``held`` is False when waiting timed out: fetch anyway.
     Release it (or leave the ``with`` block) once the answer is stored or the call failed.
     """
 
@@ -118,7 +119,16 @@ class Coalescer:
                 return Claim(self, key, False, True, False)
             time.sleep(pause)
             pause = min(pause * 2, _POLL_MAX_S)
+        # An identical request may have been fetched and stored between our miss and now:
+        # its entry exists, so the caller must look again (it counts as having waited).
+        waited = waited or self._stored(key)
         return Claim(self, key, True, waited, True)
+
+    def _stored(self, key: bytes) -> bool:
+        try:
+            return self._store.get_by_key(key) is not None
+        except SemcacheError:
+            return False
 
     def _engine_claim(self, key: bytes) -> bool:
         try:

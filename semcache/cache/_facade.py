@@ -29,16 +29,16 @@ from semcache.cache._batcher import HitBatcher
 from semcache.cache._coalesce import Claim, Coalescer
 from semcache.cache._gate import Gate
 from semcache.cache._identity import resolve_identity
-from semcache.cache._keys import prompt_key, request_key, vector_key
+from semcache.cache._keys import PromptKeys, prompt_key, request_key, vector_key
 from semcache.cache._pipeline import LookupPipeline, Query
 from semcache.cache._settings import CacheSettings
-from semcache.cache._writes import EntryFactory, write_entries
+from semcache.cache._writes import EntryFactory, is_vector, write_entries
 from semcache.cache.hit import Hit
 from semcache.embedders.base import Embedder
 from semcache.errors import ConfigurationError, InvalidInputError, InvalidTypeError
-from semcache.kernels.projection import BinaryEncoder, validate_vector
+from semcache.kernels.projection import BinaryEncoder, validate_vector, validate_vectors
 from semcache.store import open_store, remove_new_store
-from semcache.store.base import EntryFilter, NewEntry
+from semcache.store.base import EntryFilter, LocalCodeSource
 from semcache.validation import (
     UNSET,
     check_entry_id,
@@ -55,15 +55,6 @@ log = logging.getLogger("semcache")
 CLOSE_WAIT_S = 2.0
 
 _open_caches: weakref.WeakSet[Cache] = weakref.WeakSet()
-
-
-def is_vector(value: Any) -> bool:
-    """True for a numpy array or a non-empty list/tuple of plain numbers."""
-    if isinstance(value, str):
-        return False
-    return isinstance(value, np.ndarray) or (
-        isinstance(value, (list, tuple)) and bool(value)
-        and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in value))
 
 
 class Cache(CacheAdmin):
@@ -114,7 +105,8 @@ class Cache(CacheAdmin):
         self.hash_only = hash_only
         self._clock = clock
         self._gate = Gate(store.location)
-        self._batcher = HitBatcher(store, getattr(search, "apply", None), clock)
+        self._batcher = HitBatcher(store, getattr(search, "apply", None), clock,
+                                   background=_background_work(store) if search else None)
         self._pipeline = LookupPipeline(
             store=store, search=search, embedder=None if hash_only else identity.embedder,
             dim=identity.dim, batcher=self._batcher, clock=clock,
@@ -122,6 +114,8 @@ class Cache(CacheAdmin):
             guard=self._settings.guard)
         self._entries = EntryFactory(self._settings.tunables, identity.encoder)
         self._coalescer = Coalescer(store)
+        self._keys = PromptKeys()
+        self._namespace = self._settings.tunables().namespace  # fixed once opened
         _open_caches.add(self)
 
     # -- settings -------------------------------------------------------------------------
@@ -176,15 +170,22 @@ class Cache(CacheAdmin):
                                        self.hash_only)
 
     def _ns(self, namespace: str | None) -> str:
-        return self.namespace if namespace is None else check_namespace(namespace)
+        return self._namespace if namespace is None else check_namespace(namespace)
 
     def _vector(self, value: Any) -> np.ndarray:
         """Validate a vector against the pinned dimension; returns a unit float32 vector."""
+        return validate_vector(value, self._dim())
+
+    def _vectors(self, values: list[Any]) -> np.ndarray:
+        """:meth:`_vector` of each, as one (n, dim) array (identical rows, same errors)."""
+        return validate_vectors(values, self._dim())
+
+    def _dim(self) -> int:
         if self._identity.dim is None:
             raise ConfigurationError(
                 f"{self.location!r} has no pinned vector dimension (hash_only cache); "
                 "open it with dim= or an embedder to use vectors")
-        return validate_vector(value, self._identity.dim)
+        return self._identity.dim
 
     # -- lookups ----------------------------------------------------------------------------
 
@@ -194,9 +195,14 @@ class Cache(CacheAdmin):
 
         Returns a :class:`Hit` or None. Expired entries are never returned.
         """
-        with self._gate.enter():
-            return self._pipeline.run([self._query(prompt, self._ns(namespace))],
-                                      exact_only=exact_only or self.hash_only)[0]
+        with self._gate:
+            ns = self._namespace if namespace is None else check_namespace(namespace)
+            if type(prompt) is str:  # the common case, kept lean: no Query unless it misses
+                text, key = self._keys.key(prompt, ns)
+                return self._pipeline.run_key(key, ns, "", text,
+                                              exact_only=exact_only or self.hash_only)
+            return self._pipeline.run_one(self._query(prompt, ns),
+                                          exact_only=exact_only or self.hash_only)
 
     def get_many(self, prompts: Sequence[Any], *, namespace: str | None = None,
                  exact_only: bool = False) -> list[Hit | None]:
@@ -209,10 +215,10 @@ class Cache(CacheAdmin):
             return self._pipeline.run(queries, exact_only=exact_only or self.hash_only)
 
     def _query(self, prompt: Any, ns: str) -> Query:
-        if is_vector(prompt):
+        if type(prompt) is not str and is_vector(prompt):
             return Query(None, ns, "", vector=self._vector(prompt))
-        text = check_prompt(prompt)
-        return Query(prompt_key(text, ns), ns, "", text=text)
+        text, key = self._keys.key(prompt, ns)
+        return Query(key, ns, "", text)
 
     def lookup(self, key: bytes | str, *, text: str | None = None, scope: str = "",
                namespace: str | None = None, exact_only: bool = False) -> Hit | None:
@@ -248,42 +254,15 @@ class Cache(CacheAdmin):
                  ttl: Any = UNSET, namespace: str | None = None,
                  metadata: dict[str, Any] | None = None, tokens: int = 0) -> list[int]:
         """Store several (prompt, response) pairs in one transaction (all or nothing)."""
-        with self._gate.enter():
+        with self._gate:
             ns = self._ns(namespace)
             now = self._clock()
-            entries: list[NewEntry] = []
-            texts: list[tuple[NewEntry, str]] = []
-            for item in items:
-                if not isinstance(item, tuple) or len(item) != 2:
-                    raise InvalidTypeError(
-                        f"put_many takes (prompt, response) pairs; got {type(item).__name__}")
-                entry, text = self._prepare(item[0], item[1], ns, vector, ttl, metadata,
-                                            tokens, now)
-                entries.append(entry)
-                if text is not None:
-                    texts.append((entry, text))
+            entries, todo, texts = self._entries.prepare(
+                items, ns, vector=vector, ttl=ttl, metadata=metadata, tokens=tokens, now=now,
+                keys=self._keys, check_vectors=self._vectors)
             if texts and self._pipeline.semantic:  # embedding happens before the lock
-                self._entries.attach_all([e for e, _ in texts],
-                                         self._pipeline.embed([t for _, t in texts]))
+                self._entries.attach_all([entries[i] for i in todo], self._pipeline.embed(texts))
             return write_entries(self._batcher, entries, self.max_entries, now)
-
-    def _prepare(self, prompt: Any, response: Any, ns: str, vector: Any, ttl: Any,
-                 metadata: Any, tokens: int, now: float) -> tuple[NewEntry, str | None]:
-        """Validate and encode one put; returns the entry and the text still to embed."""
-        if is_vector(prompt):
-            if vector is not None:
-                raise InvalidInputError("pass the vector either as the prompt or as vector=")
-            unit = self._vector(prompt)
-            return self._entries.new_entry(
-                key=vector_key(prompt, ns), namespace=ns, scope="", prompt=None,
-                response=response, vector=unit, ttl=ttl, metadata=metadata, tokens=tokens,
-                now=now), None
-        text = check_prompt(prompt)
-        given = None if vector is None else self._vector(vector)
-        entry = self._entries.new_entry(
-            key=prompt_key(text, ns), namespace=ns, scope="", prompt=text, response=response,
-            vector=given, ttl=ttl, metadata=metadata, tokens=tokens, now=now)
-        return entry, (text if given is None else None)
 
     def store(self, key: bytes | str, response: Any, *, text: str | None = None,
               scope: str = "", namespace: str | None = None, ttl: Any = UNSET,
@@ -456,6 +435,22 @@ class Cache(CacheAdmin):
         from semcache.memoize import memoize
 
         return memoize(self, namespace=namespace, ttl=ttl, semantic=semantic)
+
+
+#: Pending entry_codes rows the flush timer writes per tick (~10-20 ms under the lock).
+TIMER_CATCH_UP_ROWS = 2048
+
+
+def _background_work(store: Any) -> Callable[[], object] | None:
+    """What the flush timer does for the engine: SQLite catches its sqlite-vec table up
+    with the entries this process wrote, a batch per tick, if the write lock is free."""
+    if not isinstance(store, LocalCodeSource) or store.readonly:
+        return None
+
+    def catch_up() -> object:
+        return store.catch_up_codes(TIMER_CATCH_UP_ROWS, 0.0) if store.codes_pending else 0
+
+    return catch_up
 
 
 def open(path: str | os.PathLike[str], **settings: Any) -> Cache:  # noqa: A001

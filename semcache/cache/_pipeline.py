@@ -88,6 +88,34 @@ class LookupPipeline:
         now = self.clock()
         self.batcher.maybe_flush(now)
         results = [self._exact(q, now) if q.key is not None else None for q in queries]
+        return self._finish(queries, results, now, exact_only)
+
+    def run_one(self, q: Query, *, exact_only: bool = False) -> Hit | None:
+        """:meth:`run` of one query, without the lists."""
+        now = self.clock()
+        self.batcher.maybe_flush(now)
+        if q.key is not None:
+            hit = self._exact(q, now)
+            if hit is not None:
+                return hit
+        return self._finish((q,), [None], now, exact_only)[0]
+
+    def run_key(self, key: bytes, namespace: str, scope: str, text: str | None, *,
+                exact_only: bool = False) -> Hit | None:
+        """One text query by its exact key: :meth:`run_one` that builds a :class:`Query`
+        only on a miss (the exact hit is the hot path of ``get`` and ``lookup``)."""
+        now = self.clock()
+        self.batcher.maybe_flush(now)
+        row = self.store.get_by_key(key)
+        if row is not None:
+            hit = self._serve_exact(row, namespace, scope, text, now)
+            if hit is not None:
+                return hit
+        return self._finish((Query(key, namespace, scope, text),), [None], now, exact_only)[0]
+
+    def _finish(self, queries: Sequence[Query], results: list[Hit | None], now: float,
+                exact_only: bool) -> list[Hit | None]:
+        """The semantic tier for the queries the exact tier missed, then the miss count."""
         if not exact_only:
             self._embed_missing(queries, results)
             for i, q in enumerate(queries):
@@ -117,17 +145,27 @@ class LookupPipeline:
     def _exact(self, q: Query, now: float) -> Hit | None:
         assert q.key is not None
         row = self.store.get_by_key(q.key)
-        if row is None or not self.alive(row, now):
+        return None if row is None else self._serve_exact(row, q.namespace, q.scope, q.text,
+                                                          now)
+
+    def _serve_exact(self, row: EntryRow, namespace: str, scope: str, text: str | None,
+                     now: float) -> Hit | None:
+        """The hit of the row found under the query's key, if it is alive and really
+        belongs to the query's namespace and scope."""
+        expires = row.expires_at
+        if expires is not None and expires <= now and not self._pending_alive(row.id, now):
             return None
         # The key already includes the namespace; checking the row too means an entry
         # imported or edited with a foreign key can never answer for another tenant/scope.
-        if row.namespace != q.namespace or row.partition_id != self.partition(q.namespace,
-                                                                              q.scope):
+        pid = self._partitions.get((namespace, scope))
+        if pid is None:
+            pid = self.partition(namespace, scope)
+        if row.namespace != namespace or row.partition_id != pid:
             log.warning("semcache: entry %d matches a key of namespace %r but belongs to "
-                        "namespace %r (another scope?): not served", row.id, q.namespace,
+                        "namespace %r (another scope?): not served", row.id, namespace,
                         row.namespace)
             return None
-        return self.make_hit(row, "exact", 1.0, now, q)
+        return self._hit(row, "exact", 1.0, now, scope, text)
 
     def _semantic(self, q: Query, now: float) -> Hit | None:
         assert q.vector is not None
@@ -187,22 +225,31 @@ class LookupPipeline:
     def alive(self, row: EntryRow, now: float) -> bool:
         if row.expires_at is None or row.expires_at > now:
             return True
-        pending = self.batcher.pending_expiry(row.id)
+        return self._pending_alive(row.id, now)
+
+    def _pending_alive(self, entry_id: int, now: float) -> bool:
+        """An expiry pushed out by a hit of this process that is not written yet."""
+        pending = self.batcher.pending_expiry(entry_id)
         return pending is not None and pending > now
 
     def make_hit(self, row: EntryRow, kind: HitKind, similarity: float, now: float,
                  q: Query) -> Hit:
         """Decode the entry and batch the hit's effects."""
+        return self._hit(row, kind, similarity, now, q.scope, q.text)
+
+    def _hit(self, row: EntryRow, kind: HitKind, similarity: float, now: float, scope: str,
+             text: str | None) -> Hit:
         try:
             response = self.responses.decode(row.id, row.response)
             metadata = None if row.metadata is None else decode_metadata(row.metadata)
         except (ZstdError, ValueError, TypeError) as exc:
             raise corrupt_entry(self.store.location, row.id, exc) from None
-        expires = self.batcher.record_hit(row, kind, now, self.refresh())
-        return Hit(response=response, kind=kind, similarity=similarity, entry_id=row.id,
-                   namespace=row.namespace, created_at=row.created_at, expires_at=expires,
-                   prompt=row.prompt, metadata=metadata, tokens=row.tokens, scope=q.scope,
-                   query=q.text)
+        # refresh_on_access only matters for entries with a ttl (most have none).
+        expires = self.batcher.record_hit(row, kind, now,
+                                          row.ttl is not None and self.refresh())
+        # Positional: a keyword call of this 12-field dataclass costs 3x as much.
+        return Hit(response, kind, similarity, row.id, row.namespace, row.created_at, expires,
+                   row.prompt, metadata, row.tokens, scope, text)
 
 
 def query_hash(text: str) -> bytes:

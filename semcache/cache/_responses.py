@@ -6,10 +6,13 @@ import threading
 from collections import OrderedDict
 from typing import Any
 
-from semcache.store.codecs import decompress_response, loads
+from semcache.store.codecs import decompress_response, loads, orjson_exact
 
 #: Bytes of decompressed responses kept per process.
 RESPONSE_MEMO_BYTES = 32 * 1024 * 1024
+
+#: Decoded JSON values that no caller can change: these are handed out as they are.
+_IMMUTABLE = (str, int, float, bool, type(None))
 
 
 class ResponseMemo:
@@ -17,33 +20,48 @@ class ResponseMemo:
 
     An entry's content never changes under its id (a replacement gets a new id and the
     store still decides whether the id is alive), so a repeated hit can skip zstd.
-    Values are decoded afresh on every hit: callers may mutate what they get.
+    Lists and dicts are decoded afresh on every hit (callers may mutate what they get);
+    strings, numbers, booleans and null are immutable and kept decoded.
+
+    A repeated hit reads the memo without taking its lock: ``dict.get`` and
+    ``OrderedDict.move_to_end`` are single atomic operations, and an item evicted by
+    another thread meanwhile only costs its recency update.
     """
 
     def __init__(self, budget: int = RESPONSE_MEMO_BYTES) -> None:
-        self._items: OrderedDict[int, bytes] = OrderedDict()
+        # entry id -> (JSON size in bytes, the JSON if it must be decoded again, the value,
+        # or for JSON decoded again whether orjson decodes it exactly: see codecs.loads)
+        self._items: OrderedDict[int, tuple[int, bytes | None, Any]] = OrderedDict()
         self._bytes = 0
         self._budget = budget
         self._lock = threading.Lock()
 
     def decode(self, entry_id: int, blob: bytes) -> Any:
-        with self._lock:
-            raw = self._items.get(entry_id)
-            if raw is not None:
-                self._items.move_to_end(entry_id)
-        if raw is None:
+        item = self._items.get(entry_id)
+        if item is None:
             raw = decompress_response(blob)
-            self._remember(entry_id, raw)
-        return loads(raw)
+            exact = orjson_exact(raw)
+            value = loads(raw, exact)
+            if type(value) in _IMMUTABLE:
+                self._remember(entry_id, (len(raw), None, value))
+            else:
+                self._remember(entry_id, (len(raw), raw, exact))
+            return value
+        try:
+            self._items.move_to_end(entry_id)
+        except KeyError:
+            pass  # evicted by another thread since the get: it stays evicted
+        _, json_bytes, value = item
+        return value if json_bytes is None else loads(json_bytes, value)
 
-    def _remember(self, entry_id: int, raw: bytes) -> None:
+    def _remember(self, entry_id: int, item: tuple[int, bytes | None, Any]) -> None:
         with self._lock:
             if entry_id in self._items:
                 return
-            self._items[entry_id] = raw
-            self._bytes += len(raw)
+            self._items[entry_id] = item
+            self._bytes += item[0]
             while self._bytes > self._budget and self._items:
-                self._bytes -= len(self._items.popitem(last=False)[1])
+                self._bytes -= self._items.popitem(last=False)[1][0]
 
 
 __all__ = ["RESPONSE_MEMO_BYTES", "ResponseMemo"]

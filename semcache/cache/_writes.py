@@ -7,17 +7,28 @@ cross-process write lock while a model runs.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
 
 from semcache.cache._batcher import BatchedWrite, HitBatcher
+from semcache.cache._keys import PromptKeys, vector_keys
+from semcache.errors import InvalidInputError, InvalidTypeError
 from semcache.kernels.projection import BinaryEncoder
 from semcache.settings import Tunables
 from semcache.store.base import NewEntry
 from semcache.store.codecs import encode_metadata, encode_response, encode_vector
 from semcache.validation import UNSET, check_tokens, check_ttl
+
+
+def is_vector(value: Any) -> bool:
+    """True for a numpy array or a non-empty list/tuple of plain numbers."""
+    if isinstance(value, str):
+        return False
+    return isinstance(value, np.ndarray) or (
+        isinstance(value, (list, tuple)) and bool(value)
+        and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in value))
 
 
 class EntryFactory:
@@ -45,6 +56,74 @@ class EntryFactory:
             self.attach(entry, vector)
         return entry
 
+    def prepare(self, items: Iterable[Any], namespace: str, *, vector: Any, ttl: Any,
+                metadata: Any, tokens: Any, now: float, keys: PromptKeys,
+                check_vectors: Callable[[list[Any]], np.ndarray],
+                ) -> tuple[list[NewEntry], list[int], list[str]]:
+        """Validate and encode the ``(prompt, response)`` pairs of ``put_many``, in batch.
+
+        Returns the entries, and the positions and texts of those still to embed. What all
+        pairs share (ttl, metadata, tokens, a ``vector=``) is checked and encoded once;
+        prompts given as vectors are validated, normalized and encoded as one array.
+        """
+        pairs = _pairs(items)
+        if not pairs:
+            return [], [], []
+        texts, hashes, vector_at = self._prompts(pairs, namespace, vector, keys)
+        units = None
+        if vector_at:
+            given_vectors = [pairs[i][0] for i in vector_at]
+            units = check_vectors(given_vectors)  # validated before their keys are taken
+            for i, key in zip(vector_at, vector_keys(given_vectors, namespace), strict=True):
+                hashes[i] = key
+        given = check_vectors([vector])[0] if vector is not None else None
+        ttl_s = self.ttl_seconds(ttl)
+        expires = None if ttl_s is None else now + ttl_s
+        responses = [encode_response(r) for _, r in pairs]
+        meta = encode_metadata(metadata)
+        count = check_tokens(tokens)
+        keep_prompts = self._tunables().store_prompts
+        entries = [NewEntry(key, namespace, "", text if keep_prompts else None, response, meta,
+                            count, now, expires, ttl_s)
+                   for key, text, response in zip(hashes, texts, responses, strict=True)]
+        if units is not None:
+            self.attach_all([entries[i] for i in vector_at], units)
+        if given is not None:
+            self.attach_same([e for e, t in zip(entries, texts, strict=True) if t is not None],
+                             given)
+            return entries, [], []
+        todo = [(i, t) for i, t in enumerate(texts) if t is not None]
+        return entries, [i for i, _ in todo], [t for _, t in todo]
+
+    @staticmethod
+    def _prompts(pairs: list[tuple[Any, Any]], namespace: str, vector: Any, keys: PromptKeys,
+                 ) -> tuple[list[str | None], list[bytes], list[int]]:
+        """(texts, with None for vectors; exact keys; positions of the vector prompts)."""
+        texts: list[str | None] = []
+        hashes: list[bytes] = []
+        vector_at: list[int] = []
+        for i, (prompt, _) in enumerate(pairs):
+            if type(prompt) is not str and is_vector(prompt):
+                if vector is not None:
+                    raise InvalidInputError("pass the vector either as the prompt or as vector=")
+                vector_at.append(i)
+                texts.append(None)
+                hashes.append(b"")  # its key once the vector is validated
+            else:
+                text, key = keys.key(prompt, namespace)
+                texts.append(text)
+                hashes.append(key)
+        return texts, hashes, vector_at
+
+    def attach_same(self, entries: Sequence[NewEntry], vector: np.ndarray) -> None:
+        """Give every entry the same (validated unit) vector and its code."""
+        if self._encoder is None or not entries:
+            return
+        code = self._encoder.encode_unit(vector).tobytes()
+        blob = encode_vector(vector)
+        for entry in entries:
+            entry.code, entry.vector = code, blob
+
     def attach(self, entry: NewEntry, vector: np.ndarray) -> None:
         """Give an entry its code and stored vector (no-op without vectors in the file)."""
         if self._encoder is None:
@@ -53,12 +132,27 @@ class EntryFactory:
         entry.vector = encode_vector(vector)
 
     def attach_all(self, entries: Sequence[NewEntry], vectors: np.ndarray) -> None:
+        """Give each entry its (validated unit) vector and code, encoded as one batch."""
         if self._encoder is None or not len(entries):
             return
-        codes = self._encoder.encode_unit(vectors.reshape(len(entries), -1), single=False)
-        for entry, vector, code in zip(entries, vectors, codes, strict=True):
-            entry.code = code.tobytes()
-            entry.vector = encode_vector(vector)
+        n = len(entries)
+        vectors = vectors.reshape(n, -1)
+        codes = self._encoder.encode_unit(vectors, single=False).tobytes()
+        blob = np.ascontiguousarray(vectors, dtype="<f4").tobytes()  # encode_vector, all rows
+        code_size, row_size = len(codes) // n, len(blob) // n
+        for i, entry in enumerate(entries):
+            entry.code = codes[i * code_size:(i + 1) * code_size]
+            entry.vector = blob[i * row_size:(i + 1) * row_size]
+
+
+def _pairs(items: Iterable[Any]) -> list[tuple[Any, Any]]:
+    """The items of ``put_many`` as a list, each checked to be a (prompt, response) pair."""
+    pairs = items if isinstance(items, list) else list(items)
+    for item in pairs:
+        if not isinstance(item, tuple) or len(item) != 2:
+            raise InvalidTypeError(
+                f"put_many takes (prompt, response) pairs; got {type(item).__name__}")
+    return pairs
 
 
 def write_entries(batcher: HitBatcher, entries: Sequence[NewEntry],
@@ -66,11 +160,13 @@ def write_entries(batcher: HitBatcher, entries: Sequence[NewEntry],
     """Insert ``entries`` in one transaction, then evict down to ``max_entries``."""
     if not entries:
         return []
-    with batcher.write() as w:
-        ids = [w.txn.insert(e) for e in entries]
+    def work(w: BatchedWrite) -> list[int]:
+        ids = w.txn.insert_many(entries)
         w.count(puts=len(entries))
         enforce_limit(w, max_entries, now)
-    return ids
+        return ids
+
+    return batcher.run(work)
 
 
 def enforce_limit(w: BatchedWrite, max_entries: int | None, now: float) -> None:
@@ -86,4 +182,4 @@ def enforce_limit(w: BatchedWrite, max_entries: int | None, now: float) -> None:
         w.count(evictions=w.txn.evict_lru(excess - expired))
 
 
-__all__ = ["EntryFactory", "enforce_limit", "write_entries"]
+__all__ = ["EntryFactory", "enforce_limit", "is_vector", "write_entries"]

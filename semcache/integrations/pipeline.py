@@ -325,6 +325,15 @@ def claim_for(plan: Plan, wait: float = COALESCE_WAIT_S) -> Any | None:
         return None
 
 
+def recheck(plan: Plan, claim: Any) -> CachedAnswer | None:
+    """Look again once a claim is taken, when another caller fetched the same request
+    meanwhile (``claim.waited``: it held the claim, or its answer was stored between our
+    miss and our claim)."""
+    if claim is None or not claim.waited:
+        return None
+    return lookup(plan)
+
+
 async def claim_for_async(plan: Plan) -> Any | None:
     """:func:`claim_for` for the event loop: polls without waiting (``wait=0``) and sleeps
     with ``asyncio.sleep`` in between, so that waiting tasks never occupy the worker

@@ -207,6 +207,11 @@ class StoreTxn(Protocol):
         """Insert, replacing the entry with the same key; returns the new (larger) id."""
         ...
 
+    def insert_many(self, entries: Sequence[NewEntry]) -> list[int]:
+        """:meth:`insert` of each entry in order (a key given twice: the later one wins),
+        batched; returns their ids."""
+        ...
+
     def delete(self, where: EntryFilter) -> list[int]:
         """Delete the entries the filter selects; returns their ids."""
         ...
@@ -316,5 +321,15 @@ class LocalCodeSource(Store, Protocol):
 
     def check_code_index(self, code_rows: tuple[Any, ...]) -> tuple[dict[str, Any], list[str]]:
         """The engine's own code index (SQLite: the vec0 table) against ``code_rows``."""
+        ...
+
+    @property
+    def codes_pending(self) -> bool:
+        """True when entries this process wrote may not be in the engine's index yet."""
+        ...
+
+    def catch_up_codes(self, limit: int | None = None, timeout: float | None = 0.0) -> int:
+        """Index up to ``limit`` pending entries if the write lock is free within
+        ``timeout`` s; returns how many (the engine's search covers pending ones anyway)."""
         ...
 

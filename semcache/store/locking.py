@@ -59,7 +59,7 @@ class _FlockFile:
 
     def acquire(self, timeout: float) -> bool:
         fd = self._descriptor()
-        deadline = time.monotonic() + max(timeout, 0.0)
+        deadline = 0.0  # set on the first busy try: a free lock costs one syscall
         pause = 0.00005
         while True:
             try:
@@ -69,6 +69,8 @@ class _FlockFile:
                 pass
             except OSError as exc:
                 raise CacheFileError(f"cannot take the write lock {self.path!r}: {exc}") from exc
+            if not deadline:
+                deadline = time.monotonic() + max(timeout, 0.0)
             if time.monotonic() >= deadline:
                 return False
             time.sleep(pause)  # like SQLite's busy handler: poll with a short, growing pause
@@ -151,13 +153,17 @@ class WriteLock:
             self._file.release()
         self._thread.release()
 
-    @contextmanager
-    def hold(self, timeout: float | None = None) -> Iterator[None]:
+    def take(self, timeout: float | None = None) -> None:
+        """Acquire, or raise CacheFileError naming the lock when ``timeout`` runs out."""
         if not self.acquire(timeout):
             raise CacheFileError(
                 f"timed out after {self.timeout if timeout is None else timeout} s waiting for "
                 f"the write lock {self.path!r} (another process is writing)"
             )
+
+    @contextmanager
+    def hold(self, timeout: float | None = None) -> Iterator[None]:
+        self.take(timeout)
         try:
             yield
         finally:
@@ -179,11 +185,14 @@ class ReadOnlyLock:
     def release(self) -> None:
         raise RuntimeError("ReadOnlyLock is never held")
 
-    @contextmanager
-    def hold(self, timeout: float | None = None) -> Iterator[None]:
+    def take(self, timeout: float | None = None) -> None:
         raise ReadOnlyCacheError(f"cache file {self.path!r} is opened read-only; "
                                  "nothing can be written to it")
-        yield  # pragma: no cover - a generator for contextmanager
+
+    @contextmanager
+    def hold(self, timeout: float | None = None) -> Iterator[None]:
+        self.take(timeout)
+        yield  # pragma: no cover - take() raised
 
     def close(self) -> None:
         pass

@@ -12,8 +12,8 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+import weakref
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import apsw
@@ -21,13 +21,8 @@ import numpy as np
 
 from semcache.errors import CorruptCacheError, ReadOnlyCacheError
 from semcache.store.base import (
-    AccessUpdate,
     Changes,
-    EntryFilter,
     EntryRow,
-    NewEntry,
-    Verdict,
-    expires_to_int,
 )
 from semcache.store.connection import (
     DEFAULT_PRAGMAS,
@@ -36,16 +31,15 @@ from semcache.store.connection import (
     translate,
     translated,
 )
-from semcache.store.filters import compile_filter
 from semcache.store.locking import ClaimFile, ReadOnlyLock, WriteLock
 from semcache.store.schema import (
     SCHEMA_VERSION,
     ensure_schema,
     file_version,
     read_settings,
-    write_settings,
 )
 from semcache.store.sqlite_admin import SQLiteAdmin
+from semcache.store.sqlite_write import CODE_BYTES, WriteBlock, WriteTxn
 
 log = logging.getLogger("semcache")
 
@@ -57,6 +51,13 @@ _BY_KEY = f"SELECT {_ROW_COLUMNS} FROM entries WHERE key_hash = ?"
 _PRAGMA_PREFIX = "sqlite_"
 _SEQ = "SELECT change_seq FROM sync_state WHERE id = 1"
 _STATE = "SELECT change_seq, state_token FROM sync_state WHERE id = 1"
+_STATE_AFTER = ("SELECT change_seq, state_token, (SELECT data_version FROM pragma_data_version) "
+                "FROM sync_state WHERE id = 1")
+_CODES_THROUGH = "SELECT codes_through FROM sync_state WHERE id = 1"
+#: close() writes at most this many pending entry_codes rows (~0.1-0.2 s), waiting at most
+#: CLOSE_CATCH_UP_WAIT_S for the write lock; what is left waits for the next writer.
+CLOSE_CATCH_UP_ROWS = 16_384
+CLOSE_CATCH_UP_WAIT_S = 0.2
 _COUNTERS = frozenset(("hits", "exact_hits", "semantic_hits", "misses", "puts", "evictions",
                        "expirations", "tokens_saved", "entries", "bytes"))
 
@@ -98,6 +99,7 @@ class SQLiteStore(SQLiteAdmin):
             pragmas.update({k[len(_PRAGMA_PREFIX):]: v for k, v in self.settings.items()
                             if k.startswith(_PRAGMA_PREFIX)})
             apply_pragmas(self._conn, pragmas, path)
+            self._pragmas = pragmas
         except ReadOnlyCacheError as exc:
             self._conn.close()
             directory = os.path.dirname(os.path.abspath(path))
@@ -111,6 +113,13 @@ class SQLiteStore(SQLiteAdmin):
             self._conn.close()
             raise
         self._pid = os.getpid()
+        # The exact tier's statement runs on a cursor of its own, kept: creating a cursor
+        # per lookup costs ~0.35 us of a ~5 us hit. fetchall() always runs the statement to
+        # its end, so no read transaction stays open between lookups.
+        self._key_cursor: Any = self._conn.cursor()
+        self._forked = False  # set in a forked child (see _after_fork): reconnect first
+        self._codes_pending = False  # this process wrote entries not in entry_codes yet
+        _STORES.add(self)
 
     # -- connection management -------------------------------------------------------
 
@@ -118,9 +127,18 @@ class SQLiteStore(SQLiteAdmin):
         # A connection must not cross fork() (gunicorn --preload): reopen in the child.
         if os.getpid() != self._pid:
             self._conn = connect(self.path, readonly=self.readonly)
+            apply_pragmas(self._conn, self._pragmas, self.path)
+            self._key_cursor = self._conn.cursor()
             self._pid = os.getpid()
+        self._forked = False
 
     def close(self) -> None:
+        if self._codes_pending and not self.readonly:
+            try:  # leave the sqlite-vec table complete for the sqlite3 CLI, if it is quick
+                self.catch_up_codes(CLOSE_CATCH_UP_ROWS, timeout=CLOSE_CATCH_UP_WAIT_S)
+            except Exception as exc:  # noqa: BLE001 - derived data: the next writer catches up
+                log.warning("semcache: closing %s: entry_codes not caught up (%s)", self.path,
+                            exc)
         with self._mutex:
             self.lock.close()
             self._claims.close()
@@ -134,14 +152,13 @@ class SQLiteStore(SQLiteAdmin):
     def get_by_key(self, key_hash: bytes) -> EntryRow | None:
         # The exact tier's hot path: no context-manager helpers, one indexed SELECT.
         with self._mutex:
-            if os.getpid() != self._pid:
+            if self._forked:
                 self._check_fork()
             try:
-                for r in self._conn.execute(_BY_KEY, (key_hash,)):
-                    return EntryRow(*r)
+                rows = self._key_cursor.execute(_BY_KEY, (key_hash,)).fetchall()
             except (apsw.Error, UnicodeDecodeError) as exc:
                 raise translate(exc, self.path) from None
-        return None
+        return EntryRow(*rows[0]) if rows else None
 
     def get_by_id(self, entry_id: int, *, with_vector: bool = False) -> EntryRow | None:
         rows = self.get_by_ids([entry_id], with_vector=with_vector)
@@ -249,13 +266,48 @@ class SQLiteStore(SQLiteAdmin):
         return ids, parts, expires, codes, seq, token
 
     def knn(self, code: bytes, partition_id: int, now: float, k: int) -> list[tuple[int, int]]:
-        """Hamming k-nearest codes in one partition, unexpired, searched by sqlite-vec."""
+        """Hamming k-nearest codes in one partition, unexpired: sqlite-vec's search of
+        ``entry_codes``, merged with a direct scan of the entries it does not hold yet (above
+        ``codes_through``, at most ~CODES_LAG_MAX), both read from one snapshot."""
         with self._mutex, translated(self.path):
             self._check_fork()
-            return [(int(i), int(d)) for i, d in self._conn.execute(
-                "SELECT entry_id, distance FROM entry_codes WHERE code MATCH vec_bit(?) "
-                "AND k = ? AND partition_id = ? AND expires_at > ?",
-                (code, k, partition_id, int(now)))]
+            with self._conn:  # one read transaction: the mark and both searches agree
+                through = self._scalar(_CODES_THROUGH, "sync_state.codes_through")
+                found = [(int(i), int(d)) for i, d in self._conn.execute(
+                    "SELECT entry_id, distance FROM entry_codes WHERE code MATCH vec_bit(?) "
+                    "AND k = ? AND partition_id = ? AND expires_at > ?",
+                    (code, k, partition_id, int(now)))]
+                # expires_at > floor(now) is the vec0 filter's ceil(expires_at) > floor(now)
+                tail = self._conn.execute(
+                    "SELECT id, code FROM entries WHERE id > ? AND partition_id = ? AND "
+                    f"length(code) = {CODE_BYTES} AND (expires_at IS NULL OR expires_at > ?)",
+                    (through, partition_id, int(now))).fetchall()
+        if not tail:
+            return found
+        codes = np.frombuffer(b"".join(c for _, c in tail), dtype=np.uint8).reshape(
+            len(tail), CODE_BYTES)
+        query = np.frombuffer(code, dtype=np.uint8)
+        distances = np.bitwise_count(codes ^ query).sum(axis=1, dtype=np.int64).tolist()
+        merged = found + [(int(i), d) for (i, _), d in zip(tail, distances, strict=True)]
+        merged.sort(key=lambda hit: hit[1])  # stable: sqlite-vec's order among its ties
+        return merged[:k]
+
+    def catch_up_codes(self, limit: int | None = None, timeout: float | None = 0.0) -> int:
+        """Write pending entry_codes rows (at most ``limit``) if the write lock is free
+        within ``timeout`` seconds; returns how many were written (0 if the lock was busy).
+        Called by the flush timer of a process that wrote, by close() and by vacuum."""
+        if self.readonly or not self.lock.acquire(timeout=timeout):
+            return 0
+        try:
+            with self.write() as txn:
+                return txn.catch_up_codes(limit)
+        finally:
+            self.lock.release()
+
+    @property
+    def codes_pending(self) -> bool:
+        """True when this process wrote entries whose entry_codes rows may still be due."""
+        return self._codes_pending
 
     def search(self, code: bytes, vector: np.ndarray, partition_id: int, now: float,
                k: int) -> list[tuple[EntryRow, float]]:
@@ -277,42 +329,22 @@ class SQLiteStore(SQLiteAdmin):
 
     # -- writes -----------------------------------------------------------------------
 
-    @contextmanager
     def write(self, on_commit: Callable[[Changes], None] | None = None,
-              timeout: float | None = None) -> Iterator[WriteTxn]:
-        """One write transaction under the cross-process lock.
+              timeout: float | None = None) -> WriteBlock:
+        """One write transaction under the cross-process lock (see :class:`WriteBlock`)."""
+        return WriteBlock(self, on_commit, timeout)
 
-        ``on_commit`` runs after COMMIT, still holding the write lock (the mirror update)
-        but no longer the connection's mutex: the search layer takes its own lock and then
-        reads through this connection, so holding both here would invert that order.
-        """
-        with self.lock.hold(timeout):
-            with self._mutex:
-                self._check_fork()
-                txn = WriteTxn(self)
-                try:
-                    self._conn.execute("BEGIN IMMEDIATE")
-                    changes = txn.changes
-                    changes.seq_before, changes.token_before = self._state()
-                    yield txn
-                    changes.seq_after, changes.token_after = self._state()
-                    # Read inside the transaction: nobody else can commit until ours is
-                    # done, and our own COMMIT does not change it, so it is exactly the
-                    # version at which the mirror (once updated) matches the database.
-                    version = self._conn.execute("PRAGMA data_version").fetchall()[0][0]
-                    changes.data_version = version if isinstance(version, int) else None
-                    self._conn.execute("COMMIT")
-                except BaseException as exc:
-                    if not self._conn.getautocommit():
-                        try:
-                            self._conn.execute("ROLLBACK")
-                        except apsw.Error:
-                            pass
-                    if isinstance(exc, apsw.Error):
-                        raise translate(exc, self.path) from None
-                    raise
-            if on_commit is not None:
-                on_commit(txn.changes)
+    def _stamp_after(self, changes: Changes) -> None:
+        """The state a transaction leaves, and ``PRAGMA data_version`` read inside it:
+        nobody else can commit until ours is done, and our own COMMIT does not change it,
+        so it is exactly the version at which the mirror (once updated) matches."""
+        rows = self._conn.execute(_STATE_AFTER).fetchall()
+        seq, token, version = rows[0] if len(rows) == 1 else (None, None, None)
+        if not isinstance(seq, int) or not isinstance(token, int):
+            raise CorruptCacheError(f"cache file {self.path!r} is corrupt (sync_state is "
+                                    "missing or not integers); delete it to start a new cache")
+        changes.seq_after, changes.token_after = seq, token
+        changes.data_version = version if isinstance(version, int) else None
 
     def claim(self, key_hash: bytes, lease: float) -> bool:
         """A byte-range lock per key on ``<db>.claims`` (the kernel frees it if we die)."""
@@ -340,6 +372,21 @@ class SQLiteStore(SQLiteAdmin):
         self.settings.update(values)
 
 
+#: Every open store of this process: a forked child marks them all, so that the exact
+#: tier's hot path checks a flag instead of calling getpid() on every lookup.
+_STORES: weakref.WeakSet[SQLiteStore] = weakref.WeakSet()
+
+
+def _after_fork() -> None:
+    for store in list(_STORES):
+        store._forked = True
+        store._mutex = threading.RLock()  # a parent's thread may have held it at fork
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)
+
+
 def _migrate(path: str) -> None:
     """Apply pending migrations through a short-lived writable connection."""
     conn = connect(path)
@@ -349,136 +396,6 @@ def _migrate(path: str) -> None:
     finally:
         lock.close()
         conn.close()
-
-
-class WriteTxn:
-    """The operations allowed inside :meth:`SQLiteStore.write`; records mirror changes."""
-
-    def __init__(self, store: SQLiteStore) -> None:
-        self._store = store
-        self._conn: Any = store._conn
-        self.changes = Changes()
-
-    def set_settings(self, values: dict[str, str]) -> None:
-        write_settings(self._conn, values)
-
-    def partition_id(self, namespace: str, scope: str) -> int:
-        self._conn.execute(
-            "INSERT INTO partitions (namespace, scope) VALUES (?, ?) ON CONFLICT DO NOTHING",
-            (namespace, scope))
-        return int(self._conn.execute(
-            "SELECT id FROM partitions WHERE namespace = ? AND scope = ?",
-            (namespace, scope)).fetchall()[0][0])
-
-    def insert(self, e: NewEntry) -> int:
-        """Insert (or replace the entry with the same key). Replacing deletes and
-        re-inserts, so entry ids only ever grow: the mirror relies on it."""
-        self._delete_where("key_hash = ?", (e.key_hash,))
-        pid = self.partition_id(e.namespace, e.scope)
-        self._conn.execute(
-            "INSERT INTO entries (key_hash, namespace, partition_id, prompt, response, "
-            "metadata, size, tokens, created_at, accessed_at, expires_at, ttl, code, vector, "
-            "hits, key_material) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (e.key_hash, e.namespace, pid, e.prompt, e.response, e.metadata,
-             len(e.response) + len(e.prompt or "") + len(e.metadata or "") + len(e.vector or b""),
-             e.tokens, e.created_at,
-             e.created_at if e.accessed_at is None else e.accessed_at,
-             e.expires_at, e.ttl, e.code, e.vector, e.hits, e.key_material))
-        entry_id = int(self._conn.last_insert_rowid())
-        if e.code is not None:
-            self._conn.execute(
-                "INSERT INTO entry_codes (entry_id, partition_id, expires_at, code) "
-                "VALUES (?, ?, ?, vec_bit(?))",
-                (entry_id, pid, expires_to_int(e.expires_at), e.code))
-            self.changes.added.append((entry_id, pid, e.expires_at, e.code))
-        return entry_id
-
-    def delete(self, where: EntryFilter) -> list[int]:
-        """Delete the entries the filter selects; returns their ids."""
-        cond, params = compile_filter(where)
-        return self._delete_where(
-            f"id IN (SELECT e.id FROM entries e JOIN partitions p ON p.id = e.partition_id "
-            f"WHERE {cond})", params)
-
-    def _delete_where(self, where: str, params: Sequence[Any] = ()) -> list[int]:
-        """Delete entries matching a WHERE clause (fixed SQL from this module, values bound)."""
-        ids = [int(r[0]) for r in self._conn.execute(
-            f"DELETE FROM entries WHERE {where} RETURNING id", params).fetchall()]
-        if ids:
-            self._conn.executemany("DELETE FROM entry_codes WHERE entry_id = ?",
-                                  [(i,) for i in ids])
-            self.changes.removed.extend(ids)
-        return ids
-
-    def clear_all(self) -> int:
-        n = int(self._conn.execute("SELECT count(*) FROM entries").fetchall()[0][0])
-        self._conn.execute("DELETE FROM entries")
-        self._conn.execute("DELETE FROM entry_codes")
-        self.changes.cleared = True
-        return n
-
-    def repair_codes(self) -> tuple[int, int]:
-        """Make entry_codes match entries (after hand-made SQL): (orphans removed, added)."""
-        orphans = self._conn.execute(
-            "SELECT entry_id FROM entry_codes WHERE entry_id NOT IN (SELECT id FROM entries)"
-        ).fetchall()
-        self._conn.executemany("DELETE FROM entry_codes WHERE entry_id = ?", orphans)
-        missing = self._conn.execute(
-            "SELECT id, partition_id, expires_at, code FROM entries WHERE code IS NOT NULL "
-            "AND id NOT IN (SELECT entry_id FROM entry_codes)").fetchall()
-        self._conn.executemany(
-            "INSERT INTO entry_codes (entry_id, partition_id, expires_at, code) "
-            "VALUES (?, ?, ?, vec_bit(?))",
-            [(i, p, expires_to_int(e), c) for i, p, e, c in missing])
-        return len(orphans), len(missing)
-
-    def purge_expired(self, now: float) -> int:
-        return len(self._delete_where("expires_at IS NOT NULL AND expires_at <= ?", (now,)))
-
-    def evict_lru(self, count: int) -> int:
-        """Delete the ``count`` least recently accessed entries."""
-        return len(self._delete_where(
-            "id IN (SELECT id FROM entries ORDER BY accessed_at, id LIMIT ?)", (count,)))
-
-    def entry_count(self) -> int:
-        return self._store._scalar(
-            "SELECT value FROM counters WHERE name = 'entries'", "counters.entries")
-
-    def apply_access(self, updates: dict[int, AccessUpdate]) -> None:
-        """Write batched hits: accessed_at, hit counts and refreshed expiry."""
-        self._conn.executemany(
-            "UPDATE entries SET accessed_at = max(accessed_at, ?), hits = hits + ? WHERE id = ?",
-            [(u.accessed_at, u.hits, i) for i, u in updates.items()])
-        moved: list[tuple[int, float]] = []
-        for i, u in updates.items():
-            if u.expires_at is None:
-                continue
-            # Only an expiry that really moves out is written, and only that one reaches the
-            # code index: another worker may already have flushed a later refresh, and an
-            # older batch must not move the index's expiry back (the entry would then be
-            # found by exact lookup but missed by semantic lookup before it expires).
-            moved += [(int(r[0]), float(r[1])) for r in self._conn.execute(
-                "UPDATE entries SET expires_at = ? WHERE id = ? AND expires_at < ? "
-                "RETURNING id, expires_at, code IS NOT NULL", (u.expires_at, i, u.expires_at))
-                if r[2]]
-        if moved:
-            self._conn.executemany(
-                "UPDATE entry_codes SET expires_at = ? WHERE entry_id = ?",
-                [(expires_to_int(e), i) for i, e in moved])
-            self.changes.expires.extend(moved)
-
-    def record_verdict(self, v: Verdict) -> None:
-        self._conn.execute(
-            "INSERT INTO feedback (entry_id, namespace, query_hash, kind, similarity, correct, "
-            "created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (v.entry_id, v.namespace, v.query_hash, v.kind, v.similarity, int(v.correct),
-             v.created_at))
-
-    def add_counters(self, deltas: dict[str, int]) -> None:
-        self._conn.executemany(
-            "INSERT INTO counters (name, value) VALUES (?, ?) "
-            "ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
-            [(k, v) for k, v in deltas.items() if v])
 
 
 __all__ = ["SQLiteStore", "WriteTxn"]

@@ -37,6 +37,7 @@ from semcache.integrations.pipeline import (
     lookup,
     parse_control,
     plan_request,
+    recheck,
     store,
 )
 
@@ -159,9 +160,9 @@ def run_sync(binding: Binding, kwargs: dict[str, Any], call: Callable[..., Any])
     # wait for its answer and look the cache up again.
     claim = claim_for(plan)
     try:
-        if claim is not None and claim.waited:
-            hit = lookup(plan)
-            served = None if hit is None else serve_hit(binding, plan, hit, request)
+        hit = recheck(plan, claim)
+        if hit is not None:
+            served = serve_hit(binding, plan, hit, request)
             if served is not None:
                 return served
         result = call(**request)
@@ -188,9 +189,9 @@ async def run_async(
     # MISS: identical concurrent misses are coalesced (waiting happens in a worker thread).
     claim = await claim_for_async(plan)
     try:
-        if claim is not None and claim.waited:
-            hit = await asyncio.to_thread(lookup, plan)
-            served = None if hit is None else serve_hit(binding, plan, hit, request)
+        hit = None if claim is None else await asyncio.to_thread(recheck, plan, claim)
+        if hit is not None:
+            served = serve_hit(binding, plan, hit, request)
             if served is not None:
                 return served
         result = await call(**request)

@@ -38,6 +38,7 @@ from semcache.integrations.pipeline import (
     claim_for_async,
     lookup,
     plan_request,
+    recheck,
     store,
 )
 from semcache.integrations.proxy.http import (
@@ -202,10 +203,9 @@ async def serve_cached(state: ProxyState, request: Request, rules: ApiRules) -> 
     # request fetches, the others wait for its answer and look the cache up again.
     claim = await claim_for_async(plan)
     try:
-        if claim is not None and claim.waited:
-            hit = await _timed_lookup(state, plan)
-            if hit is not None and rules.is_answer(hit.response):
-                return hit_response(state, plan, hit, body)
+        hit = None if claim is None else await anyio.to_thread.run_sync(recheck, plan, claim)
+        if hit is not None and rules.is_answer(hit.response):
+            return hit_response(state, plan, hit, body)
         return await relay_answer(state, request, plan, content, result)
     finally:
         if claim is not None:

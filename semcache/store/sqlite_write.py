@@ -1,0 +1,376 @@
+"""What may be done inside one SQLite write transaction (:meth:`SQLiteStore.write`).
+
+Every operation also records, in :class:`~semcache.store.base.Changes`, what the code mirror
+must replay once the transaction committed.
+
+Inserts are batched: ``put_many`` of n entries runs one probe for existing keys, one
+partition lookup and one ``executemany`` INSERT, instead of five statements per entry. A
+single put runs three statements: probe the key (a SELECT, cheaper than a DELETE when the key
+is new, as it usually is), look the partition up, INSERT.
+
+The sqlite-vec table ``entry_codes`` (used only by the SQL search and the sqlite3 CLI) is not
+written by the INSERT: its rows cost ~6-10 us each plus several WAL pages per put, and they
+are written in id order, in batches, by :meth:`WriteTxn.catch_up_codes`, which moves
+``sync_state.codes_through`` in the same transaction. A write that leaves more than
+``CODES_LAG_MAX`` entries behind catches up at once; the flush timer of a process that wrote,
+``close()`` and ``vacuum`` catch up too. The SQL search scans the entries above the mark
+directly, so an entry is searchable the moment its put returns (docs/schema.md).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import apsw
+
+from semcache.store.base import (
+    AccessUpdate,
+    Changes,
+    EntryFilter,
+    NewEntry,
+    Verdict,
+    expires_to_int,
+)
+from semcache.store.connection import translate
+from semcache.store.filters import compile_filter
+from semcache.store.schema import write_settings
+
+if TYPE_CHECKING:
+    from semcache.store.sqlite import SQLiteStore
+
+log = logging.getLogger("semcache")
+
+_INSERT = (
+    "INSERT INTO entries (key_hash, namespace, partition_id, prompt, response, metadata, size, "
+    "tokens, created_at, accessed_at, expires_at, ttl, code, vector, hits, key_material) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_INSERT_CODE = (
+    "INSERT INTO entry_codes (entry_id, partition_id, expires_at, code) "
+    "VALUES (?, ?, ?, vec_bit(?))"
+)
+_KEY_ID = "SELECT id FROM entries WHERE key_hash = ?"
+_CODES_THROUGH = "SELECT codes_through FROM sync_state WHERE id = 1"
+#: Bytes of a code in entry_codes (BIT[256] in migration 0001).
+CODE_BYTES = 32
+#: Entries with a code that may wait for their entry_codes row; a write that leaves more
+#: behind catches them all up in its own transaction. It bounds the rows the SQL search
+#: scans directly (~20k: a few tens of milliseconds) when entry_codes is behind.
+CODES_LAG_MAX = 20_000
+#: Keys probed per statement when a batch looks for entries it replaces.
+_KEYS_PER_PROBE = 500
+
+
+class WriteBlock:
+    """``with store.write(on_commit, timeout) as txn:`` - one ``BEGIN IMMEDIATE`` transaction
+    under the cross-process write lock.
+
+    ``on_commit`` runs after COMMIT, still holding the write lock (the mirror update) but no
+    longer the connection's mutex: the search layer takes its own lock and then reads
+    through this connection, so holding both here would invert that order. Driver errors
+    (of BEGIN, of the block, of COMMIT) roll back and raise as semcache errors.
+
+    A class rather than a generator-based context manager: every put passes through it,
+    and the generator machinery cost ~1 us of a ~40 us put.
+    """
+
+    __slots__ = ("_on_commit", "_store", "_timeout", "_txn")
+
+    def __init__(self, store: SQLiteStore, on_commit: Callable[[Changes], None] | None,
+                 timeout: float | None) -> None:
+        self._store = store
+        self._on_commit = on_commit
+        self._timeout = timeout
+
+    def __enter__(self) -> WriteTxn:
+        store = self._store
+        store.lock.take(self._timeout)
+        store._mutex.acquire()  # held until __exit__: the connection's transaction is ours
+        try:
+            store._check_fork()
+            txn = WriteTxn(store)
+            store._conn.execute("BEGIN IMMEDIATE")
+            if self._on_commit is not None:  # only the mirror needs the states
+                txn.changes.seq_before, txn.changes.token_before = store._state()
+        except BaseException as exc:
+            failure = self._rolled_back(exc)
+            store._mutex.release()
+            store.lock.release()
+            if failure is exc:
+                raise
+            raise failure from None
+        self._txn = txn
+        return txn
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        store = self._store
+        try:
+            try:
+                if exc is None:
+                    try:
+                        if self._on_commit is not None:
+                            store._stamp_after(self._txn.changes)
+                        store._conn.execute("COMMIT")
+                    except BaseException as failure:
+                        translated = self._rolled_back(failure)
+                        if translated is failure:
+                            raise
+                        raise translated from None
+                elif not isinstance(exc, apsw.Error):
+                    self._rolled_back(exc)
+                    return  # the block's own exception goes on
+                else:
+                    raise self._rolled_back(exc) from None
+            finally:
+                store._mutex.release()
+            if self._on_commit is not None:
+                self._on_commit(self._txn.changes)
+        finally:
+            store.lock.release()
+
+    def _rolled_back(self, exc: BaseException) -> BaseException:
+        """Roll back what is open; returns the exception to raise (driver errors
+        translated, naming the file)."""
+        conn = self._store._conn
+        if not conn.getautocommit():
+            try:
+                conn.execute("ROLLBACK")
+            except apsw.Error:
+                pass
+        return translate(exc, self._store.path) if isinstance(exc, apsw.Error) else exc
+
+
+class WriteTxn:
+    """The operations allowed inside :meth:`SQLiteStore.write`; records mirror changes."""
+
+    def __init__(self, store: SQLiteStore) -> None:
+        self._store = store
+        self._conn: Any = store._conn
+        self.changes = Changes()
+        self._partitions: dict[tuple[str, str], int] = {}
+
+    def set_settings(self, values: dict[str, str]) -> None:
+        write_settings(self._conn, values)
+
+    def partition_id(self, namespace: str, scope: str) -> int:
+        """The partition's id, created if it is new (looked up once per transaction)."""
+        pid = self._partitions.get((namespace, scope))
+        if pid is not None:
+            return pid
+        for (found,) in self._conn.execute(
+                "SELECT id FROM partitions WHERE namespace = ? AND scope = ?", (namespace, scope)):
+            pid = int(found)
+        if pid is None:
+            pid = int(self._conn.execute(
+                "INSERT INTO partitions (namespace, scope) VALUES (?, ?) RETURNING id",
+                (namespace, scope)).fetchall()[0][0])
+        self._partitions[(namespace, scope)] = pid
+        return pid
+
+    def insert(self, e: NewEntry) -> int:
+        """Insert (or replace the entry with the same key). Replacing deletes and
+        re-inserts, so entry ids only ever grow: the mirror relies on it."""
+        return self.insert_many((e,))[0]
+
+    def insert_many(self, entries: Sequence[NewEntry]) -> list[int]:
+        """:meth:`insert` of every entry, in order; returns their ids."""
+        if not entries:
+            return []
+        keys = [e.key_hash for e in entries]
+        if len(set(keys)) != len(keys):
+            # A key given twice: each replaces the one before it, so insert them in order.
+            return [self.insert_many((e,))[0] for e in entries]
+        self._replace_keys(keys)
+        pids = {(e.namespace, e.scope): 0 for e in entries}
+        for part in pids:
+            pids[part] = self.partition_id(*part)
+        rows = []
+        for e in entries:
+            prompt, vector, metadata = e.prompt, e.vector, e.metadata
+            size = len(e.response) + (len(prompt) if prompt else 0) + (
+                len(metadata) if metadata else 0) + (len(vector) if vector else 0)
+            rows.append((e.key_hash, e.namespace, pids[(e.namespace, e.scope)], prompt,
+                         e.response, metadata, size, e.tokens, e.created_at,
+                         e.created_at if e.accessed_at is None else e.accessed_at,
+                         e.expires_at, e.ttl, e.code, vector, e.hits, e.key_material))
+        ids = self._insert_rows(rows)
+        added: list[tuple[int, int, float | None, bytes]] = [
+            (i, row[2], e.expires_at, e.code)
+            for i, row, e in zip(ids, rows, entries, strict=True) if e.code is not None]
+        if added:
+            # The entry_codes rows are written later, in batches (see catch_up_codes).
+            self.changes.added.extend(added)
+            self._store._codes_pending = True
+            if ids[-1] - self.codes_through() > CODES_LAG_MAX:
+                self._catch_up_guarded()
+        return ids
+
+    # -- the sqlite-vec table, caught up in batches -----------------------------------------
+
+    def codes_through(self) -> int:
+        """The id up to which every entry with a code has its entry_codes row."""
+        return self._store._scalar(_CODES_THROUGH, "sync_state.codes_through")
+
+    def catch_up_codes(self, limit: int | None = None) -> int:
+        """Write the entry_codes rows of the entries above ``codes_through`` (at most
+        ``limit``, in id order) and move the mark; returns how many were written."""
+        through = self.codes_through()
+        rows = self._conn.execute(
+            "SELECT id, partition_id, expires_at, code FROM entries WHERE id > ? AND "
+            f"code IS NOT NULL AND length(code) = {CODE_BYTES} ORDER BY id LIMIT ?",
+            (through, -1 if limit is None else limit)).fetchall()
+        if rows:
+            self._conn.executemany(_INSERT_CODE, [(i, p, expires_to_int(e), c)
+                                                  for i, p, e, c in rows])
+        if limit is not None and len(rows) == limit:
+            mark = int(rows[-1][0])
+        else:  # everything above the mark is written: the mark covers every id
+            top = self._conn.execute("SELECT max(id) FROM entries").fetchall()[0][0]
+            mark = max(through, int(top or 0))
+            self._store._codes_pending = False
+        if mark != through:
+            self._conn.execute("UPDATE sync_state SET codes_through = ? WHERE id = 1", (mark,))
+        return len(rows)
+
+    def _catch_up_guarded(self) -> None:
+        """:meth:`catch_up_codes` inside a put: a failure (an entry_codes row made by hand
+        ahead of the mark) is rolled back alone and logged; the put goes on (``semcache
+        vacuum`` repairs the table)."""
+        try:
+            with self._conn:  # a savepoint inside the write transaction
+                self.catch_up_codes()
+        except apsw.Error as exc:
+            log.warning("semcache: %s: could not catch up the entry_codes table (%s); "
+                        "run `semcache vacuum` to repair it", self._store.path, exc)
+
+    def _insert_rows(self, rows: list[tuple[Any, ...]]) -> list[int]:
+        """INSERT the rows; returns their ids. Inside our write transaction AUTOINCREMENT
+        hands out consecutive ids (nothing else inserts meanwhile), which saves a
+        ``RETURNING`` per row (~1.2 us); the first and last ids confirm it."""
+        conn = self._conn
+        conn.execute(_INSERT, rows[0])
+        first = int(conn.last_insert_rowid())
+        if len(rows) == 1:
+            return [first]
+        conn.executemany(_INSERT, rows[1:])
+        last = int(conn.last_insert_rowid())
+        if last - first == len(rows) - 1:
+            return list(range(first, last + 1))
+        by_key = dict(self._select_ids([r[0] for r in rows], "key_hash, id"))  # pragma: no cover
+        return [int(by_key[r[0]]) for r in rows]  # pragma: no cover
+
+    def _select_ids(self, keys: list[bytes], columns: str = "id") -> list[Any]:
+        """``SELECT columns FROM entries WHERE key_hash IN keys``, in chunks."""
+        out: list[Any] = []
+        for start in range(0, len(keys), _KEYS_PER_PROBE):
+            chunk = keys[start:start + _KEYS_PER_PROBE]
+            out += self._conn.execute(f"SELECT {columns} FROM entries WHERE key_hash IN "
+                                      f"({','.join('?' * len(chunk))})", chunk).fetchall()
+        return out
+
+    def _replace_keys(self, keys: list[bytes]) -> None:
+        """Delete the entries that hold any of ``keys`` (the ones being put again)."""
+        if len(keys) == 1:
+            found = [int(r[0]) for r in self._conn.execute(_KEY_ID, (keys[0],))]
+        else:
+            found = [int(r[0]) for r in self._select_ids(keys)]
+        for start in range(0, len(found), _KEYS_PER_PROBE):
+            ids = found[start:start + _KEYS_PER_PROBE]
+            self._delete_where(f"id IN ({','.join('?' * len(ids))})", ids)
+
+    def delete(self, where: EntryFilter) -> list[int]:
+        """Delete the entries the filter selects; returns their ids."""
+        cond, params = compile_filter(where)
+        return self._delete_where(
+            f"id IN (SELECT e.id FROM entries e JOIN partitions p ON p.id = e.partition_id "
+            f"WHERE {cond})", params)
+
+    def _delete_where(self, where: str, params: Sequence[Any] = ()) -> list[int]:
+        """Delete entries matching a WHERE clause (fixed SQL from this module, values bound)."""
+        ids = [int(r[0]) for r in self._conn.execute(
+            f"DELETE FROM entries WHERE {where} RETURNING id", params).fetchall()]
+        if ids:
+            self._conn.executemany("DELETE FROM entry_codes WHERE entry_id = ?",
+                                   [(i,) for i in ids])
+            self.changes.removed.extend(ids)
+        return ids
+
+    def clear_all(self) -> int:
+        n = int(self._conn.execute("SELECT count(*) FROM entries").fetchall()[0][0])
+        self._conn.execute("DELETE FROM entries")
+        self._conn.execute("DELETE FROM entry_codes")
+        self.changes.cleared = True
+        return n
+
+    def repair_codes(self) -> tuple[int, int]:
+        """Catch entry_codes up, then make it match entries (after hand-made SQL):
+        (orphans removed, missing rows added)."""
+        ahead = self._conn.execute("SELECT entry_id FROM entry_codes WHERE entry_id > ?",
+                                   (self.codes_through(),)).fetchall()
+        self._conn.executemany("DELETE FROM entry_codes WHERE entry_id = ?", ahead)
+        self.catch_up_codes()
+        orphans = self._conn.execute(
+            "SELECT entry_id FROM entry_codes WHERE entry_id NOT IN (SELECT id FROM entries)"
+        ).fetchall()
+        self._conn.executemany("DELETE FROM entry_codes WHERE entry_id = ?", orphans)
+        missing = self._conn.execute(
+            "SELECT id, partition_id, expires_at, code FROM entries WHERE code IS NOT NULL "
+            "AND id NOT IN (SELECT entry_id FROM entry_codes)").fetchall()
+        self._conn.executemany(_INSERT_CODE,
+                               [(i, p, expires_to_int(e), c) for i, p, e, c in missing])
+        return len(orphans) + len(ahead), len(missing)
+
+    def purge_expired(self, now: float) -> int:
+        return len(self._delete_where("expires_at IS NOT NULL AND expires_at <= ?", (now,)))
+
+    def evict_lru(self, count: int) -> int:
+        """Delete the ``count`` least recently accessed entries."""
+        return len(self._delete_where(
+            "id IN (SELECT id FROM entries ORDER BY accessed_at, id LIMIT ?)", (count,)))
+
+    def entry_count(self) -> int:
+        return self._store._scalar(
+            "SELECT value FROM counters WHERE name = 'entries'", "counters.entries")
+
+    def apply_access(self, updates: dict[int, AccessUpdate]) -> None:
+        """Write batched hits: accessed_at, hit counts and refreshed expiry."""
+        self._conn.executemany(
+            "UPDATE entries SET accessed_at = max(accessed_at, ?), hits = hits + ? WHERE id = ?",
+            [(u.accessed_at, u.hits, i) for i, u in updates.items()])
+        moved: list[tuple[int, float]] = []
+        for i, u in updates.items():
+            if u.expires_at is None:
+                continue
+            # Only an expiry that really moves out is written, and only that one reaches the
+            # code index: another worker may already have flushed a later refresh, and an
+            # older batch must not move the index's expiry back (the entry would then be
+            # found by exact lookup but missed by semantic lookup before it expires).
+            moved += [(int(r[0]), float(r[1])) for r in self._conn.execute(
+                "UPDATE entries SET expires_at = ? WHERE id = ? AND expires_at < ? "
+                "RETURNING id, expires_at, code IS NOT NULL", (u.expires_at, i, u.expires_at))
+                if r[2]]
+        if moved:
+            self._conn.executemany(
+                "UPDATE entry_codes SET expires_at = ? WHERE entry_id = ?",
+                [(expires_to_int(e), i) for i, e in moved])
+            self.changes.expires.extend(moved)
+
+    def record_verdict(self, v: Verdict) -> None:
+        self._conn.execute(
+            "INSERT INTO feedback (entry_id, namespace, query_hash, kind, similarity, correct, "
+            "created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (v.entry_id, v.namespace, v.query_hash, v.kind, v.similarity, int(v.correct),
+             v.created_at))
+
+    def add_counters(self, deltas: dict[str, int]) -> None:
+        self._conn.executemany(
+            "INSERT INTO counters (name, value) VALUES (?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
+            [(k, v) for k, v in deltas.items() if v])
+
+
+__all__ = ["WriteBlock", "WriteTxn"]

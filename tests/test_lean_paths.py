@@ -1,0 +1,279 @@
+"""The lean exact hit and the batched write path give the same results as the general ones.
+
+The hot paths take shortcuts (a remembered prompt key, a response memo that hands out
+immutable values, a batched ``put_many`` that validates and normalizes vectors as one
+array, an INSERT without RETURNING, a lock-free gate); these tests check each shortcut
+against what the one-at-a-time path stores and returns, on real files.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import threading
+
+import numpy as np
+import pytest
+
+import semcache
+from semcache.cache._keys import MEMO_PROMPTS, PromptKeys, prompt_key, vector_key, vector_keys
+from semcache.cache._responses import ResponseMemo
+from semcache.kernels.projection import validate_matrix, validate_vector, validate_vectors
+from semcache.store.codecs import decode_response, encode_response
+from tests.conftest import sql_rows
+
+DIM = 16
+
+
+def _rows(path: str) -> list[tuple]:
+    return sql_rows(path, "SELECT key_hash, partition_id, prompt, response, code, vector, "
+                          "expires_at, ttl, tokens, metadata FROM entries ORDER BY id")
+
+
+# -- keys and validation -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("prompt", ["q", " padded ", "é😀 unicode", "x" * 600, "\x00nul"])
+def test_prompt_keys_equal_prompt_key_and_are_remembered(prompt):
+    keys = PromptKeys()
+    for _ in range(2):  # computed, then (for short prompts) remembered
+        text, key = keys.key(prompt, "ns")
+        assert text == prompt and key == prompt_key(prompt, "ns")
+    assert keys.key(prompt, "other")[1] == prompt_key(prompt, "other") != key
+
+
+@pytest.mark.parametrize("bad, error", [
+    ("", semcache.EmptyPromptError), (" \n\t", semcache.EmptyPromptError),
+    (None, semcache.InvalidTypeError), (b"bytes", semcache.InvalidTypeError),
+    ("q\ud800", semcache.InvalidInputError), ("x" * (1024 * 1024 + 1), semcache.TooLargeError),
+])
+def test_prompt_keys_refuse_what_check_prompt_refuses(bad, error):
+    keys = PromptKeys()
+    with pytest.raises(error):
+        keys.key(bad, "ns")
+    with pytest.raises(error):  # and never remember it
+        keys.key(bad, "ns")
+
+
+def test_prompt_key_memo_is_bounded():
+    keys = PromptKeys()
+    for i in range(MEMO_PROMPTS + 10):
+        keys.key(f"prompt {i}", "ns")
+    assert sum(len(m) for m in keys._memo.values()) <= MEMO_PROMPTS
+    assert keys.key("prompt 3", "ns")[1] == prompt_key("prompt 3", "ns")
+
+
+def test_str_subclass_prompt_takes_the_general_path(db_path):
+    class Text(str):
+        pass
+
+    with semcache.open(db_path, hash_only=True) as cache:
+        cache.put(Text("question"), "answer")
+        assert cache.get("question").response == "answer"
+        assert cache.get(Text("question")).response == "answer"
+
+
+def test_vector_keys_and_rows_equal_the_single_path():
+    rng = np.random.default_rng(5)
+    vectors = [rng.standard_normal(DIM).astype(np.float32) for _ in range(50)]
+    vectors += [rng.standard_normal(DIM) * 1e-300 for _ in range(5)]  # float64, subnormal-ish
+    assert vector_keys(vectors, "ns") == [vector_key(v, "ns") for v in vectors]
+    units = validate_vectors(vectors, DIM)
+    matrix = validate_matrix(np.asarray(vectors, dtype=np.float64), DIM)
+    for v, row, mrow in zip(vectors, units, matrix, strict=True):
+        assert row.tobytes() == validate_vector(v, DIM).tobytes() == mrow.tobytes()
+    mixed = [[1, 2] + [0] * (DIM - 2), np.arange(DIM, dtype=np.int64) + 1]  # lists, ints
+    assert vector_keys(mixed, "ns") == [vector_key(v, "ns") for v in mixed]
+
+
+@pytest.mark.parametrize("bad", [
+    [np.zeros(DIM)], [np.full(DIM, np.nan)], [np.ones(DIM + 1)], [np.ones((1, DIM))],
+    [np.ones(DIM), np.ones(DIM - 1)], [np.ones(DIM, dtype=np.complex64)],
+])
+def test_batched_vector_validation_raises_like_the_single_one(bad):
+    with pytest.raises(semcache.InvalidVectorError) as batched:
+        validate_vectors(bad, DIM)
+    with pytest.raises(semcache.InvalidVectorError) as single:
+        for v in bad:
+            validate_vector(v, DIM)
+    assert type(batched.value) is type(single.value)
+    assert str(batched.value) == str(single.value)
+
+
+# -- put_many against put ------------------------------------------------------------------
+
+
+def test_put_many_of_vectors_stores_what_put_stores(tmp_path):
+    rng = np.random.default_rng(11)
+    vectors = [rng.standard_normal(DIM).astype(np.float32) for _ in range(40)]
+    one, many = str(tmp_path / "one.db"), str(tmp_path / "many.db")
+    with semcache.open(one, dim=DIM, max_entries=None, ttl=60) as cache:
+        for i, v in enumerate(vectors):
+            cache.put(v, {"i": i}, metadata={"m": 1}, tokens=3)
+    with semcache.open(many, dim=DIM, max_entries=None, ttl=60) as cache:
+        ids = cache.put_many([(v, {"i": i}) for i, v in enumerate(vectors)],
+                             metadata={"m": 1}, tokens=3)
+    assert ids == sorted(ids) and len(set(ids)) == 40
+    ignore_time = [r[:6] + r[7:] for r in _rows(one)], [r[:6] + r[7:] for r in _rows(many)]
+    assert ignore_time[0] == ignore_time[1]
+
+
+def test_put_many_of_texts_with_a_shared_vector(db_path):
+    vector = np.arange(1, DIM + 1, dtype=np.float32)
+    with semcache.open(db_path, dim=DIM, max_entries=None) as cache:
+        cache.put_many([("a", 1), ("b", 2)], vector=vector)
+        cache.put("c", 3, vector=vector)
+        hit = cache.get(vector)
+        assert hit is not None and hit.similarity == pytest.approx(1.0)
+    codes = sql_rows(db_path, "SELECT code, vector FROM entries ORDER BY id")
+    assert len(set(codes)) == 1  # one code and one stored vector for all three
+
+
+def test_put_many_with_a_key_twice_keeps_the_last(db_path):
+    with semcache.open(db_path, hash_only=True) as cache:
+        ids = cache.put_many([("q", "first"), ("other", "x"), ("q", "second")])
+        assert ids[2] > ids[0] and cache.get("q").response == "second"
+        assert cache.get("q").entry_id == ids[2] and cache.count() == 2
+        again = cache.put_many([("q", "third"), ("new", "y")])  # replaces across batches
+        assert cache.get("q").entry_id == again[0] and cache.count() == 3
+
+
+def test_put_many_ids_are_the_rows_ids(db_path):
+    with semcache.open(db_path, hash_only=True) as cache:
+        cache.put("gap", "x")
+        cache.delete(cache.get("gap").entry_id)  # AUTOINCREMENT never reuses it
+        ids = cache.put_many([(f"q{i}", i) for i in range(300)])
+    by_prompt = dict(sql_rows(db_path, "SELECT prompt, id FROM entries"))
+    assert ids == [by_prompt[f"q{i}"] for i in range(300)]
+
+
+def test_put_many_refuses_bad_items_before_writing(db_path):
+    from tests.conftest import file_state
+
+    with semcache.open(db_path, dim=DIM) as cache:
+        cache.put("seed", 0, vector=np.ones(DIM))
+        before = file_state(db_path)
+        bad_batches = [
+            ([("ok", 1), ("bad", float("nan"))], semcache.SerializationError),
+            ([(np.ones(DIM), 1), (np.zeros(DIM), 2)], semcache.InvalidVectorError),
+            ([("ok", 1), ["not", "a tuple"]], semcache.InvalidTypeError),
+            ([(np.ones(DIM), 1)], semcache.InvalidInputError),  # with vector= below
+        ]
+        for i, (items, error) in enumerate(bad_batches):
+            with pytest.raises(error):
+                cache.put_many(items, vector=np.ones(DIM) if i == 3 else None)
+        assert file_state(db_path) == before
+
+
+@pytest.mark.parametrize("value", ["text", "", "é\n\"q\"\\", 0, -7, 2**63 - 1, 2**64, 2**70,
+                                   True, False, None, 0.1, -1e300, 5e-324])
+def test_scalar_responses_round_trip_exactly(value):
+    back = decode_response(encode_response(value))
+    assert back == value and type(back) is type(value)
+
+
+# -- the exact hit -------------------------------------------------------------------------
+
+
+def test_response_memo_hands_out_immutable_values_and_fresh_containers(db_path):
+    with semcache.open(db_path, hash_only=True) as cache:
+        cache.put("s", "a string")
+        cache.put("d", {"k": [1, 2]})
+        assert cache.get("s").response is cache.get("s").response  # immutable: shared
+        first = cache.get("d").response
+        first["k"].append(3)  # a caller mutating its answer
+        assert cache.get("d").response == {"k": [1, 2]}
+
+
+def test_response_memo_stays_within_budget():
+    memo = ResponseMemo(budget=1000)
+    for i in range(100):
+        assert memo.decode(i, encode_response("x" * 95)) == "x" * 95
+    assert memo._bytes <= 1000 and len(memo._items) <= 10
+    assert memo.decode(99, b"not zstd: must come from the memo") == "x" * 95
+
+
+def test_gate_lets_operations_in_flight_finish_before_release(db_path):
+    cache = semcache.open(db_path, hash_only=True)
+    cache.put("q", "a")
+    inside, leave = threading.Event(), threading.Event()
+    results: list[object] = []
+
+    def slow_get() -> None:
+        with cache._gate:
+            inside.set()
+            leave.wait(5)
+            results.append(cache._pipeline.store.get_by_key(prompt_key("q", "default")))
+
+    t = threading.Thread(target=slow_get)
+    t.start()
+    inside.wait(5)
+    cache._gate.close(cache._release, wait=0.05)  # returns: the release waits for slow_get
+    with pytest.raises(semcache.CacheClosedError):
+        cache.get("q")
+    leave.set()
+    t.join(5)
+    assert results and results[0] is not None  # ran on an open connection
+    with pytest.raises(semcache.CacheClosedError):
+        cache.put("x", 1)
+
+
+def test_many_threads_hit_and_count_exactly(db_path):
+    with semcache.open(db_path, hash_only=True) as cache:
+        cache.put_many([(f"q{i}", i) for i in range(20)])
+
+        def worker() -> None:
+            for _ in range(250):
+                for i in range(20):
+                    assert cache.get(f"q{i}").response == i
+
+        threads = [threading.Thread(target=worker) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        stats = cache.stats()
+    assert stats["exact_hits"] == 4 * 250 * 20
+    hits = sql_rows(db_path, "SELECT sum(hits) FROM entries")[0][0]
+    assert hits == 4 * 250 * 20
+
+
+def test_restore_after_a_failed_flush_keeps_hits_taken_meanwhile(db_path):
+    with semcache.open(db_path, hash_only=True) as cache:
+        cache.put("q", "a")
+        entry = cache.get("q").entry_id
+        batcher = cache._batcher
+        access, counts = batcher._take()
+        cache.get("q")  # a hit while that batch was out being written
+        batcher._restore(access, counts)  # ... and the write failed
+        cache.flush()
+    assert sql_rows(db_path, "SELECT hits FROM entries WHERE id = ?", (entry,)) == [(2,)]
+
+
+def _child_put_and_report(path: str, out: mp.Queue) -> None:  # type: ignore[type-arg]
+    cache = _INHERITED["cache"]
+    cache.put("from child", "c")
+    pragma = cache._store._conn.execute("PRAGMA synchronous").fetchall()[0][0]
+    out.put((cache.get("before fork").response, pragma))
+    cache.close()
+
+
+_INHERITED: dict[str, semcache.Cache] = {}
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork only")
+def test_forked_child_reconnects_with_the_same_pragmas(db_path):
+    cache = semcache.open(db_path, hash_only=True)
+    cache.put("before fork", "p")
+    assert cache.get("before fork").response == "p"  # the parent used its connection
+    _INHERITED["cache"] = cache
+    ctx = mp.get_context("fork")
+    out = ctx.Queue()
+    child = ctx.Process(target=_child_put_and_report, args=(db_path, out))
+    child.start()
+    response, synchronous = out.get(timeout=30)
+    child.join(30)
+    assert child.exitcode == 0 and response == "p"
+    assert synchronous == 1  # NORMAL, as in the parent (the default would be FULL = 2)
+    assert cache.get("from child").response == "c"
+    cache.close()
