@@ -42,8 +42,8 @@ def open_store(location: str | os.PathLike[str], *, readonly: bool = False,
             raise ConfigurationError(
                 f"a PostgreSQL cache needs the [postgres] extra (psycopg, psycopg-pool): {exc}"
             ) from None
-        store: Any = PostgresStore(text, readonly=readonly, schema=schema or "semcache",
-                                   **options)
+        # schema=None: the URL's ?schema=, else the default schema (semcache).
+        store: Any = PostgresStore(text, readonly=readonly, schema=schema, **options)
         return store, bool(getattr(store, "created", False))
     if schema is not None:
         raise ConfigurationError("schema= applies to PostgreSQL caches, not to files")

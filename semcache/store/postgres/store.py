@@ -16,8 +16,11 @@ or without pgvector - rescored by exact cosine on the stored vectors.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -51,7 +54,8 @@ ITERATIVE_SCAN = "relaxed_order"
 _SIZE_TTL = 5.0
 
 _COUNTERS = ("hits", "exact_hits", "semantic_hits", "misses", "puts", "evictions",
-             "expirations", "tokens_saved", "entries", "bytes")
+             "expirations", "tokens_saved", "entries", "bytes", "guard_rejections",
+             "feedback_right", "feedback_wrong")
 
 
 class ProcessLock:
@@ -104,7 +108,8 @@ class PostgresStore(AdminMixin):
         self.location = self.info.location
         self.schema = self.info.schema
         self.readonly = readonly
-        self.lock = ProcessLock(self.location)
+        self._lock = ProcessLock(self.location)
+        self._holder: tuple[int, str] | None = None
         self.shards = SHARDS
         self.exact_scan_below = exact_scan_below
         if not isinstance(ef_search, int) or isinstance(ef_search, bool) or \
@@ -126,8 +131,9 @@ class PostgresStore(AdminMixin):
                     f"{self.location}: semcache needs PostgreSQL 14 or newer; the server is "
                     f"{conn.info.server_version // 10000}")
             try:
-                self.state: SchemaState = ensure_schema(conn, self.info, readonly=readonly,
-                                                        pgvector=pgvector)
+                self.state: SchemaState
+                self.state, self._created = ensure_schema(conn, self.info, readonly=readonly,
+                                                          pgvector=pgvector)
                 self.queries = Queries(self.schema, self.state.ext_schema)
                 self.settings: dict[str, str] = dict(conn.execute(self.queries.settings).fetchall())
                 version = conn.execute("SHOW server_version").fetchone()
@@ -136,6 +142,35 @@ class PostgresStore(AdminMixin):
             except psycopg.Error as exc:
                 raise translate(exc, self.info) from None
         self._conns.start()
+
+    @property
+    def lock(self) -> ProcessLock:
+        """The engine's StoreLock (this process only: the server serializes writers)."""
+        return self._lock
+
+    @property
+    def created(self) -> bool:
+        """True when this open created the cache (a failed open then removes it)."""
+        return self._created is not None
+
+    def drop(self) -> None:
+        """Remove the cache this open created, if it is still empty (see
+        :func:`~semcache.store.postgres.schema.drop_new_schema`); for failed opens."""
+        if self._created is None:
+            return
+        from semcache.store.postgres.schema import drop_new_schema
+
+        conn = self._conns.connect()
+        try:
+            if drop_new_schema(conn, self.info, self._created):
+                log.info("semcache: removed schema %s of %s (the open that created it "
+                         "failed)", self.schema, self.location)
+        except psycopg.Error as exc:
+            log.warning("semcache: could not remove the half-made schema %s of %s: %s",
+                        self.schema, self.location, translate(exc, self.info))
+        finally:
+            conn.close()
+        self._created = None
 
     # -- connections -----------------------------------------------------------------
 
@@ -282,6 +317,32 @@ class PostgresStore(AdminMixin):
         if on_commit is not None:
             on_commit(txn.changes)
 
+    # -- coalescing claims --------------------------------------------------------------
+
+    def _claim_holder(self) -> str:
+        """Who holds claims taken by this process (host, pid and a random part)."""
+        pid = os.getpid()
+        if self._holder is None or self._holder[0] != pid:
+            self._holder = (pid, f"{socket.gethostname()}:{pid}:{uuid.uuid4().hex[:12]}")
+        return self._holder[1]
+
+    def claim(self, key_hash: bytes, lease: float) -> bool:
+        """A leased row in ``claims`` (one autocommit statement; never waits). A holder that
+        dies frees the key after ``lease`` seconds of server time. Read-only caches cannot
+        write claims: they always get True (no coalescing)."""
+        if self.readonly:
+            return True
+        q = self.queries.claim
+        params = (key_hash, self._claim_holder(), float(lease))
+        return self._conns.run(lambda c: c.execute(q, params).fetchone()) is not None
+
+    def release(self, key_hash: bytes) -> None:
+        if self.readonly:
+            return
+        q = self.queries.release
+        params = (key_hash, self._claim_holder())
+        self._conns.run(lambda c: c.execute(q, params))
+
     def write_settings(self, values: dict[str, str]) -> None:
         with self.write() as txn:
             txn.set_settings(values)
@@ -304,7 +365,10 @@ def _rescore_in_python(rows: list[tuple], vector: np.ndarray) -> list[tuple[Entr
     if not good:
         return []
     stored = np.frombuffer(b"".join(r[12] for r in good), dtype="<f4").reshape(len(good), -1)
-    sims = np.clip(stored.astype(np.float64) @ vector.astype(np.float64), -1.0, 1.0)
+    stored = stored.astype(np.float64)
+    norms = np.linalg.norm(stored, axis=1)
+    norms[norms == 0] = np.inf  # stored norms are not trusted; zero matches nothing
+    sims = np.clip((stored @ vector.astype(np.float64)) / norms, -1.0, 1.0)
     scored = [(EntryRow(*r[:12]), float(s)) for r, s in zip(good, sims.tolist(), strict=True)]
     scored.sort(key=lambda rs: (rs[1], rs[0].id), reverse=True)
     return scored

@@ -11,12 +11,13 @@ only changes made by hand (they see the ``semcache.app`` flag set by ``BEGIN``).
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 
 from semcache.errors import InvalidInputError
-from semcache.store.base import AccessUpdate, Changes, EntryFilter, NewEntry
+from semcache.store.base import AccessUpdate, Changes, EntryFilter, NewEntry, Verdict
 from semcache.store.filters import compile_filter
 from semcache.store.postgres.adapters import code_literal, vector_from
 
@@ -29,7 +30,8 @@ _INSERT_TRIES = 8
 
 #: The counters a client may add to (entries and bytes are kept by the engine).
 COUNTER_NAMES = frozenset(("hits", "exact_hits", "semantic_hits", "misses", "puts",
-                           "evictions", "expirations", "tokens_saved"))
+                           "evictions", "expirations", "tokens_saved", "guard_rejections",
+                           "feedback_right", "feedback_wrong"))
 
 
 def _checked_name(name: str) -> str:
@@ -55,6 +57,8 @@ class PgWriteTxn:
         self._parts: dict[int, int] = defaultdict(int)
         #: Partitions this transaction created or looked up: (namespace, scope) -> id.
         self.partitions: dict[tuple[str, str], int] = {}
+        #: Entries committed by everyone, as last read by a statement of this transaction.
+        self._committed_entries: int | None = None
 
     # -- bookkeeping --------------------------------------------------------------------
 
@@ -116,31 +120,63 @@ class PgWriteTxn:
             pid = self.partitions[key] = int(row[0])
         return pid
 
-    def insert(self, e: NewEntry) -> int:
-        """Insert, replacing the entry with the same key; the new id is always larger."""
+    def _params(self, e: NewEntry) -> dict[str, Any]:
         pid = self.partition_id(e.namespace, e.scope)
-        size = entry_size(e)
-        code = code_literal(e.code) if e.code is not None else None
         vector = None if e.vector is None else (
             vector_from(e.vector) if self._q.ext else e.vector)
-        params = (e.key_hash, e.namespace, pid, e.prompt, e.response, e.metadata, size,
-                  e.tokens, e.created_at, e.expires_at, e.ttl, code, vector,
-                  e.created_at if e.accessed_at is None else e.accessed_at, e.hits)
+        return {"key": e.key_hash, "ns": e.namespace, "pid": pid, "prompt": e.prompt,
+                "response": e.response, "metadata": e.metadata, "size": entry_size(e),
+                "tokens": e.tokens, "created": e.created_at, "expires": e.expires_at,
+                "ttl": e.ttl, "code": None if e.code is None else code_literal(e.code),
+                "vector": vector, "material": e.key_material,
+                "accessed": e.created_at if e.accessed_at is None else e.accessed_at,
+                "hits": e.hits}
+
+    def _inserted(self, e: NewEntry, params: dict[str, Any], row: tuple | None) -> int | None:
+        """Account for one insert statement's result; the new id, or None when a
+        concurrent client's insert of the same key won (the caller retries)."""
+        assert row is not None  # the statement always returns one row
+        entry_id, del_ids, del_pids, del_sizes, committed = row
+        self._removed(list(zip(del_ids, del_pids, del_sizes, strict=True)))
+        self._committed_entries = int(committed)
+        if entry_id is None:
+            return None
+        pid = params["pid"]
+        self._counts["entries"] += 1
+        self._counts["bytes"] += params["size"]
+        self._parts[pid] += 1
+        if e.code is not None:
+            self.changes.added.append((int(entry_id), pid, e.expires_at, e.code))
+        return int(entry_id)
+
+    def insert(self, e: NewEntry) -> int:
+        """Insert, replacing the entry with the same key; the new id is always larger.
+        One statement, one round trip (see ``Queries.insert``)."""
+        params = self._params(e)
         for _ in range(_INSERT_TRIES):
-            # (Pipeline mode would save a round trip but costs more client CPU than it
-            # saves over a local socket: measured.)
-            self._removed(self.conn.execute(self._q.delete_key, (e.key_hash,)).fetchall())
             row = self.conn.execute(self._q.insert, params).fetchone()
-            if row is not None:
-                entry_id = int(row[0])
-                self._counts["entries"] += 1
-                self._counts["bytes"] += size
-                self._parts[pid] += 1
-                if e.code is not None:
-                    self.changes.added.append((entry_id, pid, e.expires_at, e.code))
+            entry_id = self._inserted(e, params, row)
+            if entry_id is not None:
                 return entry_id
         raise InvalidInputError(  # pragma: no cover - needs 8 lost races in a row
             f"key {e.key_hash.hex()[:16]}... kept being rewritten by other clients")
+
+    def insert_many(self, entries: Sequence[NewEntry]) -> list[int]:
+        """:meth:`insert` for several entries, sent together (psycopg's pipeline: one
+        round trip for the batch instead of one per entry). Same results as inserting
+        them one by one, in order (a key given twice: the later one replaces the first)."""
+        if len(entries) < 2:
+            return [self.insert(e) for e in entries]
+        params = [self._params(e) for e in entries]
+        ids: list[int] = []
+        with self.conn.cursor() as cur:
+            cur.executemany(self._q.insert, params, returning=True)
+            for e, p in zip(entries, params, strict=True):
+                entry_id = self._inserted(e, p, cur.fetchone())
+                # Lost a race with another client on this key: redo it alone.
+                ids.append(self.insert(e) if entry_id is None else entry_id)
+                cur.nextset()
+        return ids
 
     def delete(self, where: EntryFilter) -> list[int]:
         clause, params = compile_filter(where, mark="%s")
@@ -177,9 +213,17 @@ class PgWriteTxn:
         return self.delete_summed_sql(self._q.lru_ids, (count,))
 
     def entry_count(self) -> int:
-        """Entries committed by everyone, plus this transaction's own inserts/deletes."""
-        row = self.conn.execute(self._q.entry_count).fetchone()
-        return int(row[0] if row else 0) + self._counts.get("entries", 0)
+        """Entries committed by everyone, plus this transaction's own inserts/deletes.
+        An insert of this transaction already read the committed count (no round trip)."""
+        if self._committed_entries is None:
+            row = self.conn.execute(self._q.entry_count).fetchone()
+            self._committed_entries = int(row[0] if row else 0)
+        return self._committed_entries + self._counts.get("entries", 0)
+
+    def record_verdict(self, v: Verdict) -> None:
+        self.conn.execute(self._q.record_verdict, (
+            v.entry_id, v.namespace, v.query_hash, v.kind, v.similarity, bool(v.correct),
+            v.created_at))
 
     def apply_access(self, updates: dict[int, AccessUpdate]) -> None:
         """Batched hits: access time (never moved back), hit counts, and expiry pushed out
