@@ -14,7 +14,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +24,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import semcache
-from tests.conftest import file_state
 from tests.engines import ENGINES, stored_state
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -212,22 +212,25 @@ def ensure_schema(conn: psycopg.Connection, info: ConnInfo, *, readonly: bool,
     return _checked(inspect(conn, info), pgvector), created
 
 
-def drop_new_schema(conn: psycopg.Connection, info: ConnInfo, created: str) -> bool:
-    """Remove a cache that this process just created and failed to set up (a failed open
-    must not leave a half-made cache): the schema, or only semcache's objects when the
-    schema existed before. Under the migration lock, and only while the cache is still
-    empty (another host may have started using it meanwhile). True if removed."""
+def drop_new_schema(conn: psycopg.Connection, info: ConnInfo, created: str | None, *,
+                    require_empty: bool = True) -> bool:
+    """Remove a cache that was just created and could not be set up or filled (a failed
+    open or import must not leave a half-made cache): the schema when this process
+    ``created`` it (``"schema"``), else only semcache's objects in it (``"tables"``; None:
+    decide here - the schema goes too when this user owns it and nothing else is in it).
+    Under the migration lock; with ``require_empty``, only while the cache has no entries
+    (another host may have started using it meanwhile). True if removed."""
     ident = sql.Identifier(info.schema)
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (LOCK_CLASS, lock_key(info.schema)))
         if inspect(conn, info).version == 0:
             return False
-        used = conn.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {}.entries)").format(ident))
-        row = used.fetchone()
-        if row is None or row[0]:
+        if require_empty and _has_entries(conn, ident):
             log.warning("semcache: not removing schema %s of %s after a failed open: another "
                         "client has stored entries in it", info.schema, info.location)
             return False
+        if created is None:
+            created = "schema" if _only_ours(conn, info.schema) else "tables"
         if created == "schema":
             conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(ident))
             return True
@@ -237,6 +240,23 @@ def drop_new_schema(conn: psycopg.Connection, info: ConnInfo, created: str) -> b
                 ident, sql.Identifier(table)))
         conn.execute(sql.SQL("DROP FUNCTION IF EXISTS {}.count_hand_made_changes()").format(ident))
     return True
+
+
+def _has_entries(conn: psycopg.Connection, ident: sql.Identifier) -> bool:
+    row = conn.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {}.entries)").format(ident)).fetchone()
+    return bool(row and row[0])
+
+
+def _only_ours(conn: psycopg.Connection, schema: str) -> bool:
+    """True when this user owns ``schema`` and it holds nothing but semcache's tables
+    (and their indexes, sequences, view and function)."""
+    row = conn.execute(
+        "SELECT n.nspowner = (SELECT oid FROM pg_roles WHERE rolname = current_user), "
+        "(SELECT count(*) FROM pg_class c WHERE c.relnamespace = n.oid AND c.relkind IN "
+        "('r', 'p', 'f', 'm') AND NOT c.relname = ANY(%s)) "
+        "FROM pg_namespace n WHERE n.nspname = %s",
+        (sorted(_OUR_TABLES | {"feedback", "claims"}), schema)).fetchone()
+    return bool(row and row[0] and row[1] == 0)
 
 
 def _checked(state: SchemaState, pgvector: bool | None) -> SchemaState:

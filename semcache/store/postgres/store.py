@@ -162,7 +162,7 @@ class PostgresStore(AdminMixin):
 
         conn = self._conns.connect()
         try:
-            if drop_new_schema(conn, self.info, self._created):
+            if drop_new_schema(conn, self.info, self._created, require_empty=True):
                 log.info("semcache: removed schema %s of %s (the open that created it "
                          "failed)", self.schema, self.location)
         except psycopg.Error as exc:
@@ -349,6 +349,37 @@ class PostgresStore(AdminMixin):
         self.settings.update(values)
 
 
+def schema_exists(url: str, schema: str | None = None) -> bool:
+    """True when the schema of ``url`` (``?schema=``, or ``schema``) holds a semcache cache
+    (one direct connection; nothing is created)."""
+    from semcache.store.postgres.schema import inspect
+
+    info = parse(url, schema)
+    conn = Connections(info, configure=lambda c: None).connect()
+    try:
+        return inspect(conn, info).version > 0
+    except psycopg.Error as exc:
+        raise translate(exc, info) from None
+    finally:
+        conn.close()
+
+
+def drop_cache(url: str, schema: str | None = None) -> bool:
+    """Remove the cache at ``url`` (its schema, or only semcache's tables when the schema
+    holds other things or belongs to another user), entries included. For a command that
+    created the cache and failed to fill it (``semcache import``). True if removed."""
+    from semcache.store.postgres.schema import drop_new_schema
+
+    info = parse(url, schema)
+    conn = Connections(info, configure=lambda c: None).connect()
+    try:
+        return drop_new_schema(conn, info, None, require_empty=False)
+    except psycopg.Error as exc:
+        raise translate(exc, info) from None
+    finally:
+        conn.close()
+
+
 def _at_least(version: str | None, wanted: tuple[int, int]) -> bool:
     if not version:
         return False
@@ -381,4 +412,5 @@ if TYPE_CHECKING:  # mypy checks that the engine implements the interface
         return store, txn
 
 
-__all__ = ["EF_SEARCH", "EXACT_SCAN_BELOW", "PostgresStore", "ProcessLock"]
+__all__ = ["EF_SEARCH", "EXACT_SCAN_BELOW", "PostgresStore", "ProcessLock", "drop_cache",
+           "schema_exists"]
