@@ -164,6 +164,18 @@ def test_without_pgvector_same_answers(pg_server: PgServer, pg_schema: str,
             assert [c for _, c in a] == pytest.approx([c for _, c in b], abs=1e-6)
         assert plain.get_by_ids([1], with_vector=True)[0].vector == \
             base[0].astype("<f4").tobytes()
+        # A stored vector of norm 10 (an import, a hand edit) is rescored by its true
+        # cosine in both layouts, never by the raw dot product.
+        for s, fill in ((store, "%s::" + (store.queries.ext or "") + ".vector"),
+                        (plain, "%s")):
+            t = s.queries.t["entries"]
+            pg_server.admin(f"UPDATE {t} SET vector = {fill} WHERE id = 1",
+                            ((base[0] * 10).tolist() if s is store else
+                             (base[0] * 10).astype("<f4").tobytes(),))
+            q = near(base[0], 0.75, rng)
+            top = s.search(code_of(q), q, s.find_partition("default", "") or 0, T0, 16)
+            cos = {r.id: c for r, c in top}
+            assert cos[1] == pytest.approx(0.75, abs=1e-5)
     finally:
         plain.close()
         pg_server.admin(f'DROP SCHEMA IF EXISTS "{pg_schema}_b" CASCADE')
