@@ -23,9 +23,12 @@ psycopg = pytest.importorskip("psycopg")
 from semcache.store.postgres import PostgresStore  # noqa: E402
 
 
-@pytest.fixture
-def store(pg_url: str) -> Iterator[PostgresStore]:
-    s = PostgresStore(pg_url)
+@pytest.fixture(params=[False, True], ids=["plain", "pipelined"])
+def store(pg_url: str, request: pytest.FixtureRequest) -> Iterator[PostgresStore]:
+    """The store with write transactions in plain mode (the default over a local socket)
+    and in psycopg's pipeline mode (the default over TCP)."""
+    s = PostgresStore(pg_url, pipeline=request.param)
+    assert s.pipeline is request.param
     yield s
     s.close()
 

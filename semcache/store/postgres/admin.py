@@ -183,7 +183,7 @@ class AdminMixin:
         if self.readonly:
             raise ReadOnlyCacheError(f"cache {self.location} is opened read-only")
         t = self.queries.t
-        with self._conns.transaction("BEGIN") as conn:
+        with self._conns.transaction(["BEGIN"]) as conn:
             # SHARE blocks writers (not readers) while the totals are replaced.
             conn.execute(f"LOCK TABLE {t['entries']} IN SHARE MODE")
             before = conn.execute(self.queries.entry_count).fetchone()

@@ -58,7 +58,7 @@ def bulk_insert(store: PostgresStore, entries: Iterable[NewEntry], *,
         raise ReadOnlyCacheError(f"cache {store.location} is opened read-only")
     q = store.queries
     dropped = defer_index and store.state.hnsw
-    with store.write() as txn:
+    with store.write(pipelined=False) as txn:  # COPY cannot run in pipeline mode
         conn = txn.conn
         conn.adapters.register_dumper(None, _BitBinaryDumper)
         vec_type = f"{q.ext}.vector" if q.ext else "bytea"

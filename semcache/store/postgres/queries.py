@@ -20,11 +20,10 @@ RECORD_COLUMNS = ("e.id, e.key_hash, e.namespace, p.scope, e.prompt, e.response,
                   "e.tokens, e.size, e.created_at, e.accessed_at, e.expires_at, e.ttl, e.hits, "
                   "e.code IS NOT NULL, {vector}, e.key_material")
 #: What every write transaction starts with: the flag that tells the hand-made-change
-#: triggers to stay out (semcache counts its own changes), and synchronous_commit kept on
-#: (a put that returned is on disk) unless the server was set to something stronger.
-BEGIN = ("BEGIN; SELECT set_config('semcache.app', 'on', true), "
-         "CASE WHEN current_setting('synchronous_commit') = 'off' "
-         "THEN set_config('synchronous_commit', 'on', true) END")
+#: trigger to stay out (semcache counts its own changes). Utility statements: nothing to
+#: plan. (:meth:`PostgresStore.write` adds ``SET LOCAL synchronous_commit = on`` where the
+#: server's default is ``off``: a put that returned is on disk.)
+BEGIN = ("BEGIN", "SET LOCAL semcache.app = 'on'")
 
 
 class Queries:
@@ -115,6 +114,17 @@ class Queries:
             f"WHERE c.expires_at < {now} OR c.holder = excluded.holder RETURNING 1")
         self.release = f"DELETE FROM {t['claims']} WHERE key_hash = %s AND holder = %s"
         self.purge_claims = f"DELETE FROM {t['claims']} WHERE expires_at < {now}"
+        # A transaction's counts, added to its shard just before COMMIT (one prepared
+        # statement; rows locked in name, then partition order).
+        self.add_counts = (
+            f"WITH c AS (INSERT INTO {t['counters']} AS c (name, shard, value) "
+            "SELECT n, %(shard)s, v FROM unnest(%(names)s::text[], %(values)s::bigint[]) "
+            "AS x(n, v) ORDER BY n "
+            "ON CONFLICT (name, shard) DO UPDATE SET value = c.value + excluded.value) "
+            f"INSERT INTO {t['partition_counts']} AS p (partition_id, shard, entries) "
+            "SELECT pid, %(shard)s, n FROM unnest(%(pids)s::integer[], %(sizes)s::bigint[]) "
+            "AS x(pid, n) ORDER BY pid ON CONFLICT (partition_id, shard) "
+            "DO UPDATE SET entries = p.entries + excluded.entries")
         # Filled with literal rows by PgWriteTxn.finish (integers and fixed names only).
         self.add_counters_literal = (
             f"INSERT INTO {t['counters']} AS c (name, shard, value) VALUES {{rows}} "

@@ -238,7 +238,9 @@ def drop_new_schema(conn: psycopg.Connection, info: ConnInfo, created: str | Non
                       "entries", "partitions", "settings", "schema_migrations"):
             conn.execute(sql.SQL("DROP TABLE IF EXISTS {}.{} CASCADE").format(
                 ident, sql.Identifier(table)))
-        conn.execute(sql.SQL("DROP FUNCTION IF EXISTS {}.count_hand_made_changes()").format(ident))
+        for fn in ("count_hand_made_changes", "recount_after_hand_made_change"):
+            conn.execute(sql.SQL("DROP FUNCTION IF EXISTS {}.{}()").format(
+                ident, sql.Identifier(fn)))
     return True
 
 

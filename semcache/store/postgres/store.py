@@ -94,7 +94,8 @@ class PostgresStore(AdminMixin):
     ``pgvector``: None = use it when installed or creatable, False = never (exact scans,
     bytea vectors), True = required. Pool: ``pool_min_size`` / ``pool_max_size``
     connections per process, ``pool_timeout`` seconds to wait for a free one,
-    ``connect_timeout`` seconds to reach the server.
+    ``connect_timeout`` seconds to reach the server. ``pipeline``: write transactions in
+    psycopg's pipeline mode (None = over TCP yes, over a Unix socket no).
     """
 
     engine = "postgresql"
@@ -103,7 +104,7 @@ class PostgresStore(AdminMixin):
                  pgvector: bool | None = None, pool_min_size: int = 1, pool_max_size: int = 8,
                  pool_timeout: float = 10.0, connect_timeout: float = 5.0,
                  exact_scan_below: int = EXACT_SCAN_BELOW, ef_search: int = EF_SEARCH,
-                 iterative_scan: str = ITERATIVE_SCAN) -> None:
+                 iterative_scan: str = ITERATIVE_SCAN, pipeline: bool | None = None) -> None:
         self.info: ConnInfo = parse(url, schema)
         self.location = self.info.location
         self.schema = self.info.schema
@@ -120,6 +121,10 @@ class PostgresStore(AdminMixin):
                                      f"'strict_order'; got {iterative_scan!r}")
         self.ef_search = ef_search
         self.iterative_scan = iterative_scan
+        #: Write transactions in psycopg's pipeline mode (one round trip fewer per write,
+        #: some client CPU more): worth it over a network, not over a local socket.
+        self.pipeline = (not _local_socket(self.info.params)) if pipeline is None \
+            else bool(pipeline)
         self._partitions: dict[tuple[str, str], int] = {}
         self._sizes: dict[int, tuple[int, float]] = {}
         self._conns = Connections(self.info, configure=self._configure,
@@ -138,6 +143,11 @@ class PostgresStore(AdminMixin):
                 self.settings: dict[str, str] = dict(conn.execute(self.queries.settings).fetchall())
                 version = conn.execute("SHOW server_version").fetchone()
                 self.server_version = str(version[0]) if version else "?"
+                sync = conn.execute("SHOW synchronous_commit").fetchone()
+                # A put that returned is on disk: where the default is off, semcache turns
+                # it on for its own transactions (stronger settings are kept).
+                self._begin = BEGIN + (("SET LOCAL synchronous_commit = on",)
+                                       if sync and sync[0] == "off" else ())
                 self._vector_oid = self._lookup_vector_oid(conn)
             except psycopg.Error as exc:
                 raise translate(exc, self.info) from None
@@ -301,16 +311,22 @@ class PostgresStore(AdminMixin):
 
     @contextmanager
     def write(self, on_commit: Callable[[Changes], None] | None = None,
-              timeout: float | None = None) -> Iterator[PgWriteTxn]:
+              timeout: float | None = None, *,
+              pipelined: bool | None = None) -> Iterator[PgWriteTxn]:
         """One transaction: all of it commits, or none. ``timeout``: seconds to wait for
-        row locks held by other clients (None: wait)."""
+        row locks held by other clients (None: wait). ``pipelined`` (psycopg's pipeline
+        mode; default: the store's ``pipeline``): BEGIN travels with the first statement,
+        the counters with COMMIT - a put is two round trips instead of three; COPY needs
+        it off."""
         if self.readonly:
             raise ReadOnlyCacheError(f"cache {self.location} is opened read-only")
-        begin = BEGIN
+        if pipelined is None:
+            pipelined = self.pipeline
+        begin = list(self._begin)
         if timeout is not None:
-            begin += f"; SET LOCAL lock_timeout = {max(1, int(timeout * 1000))}"
-        with self._conns.transaction(begin) as conn:
-            txn = PgWriteTxn(self, conn)
+            begin.append(f"SET LOCAL lock_timeout = {max(1, int(timeout * 1000))}")
+        with self._conns.transaction(begin, pipelined=pipelined) as conn:
+            txn = PgWriteTxn(self, conn, pipelined=pipelined)
             yield txn
             txn.finish()  # counters and COMMIT
         self._partitions.update(txn.partitions)
@@ -378,6 +394,14 @@ def drop_cache(url: str, schema: str | None = None) -> bool:
         raise translate(exc, info) from None
     finally:
         conn.close()
+
+
+def _local_socket(params: dict[str, Any]) -> bool:
+    """True when libpq connects through a Unix socket (no host, or a directory)."""
+    if params.get("hostaddr"):
+        return False
+    hosts = str(params.get("host") or os.environ.get("PGHOST") or "").split(",")
+    return all(not h or h.startswith("/") or h.startswith("@") for h in hosts)
 
 
 def _at_least(version: str | None, wanted: tuple[int, int]) -> bool:

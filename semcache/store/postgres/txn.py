@@ -48,8 +48,10 @@ def entry_size(e: NewEntry) -> int:
 class PgWriteTxn:
     """The operations allowed inside :meth:`PostgresStore.write`."""
 
-    def __init__(self, store: PostgresStore, conn: psycopg.Connection) -> None:
+    def __init__(self, store: PostgresStore, conn: psycopg.Connection, *,
+                 pipelined: bool = False) -> None:
         self._store = store
+        self._pipelined = pipelined
         self._q = store.queries
         self.conn = conn
         self.changes = Changes()
@@ -84,10 +86,22 @@ class PgWriteTxn:
         return n
 
     def finish(self) -> None:
-        """Add this transaction's counts to its shard and COMMIT, in one round trip: the
-        statements carry only integers and counter names from a fixed list, written as
-        literals (a parameterless batch travels in one message)."""
+        """Add this transaction's counts to its shard and COMMIT, in one round trip.
+
+        In pipeline mode: one prepared statement and COMMIT, sent together when the
+        pipeline ends. Otherwise: the statements carry only integers and counter names from
+        a fixed list, written as literals (a parameterless batch travels in one message)."""
         shard = int(self.conn.info.backend_pid % self._store.shards)
+        if self._pipelined:
+            names = sorted(k for k, v in self._counts.items() if v)
+            parts = sorted(k for k, v in self._parts.items() if v)
+            if names or parts:
+                self.conn.execute(self._q.add_counts, {
+                    "shard": shard, "names": [_checked_name(n) for n in names],
+                    "values": [int(self._counts[n]) for n in names],
+                    "pids": [int(p) for p in parts], "sizes": [int(self._parts[p]) for p in parts]})
+            self.conn.execute("COMMIT")
+            return
         batch = []
         names = sorted(k for k, v in self._counts.items() if v)
         if names:
@@ -232,10 +246,11 @@ class PgWriteTxn:
         with self.conn.cursor() as cur:
             cur.executemany(self._q.touch,
                             [(updates[i].accessed_at, updates[i].hits, i) for i in order])
-            refreshed = [(updates[i].expires_at, i, updates[i].expires_at) for i in order
-                         if updates[i].expires_at is not None]
-            if not refreshed:
-                return
+        refreshed = [(updates[i].expires_at, i, updates[i].expires_at) for i in order
+                     if updates[i].expires_at is not None]
+        if not refreshed:
+            return
+        with self.conn.cursor() as cur:  # its own cursor: only these results on it
             cur.executemany(self._q.refresh, refreshed, returning=True)
             moved: list[int] = []
             while True:
