@@ -252,3 +252,13 @@ def test_numbers_round_trip_exactly(location, value):
         cache.put("q", value)
         got = cache.get("q").response
     assert got == value and type(got) is type(value)
+
+
+def test_put_many_with_a_repeated_prompt_keeps_the_last(location):
+    """The bulk path (PostgreSQL sends the batch at once) behaves as puts one by one."""
+    with open_exact(location) as cache:
+        ids = cache.put_many([("a", 1), ("b", 2), ("a", 3)] + [(f"k{i}", i) for i in range(20)])
+        assert ids[:3] == sorted(ids[:3]) and len(set(ids)) == 23
+        assert cache.get("a").response == 3 and cache.get("a").entry_id == ids[2]
+        assert cache.stats()["entries"] == 22 and cache.stats()["puts"] == 23
+        assert [e.id for e in cache.entries(order="id")][:2] == [ids[1], ids[2]]

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from semcache.cache._keys import prompt_key, request_key
 from semcache.cache._pipeline import Query, query_hash
-from semcache.cache._writes import enforce_limit
+from semcache.cache._writes import enforce_limit, insert_all
 from semcache.cache.entry import Entry
 from semcache.cache.hit import Hit
 from semcache.errors import InvalidInputError, SemcacheError
@@ -188,7 +188,7 @@ class CacheAdmin:
             if not new:
                 return []
             with self._batcher.write() as w:
-                ids = [w.txn.insert(e) for e in new]
+                ids = insert_all(w.txn, new)
                 enforce_limit(w, self.max_entries, now)
             return ids
 
