@@ -193,3 +193,23 @@ def test_a_claim_of_a_killed_process_lapses_after_its_lease(pg_url: str) -> None
         store.release(key)
     finally:
         store.close()
+
+
+def test_engine_options_in_the_url(pg_url: str) -> None:
+    """``semcache.open(url)`` reaches the engine's options through the URL's query."""
+    url = pg_url + "&pool_max_size=3&ef_search=64&exact_scan_below=0&pipeline=on"
+    with semcache.open(url, dim=DIM) as cache:
+        store: Any = cache._store
+        assert (store.ef_search, store.exact_scan_below, store.pipeline) == (64, 0, True)
+        assert "pool_max_size" not in cache.location and "ef_search" not in cache.location
+        cache.put("q", "a", vector=np.ones(DIM))  # a pipelined write
+        assert cache.get(np.ones(DIM)).response == "a"  # through HNSW (exact_scan_below=0)
+    with pytest.raises(semcache.ConfigurationError, match="ef_search"):
+        semcache.open(pg_url + "&ef_search=lots", dim=DIM)
+    with pytest.raises(semcache.ConfigurationError, match="pipeline"):
+        semcache.open(pg_url + "&pipeline=maybe", dim=DIM)
+    from semcache.store.postgres import PostgresStore
+
+    with pytest.raises(semcache.ConfigurationError, match="conflicts"):
+        PostgresStore(pg_url + "&ef_search=64", ef_search=200)
+    PostgresStore(pg_url + "&ef_search=64", ef_search=64).close()  # the same: fine

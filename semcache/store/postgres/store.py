@@ -15,6 +15,7 @@ or without pgvector - rescored by exact cosine on the stored vectors.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import socket
@@ -32,7 +33,13 @@ from semcache.errors import CacheFileError, ConfigurationError, ReadOnlyCacheErr
 from semcache.store.base import Changes, EntryRow, NewEntry
 from semcache.store.postgres.adapters import code_literal, register_vector, vector_from
 from semcache.store.postgres.admin import AdminMixin
-from semcache.store.postgres.conninfo import ConnInfo, parse, translate
+from semcache.store.postgres.conninfo import (
+    URL_OPTIONS,
+    ConnInfo,
+    parse,
+    translate,
+    with_url_options,
+)
 from semcache.store.postgres.pool import Connections
 from semcache.store.postgres.queries import BEGIN, SHARDS, Queries
 from semcache.store.postgres.schema import SchemaState, ensure_schema
@@ -95,7 +102,10 @@ class PostgresStore(AdminMixin):
     bytea vectors), True = required. Pool: ``pool_min_size`` / ``pool_max_size``
     connections per process, ``pool_timeout`` seconds to wait for a free one,
     ``connect_timeout`` seconds to reach the server. ``pipeline``: write transactions in
-    psycopg's pipeline mode (None = over TCP yes, over a Unix socket no).
+    psycopg's pipeline mode (None = over TCP yes, over a Unix socket no). A URL may set
+    the same options in its query string (``?pool_max_size=16&ef_search=64``; see
+    :data:`~semcache.store.postgres.conninfo.URL_OPTIONS`), so that ``semcache.open(url)``
+    reaches them.
     """
 
     engine = "postgresql"
@@ -112,7 +122,14 @@ class PostgresStore(AdminMixin):
         self._lock = ProcessLock(self.location)
         self._holder: tuple[int, str] | None = None
         self.shards = SHARDS
-        self.exact_scan_below = exact_scan_below
+        o = with_url_options({
+            "pgvector": pgvector, "pool_min_size": pool_min_size,
+            "pool_max_size": pool_max_size, "pool_timeout": pool_timeout,
+            "exact_scan_below": exact_scan_below, "ef_search": ef_search,
+            "iterative_scan": iterative_scan, "pipeline": pipeline}, _DEFAULTS, self.info)
+        pgvector, ef_search, iterative_scan, pipeline = (
+            o["pgvector"], o["ef_search"], o["iterative_scan"], o["pipeline"])
+        self.exact_scan_below = int(o["exact_scan_below"])
         if not isinstance(ef_search, int) or isinstance(ef_search, bool) or \
                 not 1 <= ef_search <= 1000:
             raise ConfigurationError(f"ef_search must be an int in 1..1000; got {ef_search!r}")
@@ -128,8 +145,8 @@ class PostgresStore(AdminMixin):
         self._partitions: dict[tuple[str, str], int] = {}
         self._sizes: dict[int, tuple[int, float]] = {}
         self._conns = Connections(self.info, configure=self._configure,
-                                  min_size=pool_min_size, max_size=pool_max_size,
-                                  timeout=pool_timeout, connect_timeout=connect_timeout)
+                                  min_size=o["pool_min_size"], max_size=o["pool_max_size"],
+                                  timeout=o["pool_timeout"], connect_timeout=connect_timeout)
         with self._conns.connect() as conn:
             if conn.info.server_version < 140000:  # bit_count(), MATERIALIZED CTEs
                 raise CacheFileError(
@@ -363,6 +380,11 @@ class PostgresStore(AdminMixin):
         with self.write() as txn:
             txn.set_settings(values)
         self.settings.update(values)
+
+
+#: Defaults of the options a URL may set (an explicit argument must agree with the URL).
+_DEFAULTS = {name: p.default for name, p in
+             inspect.signature(PostgresStore.__init__).parameters.items() if name in URL_OPTIONS}
 
 
 def schema_exists(url: str, schema: str | None = None) -> bool:
