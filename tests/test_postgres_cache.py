@@ -204,6 +204,13 @@ def test_engine_options_in_the_url(pg_url: str) -> None:
         assert "pool_max_size" not in cache.location and "ef_search" not in cache.location
         cache.put("q", "a", vector=np.ones(DIM))  # a pipelined write
         assert cache.get(np.ones(DIM)).response == "a"  # through HNSW (exact_scan_below=0)
+        rng = np.random.default_rng(11)
+        ids = cache.put_many([(f"p{i}", i) for i in range(30)] + [("q", "again")],
+                             vector=None)  # the bulk path inside a pipelined transaction
+        assert len(set(ids)) == 31 and cache.get("q").response == "again"
+        cache.put_many([(v, "v") for v in unit(rng, 5)], ttl=30)
+        cache.flush()  # batched hits written in pipeline mode
+        assert cache.stats()["entries"] == 36 and cache.stats()["hits"] == 2
     with pytest.raises(semcache.ConfigurationError, match="ef_search"):
         semcache.open(pg_url + "&ef_search=lots", dim=DIM)
     with pytest.raises(semcache.ConfigurationError, match="pipeline"):

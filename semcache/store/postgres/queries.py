@@ -91,12 +91,34 @@ class Queries:
             f"WITH d AS (DELETE FROM {t['entries']} e WHERE {{where}} {returning}) "
             "SELECT partition_id, count(*), sum(size)::bigint, array_agg(id) FROM d "
             "GROUP BY partition_id")
-        self.lru_ids = (f"e.id IN (SELECT entry_id FROM {t['entry_usage']} "
-                        "ORDER BY accessed_at, entry_id LIMIT %s FOR UPDATE SKIP LOCKED)")
-        self.touch = (f"UPDATE {t['entry_usage']} SET accessed_at = greatest(accessed_at, %s), "
-                      "hits = hits + %s WHERE entry_id = %s")
-        self.refresh = (f"UPDATE {t['entries']} SET expires_at = %s WHERE id = %s "
-                        "AND expires_at < %s RETURNING id, code IS NOT NULL")
+        # LRU candidates: the ``count`` least recently accessed entries once this
+        # transaction's pending hits (ids, times: arrays) are counted in. Pending hits only
+        # move times forward, so the answer is among the first ``count + pending`` by
+        # stored time (the index order). Rows another client holds are skipped.
+        self.lru_ids = (
+            "e.id IN (SELECT c.entry_id FROM (SELECT u.entry_id, u.accessed_at FROM "
+            f"{t['entry_usage']} u JOIN {t['entries']} x ON x.id = u.entry_id "
+            "ORDER BY u.accessed_at, u.entry_id LIMIT %s FOR UPDATE OF u, x SKIP LOCKED) c "
+            "LEFT JOIN unnest(%s::bigint[], %s::float8[]) AS p(id, a) ON p.id = c.entry_id "
+            "ORDER BY greatest(c.accessed_at, p.a), c.entry_id LIMIT %s)")
+        self.expired_ids = (f"e.id IN (SELECT id FROM {t['entries']} WHERE expires_at IS NOT "
+                            "NULL AND expires_at <= %s FOR UPDATE SKIP LOCKED)")
+        # Batched hits, applied at the end of a write transaction; rows another client
+        # holds are skipped, never waited for (see PgWriteTxn.apply_access).
+        self.touch = (
+            "WITH x AS (SELECT * FROM unnest(%(ids)s::bigint[], %(at)s::float8[], "
+            "%(hits)s::bigint[]) AS x(id, a, h)), "
+            f"l AS (SELECT u.entry_id FROM {t['entry_usage']} u WHERE u.entry_id = ANY(%(ids)s) "
+            "ORDER BY u.entry_id FOR UPDATE SKIP LOCKED) "
+            f"UPDATE {t['entry_usage']} u SET accessed_at = greatest(u.accessed_at, x.a), "
+            "hits = u.hits + x.h FROM l JOIN x ON x.id = l.entry_id "
+            "WHERE u.entry_id = l.entry_id")
+        self.refresh = (
+            "WITH x AS (SELECT * FROM unnest(%(ids)s::bigint[], %(until)s::float8[]) AS x(id, t)), "
+            f"l AS (SELECT e.id FROM {t['entries']} e JOIN x ON x.id = e.id "
+            "WHERE e.expires_at < x.t ORDER BY e.id FOR UPDATE OF e SKIP LOCKED) "
+            f"UPDATE {t['entries']} e SET expires_at = x.t FROM l JOIN x ON x.id = l.id "
+            "WHERE e.id = l.id AND e.expires_at < x.t")
         self.record_verdict = (
             f"INSERT INTO {t['feedback']} (entry_id, namespace, query_hash, kind, similarity, "
             "correct, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s)")

@@ -61,6 +61,8 @@ class PgWriteTxn:
         self.partitions: dict[tuple[str, str], int] = {}
         #: Entries committed by everyone, as last read by a statement of this transaction.
         self._committed_entries: int | None = None
+        #: Batched hits to write at the end (see :meth:`apply_access`).
+        self._access: dict[int, AccessUpdate] = {}
 
     # -- bookkeeping --------------------------------------------------------------------
 
@@ -91,6 +93,8 @@ class PgWriteTxn:
         In pipeline mode: one prepared statement and COMMIT, sent together when the
         pipeline ends. Otherwise: the statements carry only integers and counter names from
         a fixed list, written as literals (a parameterless batch travels in one message)."""
+        if self._access:
+            self._write_access()
         shard = int(self.conn.info.backend_pid % self._store.shards)
         if self._pipelined:
             names = sorted(k for k, v in self._counts.items() if v)
@@ -217,14 +221,19 @@ class PgWriteTxn:
         return self.delete_summed_sql("true")
 
     def purge_expired(self, now: float) -> int:
-        return self.delete_summed_sql("e.expires_at IS NOT NULL AND e.expires_at <= %s", (now,))
+        """Delete expired entries; rows another client holds are left for a later purge
+        (they are never served: lookups check the expiry)."""
+        return self.delete_summed_sql(self._q.expired_ids, (now,))
 
     def evict_lru(self, count: int) -> int:
-        """Delete the ``count`` least recently accessed entries (rows another client is
-        writing right now are skipped, not waited for)."""
+        """Delete the ``count`` least recently accessed entries, this transaction's pending
+        hits counted in (rows another client is writing right now are skipped, not waited
+        for)."""
         if count <= 0:
             return 0
-        return self.delete_summed_sql(self._q.lru_ids, (count,))
+        ids = sorted(self._access)
+        times = [self._access[i].accessed_at for i in ids]
+        return self.delete_summed_sql(self._q.lru_ids, (count + len(ids), ids, times, count))
 
     def entry_count(self) -> int:
         """Entries committed by everyone, plus this transaction's own inserts/deletes.
@@ -241,23 +250,39 @@ class PgWriteTxn:
 
     def apply_access(self, updates: dict[int, AccessUpdate]) -> None:
         """Batched hits: access time (never moved back), hit counts, and expiry pushed out
-        by refresh-on-access (never moved backwards: ``expires_at < new``)."""
-        order = sorted(updates)
-        with self.conn.cursor() as cur:
-            cur.executemany(self._q.touch,
-                            [(updates[i].accessed_at, updates[i].hits, i) for i in order])
-        refreshed = [(updates[i].expires_at, i, updates[i].expires_at) for i in order
-                     if updates[i].expires_at is not None]
-        if not refreshed:
-            return
-        with self.conn.cursor() as cur:  # its own cursor: only these results on it
-            cur.executemany(self._q.refresh, refreshed, returning=True)
-            moved: list[int] = []
-            while True:
-                moved += [int(r[0]) for r in cur.fetchall() if r[1]]
-                if not cur.nextset():
-                    break
-        self.changes.expires.extend((i, updates[i].expires_at) for i in moved)
+        by refresh-on-access (never moved backwards).
+
+        Written at the end of the transaction (:meth:`finish`), never waiting for a row
+        another client holds. Usage rows are also locked by deleting their entry (the
+        foreign key's cascade): a transaction that touched usage rows first and then
+        replaced an entry could wait for one that did the same in the other order - a
+        deadlock. Touched last and with SKIP LOCKED, a flush waits for nobody. A row held
+        by another client is being deleted (nothing to update) or flushed by another
+        process at the same moment (which moves its access time and expiry forward too;
+        this flush's increments of its hit count are lost). LRU eviction in the same
+        transaction counts these pending hits in (:meth:`evict_lru`)."""
+        for entry_id, u in updates.items():
+            mine = self._access.get(entry_id)
+            if mine is None:
+                self._access[entry_id] = AccessUpdate(u.accessed_at, u.hits, u.expires_at)
+                continue
+            mine.accessed_at = max(mine.accessed_at, u.accessed_at)
+            mine.hits += u.hits
+            if u.expires_at is not None:
+                mine.expires_at = max(mine.expires_at or u.expires_at, u.expires_at)
+
+    def _write_access(self) -> None:
+        """Apply the pending hits (see :meth:`apply_access`). No expiry moves are reported
+        in ``changes``: nothing mirrors a PostgreSQL cache."""
+        order = sorted(self._access)
+        access = self._access
+        self.conn.execute(self._q.touch, {
+            "ids": order, "at": [access[i].accessed_at for i in order],
+            "hits": [access[i].hits for i in order]})
+        refreshed = [i for i in order if access[i].expires_at is not None]
+        if refreshed:
+            self.conn.execute(self._q.refresh, {
+                "ids": refreshed, "until": [access[i].expires_at for i in refreshed]})
 
     def add_counters(self, deltas: dict[str, int]) -> None:
         unknown = set(deltas) - COUNTER_NAMES
