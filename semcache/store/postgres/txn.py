@@ -1,11 +1,13 @@
 """One write transaction on PostgreSQL (:class:`PgWriteTxn`, the engine's ``StoreTxn``).
 
-Row locks are taken in one global order so that concurrent clients cannot deadlock each
-other in the common paths: usage rows of hits (sorted by id), then entries (by key), then
-at the very end - just before COMMIT - the counter shard rows (sorted by name, then
-partition). semcache counts what its own statements did (from ``RETURNING``) and adds it
-to the counters of its shard in :meth:`PgWriteTxn.finish`; the triggers of the schema count
-only changes made by hand (they see the ``semcache.app`` flag set by ``BEGIN``).
+Row locks are taken so that concurrent clients cannot deadlock each other in the common
+paths: first the transaction's own work (entries by key - deleting one also locks its usage
+row -, purges and LRU eviction skipping rows others hold), then at the end the batched
+hits (usage rows and sliding expiries, never waiting: ``SKIP LOCKED``), then - just before
+COMMIT - the counter shard rows (sorted by name, then partition). semcache counts what its
+own statements did (from ``RETURNING``) and adds it to the counters of its shard in
+:meth:`PgWriteTxn.finish`; the schema's trigger recounts only after changes made by hand
+(it sees the ``semcache.app`` flag set by ``BEGIN``).
 """
 
 from __future__ import annotations
