@@ -90,9 +90,34 @@ class Worker:
             self.wrong.append(f"asked {key!r} in {ns}: got {r!r:.120} ({hit.kind})")
 
     def step(self, i: int) -> None:
-        rng, w, ns = self.rng, self.w, self.rng.choice(NAMESPACES)
+        """One random operation (writes 40%, lookups 34%, deletes, purges, stats)."""
+        ns = self.rng.choice(NAMESPACES)
         own = [k for n, k in self.acked[-200:] if n == ns]
-        op = rng.random()
+        op = self.rng.random()
+        if op < 0.40:
+            self._write(i, ns, op)
+        elif op < 0.74:
+            self._lookup(i, ns, own, op)
+        elif op < 0.84:
+            key = f"w{self.w}-{i} to delete"
+            eid = self.cache.put(key, value(key, ns, self.w), namespace=ns)
+            self.counts["puts"] += 1
+            if self.cache.delete(eid):
+                self.counts["deletes"] += 1
+                self.deleted.append((ns, key))
+        elif op < 0.90:
+            key = f"w{self.w}-{i} short lived"
+            self.cache.put(key, value(key, ns, self.w), namespace=ns, ttl=0.05)
+            self.counts["puts"] += 1
+        elif op < 0.96:
+            self.counts["purges"] += self.cache.purge_expired()
+        else:
+            self.cache.stats()
+            self.counts["stats"] += 1
+        self.counts["ops"] += 1
+
+    def _write(self, i: int, ns: str, op: float) -> None:
+        w = self.w
         if op < 0.25:
             key = f"w{w}-{i} what is the meaning of item {i}"
             self.cache.put(key, value(key, ns, w), namespace=ns)
@@ -103,37 +128,23 @@ class Worker:
             self.cache.put_many([(k, value(k, ns, w)) for k in keys], namespace=ns)
             self.acked += [(ns, k) for k in keys]
             self.counts["puts"] += len(keys)
-        elif op < 0.40:
-            key = rng.choice(SHARED)  # every process replaces these
+        else:
+            key = self.rng.choice(SHARED)  # every process replaces these
             self.cache.put(key, value(key, ns, w), namespace=ns)
             self.counts["puts"] += 1
-        elif op < 0.60:
+
+    def _lookup(self, i: int, ns: str, own: list[str], op: float) -> None:
+        rng = self.rng
+        if op < 0.60:
             key = rng.choice(own) if own and rng.random() < 0.8 else rng.choice(SHARED)
             self.check(self.cache.get(key, namespace=ns), ns, key)
         elif op < 0.68:
             key = rng.choice(own) if own else f"nothing {i}"
             self.check(self.cache.get(key.replace("what is", "tell me"), namespace=ns), ns, None)
-        elif op < 0.74:
+        else:
             keys = [rng.choice(own) if own else "none", rng.choice(SHARED), f"absent {i}"]
             for k, hit in zip(keys, self.cache.get_many(keys, namespace=ns), strict=True):
                 self.check(hit, ns, k)
-        elif op < 0.84:
-            key = f"w{w}-{i} to delete"
-            eid = self.cache.put(key, value(key, ns, w), namespace=ns)
-            self.counts["puts"] += 1
-            if self.cache.delete(eid):
-                self.counts["deletes"] += 1
-                self.deleted.append((ns, key))
-        elif op < 0.90:
-            key = f"w{w}-{i} short lived"
-            self.cache.put(key, value(key, ns, w), namespace=ns, ttl=0.05)
-            self.counts["puts"] += 1
-        elif op < 0.96:
-            self.counts["purges"] += self.cache.purge_expired()
-        else:
-            self.cache.stats()
-            self.counts["stats"] += 1
-        self.counts["ops"] += 1
 
 
 def worker_main(url: str, out_path: str, worker: int, seconds: float, seed: int) -> None:

@@ -90,31 +90,35 @@ class PgWriteTxn:
         return n
 
     def finish(self) -> None:
-        """Add this transaction's counts to its shard and COMMIT, in one round trip.
-
-        In pipeline mode: one prepared statement and COMMIT, sent together when the
-        pipeline ends. Otherwise: the statements carry only integers and counter names from
-        a fixed list, written as literals (a parameterless batch travels in one message)."""
+        """Write the batched hits, add this transaction's counts to its shard and COMMIT;
+        the counts and COMMIT travel together (one round trip)."""
         if self._access:
             self._write_access()
         shard = int(self.conn.info.backend_pid % self._store.shards)
-        if self._pipelined:
-            names = sorted(k for k, v in self._counts.items() if v)
-            parts = sorted(k for k, v in self._parts.items() if v)
-            if names or parts:
-                self.conn.execute(self._q.add_counts, {
-                    "shard": shard, "names": [_checked_name(n) for n in names],
-                    "values": [int(self._counts[n]) for n in names],
-                    "pids": [int(p) for p in parts], "sizes": [int(self._parts[p]) for p in parts]})
-            self.conn.execute("COMMIT")
-            return
-        batch = []
         names = sorted(k for k, v in self._counts.items() if v)
+        parts = sorted(k for k, v in self._parts.items() if v)
+        if self._pipelined:
+            self._commit_pipelined(shard, names, parts)
+        else:
+            self._commit_batch(shard, names, parts)
+
+    def _commit_pipelined(self, shard: int, names: list[str], parts: list[int]) -> None:
+        """One prepared statement and COMMIT, sent together when the pipeline ends."""
+        if names or parts:
+            self.conn.execute(self._q.add_counts, {
+                "shard": shard, "names": [_checked_name(n) for n in names],
+                "values": [int(self._counts[n]) for n in names],
+                "pids": [int(p) for p in parts], "sizes": [int(self._parts[p]) for p in parts]})
+        self.conn.execute("COMMIT")
+
+    def _commit_batch(self, shard: int, names: list[str], parts: list[int]) -> None:
+        """The statements carry only integers and counter names from a fixed list, written
+        as literals: a parameterless batch travels in one message."""
+        batch = []
         if names:
             rows = ", ".join(f"('{_checked_name(n)}', {shard}, {int(self._counts[n])})"
                              for n in names)
             batch.append(self._q.add_counters_literal.format(rows=rows))
-        parts = sorted(k for k, v in self._parts.items() if v)
         if parts:
             rows = ", ".join(f"({int(p)}, {shard}, {int(self._parts[p])})" for p in parts)
             batch.append(self._q.add_partition_counts_literal.format(rows=rows))
