@@ -4,9 +4,11 @@
         [--rounds 3] [--procs 1 8] [--seconds 5] [--quick] [--rebuild]
         [--skip-recall] [--skip-throughput] [--out benchmarks/results/postgres.json]
 
-Store level (phase 1 of issue 12). Each workload takes a *target* (``StoreTarget`` here: a
-``PostgresStore`` with a fixed search plan); phase 2 adds cache-level targets
-(``semcache.open(url)`` next to the SQLite file) to the same workloads, same run.
+Store level (phase 1 of issue 12): each workload takes a *target* (``StoreTarget``: a
+``PostgresStore`` with a fixed search plan). Cache level (phase 2, the ``cache`` section;
+scripts/bench_postgres_cache.py): ``semcache.open(url)`` next to ``semcache.open(file)``,
+same calls, same run - exact hit, semantic get (HNSW / exact scan / SQLite file, with the
+hit decisions compared), puts, put_many and exact gets from 1 and 8 processes.
 
 Data, per size N (built once per workdir, reused): in partition ``default``, the 999
 paraphrase origins of benchmarks/data/paraphrase_pairs.json embedded with MiniLM (the real
@@ -50,6 +52,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from semcache.kernels.projection import BinaryEncoder  # noqa: E402
 from semcache.store.base import NewEntry  # noqa: E402
@@ -429,11 +432,23 @@ def main() -> None:
     ap.add_argument("--rebuild", action="store_true")
     ap.add_argument("--skip-recall", action="store_true")
     ap.add_argument("--skip-throughput", action="store_true")
+    ap.add_argument("--skip-store", action="store_true", help="cache level only")
+    ap.add_argument("--skip-cache", action="store_true", help="store level only")
+    ap.add_argument("--cache-sizes", type=int, nargs="+", default=[100_000])
+    ap.add_argument("--million", action="store_true",
+                    help="add 1,000,000 entries to --cache-sizes (builds take ~15 min)")
+    ap.add_argument("--exact-scan-queries", type=int, default=50,
+                    help="queries of the exact scan at >= 500k entries (it takes ~0.5 s each)")
+    ap.add_argument("--kinds", nargs="+", default=["put", "put_hash", "put_many", "get"],
+                    help="cache-level throughput workloads")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "postgres.json"))
     args = ap.parse_args()
     if args.quick:
         args.sizes = args.sizes or [9000]
+        args.cache_sizes = [9000]
         args.rounds, args.queries, args.procs, args.seconds = 1, 100, [1, 2], 1.0
+    if args.million and 1_000_000 not in args.cache_sizes:
+        args.cache_sizes.append(1_000_000)
     args.sizes = args.sizes or [10_000, 100_000]
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -444,7 +459,7 @@ def main() -> None:
         result["server"] = server_settings(url)
         origins, similar = paraphrase_vectors(workdir)
         result["sizes"] = {}
-        for size in args.sizes:
+        for size in [] if args.skip_store else args.sizes:
             print(f"size {size}", flush=True)
             schema = build(url, size, origins, args.rebuild)
             row = {"latency": latency(url, schema, size, similar, args.rounds, args.queries)}
@@ -452,9 +467,15 @@ def main() -> None:
             if not args.skip_recall:
                 row["recall"] = recall(url, schema, size, origins, similar)
             result["sizes"][str(size)] = row
-        if not args.skip_throughput:
+        if not args.skip_throughput and not args.skip_store:
             result["throughput"] = throughput(url, f"bench_{args.sizes[0]}", args.procs,
                                               args.seconds, args.rounds)
+        if not args.skip_cache:
+            import bench_postgres_cache
+
+            print("cache level", flush=True)
+            result["cache"] = bench_postgres_cache.run(url, workdir, args.cache_sizes, origins,
+                                                       similar, filler_chunks, args)
     finally:
         result["load_average_end"] = os.getloadavg()
         if server is not None:

@@ -72,14 +72,11 @@ def answer_text(response: Any) -> str:
 
 
 def remove_cache_files(path: str) -> None:
-    """Remove a cache file (and its WAL, mirror and lock files) a command just created."""
-    from semcache.store import SQLITE_FILES
+    """Remove a cache a command just created: the file (and its WAL, mirror and lock
+    files), or the schema on a PostgreSQL server."""
+    from semcache.store import remove_store
 
-    for suffix in SQLITE_FILES:
-        try:
-            os.remove(os.path.realpath(path) + suffix)
-        except OSError:
-            pass
+    remove_store(path)
 
 
 __all__ = ["CLIError", "UsageError", "answer_text", "check_cache_path", "open_cache",

@@ -24,10 +24,10 @@ def cmd_stats(args: argparse.Namespace) -> int:
         namespaces = [{"namespace": n.namespace, "entries": n.entries, "expired": n.expired,
                        "hits": n.hits, "bytes": n.bytes} for n in cache.namespaces()]
     if args.json:
-        fmt.print_json({"path": args.path, "stats": stats, "settings": settings,
+        fmt.print_json({"path": args.shown, "stats": stats, "settings": settings,
                         "namespaces": namespaces})
         return 0
-    print(f"semcache cache {args.path}")
+    print(f"semcache cache {args.shown}")
     print(fmt.key_values(_stats_rows(stats, settings)))
     if namespaces:
         print()
@@ -110,7 +110,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     with open_cache(args.path) as cache:
         entry = cache.entry(args.id)
         if entry is None:
-            raise CLIError(f"no entry with id {args.id} in {args.path!r}")
+            raise CLIError(f"no entry with id {args.id} in {args.shown!r}")
     rec = {
         "id": entry.id, "key_hash": (entry.key_hash or b"").hex(), "namespace": entry.namespace,
         "scope": entry.scope, "prompt": entry.prompt, "response": entry.response,
@@ -193,7 +193,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if args.json:
         fmt.print_json(result)
     else:
-        print(f"{args.path}: {'OK' if ok else 'PROBLEMS FOUND'}")
+        print(f"{args.shown}: {'OK' if ok else 'PROBLEMS FOUND'}")
         for key, value in result.items():
             if key in ("ok", "path"):
                 continue

@@ -47,7 +47,7 @@ def cmd_purge(args: argparse.Namespace) -> int:
             deleted = 0
         elif args.all:
             if matching and not args.yes and not _confirm(
-                    f"Delete all {matching} entries from {args.path}?"):
+                    f"Delete all {matching} entries from {args.shown}?"):
                 if not sys.stdin.isatty():
                     raise CLIError("refusing to delete every entry without confirmation "
                                    "(not a terminal): pass --yes")
@@ -78,7 +78,7 @@ def cmd_vacuum(args: argparse.Namespace) -> int:
                         "seconds": round(seconds, 3), **done})
     else:
         repaired = done.get("orphan_codes", 0) + done.get("missing_codes", 0)
-        print(f"vacuumed {args.path}: {fmt.human_bytes(before)} -> {fmt.human_bytes(after)} "
+        print(f"vacuumed {args.shown}: {fmt.human_bytes(before)} -> {fmt.human_bytes(after)} "
               f"in {seconds:.2f}s; {done.get('expired', 0)} expired entries purged"
               + (f", {repaired} code index rows repaired" if repaired else ""))
     return 0
@@ -104,9 +104,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.out == "-":
         print(f"exported {n} entries", file=sys.stderr)
     elif args.json:
-        fmt.print_json({"exported": n, "path": args.path, "out": args.out})
+        fmt.print_json({"exported": n, "path": args.shown, "out": args.out})
     else:
-        print(f"exported {n} entries from {args.path} to {args.out}")
+        print(f"exported {n} entries from {args.shown} to {args.out}")
     return 0
 
 
@@ -139,13 +139,13 @@ def _is_record(line: str) -> bool:
 def _target(args: argparse.Namespace, first: str) -> tuple[Any, bool]:
     """The cache to import into, and whether this command creates it."""
     from semcache.cache import Cache
-    from semcache.store import is_server_location
+    from semcache.store import store_exists
     from semcache.transfer import open_options_for, read_header
 
-    created = not is_server_location(args.path) and not os.path.exists(args.path)
+    created = not store_exists(args.path)
     if not created:
         if args.embedder is not None:
-            raise UsageError("--embedder only applies when import creates a new cache file")
+            raise UsageError("--embedder only applies when import creates a new cache")
         return open_cache(args.path, write=True), False
     opts = open_options_for(read_header(first))
     if args.embedder is not None:
@@ -192,7 +192,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     if args.json:
         fmt.print_json(report.as_dict())
     else:
-        msg = f"imported {report.imported} entries into {args.path}"
+        msg = f"imported {report.imported} entries into {args.shown}"
         if report.bad_count:
             msg += f"; skipped {report.bad_count} bad line(s) (see above)"
         print(msg + f" in {report.seconds:.2f}s")

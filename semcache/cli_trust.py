@@ -22,7 +22,7 @@ def _observations(cache: Any, args: argparse.Namespace, namespace: str) -> list[
         return [Observation(v.similarity, v.correct) for v in cache.verdicts(namespace)
                 if v.kind == "semantic"]
     if not cache.semantic:
-        raise CLIError(f"{args.path!r} has no embedder: labelled pairs cannot be scored")
+        raise CLIError(f"{args.shown!r} has no embedder: labelled pairs cannot be scored")
     guard = None
     if cache.settings["guard"]:
         from semcache.guard import NearMissGuard
@@ -44,7 +44,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         if applied:
             cache.set_threshold(namespace, result.threshold)
     if args.plot:
-        plot_curve(result, args.plot, title=f"{args.path} [{namespace}]")
+        plot_curve(result, args.plot, title=f"{args.shown} [{namespace}]")
     out = {
         "namespace": namespace, "source": args.pairs or "recorded feedback",
         "observations": result.observations, "threshold_before": before,
@@ -56,7 +56,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     if args.json:
         fmt.print_json(out)
         return 0
-    print(f"calibrating {args.path} namespace {namespace!r} from {out['source']} "
+    print(f"calibrating {args.shown} namespace {namespace!r} from {out['source']} "
           f"({result.observations} observations); threshold now {before:g}")
     print(format_curve(result))
     if applied:

@@ -47,13 +47,16 @@ def verify(path: str | os.PathLike[str], *, quick: bool = False) -> dict[str, An
     :class:`SchemaVersionError` for one from a newer semcache; damage (a corrupt database,
     mirror or vec0 table) is reported with ``ok: False`` and the ``problems`` found.
     """
-    from semcache.store import is_server_location, open_store
+    from semcache.store import display_location, is_server_location, open_store, store_exists
     from semcache.store.base import LocalCodeSource
 
     db = os.fspath(path)
     if not is_server_location(db) and not os.path.exists(db):
         raise CacheFileError(f"no cache file at {db!r}")
-    report: dict[str, Any] = {"path": db, "ok": False, "problems": [], "database": {}}
+    if is_server_location(db) and not store_exists(db):
+        raise CacheFileError(f"no semcache cache at {display_location(db)}")
+    report: dict[str, Any] = {"path": display_location(db), "ok": False, "problems": [],
+                              "database": {}}
     problems: list[str] = report["problems"]
     try:
         store, _ = open_store(db, readonly=True)

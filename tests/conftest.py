@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 # make_cache / cache fixtures over the WordEmbedder (the wrapper tests use them);
-# pg_server / pg_url / pg_admin: a real PostgreSQL server (tests/pg_server.py).
-pytest_plugins = ["tests.word_embedder", "tests.pg_server"]
+# pg_server / pg_url / pg_admin: a real PostgreSQL server (tests/pg_server.py);
+# engine / location / make_location: one test on both engines (tests/engines.py).
+pytest_plugins = ["tests.word_embedder", "tests.pg_server", "tests.engines"]
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

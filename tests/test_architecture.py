@@ -8,12 +8,14 @@ import re
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 import semcache
 from semcache.keys import analyze_request
+from tests.engines import ENGINES, cache_exists
 from tests.word_embedder import WordEmbedder
 
 PACKAGE = Path(semcache.__file__).parent
@@ -94,8 +96,9 @@ def request(text: str, model: str = "m") -> dict:
     return {"model": model, "messages": [{"role": "user", "content": text}]}
 
 
-def test_lookup_and_store_follow_keys_and_scopes(tmp_path: Path) -> None:
-    with semcache.open(tmp_path / "c.db", embedder=WordEmbedder(),
+@pytest.mark.engines(*ENGINES)
+def test_lookup_and_store_follow_keys_and_scopes(location: str) -> None:
+    with semcache.open(location, embedder=WordEmbedder(),
                        similarity_threshold=0.9) as cache:
         keys = analyze_request(request("What is the capital of France?"))
         entry = cache.store(keys.key, {"answer": "Paris"}, text=keys.text, scope=keys.scope)
@@ -122,11 +125,13 @@ def test_lookup_and_store_follow_keys_and_scopes(tmp_path: Path) -> None:
     ({"namespace": "   "}, semcache.InvalidInputError),
     ({"namespace": "\ud800"}, semcache.InvalidInputError),
 ])
-def test_the_same_input_is_refused_the_same_way_everywhere(tmp_path: Path, bad: dict,
-                                                           error: type) -> None:
+@pytest.mark.engines(*ENGINES)
+def test_the_same_input_is_refused_the_same_way_everywhere(location: str, bad: dict,
+                                                           error: type,
+                                                           make_location: Any) -> None:
     import openai
 
-    with semcache.open(tmp_path / "c.db", embedder=WordEmbedder()) as cache:
+    with semcache.open(location, embedder=WordEmbedder()) as cache:
         with pytest.raises(error):
             cache.put("q", "a", **bad)
         with pytest.raises(error):
@@ -142,8 +147,8 @@ def test_the_same_input_is_refused_the_same_way_everywhere(tmp_path: Path, bad: 
             cache.memoize(**bad)
         assert cache.stats()["puts"] == 0
     with pytest.raises(error):
-        semcache.open(tmp_path / "other.db", embedder=WordEmbedder(), **bad)
-    assert not (tmp_path / "other.db").exists()
+        semcache.open(make_location("other.db"), embedder=WordEmbedder(), **bad)
+    assert not cache_exists(make_location("other.db"))
 
 
 # -- embedding outside the lock ----------------------------------------------------------------
@@ -166,9 +171,10 @@ class BlockingEmbedder(WordEmbedder):
         return super().embed(texts)
 
 
-def test_an_exact_hit_returns_while_another_thread_is_embedding(tmp_path: Path) -> None:
+@pytest.mark.engines(*ENGINES)
+def test_an_exact_hit_returns_while_another_thread_is_embedding(location: str) -> None:
     embedder = BlockingEmbedder()
-    with semcache.open(tmp_path / "c.db", embedder=embedder) as cache:
+    with semcache.open(location, embedder=embedder) as cache:
         cache.put("What is the capital of France?", "Paris")
         embedder.block = True
         slow = threading.Thread(target=cache.get, args=("An unrelated question to embed",))
@@ -183,10 +189,11 @@ def test_an_exact_hit_returns_while_another_thread_is_embedding(tmp_path: Path) 
         assert waited < 0.5, f"the exact hit waited {waited:.3f}s behind the embedder"
 
 
+@pytest.mark.engines(*ENGINES)
 def test_close_while_a_thread_is_embedding_raises_closed_not_a_driver_error(
-        tmp_path: Path) -> None:
+        location: str) -> None:
     embedder = BlockingEmbedder()
-    cache = semcache.open(tmp_path / "c.db", embedder=embedder)
+    cache = semcache.open(location, embedder=embedder)
     cache.put("What is the capital of France?", "Paris")
     embedder.block = True
     outcome: list[object] = []

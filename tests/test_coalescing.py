@@ -1,5 +1,5 @@
 """Identical concurrent misses are coalesced: one caller pays the model, the others wait for
-its answer (threads of one process, and processes sharing one file)."""
+its answer (threads of one process, and processes sharing one file or one server)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,11 @@ import pytest
 
 import semcache
 from semcache.stub_server import StubOpenAIServer
+from tests.engines import ENGINES
+
+# Every test runs on an SQLite file (kernel byte-range locks) and on a PostgreSQL schema
+# (leased rows in the claims table).
+pytestmark = pytest.mark.engines(*ENGINES)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -28,8 +33,8 @@ def ask(client: openai.OpenAI, question: str) -> str:
     return completion.choices[0].message.content or ""
 
 
-def test_claims_serialize_callers_and_report_waiting(tmp_path: Path) -> None:
-    with semcache.open(tmp_path / "c.db", embedder="hashing") as cache:
+def test_claims_serialize_callers_and_report_waiting(location: str) -> None:
+    with semcache.open(location, embedder="hashing") as cache:
         first = cache.claim(b"request-1")
         assert first.held and not first.waited
         other = cache.claim(b"request-2", wait=0)  # another key: not blocked
@@ -49,9 +54,9 @@ def test_claims_serialize_callers_and_report_waiting(tmp_path: Path) -> None:
             cache.claim(b"k", wait=-1)
 
 
-def test_threads_asking_the_same_question_pay_once(tmp_path: Path) -> None:
+def test_threads_asking_the_same_question_pay_once(location: str) -> None:
     with StubOpenAIServer(latency=0.3) as server, \
-            semcache.open(tmp_path / "c.db", embedder="hashing") as cache:
+            semcache.open(location, embedder="hashing") as cache:
         client = semcache.wrap(openai.OpenAI(base_url=server.base_url, api_key="k",
                                              max_retries=0), cache)
         answers: list[str] = []
@@ -65,9 +70,9 @@ def test_threads_asking_the_same_question_pay_once(tmp_path: Path) -> None:
         assert len(server.chat_requests) == 1
 
 
-async def test_async_tasks_asking_the_same_question_pay_once(tmp_path: Path) -> None:
+async def test_async_tasks_asking_the_same_question_pay_once(location: str) -> None:
     with StubOpenAIServer(latency=0.3) as server, \
-            semcache.open(tmp_path / "c.db", embedder="hashing") as cache:
+            semcache.open(location, embedder="hashing") as cache:
         client = semcache.wrap(openai.AsyncOpenAI(base_url=server.base_url, api_key="k",
                                                   max_retries=0), cache)
 
@@ -104,9 +109,9 @@ _WORKER = """
 """
 
 
-def test_worker_processes_on_one_file_pay_once_per_question(tmp_path: Path) -> None:
+def test_worker_processes_on_one_file_pay_once_per_question(location: str) -> None:
     questions = [f"Question number {i} about the billing service?" for i in range(20)]
-    path = str(tmp_path / "c.db")
+    path = location
     semcache.open(path, embedder="hashing").close()
     with StubOpenAIServer(latency=0.2) as server:
         env = dict(os.environ, PYTHONPATH=str(ROOT))

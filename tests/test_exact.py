@@ -5,7 +5,10 @@ from __future__ import annotations
 import pytest
 
 import semcache
-from tests.conftest import sql_rows
+from tests.engines import ENGINES
+
+# Engine-independent: every test runs on an SQLite file and on a PostgreSQL schema.
+pytestmark = pytest.mark.engines(*ENGINES)
 
 
 def open_exact(path: str, **kw):  # hash_only: no embedder needed for the exact tier
@@ -16,8 +19,8 @@ def open_exact(path: str, **kw):  # hash_only: no embedder needed for the exact 
     "Paris", "", 42, 3.5, True, None, ["a", 1, {"b": [2, 3]}],
     {"choices": [{"message": {"content": "héllo ✓ 日本"}}], "usage": {"total_tokens": 7}},
 ])
-def test_round_trip_json_values(db_path, response):
-    with open_exact(db_path) as cache:
+def test_round_trip_json_values(location, response):
+    with open_exact(location) as cache:
         entry_id = cache.put("What is the capital of France?", response)
         hit = cache.get("What is the capital of France?")
     assert hit is not None
@@ -25,8 +28,8 @@ def test_round_trip_json_values(db_path, response):
     assert (hit.kind, hit.similarity, hit.entry_id, hit.namespace) == ("exact", 1.0, entry_id, "default")
 
 
-def test_hit_fields_and_metadata(db_path, clock):
-    with open_exact(db_path, clock=clock, ttl=100) as cache:
+def test_hit_fields_and_metadata(location, clock):
+    with open_exact(location, clock=clock, ttl=100) as cache:
         cache.put("q", "a", metadata={"source": "test"}, tokens=12)
         hit = cache.get("q")
     assert hit.created_at == clock.now
@@ -35,16 +38,16 @@ def test_hit_fields_and_metadata(db_path, clock):
     assert hit.prompt == "q" and hit.tokens == 12
 
 
-def test_miss_and_exact_is_byte_exact(db_path):
-    with open_exact(db_path) as cache:
+def test_miss_and_exact_is_byte_exact(location):
+    with open_exact(location) as cache:
         cache.put("Hello", "x")
         assert cache.get("hello") is None
         assert cache.get("Hello ") is None
         assert cache.get("Hello").response == "x"
 
 
-def test_put_replaces_same_prompt(db_path):
-    with open_exact(db_path) as cache:
+def test_put_replaces_same_prompt(location):
+    with open_exact(location) as cache:
         first = cache.put("q", "old")
         second = cache.put("q", "new")
         assert second > first
@@ -52,8 +55,8 @@ def test_put_replaces_same_prompt(db_path):
         assert cache.stats()["entries"] == 1
 
 
-def test_ttl_expiry(db_path, clock):
-    with open_exact(db_path, clock=clock, ttl=60, refresh_on_access=False) as cache:
+def test_ttl_expiry(location, clock):
+    with open_exact(location, clock=clock, ttl=60, refresh_on_access=False) as cache:
         cache.put("q", "a")
         clock.advance(59.9)
         assert cache.get("q") is not None
@@ -61,8 +64,8 @@ def test_ttl_expiry(db_path, clock):
         assert cache.get("q") is None  # expired entries are never returned
 
 
-def test_per_entry_ttl_and_never(db_path, clock):
-    with open_exact(db_path, clock=clock) as cache:
+def test_per_entry_ttl_and_never(location, clock):
+    with open_exact(location, clock=clock) as cache:
         cache.put("short", "a", ttl=10)
         cache.put("forever", "b", ttl=None)
         clock.advance(10 * 365 * 86_400)
@@ -71,16 +74,16 @@ def test_per_entry_ttl_and_never(db_path, clock):
         assert hit is not None and hit.expires_at is None
 
 
-def test_default_ttl_is_one_day(db_path, clock):
-    with open_exact(db_path, clock=clock) as cache:
+def test_default_ttl_is_one_day(location, clock):
+    with open_exact(location, clock=clock) as cache:
         cache.put("q", "a")
         assert cache.get("q").expires_at == pytest.approx(clock.now + 86_400)
         clock.advance(86_400.5)
         assert cache.get("q") is None
 
 
-def test_refresh_on_access_pushes_expiry(db_path, clock):
-    with open_exact(db_path, clock=clock, ttl=100) as cache:
+def test_refresh_on_access_pushes_expiry(location, clock):
+    with open_exact(location, clock=clock, ttl=100) as cache:
         cache.put("q", "a")
         clock.advance(90)
         assert cache.get("q").expires_at == clock.now + 100  # refreshed to t=190
@@ -90,19 +93,19 @@ def test_refresh_on_access_pushes_expiry(db_path, clock):
         assert cache.get("q") is None
 
 
-def test_refresh_survives_reopen(db_path, clock):
-    with open_exact(db_path, clock=clock, ttl=100) as cache:
+def test_refresh_survives_reopen(location, clock):
+    with open_exact(location, clock=clock, ttl=100) as cache:
         cache.put("q", "a")
         clock.advance(90)
         assert cache.get("q") is not None
     # close() flushed the batched refresh: another process (here: a reopen) sees it
     clock.advance(60)
-    with open_exact(db_path, clock=clock) as cache:
+    with open_exact(location, clock=clock) as cache:
         assert cache.get("q") is not None
 
 
-def test_absolute_expiry_when_refresh_off(db_path, clock):
-    with open_exact(db_path, clock=clock, ttl=100, refresh_on_access=False) as cache:
+def test_absolute_expiry_when_refresh_off(location, clock):
+    with open_exact(location, clock=clock, ttl=100, refresh_on_access=False) as cache:
         cache.put("q", "a")
         clock.advance(90)
         assert cache.get("q").expires_at == clock.now + 10
@@ -110,8 +113,8 @@ def test_absolute_expiry_when_refresh_off(db_path, clock):
         assert cache.get("q") is None
 
 
-def test_purge_expired_counts(db_path, clock):
-    with open_exact(db_path, clock=clock, ttl=10) as cache:
+def test_purge_expired_counts(location, clock):
+    with open_exact(location, clock=clock, ttl=10) as cache:
         cache.put_many([(f"q{i}", i) for i in range(5)])
         cache.put("keep", 1, ttl=None)
         clock.advance(11)
@@ -120,8 +123,8 @@ def test_purge_expired_counts(db_path, clock):
         assert stats["expirations"] == 5 and stats["entries"] == 1
 
 
-def test_lru_eviction_order(db_path, clock):
-    with open_exact(db_path, clock=clock, max_entries=3) as cache:
+def test_lru_eviction_order(location, clock):
+    with open_exact(location, clock=clock, max_entries=3) as cache:
         for p in ("a", "b", "c"):
             cache.put(p, p)
             clock.advance(1)
@@ -140,8 +143,8 @@ def test_lru_eviction_order(db_path, clock):
         assert stats["entries"] == 3 and stats["evictions"] == 2
 
 
-def test_eviction_prefers_expired(db_path, clock):
-    with open_exact(db_path, clock=clock, max_entries=2) as cache:
+def test_eviction_prefers_expired(location, clock):
+    with open_exact(location, clock=clock, max_entries=2) as cache:
         cache.put("old", 1, ttl=5)
         clock.advance(1)
         cache.put("recent", 2, ttl=None)
@@ -152,8 +155,8 @@ def test_eviction_prefers_expired(db_path, clock):
         assert cache.get("recent") is not None
 
 
-def test_namespaces_isolated(db_path):
-    with open_exact(db_path) as cache:
+def test_namespaces_isolated(location):
+    with open_exact(location) as cache:
         cache.put("q", "tenant a", namespace="a")
         cache.put("q", "tenant b", namespace="b")
         assert cache.get("q", namespace="a").response == "tenant a"
@@ -164,15 +167,15 @@ def test_namespaces_isolated(db_path):
         assert cache.get("q", namespace="b").response == "tenant b"
 
 
-def test_default_namespace_setting(db_path):
-    with open_exact(db_path, namespace="t7") as cache:
+def test_default_namespace_setting(location):
+    with open_exact(location, namespace="t7") as cache:
         cache.put("q", "a")
         assert cache.get("q").namespace == "t7"
         assert cache.get("q", namespace="default") is None
 
 
-def test_get_many_put_many(db_path):
-    with open_exact(db_path) as cache:
+def test_get_many_put_many(location):
+    with open_exact(location) as cache:
         ids = cache.put_many([("a", 1), ("b", 2), ("c", 3)])
         assert len(set(ids)) == 3
         hits = cache.get_many(["a", "x", "c"])
@@ -181,15 +184,15 @@ def test_get_many_put_many(db_path):
         assert (s["puts"], s["hits"], s["misses"]) == (3, 2, 1)
 
 
-def test_put_many_is_all_or_nothing(db_path):
-    with open_exact(db_path) as cache:
+def test_put_many_is_all_or_nothing(location):
+    with open_exact(location) as cache:
         with pytest.raises(semcache.SerializationError):
             cache.put_many([("a", 1), ("b", object())])
         assert cache.get("a") is None and cache.stats()["entries"] == 0
 
 
-def test_delete_invalidate_clear(db_path):
-    with open_exact(db_path) as cache:
+def test_delete_invalidate_clear(location):
+    with open_exact(location) as cache:
         a = cache.put("a", 1)
         cache.put("b", 2)
         cache.put("c", 3, namespace="other")
@@ -203,8 +206,8 @@ def test_delete_invalidate_clear(db_path):
         assert cache.stats()["entries"] == 0
 
 
-def test_stats_counters(db_path):
-    with open_exact(db_path) as cache:
+def test_stats_counters(location):
+    with open_exact(location) as cache:
         cache.put("q", "a" * 100)
         cache.get("q")
         cache.get("q")
@@ -215,28 +218,27 @@ def test_stats_counters(db_path):
     assert s["puts"] == 1 and s["entries"] == 1 and s["bytes"] > 0
 
 
-def test_hits_recorded_in_file(db_path):
-    with open_exact(db_path) as cache:
+def test_hits_recorded_in_file(location):
+    with open_exact(location) as cache:
         cache.put("q", "a")
         for _ in range(3):
             cache.get("q")
-    with open_exact(db_path) as cache:
+    with open_exact(location) as cache:
         assert cache.stats()["hits"] == 3
-        (hits,) = sql_rows(db_path, "SELECT hits FROM entries")[0]
-        assert hits == 3
+        assert [e.hits for e in cache.entries()] == [3]
 
 
-def test_settings_persist_in_file(db_path):
-    with open_exact(db_path, ttl=123, max_entries=7, similarity_threshold=0.8,
+def test_settings_persist_in_file(location):
+    with open_exact(location, ttl=123, max_entries=7, similarity_threshold=0.8,
                     namespace="ns") as cache:
         pass
-    with open_exact(db_path) as cache:
+    with open_exact(location) as cache:
         assert (cache.ttl, cache.max_entries, cache.similarity_threshold, cache.namespace) == \
             (123.0, 7, 0.8, "ns")
 
 
-def test_closed_cache_raises(db_path):
-    cache = open_exact(db_path)
+def test_closed_cache_raises(location):
+    cache = open_exact(location)
     cache.close()
     cache.close()  # idempotent
     with pytest.raises(semcache.CacheClosedError):
@@ -245,8 +247,18 @@ def test_closed_cache_raises(db_path):
 
 @pytest.mark.parametrize("value", [2**70, -(2**65), 2**64 - 1, -(2**63) - 1, {"n": [10**30]},
                                    0.1234567890123456789, "1234567890123456789012"])
-def test_numbers_round_trip_exactly(db_path, value):
-    with open_exact(db_path) as cache:
+def test_numbers_round_trip_exactly(location, value):
+    with open_exact(location) as cache:
         cache.put("q", value)
         got = cache.get("q").response
     assert got == value and type(got) is type(value)
+
+
+def test_put_many_with_a_repeated_prompt_keeps_the_last(location):
+    """The bulk path (PostgreSQL sends the batch at once) behaves as puts one by one."""
+    with open_exact(location) as cache:
+        ids = cache.put_many([("a", 1), ("b", 2), ("a", 3)] + [(f"k{i}", i) for i in range(20)])
+        assert ids[:3] == sorted(ids[:3]) and len(set(ids)) == 23
+        assert cache.get("a").response == 3 and cache.get("a").entry_id == ids[2]
+        assert cache.stats()["entries"] == 22 and cache.stats()["puts"] == 23
+        assert [e.id for e in cache.entries(order="id")][:2] == [ids[1], ids[2]]

@@ -9,7 +9,11 @@ import pytest
 import semcache
 from semcache.errors import InvalidTypeError, SerializationError
 from semcache.memoize import default_namespace, memoize
+from tests.engines import ENGINES
 from tests.word_embedder import WordEmbedder
+
+# Every test that uses the cache runs on an SQLite file and on a PostgreSQL schema.
+pytestmark = pytest.mark.engines(*ENGINES)
 
 
 @pytest.fixture
@@ -18,9 +22,9 @@ def clock():
 
 
 @pytest.fixture
-def cache(tmp_path, clock):
+def cache(location, clock):
     c = semcache.open(
-        tmp_path / "memo.db",
+        location,
         embedder=WordEmbedder(),
         similarity_threshold=0.9,
         clock=lambda: clock[0],

@@ -1,6 +1,7 @@
 """semcache.wrap(openai.OpenAI(...)): the real SDK against the local stub server.
 
-Every test counts the requests that reach the stub: a cache hit must not call it.
+Every test counts the requests that reach the stub: a cache hit must not call it. The
+tests that use a cache run on both engines (an SQLite file, a PostgreSQL schema).
 """
 
 from __future__ import annotations
@@ -21,7 +22,10 @@ from semcache.integrations.openai import (
 )
 from semcache.integrations.streaming import STRATEGIES, split_text
 from semcache.stub_server import StubOpenAIServer
+from tests.engines import ENGINES
 from tests.word_embedder import WordEmbedder
+
+pytestmark = pytest.mark.engines(*ENGINES)
 
 QUESTION = "What is the capital of France?"
 PARAPHRASE = "Please tell me: which is the capital of France"
@@ -461,7 +465,7 @@ def test_with_options_stays_cached(client, server):
     assert wrap(client, None) is not client  # re-wrapping unwraps first
 
 
-def test_default_cache_used_when_none_given(raw_client, server, tmp_path):
+def test_default_cache_used_when_none_given(raw_client, server, make_location):
     from semcache.defaults import disable_cache, init_cache
 
     client = wrap(raw_client)  # no cache given, no default yet: plain pass-through
@@ -469,7 +473,9 @@ def test_default_cache_used_when_none_given(raw_client, server, tmp_path):
     ask(client)
     assert len(server.chat_requests) == 2
     try:
-        init_cache(tmp_path / "default.db", embedder=WordEmbedder(), similarity_threshold=0.9)
+        # init_cache(path="postgresql://...") on the PostgreSQL run
+        init_cache(make_location("default.db"), embedder=WordEmbedder(),
+                   similarity_threshold=0.9)
         ask(client)
         ask(client)
         assert len(server.chat_requests) == 3
@@ -480,11 +486,12 @@ def test_default_cache_used_when_none_given(raw_client, server, tmp_path):
         disable_cache()
 
 
-def test_cache_stats_and_tokens_saved_add_up(raw_client, server, tmp_path):
+def test_cache_stats_and_tokens_saved_add_up(raw_client, server, make_location):
     from semcache.defaults import cache_stats, disable_cache, init_cache
 
     try:
-        init_cache(tmp_path / "stats.db", embedder=WordEmbedder(), similarity_threshold=0.9)
+        init_cache(make_location("stats.db"), embedder=WordEmbedder(),
+                   similarity_threshold=0.9)
         client = wrap(raw_client)
         first = ask(client)
         ask(client)

@@ -33,10 +33,13 @@ def _with_password(url: str) -> str:
     return url.replace("postgres:@", f"postgres:{PASSWORD}@", 1)
 
 
-@pytest.fixture
-def store(pg_server: PgServer, pg_schema: str) -> Iterator[PostgresStore]:
+@pytest.fixture(params=[False, True], ids=["plain", "pipelined"])
+def store(pg_server: PgServer, pg_schema: str,
+          request: pytest.FixtureRequest) -> Iterator[PostgresStore]:
+    """Writes in plain and in pipeline mode (where BEGIN is not sent on its own: a broken
+    connection must still be noticed before the transaction starts)."""
     url = with_schema(_with_password(pg_server.url), pg_schema)
-    s = PostgresStore(url, pool_timeout=3.0)
+    s = PostgresStore(url, pool_timeout=3.0, pipeline=request.param)
     with s.write() as txn:
         txn.insert(entry(1))
     yield s

@@ -23,9 +23,12 @@ psycopg = pytest.importorskip("psycopg")
 from semcache.store.postgres import PostgresStore  # noqa: E402
 
 
-@pytest.fixture
-def store(pg_url: str) -> Iterator[PostgresStore]:
-    s = PostgresStore(pg_url)
+@pytest.fixture(params=[False, True], ids=["plain", "pipelined"])
+def store(pg_url: str, request: pytest.FixtureRequest) -> Iterator[PostgresStore]:
+    """The store with write transactions in plain mode (the default over a local socket)
+    and in psycopg's pipeline mode (the default over TCP)."""
+    s = PostgresStore(pg_url, pipeline=request.param)
+    assert s.pipeline is request.param
     yield s
     s.close()
 
@@ -164,6 +167,18 @@ def test_without_pgvector_same_answers(pg_server: PgServer, pg_schema: str,
             assert [c for _, c in a] == pytest.approx([c for _, c in b], abs=1e-6)
         assert plain.get_by_ids([1], with_vector=True)[0].vector == \
             base[0].astype("<f4").tobytes()
+        # A stored vector of norm 10 (an import, a hand edit) is rescored by its true
+        # cosine in both layouts, never by the raw dot product.
+        for s, fill in ((store, "%s::" + (store.queries.ext or "") + ".vector"),
+                        (plain, "%s")):
+            t = s.queries.t["entries"]
+            pg_server.admin(f"UPDATE {t} SET vector = {fill} WHERE id = 1",
+                            ((base[0] * 10).tolist() if s is store else
+                             (base[0] * 10).astype("<f4").tobytes(),))
+            q = near(base[0], 0.75, rng)
+            top = s.search(code_of(q), q, s.find_partition("default", "") or 0, T0, 16)
+            cos = {r.id: c for r, c in top}
+            assert cos[1] == pytest.approx(0.75, abs=1e-5)
     finally:
         plain.close()
         pg_server.admin(f'DROP SCHEMA IF EXISTS "{pg_schema}_b" CASCADE')
@@ -222,12 +237,60 @@ def test_access_updates_never_move_back(store: PostgresStore) -> None:
         eid = txn.insert(entry(1, unit(np.random.default_rng(0))[0], expires_at=T0 + 100))
     with store.write() as txn:
         txn.apply_access({eid: AccessUpdate(T0 + 5, hits=2, expires_at=T0 + 200)})
-        assert txn.changes.expires == [(eid, T0 + 200)]
+    row = store.get_by_ids([eid])[0]
+    assert (row.accessed_at, row.hits, row.expires_at) == (T0 + 5, 2, T0 + 200)
     with store.write() as txn:
         txn.apply_access({eid: AccessUpdate(T0 + 1, hits=1, expires_at=T0 + 150)})
-        assert txn.changes.expires == []
     row = store.get_by_ids([eid])[0]
     assert (row.accessed_at, row.hits, row.expires_at) == (T0 + 5, 3, T0 + 200)
+
+
+def test_lru_eviction_counts_the_pending_hits_in(store: PostgresStore) -> None:
+    with store.write() as txn:
+        ids = [txn.insert(entry(i, accessed_at=T0 + i)) for i in range(4)]
+    with store.write() as txn:
+        # Hits on the two oldest, applied at the end of this transaction: still counted.
+        txn.apply_access({ids[0]: AccessUpdate(T0 + 10, hits=1),
+                          ids[1]: AccessUpdate(T0 + 11, hits=1)})
+        assert txn.evict_lru(1) == 1
+    assert [r.id for r in store.get_by_ids(ids)] == [ids[0], ids[1], ids[3]]
+
+
+def test_hits_and_replacements_in_opposite_orders_do_not_deadlock(
+        store: PostgresStore, pg_url: str) -> None:
+    """A flushes hits on Y and replaces X while B flushes hits on X and replaces Y (two
+    processes on a shared cache): hits are written last, never waiting for a row."""
+    import threading
+    import time
+
+    other = PostgresStore(pg_url)
+    with store.write() as txn:
+        x, y = txn.insert(entry(1)), txn.insert(entry(2))
+    barrier = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def run(s: PostgresStore, touch: int, replace: int) -> None:
+        try:
+            with s.write() as txn:
+                txn.apply_access({touch: AccessUpdate(T0 + 9, hits=1)})
+                barrier.wait(10)
+                time.sleep(0.2)  # both have their hits pending; now the replacements
+                txn.insert(entry(replace, response=b"new"))
+        except BaseException as exc:  # noqa: BLE001 - the test reports it
+            errors.append(exc)
+
+    try:
+        threads = [threading.Thread(target=run, args=(store, y, 1)),
+                   threading.Thread(target=run, args=(other, x, 2))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert errors == []
+        assert {r.response for r in store.get_by_ids(
+            [r.id for r in store.list_entries(EntryFilter())])} == {b"new"}
+    finally:
+        other.close()
 
 
 def test_settings_and_list_orders(store: PostgresStore, pg_url: str) -> None:

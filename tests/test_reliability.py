@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import itertools
 import logging
 import math
 import os
@@ -13,7 +14,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import semcache
-from tests.conftest import file_state
+from tests.engines import ENGINES, stored_state
 
 ROOT = Path(__file__).resolve().parent.parent
 DIM = 8
@@ -410,6 +410,7 @@ def test_a_stored_pickle_is_data_not_code(db_path):
 # -- namespace isolation (property) -----------------------------------------------------------
 
 _NS = ["A", "B", "tenant-7"]
+_EXAMPLES = itertools.count()
 _PROMPTS = ["alpha", "beta", "gamma", "delta"]
 _op = st.one_of(
     st.tuples(st.just("put"), st.sampled_from(_NS), st.sampled_from(_PROMPTS),
@@ -421,50 +422,50 @@ _op = st.one_of(
 )
 
 
+@pytest.mark.engines(*ENGINES)
 @settings(max_examples=40, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(ops=st.lists(_op, min_size=1, max_size=25))
-def test_no_sequence_of_operations_leaks_across_namespaces(ops):
+def test_no_sequence_of_operations_leaks_across_namespaces(make_location, ops):
     """The same prompts and the same vectors in every namespace: a get in one namespace only
     ever returns that namespace's entry, and exactly the last one put there."""
-    with tempfile.TemporaryDirectory() as d:
-        path = os.path.join(d, "ns.db")
-        model: dict[tuple[str, str], tuple[int, int]] = {}
-        last: dict[str, tuple[str, int]] = {}
-        with semcache.open(path, dim=DIM, max_entries=None, ttl=None,
-                           similarity_threshold=0.999) as cache:
-            for n, (op, ns, prompt, v) in enumerate(ops):
-                if op == "put":
-                    eid = cache.put(prompt, {"ns": ns, "n": n}, namespace=ns, vector=_vec(v))
-                    model[(ns, prompt)] = (n, v)
-                    last[ns] = (prompt, eid)
-                elif op == "invalidate":
-                    cache.invalidate(prompt, namespace=ns)
-                    model.pop((ns, prompt), None)
-                elif op == "clear":
-                    cache.clear(ns)
-                    model = {k: val for k, val in model.items() if k[0] != ns}
-                elif op == "delete_last" and ns in last:
-                    last_prompt, eid = last.pop(ns)
-                    if cache.delete(eid):  # still the live entry of that prompt
-                        del model[(ns, last_prompt)]
-                for q_ns in _NS:
-                    for q in _PROMPTS:
-                        hit = cache.get(q, namespace=q_ns, exact_only=True)
-                        want = model.get((q_ns, q))
-                        if want is None:
-                            assert hit is None
-                        else:
-                            assert hit.namespace == q_ns and hit.response == {"ns": q_ns,
-                                                                             "n": want[0]}
-                    for v in range(4):
-                        hit = cache.get(_vec(v), namespace=q_ns)
-                        if hit is not None:
-                            assert hit.namespace == q_ns and hit.response["ns"] == q_ns
-                            assert any(k[0] == q_ns and val[1] == v for k, val in model.items())
-                        else:
-                            assert not any(k[0] == q_ns and val[1] == v
-                                           for k, val in model.items())
+    path = make_location(f"ns{next(_EXAMPLES)}.db")  # a new cache per example
+    model: dict[tuple[str, str], tuple[int, int]] = {}
+    last: dict[str, tuple[str, int]] = {}
+    with semcache.open(path, dim=DIM, max_entries=None, ttl=None,
+                       similarity_threshold=0.999) as cache:
+        for n, (op, ns, prompt, v) in enumerate(ops):
+            if op == "put":
+                eid = cache.put(prompt, {"ns": ns, "n": n}, namespace=ns, vector=_vec(v))
+                model[(ns, prompt)] = (n, v)
+                last[ns] = (prompt, eid)
+            elif op == "invalidate":
+                cache.invalidate(prompt, namespace=ns)
+                model.pop((ns, prompt), None)
+            elif op == "clear":
+                cache.clear(ns)
+                model = {k: val for k, val in model.items() if k[0] != ns}
+            elif op == "delete_last" and ns in last:
+                last_prompt, eid = last.pop(ns)
+                if cache.delete(eid):  # still the live entry of that prompt
+                    del model[(ns, last_prompt)]
+            for q_ns in _NS:
+                for q in _PROMPTS:
+                    hit = cache.get(q, namespace=q_ns, exact_only=True)
+                    want = model.get((q_ns, q))
+                    if want is None:
+                        assert hit is None
+                    else:
+                        assert hit.namespace == q_ns and hit.response == {"ns": q_ns,
+                                                                         "n": want[0]}
+                for v in range(4):
+                    hit = cache.get(_vec(v), namespace=q_ns)
+                    if hit is not None:
+                        assert hit.namespace == q_ns and hit.response["ns"] == q_ns
+                        assert any(k[0] == q_ns and val[1] == v for k, val in model.items())
+                    else:
+                        assert not any(k[0] == q_ns and val[1] == v
+                                       for k, val in model.items())
 
 
 # -- the bad-input table ---------------------------------------------------------------------
@@ -571,20 +572,23 @@ def _nested(depth: int) -> list:
     return value
 
 
+@pytest.mark.engines(*ENGINES)
 @pytest.mark.parametrize("name,call,error", BAD, ids=[b[0] for b in BAD])
-def test_bad_input_raises_the_documented_error_and_writes_nothing(db_path, name, call, error):
-    with semcache.open(db_path, dim=DIM, ttl=None) as cache:
+def test_bad_input_raises_the_documented_error_and_writes_nothing(location, engine, name, call,
+                                                                  error):
+    with semcache.open(location, dim=DIM, ttl=None) as cache:
         cache.put("existing", "value", vector=_vec(0))
         cache.get(_vec(0))  # mirror built
         cache.flush()
-        before = file_state(db_path)
-        mirror = Path(db_path + "-codes").read_bytes()
+        before = stored_state(location)
+        mirror = Path(location + "-codes").read_bytes() if engine == "sqlite" else None
         with pytest.raises(error) as exc_info:
             call(cache)
         assert isinstance(exc_info.value, semcache.SemcacheError)
         assert str(exc_info.value)
-        assert file_state(db_path) == before
-        assert Path(db_path + "-codes").read_bytes() == mirror
+        assert stored_state(location) == before
+        if mirror is not None:
+            assert Path(location + "-codes").read_bytes() == mirror
         assert cache.stats()["entries"] == 1
         assert cache.get("existing").response == "value"
 
@@ -608,17 +612,18 @@ BAD_OPEN = [
 ]
 
 
+@pytest.mark.engines(*ENGINES)
 @pytest.mark.parametrize("kwargs,error", BAD_OPEN, ids=[str(k) for k, _ in BAD_OPEN])
-def test_bad_open_arguments_on_an_existing_file_write_nothing(db_path, kwargs, error):
-    with semcache.open(db_path, dim=DIM) as cache:
+def test_bad_open_arguments_on_an_existing_file_write_nothing(location, kwargs, error):
+    with semcache.open(location, dim=DIM) as cache:
         cache.put("existing", "value")
-    before = file_state(db_path)
+    before = stored_state(location)
     args = {"dim": DIM, **kwargs}
     if "embedder" in kwargs:
         args.pop("dim")
     with pytest.raises(error):
-        semcache.open(db_path, **args)
-    assert file_state(db_path) == before
+        semcache.open(location, **args)
+    assert stored_state(location) == before
 
 
 @pytest.mark.parametrize("path,error", [(123, semcache.InvalidTypeError),
@@ -629,15 +634,16 @@ def test_bad_paths(path, error):
         semcache.open(path, hash_only=True)
 
 
-def test_closed_cache_refuses_everything(db_path):
-    cache = semcache.open(db_path, dim=DIM)
+@pytest.mark.engines(*ENGINES)
+def test_closed_cache_refuses_everything(location):
+    cache = semcache.open(location, dim=DIM)
     cache.put("q", "a")
     cache.close()
-    before = file_state(db_path)
+    before = stored_state(location)
     for call in (lambda: cache.get("q"), lambda: cache.put("r", "b"), lambda: cache.delete(1),
                  lambda: cache.get_many(["q"]), lambda: cache.put_many([("r", "b")]),
                  lambda: cache.invalidate("q"), lambda: cache.clear(),
                  lambda: cache.purge_expired(), lambda: cache.flush()):
         with pytest.raises(semcache.CacheClosedError):
             call()
-    assert file_state(db_path) == before
+    assert stored_state(location) == before

@@ -1,4 +1,7 @@
-"""The semantic tier with controlled vectors: decisions, namespaces, expiry, the mirror."""
+"""The semantic tier with controlled vectors: decisions, namespaces, expiry, the mirror.
+
+The tests marked ``engines`` run on an SQLite file and on a PostgreSQL schema (search in
+the server); the others are about SQLite's code mirror and sqlite-vec."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import pytest
 import sqlite_vec
 
 import semcache
+from tests.engines import ENGINES, stored_state
 
 DIM = 64
 CTX = mp.get_context("spawn")
@@ -38,11 +42,12 @@ def open_vec(path: str, **kw) -> semcache.Cache:
     return semcache.open(path, dim=DIM, **kw)
 
 
+@pytest.mark.engines(*ENGINES)
 @pytest.mark.parametrize("cos", [0.999, 0.95, 0.91, 0.9001])
-def test_hit_above_threshold_with_exact_similarity(db_path, rng, cos):
+def test_hit_above_threshold_with_exact_similarity(location, rng, cos):
     base = unit(rng.standard_normal(DIM))
     query = at_cosine(base, cos, rng)
-    with open_vec(db_path) as cache:
+    with open_vec(location) as cache:
         entry = cache.put(base, "answer")
         hit = cache.get(query)
     assert hit is not None and hit.kind == "semantic" and hit.entry_id == entry
@@ -51,26 +56,29 @@ def test_hit_above_threshold_with_exact_similarity(db_path, rng, cos):
     assert hit.similarity == pytest.approx(cos, abs=1e-5)
 
 
+@pytest.mark.engines(*ENGINES)
 @pytest.mark.parametrize("cos", [0.8999, 0.85, 0.5, 0.0, -0.9])
-def test_miss_below_threshold(db_path, rng, cos):
+def test_miss_below_threshold(location, rng, cos):
     base = unit(rng.standard_normal(DIM))
-    with open_vec(db_path) as cache:
+    with open_vec(location) as cache:
         cache.put(base, "answer")
         assert cache.get(at_cosine(base, cos, rng)) is None
         assert cache.stats()["misses"] == 1
 
 
-def test_best_of_several_wins(db_path, rng):
+@pytest.mark.engines(*ENGINES)
+def test_best_of_several_wins(location, rng):
     base = unit(rng.standard_normal(DIM))
-    with open_vec(db_path) as cache:
+    with open_vec(location) as cache:
         ids = {c: cache.put(at_cosine(base, c, rng), f"c{c}") for c in (0.92, 0.99, 0.95)}
         hit = cache.get(base)
     assert hit.entry_id == ids[0.99] and hit.response == "c0.99"
 
 
-def test_other_namespace_never_hits_never_hides(db_path, rng):
+@pytest.mark.engines(*ENGINES)
+def test_other_namespace_never_hits_never_hides(location, rng):
     base = unit(rng.standard_normal(DIM))
-    with open_vec(db_path) as cache:
+    with open_vec(location) as cache:
         valid = cache.put(at_cosine(base, 0.93, rng), "mine", namespace="a")
         # 50 much closer entries in another tenant: more than the rescoring pool
         cache.put_many([(at_cosine(base, 0.9999, rng), "theirs") for _ in range(50)],
@@ -81,9 +89,10 @@ def test_other_namespace_never_hits_never_hides(db_path, rng):
         assert cache.get(base, namespace="b").response == "theirs"
 
 
-def test_expired_never_hits_never_hides(db_path, rng, clock):
+@pytest.mark.engines(*ENGINES)
+def test_expired_never_hits_never_hides(location, rng, clock):
     base = unit(rng.standard_normal(DIM))
-    with open_vec(db_path, clock=clock) as cache:
+    with open_vec(location, clock=clock) as cache:
         cache.put_many([(at_cosine(base, 0.9999, rng), "stale") for _ in range(40)], ttl=10)
         valid = cache.put(at_cosine(base, 0.93, rng), "fresh", ttl=None)
         clock.advance(11)
@@ -91,9 +100,10 @@ def test_expired_never_hits_never_hides(db_path, rng, clock):
         assert hit is not None and hit.entry_id == valid
 
 
-def test_deleted_and_cleared_never_hit(db_path, rng):
+@pytest.mark.engines(*ENGINES)
+def test_deleted_and_cleared_never_hit(location, rng):
     base = unit(rng.standard_normal(DIM))
-    with open_vec(db_path) as cache:
+    with open_vec(location) as cache:
         a = cache.put(base, "a")
         assert cache.get(base).entry_id == a
         cache.delete(a)
@@ -103,9 +113,10 @@ def test_deleted_and_cleared_never_hit(db_path, rng):
         assert cache.get(base, namespace="x") is None
 
 
-def test_evicted_never_hit(db_path, rng):
+@pytest.mark.engines(*ENGINES)
+def test_evicted_never_hit(location, rng):
     vectors = [unit(rng.standard_normal(DIM)) for _ in range(5)]
-    with open_vec(db_path, max_entries=3) as cache:
+    with open_vec(location, max_entries=3) as cache:
         for i, v in enumerate(vectors):
             cache.put(v, i)
         assert cache.get(vectors[0]) is None and cache.get(vectors[1]) is None
@@ -191,13 +202,14 @@ def _get_vector(path: str, vector: list[float], out) -> None:  # noqa: ANN001
         out.put(None if hit is None else hit.response)
 
 
-def test_put_in_process_a_found_by_get_in_process_b(db_path, rng):
+@pytest.mark.engines(*ENGINES)
+def test_put_in_process_a_found_by_get_in_process_b(location, rng):
     base = unit(rng.standard_normal(DIM))
-    with open_vec(db_path) as cache:
+    with open_vec(location) as cache:
         cache.put(base, "from A")
     out = CTX.Queue()
     proc = CTX.Process(target=_get_vector,
-                       args=(db_path, at_cosine(base, 0.97, rng).tolist(), out))
+                       args=(location, at_cosine(base, 0.97, rng).tolist(), out))
     proc.start()
     assert out.get(timeout=60) == "from A"
     proc.join(60)
@@ -225,9 +237,10 @@ def test_sql_search_with_sqlite_vec_agrees_with_numpy(db_path, rng):
     assert rows[0][0] == knn[0][0] == mirror_best[0] == ids[17]
 
 
-def test_binary_cache_readme_style(db_path, rng):
+@pytest.mark.engines(*ENGINES)
+def test_binary_cache_readme_style(location, rng):
     encoder = semcache.BinaryEncoder(embedding_dim=DIM, code_bits=256)
-    with semcache.open(db_path, encoder=encoder, similarity_threshold=0.9) as cache:
+    with semcache.open(location, encoder=encoder, similarity_threshold=0.9) as cache:
         embedding = rng.standard_normal(DIM)
         assert cache.get(embedding) is None
         cache.put(embedding, "Paris")
@@ -236,8 +249,9 @@ def test_binary_cache_readme_style(db_path, rng):
         assert cache.get(embedding.tolist()).response == "Paris"  # plain lists work too
 
 
-def test_text_flow_with_hashing_embedder(db_path):
-    with semcache.open(db_path, embedder="hashing", similarity_threshold=0.8) as cache:
+@pytest.mark.engines(*ENGINES)
+def test_text_flow_with_hashing_embedder(location):
+    with semcache.open(location, embedder="hashing", similarity_threshold=0.8) as cache:
         cache.put("What is the capital of France?", "Paris")
         exact = cache.get("What is the capital of France?")
         assert exact.kind == "exact" and exact.similarity == 1.0
@@ -249,30 +263,31 @@ def test_text_flow_with_hashing_embedder(db_path):
         assert (s["exact_hits"], s["semantic_hits"], s["misses"]) == (1, 1, 2)
 
 
-def test_put_with_explicit_vector_and_text_get(db_path, rng):
-    with semcache.open(db_path, embedder="hashing", similarity_threshold=0.8) as cache:
+@pytest.mark.engines(*ENGINES)
+def test_put_with_explicit_vector_and_text_get(location, rng):
+    with semcache.open(location, embedder="hashing", similarity_threshold=0.8) as cache:
         v = cache.embedder.embed(["hello world"])[0]
         cache.put("greeting", "hi", vector=v)
         assert cache.get("hello world").response == "hi"
 
 
-def test_hash_only_never_embeds(db_path):
-    with semcache.open(db_path, embedder="hashing", similarity_threshold=0.5) as cache:
+@pytest.mark.engines(*ENGINES)
+def test_hash_only_never_embeds(location):
+    with semcache.open(location, embedder="hashing", similarity_threshold=0.5) as cache:
         cache.put("What is the capital of France?", "Paris")
-    with semcache.open(db_path, hash_only=True) as cache:
+    with semcache.open(location, hash_only=True) as cache:
         assert cache.get("What is the capital of France ?") is None
         assert cache.get("What is the capital of France?").response == "Paris"
         cache.put("another", "x")  # stored exact-only
         assert cache.embedder.stats()["misses"] == 0 if cache.embedder else True
 
 
-def test_bad_vectors_write_nothing(db_path):
-    from tests.conftest import file_state
-
-    with open_vec(db_path) as cache:
+@pytest.mark.engines(*ENGINES)
+def test_bad_vectors_write_nothing(location):
+    with open_vec(location) as cache:
         cache.put(np.ones(DIM), "x")
         cache.flush()
-        before = file_state(db_path)
+        before = stored_state(location)
         for bad, err in [(np.ones(DIM + 1), semcache.DimensionError),
                          (np.zeros(DIM), semcache.InvalidVectorError),
                          (np.array([np.inf] * DIM), semcache.InvalidVectorError),
@@ -283,14 +298,15 @@ def test_bad_vectors_write_nothing(db_path):
                 cache.get(bad)
             with pytest.raises(err):
                 cache.put("text", "y", vector=bad)
-        assert file_state(db_path) == before
+        assert stored_state(location) == before
 
 
-def test_embedder_mismatch_on_reopen(db_path):
-    semcache.open(db_path, embedder="hashing").close()
+@pytest.mark.engines(*ENGINES)
+def test_embedder_mismatch_on_reopen(location):
+    semcache.open(location, embedder="hashing").close()
     with pytest.raises(semcache.EmbedderMismatchError, match="hashing"):
-        semcache.open(db_path, dim=DIM)
-    with semcache.open(db_path) as cache:  # no argument: the pinned embedder is used
+        semcache.open(location, dim=DIM)
+    with semcache.open(location) as cache:  # no argument: the pinned embedder is used
         assert cache.embedder_name.startswith("hashing")
 
 
@@ -329,9 +345,10 @@ def test_rescoring_never_trusts_a_stored_norm(db_path, rng):
         assert cache.get(query) is None
 
 
-def test_best_ties_go_to_the_newest_entry(db_path, rng):
+@pytest.mark.engines(*ENGINES)
+def test_best_ties_go_to_the_newest_entry(location, rng):
     base = unit(rng.standard_normal(DIM))
-    with open_vec(db_path) as cache:
+    with open_vec(location) as cache:
         cache.put(base, "old", namespace="n")
         cache.put(np.asarray(base, dtype=np.float64) * 2, "new", namespace="n")  # same direction
         hit = cache.get(base, namespace="n")

@@ -1,5 +1,6 @@
 """``semcache export`` / ``import`` (JSON Lines): exact round trips, bad lines, batching,
-compatibility checks and the code mirror, through real subprocesses and real files."""
+compatibility checks and the code mirror, through real subprocesses and real files; and
+between a file and a PostgreSQL server in both directions (the ``engines`` tests)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ import semcache
 from semcache.stub_server import StubOpenAIServer
 from semcache.transfer import import_jsonl
 from tests.conftest import sql_rows
+from tests.engines import ENGINES, cache_exists, stored_state
 
 ENTRY_COLUMNS = ("key_hash, namespace, prompt, response, metadata, size, tokens, created_at, "
                  "accessed_at, expires_at, ttl, hits, code, vector")
@@ -49,10 +51,11 @@ def without_ids(records: list[dict]) -> list[dict]:
 
 
 @pytest.fixture
-def rich_cache(tmp_path: Path) -> str:
+def rich_cache(make_location) -> str:
     """Plain prompts, namespaces, expired entries, hits, metadata, odd JSON values, and
-    entries written by the OpenAI wrapper (request scopes)."""
-    path = str(tmp_path / "src.db")
+    entries written by the OpenAI wrapper (request scopes). A file, or a PostgreSQL schema
+    for the tests marked to run on both engines."""
+    path = make_location("src.db")
     make_cache(path)
     with semcache.open(path, similarity_threshold=0.88, max_entries=5000) as cache:
         cache.put("Ünïcödé prompt — 日本語 ✓", {"big": 2**63 - 1, "float": 0.1 + 0.2, "neg": -0.0,
@@ -259,3 +262,62 @@ def test_import_in_process_batches_and_reports(tmp_path: Path, rich_cache: str) 
                               progress=lambda *a: calls.append(a))
     assert report.imported == 9 and report.bad_count == 0
     assert [c[2] for c in calls] == [2, 4, 6, 8, 9]
+
+
+def server_codes(url: str) -> dict[bytes, bytes]:
+    """key_hash -> 32-byte code of every entry of a PostgreSQL cache, read by hand."""
+    import psycopg
+
+    from tests.engines import _server
+
+    base, schema = _server(url)
+    with psycopg.connect(base, autocommit=True) as conn:
+        rows = conn.execute(f'SELECT key_hash, code::text FROM "{schema}".entries').fetchall()
+    return {bytes(k): int(bits, 2).to_bytes(32, "big") for k, bits in rows}
+
+
+@pytest.mark.engines(*ENGINES)
+def test_round_trip_through_the_other_engine(rich_cache: str, tmp_path: Path, engine: str,
+                                             pg_url: str, make_location) -> None:
+    """file -> server -> file, and server -> file -> server: every export equal (ids
+    aside), every column of the file equal, the server's codes equal to the file's."""
+    other = pg_url if engine == "sqlite" else str(tmp_path / "copy.db")
+    back = make_location("back.db")  # the source's engine again
+    first = export_lines(rich_cache, tmp_path / "a.jsonl")
+    assert len(first) == 10
+    proc = run_cli("import", other, str(tmp_path / "a.jsonl"), "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["imported"] == 9 and json.loads(proc.stdout)["created"]
+    second = export_lines(other, tmp_path / "b.jsonl")
+    assert without_ids(second) == without_ids(first)
+    assert run_cli("import", back, str(tmp_path / "b.jsonl")).returncode == 0
+    third = export_lines(back, tmp_path / "c.jsonl")
+    assert without_ids(third) == without_ids(first)
+    file_side = rich_cache if engine == "sqlite" else other
+    server_side = other if engine == "sqlite" else rich_cache
+    if engine == "sqlite":
+        assert entries_by_key(back) == entries_by_key(rich_cache)
+    codes = {k: bytes(r[12]) for k, r in entries_by_key(file_side).items()}
+    assert server_codes(server_side) == codes  # the same 256-bit codes in both engines
+    for target in (other, back):  # each copy serves like the source
+        with semcache.open(target) as copy:
+            assert copy.settings["embedder"] == "hashing:v1:256"
+            assert copy.similarity_threshold == 0.88 and copy.max_entries == 5000
+            hit = copy.get(VARIANT)
+            assert hit is not None and hit.kind == "semantic"
+            assert copy.get("Ünïcödé prompt — 日本語 ✓").response["big"] == 2**63 - 1
+        assert run_cli("verify", target).returncode == 0
+
+
+@pytest.mark.engines("postgres")
+def test_a_refused_import_leaves_no_schema_and_changes_no_cache(rich_cache: str,
+                                                                tmp_path: Path,
+                                                                make_location) -> None:
+    mixed, _ = bad_file(tmp_path, rich_cache)
+    target = make_location("strict.db")
+    line = assert_one_line_error(run_cli("import", target, str(mixed), "--strict"), 1)
+    assert "nothing imported" in line and "password" not in line
+    assert not cache_exists(target)  # the schema it would have created is not left behind
+    before = stored_state(rich_cache)
+    assert_one_line_error(run_cli("import", rich_cache, str(mixed), "--strict"), 1)
+    assert stored_state(rich_cache) == before

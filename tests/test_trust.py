@@ -14,6 +14,10 @@ import pytest
 
 import semcache
 from tests.cli_helpers import run_cli
+from tests.engines import ENGINES
+
+# Every test runs on an SQLite file and on a PostgreSQL schema.
+pytestmark = pytest.mark.engines(*ENGINES)
 
 
 class SameVector:
@@ -27,7 +31,7 @@ class SameVector:
         return np.tile(np.ones(self.dim, dtype=np.float32) / np.sqrt(self.dim), (len(texts), 1))
 
 
-def open_same(path: Path, **settings: object) -> semcache.Cache:
+def open_same(path: str | Path, **settings: object) -> semcache.Cache:
     return semcache.open(path, embedder=SameVector(), **settings)
 
 
@@ -37,9 +41,9 @@ def open_same(path: Path, **settings: object) -> semcache.Cache:
     ("How do I convert EUR to USD?", "How do I convert USD to EUR?"),
     ("Is it safe to run the migration now?", "Is it not safe to run the migration now?"),
 ])
-def test_the_guard_rejects_near_misses_and_counts_them(tmp_path: Path, stored: str, asked: str,
+def test_the_guard_rejects_near_misses_and_counts_them(location: str, stored: str, asked: str,
                                                        caplog: pytest.LogCaptureFixture) -> None:
-    with open_same(tmp_path / "c.db") as cache:
+    with open_same(location) as cache:
         cache.put(stored, "the stored answer")
         with caplog.at_level(logging.DEBUG, logger="semcache"):
             assert cache.get(asked) is None
@@ -49,21 +53,21 @@ def test_the_guard_rejects_near_misses_and_counts_them(tmp_path: Path, stored: s
         assert not any(asked in r.getMessage() for r in caplog.records)
 
 
-def test_rewording_still_hits_and_guard_false_turns_it_off(tmp_path: Path) -> None:
-    with open_same(tmp_path / "c.db") as cache:
+def test_rewording_still_hits_and_guard_false_turns_it_off(location: str) -> None:
+    with open_same(location) as cache:
         cache.put("How do I enable two-factor authentication?", "Settings > Security")
         hit = cache.get("How can I turn on two-factor authentication?")
         assert hit is not None and hit.kind == "semantic"
-    with open_same(tmp_path / "c.db", guard=False) as cache:
+    with open_same(location, guard=False) as cache:
         hit = cache.get("How do I disable two-factor authentication?")
         assert hit is not None  # no guard: the cosine alone decides
         assert cache.settings["guard"] is False
-    with open_same(tmp_path / "c.db") as cache:
+    with open_same(location) as cache:
         assert cache.settings["guard"] is False  # the setting is stored in the file
 
 
-def test_the_guard_tries_the_next_candidate(tmp_path: Path) -> None:
-    with open_same(tmp_path / "c.db") as cache:
+def test_the_guard_tries_the_next_candidate(location: str) -> None:
+    with open_same(location) as cache:
         cache.put("What was the GDP of France in 2019?", "2019 answer")
         cache.put("What was the GDP of France in 2020?", "2020 answer")
         cache.put("What was the GDP of Spain in 2019?", "Spain answer")
@@ -72,17 +76,17 @@ def test_the_guard_tries_the_next_candidate(tmp_path: Path) -> None:
             assert hit is not None and hit.response == f"{year} answer"
 
 
-def test_vector_lookups_and_prompt_less_entries_skip_the_guard(tmp_path: Path) -> None:
+def test_vector_lookups_and_prompt_less_entries_skip_the_guard(location: str) -> None:
     vec = np.ones(8, dtype=np.float32)
-    with open_same(tmp_path / "c.db", store_prompts=False) as cache:
+    with open_same(location, store_prompts=False) as cache:
         cache.put("How do I enable the firewall?", "answer")
         assert cache.get(vec) is not None
         # no stored prompt to compare with: the guard cannot judge (docs/quality.md)
         assert cache.get("How do I disable the firewall?") is not None
 
 
-def test_thresholds_per_namespace_are_stored_for_every_process(tmp_path: Path) -> None:
-    path = tmp_path / "c.db"
+def test_thresholds_per_namespace_are_stored_for_every_process(location: str) -> None:
+    path = location
     with semcache.open(path, embedder="hashing", similarity_threshold=0.9) as cache:
         cache.set_threshold("strict", 0.99)
         assert cache.threshold("strict") == 0.99 and cache.threshold() == 0.9
@@ -111,8 +115,8 @@ cache.close()
 """
 
 
-def test_a_wrong_verdict_stops_that_pair_in_every_process(tmp_path: Path) -> None:
-    path = tmp_path / "c.db"
+def test_a_wrong_verdict_stops_that_pair_in_every_process(location: str) -> None:
+    path = location
     with open_same(path) as cache:
         entry = cache.put("How do I reset my password?", "Use the reset link")
     subprocess.run([sys.executable, "-c", _JUDGE, str(path), str(Path(__file__).parents[1])],
@@ -129,8 +133,8 @@ def test_a_wrong_verdict_stops_that_pair_in_every_process(tmp_path: Path) -> Non
         assert stats["feedback_wrong"] == 1 and stats["feedback_right"] == 1
 
 
-def test_a_wrong_exact_answer_is_deleted(tmp_path: Path) -> None:
-    with open_same(tmp_path / "c.db") as cache:
+def test_a_wrong_exact_answer_is_deleted(location: str) -> None:
+    with open_same(location) as cache:
         cache.put("What is 2 + 2?", "5")
         hit = cache.get("What is 2 + 2?")
         assert hit is not None and hit.kind == "exact"
@@ -140,8 +144,8 @@ def test_a_wrong_exact_answer_is_deleted(tmp_path: Path) -> None:
             cache.feedback(hit.entry_id, False, similarity=3.0)
 
 
-def test_calibrate_from_feedback_says_what_it_needs(tmp_path: Path) -> None:
-    path = tmp_path / "c.db"
+def test_calibrate_from_feedback_says_what_it_needs(location: str) -> None:
+    path = location
     with semcache.open(path, embedder="hashing") as cache:
         entry = cache.put("How do I configure the billing service?", "answer")
         for _ in range(5):
@@ -156,8 +160,8 @@ def test_calibrate_from_feedback_says_what_it_needs(tmp_path: Path) -> None:
         assert cache.threshold() == 0.9  # nothing changed
 
 
-def test_calibrate_from_labelled_pairs_applies_and_plots(tmp_path: Path) -> None:
-    path = tmp_path / "c.db"
+def test_calibrate_from_labelled_pairs_applies_and_plots(tmp_path: Path, location: str) -> None:
+    path = location
     with semcache.open(path, embedder="hashing"):
         pass
     pairs = tmp_path / "pairs.jsonl"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,16 +34,19 @@ class WordEmbedder:
 
 
 @pytest.fixture
-def make_cache(tmp_path: Path, clock: list[float]) -> Iterator[Callable[..., semcache.Cache]]:
+def make_cache(make_location: Callable[..., str],
+               clock: list[float]) -> Iterator[Callable[..., semcache.Cache]]:
     """Factory of caches on WordEmbedder at threshold 0.9, on the test module's ``clock``
-    (a one-element list the test moves); all are closed after the test."""
+    (a one-element list the test moves); all are closed after the test. The cache is a
+    file, or a PostgreSQL schema for tests marked to run on both engines
+    (tests/engines.py): ``name`` picks one of several caches of the test."""
     opened: list[semcache.Cache] = []
 
     def make(name: str = "llm.db", **settings: Any) -> semcache.Cache:
         settings.setdefault("embedder", WordEmbedder())
         settings.setdefault("similarity_threshold", 0.9)
         settings.setdefault("clock", lambda: clock[0])
-        cache = semcache.open(tmp_path / name, **settings)
+        cache = semcache.open(make_location(name), **settings)
         opened.append(cache)
         return cache
 

@@ -188,7 +188,7 @@ class CacheAdmin:
             if not new:
                 return []
             with self._batcher.write() as w:
-                ids = [w.txn.insert(e) for e in new]
+                ids = w.txn.insert_many(new)
                 enforce_limit(w, self.max_entries, now)
             return ids
 

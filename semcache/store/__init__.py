@@ -42,12 +42,46 @@ def open_store(location: str | os.PathLike[str], *, readonly: bool = False,
             raise ConfigurationError(
                 f"a PostgreSQL cache needs the [postgres] extra (psycopg, psycopg-pool): {exc}"
             ) from None
-        store: Any = PostgresStore(text, readonly=readonly, schema=schema or "semcache",
-                                   **options)
+        # schema=None: the URL's ?schema=, else the default schema (semcache).
+        store: Any = PostgresStore(text, readonly=readonly, schema=schema, **options)
         return store, bool(getattr(store, "created", False))
     if schema is not None:
         raise ConfigurationError("schema= applies to PostgreSQL caches, not to files")
     return _open_sqlite(text, readonly)
+
+
+def store_exists(location: str) -> bool:
+    """True when a cache exists at ``location``: the file, or a semcache schema on the
+    server (looked up without creating anything; an unreachable server raises
+    :class:`~semcache.errors.CacheConnectionError`)."""
+    if not is_server_location(location):
+        return os.path.exists(location)
+    from semcache.store.postgres import schema_exists
+
+    return schema_exists(location)
+
+
+def remove_store(location: str) -> None:
+    """Remove the cache at ``location``, entries included: its files, or its schema on the
+    server (only semcache's tables when the schema holds anything else). For a command
+    that created the cache and failed to fill it."""
+    if not is_server_location(location):
+        _remove_files(os.path.realpath(location))
+        return
+    from semcache.store.postgres import drop_cache
+
+    drop_cache(location)
+
+
+def display_location(location: str) -> str:
+    """``location`` as messages may show it: a path, or the URL without its password."""
+    if not is_server_location(location):
+        return location
+    try:
+        from semcache.store.postgres.conninfo import parse
+    except ImportError:  # no driver: nothing parses the URL, so show none of it
+        return "a PostgreSQL URL (the [postgres] extra is not installed)"
+    return parse(location).location
 
 
 def _open_sqlite(path: str, readonly: bool) -> tuple[Store, bool]:
@@ -90,4 +124,5 @@ def remove_new_store(store: Store) -> None:
             drop()
 
 
-__all__ = ["SQLITE_FILES", "is_server_location", "open_store", "remove_new_store"]
+__all__ = ["SQLITE_FILES", "display_location", "is_server_location", "open_store",
+           "remove_new_store", "remove_store", "store_exists"]

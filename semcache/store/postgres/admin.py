@@ -11,7 +11,13 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 
 from semcache.errors import ReadOnlyCacheError
-from semcache.store.base import EntryFilter, EntryOrder, EntryRecord, NamespaceSummary
+from semcache.store.base import (
+    EntryFilter,
+    EntryOrder,
+    EntryRecord,
+    NamespaceSummary,
+    Verdict,
+)
 from semcache.store.filters import compile_filter, order_sql
 from semcache.store.postgres.queries import RECORD_COLUMNS
 
@@ -53,7 +59,7 @@ class AdminMixin:
         if after_id is not None:
             clause += " AND e.id > %s"
             params.append(int(after_id))
-        cols = RECORD_COLUMNS + (", e.vector" if with_vector else "")
+        cols = RECORD_COLUMNS.format(vector="e.vector" if with_vector else "NULL::bytea")
         sql = (f"SELECT {cols} FROM {self.queries.with_parts} WHERE {clause} "
                f"ORDER BY {order_sql(order)}")
         if limit is not None:
@@ -69,6 +75,16 @@ class AdminMixin:
             "GROUP BY e.namespace ORDER BY e.namespace", (now,))
         return [NamespaceSummary(str(n), int(a), int(b), int(c), int(d))
                 for n, a, b, c, d in rows]
+
+    def blocked_entries(self, query_hash: bytes) -> set[int]:
+        return {int(r[0]) for r in self._rows(self.queries.blocked, (query_hash,))}
+
+    def verdicts(self, namespace: str | None = None) -> list[Verdict]:
+        where, params = ("WHERE namespace = %s", (namespace,)) if namespace is not None \
+            else ("", ())
+        return [Verdict(int(r[0]), str(r[1]), None if r[2] is None else bytes(r[2]), str(r[3]),
+                        float(r[4]), bool(r[5]), float(r[6]))
+                for r in self._rows(self.queries.verdicts.format(where=where), params)]
 
     def partitions(self, namespace: str) -> list[tuple[int, str]]:
         rows = self._rows(f"SELECT id, scope FROM {self.queries.t['partitions']} "
@@ -167,7 +183,7 @@ class AdminMixin:
         if self.readonly:
             raise ReadOnlyCacheError(f"cache {self.location} is opened read-only")
         t = self.queries.t
-        with self._conns.transaction("BEGIN") as conn:
+        with self._conns.transaction(["BEGIN"]) as conn:
             # SHARE blocks writers (not readers) while the totals are replaced.
             conn.execute(f"LOCK TABLE {t['entries']} IN SHARE MODE")
             before = conn.execute(self.queries.entry_count).fetchone()
@@ -181,10 +197,12 @@ class AdminMixin:
                 f"INSERT INTO {t['partition_counts']} (partition_id, shard, entries) "
                 f"SELECT partition_id, 0, count(*) FROM {t['entries']} GROUP BY partition_id")
             after = conn.execute(self.queries.entry_count).fetchone()
+            conn.execute(self.queries.purge_claims)  # leases of holders that died
             conn.execute("COMMIT")
         rebuilt = self._rebuild_hnsw()
         with self._conns.connection() as conn:
-            for name in ("entries", "entry_usage", "partitions", "counters", "partition_counts"):
+            for name in ("entries", "entry_usage", "partitions", "counters", "partition_counts",
+                         "feedback", "claims"):
                 try:
                     conn.execute(f"VACUUM (ANALYZE) {t[name]}")
                 except psycopg.Error as exc:

@@ -29,12 +29,12 @@ log = logging.getLogger("semcache")
 
 _BIT_OID = 1560
 _COLUMNS = ("key_hash, namespace, partition_id, prompt, response, metadata, size, tokens, "
-            "created_at, expires_at, ttl, code, vector")
+            "created_at, expires_at, ttl, code, vector, key_material")
 _STAGE_COLUMNS = ("key_hash, namespace, scope, prompt, response, metadata, size, tokens, "
-                  "created_at, expires_at, ttl, code, vector, accessed_at, hits")
+                  "created_at, expires_at, ttl, code, vector, accessed_at, hits, key_material")
 #: COPY types of the staging columns (None: the vector column, pgvector's or bytea).
 _STAGE_TYPES = ["bytea", "text", "text", "text", "bytea", "text", "int8", "int8", "float8",
-                "float8", "float8", "bit", None, "float8", "int8"]
+                "float8", "float8", "bit", None, "float8", "int8", "bytea"]
 
 
 class _BitBinaryDumper(Dumper):
@@ -58,14 +58,15 @@ def bulk_insert(store: PostgresStore, entries: Iterable[NewEntry], *,
         raise ReadOnlyCacheError(f"cache {store.location} is opened read-only")
     q = store.queries
     dropped = defer_index and store.state.hnsw
-    with store.write() as txn:
+    with store.write(pipelined=False) as txn:  # COPY cannot run in pipeline mode
         conn = txn.conn
         conn.adapters.register_dumper(None, _BitBinaryDumper)
         vec_type = f"{q.ext}.vector" if q.ext else "bytea"
         conn.execute(f"CREATE TEMP TABLE semcache_stage (key_hash bytea, namespace text, "
                      "scope text, prompt text, response bytea, metadata text, size bigint, "
                      "tokens bigint, created_at float8, expires_at float8, ttl float8, "
-                     f"code bit(256), vector {vec_type}, accessed_at float8, hits bigint) "
+                     f"code bit(256), vector {vec_type}, accessed_at float8, hits bigint, "
+                     "key_material bytea) "
                      "ON COMMIT DROP")
         if dropped:
             conn.execute(f"DROP INDEX IF EXISTS {q.schema}.entries_code_hnsw")
@@ -114,7 +115,8 @@ def _copy(conn: psycopg.Connection, entries: Iterable[NewEntry], vector_oid: int
             copy.write_row((
                 e.key_hash, e.namespace, e.scope, e.prompt, e.response, e.metadata,
                 entry_size(e), e.tokens, e.created_at, e.expires_at, e.ttl, e.code, vector,
-                e.created_at if e.accessed_at is None else e.accessed_at, e.hits))
+                e.created_at if e.accessed_at is None else e.accessed_at, e.hits,
+                e.key_material))
             n += 1
     return n
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,6 +75,8 @@ class ConnInfo:
     params: dict[str, Any]
     schema: str
     password: str | None = field(default=None, repr=False)
+    #: semcache's options from the URL's query string (:data:`URL_OPTIONS`).
+    options: dict[str, Any] = field(default_factory=dict)
 
     @property
     def location(self) -> str:
@@ -87,17 +90,61 @@ class ConnInfo:
         return scrub(text, self.password)
 
 
-def _split_schema(url: str) -> tuple[str, str | None]:
-    """``url`` without its ``schema=`` query parameter, and that parameter's value."""
+def _flag(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "on", "yes"):
+        return True
+    if value in ("0", "false", "off", "no"):
+        return False
+    raise ValueError(f"expected on/off; got {text!r}")
+
+
+#: semcache's own options a URL may carry in its query string (taken out before libpq sees
+#: the URL): ``postgresql://app@db/app?schema=chat&pool_max_size=16&ef_search=64``.
+URL_OPTIONS: dict[str, Callable[[str], Any]] = {
+    "pool_min_size": int, "pool_max_size": int, "pool_timeout": float, "ef_search": int,
+    "exact_scan_below": int, "iterative_scan": str, "pgvector": _flag, "pipeline": _flag}
+
+
+def _split_options(url: str) -> tuple[str, str | None, dict[str, Any]]:
+    """``url`` without semcache's query parameters; the ``schema=`` value; the options."""
     if not url.startswith(_SCHEMES):
-        return url, None
+        return url, None, {}
     parts = urllib.parse.urlsplit(url)
     query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
-    found = [v for k, v in query if k == "schema"]
-    if not found:
-        return url, None
-    kept = urllib.parse.urlencode([(k, v) for k, v in query if k != "schema"], safe="/")
-    return urllib.parse.urlunsplit(parts._replace(query=kept)), found[-1]
+    schema: str | None = None
+    options: dict[str, Any] = {}
+    for key, value in query:
+        if key == "schema":
+            schema = value
+        elif key in URL_OPTIONS:
+            try:
+                options[key] = URL_OPTIONS[key](value)
+            except ValueError as exc:
+                raise ConfigurationError(f"invalid {key}={value!r} in the PostgreSQL URL "
+                                         f"{rough_redact(url)!r}: {exc}") from None
+    kept = urllib.parse.urlencode([(k, v) for k, v in query
+                                   if k != "schema" and k not in URL_OPTIONS], safe="/")
+    return urllib.parse.urlunsplit(parts._replace(query=kept)), schema, options
+
+
+def _split_schema(url: str) -> tuple[str, str | None]:
+    """``url`` without semcache's query parameters, and its ``schema=`` value."""
+    text, schema, _ = _split_options(url)
+    return text, schema
+
+
+def with_url_options(given: dict[str, Any], defaults: dict[str, Any],
+                     info: ConnInfo) -> dict[str, Any]:
+    """Constructor arguments (``given``) with the URL's options filled in; an argument
+    given explicitly (not its default) that the URL sets otherwise is an error."""
+    merged = dict(given)
+    for name, value in info.options.items():
+        if given[name] != defaults[name] and given[name] != value:
+            raise ConfigurationError(f"{name}={given[name]!r} conflicts with {name}={value!r} "
+                                     "in the URL")
+        merged[name] = value
+    return merged
 
 
 def _libpq_params(text: str, url: str) -> dict[str, Any]:
@@ -124,14 +171,14 @@ def parse(url: str, schema: str | None = None) -> ConnInfo:
         raise ConfigurationError(
             "expected a PostgreSQL URL (postgresql://user@host:5432/db) or a libpq "
             f"'key=value' string; got {rough_redact(str(url))!r}")
-    text, from_url = _split_schema(url)
+    text, from_url, options = _split_options(url)
     params = _libpq_params(text, url)
     if schema is not None and from_url is not None and schema != from_url:
         raise ConfigurationError(
             f"schema={schema!r} conflicts with schema={from_url!r} in the URL")
     chosen = check_schema_name(schema if schema is not None else (from_url or DEFAULT_SCHEMA))
     password = str(params.get("password") or os.environ.get("PGPASSWORD") or "") or None
-    return ConnInfo(params=params, schema=chosen, password=password)
+    return ConnInfo(params=params, schema=chosen, password=password, options=options)
 
 
 def display_url(params: dict[str, Any], schema: str = DEFAULT_SCHEMA) -> str:
@@ -234,6 +281,7 @@ def translate(exc: BaseException, info: ConnInfo) -> SemcacheError:
 
 __all__ = [
     "DEFAULT_SCHEMA",
+    "URL_OPTIONS",
     "ConnInfo",
     "check_schema_name",
     "display_url",
@@ -245,4 +293,5 @@ __all__ = [
     "scrub",
     "translate",
     "unreachable",
+    "with_url_options",
 ]

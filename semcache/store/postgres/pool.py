@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -168,13 +169,35 @@ class Connections:
         return translate(exc, self._info)
 
     def run(self, fn: Callable[[psycopg.Connection], T]) -> T:
-        """Run a read (``fn`` must be safe to repeat): retried once on a broken connection."""
-        for attempt in (0, 1):
+        """Run a read (``fn`` must be safe to repeat): retried once on a broken connection.
+
+        The lookup path: no context managers, one pool checkout (the pool itself resets
+        a connection left inside a transaction when it comes back)."""
+        pool = self._pool
+        if self._down or pool is None or os.getpid() != self._pid:
+            return self._run_slow(fn)
+        try:
+            conn = pool.getconn(timeout=self._timeout)
+        except PoolTimeout:
+            return self._run_slow(fn)
+        try:
+            return fn(conn)
+        except psycopg.Error as exc:
+            if not conn.broken:
+                raise self._failed(exc, conn) from None
+        finally:
+            pool.putconn(conn)
+        self._after_broken()
+        self.probe()  # down: fail now, not after the pool's timeout
+        return self._run_slow(fn, attempts=1)
+
+    def _run_slow(self, fn: Callable[[psycopg.Connection], T], attempts: int = 2) -> T:
+        for attempt in range(attempts):
             with self.connection() as conn:
                 try:
                     return fn(conn)
                 except psycopg.Error as exc:
-                    if attempt == 0 and conn.broken:
+                    if attempt < attempts - 1 and conn.broken:
                         self._after_broken()
                         self.probe()  # down: fail now, not after the pool's timeout
                         continue
@@ -182,14 +205,30 @@ class Connections:
         raise AssertionError("unreachable")  # pragma: no cover
 
     @contextmanager
-    def transaction(self, begin: str) -> Iterator[psycopg.Connection]:
-        """``begin`` (a ``BEGIN; ...`` batch) on a healthy connection, then the caller's
-        statements; the caller commits. Rolled back on any exception; driver errors are
-        translated."""
+    def transaction(self, begin: Sequence[str], *,
+                    pipelined: bool = False) -> Iterator[psycopg.Connection]:
+        """The statements of ``begin`` (``BEGIN``, ``SET LOCAL ...``) on a healthy
+        connection, then the caller's statements; the caller commits. Rolled back on any
+        exception; driver errors are translated.
+
+        ``pipelined``: the caller's statements run in psycopg's pipeline mode, and
+        ``begin`` is sent with the first of them (no round trip of its own) - on a
+        connection that looks healthy: a server that restarted or cut the connection
+        has sent its farewell, so the idle socket is readable; such a connection begins
+        the usual way, where a failure is retried on a fresh one."""
         for attempt in (0, 1):
             with self.connection() as conn:
+                if pipelined and not _has_news(conn):
+                    try:
+                        with conn.pipeline():
+                            for statement in begin:
+                                conn.execute(statement)
+                            yield conn
+                    except psycopg.Error as exc:
+                        raise self._failed(exc, conn) from None
+                    return
                 try:
-                    conn.execute(begin)
+                    conn.execute("; ".join(begin))
                 except psycopg.Error as exc:
                     if attempt == 0 and conn.broken:
                         self._after_broken()
@@ -197,7 +236,11 @@ class Connections:
                         continue
                     raise self._failed(exc, conn) from None
                 try:
-                    yield conn
+                    if pipelined:
+                        with conn.pipeline():
+                            yield conn
+                    else:
+                        yield conn
                 except psycopg.Error as exc:
                     raise self._failed(exc, conn) from None
                 return
@@ -209,6 +252,17 @@ class Connections:
             if self.pool().get_stats().get("pool_available", 0):
                 return
             time.sleep(0.01)
+
+
+def _has_news(conn: psycopg.Connection) -> bool:
+    """True when an idle connection's socket has something to read: the server's
+    farewell (restart, ``pg_terminate_backend``), an end of file, or a notice. A healthy
+    idle connection has nothing (one poll, no round trip)."""
+    try:
+        readable, _, _ = select.select([conn.fileno()], [], [], 0)
+    except (OSError, ValueError, psycopg.Error):
+        return True
+    return bool(readable)
 
 
 __all__ = ["Connections"]

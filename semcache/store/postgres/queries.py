@@ -18,13 +18,12 @@ ROW_COLUMNS = ("e.id, e.namespace, e.partition_id, e.prompt, e.response, e.metad
 #: Columns of EntryRecord, in order (``p`` = partitions).
 RECORD_COLUMNS = ("e.id, e.key_hash, e.namespace, p.scope, e.prompt, e.response, e.metadata, "
                   "e.tokens, e.size, e.created_at, e.accessed_at, e.expires_at, e.ttl, e.hits, "
-                  "e.code IS NOT NULL")
+                  "e.code IS NOT NULL, {vector}, e.key_material")
 #: What every write transaction starts with: the flag that tells the hand-made-change
-#: triggers to stay out (semcache counts its own changes), and synchronous_commit kept on
-#: (a put that returned is on disk) unless the server was set to something stronger.
-BEGIN = ("BEGIN; SELECT set_config('semcache.app', 'on', true), "
-         "CASE WHEN current_setting('synchronous_commit') = 'off' "
-         "THEN set_config('synchronous_commit', 'on', true) END")
+#: trigger to stay out (semcache counts its own changes). Utility statements: nothing to
+#: plan. (:meth:`PostgresStore.write` adds ``SET LOCAL synchronous_commit = on`` where the
+#: server's default is ``off``: a put that returned is on disk.)
+BEGIN = ("BEGIN", "SET LOCAL semcache.app = 'on'")
 
 
 class Queries:
@@ -37,7 +36,7 @@ class Queries:
         self.ext = sql.Identifier(ext).as_string(None) if ext else None
         self.t = {name: f"{s}.{name}" for name in (
             "entries", "entry_usage", "partitions", "settings", "counters", "partition_counts",
-            "schema_migrations")}
+            "schema_migrations", "feedback", "claims")}
         t = self.t
         joined = f"{t['entries']} e JOIN {t['entry_usage']} u ON u.entry_id = e.id"
         self.joined = joined
@@ -62,28 +61,92 @@ class Queries:
         self._search(t)
 
     def _writes(self, t: dict[str, str]) -> None:
-        vec = f"%s::{self.ext}.vector" if self.ext else "%s"
+        vec = f"%(vector)s::{self.ext}.vector" if self.ext else "%(vector)s::bytea"
+        # A put is one statement: delete the entry with the same key, insert the new one
+        # (a new, larger id) and its usage row, and read the committed entry count (for
+        # max_entries). ``n`` reads all of ``d`` before the INSERT runs, so the old row is
+        # already deleted by this statement when the unique index is checked. A concurrent
+        # client's uncommitted insert of the same key makes ON CONFLICT wait for it, then
+        # DO NOTHING: ``id`` comes back NULL and the caller retries.
         self.insert = (
-            f"WITH e AS (INSERT INTO {t['entries']} (key_hash, namespace, partition_id, prompt, "
-            "response, metadata, size, tokens, created_at, expires_at, ttl, code, vector) "
-            f"VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::bit(256), {vec}) "
-            "ON CONFLICT (key_hash) DO NOTHING RETURNING id) "
-            f"INSERT INTO {t['entry_usage']} (entry_id, accessed_at, hits) "
-            "SELECT id, %s, %s FROM e RETURNING entry_id")
+            f"WITH d AS (DELETE FROM {t['entries']} e WHERE e.key_hash = %(key)s "
+            "RETURNING e.id, e.partition_id, e.size), n AS (SELECT count(*) FROM d), "
+            f"i AS (INSERT INTO {t['entries']} (key_hash, namespace, partition_id, prompt, "
+            "response, metadata, size, tokens, created_at, expires_at, ttl, code, vector, "
+            "key_material) SELECT %(key)s::bytea, %(ns)s::text, %(pid)s::integer, "
+            "%(prompt)s::text, %(response)s::bytea, %(metadata)s::text, %(size)s::bigint, "
+            "%(tokens)s::bigint, %(created)s::float8, %(expires)s::float8, %(ttl)s::float8, "
+            f"%(code)s::bit(256), {vec}, %(material)s::bytea FROM n "
+            "ON CONFLICT (key_hash) DO NOTHING RETURNING id), "
+            f"u AS (INSERT INTO {t['entry_usage']} (entry_id, accessed_at, hits) "
+            "SELECT id, %(accessed)s::float8, %(hits)s::bigint FROM i) "
+            "SELECT (SELECT id FROM i), array(SELECT id FROM d), "
+            "array(SELECT partition_id FROM d), array(SELECT size FROM d), "
+            f"(SELECT coalesce(sum(value), 0)::bigint FROM {t['counters']} "
+            "WHERE name = 'entries')")
         returning = "RETURNING e.id, e.partition_id, e.size"
-        self.delete_key = f"DELETE FROM {t['entries']} e WHERE e.key_hash = %s {returning}"
         self.delete_where = (f"DELETE FROM {t['entries']} e USING {t['partitions']} p "
                              f"WHERE p.id = e.partition_id AND {{where}} {returning}")
         self.delete_summed = (
             f"WITH d AS (DELETE FROM {t['entries']} e WHERE {{where}} {returning}) "
             "SELECT partition_id, count(*), sum(size)::bigint, array_agg(id) FROM d "
             "GROUP BY partition_id")
-        self.lru_ids = (f"e.id IN (SELECT entry_id FROM {t['entry_usage']} "
-                        "ORDER BY accessed_at, entry_id LIMIT %s FOR UPDATE SKIP LOCKED)")
-        self.touch = (f"UPDATE {t['entry_usage']} SET accessed_at = greatest(accessed_at, %s), "
-                      "hits = hits + %s WHERE entry_id = %s")
-        self.refresh = (f"UPDATE {t['entries']} SET expires_at = %s WHERE id = %s "
-                        "AND expires_at < %s RETURNING id, code IS NOT NULL")
+        # LRU candidates: the ``count`` least recently accessed entries once this
+        # transaction's pending hits (ids, times: arrays) are counted in. Pending hits only
+        # move times forward, so the answer is among the first ``count + pending`` by
+        # stored time (the index order). Rows another client holds are skipped.
+        self.lru_ids = (
+            "e.id IN (SELECT c.entry_id FROM (SELECT u.entry_id, u.accessed_at FROM "
+            f"{t['entry_usage']} u JOIN {t['entries']} x ON x.id = u.entry_id "
+            "ORDER BY u.accessed_at, u.entry_id LIMIT %s FOR UPDATE OF u, x SKIP LOCKED) c "
+            "LEFT JOIN unnest(%s::bigint[], %s::float8[]) AS p(id, a) ON p.id = c.entry_id "
+            "ORDER BY greatest(c.accessed_at, p.a), c.entry_id LIMIT %s)")
+        self.expired_ids = (f"e.id IN (SELECT id FROM {t['entries']} WHERE expires_at IS NOT "
+                            "NULL AND expires_at <= %s FOR UPDATE SKIP LOCKED)")
+        # Batched hits, applied at the end of a write transaction; rows another client
+        # holds are skipped, never waited for (see PgWriteTxn.apply_access).
+        self.touch = (
+            "WITH x AS (SELECT * FROM unnest(%(ids)s::bigint[], %(at)s::float8[], "
+            "%(hits)s::bigint[]) AS x(id, a, h)), "
+            f"l AS (SELECT u.entry_id FROM {t['entry_usage']} u WHERE u.entry_id = ANY(%(ids)s) "
+            "ORDER BY u.entry_id FOR UPDATE SKIP LOCKED) "
+            f"UPDATE {t['entry_usage']} u SET accessed_at = greatest(u.accessed_at, x.a), "
+            "hits = u.hits + x.h FROM l JOIN x ON x.id = l.entry_id "
+            "WHERE u.entry_id = l.entry_id")
+        self.refresh = (
+            "WITH x AS (SELECT * FROM unnest(%(ids)s::bigint[], %(until)s::float8[]) AS x(id, t)), "
+            f"l AS (SELECT e.id FROM {t['entries']} e JOIN x ON x.id = e.id "
+            "WHERE e.expires_at < x.t ORDER BY e.id FOR UPDATE OF e SKIP LOCKED) "
+            f"UPDATE {t['entries']} e SET expires_at = x.t FROM l JOIN x ON x.id = l.id "
+            "WHERE e.id = l.id AND e.expires_at < x.t")
+        self.record_verdict = (
+            f"INSERT INTO {t['feedback']} (entry_id, namespace, query_hash, kind, similarity, "
+            "correct, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s)")
+        self.blocked = (f"SELECT entry_id FROM {t['feedback']} "
+                        "WHERE query_hash = %s AND NOT correct")
+        self.verdicts = (f"SELECT entry_id, namespace, query_hash, kind, similarity, correct, "
+                         f"created_at FROM {t['feedback']} {{where}} ORDER BY id")
+        # Claims are leases in server time (the clocks of the hosts may differ). A holder
+        # may take its own claim again (a retried statement whose first reply was lost).
+        now = "extract(epoch FROM clock_timestamp())"
+        self.claim = (
+            f"INSERT INTO {t['claims']} AS c (key_hash, holder, expires_at) "
+            f"VALUES (%s, %s, {now} + %s) ON CONFLICT (key_hash) DO UPDATE "
+            "SET holder = excluded.holder, expires_at = excluded.expires_at "
+            f"WHERE c.expires_at < {now} OR c.holder = excluded.holder RETURNING 1")
+        self.release = f"DELETE FROM {t['claims']} WHERE key_hash = %s AND holder = %s"
+        self.purge_claims = f"DELETE FROM {t['claims']} WHERE expires_at < {now}"
+        # A transaction's counts, added to its shard just before COMMIT (one prepared
+        # statement; rows locked in name, then partition order).
+        self.add_counts = (
+            f"WITH c AS (INSERT INTO {t['counters']} AS c (name, shard, value) "
+            "SELECT n, %(shard)s, v FROM unnest(%(names)s::text[], %(values)s::bigint[]) "
+            "AS x(n, v) ORDER BY n "
+            "ON CONFLICT (name, shard) DO UPDATE SET value = c.value + excluded.value) "
+            f"INSERT INTO {t['partition_counts']} AS p (partition_id, shard, entries) "
+            "SELECT pid, %(shard)s, n FROM unnest(%(pids)s::integer[], %(sizes)s::bigint[]) "
+            "AS x(pid, n) ORDER BY pid ON CONFLICT (partition_id, shard) "
+            "DO UPDATE SET entries = p.entries + excluded.entries")
         # Filled with literal rows by PgWriteTxn.finish (integers and fixed names only).
         self.add_counters_literal = (
             f"INSERT INTO {t['counters']} AS c (name, shard, value) VALUES {{rows}} "

@@ -169,11 +169,13 @@ def pgvector_schema(conn: psycopg.Connection, want: bool | None) -> str | None:
 
 
 def ensure_schema(conn: psycopg.Connection, info: ConnInfo, *, readonly: bool,
-                  pgvector: bool | None) -> SchemaState:
-    """Bring the schema to :data:`SCHEMA_VERSION` (creating it) and return its state."""
+                  pgvector: bool | None) -> tuple[SchemaState, str | None]:
+    """Bring the schema to :data:`SCHEMA_VERSION` (creating it) and return its state and
+    what this call created: ``"schema"`` (the schema itself), ``"tables"`` (semcache's
+    tables in an empty schema that existed), or None (the cache existed)."""
     state = inspect(conn, info)
     if state.version == SCHEMA_VERSION:
-        return _checked(state, pgvector)
+        return _checked(state, pgvector), None
     if readonly:
         if state.version == 0:
             raise CacheFileError(f"no semcache cache in schema {info.schema!r} of "
@@ -182,11 +184,15 @@ def ensure_schema(conn: psycopg.Connection, info: ConnInfo, *, readonly: bool,
             f"schema {info.schema!r} of {info.location} needs migration {state.version} -> "
             f"{SCHEMA_VERSION} but is opened read-only")
     ext = pgvector_schema(conn, pgvector) if state.version == 0 else state.ext_schema
+    created: str | None = None
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (LOCK_CLASS, lock_key(info.schema)))
         state = inspect(conn, info)  # another host may have migrated meanwhile
         if state.version == 0:
             ident = sql.Identifier(info.schema)
+            existed = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s",
+                                   (info.schema,)).fetchone() is not None
+            created = "tables" if existed else "schema"
             conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(ident))
             conn.execute(sql.SQL(
                 "CREATE TABLE {}.schema_migrations (version integer PRIMARY KEY, "
@@ -203,7 +209,56 @@ def ensure_schema(conn: psycopg.Connection, info: ConnInfo, *, readonly: bool,
                 (mig.version, mig.name, time.time()))
             log.info("semcache: applied PostgreSQL migration %04d_%s to schema %s of %s",
                      mig.version, mig.name, info.schema, info.location)
-    return _checked(inspect(conn, info), pgvector)
+    return _checked(inspect(conn, info), pgvector), created
+
+
+def drop_new_schema(conn: psycopg.Connection, info: ConnInfo, created: str | None, *,
+                    require_empty: bool = True) -> bool:
+    """Remove a cache that was just created and could not be set up or filled (a failed
+    open or import must not leave a half-made cache): the schema when this process
+    ``created`` it (``"schema"``), else only semcache's objects in it (``"tables"``; None:
+    decide here - the schema goes too when this user owns it and nothing else is in it).
+    Under the migration lock; with ``require_empty``, only while the cache has no entries
+    (another host may have started using it meanwhile). True if removed."""
+    ident = sql.Identifier(info.schema)
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (LOCK_CLASS, lock_key(info.schema)))
+        if inspect(conn, info).version == 0:
+            return False
+        if require_empty and _has_entries(conn, ident):
+            log.warning("semcache: not removing schema %s of %s after a failed open: another "
+                        "client has stored entries in it", info.schema, info.location)
+            return False
+        if created is None:
+            created = "schema" if _only_ours(conn, info.schema) else "tables"
+        if created == "schema":
+            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(ident))
+            return True
+        for table in ("feedback", "claims", "counters", "partition_counts", "entry_usage",
+                      "entries", "partitions", "settings", "schema_migrations"):
+            conn.execute(sql.SQL("DROP TABLE IF EXISTS {}.{} CASCADE").format(
+                ident, sql.Identifier(table)))
+        for fn in ("count_hand_made_changes", "recount_after_hand_made_change"):
+            conn.execute(sql.SQL("DROP FUNCTION IF EXISTS {}.{}()").format(
+                ident, sql.Identifier(fn)))
+    return True
+
+
+def _has_entries(conn: psycopg.Connection, ident: sql.Identifier) -> bool:
+    row = conn.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {}.entries)").format(ident)).fetchone()
+    return bool(row and row[0])
+
+
+def _only_ours(conn: psycopg.Connection, schema: str) -> bool:
+    """True when this user owns ``schema`` and it holds nothing but semcache's tables
+    (and their indexes, sequences, view and function)."""
+    row = conn.execute(
+        "SELECT n.nspowner = (SELECT oid FROM pg_roles WHERE rolname = current_user), "
+        "(SELECT count(*) FROM pg_class c WHERE c.relnamespace = n.oid AND c.relkind IN "
+        "('r', 'p', 'f', 'm') AND NOT c.relname = ANY(%s)) "
+        "FROM pg_namespace n WHERE n.nspname = %s",
+        (sorted(_OUR_TABLES | {"feedback", "claims"}), schema)).fetchone()
+    return bool(row and row[0] and row[1] == 0)
 
 
 def _checked(state: SchemaState, pgvector: bool | None) -> SchemaState:
@@ -214,5 +269,6 @@ def _checked(state: SchemaState, pgvector: bool | None) -> SchemaState:
     return state
 
 
-__all__ = ["LOCK_CLASS", "MIGRATIONS", "SCHEMA_VERSION", "SchemaState", "ensure_schema",
+__all__ = ["LOCK_CLASS", "MIGRATIONS", "SCHEMA_VERSION", "SchemaState", "drop_new_schema",
+           "ensure_schema",
            "inspect", "lock_key", "pgvector_schema", "render"]

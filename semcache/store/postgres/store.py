@@ -15,9 +15,13 @@ or without pgvector - rescored by exact cosine on the stored vectors.
 
 from __future__ import annotations
 
+import inspect
 import logging
+import os
+import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -29,7 +33,13 @@ from semcache.errors import CacheFileError, ConfigurationError, ReadOnlyCacheErr
 from semcache.store.base import Changes, EntryRow, NewEntry
 from semcache.store.postgres.adapters import code_literal, register_vector, vector_from
 from semcache.store.postgres.admin import AdminMixin
-from semcache.store.postgres.conninfo import ConnInfo, parse, translate
+from semcache.store.postgres.conninfo import (
+    URL_OPTIONS,
+    ConnInfo,
+    parse,
+    translate,
+    with_url_options,
+)
 from semcache.store.postgres.pool import Connections
 from semcache.store.postgres.queries import BEGIN, SHARDS, Queries
 from semcache.store.postgres.schema import SchemaState, ensure_schema
@@ -51,7 +61,8 @@ ITERATIVE_SCAN = "relaxed_order"
 _SIZE_TTL = 5.0
 
 _COUNTERS = ("hits", "exact_hits", "semantic_hits", "misses", "puts", "evictions",
-             "expirations", "tokens_saved", "entries", "bytes")
+             "expirations", "tokens_saved", "entries", "bytes", "guard_rejections",
+             "feedback_right", "feedback_wrong")
 
 
 class ProcessLock:
@@ -90,7 +101,11 @@ class PostgresStore(AdminMixin):
     ``pgvector``: None = use it when installed or creatable, False = never (exact scans,
     bytea vectors), True = required. Pool: ``pool_min_size`` / ``pool_max_size``
     connections per process, ``pool_timeout`` seconds to wait for a free one,
-    ``connect_timeout`` seconds to reach the server.
+    ``connect_timeout`` seconds to reach the server. ``pipeline``: write transactions in
+    psycopg's pipeline mode (None = over TCP yes, over a Unix socket no). A URL may set
+    the same options in its query string (``?pool_max_size=16&ef_search=64``; see
+    :data:`~semcache.store.postgres.conninfo.URL_OPTIONS`), so that ``semcache.open(url)``
+    reaches them.
     """
 
     engine = "postgresql"
@@ -99,14 +114,22 @@ class PostgresStore(AdminMixin):
                  pgvector: bool | None = None, pool_min_size: int = 1, pool_max_size: int = 8,
                  pool_timeout: float = 10.0, connect_timeout: float = 5.0,
                  exact_scan_below: int = EXACT_SCAN_BELOW, ef_search: int = EF_SEARCH,
-                 iterative_scan: str = ITERATIVE_SCAN) -> None:
+                 iterative_scan: str = ITERATIVE_SCAN, pipeline: bool | None = None) -> None:
         self.info: ConnInfo = parse(url, schema)
         self.location = self.info.location
         self.schema = self.info.schema
         self.readonly = readonly
-        self.lock = ProcessLock(self.location)
+        self._lock = ProcessLock(self.location)
+        self._holder: tuple[int, str] | None = None
         self.shards = SHARDS
-        self.exact_scan_below = exact_scan_below
+        o = with_url_options({
+            "pgvector": pgvector, "pool_min_size": pool_min_size,
+            "pool_max_size": pool_max_size, "pool_timeout": pool_timeout,
+            "exact_scan_below": exact_scan_below, "ef_search": ef_search,
+            "iterative_scan": iterative_scan, "pipeline": pipeline}, _DEFAULTS, self.info)
+        pgvector, ef_search, iterative_scan, pipeline = (
+            o["pgvector"], o["ef_search"], o["iterative_scan"], o["pipeline"])
+        self.exact_scan_below = int(o["exact_scan_below"])
         if not isinstance(ef_search, int) or isinstance(ef_search, bool) or \
                 not 1 <= ef_search <= 1000:
             raise ConfigurationError(f"ef_search must be an int in 1..1000; got {ef_search!r}")
@@ -115,27 +138,66 @@ class PostgresStore(AdminMixin):
                                      f"'strict_order'; got {iterative_scan!r}")
         self.ef_search = ef_search
         self.iterative_scan = iterative_scan
+        #: Write transactions in psycopg's pipeline mode (one round trip fewer per write,
+        #: some client CPU more): worth it over a network, not over a local socket.
+        self.pipeline = (not _local_socket(self.info.params)) if pipeline is None \
+            else bool(pipeline)
         self._partitions: dict[tuple[str, str], int] = {}
         self._sizes: dict[int, tuple[int, float]] = {}
         self._conns = Connections(self.info, configure=self._configure,
-                                  min_size=pool_min_size, max_size=pool_max_size,
-                                  timeout=pool_timeout, connect_timeout=connect_timeout)
+                                  min_size=o["pool_min_size"], max_size=o["pool_max_size"],
+                                  timeout=o["pool_timeout"], connect_timeout=connect_timeout)
         with self._conns.connect() as conn:
             if conn.info.server_version < 140000:  # bit_count(), MATERIALIZED CTEs
                 raise CacheFileError(
                     f"{self.location}: semcache needs PostgreSQL 14 or newer; the server is "
                     f"{conn.info.server_version // 10000}")
             try:
-                self.state: SchemaState = ensure_schema(conn, self.info, readonly=readonly,
-                                                        pgvector=pgvector)
+                self.state: SchemaState
+                self.state, self._created = ensure_schema(conn, self.info, readonly=readonly,
+                                                          pgvector=pgvector)
                 self.queries = Queries(self.schema, self.state.ext_schema)
                 self.settings: dict[str, str] = dict(conn.execute(self.queries.settings).fetchall())
                 version = conn.execute("SHOW server_version").fetchone()
                 self.server_version = str(version[0]) if version else "?"
+                sync = conn.execute("SHOW synchronous_commit").fetchone()
+                # A put that returned is on disk: where the default is off, semcache turns
+                # it on for its own transactions (stronger settings are kept).
+                self._begin = BEGIN + (("SET LOCAL synchronous_commit = on",)
+                                       if sync and sync[0] == "off" else ())
                 self._vector_oid = self._lookup_vector_oid(conn)
             except psycopg.Error as exc:
                 raise translate(exc, self.info) from None
         self._conns.start()
+
+    @property
+    def lock(self) -> ProcessLock:
+        """The engine's StoreLock (this process only: the server serializes writers)."""
+        return self._lock
+
+    @property
+    def created(self) -> bool:
+        """True when this open created the cache (a failed open then removes it)."""
+        return self._created is not None
+
+    def drop(self) -> None:
+        """Remove the cache this open created, if it is still empty (see
+        :func:`~semcache.store.postgres.schema.drop_new_schema`); for failed opens."""
+        if self._created is None:
+            return
+        from semcache.store.postgres.schema import drop_new_schema
+
+        conn = self._conns.connect()
+        try:
+            if drop_new_schema(conn, self.info, self._created, require_empty=True):
+                log.info("semcache: removed schema %s of %s (the open that created it "
+                         "failed)", self.schema, self.location)
+        except psycopg.Error as exc:
+            log.warning("semcache: could not remove the half-made schema %s of %s: %s",
+                        self.schema, self.location, translate(exc, self.info))
+        finally:
+            conn.close()
+        self._created = None
 
     # -- connections -----------------------------------------------------------------
 
@@ -266,26 +328,102 @@ class PostgresStore(AdminMixin):
 
     @contextmanager
     def write(self, on_commit: Callable[[Changes], None] | None = None,
-              timeout: float | None = None) -> Iterator[PgWriteTxn]:
+              timeout: float | None = None, *,
+              pipelined: bool | None = None) -> Iterator[PgWriteTxn]:
         """One transaction: all of it commits, or none. ``timeout``: seconds to wait for
-        row locks held by other clients (None: wait)."""
+        row locks held by other clients (None: wait). ``pipelined`` (psycopg's pipeline
+        mode; default: the store's ``pipeline``): BEGIN travels with the first statement,
+        the counters with COMMIT - a put is two round trips instead of three; COPY needs
+        it off."""
         if self.readonly:
             raise ReadOnlyCacheError(f"cache {self.location} is opened read-only")
-        begin = BEGIN
+        if pipelined is None:
+            pipelined = self.pipeline
+        begin = list(self._begin)
         if timeout is not None:
-            begin += f"; SET LOCAL lock_timeout = {max(1, int(timeout * 1000))}"
-        with self._conns.transaction(begin) as conn:
-            txn = PgWriteTxn(self, conn)
+            begin.append(f"SET LOCAL lock_timeout = {max(1, int(timeout * 1000))}")
+        with self._conns.transaction(begin, pipelined=pipelined) as conn:
+            txn = PgWriteTxn(self, conn, pipelined=pipelined)
             yield txn
             txn.finish()  # counters and COMMIT
         self._partitions.update(txn.partitions)
         if on_commit is not None:
             on_commit(txn.changes)
 
+    # -- coalescing claims --------------------------------------------------------------
+
+    def _claim_holder(self) -> str:
+        """Who holds claims taken by this process (host, pid and a random part)."""
+        pid = os.getpid()
+        if self._holder is None or self._holder[0] != pid:
+            self._holder = (pid, f"{socket.gethostname()}:{pid}:{uuid.uuid4().hex[:12]}")
+        return self._holder[1]
+
+    def claim(self, key_hash: bytes, lease: float) -> bool:
+        """A leased row in ``claims`` (one autocommit statement; never waits). A holder that
+        dies frees the key after ``lease`` seconds of server time. Read-only caches cannot
+        write claims: they always get True (no coalescing)."""
+        if self.readonly:
+            return True
+        q = self.queries.claim
+        params = (key_hash, self._claim_holder(), float(lease))
+        return self._conns.run(lambda c: c.execute(q, params).fetchone()) is not None
+
+    def release(self, key_hash: bytes) -> None:
+        if self.readonly:
+            return
+        q = self.queries.release
+        params = (key_hash, self._claim_holder())
+        self._conns.run(lambda c: c.execute(q, params))
+
     def write_settings(self, values: dict[str, str]) -> None:
         with self.write() as txn:
             txn.set_settings(values)
         self.settings.update(values)
+
+
+#: Defaults of the options a URL may set (an explicit argument must agree with the URL).
+_DEFAULTS = {name: p.default for name, p in
+             inspect.signature(PostgresStore.__init__).parameters.items() if name in URL_OPTIONS}
+
+
+def schema_exists(url: str, schema: str | None = None) -> bool:
+    """True when the schema of ``url`` (``?schema=``, or ``schema``) holds a semcache cache
+    (one direct connection; nothing is created)."""
+    from semcache.store.postgres.schema import inspect
+
+    info = parse(url, schema)
+    conn = Connections(info, configure=lambda c: None).connect()
+    try:
+        return inspect(conn, info).version > 0
+    except psycopg.Error as exc:
+        raise translate(exc, info) from None
+    finally:
+        conn.close()
+
+
+def drop_cache(url: str, schema: str | None = None) -> bool:
+    """Remove the cache at ``url`` (its schema, or only semcache's tables when the schema
+    holds other things or belongs to another user), entries included. For a command that
+    created the cache and failed to fill it (``semcache import``). True if removed."""
+    from semcache.store.postgres.schema import drop_new_schema
+
+    info = parse(url, schema)
+    conn = Connections(info, configure=lambda c: None).connect()
+    try:
+        return drop_new_schema(conn, info, None, require_empty=False)
+    except psycopg.Error as exc:
+        raise translate(exc, info) from None
+    finally:
+        conn.close()
+
+
+def _local_socket(params: dict[str, Any]) -> bool:
+    """True when libpq connects through a Unix socket (no host, or a directory)."""
+    if params.get("hostaddr"):
+        return False
+    hosts = str(params.get("host") or os.environ.get("PGHOST") or "").split(",")
+    return all(not h or h.startswith("/") or h.startswith("@") for h in hosts)
 
 
 def _at_least(version: str | None, wanted: tuple[int, int]) -> bool:
@@ -304,7 +442,10 @@ def _rescore_in_python(rows: list[tuple], vector: np.ndarray) -> list[tuple[Entr
     if not good:
         return []
     stored = np.frombuffer(b"".join(r[12] for r in good), dtype="<f4").reshape(len(good), -1)
-    sims = np.clip(stored.astype(np.float64) @ vector.astype(np.float64), -1.0, 1.0)
+    stored = stored.astype(np.float64)
+    norms = np.linalg.norm(stored, axis=1)
+    norms[norms == 0] = np.inf  # stored norms are not trusted; zero matches nothing
+    sims = np.clip((stored @ vector.astype(np.float64)) / norms, -1.0, 1.0)
     scored = [(EntryRow(*r[:12]), float(s)) for r, s in zip(good, sims.tolist(), strict=True)]
     scored.sort(key=lambda rs: (rs[1], rs[0].id), reverse=True)
     return scored
@@ -317,4 +458,5 @@ if TYPE_CHECKING:  # mypy checks that the engine implements the interface
         return store, txn
 
 
-__all__ = ["EF_SEARCH", "EXACT_SCAN_BELOW", "PostgresStore", "ProcessLock"]
+__all__ = ["EF_SEARCH", "EXACT_SCAN_BELOW", "PostgresStore", "ProcessLock", "drop_cache",
+           "schema_exists"]

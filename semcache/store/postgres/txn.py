@@ -1,22 +1,25 @@
 """One write transaction on PostgreSQL (:class:`PgWriteTxn`, the engine's ``StoreTxn``).
 
-Row locks are taken in one global order so that concurrent clients cannot deadlock each
-other in the common paths: usage rows of hits (sorted by id), then entries (by key), then
-at the very end - just before COMMIT - the counter shard rows (sorted by name, then
-partition). semcache counts what its own statements did (from ``RETURNING``) and adds it
-to the counters of its shard in :meth:`PgWriteTxn.finish`; the triggers of the schema count
-only changes made by hand (they see the ``semcache.app`` flag set by ``BEGIN``).
+Row locks are taken so that concurrent clients cannot deadlock each other in the common
+paths: first the transaction's own work (entries by key - deleting one also locks its usage
+row -, purges and LRU eviction skipping rows others hold), then at the end the batched
+hits (usage rows and sliding expiries, never waiting: ``SKIP LOCKED``), then - just before
+COMMIT - the counter shard rows (sorted by name, then partition). semcache counts what its
+own statements did (from ``RETURNING``) and adds it to the counters of its shard in
+:meth:`PgWriteTxn.finish`; the schema's trigger recounts only after changes made by hand
+(it sees the ``semcache.app`` flag set by ``BEGIN``).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 
 from semcache.errors import InvalidInputError
-from semcache.store.base import AccessUpdate, Changes, EntryFilter, NewEntry
+from semcache.store.base import AccessUpdate, Changes, EntryFilter, NewEntry, Verdict
 from semcache.store.filters import compile_filter
 from semcache.store.postgres.adapters import code_literal, vector_from
 
@@ -29,7 +32,8 @@ _INSERT_TRIES = 8
 
 #: The counters a client may add to (entries and bytes are kept by the engine).
 COUNTER_NAMES = frozenset(("hits", "exact_hits", "semantic_hits", "misses", "puts",
-                           "evictions", "expirations", "tokens_saved"))
+                           "evictions", "expirations", "tokens_saved", "guard_rejections",
+                           "feedback_right", "feedback_wrong"))
 
 
 def _checked_name(name: str) -> str:
@@ -46,8 +50,10 @@ def entry_size(e: NewEntry) -> int:
 class PgWriteTxn:
     """The operations allowed inside :meth:`PostgresStore.write`."""
 
-    def __init__(self, store: PostgresStore, conn: psycopg.Connection) -> None:
+    def __init__(self, store: PostgresStore, conn: psycopg.Connection, *,
+                 pipelined: bool = False) -> None:
         self._store = store
+        self._pipelined = pipelined
         self._q = store.queries
         self.conn = conn
         self.changes = Changes()
@@ -55,6 +61,10 @@ class PgWriteTxn:
         self._parts: dict[int, int] = defaultdict(int)
         #: Partitions this transaction created or looked up: (namespace, scope) -> id.
         self.partitions: dict[tuple[str, str], int] = {}
+        #: Entries committed by everyone, as last read by a statement of this transaction.
+        self._committed_entries: int | None = None
+        #: Batched hits to write at the end (see :meth:`apply_access`).
+        self._access: dict[int, AccessUpdate] = {}
 
     # -- bookkeeping --------------------------------------------------------------------
 
@@ -80,17 +90,35 @@ class PgWriteTxn:
         return n
 
     def finish(self) -> None:
-        """Add this transaction's counts to its shard and COMMIT, in one round trip: the
-        statements carry only integers and counter names from a fixed list, written as
-        literals (a parameterless batch travels in one message)."""
+        """Write the batched hits, add this transaction's counts to its shard and COMMIT;
+        the counts and COMMIT travel together (one round trip)."""
+        if self._access:
+            self._write_access()
         shard = int(self.conn.info.backend_pid % self._store.shards)
-        batch = []
         names = sorted(k for k, v in self._counts.items() if v)
+        parts = sorted(k for k, v in self._parts.items() if v)
+        if self._pipelined:
+            self._commit_pipelined(shard, names, parts)
+        else:
+            self._commit_batch(shard, names, parts)
+
+    def _commit_pipelined(self, shard: int, names: list[str], parts: list[int]) -> None:
+        """One prepared statement and COMMIT, sent together when the pipeline ends."""
+        if names or parts:
+            self.conn.execute(self._q.add_counts, {
+                "shard": shard, "names": [_checked_name(n) for n in names],
+                "values": [int(self._counts[n]) for n in names],
+                "pids": [int(p) for p in parts], "sizes": [int(self._parts[p]) for p in parts]})
+        self.conn.execute("COMMIT")
+
+    def _commit_batch(self, shard: int, names: list[str], parts: list[int]) -> None:
+        """The statements carry only integers and counter names from a fixed list, written
+        as literals: a parameterless batch travels in one message."""
+        batch = []
         if names:
             rows = ", ".join(f"('{_checked_name(n)}', {shard}, {int(self._counts[n])})"
                              for n in names)
             batch.append(self._q.add_counters_literal.format(rows=rows))
-        parts = sorted(k for k, v in self._parts.items() if v)
         if parts:
             rows = ", ".join(f"({int(p)}, {shard}, {int(self._parts[p])})" for p in parts)
             batch.append(self._q.add_partition_counts_literal.format(rows=rows))
@@ -116,31 +144,63 @@ class PgWriteTxn:
             pid = self.partitions[key] = int(row[0])
         return pid
 
-    def insert(self, e: NewEntry) -> int:
-        """Insert, replacing the entry with the same key; the new id is always larger."""
+    def _params(self, e: NewEntry) -> dict[str, Any]:
         pid = self.partition_id(e.namespace, e.scope)
-        size = entry_size(e)
-        code = code_literal(e.code) if e.code is not None else None
         vector = None if e.vector is None else (
             vector_from(e.vector) if self._q.ext else e.vector)
-        params = (e.key_hash, e.namespace, pid, e.prompt, e.response, e.metadata, size,
-                  e.tokens, e.created_at, e.expires_at, e.ttl, code, vector,
-                  e.created_at if e.accessed_at is None else e.accessed_at, e.hits)
+        return {"key": e.key_hash, "ns": e.namespace, "pid": pid, "prompt": e.prompt,
+                "response": e.response, "metadata": e.metadata, "size": entry_size(e),
+                "tokens": e.tokens, "created": e.created_at, "expires": e.expires_at,
+                "ttl": e.ttl, "code": None if e.code is None else code_literal(e.code),
+                "vector": vector, "material": e.key_material,
+                "accessed": e.created_at if e.accessed_at is None else e.accessed_at,
+                "hits": e.hits}
+
+    def _inserted(self, e: NewEntry, params: dict[str, Any], row: tuple | None) -> int | None:
+        """Account for one insert statement's result; the new id, or None when a
+        concurrent client's insert of the same key won (the caller retries)."""
+        assert row is not None  # the statement always returns one row
+        entry_id, del_ids, del_pids, del_sizes, committed = row
+        self._removed(list(zip(del_ids, del_pids, del_sizes, strict=True)))
+        self._committed_entries = int(committed)
+        if entry_id is None:
+            return None
+        pid = params["pid"]
+        self._counts["entries"] += 1
+        self._counts["bytes"] += params["size"]
+        self._parts[pid] += 1
+        if e.code is not None:
+            self.changes.added.append((int(entry_id), pid, e.expires_at, e.code))
+        return int(entry_id)
+
+    def insert(self, e: NewEntry) -> int:
+        """Insert, replacing the entry with the same key; the new id is always larger.
+        One statement, one round trip (see ``Queries.insert``)."""
+        params = self._params(e)
         for _ in range(_INSERT_TRIES):
-            # (Pipeline mode would save a round trip but costs more client CPU than it
-            # saves over a local socket: measured.)
-            self._removed(self.conn.execute(self._q.delete_key, (e.key_hash,)).fetchall())
             row = self.conn.execute(self._q.insert, params).fetchone()
-            if row is not None:
-                entry_id = int(row[0])
-                self._counts["entries"] += 1
-                self._counts["bytes"] += size
-                self._parts[pid] += 1
-                if e.code is not None:
-                    self.changes.added.append((entry_id, pid, e.expires_at, e.code))
+            entry_id = self._inserted(e, params, row)
+            if entry_id is not None:
                 return entry_id
         raise InvalidInputError(  # pragma: no cover - needs 8 lost races in a row
             f"key {e.key_hash.hex()[:16]}... kept being rewritten by other clients")
+
+    def insert_many(self, entries: Sequence[NewEntry]) -> list[int]:
+        """:meth:`insert` for several entries, sent together (psycopg's pipeline: one
+        round trip for the batch instead of one per entry). Same results as inserting
+        them one by one, in order (a key given twice: the later one replaces the first)."""
+        if len(entries) < 2:
+            return [self.insert(e) for e in entries]
+        params = [self._params(e) for e in entries]
+        ids: list[int] = []
+        with self.conn.cursor() as cur:
+            cur.executemany(self._q.insert, params, returning=True)
+            for e, p in zip(entries, params, strict=True):
+                entry_id = self._inserted(e, p, cur.fetchone())
+                # Lost a race with another client on this key: redo it alone.
+                ids.append(self.insert(e) if entry_id is None else entry_id)
+                cur.nextset()
+        return ids
 
     def delete(self, where: EntryFilter) -> list[int]:
         clause, params = compile_filter(where, mark="%s")
@@ -167,38 +227,68 @@ class PgWriteTxn:
         return self.delete_summed_sql("true")
 
     def purge_expired(self, now: float) -> int:
-        return self.delete_summed_sql("e.expires_at IS NOT NULL AND e.expires_at <= %s", (now,))
+        """Delete expired entries; rows another client holds are left for a later purge
+        (they are never served: lookups check the expiry)."""
+        return self.delete_summed_sql(self._q.expired_ids, (now,))
 
     def evict_lru(self, count: int) -> int:
-        """Delete the ``count`` least recently accessed entries (rows another client is
-        writing right now are skipped, not waited for)."""
+        """Delete the ``count`` least recently accessed entries, this transaction's pending
+        hits counted in (rows another client is writing right now are skipped, not waited
+        for)."""
         if count <= 0:
             return 0
-        return self.delete_summed_sql(self._q.lru_ids, (count,))
+        ids = sorted(self._access)
+        times = [self._access[i].accessed_at for i in ids]
+        return self.delete_summed_sql(self._q.lru_ids, (count + len(ids), ids, times, count))
 
     def entry_count(self) -> int:
-        """Entries committed by everyone, plus this transaction's own inserts/deletes."""
-        row = self.conn.execute(self._q.entry_count).fetchone()
-        return int(row[0] if row else 0) + self._counts.get("entries", 0)
+        """Entries committed by everyone, plus this transaction's own inserts/deletes.
+        An insert of this transaction already read the committed count (no round trip)."""
+        if self._committed_entries is None:
+            row = self.conn.execute(self._q.entry_count).fetchone()
+            self._committed_entries = int(row[0] if row else 0)
+        return self._committed_entries + self._counts.get("entries", 0)
+
+    def record_verdict(self, v: Verdict) -> None:
+        self.conn.execute(self._q.record_verdict, (
+            v.entry_id, v.namespace, v.query_hash, v.kind, v.similarity, bool(v.correct),
+            v.created_at))
 
     def apply_access(self, updates: dict[int, AccessUpdate]) -> None:
         """Batched hits: access time (never moved back), hit counts, and expiry pushed out
-        by refresh-on-access (never moved backwards: ``expires_at < new``)."""
-        order = sorted(updates)
-        with self.conn.cursor() as cur:
-            cur.executemany(self._q.touch,
-                            [(updates[i].accessed_at, updates[i].hits, i) for i in order])
-            refreshed = [(updates[i].expires_at, i, updates[i].expires_at) for i in order
-                         if updates[i].expires_at is not None]
-            if not refreshed:
-                return
-            cur.executemany(self._q.refresh, refreshed, returning=True)
-            moved: list[int] = []
-            while True:
-                moved += [int(r[0]) for r in cur.fetchall() if r[1]]
-                if not cur.nextset():
-                    break
-        self.changes.expires.extend((i, updates[i].expires_at) for i in moved)
+        by refresh-on-access (never moved backwards).
+
+        Written at the end of the transaction (:meth:`finish`), never waiting for a row
+        another client holds. Usage rows are also locked by deleting their entry (the
+        foreign key's cascade): a transaction that touched usage rows first and then
+        replaced an entry could wait for one that did the same in the other order - a
+        deadlock. Touched last and with SKIP LOCKED, a flush waits for nobody. A row held
+        by another client is being deleted (nothing to update) or flushed by another
+        process at the same moment (which moves its access time and expiry forward too;
+        this flush's increments of its hit count are lost). LRU eviction in the same
+        transaction counts these pending hits in (:meth:`evict_lru`)."""
+        for entry_id, u in updates.items():
+            mine = self._access.get(entry_id)
+            if mine is None:
+                self._access[entry_id] = AccessUpdate(u.accessed_at, u.hits, u.expires_at)
+                continue
+            mine.accessed_at = max(mine.accessed_at, u.accessed_at)
+            mine.hits += u.hits
+            if u.expires_at is not None:
+                mine.expires_at = max(mine.expires_at or u.expires_at, u.expires_at)
+
+    def _write_access(self) -> None:
+        """Apply the pending hits (see :meth:`apply_access`). No expiry moves are reported
+        in ``changes``: nothing mirrors a PostgreSQL cache."""
+        order = sorted(self._access)
+        access = self._access
+        self.conn.execute(self._q.touch, {
+            "ids": order, "at": [access[i].accessed_at for i in order],
+            "hits": [access[i].hits for i in order]})
+        refreshed = [i for i in order if access[i].expires_at is not None]
+        if refreshed:
+            self.conn.execute(self._q.refresh, {
+                "ids": refreshed, "until": [access[i].expires_at for i in refreshed]})
 
     def add_counters(self, deltas: dict[str, int]) -> None:
         unknown = set(deltas) - COUNTER_NAMES
