@@ -44,7 +44,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         if applied:
             cache.set_threshold(namespace, result.threshold)
     if args.plot:
-        plot_curve(result, args.plot, title=f"{args.shown} [{namespace}]")
+        try:
+            plot_curve(result, args.plot, title=f"{args.shown} [{namespace}]")
+        except ImportError as exc:
+            raise CLIError(f"--plot needs matplotlib (the [plot] extra): {exc}") from None
     out = {
         "namespace": namespace, "source": args.pairs or "recorded feedback",
         "observations": result.observations, "threshold_before": before,
