@@ -91,15 +91,24 @@ def test_location_never_holds_the_password() -> None:
         parse("postgresql://h/db?schema=a", "b")
 
 
+def _cut_every_connection(pg_server: PgServer) -> list:
+    """Terminate the cache's server connections and wait until they are gone (the
+    termination is asynchronous: "between two calls" means the cut has happened)."""
+    others = ("FROM pg_stat_activity WHERE application_name = 'semcache' "
+              "AND pid <> pg_backend_pid()")
+    killed = pg_server.admin(f"SELECT pg_terminate_backend(pid) {others}")
+    deadline = time.monotonic() + 10
+    while pg_server.admin(f"SELECT pid {others}") and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return killed
+
+
 def test_cut_connections_reconnect(store: PostgresStore, pg_server: PgServer) -> None:
     """Every server connection of the cache killed between two calls: the next calls work."""
     assert store.get_by_key((1).to_bytes(32, "big")) is not None
-    killed = pg_server.admin("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                             "WHERE application_name = 'semcache' AND pid <> pg_backend_pid()")
-    assert killed
+    assert _cut_every_connection(pg_server)
     assert store.get_by_key((1).to_bytes(32, "big")) is not None
-    pg_server.admin("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE application_name = 'semcache' AND pid <> pg_backend_pid()")
+    _cut_every_connection(pg_server)
     with store.write() as txn:
         txn.insert(entry(2))
     assert store.counters()["entries"] == 2
