@@ -9,43 +9,18 @@ this code knows is refused rather than guessed at.
 from __future__ import annotations
 
 import logging
-import re
 import time
-from dataclasses import dataclass
-from importlib import resources
 
 import apsw
 
 from semcache.errors import NotASemcacheFileError, ReadOnlyCacheError, SchemaVersionError
 from semcache.store.connection import APPLICATION_ID, translated
 from semcache.store.locking import WriteLock
+from semcache.store.migration_files import load_migrations
 
 log = logging.getLogger("semcache")
 
-_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
-
-
-@dataclass(frozen=True)
-class Migration:
-    version: int
-    name: str
-    sql: str
-
-
-def load_migrations() -> list[Migration]:
-    found = []
-    for item in resources.files("semcache.migrations").iterdir():
-        m = _NAME.match(item.name)
-        if m:
-            found.append(Migration(int(m.group(1)), m.group(2), item.read_text("utf-8")))
-    found.sort(key=lambda mig: mig.version)
-    versions = [mig.version for mig in found]
-    if versions != list(range(1, len(found) + 1)):
-        raise RuntimeError(f"semcache migrations are not numbered 1..n: {versions}")
-    return found
-
-
-MIGRATIONS = load_migrations()
+MIGRATIONS = load_migrations("semcache.migrations")
 SCHEMA_VERSION = MIGRATIONS[-1].version
 
 

@@ -20,7 +20,6 @@ import re
 import time
 import zlib
 from dataclasses import dataclass
-from importlib import resources
 
 import psycopg
 from psycopg import sql
@@ -32,11 +31,11 @@ from semcache.errors import (
     ReadOnlyCacheError,
     SchemaVersionError,
 )
+from semcache.store.migration_files import load_migrations
 from semcache.store.postgres.conninfo import ConnInfo, first_line
 
 log = logging.getLogger("semcache")
 
-_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 _BLOCK = re.compile(r"^--@pgvector\n(.*?)^--@end\n", re.MULTILINE | re.DOTALL)
 #: First key of every semcache advisory lock ("SEMC"); the second is the schema's CRC.
 LOCK_CLASS = 0x53454D43
@@ -46,27 +45,7 @@ _OUR_TABLES = frozenset(("schema_migrations", "settings", "partitions", "entries
 _MIN_PGVECTOR = (0, 7)
 
 
-@dataclass(frozen=True)
-class Migration:
-    version: int
-    name: str
-    sql: str
-
-
-def load_migrations() -> list[Migration]:
-    found = []
-    for item in resources.files("semcache.store.postgres.migrations").iterdir():
-        m = _NAME.match(item.name)
-        if m:
-            found.append(Migration(int(m.group(1)), m.group(2), item.read_text("utf-8")))
-    found.sort(key=lambda mig: mig.version)
-    versions = [mig.version for mig in found]
-    if versions != list(range(1, len(found) + 1)):
-        raise RuntimeError(f"semcache PostgreSQL migrations are not numbered 1..n: {versions}")
-    return found
-
-
-MIGRATIONS = load_migrations()
+MIGRATIONS = load_migrations("semcache.store.postgres.migrations")
 SCHEMA_VERSION = MIGRATIONS[-1].version
 
 
