@@ -419,6 +419,54 @@ def throughput(url: str, get_schema: str, procs: list[int], seconds: float,
 # -- main ----------------------------------------------------------------------------------
 
 
+def _cell(node: Any, *path: str) -> Any:
+    for key in path:
+        if not isinstance(node, dict) or key not in node:
+            return None
+        node = node[key]
+    return node
+
+
+def goals_and_headline(result: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Issue 12's goals, and the README rows, from what this run measured (cache level:
+    ``semcache.open(url)`` beside ``semcache.open(file)``)."""
+    goals: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]] = []
+    load = [result.get("load_average_start", [None])[0], result.get("load_average_end", [None])[0]]
+    for size, target in (("100000", 1.5), ("1000000", 5.0)):
+        sem = _cell(result, "cache", "semantic_get", size)
+        if not sem:
+            continue
+        pg, lite = sem["postgres_hnsw"], sem["sqlite"]
+        goals.append({"goal": f"PostgreSQL semantic get p50 at {int(size):,} (HNSW)",
+                      "target": target, "unit": "ms", "measured": round(pg["p50_ms"], 3),
+                      "range": [round(x, 3) for x in pg["range_ms"]],
+                      "met": pg["p50_ms"] <= target})
+        goals.append({"goal": f"PostgreSQL decisions = SQLite's at {int(size):,}",
+                      "target": 99.5, "unit": "%", "at_least": True,
+                      "measured": round(100 * pg["agreement_with_sqlite"], 2),
+                      "met": pg["agreement_with_sqlite"] >= 0.995})
+        rows.append({"what": f"PostgreSQL engine: semantic get, {int(size):,} entries, p50",
+                     "semcache": f"{pg['p50_ms']:.2f} ms (HNSW; the file's hit decisions on "
+                                 f"{pg['agreement_with_sqlite']:.1%} of the paraphrase queries)",
+                     "peers": f"the same cache as a SQLite file {lite['p50_ms']:.2f} ms",
+                     "date": result.get("date"), "load": load})
+    tp = _cell(result, "cache", "throughput") or {}
+    for kind, label, target in (("put", "puts", 5000.0), ("get", "exact gets", 20000.0)):
+        cell = tp.get(f"{kind}_8_procs")
+        if not cell:
+            continue
+        pg = cell["postgres"]
+        goals.append({"goal": f"PostgreSQL, 8 processes: {label}/s", "target": target,
+                      "unit": "/s", "at_least": True, "measured": round(pg["median"]),
+                      "range": [round(x) for x in pg["range"]], "met": pg["median"] >= target})
+        rows.append({"what": f"PostgreSQL engine: 8 processes, {label}/s",
+                     "semcache": f"{pg['median']:,.0f}/s",
+                     "peers": f"the same on a SQLite file {cell['sqlite']['median']:,.0f}/s",
+                     "date": result.get("date"), "load": cell.get("load_average") or load})
+    return goals, rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--url")
@@ -480,6 +528,8 @@ def main() -> None:
         result["load_average_end"] = os.getloadavg()
         if server is not None:
             server.cleanup()
+    result["date"] = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
+    result["goals"], result["headline"] = goals_and_headline(result)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(
         result, indent=2, default=lambda o: o.item() if hasattr(o, "item") else str(o)) + "\n")

@@ -227,6 +227,25 @@ def quality_rows(r: Results) -> list[Row]:
         f"decisions = float cosine on {row['agreement_rescore_float']:.0%}",
         f"binary-only decisions (binary-semantic-cache's way): {row['binary']['wrong']:.1%} wrong",
         run_note(dig(q, "meta", "date"), dig(q, "meta", "load_average"),
+                 dig(q, "meta", "load_average_end")))] + guard_rows(q, e)
+
+
+def guard_rows(q: dict[str, Any], e: dict[str, Any]) -> list[Row]:
+    """The near-miss guard at the default threshold (scripts/quality_guard.py's figures)."""
+    g = e.get("guard") or {}
+    hard = dig(g, "hard_negatives", "at_default")
+    pairs = dig(g, "pairs", "at_default")
+    if not hard or not pairs:
+        return []
+    return [(
+        f"near-miss questions served another question's answer ({hard['n']} hard negatives, "
+        f"MiniLM at {hard['threshold']})",
+        f"{hard['guard']:.1%} with the guard (on by default; {hard['no_guard']:.1%} without); "
+        f"paraphrases {pairs['guard']['correct']:.1%} correct, {pairs['guard']['wrong']:.1%} "
+        f"wrong; {num(dig(g, 'latency', 'p50_ms'), 3)} ms p50 per comparison",
+        f"the cosine alone, as GPTCache, RedisVL and binary-semantic-cache decide: "
+        f"{hard['no_guard']:.1%} of them served",
+        run_note(dig(q, "meta", "date"), dig(q, "meta", "load_average"),
                  dig(q, "meta", "load_average_end")))]
 
 
@@ -274,7 +293,8 @@ def proxy_rows(r: Results) -> list[Row]:
         "`semcache serve` proxy: exact hit over HTTP, p50",
         f"{num(lat['proxy_exact_p50_ms']['median'], 2)} ms; a miss adds {num(added, 2)} ms",
         f"direct to the upstream stub {num(dig(lat, 'direct_p50_ms', 'median'), 2)} ms",
-        run_note(None, dig(p, "machine", "loadavg_start"), dig(p, "machine", "loadavg_end")))]
+        run_note(p.get("date"), dig(p, "machine", "loadavg_start"),
+                 dig(p, "machine", "loadavg_end")))]
 
 
 # -- goals --------------------------------------------------------------------------------------
