@@ -105,7 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                         help="print JSON on stdout (for scripts)")
     parser = _Parser(
-        prog=PROG, description="Inspect and maintain semcache files; run the demo.",
+        prog=PROG,
+        description="Inspect and maintain semcache caches (files or postgresql:// URLs); "
+        "run the demo, the proxy, a benchmark.",
         epilog="Exit codes: 0 ok, 1 error, 2 usage. See docs/cli.md.")
     parser.add_argument("--json", action="store_true", default=False,
                         help="print JSON on stdout (for scripts)")
@@ -118,12 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
     def add(name: str, help_text: str) -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help_text, description=help_text, parents=[common])
 
-    p = add("stats", "counters, sizes and settings of a cache file")
-    p.add_argument("path", help="cache file")
+    p = add("stats", "counters, sizes and settings of a cache")
+    p.add_argument("path", help="cache file or postgresql:// URL")
     p.set_defaults(func=cmd_stats)
 
     p = add("ls", "list entries")
-    p.add_argument("path", help="cache file")
+    p.add_argument("path", help="cache file or postgresql:// URL")
     p.add_argument("--namespace", "-n", help="only this namespace")
     state = p.add_mutually_exclusive_group()
     state.add_argument("--expired", action="store_true", help="only expired entries")
@@ -135,19 +137,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_ls)
 
     p = add("show", "one entry in full, with its response")
-    p.add_argument("path", help="cache file")
+    p.add_argument("path", help="cache file or postgresql:// URL")
     p.add_argument("id", type=int, help="entry id (from ls)")
     p.set_defaults(func=cmd_show)
 
     p = add("get", "look a text up: exact, then semantic (shows the similarity)")
-    p.add_argument("path", help="cache file")
+    p.add_argument("path", help="cache file or postgresql:// URL")
     p.add_argument("text", help="prompt or question")
     p.add_argument("--namespace", "-n", help="namespace (default: the file's)")
     p.add_argument("--exact-only", action="store_true", help="skip the semantic tier")
     p.set_defaults(func=cmd_get)
 
     p = add("purge", "delete entries: expired, by namespace, by age, or all")
-    p.add_argument("path", help="cache file")
+    p.add_argument("path", help="cache file or postgresql:// URL")
     p.add_argument("--expired", action="store_true", help="entries past their expiry")
     p.add_argument("--namespace", "-n", help="entries of this namespace")
     p.add_argument("--older-than", metavar="AGE",
@@ -158,20 +160,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_purge)
 
     p = add("vacuum", "purge expired entries, repair the code index, compact the file")
-    p.add_argument("path", help="cache file")
+    p.add_argument("path", help="cache file or postgresql:// URL")
     p.set_defaults(func=cmd_vacuum)
 
-    p = add("verify", "check the file's integrity (exit 1 if damaged)")
-    p.add_argument("path", help="cache file")
+    p = add("verify", "check the cache's integrity (exit 1 if damaged)")
+    p.add_argument("path", help="cache file or postgresql:// URL")
     p.set_defaults(func=cmd_verify)
 
     p = add("export", "write every entry to a JSON Lines file")
-    p.add_argument("path", help="cache file")
+    p.add_argument("path", help="cache file or postgresql:// URL")
     p.add_argument("out", help="output .jsonl file ('-' for stdout)")
     p.set_defaults(func=cmd_export)
 
     p = add("import", "read entries from a JSON Lines file (creates the cache if missing)")
-    p.add_argument("path", help="cache file (created with the export's embedder if missing)")
+    p.add_argument("path", help="cache file or postgresql:// URL (created with the export's "
+                   "embedder if missing)")
     p.add_argument("input", help="input .jsonl file ('-' for stdin)")
     p.add_argument("--strict", action="store_true",
                    help="refuse the whole file if any line is bad (default: skip bad lines)")
