@@ -447,7 +447,7 @@ def goals_and_headline(result: dict[str, Any]) -> tuple[list[dict[str, Any]], li
                       "measured": round(100 * pg["agreement_with_sqlite"], 2),
                       "met": pg["agreement_with_sqlite"] >= 0.995})
         rows.append({"what": f"PostgreSQL engine: semantic get, {int(size):,} entries, p50",
-                     "semcache": f"{pg['p50_ms']:.2f} ms (HNSW; the file's hit decisions on "
+                     "semcache": f"{pg['p50_ms']:.2f} ms (HNSW; the file's answer on "
                                  f"{pg['agreement_with_sqlite']:.1%} of the paraphrase queries)",
                      "peers": f"the same cache as a SQLite file {lite['p50_ms']:.2f} ms",
                      "date": result.get("date"), "load": load})
