@@ -112,8 +112,10 @@ def server_settings(url: str) -> dict[str, str]:
              "max_parallel_maintenance_workers")
     with psycopg.connect(url, autocommit=True) as conn:
         out = {n: str(conn.execute(f"SHOW {n}").fetchone()[0]) for n in names}  # type: ignore[index]
-        ext = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()
-    out["pgvector"] = ext[0] if ext else "absent"
+        # Read before any cache created the extension: what the server can install.
+        ext = conn.execute("SELECT default_version FROM pg_available_extensions "
+                           "WHERE name = 'vector'").fetchone()
+    out["pgvector"] = ext[0] if ext else "not available"
     return out
 
 
