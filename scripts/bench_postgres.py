@@ -448,11 +448,14 @@ def goals_and_headline(result: dict[str, Any]) -> tuple[list[dict[str, Any]], li
                       "target": 99.5, "unit": "%", "at_least": True,
                       "measured": round(100 * pg["agreement_with_sqlite"], 2),
                       "met": pg["agreement_with_sqlite"] >= 0.995})
+        run = _cell(result, "cache", "semantic_get_runs", size) or {}  # merged from its own run
         rows.append({"what": f"PostgreSQL engine: semantic get, {int(size):,} entries, p50",
                      "semcache": f"{pg['p50_ms']:.2f} ms (HNSW; the file's answer on "
                                  f"{pg['agreement_with_sqlite']:.1%} of the paraphrase queries)",
                      "peers": f"the same cache as a SQLite file {lite['p50_ms']:.2f} ms",
-                     "date": result.get("date"), "load": load})
+                     "date": run.get("date") or result.get("date"),
+                     "load": [run["load_average_start"][0], run["load_average_end"][0]]
+                     if run else load})
     tp = _cell(result, "cache", "throughput") or {}
     for kind, label, target in (("put", "puts", 5000.0), ("get", "exact gets", 20000.0)):
         cell = tp.get(f"{kind}_8_procs")

@@ -50,6 +50,38 @@ def test_encoder_bits_are_signs_of_projection() -> None:
     assert np.array_equal(enc.encode(x[4] * 1e-30), enc.encode(x[4]))
 
 
+def test_shipped_default_projection_is_the_generated_one() -> None:
+    """The 384 x 256 (seed 0) matrix read from the package equals what default_rng makes:
+    a file written with either must encode every vector to the same bits."""
+    from semcache.kernels import projection
+
+    shipped = projection._shipped(384, 256, 0)
+    assert shipped is not None, "projection_384x256_seed0.f32 is missing from the package"
+    generated = np.random.default_rng(0).standard_normal((384, 256)).astype(np.float32)
+    assert shipped.dtype == np.float32 and np.array_equal(shipped, generated)
+    assert projection._shipped(384, 256, 1) is None and projection._shipped(16, 256, 0) is None
+    assert np.array_equal(BinaryEncoder(384).projection, generated)
+
+
+def test_open_does_not_import_numpy_random(tmp_path: Path) -> None:
+    """Opening a default-shape file and searching it skips numpy.random (5-8 ms), the stdlib
+    sqlite3 module that the sqlite_vec package imports (~2.5 ms) and secrets (~3 ms)."""
+    import subprocess
+    import sys
+
+    db = str(tmp_path / "v.db")
+    code = (
+        "import sys, numpy as np, semcache\n"
+        f"c = semcache.open({db!r}, dim=384)\n"
+        "v = np.ones(384, dtype=np.float32)\n"
+        "c.put(v, 'x'); assert c.get(v).response == 'x'; c.close()\n"
+        "print(sorted({'numpy.random', 'sqlite3', 'secrets'} & set(sys.modules)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=120)
+    assert out.stdout.strip() == "[]", out.stderr
+
+
 def test_to_words_little_endian() -> None:
     enc = BinaryEncoder(8)
     codes = enc.encode(np.random.default_rng(0).standard_normal((3, 8)))

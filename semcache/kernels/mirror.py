@@ -43,7 +43,6 @@ import contextlib
 import logging
 import mmap
 import os
-import secrets
 from collections.abc import Iterator
 from typing import Any
 
@@ -134,7 +133,7 @@ class CodeMirror(MirrorMap):
                               int(np.count_nonzero(parts < 0)),
                               int(np.count_nonzero(exp != EXPIRES_NEVER)), uid, 0)
         remove_stale_temps(path)
-        tmp = f"{path}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
+        tmp = f"{path}.tmp-{os.getpid()}-{os.urandom(4).hex()}"  # not `secrets`: ~3 ms to import
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | OPEN_FLAGS, 0o644)
         try:
             os.ftruncate(fd, lay.size)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -38,17 +39,40 @@ _ENCODE_BATCH = 8192
 _VALIDATE_BATCH = 256
 
 
+#: The matrix of the default shape (MiniLM's 384 dimensions, 256 bits, seed 0), exactly as
+#: ``default_rng`` generates it, shipped as raw little-endian float32 (tests check it
+#: against the generator): opening a file then skips importing ``numpy.random`` (5-8 ms of
+#: a cold open).
+_SHIPPED = {(384, 256, 0): Path(__file__).with_name("projection_384x256_seed0.f32")}
+
+
 @functools.lru_cache(maxsize=8)
 def projection_matrix(embedding_dim: int, code_bits: int, seed: int) -> np.ndarray:
     """The (embedding_dim, code_bits) float32 projection of the file format, read-only.
 
-    Generated once per process and shared by every encoder of the same file (generating it
-    costs about a millisecond at 384 x 256).
+    Built once per process and shared by every encoder of the same file: read from the
+    shipped copy for the default shape, else generated (about a millisecond at 384 x 256,
+    plus importing ``numpy.random`` the first time).
     """
-    w = np.random.default_rng(seed).standard_normal((embedding_dim, code_bits))
-    w32 = np.ascontiguousarray(w, dtype=np.float32)
+    w32 = _shipped(embedding_dim, code_bits, seed)
+    if w32 is None:
+        w = np.random.default_rng(seed).standard_normal((embedding_dim, code_bits))
+        w32 = np.ascontiguousarray(w, dtype=np.float32)
     w32.flags.writeable = False
     return w32
+
+
+def _shipped(embedding_dim: int, code_bits: int, seed: int) -> np.ndarray | None:
+    path = _SHIPPED.get((embedding_dim, code_bits, seed))
+    if path is None:
+        return None
+    try:
+        raw = np.fromfile(path, dtype="<f4")
+    except OSError:  # not installed with its data: generate it
+        return None
+    if raw.size != embedding_dim * code_bits:
+        return None
+    return np.ascontiguousarray(raw.reshape(embedding_dim, code_bits), dtype=np.float32)
 
 
 def _as_float_array(v: ArrayLike) -> np.ndarray:

@@ -7,13 +7,14 @@ sqlite3 of many Pythons cannot), so sqlite-vec is loaded into every connection.
 from __future__ import annotations
 
 import contextlib
+import functools
+import importlib.util
 import logging
 import os
 import urllib.parse
 from collections.abc import Iterator
 
 import apsw
-import sqlite_vec
 
 from semcache.errors import (
     CacheFileError,
@@ -42,11 +43,23 @@ DEFAULT_PRAGMAS: dict[str, str] = {
 BUSY_TIMEOUT_MS = 60_000
 
 
+
+@functools.lru_cache(maxsize=1)
+def sqlite_vec_path() -> str:
+    """The sqlite-vec extension's path (what ``sqlite_vec.loadable_path()`` returns), found
+    without importing the package: its ``__init__`` imports the stdlib ``sqlite3`` module
+    (~2.5 ms of a cold open) for helpers semcache does not use."""
+    spec = importlib.util.find_spec("sqlite_vec")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("the sqlite-vec package is not installed (pip install sqlite-vec)")
+    return os.path.normpath(os.path.join(list(spec.submodule_search_locations)[0], "vec0"))
+
 def connect(path: str, *, readonly: bool = False) -> apsw.Connection:
     """Open ``path`` with sqlite-vec loaded and the busy timeout set.
 
     Raises CacheFileError subclasses for files that cannot be opened.
     """
+    extension = sqlite_vec_path()  # before the file is opened: nothing to close on error
     flags = apsw.SQLITE_OPEN_READONLY if readonly else (
         apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE
     )
@@ -65,7 +78,7 @@ def connect(path: str, *, readonly: bool = False) -> apsw.Connection:
     try:
         conn.set_busy_timeout(BUSY_TIMEOUT_MS)
         conn.enable_load_extension(True)
-        conn.load_extension(sqlite_vec.loadable_path())
+        conn.load_extension(extension)
         conn.enable_load_extension(False)
     except apsw.Error as exc:
         conn.close()

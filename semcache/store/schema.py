@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 
 import apsw
 
@@ -20,7 +21,7 @@ from semcache.store.migration_files import load_migrations
 
 log = logging.getLogger("semcache")
 
-MIGRATIONS = load_migrations("semcache.migrations")
+MIGRATIONS = load_migrations(Path(__file__).resolve().parent.parent / "migrations")
 SCHEMA_VERSION = MIGRATIONS[-1].version
 
 

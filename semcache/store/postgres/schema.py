@@ -20,6 +20,7 @@ import re
 import time
 import zlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import psycopg
 from psycopg import sql
@@ -45,7 +46,7 @@ _OUR_TABLES = frozenset(("schema_migrations", "settings", "partitions", "entries
 _MIN_PGVECTOR = (0, 7)
 
 
-MIGRATIONS = load_migrations("semcache.store.postgres.migrations")
+MIGRATIONS = load_migrations(Path(__file__).resolve().parent / "migrations")
 SCHEMA_VERSION = MIGRATIONS[-1].version
 
 
