@@ -51,7 +51,8 @@ def sqlite_vec_path() -> str:
     (~2.5 ms of a cold open) for helpers semcache does not use."""
     spec = importlib.util.find_spec("sqlite_vec")
     if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError("the sqlite-vec package is not installed (pip install sqlite-vec)")
+        raise ModuleNotFoundError(
+            "the sqlite-vec package is not installed (pip install sqlite-vec)")
     return os.path.normpath(os.path.join(list(spec.submodule_search_locations)[0], "vec0"))
 
 def connect(path: str, *, readonly: bool = False) -> apsw.Connection:
