@@ -434,7 +434,11 @@ def goals_and_headline(result: dict[str, Any]) -> tuple[list[dict[str, Any]], li
     ``semcache.open(url)`` beside ``semcache.open(file)``)."""
     goals: list[dict[str, Any]] = []
     rows: list[dict[str, Any]] = []
-    load = [result.get("load_average_start", [None])[0], result.get("load_average_end", [None])[0]]
+    def span(start: list[float], end: list[float]) -> dict[str, float]:
+        """1-minute load averages at the start and the end, as report.py reads them."""
+        return {"min": min(start[0], end[0]), "max": max(start[0], end[0])}
+
+    load = span(result["load_average_start"], result["load_average_end"])
     for size, target in (("100000", 1.5), ("1000000", 5.0)):
         sem = _cell(result, "cache", "semantic_get", size)
         if not sem:
@@ -454,7 +458,7 @@ def goals_and_headline(result: dict[str, Any]) -> tuple[list[dict[str, Any]], li
                                  f"{pg['agreement_with_sqlite']:.1%} of the paraphrase queries)",
                      "peers": f"the same cache as a SQLite file {lite['p50_ms']:.2f} ms",
                      "date": run.get("date") or result.get("date"),
-                     "load": [run["load_average_start"][0], run["load_average_end"][0]]
+                     "load": span(run["load_average_start"], run["load_average_end"])
                      if run else load})
     tp = _cell(result, "cache", "throughput") or {}
     for kind, label, target in (("put", "puts", 5000.0), ("get", "exact gets", 20000.0)):
