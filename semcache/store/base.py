@@ -279,7 +279,7 @@ class Store(Protocol):
     def write(self, on_commit: Callable[[Changes], None] | None = None,
               timeout: float | None = None) -> AbstractContextManager[StoreTxn]: ...
 
-    # coalescing of identical misses (semcache.cache._coalesce)
+    # coalescing of identical misses (what Cache.claim builds on)
     def claim(self, key_hash: bytes, lease: float) -> bool:
         """Try to become the one caller fetching ``key_hash`` (across processes and hosts
         that share this cache); never waits. A holder that dies frees it within ``lease``."""
