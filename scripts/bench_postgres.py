@@ -54,6 +54,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from report_figures import dig  # noqa: E402 - the sibling module that reads these results
+
 from semcache.kernels.projection import BinaryEncoder  # noqa: E402
 from semcache.store.base import NewEntry  # noqa: E402
 from semcache.store.postgres import PostgresStore  # noqa: E402
@@ -421,14 +423,6 @@ def throughput(url: str, get_schema: str, procs: list[int], seconds: float,
 # -- main ----------------------------------------------------------------------------------
 
 
-def _cell(node: Any, *path: str) -> Any:
-    for key in path:
-        if not isinstance(node, dict) or key not in node:
-            return None
-        node = node[key]
-    return node
-
-
 def goals_and_headline(result: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Issue 12's goals, and the README rows, from what this run measured (cache level:
     ``semcache.open(url)`` beside ``semcache.open(file)``)."""
@@ -440,7 +434,7 @@ def goals_and_headline(result: dict[str, Any]) -> tuple[list[dict[str, Any]], li
 
     load = span(result["load_average_start"], result["load_average_end"])
     for size, target in (("100000", 1.5), ("1000000", 5.0)):
-        sem = _cell(result, "cache", "semantic_get", size)
+        sem = dig(result, "cache", "semantic_get", size)
         if not sem:
             continue
         pg, lite = sem["postgres_hnsw"], sem["sqlite"]
@@ -452,7 +446,7 @@ def goals_and_headline(result: dict[str, Any]) -> tuple[list[dict[str, Any]], li
                       "target": 99.5, "unit": "%", "at_least": True,
                       "measured": round(100 * pg["agreement_with_sqlite"], 2),
                       "met": pg["agreement_with_sqlite"] >= 0.995})
-        run = _cell(result, "cache", "semantic_get_runs", size) or {}  # merged from its own run
+        run = dig(result, "cache", "semantic_get_runs", size) or {}  # merged from its own run
         rows.append({"what": f"PostgreSQL engine: semantic get, {int(size):,} entries, p50",
                      "semcache": f"{pg['p50_ms']:.2f} ms (HNSW; the file's answer on "
                                  f"{pg['agreement_with_sqlite']:.1%} of the paraphrase queries)",
@@ -460,7 +454,7 @@ def goals_and_headline(result: dict[str, Any]) -> tuple[list[dict[str, Any]], li
                      "date": run.get("date") or result.get("date"),
                      "load": span(run["load_average_start"], run["load_average_end"])
                      if run else load})
-    tp = _cell(result, "cache", "throughput") or {}
+    tp = dig(result, "cache", "throughput") or {}
     for kind, label, target in (("put", "puts", 5000.0), ("get", "exact gets", 20000.0)):
         cell = tp.get(f"{kind}_8_procs")
         if not cell:

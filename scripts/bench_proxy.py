@@ -301,6 +301,7 @@ def main() -> int:
                   f"{result['throughput']['proxy_exact_hits_per_s']:.0f} hits/s with "
                   f"{args.workers} workers vs {result['throughput']['direct_per_s']:.0f} "
                   f"req/s direct; load {result['loadavg'][0]:.2f}", flush=True)
+    summary = _summary(runs)
     report = {
         "benchmark": "proxy",
         "params": vars(args),
@@ -308,8 +309,8 @@ def main() -> int:
                     "platform": platform.platform(), "loadavg_start": started_load,
                     "loadavg_end": os.getloadavg()},
         "date": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
-        "goals": _goals(_summary(runs)),
-        "summary": _summary(runs),
+        "goals": _goals(summary),
+        "summary": summary,
         "runs": runs,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

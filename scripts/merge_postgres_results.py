@@ -4,31 +4,24 @@
     python scripts/merge_postgres_results.py benchmarks/results/postgres_semantic.json:1000000 \
         benchmarks/results/postgres_semantic_100k.json:100000
 
-A 1M-entry PostgreSQL cache takes ~15 min to build, so the 1M figures (``--million``) come
-from a run of their own; each ``FILE:SIZE`` replaces ``cache.semantic_get[SIZE]`` of
+A 1M-entry PostgreSQL cache takes ~10 min to build, so the semantic figures may come from a
+run of their own; each ``FILE:SIZE`` replaces ``cache.semantic_get[SIZE]`` of
 postgres.json with that run's row, records where it came from (date, arguments, load
 average) under ``cache.semantic_get_runs``, and recomputes the goals and README rows.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_postgres import goals_and_headline  # noqa: E402 - the sibling script
+
 ROOT = Path(__file__).resolve().parent.parent
 MAIN = ROOT / "benchmarks" / "results" / "postgres.json"
-
-
-def _bench_postgres():
-    spec = importlib.util.spec_from_file_location("bench_postgres",
-                                                  ROOT / "scripts" / "bench_postgres.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(ROOT / "scripts"))
-    spec.loader.exec_module(module)
-    return module
 
 
 def main(argv: list[str]) -> int:
@@ -41,8 +34,7 @@ def main(argv: list[str]) -> int:
         runs[size] = {"file": Path(path).name, "date": other.get("date"), "argv": other["argv"],
                       "load_average_start": other["load_average_start"],
                       "load_average_end": other["load_average_end"]}
-    main_result["goals"], main_result["headline"] = _bench_postgres().goals_and_headline(
-        main_result)
+    main_result["goals"], main_result["headline"] = goals_and_headline(main_result)
     MAIN.write_text(json.dumps(main_result, indent=2) + "\n")
     for goal in main_result["goals"]:
         print(goal)
