@@ -91,11 +91,11 @@ import semcache  # noqa: E402
 from semcache.cache._keys import vector_key  # noqa: E402
 from semcache.cache._writes import write_entries  # noqa: E402
 from semcache.kernels.hamming import active_kernel, preload_kernel  # noqa: E402
-from semcache.kernels.mirror import ROW_BYTES  # noqa: E402
 from semcache.kernels.projection import validate_matrix  # noqa: E402
-from semcache.search import RESCORE_K  # noqa: E402
 from semcache.store.base import NewEntry  # noqa: E402
 from semcache.store.codecs import encode_response, encode_vector  # noqa: E402
+from semcache.store.sqlite.index import RESCORE_K  # noqa: E402
+from semcache.store.sqlite.mirror import ROW_BYTES  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT_JSON = ROOT / "benchmarks" / "results" / "semantic.json"

@@ -86,8 +86,8 @@ def verify(path: str | os.PathLike[str], *, quick: bool = False) -> dict[str, An
 
 def _check_mirror(store: Any, mpath: str, code_rows: tuple, out: dict[str, Any],
                   problems: list[str]) -> None:
-    from semcache.kernels.mirror import CodeMirror, MirrorInvalid
-    from semcache.search import _expires_u32_array
+    from semcache.store.sqlite.index import _expires_u32_array
+    from semcache.store.sqlite.mirror import CodeMirror, MirrorInvalid
 
     ids, parts, expires, codes, seq, token = code_rows
     out.update({"present": os.path.exists(mpath), "valid": False, "agrees": False,

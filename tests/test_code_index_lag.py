@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 import semcache
-import semcache.cache._batcher as batcher_module
-import semcache.store.sqlite_write as sqlite_write
+import semcache.cache._writer as batcher_module
+import semcache.store.sqlite.write as sqlite_write
 from tests.conftest import sql_rows
 
 DIM = 32

@@ -33,7 +33,7 @@ import numpy as np
 import pytest
 
 import semcache
-from semcache.store.schema import SCHEMA_VERSION
+from semcache.store.sqlite.schema import SCHEMA_VERSION
 from semcache.verify import verify
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -446,8 +446,8 @@ def test_schema_1_file_is_migrated_and_its_old_mirror_rebuilt(db_path):
     import apsw
     import sqlite_vec
 
-    from semcache.store.connection import APPLICATION_ID
-    from semcache.store.schema import MIGRATIONS
+    from semcache.store.sqlite.connection import APPLICATION_ID
+    from semcache.store.sqlite.schema import MIGRATIONS
 
     _populate(db_path, range(30))
     with _open(db_path) as cache:  # a schema-1 file: rewind the database to migration 1

@@ -173,7 +173,7 @@ def test_reads_keep_working_when_hit_counts_cannot_be_written(tmp_path: Path,
     """A full disk (or any write failure) while flushing batched hits never fails a get."""
     code = """
         import sys, time, resource, signal, numpy as np, semcache, os
-        import semcache.cache._batcher as batcher
+        import semcache.cache._writer as batcher
         batcher.FLUSH_INTERVAL = 0.01
         path = sys.argv[1]
         cache = semcache.open(path, dim=8, max_entries=None, ttl=None)

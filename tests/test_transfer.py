@@ -22,7 +22,7 @@ from cli_helpers import (
 )
 
 import semcache
-from semcache.stub_server import StubOpenAIServer
+from semcache.demo.openai_stub import StubOpenAIServer
 from semcache.transfer import import_jsonl
 from tests.conftest import sql_rows
 from tests.engines import ENGINES, cache_exists, stored_state

@@ -47,11 +47,11 @@ from semcache.validation import (
 if TYPE_CHECKING:
     import numpy as np
 
-    from semcache.cache._batcher import HitBatcher
     from semcache.cache._gate import Gate
     from semcache.cache._identity import Identity
     from semcache.cache._pipeline import LookupPipeline
     from semcache.cache._settings import CacheSettings
+    from semcache.cache._writer import HitBatcher
     from semcache.cache._writes import EntryFactory
     from semcache.store.base import Store
 

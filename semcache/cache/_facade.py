@@ -25,13 +25,13 @@ from typing import Any
 import numpy as np
 
 from semcache.cache._admin import CacheAdmin
-from semcache.cache._batcher import HitBatcher
 from semcache.cache._coalesce import Claim, Coalescer
 from semcache.cache._gate import Gate
 from semcache.cache._identity import resolve_identity
 from semcache.cache._keys import PromptKeys, prompt_key, request_key, vector_key
 from semcache.cache._pipeline import LookupPipeline, Query
 from semcache.cache._settings import CacheSettings
+from semcache.cache._writer import HitBatcher
 from semcache.cache._writes import EntryFactory, is_vector, write_entries
 from semcache.cache.hit import Hit
 from semcache.embedders.base import Embedder
@@ -91,7 +91,7 @@ class Cache(CacheAdmin):
             self._settings.load(store, identity.name)
             search = None
             if identity.encoder is not None:
-                from semcache.search import make_search
+                from semcache.store.sqlite.index import make_search
 
                 search = make_search(store, identity.encoder, use_mirror=use_mirror)
         except BaseException:

@@ -23,8 +23,8 @@ from typing import Any, Protocol
 import numpy as np
 from zstandard import ZstdError
 
-from semcache.cache._batcher import HitBatcher
 from semcache.cache._responses import ResponseMemo
+from semcache.cache._writer import HitBatcher
 from semcache.cache.hit import Hit, HitKind
 from semcache.errors import CorruptCacheError
 from semcache.kernels.projection import validate_vector
@@ -46,7 +46,7 @@ class Query:
 
 
 class SemanticSearch(Protocol):
-    """The search layer (``semcache.search``): the best rescored entry of a partition."""
+    """The search layer (``semcache.store.sqlite.index``): the best rescored entry of a partition."""
 
     def best(self, vector: np.ndarray, partition_id: int, now: float, threshold: float,
              alive: Callable[[EntryRow, float], bool],

@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from semcache.cache._batcher import BatchedWrite, HitBatcher
 from semcache.cache._keys import PromptKeys, vector_keys
+from semcache.cache._writer import BatchedWrite, HitBatcher
 from semcache.errors import InvalidInputError, InvalidTypeError
 from semcache.kernels.projection import BinaryEncoder
 from semcache.settings import Tunables

@@ -85,7 +85,7 @@ def display_location(location: str) -> str:
 
 
 def _open_sqlite(path: str, readonly: bool) -> tuple[Store, bool]:
-    from semcache.store.sqlite import SQLiteStore
+    from semcache.store.sqlite.store import SQLiteStore
 
     if not path or path == ":memory:" or path.startswith("file:"):
         raise InvalidInputError(

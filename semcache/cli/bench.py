@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from semcache import cli_format as fmt
+from semcache.cli import output as fmt
 
 _TOPICS = ("billing", "login", "backups", "search", "exports", "alerts", "invoices", "webhooks")
 

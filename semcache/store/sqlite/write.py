@@ -34,12 +34,12 @@ from semcache.store.base import (
     Verdict,
     expires_to_int,
 )
-from semcache.store.connection import translate
 from semcache.store.filters import compile_filter
-from semcache.store.schema import write_settings
+from semcache.store.sqlite.connection import translate
+from semcache.store.sqlite.schema import write_settings
 
 if TYPE_CHECKING:
-    from semcache.store.sqlite import SQLiteStore
+    from semcache.store.sqlite.store import SQLiteStore
 
 log = logging.getLogger("semcache")
 

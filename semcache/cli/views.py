@@ -13,8 +13,8 @@ import sys
 import time
 from typing import Any
 
-from semcache import cli_format as fmt
-from semcache.cli_common import CLIError, answer_text, open_cache
+from semcache.cli import output as fmt
+from semcache.cli.common import CLIError, answer_text, open_cache
 
 
 def cmd_stats(args: argparse.Namespace) -> int:

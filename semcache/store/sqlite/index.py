@@ -37,10 +37,10 @@ from collections.abc import Callable
 import numpy as np
 
 from semcache.errors import CorruptCacheError
-from semcache.kernels.mirror import CodeMirror, MirrorInvalid
 from semcache.kernels.projection import BinaryEncoder
 from semcache.store.base import Changes, EntryRow, LocalCodeSource, Store
 from semcache.store.codecs import decode_vector
+from semcache.store.sqlite.mirror import CodeMirror, MirrorInvalid
 
 log = logging.getLogger("semcache")
 

@@ -24,22 +24,22 @@ from semcache.store.base import (
     Changes,
     EntryRow,
 )
-from semcache.store.connection import (
+from semcache.store.sqlite.admin import SQLiteAdmin
+from semcache.store.sqlite.connection import (
     DEFAULT_PRAGMAS,
     apply_pragmas,
     connect,
     translate,
     translated,
 )
-from semcache.store.locking import ClaimFile, ReadOnlyLock, WriteLock
-from semcache.store.schema import (
+from semcache.store.sqlite.locking import ClaimFile, ReadOnlyLock, WriteLock
+from semcache.store.sqlite.schema import (
     SCHEMA_VERSION,
     ensure_schema,
     file_version,
     read_settings,
 )
-from semcache.store.sqlite_admin import SQLiteAdmin
-from semcache.store.sqlite_write import CODE_BYTES, WriteBlock, WriteTxn
+from semcache.store.sqlite.write import CODE_BYTES, WriteBlock, WriteTxn
 
 log = logging.getLogger("semcache")
 

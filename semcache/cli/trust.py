@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from semcache import cli_format as fmt
-from semcache.cli_common import CLIError, UsageError, open_cache
+from semcache.cli import output as fmt
+from semcache.cli.common import CLIError, UsageError, open_cache
 
 
 def _observations(cache: Any, args: argparse.Namespace, namespace: str) -> list[Any]:

@@ -90,7 +90,7 @@ class SQLiteAdmin:
     def check(self, *, quick: bool = False) -> tuple[dict[str, Any], list[str]]:
         """``PRAGMA integrity_check``, schema version, bookkeeping rows and the vec0 table
         against ``entries`` (the code mirror is checked by the search layer)."""
-        from semcache.store.schema import SCHEMA_VERSION
+        from semcache.store.sqlite.schema import SCHEMA_VERSION
 
         problems: list[str] = []
         pragma = "quick_check" if quick else "integrity_check"

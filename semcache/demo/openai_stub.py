@@ -38,7 +38,7 @@ Usage::
         client.chat.completions.create(model="stub", messages=[...])
         assert len(server.chat_requests) == 1
 
-Run ``python -m semcache.stub_server --port 8000`` to serve it from a terminal.
+Run ``python -m semcache.demo.openai_stub --port 8000`` to serve it from a terminal.
 Only the Python standard library is used, and it binds 127.0.0.1 only.
 """
 
@@ -55,7 +55,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
 
-from semcache.stub_payloads import (
+from semcache.demo.openai_payloads import (
     chat_chunks,
     chat_completion,
     response_events,

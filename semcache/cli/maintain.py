@@ -12,8 +12,8 @@ import sys
 import time
 from typing import Any
 
-from semcache import cli_format as fmt
-from semcache.cli_common import CLIError, UsageError, open_cache
+from semcache.cli import output as fmt
+from semcache.cli.common import CLIError, UsageError, open_cache
 from semcache.errors import InvalidInputError
 
 _PROGRESS_MIN_BYTES = 1 << 20
@@ -182,7 +182,7 @@ def cmd_import(args: argparse.Namespace) -> int:
                                   on_bad_line=report_bad, lines=lines)
     except BaseException:
         if created:
-            from semcache.cli_common import remove_cache_files
+            from semcache.cli.common import remove_cache_files
 
             remove_cache_files(args.path)
         raise
