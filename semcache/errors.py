@@ -60,6 +60,11 @@ class CacheFileError(SemcacheError, OSError):
     """The cache file cannot be opened, read or written."""
 
 
+class CacheNotFoundError(CacheFileError, FileNotFoundError):
+    """There is no cache where one must exist (``semcache.open(path, create=False)``, the
+    CLI's commands, ``semcache.verify``): no file, or no semcache schema on the server."""
+
+
 class CacheConnectionError(CacheFileError):
     """The database server cannot be reached, or the connection to it was lost (PostgreSQL).
 
@@ -90,6 +95,7 @@ __all__ = [
     "CacheClosedError",
     "CacheConnectionError",
     "CacheFileError",
+    "CacheNotFoundError",
     "ConfigurationError",
     "CorruptCacheError",
     "DimensionError",

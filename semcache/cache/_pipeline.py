@@ -6,9 +6,9 @@ For each query, in this order:
    namespace and scope as the query (a key can never answer for another tenant);
 2. embedding of the texts that missed, in one batch, outside any lock: a slow embedder
    (a remote API retrying for seconds) delays only its own callers;
-3. semantic tier: the nearest codes of the query's partition (namespace + scope),
-   rescored by exact cosine and decided by the namespace's threshold, then the near-miss
-   guard on the stored prompt;
+3. semantic tier: the engine's nearest codes of the query's partition (namespace + scope),
+   rescored by exact cosine (``Store.nearest``), decided here: the namespace's threshold,
+   then feedback and the near-miss guard on the stored prompt;
 4. the hit's effects (access time, sliding expiry, counters) are batched, not written.
 """
 
@@ -24,14 +24,21 @@ import numpy as np
 from zstandard import ZstdError
 
 from semcache.cache._responses import ResponseMemo
-from semcache.cache._writer import HitBatcher
+from semcache.cache._writer import Writer
 from semcache.cache.hit import Hit, HitKind
 from semcache.errors import CorruptCacheError
-from semcache.kernels.projection import validate_vector
-from semcache.store.base import EntryRow, Store
+from semcache.kernels.projection import BinaryEncoder, validate_vector
+from semcache.store.base import EntryFilter, EntryRow, Store
 from semcache.store.codecs import decode_metadata
 
 log = logging.getLogger("semcache")
+
+#: How many Hamming candidates are rescored with exact cosine.
+RESCORE_K = 16
+
+Alive = Callable[[EntryRow, float], bool]
+#: Decides a candidate that passed the threshold (feedback, the near-miss guard).
+Accept = Callable[[EntryRow, float], bool]
 
 
 @dataclass(slots=True)
@@ -45,13 +52,16 @@ class Query:
     vector: np.ndarray | None = None  # a unit vector given by the caller
 
 
-class SemanticSearch(Protocol):
-    """The search layer (``semcache.store.sqlite.index``): the best rescored entry of a partition."""
-
-    def best(self, vector: np.ndarray, partition_id: int, now: float, threshold: float,
-             alive: Callable[[EntryRow, float], bool],
-             accept: Callable[[EntryRow, float], bool] | None = None,
-             ) -> tuple[EntryRow, float] | None: ...
+def choose(ranked: list[tuple[EntryRow, float]], threshold: float, now: float, alive: Alive,
+           accept: Accept | None) -> tuple[EntryRow, float] | None:
+    """The first candidate of ``ranked`` (best first, ties newest first) that is alive, at
+    or above ``threshold``, and that ``accept`` lets through."""
+    for row, sim in ranked:
+        if sim < threshold:
+            return None
+        if alive(row, now) and (accept is None or accept(row, sim)):
+            return row, sim
+    return None
 
 
 class Guard(Protocol):
@@ -61,12 +71,12 @@ class Guard(Protocol):
 class LookupPipeline:
     """Runs queries through the tiers; see the module docstring."""
 
-    def __init__(self, *, store: Store, search: SemanticSearch | None, embedder: Any,
-                 dim: int | None, batcher: HitBatcher, clock: Callable[[], float],
+    def __init__(self, *, store: Store, encoder: BinaryEncoder | None, embedder: Any,
+                 dim: int | None, batcher: Writer, clock: Callable[[], float],
                  threshold: Callable[[str], float], refresh: Callable[[], bool],
                  guard: Callable[[], Guard | None]) -> None:
         self.store = store
-        self.search = search
+        self.encoder = encoder
         self.embedder = embedder
         self.dim = dim
         self.batcher = batcher
@@ -79,8 +89,8 @@ class LookupPipeline:
 
     @property
     def semantic(self) -> bool:
-        """True when text can be searched semantically (an embedder and an index)."""
-        return self.search is not None and self.embedder is not None
+        """True when text can be searched semantically (an embedder and codes)."""
+        return self.encoder is not None and self.embedder is not None
 
     # -- the pipeline ----------------------------------------------------------------------
 
@@ -168,18 +178,23 @@ class LookupPipeline:
         return self._hit(row, "exact", 1.0, now, scope, text)
 
     def _semantic(self, q: Query, now: float) -> Hit | None:
-        assert q.vector is not None
-        if self.search is None:
+        vector = q.vector
+        assert vector is not None
+        if self.encoder is None:
             return None
         pid = self.partition(q.namespace, q.scope)
         if pid is None:
             return None
-        best = self.search.best(q.vector, pid, now, self.threshold(q.namespace), self.alive,
-                                self._guard_for(q))
+        threshold = self.threshold(q.namespace)
+        found = self.store.nearest(vector, self.encoder.encode_unit(vector).tobytes(), pid, now,
+                                   RESCORE_K, threshold)
+        if found.damaged:
+            self.batcher.count(damaged_vectors=len(found.damaged))
+        best = choose(found.ranked, threshold, now, self.alive, self._guard_for(q))
         if best is None:
             return None
         row, similarity = best
-        return self.make_hit(row, "semantic", similarity, now, q)
+        return self._hit(row, "semantic", similarity, now, q.scope, q.text)
 
     def _guard_for(self, q: Query) -> Callable[[EntryRow, float], bool] | None:
         """The candidate filter of a text query (None for vector lookups): entries judged
@@ -212,6 +227,28 @@ class LookupPipeline:
 
         return accept
 
+    def find_in_scopes(self, text: str, ns: str, exact_only: bool) -> Hit | None:
+        """``text`` among the entries stored by request in every scope of namespace
+        ``ns``: by identical prompt (newest first), then semantically, the best similarity
+        of all scopes (``Cache.find``, for operators)."""
+        now = self.clock()
+        recs = self.store.list_entries(EntryFilter(namespace=ns, prompt=text, live_at=now,
+                                                   scoped=True), order="newest", limit=1)
+        if recs:
+            rows = self.store.get_by_ids([recs[0].id])
+            if rows:
+                return self._hit(rows[0], "exact", 1.0, now, recs[0].scope, text)
+        if exact_only or not self.semantic:
+            return None
+        vector = self.embed([text])[0]
+        best: Hit | None = None
+        for _, scope in self.store.partitions(ns):
+            if scope:
+                found = self.run([Query(None, ns, scope, text=text, vector=vector)])[0]
+                if found is not None and (best is None or found.similarity > best.similarity):
+                    best = found
+        return best
+
     # -- helpers ---------------------------------------------------------------------------
 
     def partition(self, namespace: str, scope: str) -> int | None:
@@ -232,13 +269,9 @@ class LookupPipeline:
         pending = self.batcher.pending_expiry(entry_id)
         return pending is not None and pending > now
 
-    def make_hit(self, row: EntryRow, kind: HitKind, similarity: float, now: float,
-                 q: Query) -> Hit:
-        """Decode the entry and batch the hit's effects."""
-        return self._hit(row, kind, similarity, now, q.scope, q.text)
-
     def _hit(self, row: EntryRow, kind: HitKind, similarity: float, now: float, scope: str,
              text: str | None) -> Hit:
+        """Decode the entry and batch the hit's effects."""
         try:
             response = self.responses.decode(row.id, row.response)
             metadata = None if row.metadata is None else decode_metadata(row.metadata)
@@ -263,4 +296,4 @@ def corrupt_entry(location: str, entry_id: int, exc: BaseException) -> CorruptCa
         f"delete it (cache.delete({entry_id})) or delete the file to start a new cache")
 
 
-__all__ = ["LookupPipeline", "Query", "SemanticSearch", "corrupt_entry", "query_hash"]
+__all__ = ["RESCORE_K", "LookupPipeline", "Query", "choose", "corrupt_entry", "query_hash"]

@@ -1,4 +1,6 @@
-"""Batched effects of reads: access times, hit counts, sliding expiry, shared counters.
+"""The write gateway of a cache: every write goes through :class:`Writer`, which also
+carries the batched effects of reads (access times, hit counts, sliding expiry, shared
+counters) into the next transaction.
 
 A hit must stay a read: writing ``accessed_at`` and a counter on every hit would make every
 reader a writer, serialized behind the cross-process write lock. Hits are therefore
@@ -24,7 +26,7 @@ from contextlib import contextmanager
 from typing import TypeVar
 
 from semcache.errors import CacheFileError
-from semcache.store.base import AccessUpdate, Changes, EntryRow, Store, StoreTxn
+from semcache.store.base import AccessUpdate, EntryRow, Store, StoreTxn
 
 log = logging.getLogger("semcache")
 
@@ -38,9 +40,9 @@ _HIT_COUNTERS = {"exact": "exact_hits", "semantic": "semantic_hits"}
 MAX_PENDING = 100_000
 
 
-class BatchedWrite:
-    """One write transaction that also carries the pending batch; ``count`` adds counters
-    that commit (or roll back) with the transaction."""
+class Write:
+    """One write transaction (``txn``) that also carries the pending batch; ``count`` adds
+    counters that commit (or roll back) with the transaction."""
 
     def __init__(self, txn: StoreTxn) -> None:
         self.txn = txn
@@ -51,18 +53,15 @@ class BatchedWrite:
             self.counts[name] = self.counts.get(name, 0) + value
 
 
-class HitBatcher:
-    """Pending access updates and counters of one :class:`~semcache.Cache`."""
+class Writer:
+    """Every write of one :class:`~semcache.Cache` (:meth:`write`, :meth:`run`), and its
+    pending access updates and counters. The flush timer also runs the engine's upkeep
+    (``Store.upkeep``: SQLite's sqlite-vec rows) in a process that wrote; it never waits
+    for the write lock."""
 
-    def __init__(self, store: Store, on_commit: Callable[[Changes], None] | None,
-                 clock: Callable[[], float],
-                 background: Callable[[], object] | None = None) -> None:
+    def __init__(self, store: Store, clock: Callable[[], float]) -> None:
         self._store = store
-        self._on_commit = on_commit
         self._clock = clock
-        # Deferred derived work of the engine (SQLite: entry_codes rows), done by the flush
-        # timer of a process that wrote; it never waits for the write lock.
-        self._background = background
         self._lock = threading.Lock()
         self._access: dict[int, AccessUpdate] = {}
         self._counts: dict[str, int] = {}
@@ -71,7 +70,7 @@ class HitBatcher:
         self._timer: _FlushTimer | None = None
         self._timer_running = False
         self._stopped = False
-        _BATCHERS.add(self)
+        _WRITERS.add(self)
 
     # -- recording -----------------------------------------------------------------------
 
@@ -154,54 +153,58 @@ class HitBatcher:
                         self._store.location, n)
 
     @contextmanager
-    def write(self, timeout: float | None = None) -> Iterator[BatchedWrite]:
+    def write(self, timeout: float | None = None) -> Iterator[Write]:
         """A store write transaction carrying the pending batch; on failure the batch is
         put back for the next attempt and the transaction's own counts are dropped."""
         access, counts = self._take()
         try:
-            with self._store.write(on_commit=self._on_commit, timeout=timeout) as txn:
-                if access:
-                    txn.apply_access(access)
-                batch = BatchedWrite(txn)
+            with self._store.write(timeout=timeout) as txn:
+                batch = self._begin(txn, access)
                 yield batch
-                merged = dict(counts)
-                for name, value in batch.counts.items():
-                    merged[name] = merged.get(name, 0) + value
-                txn.add_counters(merged)
+                self._end(batch, counts)
         except BaseException:
             self._restore(access, counts)
             raise
-        self._last_flush = self._clock()
+        self._written()
 
-    def run(self, work: Callable[[BatchedWrite], T], timeout: float | None = None) -> T:
+    def run(self, work: Callable[[Write], T], timeout: float | None = None) -> T:
         """``work`` inside :meth:`write`'s transaction; returns what it returns. The same
-        as ``with batcher.write() as w: return work(w)`` without a generator-based context
+        as ``with writer.write() as w: return work(w)`` without a generator-based context
         manager around it (puts come this way)."""
         access, counts = self._take()
         try:
-            with self._store.write(on_commit=self._on_commit, timeout=timeout) as txn:
-                if access:
-                    txn.apply_access(access)
-                batch = BatchedWrite(txn)
+            with self._store.write(timeout=timeout) as txn:
+                batch = self._begin(txn, access)
                 result = work(batch)
-                merged = dict(counts)
-                for name, value in batch.counts.items():
-                    merged[name] = merged.get(name, 0) + value
-                txn.add_counters(merged)
+                self._end(batch, counts)
         except BaseException:
             self._restore(access, counts)
             raise
-        self._last_flush = self._clock()
-        if self._background is not None and not self._timer_running:
-            self._ensure_timer()
+        self._written()
         return result
 
-    def background(self) -> None:
+    @staticmethod
+    def _begin(txn: StoreTxn, access: dict[int, AccessUpdate]) -> Write:
+        if access:
+            txn.apply_access(access)
+        return Write(txn)
+
+    @staticmethod
+    def _end(batch: Write, counts: dict[str, int]) -> None:
+        merged = dict(counts)
+        for name, value in batch.counts.items():
+            merged[name] = merged.get(name, 0) + value
+        batch.txn.add_counters(merged)
+
+    def _written(self) -> None:
+        self._last_flush = self._clock()
+        if not self._timer_running and self._store.upkeep_due:
+            self._ensure_timer()
+
+    def upkeep(self) -> None:
         """The engine's deferred work, if any (from the flush timer; never raises)."""
-        if self._background is None:
-            return
         try:
-            self._background()
+            self._store.upkeep()
         except CacheFileError as exc:
             log.debug("semcache: %s: deferred index work postponed (%s)",
                       self._store.location, exc)
@@ -269,7 +272,7 @@ class HitBatcher:
 class _FlushTimer(threading.Thread):
     """Writes a due batch even when the process does no further reads or writes."""
 
-    def __init__(self, batcher: HitBatcher) -> None:
+    def __init__(self, batcher: Writer) -> None:
         super().__init__(name="semcache-flush", daemon=True)
         self.pid = os.getpid()
         # A weak reference: a cache dropped without close() must not be kept alive by this.
@@ -284,7 +287,7 @@ class _FlushTimer(threading.Thread):
                     return
                 if batcher.pending:
                     batcher.try_flush()
-                batcher.background()
+                batcher.upkeep()
                 del batcher
         except Exception as exc:  # noqa: BLE001 - the next hit starts a new timer
             log.warning("semcache: the batched-hit flush timer stopped (%s)", exc)
@@ -297,17 +300,17 @@ class _FlushTimer(threading.Thread):
         self._stopped.set()
 
 
-#: Every live batcher of this process, so that a forked child can reset their timers.
-_BATCHERS: weakref.WeakSet[HitBatcher] = weakref.WeakSet()
+#: Every live writer of this process, so that a forked child can reset their timers.
+_WRITERS: weakref.WeakSet[Writer] = weakref.WeakSet()
 
 
 def _after_fork() -> None:
-    for batcher in list(_BATCHERS):
-        batcher._forked()
+    for writer in list(_WRITERS):
+        writer._forked()
 
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork)
 
 
-__all__ = ["FLUSH_INTERVAL", "BatchedWrite", "HitBatcher"]
+__all__ = ["FLUSH_INTERVAL", "Write", "Writer"]

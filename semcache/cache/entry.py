@@ -1,11 +1,18 @@
-"""What operators and transfers see of an entry (``Cache.entries``, ``Cache.restore``)."""
+"""What operators and transfers see of an entry (``Cache.entries``, ``Cache.restore``),
+and how their arguments select entries."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from semcache.errors import InvalidInputError
+from semcache.store.base import EntryFilter, EntryRecord
+from semcache.store.codecs import decode_metadata, decode_response, decode_vector
+from semcache.validation import check_namespace
 
 
 @dataclass(slots=True)
@@ -37,4 +44,28 @@ class Entry:
     has_code: bool = False
 
 
-__all__ = ["Entry"]
+def decode_record(rec: EntryRecord) -> Entry:
+    """The :class:`Entry` of a stored record."""
+    return Entry(
+        namespace=rec.namespace, response=decode_response(rec.response), scope=rec.scope,
+        prompt=rec.prompt, metadata=decode_metadata(rec.metadata), tokens=rec.tokens,
+        created_at=rec.created_at, accessed_at=rec.accessed_at, expires_at=rec.expires_at,
+        ttl=rec.ttl, hits=rec.hits,
+        vector=None if rec.vector is None else decode_vector(rec.vector).copy(),
+        key=rec.key_material, id=rec.id, key_hash=rec.key_hash, size=rec.size,
+        has_code=rec.has_code)
+
+
+def selection(namespace: str | None, expired: bool | None, older_than: float | None,
+              now: float) -> EntryFilter:
+    """The entries ``Cache.entries`` / ``count`` / ``purge`` select (arguments checked)."""
+    if older_than is not None and (not math.isfinite(older_than) or older_than < 0):
+        raise InvalidInputError(f"older_than must be a number of seconds >= 0; got {older_than!r}")
+    return EntryFilter(
+        namespace=None if namespace is None else check_namespace(namespace),
+        expired_at=now if expired is True else None,
+        live_at=now if expired is False else None,
+        created_before=None if older_than is None else now - older_than)
+
+
+__all__ = ["Entry", "decode_record", "selection"]

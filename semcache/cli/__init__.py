@@ -225,11 +225,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if hasattr(args, "id") and not 0 <= args.id < 2**62:
         parser.error(f"entry id must be an int in [0, 2**62); got {args.id}")
     try:
-        if isinstance(getattr(args, "path", None), str):
-            from semcache.store import display_location
-
-            # What output may show of the cache: a URL's password never is.
-            args.shown = display_location(args.path)
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)

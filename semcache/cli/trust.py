@@ -36,7 +36,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
     if not 0 < args.target_wrong < 1:
         raise UsageError(f"--target-wrong must be in (0, 1); got {args.target_wrong}")
-    with open_cache(args.path, write=args.apply) as cache:
+    with open_cache(args, write=args.apply) as cache:
         namespace = args.namespace if args.namespace is not None else cache.namespace
         before = cache.threshold(namespace)
         result = calibrate(_observations(cache, args, namespace), args.target_wrong)

@@ -47,8 +47,8 @@ CONTROL_KEYS: frozenset[str] = frozenset({"no_cache", "no_store", "ttl", "namesp
 #: finish_reason values of a complete chat answer; anything else is not stored.
 STORABLE_FINISH_REASONS: frozenset[str] = frozenset({"stop", "tool_calls", "function_call"})
 
-# Cache-layer failures that degrade a lookup to a miss instead of failing the LLM call.
-_LOOKUP_DEGRADES = (CacheFileError, EmbedderError, TooLargeError)
+#: Cache-layer failures that degrade a lookup to a miss instead of failing the LLM call.
+LOOKUP_DEGRADES = (CacheFileError, EmbedderError, TooLargeError)
 
 
 # ----------------------------------------------------------------------------- checks
@@ -275,32 +275,55 @@ def plan_request(
     )
 
 
-def lookup(plan: Plan) -> CachedAnswer | None:
-    """The cached answer for ``plan``, or None (a miss, ``no_cache``, or a cache failure)."""
-    if plan.control.no_cache:
-        return None
+# ------------------------------------------------------------------- failure policy
+
+
+def lookup_or_miss(cache: RequestCache, keys: RequestKeys, *, text: str | None,
+                   namespace: str | None, exact_only: bool,
+                   from_default: bool = False) -> CachedAnswer | None:
+    """``cache.lookup`` for an integration: a cache failure is a miss (logged), so the
+    cache never costs the caller an answer. A default cache closed by another thread's
+    ``disable_cache()``/``init_cache()`` (``from_default``) is a race, not a bug: a miss
+    too; an explicit closed cache is a bug and raises."""
     try:
-        hit = plan.cache.lookup(
-            plan.keys.key,
-            text=plan.keys.text,
-            scope=plan.keys.scope,
-            namespace=plan.namespace,
-            exact_only=plan.exact_only,
-        )
-    except (*_LOOKUP_DEGRADES, CacheClosedError) as exc:
-        # A default cache closed by another thread's disable_cache()/init_cache() is a
-        # race, not a bug: treat it as a miss. An explicit closed cache is a bug.
-        if isinstance(exc, CacheClosedError) and not plan.from_default:
+        hit = cache.lookup(keys.key, text=text, scope=keys.scope, namespace=namespace,
+                           exact_only=exact_only)
+    except (*LOOKUP_DEGRADES, CacheClosedError) as exc:
+        if isinstance(exc, CacheClosedError) and not from_default:
             raise
         logger.warning("semcache lookup failed, calling the model instead: %s", exc)
         return None
     if hit is None:
-        logger.debug("semcache miss key=%s", plan.keys.key.hex()[:12])
+        logger.debug("semcache miss key=%s", keys.key.hex()[:12])
     else:
         logger.debug(
             "semcache %s hit entry=%s similarity=%.3f", hit.kind, hit.entry_id, hit.similarity
         )
     return hit
+
+
+def store_or_log(cache: RequestCache, keys: RequestKeys, data: Any, *, text: str | None,
+                 namespace: str | None, ttl: Any, metadata: dict[str, Any],
+                 tokens: int = 0) -> int | None:
+    """``cache.store`` for an integration; returns the entry id, or None when it failed:
+    the caller already paid for this answer, and losing the cache write must not lose it
+    (the failure is logged as a warning)."""
+    try:
+        return cache.store(keys.key, data, text=text, scope=keys.scope, namespace=namespace,
+                           ttl=ttl, metadata=metadata, tokens=tokens)
+    except Exception as exc:  # noqa: BLE001 - any cache failure: keep the paid answer
+        logger.warning(
+            "semcache store failed, answer returned uncached: %s: %s", type(exc).__name__, exc
+        )
+        return None
+
+
+def lookup(plan: Plan) -> CachedAnswer | None:
+    """The cached answer for ``plan``, or None (a miss, ``no_cache``, or a cache failure)."""
+    if plan.control.no_cache:
+        return None
+    return lookup_or_miss(plan.cache, plan.keys, text=plan.keys.text, namespace=plan.namespace,
+                          exact_only=plan.exact_only, from_default=plan.from_default)
 
 
 #: How long a miss waits for an identical request another caller is already fetching.
@@ -357,8 +380,7 @@ def store(plan: Plan, data: Mapping[str, Any]) -> int | None:
     """Store the answer ``data`` (JSON) under ``plan``; returns the entry id or None.
 
     Nothing is stored with ``no_store``, nor an answer that did not end naturally. Never
-    raises: the caller already paid for this answer, and losing the cache write must not
-    lose it (the failure is logged as a warning).
+    raises (:func:`store_or_log`).
     """
     if plan.control.no_store:
         return None
@@ -366,27 +388,16 @@ def store(plan: Plan, data: Mapping[str, Any]) -> int | None:
         logger.debug("semcache: %s answer did not end naturally; not stored", plan.rules.name)
         return None
     model = plan.model or data.get("model")
-    try:
-        return plan.cache.store(
-            plan.keys.key,
-            dict(data),
-            text=plan.text,
-            scope=plan.keys.scope,
-            namespace=plan.namespace,
-            ttl=plan.ttl,
-            metadata={"model": model, "api": plan.rules.name},
-            tokens=plan.rules.tokens(data),
-        )
-    except Exception as exc:  # noqa: BLE001 - any cache failure: keep the paid answer
-        logger.warning(
-            "semcache store failed, answer returned uncached: %s: %s", type(exc).__name__, exc
-        )
-        return None
+    return store_or_log(plan.cache, plan.keys, dict(data), text=plan.text,
+                        namespace=plan.namespace, ttl=plan.ttl,
+                        metadata={"model": model, "api": plan.rules.name},
+                        tokens=plan.rules.tokens(data))
 
 
 __all__ = [
     "CHAT",
     "CONTROL_KEYS",
+    "LOOKUP_DEGRADES",
     "RESPONSES",
     "STORABLE_FINISH_REASONS",
     "ApiRules",
@@ -395,7 +406,9 @@ __all__ = [
     "check_namespace_option",
     "check_ttl_option",
     "lookup",
+    "lookup_or_miss",
     "parse_control",
     "plan_request",
     "store",
+    "store_or_log",
 ]

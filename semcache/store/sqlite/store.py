@@ -1,37 +1,45 @@
-"""The SQLite storage engine: one file, WAL, plain SQL.
+"""The SQLite storage engine: one file, WAL, plain SQL, and its own semantic search.
 
-Reads run on the connection directly (autocommit, WAL snapshot per statement). Writes
-go through :meth:`SQLiteStore.write`, which takes the cross-process write lock, runs one
-``BEGIN IMMEDIATE`` transaction and, after COMMIT and still under the lock, hands the
-:class:`Changes` to a callback (the code mirror) so that derived data is updated by
-exactly one process at a time.
+Reads run on the connection directly (autocommit, WAL snapshot per statement). Writes go
+through :meth:`SQLiteStore.write`, which takes the cross-process write lock, runs one
+``BEGIN IMMEDIATE`` transaction and, after COMMIT and still under the lock, replays the
+changes into the code mirror (:mod:`semcache.store.sqlite.index`), so that derived data is
+updated by exactly one process at a time.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import threading
-import weakref
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import apsw
 import numpy as np
 
-from semcache.errors import CorruptCacheError, ReadOnlyCacheError
+from semcache.errors import (
+    CacheFileError,
+    CacheNotFoundError,
+    CorruptCacheError,
+    InvalidInputError,
+    NotASemcacheFileError,
+    ReadOnlyCacheError,
+)
 from semcache.store.base import (
-    Changes,
+    EntryFilter,
+    EntryOrder,
+    EntryRecord,
     EntryRow,
+    NamespaceSummary,
+    Neighbours,
+    Verdict,
 )
-from semcache.store.sqlite.admin import SQLiteAdmin
-from semcache.store.sqlite.connection import (
-    DEFAULT_PRAGMAS,
-    apply_pragmas,
-    connect,
-    translate,
-    translated,
-)
+from semcache.store.filters import compile_filter, order_sql
+from semcache.store.rescore import DamagedVectors
+from semcache.store.sqlite import check as checks
+from semcache.store.sqlite import codes
+from semcache.store.sqlite.connection import DEFAULT_PRAGMAS, Database, translate, translated
+from semcache.store.sqlite.index import SemanticIndex
 from semcache.store.sqlite.locking import ClaimFile, ReadOnlyLock, WriteLock
 from semcache.store.sqlite.schema import (
     SCHEMA_VERSION,
@@ -39,69 +47,93 @@ from semcache.store.sqlite.schema import (
     file_version,
     read_settings,
 )
-from semcache.store.sqlite.write import CODE_BYTES, WriteBlock, WriteTxn
+from semcache.store.sqlite.write import WriteBlock
 
 log = logging.getLogger("semcache")
 
-_ROW_COLUMNS = (
-    "id, namespace, partition_id, prompt, response, metadata, tokens, created_at, "
-    "accessed_at, expires_at, ttl, hits"
-)
-_BY_KEY = f"SELECT {_ROW_COLUMNS} FROM entries WHERE key_hash = ?"
+#: Suffixes of the files an SQLite cache consists of.
+SQLITE_FILES = ("", "-wal", "-shm", "-codes", ".lock", ".claims")
+_BY_KEY = f"SELECT {codes.ROW_COLUMNS} FROM entries WHERE key_hash = ?"
 _PRAGMA_PREFIX = "sqlite_"
-_SEQ = "SELECT change_seq FROM sync_state WHERE id = 1"
-_STATE = "SELECT change_seq, state_token FROM sync_state WHERE id = 1"
-_STATE_AFTER = ("SELECT change_seq, state_token, (SELECT data_version FROM pragma_data_version) "
-                "FROM sync_state WHERE id = 1")
-_CODES_THROUGH = "SELECT codes_through FROM sync_state WHERE id = 1"
-#: close() writes at most this many pending entry_codes rows (~0.1-0.2 s), waiting at most
+#: The upkeep writes at most this many pending entry_codes rows per call (~10-20 ms under
+#: the lock); close() writes at most CLOSE_CATCH_UP_ROWS (~0.1-0.2 s), waiting at most
 #: CLOSE_CATCH_UP_WAIT_S for the write lock; what is left waits for the next writer.
+UPKEEP_ROWS = 2048
 CLOSE_CATCH_UP_ROWS = 16_384
 CLOSE_CATCH_UP_WAIT_S = 0.2
 _COUNTERS = frozenset(("hits", "exact_hits", "semantic_hits", "misses", "puts", "evictions",
                        "expirations", "tokens_saved", "entries", "bytes"))
+_RECORD_COLUMNS = (
+    "e.id, e.key_hash, e.namespace, p.scope, e.prompt, e.response, e.metadata, e.tokens, "
+    "e.size, e.created_at, e.accessed_at, e.expires_at, e.ttl, e.hits, e.code IS NOT NULL"
+)
+_FROM = "FROM entries e JOIN partitions p ON p.id = e.partition_id"
 
 
-class SQLiteStore(SQLiteAdmin):
+def open_sqlite(path: str, *, readonly: bool = False, use_mirror: bool = True,
+                create: bool = True) -> SQLiteStore:
+    """Open the cache file at ``path``, creating it unless ``readonly`` or not ``create``
+    (then it must be an existing, non-empty file)."""
+    if not path or path == ":memory:" or path.startswith("file:"):
+        raise InvalidInputError(
+            f"path must name a file (semcache is persistent); got {path!r}")
+    if not create:
+        if not os.path.exists(path):
+            raise CacheNotFoundError(f"no cache file at {path!r}")
+        if os.path.isdir(path):
+            raise CacheFileError(f"{path!r} is a directory, not a cache file")
+        if os.path.getsize(path) == 0:
+            raise NotASemcacheFileError(f"{path!r} is an empty file, not a semcache cache")
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise CacheFileError(f"cannot create cache file {path!r}: its directory "
+                             f"{directory!r} does not exist")
+    created = not os.path.exists(path)
+    try:
+        return SQLiteStore(path, readonly=readonly, use_mirror=use_mirror, created=created)
+    except BaseException:
+        if created and not readonly:
+            remove_files(os.path.realpath(path))
+        raise
+
+
+def remove_files(path: str) -> None:
+    """Remove a cache file and its companions (WAL, shared memory, mirror, lock, claims)."""
+    for suffix in SQLITE_FILES:
+        try:
+            os.remove(path + suffix)
+        except OSError:
+            pass
+
+
+class SQLiteStore:
     """Storage engine over one SQLite file (see docs/schema.md for the tables).
 
     The path is resolved once (symlinks included), so that every way of naming the same
-    database shares one lock file and one code mirror.
+    database shares one lock file and one code mirror. ``use_mirror=False`` searches in SQL
+    (sqlite-vec) only.
     """
 
-    def __init__(self, path: str, *, readonly: bool = False) -> None:
+    def __init__(self, path: str, *, readonly: bool = False, use_mirror: bool = True,
+                 created: bool = False) -> None:
         self.location = path
         path = os.path.realpath(path)
         self.path = path
-        self.mirror_path = path + "-codes"
-        self._mutex = threading.RLock()  # one connection, shared by the threads of a process
-        self._conn: Any = connect(path, readonly=readonly)
-        if not readonly and self._conn.readonly("main"):
+        self.created = created
+        db = self._db = Database(path, readonly=readonly)
+        if not readonly and db.conn.readonly("main"):
             # A write-protected file (chmod 0444, read-only mount): SQLite opened it for
             # reading. Gets work; writes raise ReadOnlyCacheError.
             log.info("semcache: %s is not writable; opened read-only", path)
-            readonly = True
+            readonly = db.readonly = True
         self.readonly = readonly
         self._file_lock = None if readonly else WriteLock(path + ".lock")
         self._claims = ClaimFile(path + ".claims")
         self.lock: WriteLock | ReadOnlyLock = self._file_lock or ReadOnlyLock(path)
         try:
-            with translated(path):
-                if readonly and file_version(self._conn, path) < SCHEMA_VERSION \
-                        and os.access(path, os.W_OK):
-                    _migrate(path)  # an older file read by a newer semcache (e.g. the CLI)
-                ensure_schema(self._conn, path, None if readonly else self._file_lock)
-                self.settings = read_settings(self._conn)
-            if not all(isinstance(v, str) for kv in self.settings.items() for v in kv):
-                raise CorruptCacheError(f"cache file {path!r} is corrupt (settings table "
-                                        "holds non-text values); delete it to start a new cache")
-            pragmas = dict(DEFAULT_PRAGMAS)
-            pragmas.update({k[len(_PRAGMA_PREFIX):]: v for k, v in self.settings.items()
-                            if k.startswith(_PRAGMA_PREFIX)})
-            apply_pragmas(self._conn, pragmas, path)
-            self._pragmas = pragmas
+            self.settings = self._open_schema(db)
         except ReadOnlyCacheError as exc:
-            self._conn.close()
+            db.close()
             directory = os.path.dirname(os.path.abspath(path))
             if os.access(directory, os.W_OK):
                 raise
@@ -110,241 +142,157 @@ class SQLiteStore(SQLiteAdmin):
                 f"{path + '-shm'!r} (and -wal) there to read a WAL file: make the directory "
                 "writable for this user, or read a copy") from None
         except BaseException:
-            self._conn.close()
+            db.close()
             raise
-        self._pid = os.getpid()
-        # The exact tier's statement runs on a cursor of its own, kept: creating a cursor
-        # per lookup costs ~0.35 us of a ~5 us hit. fetchall() always runs the statement to
-        # its end, so no read transaction stays open between lookups.
-        self._key_cursor: Any = self._conn.cursor()
-        self._forked = False  # set in a forked child (see _after_fork): reconnect first
-        self._codes_pending = False  # this process wrote entries not in entry_codes yet
-        _STORES.add(self)
+        self._damaged = DamagedVectors(path)
+        self._index = SemanticIndex(db, self.lock, self.settings, path + "-codes",
+                                    self._damaged, use_mirror=use_mirror)
 
-    # -- connection management -------------------------------------------------------
+    def _open_schema(self, db: Database) -> dict[str, str]:
+        """Migrate the file if needed, read its settings, apply its pragmas."""
+        path = self.path
+        with translated(path):
+            if self.readonly and file_version(db.conn, path) < SCHEMA_VERSION \
+                    and os.access(path, os.W_OK):
+                _migrate(path)  # an older file read by a newer semcache (e.g. the CLI)
+            ensure_schema(db.conn, path, self._file_lock)
+            settings = read_settings(db.conn)
+        if not all(isinstance(v, str) for kv in settings.items() for v in kv):
+            raise CorruptCacheError(f"cache file {path!r} is corrupt (settings table "
+                                    "holds non-text values); delete it to start a new cache")
+        pragmas = dict(DEFAULT_PRAGMAS)
+        pragmas.update({k[len(_PRAGMA_PREFIX):]: v for k, v in settings.items()
+                        if k.startswith(_PRAGMA_PREFIX)})
+        db.configure(pragmas)
+        return settings
 
-    def _check_fork(self) -> None:
-        # A connection must not cross fork() (gunicorn --preload): reopen in the child.
-        if os.getpid() != self._pid:
-            self._conn = connect(self.path, readonly=self.readonly)
-            apply_pragmas(self._conn, self._pragmas, self.path)
-            self._key_cursor = self._conn.cursor()
-            self._pid = os.getpid()
-        self._forked = False
+    @property
+    def mirror_path(self) -> str:
+        """The code mirror beside the file (derived data, rebuilt from the file)."""
+        return self._index.path
 
     def close(self) -> None:
-        if self._codes_pending and not self.readonly:
+        if self._db.codes_pending and not self.readonly:
             try:  # leave the sqlite-vec table complete for the sqlite3 CLI, if it is quick
                 self.catch_up_codes(CLOSE_CATCH_UP_ROWS, timeout=CLOSE_CATCH_UP_WAIT_S)
             except Exception as exc:  # noqa: BLE001 - derived data: the next writer catches up
                 log.warning("semcache: closing %s: entry_codes not caught up (%s)", self.path,
                             exc)
-        with self._mutex:
+        self._index.close()
+        with self._db.mutex:
             self.lock.close()
             self._claims.close()
-            try:
-                self._conn.close()
-            except apsw.Error as exc:
-                log.warning("semcache: error closing %s: %s", self.path, exc)
+            self._db.close()
 
-    # -- reads ------------------------------------------------------------------------
+    def drop(self, *, if_empty: bool = False) -> None:
+        """Close, and remove the file with its companions (``if_empty``: only a file that
+        holds no entries, as a failed open leaves it)."""
+        try:
+            keep = if_empty and bool(self._db.query("SELECT count(*) FROM entries")[0][0])
+        except (CacheFileError, IndexError):
+            keep = False  # a file this open could not even read: nothing to keep
+        self.close()
+        if not keep:
+            remove_files(self.path)
+
+    # -- the lookup path ------------------------------------------------------------------
 
     def get_by_key(self, key_hash: bytes) -> EntryRow | None:
         # The exact tier's hot path: no context-manager helpers, one indexed SELECT.
-        with self._mutex:
-            if self._forked:
-                self._check_fork()
+        db = self._db
+        with db.mutex:
+            if db.forked:
+                db.check_fork()
             try:
-                rows = self._key_cursor.execute(_BY_KEY, (key_hash,)).fetchall()
+                rows = db.key_cursor.execute(_BY_KEY, (key_hash,)).fetchall()
             except (apsw.Error, UnicodeDecodeError) as exc:
                 raise translate(exc, self.path) from None
         return EntryRow(*rows[0]) if rows else None
 
-    def get_by_id(self, entry_id: int, *, with_vector: bool = False) -> EntryRow | None:
-        rows = self.get_by_ids([entry_id], with_vector=with_vector)
-        return rows[0] if rows else None
-
     def get_by_ids(self, ids: Sequence[int], *, with_vector: bool = False) -> list[EntryRow]:
-        if not ids:
-            return []
-        cols = _ROW_COLUMNS + (", vector" if with_vector else "")
-        marks = ",".join("?" * len(ids))
-        with self._mutex, translated(self.path):
-            self._check_fork()
-            return [EntryRow(*r) for r in self._conn.execute(
-                f"SELECT {cols} FROM entries WHERE id IN ({marks})", tuple(ids))]
+        return codes.read_rows(self._db, ids, with_vector)
 
     def find_partition(self, namespace: str, scope: str) -> int | None:
-        with self._mutex, translated(self.path):
-            self._check_fork()
-            for (pid,) in self._conn.execute(
-                "SELECT id FROM partitions WHERE namespace = ? AND scope = ?", (namespace, scope)
-            ):
-                return int(pid)
+        for (pid,) in self._db.query(
+                "SELECT id FROM partitions WHERE namespace = ? AND scope = ?", (namespace, scope)):
+            return int(pid)
         return None
 
-    def _scalar(self, sql: str, what: str) -> int:
-        """The one integer a bookkeeping query returns; its absence means a damaged file."""
-        rows = self._conn.execute(sql).fetchall()
-        if len(rows) != 1 or not isinstance(rows[0][0], int):
-            raise CorruptCacheError(f"cache file {self.path!r} is corrupt ({what} is missing "
-                                    "or not an integer); delete it to start a new cache")
-        return int(rows[0][0])
+    def nearest(self, vector: np.ndarray, code: bytes, partition_id: int, now: float, k: int,
+                min_cosine: float | None = None) -> Neighbours:
+        """The mirror's (or sqlite-vec's) Hamming k-nearest, rescored by exact cosine."""
+        return self._index.nearest(vector, code, partition_id, now, k, min_cosine)
 
-    def change_seq(self) -> int:
-        with self._mutex, translated(self.path):
-            self._check_fork()
-            return self._scalar(_SEQ, "sync_state.change_seq")
+    def blocked_entries(self, query_hash: bytes) -> set[int]:
+        return {int(r[0]) for r in self._db.query(
+            "SELECT entry_id FROM feedback WHERE query_hash = ? AND correct = 0", (query_hash,))}
 
-    def sync_state(self) -> tuple[int, int]:
-        """``(change_seq, state_token)``: the exact database state the code mirror must match
-        (a restored backup has another token even at the same change_seq)."""
-        with self._mutex, translated(self.path):
-            self._check_fork()
-            return self._state()
-
-    def _state(self) -> tuple[int, int]:
-        rows = self._conn.execute(_STATE).fetchall()
-        seq, token = rows[0] if len(rows) == 1 else (None, None)
-        if not isinstance(seq, int) or not isinstance(token, int):
-            raise CorruptCacheError(f"cache file {self.path!r} is corrupt (sync_state is "
-                                    "missing or not integers); delete it to start a new cache")
-        return seq, token
-
-    def data_version(self) -> int:
-        """SQLite's ``PRAGMA data_version``: changes when another connection commits (the
-        semantic index's cheap "did anything change?" check, ~2 us)."""
-        with self._mutex:
-            if os.getpid() != self._pid:
-                self._check_fork()
-            try:
-                version = self._conn.execute("PRAGMA data_version").fetchall()[0][0]
-            except apsw.Error as exc:
-                raise translate(exc, self.path) from None
-        assert isinstance(version, int)
-        return version
+    # -- shared state and admin reads -------------------------------------------------------
 
     def counters(self) -> dict[str, int]:
-        with self._mutex, translated(self.path):
-            self._check_fork()
-            out = {n: v for n, v in self._conn.execute("SELECT name, value FROM counters")}
+        out = {str(n): v for n, v in self._db.query("SELECT name, value FROM counters")}
         if not _COUNTERS <= out.keys() or not all(isinstance(v, int) for v in out.values()):
             raise CorruptCacheError(f"cache file {self.path!r} is corrupt (counters table "
                                     "damaged); delete it to start a new cache")
         return out
 
-    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        """Run a read-only SQL statement of this engine (admin reads, checks)."""
-        with self._mutex, translated(self.path):
-            self._check_fork()
-            return [tuple(r) for r in self._conn.execute(sql, params)]
+    def size_bytes(self) -> int:
+        return sum(os.path.getsize(p) for p in (self.path, self.path + "-wal")
+                   if os.path.exists(p))
 
-    def code_rows(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int, int]:
-        """Everything the code mirror needs, in id order, read in one snapshot.
+    def verdicts(self, namespace: str | None = None) -> list[Verdict]:
+        cond, params = ("WHERE namespace = ?", (namespace,)) if namespace is not None else ("", ())
+        return [Verdict(int(r[0]), r[1], r[2], r[3], float(r[4]), bool(r[5]), float(r[6]))
+                for r in self._db.query(
+                    "SELECT entry_id, namespace, query_hash, kind, similarity, correct, "
+                    f"created_at FROM feedback {cond} ORDER BY id", params)]
 
-        Returns (ids int64, partition ids int32, expires u32-ready float64 with NaN for
-        never, codes (n, 32) uint8, change_seq, state_token)."""
-        with self._mutex, translated(self.path):
-            self._check_fork()
-            with self._conn:  # one read transaction: rows and state from the same snapshot
-                seq, token = self._state()
-                rows = self._conn.execute(
-                    "SELECT id, partition_id, expires_at, code FROM entries "
-                    "WHERE code IS NOT NULL ORDER BY id").fetchall()
-        n = len(rows)
-        try:
-            ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=n)
-            parts = np.fromiter((r[1] for r in rows), dtype=np.int32, count=n)
-            expires = np.fromiter((np.nan if r[2] is None else r[2] for r in rows),
-                                  dtype=np.float64, count=n)
-            codes = np.frombuffer(b"".join(r[3] for r in rows), dtype=np.uint8).reshape(n, 32) \
-                if n else np.zeros((0, 32), dtype=np.uint8)
-        except (TypeError, ValueError, OverflowError) as exc:
-            raise CorruptCacheError(f"cache file {self.path!r} is corrupt (entries.code or "
-                                    f"partition_id damaged: {exc}); delete it to start a new "
-                                    "cache") from None
-        return ids, parts, expires, codes, seq, token
+    def count_entries(self, where: EntryFilter) -> int:
+        cond, params = compile_filter(where)
+        return int(self._db.query(f"SELECT count(*) {_FROM} WHERE {cond}", params)[0][0])
 
-    def knn(self, code: bytes, partition_id: int, now: float, k: int) -> list[tuple[int, int]]:
-        """Hamming k-nearest codes in one partition, unexpired: sqlite-vec's search of
-        ``entry_codes``, merged with a direct scan of the entries it does not hold yet (above
-        ``codes_through``, at most ~CODES_LAG_MAX), both read from one snapshot."""
-        with self._mutex, translated(self.path):
-            self._check_fork()
-            with self._conn:  # one read transaction: the mark and both searches agree
-                through = self._scalar(_CODES_THROUGH, "sync_state.codes_through")
-                found = [(int(i), int(d)) for i, d in self._conn.execute(
-                    "SELECT entry_id, distance FROM entry_codes WHERE code MATCH vec_bit(?) "
-                    "AND k = ? AND partition_id = ? AND expires_at > ?",
-                    (code, k, partition_id, int(now)))]
-                # expires_at > floor(now) is the vec0 filter's ceil(expires_at) > floor(now)
-                tail = self._conn.execute(
-                    "SELECT id, code FROM entries WHERE id > ? AND partition_id = ? AND "
-                    f"length(code) = {CODE_BYTES} AND (expires_at IS NULL OR expires_at > ?)",
-                    (through, partition_id, int(now))).fetchall()
-        if not tail:
-            return found
-        codes = np.frombuffer(b"".join(c for _, c in tail), dtype=np.uint8).reshape(
-            len(tail), CODE_BYTES)
-        query = np.frombuffer(code, dtype=np.uint8)
-        distances = np.bitwise_count(codes ^ query).sum(axis=1, dtype=np.int64).tolist()
-        merged = found + [(int(i), d) for (i, _), d in zip(tail, distances, strict=True)]
-        merged.sort(key=lambda hit: hit[1])  # stable: sqlite-vec's order among its ties
-        return merged[:k]
+    def list_entries(self, where: EntryFilter, *, order: EntryOrder = "id",
+                     limit: int | None = None, after_id: int | None = None,
+                     with_vector: bool = False) -> list[EntryRecord]:
+        cond, params = compile_filter(where)
+        if after_id is not None:
+            cond += " AND e.id > ?"
+            params.append(after_id)
+        cols = _RECORD_COLUMNS + (", e.vector" if with_vector else ", NULL") + ", e.key_material"
+        rows = self._db.query(
+            f"SELECT {cols} {_FROM} WHERE {cond} ORDER BY {order_sql(order)} LIMIT ?",
+            (*params, -1 if limit is None else limit))
+        return [EntryRecord(
+            id=r[0], key_hash=bytes(r[1]), namespace=r[2], scope=r[3], prompt=r[4],
+            response=r[5], metadata=r[6], tokens=r[7], size=r[8], created_at=r[9],
+            accessed_at=r[10], expires_at=r[11], ttl=r[12], hits=r[13], has_code=bool(r[14]),
+            vector=r[15], key_material=r[16]) for r in rows]
 
-    def catch_up_codes(self, limit: int | None = None, timeout: float | None = 0.0) -> int:
-        """Write pending entry_codes rows (at most ``limit``) if the write lock is free
-        within ``timeout`` seconds; returns how many were written (0 if the lock was busy).
-        Called by the flush timer of a process that wrote, by close() and by vacuum."""
-        if self.readonly or not self.lock.acquire(timeout=timeout):
-            return 0
-        try:
-            with self.write() as txn:
-                return txn.catch_up_codes(limit)
-        finally:
-            self.lock.release()
+    def namespace_summary(self, now: float) -> list[NamespaceSummary]:
+        rows = self._db.query(
+            "SELECT namespace, count(*), sum(expires_at IS NOT NULL AND expires_at <= ?), "
+            "sum(hits), sum(size) FROM entries GROUP BY namespace "
+            "ORDER BY count(*) DESC, namespace", (now,))
+        return [NamespaceSummary(ns, int(n), int(exp or 0), int(h or 0), int(b or 0))
+                for ns, n, exp, h, b in rows]
 
-    @property
-    def codes_pending(self) -> bool:
-        """True when this process wrote entries whose entry_codes rows may still be due."""
-        return self._codes_pending
+    def partitions(self, namespace: str) -> list[tuple[int, str]]:
+        return [(int(i), str(s)) for i, s in self._db.query(
+            "SELECT id, scope FROM partitions WHERE namespace = ? ORDER BY id", (namespace,))]
 
-    def search(self, code: bytes, vector: np.ndarray, partition_id: int, now: float,
-               k: int) -> list[tuple[EntryRow, float]]:
-        """sqlite-vec's Hamming k-nearest, rescored by exact cosine (best first)."""
-        ids = [i for i, _ in self.knn(code, partition_id, now, k)]
-        rows = [r for r in self.get_by_ids(ids, with_vector=True)
-                if r.partition_id == partition_id and r.vector is not None]
-        if not rows:
-            return []
-        stored = np.frombuffer(b"".join(r.vector for r in rows if r.vector is not None),
-                               dtype="<f4").reshape(len(rows), -1).astype(np.float64)
-        norms = np.linalg.norm(stored, axis=1)
-        norms[norms == 0] = np.inf  # stored norms are not trusted; zero matches nothing
-        sims = np.clip((stored @ vector.astype(np.float64)) / norms, -1.0, 1.0)
-        ranked = sorted(zip(rows, sims.tolist(), strict=True), key=lambda rs: (-rs[1], -rs[0].id))
-        for row, _ in ranked:
-            row.vector = None
-        return ranked
+    # -- writes -------------------------------------------------------------------------
 
-    # -- writes -----------------------------------------------------------------------
+    def write(self, timeout: float | None = None) -> WriteBlock:
+        """One write transaction under the cross-process lock (see :class:`WriteBlock`);
+        the code mirror replays it after COMMIT when this process keeps it."""
+        index = self._index
+        return WriteBlock(self._db, self.lock, index.apply if index.keeps_mirror else None,
+                          timeout)
 
-    def write(self, on_commit: Callable[[Changes], None] | None = None,
-              timeout: float | None = None) -> WriteBlock:
-        """One write transaction under the cross-process lock (see :class:`WriteBlock`)."""
-        return WriteBlock(self, on_commit, timeout)
-
-    def _stamp_after(self, changes: Changes) -> None:
-        """The state a transaction leaves, and ``PRAGMA data_version`` read inside it:
-        nobody else can commit until ours is done, and our own COMMIT does not change it,
-        so it is exactly the version at which the mirror (once updated) matches."""
-        rows = self._conn.execute(_STATE_AFTER).fetchall()
-        seq, token, version = rows[0] if len(rows) == 1 else (None, None, None)
-        if not isinstance(seq, int) or not isinstance(token, int):
-            raise CorruptCacheError(f"cache file {self.path!r} is corrupt (sync_state is "
-                                    "missing or not integers); delete it to start a new cache")
-        changes.seq_after, changes.token_after = seq, token
-        changes.data_version = version if isinstance(version, int) else None
+    def write_settings(self, values: dict[str, str]) -> None:
+        with self.write() as txn:
+            txn.set_settings(values)
+        self.settings.update(values)
 
     def claim(self, key_hash: bytes, lease: float) -> bool:
         """A byte-range lock per key on ``<db>.claims`` (the kernel frees it if we die)."""
@@ -353,49 +301,72 @@ class SQLiteStore(SQLiteAdmin):
     def release(self, key_hash: bytes) -> None:
         self._claims.release(key_hash)
 
+    # -- upkeep and maintenance -------------------------------------------------------------
+
+    @property
+    def upkeep_due(self) -> bool:
+        """True when this process wrote entries whose entry_codes rows may still be due."""
+        return self._db.codes_pending
+
+    def upkeep(self) -> None:
+        """Write a batch of pending entry_codes rows if the write lock is free now."""
+        if self._db.codes_pending:
+            self.catch_up_codes(UPKEEP_ROWS, 0.0)
+
+    def catch_up_codes(self, limit: int | None = None, timeout: float | None = 0.0) -> int:
+        """Write pending entry_codes rows (at most ``limit``) if the write lock is free
+        within ``timeout`` seconds; returns how many were written (0 if the lock was busy).
+        The upkeep, close() and vacuum() call it; so may an operator's script."""
+        if self.readonly or not self.lock.acquire(timeout=timeout):
+            return 0
+        try:
+            with self.write() as txn:
+                return txn.catch_up_codes(limit)
+        finally:
+            self.lock.release()
+
+    def warmup(self) -> None:
+        """Map the mirror (building it if it is stale) ahead of the first search."""
+        self._index.warmup()
+
+    def check(self, *, quick: bool = False) -> tuple[dict[str, Any], list[str]]:
+        """The database, the code mirror and the vec0 table, each against the file's
+        rows (see :mod:`semcache.store.sqlite.check`)."""
+        return checks.check(self._db, self.settings, self.mirror_path, quick=quick)
+
     def vacuum(self) -> dict[str, int]:
         """Make ``entry_codes`` match ``entries`` again (rows deleted or edited by hand with
-        the sqlite3 CLI), then rebuild the file compactly (VACUUM) and truncate the WAL,
-        all under the write lock. Returns the repairs made."""
+        the sqlite3 CLI), then rebuild the file compactly (VACUUM), truncate the WAL and
+        rebuild the code mirror, all under the write lock. Returns the repairs made."""
+        db = self._db
         with self.lock.hold():
             with self.write() as txn:
                 orphans, added = txn.repair_codes()
-            with self._mutex, translated(self.path):
-                self._check_fork()
-                self._conn.execute("VACUUM")
-                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            with db.mutex, translated(self.path):
+                db.check_fork()
+                db.conn.execute("VACUUM")
+                db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            self._index.rebuild_now()
         return {"orphan_codes": orphans, "missing_codes": added}
-
-    def write_settings(self, values: dict[str, str]) -> None:
-        with self.write() as txn:
-            txn.set_settings(values)
-        self.settings.update(values)
-
-
-#: Every open store of this process: a forked child marks them all, so that the exact
-#: tier's hot path checks a flag instead of calling getpid() on every lookup.
-_STORES: weakref.WeakSet[SQLiteStore] = weakref.WeakSet()
-
-
-def _after_fork() -> None:
-    for store in list(_STORES):
-        store._forked = True
-        store._mutex = threading.RLock()  # a parent's thread may have held it at fork
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork)
 
 
 def _migrate(path: str) -> None:
     """Apply pending migrations through a short-lived writable connection."""
-    conn = connect(path)
+    conn = Database(path, readonly=False)
     lock = WriteLock(path + ".lock")
     try:
-        ensure_schema(conn, path, lock)
+        ensure_schema(conn.conn, path, lock)
     finally:
         lock.close()
         conn.close()
 
 
-__all__ = ["SQLiteStore", "WriteTxn"]
+if TYPE_CHECKING:  # mypy checks that the engine implements the interface
+    from semcache.store.base import Store, StoreTxn
+    from semcache.store.sqlite.write import WriteTxn
+
+    def _conforms(store: SQLiteStore, txn: WriteTxn) -> tuple[Store, StoreTxn]:
+        return store, txn
+
+
+__all__ = ["SQLITE_FILES", "SQLiteStore", "open_sqlite", "remove_files"]
