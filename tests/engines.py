@@ -131,4 +131,27 @@ def stored_state(location: str) -> Any:
                 for t in tables}
 
 
-__all__ = ["ENGINES", "cache_exists", "stored_state"]
+
+
+def by_hand(location: str, sqlite_sql: str, postgres_sql: str, params: tuple = ()) -> None:
+    """Run one statement on a cache as an operator would by hand (the sqlite3 CLI, psql):
+    ``postgres_sql`` may name the cache's schema as ``{schema}``."""
+    if not is_server_location(location):
+        import sqlite3
+
+        con = sqlite3.connect(location)
+        try:
+            con.execute(sqlite_sql, params)
+            con.commit()
+        finally:
+            con.close()
+        return
+    import psycopg
+
+    url, schema = _server(location)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(postgres_sql.replace("{schema}", '"' + schema.replace('"', '""') + '"'),
+                     params)
+
+
+__all__ = ["ENGINES", "by_hand", "cache_exists", "stored_state"]

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from tests.pg_entries import entry
 from tests.pg_server import PgServer
+from tests.store_entries import entry
 
 psycopg = pytest.importorskip("psycopg")
 

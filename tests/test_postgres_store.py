@@ -15,8 +15,8 @@ from semcache.errors import (
     SchemaVersionError,
 )
 from semcache.store.base import AccessUpdate, EntryFilter
-from tests.pg_entries import T0, code_of, entry, near, unit
 from tests.pg_server import PgServer
+from tests.store_entries import T0, code_of, entry, near, unit
 
 psycopg = pytest.importorskip("psycopg")
 

@@ -19,7 +19,7 @@ import sqlite_vec
 import semcache
 from semcache.store import open_store
 from tests.conftest import mirror_rebuilds
-from tests.engines import ENGINES, stored_state
+from tests.engines import ENGINES, by_hand, stored_state
 
 DIM = 64
 CTX = mp.get_context("spawn")
@@ -368,3 +368,34 @@ def test_best_ties_go_to_the_newest_entry(location, rng):
         cache.put(np.asarray(base, dtype=np.float64) * 2, "new", namespace="n")  # same direction
         hit = cache.get(base, namespace="n")
         assert hit.response == "new" and hit.similarity == pytest.approx(1.0)
+
+
+# -- what the engines used to do differently ----------------------------------------------------
+
+
+@pytest.mark.engines(*ENGINES)
+def test_a_damaged_stored_vector_is_skipped_counted_and_verified(location, rng):
+    """One policy on both engines: a lookup never fails on a damaged stored vector (SQLite
+    raised CorruptCacheError, PostgreSQL failed the statement on a vector of another
+    dimension); it skips that candidate, counts it, and ``verify`` reports it."""
+    base = unit(rng.standard_normal(DIM))
+    with open_vec(location, similarity_threshold=0.8) as cache:
+        good = cache.put(at_cosine(base, 0.95, rng), "good")
+        bad = cache.put(base, "damaged")
+        by_hand(location, "UPDATE entries SET vector = zeroblob(8) WHERE id = ?",
+                "UPDATE {schema}.entries SET vector = '[1,2]' WHERE id = %s", (bad,))
+        hit = cache.get(base)  # the damaged entry is the nearest: skipped, not fatal
+        assert hit is not None and hit.entry_id == good
+        assert cache.stats()["damaged_vectors"] == 1
+        assert cache.get(base).entry_id == good
+    report = semcache.verify(location)
+    assert not report["ok"]
+    assert report["database"]["damaged_vectors"] == [bad]
+
+
+@pytest.mark.engines(*ENGINES)
+def test_namespaces_are_listed_biggest_first_on_both_engines(location):
+    with semcache.open(location, dim=DIM) as cache:
+        for ns, n in (("a-few", 2), ("most", 5), ("b-few", 2), ("one", 1)):
+            cache.put_many([(f"{ns} {i}", i) for i in range(n)], namespace=ns)
+        assert [s.namespace for s in cache.namespaces()] == ["most", "a-few", "b-few", "one"]
