@@ -26,9 +26,10 @@ from semcache.embedders.base import (
 )
 from semcache.embedders.hashing import HashingEmbedder
 from semcache.embedders.memo import EmbeddingMemo
-from semcache.embedders.minilm import DEFAULT_MODEL as MINILM_DEFAULT_MODEL
-from semcache.embedders.minilm import KNOWN_DIMS as MINILM_DIMS
-from semcache.embedders.minilm import MiniLMEmbedder, minilm_available
+from semcache.embedders.minilm import MiniLMEmbedder
+from semcache.embedders.models import DEFAULT_MODEL as MINILM_DEFAULT_MODEL
+from semcache.embedders.models import KNOWN_DIMS as MINILM_DIMS
+from semcache.embedders.models import minilm_available
 from semcache.embedders.ollama import OllamaEmbedder
 from semcache.embedders.openai import OpenAIEmbedder
 from semcache.embedders.sbert import SentenceTransformerEmbedder, sentence_transformers_available
