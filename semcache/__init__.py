@@ -19,6 +19,7 @@ from semcache.errors import (
     CacheClosedError,
     CacheConnectionError,
     CacheFileError,
+    CacheNotFoundError,
     ConfigurationError,
     CorruptCacheError,
     DimensionError,
@@ -54,6 +55,7 @@ def _public_module() -> None:
         if isinstance(obj, type) or callable(obj) and hasattr(obj, "__code__"):
             obj.__module__ = "semcache"
 
+
 __all__ = [
     "BinaryEncoder",
     "Cache",
@@ -61,6 +63,7 @@ __all__ = [
     "CacheConnectionError",
     "CacheFileError",
     "CacheInfo",
+    "CacheNotFoundError",
     "ConfigurationError",
     "CorruptCacheError",
     "DimensionError",

@@ -91,25 +91,6 @@ class CacheClosedError(SemcacheError, RuntimeError):
     """An operation on a cache that was closed."""
 
 
-__all__ = [
-    "CacheClosedError",
-    "CacheConnectionError",
-    "CacheFileError",
-    "CacheNotFoundError",
-    "ConfigurationError",
-    "CorruptCacheError",
-    "DimensionError",
-    "EmbedderError",
-    "EmbedderMismatchError",
-    "EmptyPromptError",
-    "InvalidInputError",
-    "InvalidTypeError",
-    "InvalidVectorError",
-    "NotASemcacheFileError",
-    "ReadOnlyCacheError",
-    "SchemaVersionError",
-    "SemcacheError",
-    "SerializationError",
-    "ThresholdError",
-    "TooLargeError",
-]
+#: Every error class of the hierarchy (each is also a name of the ``semcache`` package).
+__all__ = sorted(name for name, obj in list(globals().items())
+                 if isinstance(obj, type) and issubclass(obj, SemcacheError))

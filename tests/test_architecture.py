@@ -30,7 +30,7 @@ PUBLIC = [
     "InvalidVectorError", "NotASemcacheFileError", "ReadOnlyCacheError", "SchemaVersionError",
     "SemcacheError", "SerializationError", "ThresholdError", "TooLargeError", "cache_stats",
     "clear_cache", "disable_cache", "get_default_cache", "init_cache", "open", "verify", "wrap",
-    "CacheConnectionError", "CacheInfo", "cache_info", "RequestCache",
+    "CacheConnectionError", "CacheInfo", "cache_info", "RequestCache", "CacheNotFoundError",
 ]
 
 

@@ -54,29 +54,22 @@ LOOKUP_DEGRADES = (CacheFileError, EmbedderError, TooLargeError)
 # ----------------------------------------------------------------------------- checks
 
 
-def _relabel(exc: Exception, where: str) -> Exception:
-    """The same exception class, its message prefixed with where the value came from."""
-    return type(exc)(f"{where}: {exc}")
+def _checked(check: Callable[[Any], Any], value: Any, where: str) -> Any:
+    """``check(value)``, its error's message prefixed with where the value came from."""
+    try:
+        return check(value)
+    except (InvalidInputError, InvalidTypeError) as exc:
+        raise type(exc)(f"{where}: {exc}") from None
 
 
 def check_ttl_option(value: Any, where: str) -> Any:
     """``value`` checked like ``Cache.put(ttl=...)``; UNSET passes through unchanged."""
-    if value is UNSET:
-        return UNSET
-    try:
-        return check_ttl(value)
-    except (InvalidInputError, InvalidTypeError) as exc:
-        raise _relabel(exc, where) from None
+    return UNSET if value is UNSET else _checked(check_ttl, value, where)
 
 
 def check_namespace_option(value: Any, where: str) -> str | None:
     """``value`` checked like ``Cache.put(namespace=...)``; None passes through."""
-    if value is None:
-        return None
-    try:
-        return check_namespace(value)
-    except (InvalidInputError, InvalidTypeError) as exc:
-        raise _relabel(exc, where) from None
+    return None if value is None else _checked(check_namespace, value, where)
 
 
 @dataclass(frozen=True)

@@ -407,12 +407,6 @@ class MirrorMap:
         """Unmap the file. Idempotent."""
         self._release_map()
 
-    def __enter__(self) -> MirrorMap:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def __repr__(self) -> str:
         return (f"CodeMirror({self._path!r}, count={self._count}, "
                 f"capacity={self._layout.cap}, runs={self._run_count}, seq={self._seq}, "
