@@ -106,7 +106,7 @@ class Cache:
         self._pipeline = LookupPipeline(
             store=store, encoder=identity.encoder,
             embedder=None if self.hash_only else identity.embedder, dim=identity.dim,
-            batcher=self._writer, clock=clock, threshold=self._settings.threshold,
+            writer=self._writer, clock=clock, threshold=self._settings.threshold,
             refresh=self._settings.refresh_on_access, guard=self._settings.guard)
         self._entries = EntryFactory(self._settings.tunables, identity.encoder)
         self._coalescer = Coalescer(store)
@@ -119,7 +119,7 @@ class Cache:
     @property
     def path(self) -> str:
         """The database file (resolved), or the URL without its password."""
-        return getattr(self._store, "path", self._store.location)
+        return self._store.path
 
     @property
     def location(self) -> str:

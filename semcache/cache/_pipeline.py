@@ -72,14 +72,14 @@ class LookupPipeline:
     """Runs queries through the tiers; see the module docstring."""
 
     def __init__(self, *, store: Store, encoder: BinaryEncoder | None, embedder: Any,
-                 dim: int | None, batcher: Writer, clock: Callable[[], float],
+                 dim: int | None, writer: Writer, clock: Callable[[], float],
                  threshold: Callable[[str], float], refresh: Callable[[], bool],
                  guard: Callable[[], Guard | None]) -> None:
         self.store = store
         self.encoder = encoder
         self.embedder = embedder
         self.dim = dim
-        self.batcher = batcher
+        self.writer = writer
         self.clock = clock
         self.threshold = threshold
         self.refresh = refresh
@@ -96,14 +96,14 @@ class LookupPipeline:
 
     def run(self, queries: Sequence[Query], *, exact_only: bool = False) -> list[Hit | None]:
         now = self.clock()
-        self.batcher.maybe_flush(now)
+        self.writer.maybe_flush(now)
         results = [self._exact(q, now) if q.key is not None else None for q in queries]
         return self._finish(queries, results, now, exact_only)
 
     def run_one(self, q: Query, *, exact_only: bool = False) -> Hit | None:
         """:meth:`run` of one query, without the lists."""
         now = self.clock()
-        self.batcher.maybe_flush(now)
+        self.writer.maybe_flush(now)
         if q.key is not None:
             hit = self._exact(q, now)
             if hit is not None:
@@ -115,7 +115,7 @@ class LookupPipeline:
         """One text query by its exact key: :meth:`run_one` that builds a :class:`Query`
         only on a miss (the exact hit is the hot path of ``get`` and ``lookup``)."""
         now = self.clock()
-        self.batcher.maybe_flush(now)
+        self.writer.maybe_flush(now)
         row = self.store.get_by_key(key)
         if row is not None:
             hit = self._serve_exact(row, namespace, scope, text, now)
@@ -133,7 +133,7 @@ class LookupPipeline:
                     results[i] = self._semantic(q, now)
         misses = sum(r is None for r in results)
         if misses:
-            self.batcher.count(misses=misses)
+            self.writer.count(misses=misses)
         return results
 
     def _embed_missing(self, queries: Sequence[Query], results: list[Hit | None]) -> None:
@@ -189,7 +189,7 @@ class LookupPipeline:
         found = self.store.nearest(vector, self.encoder.encode_unit(vector).tobytes(), pid, now,
                                    RESCORE_K, threshold)
         if found.damaged:
-            self.batcher.count(damaged_vectors=len(found.damaged))
+            self.writer.count(damaged_vectors=len(found.damaged))
         best = choose(found.ranked, threshold, now, self.alive, self._guard_for(q))
         if best is None:
             return None
@@ -219,7 +219,7 @@ class LookupPipeline:
             rejection = guard.check(text, row.prompt)
             if rejection is None:
                 return True
-            self.batcher.count(guard_rejections=1)
+            self.writer.count(guard_rejections=1)
             # The reason, not the texts: prompts may hold personal data.
             log.debug("semcache: guard rejected entry %d (similarity %.4f): %s",
                       row.id, similarity, rejection.reason)
@@ -266,7 +266,7 @@ class LookupPipeline:
 
     def _pending_alive(self, entry_id: int, now: float) -> bool:
         """An expiry pushed out by a hit of this process that is not written yet."""
-        pending = self.batcher.pending_expiry(entry_id)
+        pending = self.writer.pending_expiry(entry_id)
         return pending is not None and pending > now
 
     def _hit(self, row: EntryRow, kind: HitKind, similarity: float, now: float, scope: str,
@@ -278,7 +278,7 @@ class LookupPipeline:
         except (ZstdError, ValueError, TypeError) as exc:
             raise corrupt_entry(self.store.location, row.id, exc) from None
         # refresh_on_access only matters for entries with a ttl (most have none).
-        expires = self.batcher.record_hit(row, kind, now,
+        expires = self.writer.record_hit(row, kind, now,
                                           row.ttl is not None and self.refresh())
         # Positional: a keyword call of this 12-field dataclass costs 3x as much.
         return Hit(response, kind, similarity, row.id, row.namespace, row.created_at, expires,

@@ -248,7 +248,7 @@ class Writer:
     def _ensure_timer(self) -> None:
         """Start the flush timer of this process unless it runs (``_timer_running`` is the
         cheap check on every hit: the timer clears it when it ends, and a forked child's
-        batchers are reset by :func:`_after_fork`, since the child has no threads)."""
+        writers are reset by :func:`_after_fork`, since the child has no threads)."""
         with self._lock:
             if self._timer_running or self._stopped:
                 return
@@ -272,29 +272,29 @@ class Writer:
 class _FlushTimer(threading.Thread):
     """Writes a due batch even when the process does no further reads or writes."""
 
-    def __init__(self, batcher: Writer) -> None:
+    def __init__(self, writer: Writer) -> None:
         super().__init__(name="semcache-flush", daemon=True)
         self.pid = os.getpid()
         # A weak reference: a cache dropped without close() must not be kept alive by this.
-        self._batcher = weakref.ref(batcher)
+        self._writer = weakref.ref(writer)
         self._stopped = threading.Event()
 
     def run(self) -> None:
         try:
             while not self._stopped.wait(FLUSH_INTERVAL):
-                batcher = self._batcher()
-                if batcher is None:
+                writer = self._writer()
+                if writer is None:
                     return
-                if batcher.pending:
-                    batcher.try_flush()
-                batcher.upkeep()
-                del batcher
+                if writer.pending:
+                    writer.try_flush()
+                writer.upkeep()
+                del writer
         except Exception as exc:  # noqa: BLE001 - the next hit starts a new timer
             log.warning("semcache: the batched-hit flush timer stopped (%s)", exc)
         finally:
-            batcher = self._batcher()
-            if batcher is not None and batcher._timer is self:
-                batcher._timer_running = False
+            writer = self._writer()
+            if writer is not None and writer._timer is self:
+                writer._timer_running = False
 
     def stop(self) -> None:
         self._stopped.set()

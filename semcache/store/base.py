@@ -220,6 +220,8 @@ class Store(Protocol):
 
     #: Where the cache lives, as shown in messages: a file path or a URL without password.
     location: str
+    #: The file, resolved (symlinks followed once); for a server, the same as ``location``.
+    path: str
     readonly: bool
     #: The settings table (file-defining settings and stored tunables), as text.
     settings: dict[str, str]

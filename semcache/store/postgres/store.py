@@ -127,7 +127,7 @@ class PostgresStore:
                  exact_scan_below: int = EXACT_SCAN_BELOW, ef_search: int = EF_SEARCH,
                  iterative_scan: str = ITERATIVE_SCAN, pipeline: bool | None = None) -> None:
         self.info: ConnInfo = parse(url, schema)
-        self.location = self.info.location
+        self.location = self.path = self.info.location
         self.schema = self.info.schema
         self.readonly = readonly
         self._lock = ProcessLock(self.location)
@@ -304,7 +304,7 @@ class PostgresStore:
         return size
 
     def search_plan(self, partition_id: int) -> str:
-        """``"hnsw"`` or ``"exact"``: how :meth:`search` will search this partition."""
+        """``"hnsw"`` or ``"exact"``: how :meth:`nearest` will search this partition."""
         if not self.hnsw or self.partition_size(partition_id) <= self.exact_scan_below:
             return "exact"
         return "hnsw"
