@@ -14,7 +14,6 @@ batched hit counts.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import os
 import time
@@ -25,11 +24,12 @@ import numpy as np
 
 from semcache.cache._coalesce import Claim, Coalescer
 from semcache.cache._gate import OPEN_CACHES, Gate
-from semcache.cache._pipeline import LookupPipeline, Query, query_hash
+from semcache.cache._pipeline import LookupPipeline, Query
+from semcache.cache._trust import record_verdict, verdict_subject
 from semcache.cache._writer import Writer
 from semcache.cache._writes import EntryFactory, enforce_limit, is_vector, write_entries
 from semcache.cache.entry import Entry, decode_record, selection
-from semcache.cache.hit import Hit, verdict_subject
+from semcache.cache.hit import Hit
 from semcache.embedders.base import Embedder
 from semcache.errors import ConfigurationError, InvalidInputError, InvalidTypeError, SemcacheError
 from semcache.kernels.projection import BinaryEncoder, validate_vector, validate_vectors
@@ -462,18 +462,11 @@ class Cache:
         entry id without a query, deletes the entry (its answer is wrong for the very
         request it was stored for). Verdicts feed ``semcache calibrate``.
         """
-        entry_id, kind, sim, text = verdict_subject(hit, query, similarity)
+        subject = verdict_subject(hit, query, similarity)
         check_bool(correct, "correct")
         with self._gate:
-            row = self._store.get_by_ids([entry_id])
-            namespace = row[0].namespace if row else self.namespace
-            verdict = Verdict(entry_id, namespace, None if text is None else query_hash(text),
-                              kind, sim, correct, self._clock())
-            with self._writer.write() as w:
-                w.txn.record_verdict(verdict)
-                w.count(**{"feedback_right" if correct else "feedback_wrong": 1})
-                if not correct and (kind == "exact" or text is None):
-                    w.txn.delete(EntryFilter(ids=(entry_id,)))
+            record_verdict(self._writer, self._store, subject, correct, self._clock(),
+                           self.namespace)
 
     def verdicts(self, namespace: str | None = None) -> list[Verdict]:
         """Recorded verdicts (of one namespace when given), oldest first."""
@@ -576,19 +569,4 @@ class Cache:
         return memoize(self, namespace=namespace, ttl=ttl, semantic=semantic)
 
 
-def open(path: str | os.PathLike[str], **settings: Any) -> Cache:  # noqa: A001
-    """Create or open the cache at ``path`` (a file, or a ``postgresql://`` URL).
-
-    See :class:`Cache` for the settings; an unknown one raises ConfigurationError."""
-    unknown = sorted(set(settings) - _SETTINGS)
-    if unknown:
-        raise ConfigurationError(
-            f"unknown setting(s) {', '.join(unknown)} for semcache.open(); expected some of "
-            f"{', '.join(sorted(_SETTINGS))} (stream replay options belong to wrap())")
-    return Cache(path, **settings)
-
-
-_SETTINGS = frozenset(inspect.signature(Cache.__init__).parameters) - {"self", "path"}
-
-
-__all__ = ["Cache", "is_vector", "open"]
+__all__ = ["Cache", "is_vector"]

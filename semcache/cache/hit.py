@@ -5,9 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from semcache.errors import InvalidInputError
-from semcache.validation import check_entry_id, check_prompt
-
 #: Which tier answered: the exact key, or a semantic (paraphrase) match.
 HitKind = Literal["exact", "semantic"]
 
@@ -36,19 +33,4 @@ class Hit:
     query: str | None = None
 
 
-def verdict_subject(hit: Hit | int, query: str | None,
-                     similarity: float | None) -> tuple[int, str, float, str | None]:
-    """(entry id, kind, similarity, query text) of a feedback call."""
-    if isinstance(hit, Hit):
-        text = query if query is not None else hit.query
-        return hit.entry_id, hit.kind, float(hit.similarity), text
-    entry_id = check_entry_id(hit)
-    text = None if query is None else check_prompt(query, "query")
-    if similarity is not None and not (isinstance(similarity, (int, float))
-                                       and -1.0 <= similarity <= 1.0):
-        raise InvalidInputError(f"similarity must be a cosine in [-1, 1]; got {similarity!r}")
-    return entry_id, "semantic", 0.0 if similarity is None else float(similarity), text
-
-
-
-__all__ = ["Hit", "HitKind", "verdict_subject"]
+__all__ = ["Hit", "HitKind"]
