@@ -60,7 +60,7 @@ _LONG_WRITE = """
                             tokens=0, created_at=time.time(), expires_at=None, ttl=None)])
         pathlib.Path(flag).touch()
         time.sleep(hold)
-    cache.close()
+    store.close()
 """
 
 
