@@ -160,8 +160,7 @@ class Neighbours(NamedTuple):
     :meth:`Store.check` (``semcache verify``) reports it."""
 
     ranked: list[tuple[EntryRow, float]]
-    """(row, cosine) pairs, best cosine first, ties newest (highest id) first; rows carry
-    no vector."""
+    """(row, cosine) pairs, best cosine first, ties newest (highest id) first."""
     damaged: list[int]
 
 

@@ -30,10 +30,6 @@ log = logging.getLogger("semcache")
 _REMEMBERED = 10_000
 
 
-def _rank(pair: tuple[EntryRow, float]) -> tuple[float, int]:
-    return pair[1], pair[0].id
-
-
 class DamagedVectors:
     """Logs each damaged entry of one store once per process."""
 
@@ -56,8 +52,7 @@ class DamagedVectors:
 
 def rescore(rows: list[EntryRow], query: np.ndarray, damaged: DamagedVectors) -> Neighbours:
     """Rows (read with their vectors) ranked by the exact cosine of their vector with
-    ``query`` (a unit float32 vector), best first, ties newest first; damaged ones apart.
-    The rows' vectors are dropped (they are not part of a hit)."""
+    ``query`` (a unit float32 vector), best first, ties newest first; damaged ones apart."""
     size = 4 * query.shape[0]
     good: list[EntryRow] = []
     bad: list[int] = []
@@ -67,6 +62,7 @@ def rescore(rows: list[EntryRow], query: np.ndarray, damaged: DamagedVectors) ->
         else:
             bad.append(row.id)
     ranked: list[tuple[EntryRow, float]] = []
+    scored: list[tuple[float, int, EntryRow]] = []  # sorted as tuples: cheaper than a key
     if good:
         # One (k, dim) @ (dim,) product and one row-wise sum of squares; the k cosines are
         # then finished in Python (k <= 16: cheaper than more numpy calls).
@@ -76,13 +72,13 @@ def rescore(rows: list[EntryRow], query: np.ndarray, damaged: DamagedVectors) ->
         qq = float(q @ q)
         for row, dot, ss in zip(good, (m @ q).tolist(), np.einsum("ij,ij->i", m, m).tolist(),
                                 strict=True):
-            row.vector = None
             sim = dot / math.sqrt(ss * qq) if ss > 0.0 and qq > 0.0 else math.nan
             if math.isfinite(sim):
-                ranked.append((row, min(max(sim, -1.0), 1.0)))
+                scored.append((min(max(sim, -1.0), 1.0), row.id, row))
             else:  # a zero or non-finite stored vector
                 bad.append(row.id)
-        ranked.sort(key=_rank, reverse=True)
+        scored.sort(reverse=True)  # ids are unique: rows themselves are never compared
+        ranked = [(row, sim) for sim, _, row in scored]
     if bad:
         damaged.note(bad)
     return Neighbours(ranked, bad)
@@ -90,13 +86,13 @@ def rescore(rows: list[EntryRow], query: np.ndarray, damaged: DamagedVectors) ->
 
 def ranked(rows: list[tuple[EntryRow, float | None]], damaged: DamagedVectors) -> Neighbours:
     """:class:`Neighbours` of rows whose cosine the engine computed (None: damaged)."""
-    good = [(row, min(max(float(sim), -1.0), 1.0)) for row, sim in rows
-            if sim is not None and math.isfinite(sim)]
+    scored = [(min(max(float(sim), -1.0), 1.0), row.id, row) for row, sim in rows
+              if sim is not None and math.isfinite(sim)]
     bad = [row.id for row, sim in rows if sim is None or not math.isfinite(sim)]
-    good.sort(key=_rank, reverse=True)
+    scored.sort(reverse=True)
     if bad:
         damaged.note(bad)
-    return Neighbours(good, bad)
+    return Neighbours([(row, sim) for sim, _, row in scored], bad)
 
 
 __all__ = ["DamagedVectors", "rescore", "ranked"]

@@ -79,11 +79,6 @@ def expires_u32_array(expires: np.ndarray) -> np.ndarray:
     return out
 
 
-def _reaches(found: Neighbours, min_cosine: float | None) -> bool:
-    """A candidate of ``found`` may answer (its cosine reaches the caller's threshold)."""
-    return bool(found.ranked) and (min_cosine is None or found.ranked[0][1] >= min_cosine)
-
-
 class SemanticIndex:
     """Code mirror + SQL fallback + exact-cosine rescoring for one cache file.
 
@@ -130,12 +125,12 @@ class SemanticIndex:
         committed between the scan and the read (otherwise: look again; the last time
         under the write lock)."""
         q = np.frombuffer(code, dtype=np.uint8)
-        found = Neighbours([], [])
+        found: Neighbours | None = None
         for attempt in range(_RESCANS + 1):
             if attempt == _RESCANS:
                 rows = self._fetch_locked(q, partition_id, now, min_cosine, k)
-                if rows is None:
-                    return found  # a long write holds the lock: keep the last answer
+                if rows is None:  # a long write holds the lock: keep the last answer
+                    return found if found is not None else Neighbours([], [])
                 return self._rescored(rows, vector, partition_id)
             ids, from_mirror, version = self._candidate_ids(q, partition_id, now, min_cosine,
                                                             attempt > 0, k)
@@ -144,12 +139,13 @@ class SemanticIndex:
                 self._invalidate("rows of another partition")  # damaged: rebuild
                 continue
             found = self._rescored(rows, vector, partition_id)
-            if _reaches(found, min_cosine):
-                return found
+            ranked = found.ranked
+            if ranked and (min_cosine is None or ranked[0][1] >= min_cosine):
+                return found  # a candidate may answer
             if len(rows) == len(ids) and self._db.data_version() == version:
                 return found  # nothing moved between the check, the scan and the read
             self.rescans += 1  # an entry was replaced or added meanwhile: look again
-        return found
+        return found if found is not None else Neighbours([], [])
 
     def _rescored(self, rows: list[Any], vector: np.ndarray, partition_id: int) -> Neighbours:
         return rescore([r for r in rows if r.partition_id == partition_id], vector,
