@@ -17,6 +17,7 @@ from typing import Any
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no price-map download
 
 import litellm  # noqa: E402
+import openai  # noqa: E402
 import pytest  # noqa: E402
 from litellm.caching.caching import Cache as LiteLLMCache  # noqa: E402
 
@@ -28,7 +29,11 @@ from semcache.integrations.litellm import SemcacheLiteLLMCache, litellm_request 
 from semcache.stub_server import StubOpenAIServer  # noqa: E402
 from tests.engines import ENGINES  # noqa: E402
 
-pytestmark = pytest.mark.engines(*ENGINES)
+pytestmark = [
+    pytest.mark.engines(*ENGINES),
+    # LiteLLM's own pydantic models warn when it builds them; nothing of semcache's
+    pytest.mark.filterwarnings("ignore:Items? .* `ReadOnly` qualifier:UserWarning"),
+]
 
 QUESTION = "What is the capital of France?"
 PARAPHRASE = "Please tell me: which is the capital of France"
@@ -221,7 +226,8 @@ def test_a_cached_answer_is_replayed_as_litellm_chunks(enabled, server):
     stream = ask(server, stream=True)
     chunks = list(stream)
     assert len(server.chat_requests) == 1
-    assert all(isinstance(c, litellm.ModelResponseStream) for c in chunks) and len(chunks) > 3
+    # LiteLLM's own replay: a chunk per word (1.10x), or the whole text then the finish (1.80)
+    assert all(isinstance(c, litellm.ModelResponseStream) for c in chunks) and len(chunks) >= 2
     assert streamed(chunks) == content(first)
     assert chunks[-1].choices[0].finish_reason == "stop"
     assert semcache.cache_info(stream).kind == "exact"
@@ -243,7 +249,7 @@ def test_an_interrupted_stream_is_not_stored(enabled, cache):
     with StubOpenAIServer(fail_stream_after=2) as broken:
         stream = ask(broken, stream=True)
         received = [next(stream), next(stream)]
-        with pytest.raises(litellm.exceptions.MidStreamFallbackError):  # the broken connection
+        with pytest.raises(openai.APIError):  # LiteLLM's error for the broken connection
             received += list(stream)
         assert streamed(received)  # part of the answer came through
     assert cache.stats()["puts"] == 0 and semcache.cache_info(stream).entry_id is None
@@ -252,7 +258,10 @@ def test_an_interrupted_stream_is_not_stored(enabled, cache):
 def test_a_stream_closed_early_is_not_stored(enabled, server, cache):
     stream = ask(server, stream=True)
     next(stream), next(stream)
-    stream.close()
+    close = getattr(stream, "close", None)  # the caller stops reading (LiteLLM >= 1.10x: close)
+    if close is not None:
+        close()
+    del stream
     assert cache.stats()["puts"] == 0
     ask(server)
     assert len(server.chat_requests) == 2

@@ -48,6 +48,7 @@ separately, and does not call the store when the model call failed.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import logging
 import threading
@@ -78,10 +79,10 @@ try:
     import litellm
     from litellm.caching.caching import Cache as _LiteLLMCache
     from litellm.types.caching import CachingSupportedCallTypes, LiteLLMCacheType
-    from litellm.types.utils import is_litellm_owned_kwarg
+    from litellm.types.utils import all_litellm_params
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
-        "semcache.integrations.litellm needs the litellm package: "
+        f"semcache.integrations.litellm needs the litellm package ({exc}): "
         "pip install 'semcache-sqlite[litellm]'") from exc
 
 logger = logging.getLogger("semcache")
@@ -110,13 +111,19 @@ CALLS_KEPT = 10_000
 CALL_TYPES: tuple[CachingSupportedCallTypes, ...] = ("completion", "acompletion")
 
 
+def _litellm_owned(name: str) -> bool:
+    # LiteLLM's own parameters are listed in all_litellm_params; its internal ones start
+    # with "_" (a provider's generation parameter never does).
+    return name in all_litellm_params or name.startswith("_")
+
+
 def litellm_request(kwargs: Mapping[str, Any]) -> dict[str, Any]:
     """The request to key: the arguments of a LiteLLM call without LiteLLM's own ones
     (:data:`KEYED_LITELLM_PARAMS` stay); :mod:`semcache.keys` then drops ``stream``,
     ``timeout``, ``user``... like for every integration."""
     return {name: value for name, value in kwargs.items()
             if name not in _HANDLER_ADDED
-            and (name in KEYED_LITELLM_PARAMS or not is_litellm_owned_kwarg(name))}
+            and (name in KEYED_LITELLM_PARAMS or not _litellm_owned(name))}
 
 
 @dataclass(frozen=True)
@@ -334,25 +341,25 @@ _lock = threading.Lock()
 _previous: _Previous | None = None
 
 
+#: Modules that the cache-hit path of some LiteLLM versions imports: they pull LiteLLM's
+#: proxy, whose packages a plain ``pip install litellm`` lacks (BerriAI/litellm#42195).
+_HIT_PATH_MODULES = ("litellm.llms.anthropic.messages.native.response_cache",)
+
+
 def _check_hit_path() -> None:
-    """Fail now, not on the first cache hit, when LiteLLM's hit path cannot run.
-
-    Some LiteLLM versions import their proxy modules on every cache hit, which need
-    packages a plain ``pip install litellm`` lacks (BerriAI/litellm#42195); the extra
-    ``[litellm]`` installs them.
-    """
-    from litellm.caching import caching_handler
-
-    probe = getattr(caching_handler, "_should_defer_streaming_cache_hit_callbacks", None)
-    if probe is None:
-        return
-    try:
-        probe(cached_result=None)
-    except ImportError as exc:
-        raise ImportError(
-            f"this LiteLLM ({getattr(litellm, 'version', '?')}) needs the {exc.name!r} "
-            "package to serve cache hits: pip install 'semcache-sqlite[litellm]'",
-            name=exc.name) from exc
+    """Fail now, with the fix, rather than on the first cache hit when LiteLLM's hit path
+    cannot import what it needs (the extra ``[litellm]`` installs it)."""
+    for name in _HIT_PATH_MODULES:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            missing = exc.name or ""
+            if missing and (name == missing or name.startswith(missing + ".")):
+                continue  # this LiteLLM has no such module: its hit path does not need it
+            raise ImportError(
+                f"this LiteLLM ({getattr(litellm, 'version', '?')}) needs the {missing!r} "
+                "package to serve cache hits: pip install 'semcache-sqlite[litellm]'",
+                name=missing) from exc
 
 
 def enable(cache: RequestCache, *, namespace: str | None = None, ttl: Any = UNSET,
