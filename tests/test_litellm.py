@@ -397,12 +397,35 @@ def test_enable_options_are_defaults(server, cache, clock):
     ({"no-cache": "yes"}, InvalidTypeError, "yes"),
     ({"s-maxage": -1}, InvalidInputError, "-1"),
     ({"nocache": True}, InvalidInputError, "nocache"),
+    ({"use-cache": "always"}, InvalidTypeError, "always"),
 ])
 def test_bad_controls_are_refused_before_the_model_is_called(enabled, server, cache,
                                                              control, error, named):
     with pytest.raises(error, match=named):
         ask(server, cache=control)
     assert server.chat_requests == [] and cache.stats()["puts"] == 0
+
+
+def test_a_bad_control_seen_only_at_store_time_never_costs_the_answer(enabled, server, cache,
+                                                                     caplog):
+    # no-cache: LiteLLM skips the lookup, so the bad ttl is first seen by the store
+    answer = ask(server, cache={"no-cache": True, "ttl": float("inf")})
+    assert content(answer).startswith("You asked:") and len(server.chat_requests) == 1
+    assert cache.stats()["puts"] == 0 and "answer not stored" in caplog.text
+
+
+async def test_a_bad_control_is_refused_by_acompletion_too(enabled, server, cache):
+    with pytest.raises(InvalidInputError, match="inf"):
+        await aask(server, cache={"ttl": float("inf")})
+    assert server.chat_requests == [] and cache.stats()["puts"] == 0
+
+
+def test_a_mock_response_is_never_served_to_a_real_call(enabled, server):
+    mocked = ask(server, mock_response="A canned answer.")
+    assert content(mocked) == "A canned answer." and server.chat_requests == []
+    assert semcache.cache_info(ask(server, mock_response="A canned answer.")).hit
+    real = ask(server)
+    assert len(server.chat_requests) == 1 and not semcache.cache_info(real).hit
 
 
 def test_a_request_that_cannot_be_keyed_passes_through(enabled, caplog):

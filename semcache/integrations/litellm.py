@@ -168,8 +168,12 @@ def parse_cache_control(kwargs: Mapping[str, Any]) -> CallControl:
     ours = {name: value[key] for key, name in
             (("no-cache", "no_cache"), ("no-store", "no_store"), ("ttl", "ttl"),
              ("namespace", "namespace")) if value.get(key) is not None}
-    max_age = value.get("s-maxage", value.get("s-max-age"))
-    return CallControl(parse_control(ours, where="cache"), _max_age(max_age), bypass)
+    use_cache = value.get("use-cache")
+    if use_cache is not None and not isinstance(use_cache, bool):
+        raise InvalidTypeError(f"cache 'use-cache' must be a bool, got {use_cache!r}")
+    max_age = value.get("s-maxage")
+    return CallControl(parse_control(ours, where="cache"),
+                       _max_age(value.get("s-max-age") if max_age is None else max_age), bypass)
 
 
 class CallInfos:
@@ -249,17 +253,16 @@ class SemcacheLiteLLMCache(_LiteLLMCache):
         checked_ttl = check_ttl_option(ttl, "SemcacheLiteLLMCache")
         # LiteLLM's part: chat completions only; its in-memory store stays empty.
         super().__init__(type=LiteLLMCacheType.LOCAL, supported_call_types=list(CALL_TYPES))
-        self.max_messages = None  # scopes cover long conversations: no cap on turns
         self.semcache = cache
         self.semcache_namespace = checked_namespace
         self.semcache_ttl = checked_ttl
-        self.exact_only = exact_only
+        self.semcache_exact_only = exact_only
 
     def _plan(self, kwargs: Mapping[str, Any], control: Control) -> Plan | None:
         try:
             return plan_request(self.semcache, CHAT, litellm_request(kwargs), control,
                                 namespace=self.semcache_namespace, ttl=self.semcache_ttl,
-                                exact_only=self.exact_only)
+                                exact_only=self.semcache_exact_only)
         except SemcacheError as exc:
             logger.warning("semcache: LiteLLM request passed through uncached: %s", exc)
             return None
@@ -297,14 +300,16 @@ class SemcacheLiteLLMCache(_LiteLLMCache):
         return hit.response
 
     def add_cache(self, result: Any, **kwargs: Any) -> None:
-        """Store the answer of a call (never raises: the answer is already paid for)."""
+        """Store the answer of a call. Never raises: LiteLLM calls this before it returns
+        the answer, which is already paid for (failures are logged as warnings)."""
         try:
             call = parse_cache_control(kwargs)
-        except SemcacheError as exc:
-            logger.warning("semcache: answer not stored: %s", exc)
+            plan = None if call.bypass else self._plan(kwargs, call.control)
+            data = None if plan is None else _answer_json(result)
+        except Exception as exc:  # noqa: BLE001 - keep the paid answer
+            logger.warning("semcache: LiteLLM answer not stored: %s: %s",
+                           type(exc).__name__, exc)
             return
-        plan = None if call.bypass else self._plan(kwargs, call.control)
-        data = None if plan is None else _answer_json(result)
         if plan is None or data is None:
             return
         entry_id = store(plan, data)
