@@ -8,8 +8,11 @@ The tests that use a cache run on both engines (an SQLite file, a PostgreSQL sch
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -489,3 +492,33 @@ def test_enable_refuses_bad_options_and_changes_nothing(cache, options, error):
     assert litellm.cache is None and litellm.success_callback == callbacks
     with pytest.raises(InvalidTypeError):
         semcache_litellm.enable("llm.db")  # type: ignore[arg-type]
+
+
+_WITHOUT_FASTAPI = """
+import sys
+sys.modules["fastapi"] = None  # as after a plain `pip install litellm`
+import litellm, semcache
+from semcache.integrations import litellm as semcache_litellm
+from tests.word_embedder import WordEmbedder
+cache = semcache.open(sys.argv[1], embedder=WordEmbedder())
+try:
+    semcache_litellm.enable(cache)
+except ImportError as exc:
+    print("refused:", exc)
+print("litellm.cache:", litellm.cache)
+"""
+
+
+@pytest.mark.engines("sqlite")
+def test_enable_says_what_litellm_hit_path_lacks(tmp_path):
+    # LiteLLM 1.10x imports its proxy (fastapi) on every cache hit: enable() says so up
+    # front instead of letting the first hit fail (BerriAI/litellm#42195).
+    if importlib.util.find_spec("litellm.llms.anthropic.messages.native.response_cache") is None:
+        pytest.skip("this LiteLLM's hit path does not import its proxy")
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+           "PYTHONPATH": os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run([sys.executable, "-c", _WITHOUT_FASTAPI, str(tmp_path / "c.db")],
+                         capture_output=True, text=True, timeout=300, env=env, check=True)
+    assert "refused:" in out.stdout and "'fastapi'" in out.stdout, out.stdout + out.stderr
+    assert "pip install 'semcache-sqlite[litellm]'" in out.stdout
+    assert "litellm.cache: None" in out.stdout  # nothing was changed
