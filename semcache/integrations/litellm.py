@@ -22,7 +22,7 @@ caching handler then calls it around every ``completion`` / ``acompletion``:
   is embedded; the system prompt and earlier turns are scope.
 * **Hits** are returned as the chat completion JSON; LiteLLM turns it into its
   ``ModelResponse`` (``_hidden_params["cache_hit"]`` is True), or with ``stream=True``
-  replays it as its own stream chunks (one chunk per word: LiteLLM's replay, so the
+  replays it as its own stream chunks (LiteLLM's replay, a chunk per word in 1.10x: the
   ``stream_chunk_*`` settings of ``wrap`` do not apply). A semantic hit also sets
   ``metadata["semantic-similarity"]`` when the call passed a ``metadata`` dict, as
   LiteLLM's own semantic caches do.
