@@ -4,12 +4,14 @@
 * :mod:`semcache.integrations.proxy` - ``semcache serve``, an OpenAI-compatible caching
   HTTP proxy (extra ``[serve]``);
 * :mod:`semcache.integrations.langchain` - a LangChain ``BaseCache`` (extra ``[langchain]``).
+* :mod:`semcache.integrations.litellm` - ``enable(cache)``: LiteLLM's ``litellm.cache``
+  (extra ``[litellm]``).
 
 They share one set of request rules (:mod:`semcache.integrations.pipeline`), go through
 the public request-level API of the cache only - named here as the
 :class:`RequestCache` Protocol - and report what the cache did through
 :func:`cache_info`. Each imports its client library lazily, so importing :mod:`semcache`
-never requires (nor loads) ``openai``, ``starlette`` or ``langchain_core``.
+never requires (nor loads) ``openai``, ``starlette``, ``langchain_core`` or ``litellm``.
 """
 
 from __future__ import annotations

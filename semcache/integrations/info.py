@@ -10,11 +10,14 @@ sends the same facts as ``X-Semcache*`` response headers.
 
 How it is carried: on SDK objects and streams, as the attribute ``_semcache_info``
 (pydantic keeps it out of ``model_dump`` and ``==``); on LangChain objects, as a plain
-dict under the ``"semcache"`` key of ``response_metadata`` / ``generation_info``.
+dict under the ``"semcache"`` key of ``response_metadata`` / ``generation_info``; LiteLLM
+builds its responses itself, so the LiteLLM cache keeps the info by the call's
+``litellm_call_id``, which LiteLLM puts in the response's ``_hidden_params``.
 """
 
 from __future__ import annotations
 
+import sys
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -129,14 +132,27 @@ def _from_langchain(result: Any) -> CacheInfo | None:
     return None
 
 
+def _from_litellm(result: Any) -> CacheInfo | None:
+    """LiteLLM builds its responses and streams itself; they carry the call's
+    ``litellm_call_id`` in ``_hidden_params``, under which the LiteLLM cache kept the info."""
+    hidden = getattr(result, "_hidden_params", None)
+    call_id = hidden.get("litellm_call_id") if isinstance(hidden, dict) else None
+    integration = sys.modules.get("semcache.integrations.litellm")
+    if not isinstance(call_id, str) or integration is None:
+        return None
+    found: CacheInfo | None = integration.info_for_call(call_id)
+    return found
+
+
 def cache_info(result: Any) -> CacheInfo | None:
     """Whether ``result`` was served from the cache, and how; None if semcache never saw it.
 
     ``result`` is anything returned through :func:`semcache.wrap` (a ``ChatCompletion``,
     ``ParsedChatCompletion``, ``Response``, a stream - replayed or live -, the object of
-    ``with_raw_response``) or through the LangChain cache (``AIMessage``, ``Generation``,
-    ``ChatGeneration``, ``LLMResult`` / ``ChatResult`` - their first generation). A live
-    stream's ``entry_id`` appears once the stream completed and was stored.
+    ``with_raw_response``), through the LangChain cache (``AIMessage``, ``Generation``,
+    ``ChatGeneration``, ``LLMResult`` / ``ChatResult`` - their first generation) or through
+    LiteLLM's cache (``ModelResponse``, its streams). A live stream's ``entry_id`` appears
+    once the stream completed and was stored.
 
     Example::
 
@@ -149,6 +165,9 @@ def cache_info(result: Any) -> CacheInfo | None:
     if info is None:
         info = getattr(result, _ATTRIBUTE, None)
     if isinstance(info, CacheInfo):
+        return info
+    info = _from_litellm(result)
+    if info is not None:
         return info
     generations = getattr(result, "generations", None)
     if isinstance(generations, list) and generations:
