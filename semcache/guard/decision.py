@@ -4,7 +4,7 @@ be wrong?
 A candidate reaches the decision when its cosine is at or above the floor
 (``similarity_threshold``). It is rejected when its stored prompt differs from the query in
 something that changes the answer - the near-miss guard's precise rules (opposite actions,
-swapped direction, negation, a different number or entity in the same place) and the
+swapped direction, negation, a different number, unit or entity in the same place) and the
 contrast checks of :mod:`semcache.guard.contrast` (question kind, quantifier, ordinal,
 antonym, word order around a direction, an added modifier or a substituted word in two
 aligned prompts...). Otherwise it is served, with ``p_wrong``: the probability that its answer
@@ -29,13 +29,13 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-from semcache.guard.contrast import CHECKS, Pair, matched
+from semcache.guard.contrast import CHECKS, Pair, same_thing
 from semcache.guard.rules import check_actions, check_direction, check_negation, check_opposites
-from semcache.guard.text import Analysis, analyze
+from semcache.guard.text import Analysis, analyze, stem
 
 #: Every rejection reason, in the order the checks run.
 DECISION_REASONS: tuple[str, ...] = (
-    "opposite_action", "direction", "negation", "number", "entity",
+    "opposite_action", "direction", "negation", "number", "unit", "entity",
     *(name for name, _ in CHECKS))
 
 
@@ -78,11 +78,18 @@ class Calibration:
                    {k: float(v) for k, v in doc["rejected"].items()}, str(doc["trained_on"]))
 
 
+def _mentions(a: Analysis, name: str) -> bool:
+    """``a`` mentions ``name``: in any inflection, or abbreviated ("teen" / "teenager"); a
+    one-letter change is another name ("Austria" / "Australia"), not a typo."""
+    return (name in a.vocabulary or stem(name) in a.stems
+            or any(same_thing(name, v) for v in a.vocabulary if len(v) >= 3))
+
+
 def _entity_substitution(q: Analysis, s: Analysis) -> str | None:
-    """A name on each side that the other side does not mention (an abbreviation counts as a
-    mention: "USA" / "United States" are the guard's alias, "teen" / "teenager" a prefix)."""
-    only_q = {n for n in q.names - s.names if not matched(n, s.vocabulary)}
-    only_s = {n for n in s.names - q.names if not matched(n, q.vocabulary)}
+    """A name on each side that the other side does not mention (an alias or abbreviation
+    counts as a mention: "USA" / "United States", "teen" / "teenager")."""
+    only_q = {n for n in q.names - s.names if not _mentions(s, n)}
+    only_s = {n for n in s.names - q.names if not _mentions(q, n)}
     if only_q and only_s:
         return f"{', '.join(sorted(only_q))} vs {', '.join(sorted(only_s))}"
     return None
@@ -95,12 +102,20 @@ def _number_change(q: Analysis, s: Analysis) -> str | None:
     return None
 
 
+def _unit_change(q: Analysis, s: Analysis) -> str | None:
+    """Both prompts name units and they differ ("tablespoons" / "teaspoons")."""
+    if q.units and s.units and q.units != s.units:
+        return f"{', '.join(sorted(q.units))} vs {', '.join(sorted(s.units))}"
+    return None
+
+
 def _guard_rules(q: Analysis, s: Analysis) -> tuple[str, str] | None:
     for verdict in (check_opposites(q, s), check_actions(q, s), check_direction(q, s),
                     check_negation(q, s)):
         if verdict is not None:
             return verdict
-    for reason, rule in (("number", _number_change), ("entity", _entity_substitution)):
+    for reason, rule in (("number", _number_change), ("unit", _unit_change),
+                         ("entity", _entity_substitution)):
         detail = rule(q, s)
         if detail is not None:
             return reason, detail
