@@ -373,8 +373,8 @@ def _content_sequence(words: tuple[str, ...]) -> list[str]:
 
 
 def check_order(p: Pair) -> str | None:
-    for x, y in p.a.directions:
-        for x2, y2 in p.b.directions:
+    for x, y in sorted(p.a.directions):
+        for x2, y2 in sorted(p.b.directions):
             if same_thing(x, y2) and same_thing(y, x2) and not same_thing(x, y):
                 return f"{x} -> {y} vs {x2} -> {y2}"
     ca, cb = _content_sequence(p.a.words), _content_sequence(p.b.words)
@@ -390,13 +390,17 @@ def check_prefix(p: Pair) -> str | None:
 def _first_person_roles(raw: tuple[str, ...]) -> tuple[set[str], set[str]]:
     """Words right after "I"/"we" (done by me) and right before "me"/"us" (done to me)."""
     subject, obj = set(), set()
+
+    def verb(t: str) -> bool:
+        return t not in cw.FILLER and t not in cw.DETERMINERS and t != _BREAK
+
     for i, w in enumerate(raw):
         if w in cw.FIRST_PERSON_SUBJECT:
-            word = next((t for t in raw[i + 1:i + 3] if t not in _FUNCTION), None)
+            word = next((t for t in raw[i + 1:i + 3] if verb(t)), None)
             if word:
                 subject.add(base(word))
         if w in cw.FIRST_PERSON_OBJECT and i:
-            word = next((t for t in reversed(raw[max(0, i - 2):i]) if t not in _FUNCTION), None)
+            word = next((t for t in reversed(raw[max(0, i - 2):i]) if verb(t)), None)
             if word:
                 obj.add(base(word))
     return subject, obj
@@ -430,4 +434,13 @@ CHECKS: tuple[tuple[str, Check], ...] = (
     ("substitution", check_substitution),
 )
 
-__all__ = ["ALIGNED", "CHECKS", "Pair", "Reading", "base", "matched", "opposite", "read"]
+def clear_memos() -> None:
+    """Forget every text reading (both the guard's analyses and this module's): the next
+    comparison reads its texts from scratch (for timing the worst case)."""
+    from semcache.guard.text import analyze
+
+    analyze.cache_clear()
+    read.cache_clear()
+
+
+__all__ = ["ALIGNED", "CHECKS", "clear_memos", "Pair", "Reading", "base", "matched", "opposite", "read"]
