@@ -195,8 +195,23 @@ def run_attacks(emb: SharedEmbedder, pairs: list[dict[str, str]], path: str,
             "served_examples": served}
 
 
+def other_orders(emb: SharedEmbedder, fs: FamilySet, seeds: Sequence[int], workdir: str,
+                 split: str) -> dict[str, Any]:
+    """The defaults on other shuffles of the same queries: how much one order's figures move."""
+    runs = []
+    for seed in seeds:
+        path = os.path.join(workdir, f"{split}-defaults-seed{seed}.db")
+        res = run_stream(emb, fs, fs.stream(seed), path, CONFIGS["defaults"])
+        runs.append({"seed": seed, "hit_rate": res["hit_rate"], "wrong_rate": res["wrong_rate"]})
+    hits = [r["hit_rate"] for r in runs]
+    wrongs = [r["wrong_rate"] for r in runs]
+    return {"runs": runs, "hit_rate_mean": statistics.fmean(hits),
+            "hit_rate_range": [min(hits), max(hits)], "wrong_rate_mean": statistics.fmean(wrongs),
+            "wrong_rate_range": [min(wrongs), max(wrongs)]}
+
+
 def evaluate_split(emb: SharedEmbedder, split: str, configs: Sequence[str], seed: int,
-                   workdir: str, latency: bool) -> dict[str, Any]:
+                   workdir: str, latency: bool, extra_seeds: Sequence[int] = ()) -> dict[str, Any]:
     fs = load_families(family_path(split))
     stream = fs.stream(seed)
     emb.prime([q.text for q in stream])
@@ -217,6 +232,13 @@ def evaluate_split(emb: SharedEmbedder, split: str, configs: Sequence[str], seed
               f"wrong {res['wrong_rate']:6.2%} ({res['wrong']}) of hits {res['wrong_among_hits']:5.1%}"
               + (f"  added p50 {res['latency']['added_p50_ms']:.3f} ms p95 "
                  f"{res['latency']['added_p95_ms']:.3f} ms" if "latency" in res else ""),
+              flush=True)
+    if extra_seeds and "defaults" in configs:
+        others = other_orders(emb, fs, [seed, *extra_seeds], workdir, split)
+        out["defaults_over_orders"] = others
+        print(f"{split:8s} defaults over {len(others['runs'])} orders: hit "
+              f"{others['hit_rate_mean']:.1%}, wrong {others['wrong_rate_mean']:.2%} "
+              f"(range {others['wrong_rate_range'][0]:.2%}-{others['wrong_rate_range'][1]:.2%})",
               flush=True)
     apath = attack_path(split)
     if apath.exists():
@@ -262,6 +284,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="default: dev, and heldout when its file exists")
     ap.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--extra-seeds", type=int, nargs="*", default=[1, 2, 3, 4],
+                    help="other orders for the defaults (the spread of one order's figures)")
     ap.add_argument("--no-latency", action="store_true")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
@@ -285,7 +309,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="semcache-stream-") as workdir:
         for split in splits:
             out["splits"][split] = evaluate_split(emb, split, args.configs, args.seed, workdir,
-                                                  not args.no_latency)
+                                                  not args.no_latency, args.extra_seeds)
     out["meta"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     out["goals"] = goals(out["splits"])
     args.out.parent.mkdir(parents=True, exist_ok=True)
