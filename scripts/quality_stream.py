@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import hashlib
 import json
 import os
 import platform
@@ -278,6 +279,23 @@ def goals(splits: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+#: The files that make the decision: the figures name the exact version they were made with.
+DECISION_FILES = ("semcache/guard/contrast.py", "semcache/guard/contrast_words.py",
+                  "semcache/guard/decision.py", "semcache/guard/decision.json",
+                  "semcache/guard/antonyms.txt", "semcache/guard/synonyms.txt",
+                  "semcache/guard/rules.py", "semcache/guard/lexicon.py",
+                  "semcache/guard/text.py", "semcache/settings.py")
+
+
+def decision_fingerprint() -> str:
+    """SHA-256 over the decision's files (rules, word lists, calibration, default floors)."""
+    digest = hashlib.sha256()
+    for name in DECISION_FILES:
+        digest.update(name.encode())
+        digest.update((ROOT / name).read_bytes())
+    return digest.hexdigest()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--splits", nargs="+", default=None,
@@ -298,6 +316,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                  "python": platform.python_version(), "numpy": np.__version__,
                  "machine": f"{platform.machine()}, {os.cpu_count()} cpus",
                  "configs": {k: CONFIGS[k] for k in args.configs},
+                 "decision_sha256": decision_fingerprint(),
                  "definitions": {
                      "hit_rate": "hits / queries", "wrong_rate": "wrong answers served / queries",
                      "wrong_among_hits": "wrong / hits",
