@@ -101,6 +101,13 @@ def stream_block(r: Results) -> str:
                          if old_a else "") + ". Served: " + ("; ".join(
                              f"\"{x['stored']}\" -> \"{x['query']}\" ({x['kind']}, "
                              f"{x['similarity']})" for x in a["served_examples"]) or "none") + "."]
+        cal = dig(res, "configs", "defaults", "p_wrong_of_hits")
+        d = dig(res, "configs", "defaults") or {}
+        if cal:
+            lines += ["", f"`hit.p_wrong` at the defaults: its sum over the {d.get('hits')} hits "
+                      f"predicts {cal['predicted_wrong']} wrong answers; {d.get('wrong')} were "
+                      f"wrong (mean p_wrong {cal['right_mean']} on right hits, "
+                      f"{cal['wrong_mean']} on wrong ones)."]
         lat = dig(res, "configs", "defaults", "latency")
         if lat:
             lines += ["", f"Time the decision adds to a semantic lookup (beyond the embedding, "
