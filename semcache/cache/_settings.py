@@ -1,5 +1,5 @@
 """The settings a cache runs with: tunables merged from arguments and the file, the
-similarity threshold of each namespace, and the near-miss guard.
+similarity threshold of each namespace, and the semantic decision (``guard``).
 
 Thresholds: ``similarity_threshold`` is the default of every namespace; a namespace may
 carry its own (``Cache.set_threshold``, ``semcache calibrate --apply``), stored in the
@@ -15,6 +15,7 @@ from typing import Any
 
 from semcache.settings import (
     CODE_BITS,
+    COSINE_ONLY_THRESHOLDS,
     DEFAULT_THRESHOLDS,
     FALLBACK_THRESHOLD,
     Tunables,
@@ -65,10 +66,14 @@ class CacheSettings:
         return self._tunables
 
     def default_threshold(self) -> float:
+        """The floor in force: the stored ``similarity_threshold``, else the embedder's
+        measured default - lower with the semantic decision on than for the cosine alone
+        (``guard=False``), which needs a higher floor to stay as safe."""
         t = self.tunables().similarity_threshold
         if t is not None:
             return t
-        return DEFAULT_THRESHOLDS.get(self._family, FALLBACK_THRESHOLD)
+        table = DEFAULT_THRESHOLDS if self.tunables().guard else COSINE_ONLY_THRESHOLDS
+        return table.get(self._family, FALLBACK_THRESHOLD)
 
     def threshold(self, namespace: str) -> float:
         own = self._namespace_thresholds.get(namespace)
@@ -90,15 +95,14 @@ class CacheSettings:
         return self.tunables().refresh_on_access
 
     def guard(self) -> Any:
-        """The near-miss guard, or None when turned off (``guard=False``)."""
+        """The semantic decision (near-miss guard and contrast checks), or None when turned
+        off (``guard=False``)."""
         if not self.tunables().guard:
             return None
         if self._guard is None:
-            try:
-                from semcache.guard import NearMissGuard
-            except ImportError:  # pragma: no cover - the guard ships with semcache
-                return None
-            self._guard = NearMissGuard()
+            from semcache.guard.decision import SemanticDecision
+
+            self._guard = SemanticDecision()
         return self._guard
 
     def describe(self, path: str, identity: Any, stored: dict[str, str],
