@@ -1,10 +1,11 @@
-"""The near-miss guard's part of ``scripts/quality.py``: every figure with and without it.
+"""The semantic decision's part of ``scripts/quality.py``: every figure with and without it.
 
-Imported by ``quality.py`` (not run on its own). The decision with the guard is the one
-the cache makes once the guard is wired in: the candidates of a query are tried from the
+Imported by ``quality.py`` (not run on its own). "The guard" here is what the cache runs
+with ``guard=True`` (the default): ``semcache.guard.SemanticDecision``, the near-miss guard's
+rules and the contrast checks of issue 22. The candidates of a query are tried from the
 most to the least similar, among those with cosine ``>= t`` and at most ``k`` of them (the
-cache rescores ``RESCORE_K`` candidates), and the first one the guard lets through is the
-hit; if the guard rejects them all, the lookup is a miss. Candidates come from the exact
+cache rescores ``RESCORE_K`` candidates), and the first one the decision lets through is the
+hit; if it rejects them all, the lookup is a miss. Candidates come from the exact
 float cosine matrix, which ``quality.py`` shows equal to the cache's binary + rescoring
 path on every query.
 
@@ -25,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from semcache.guard import NearMissGuard
-from semcache.guard.text import analyze
+from semcache.guard import SemanticDecision
+from semcache.guard.contrast import clear_memos
 
 #: Issue 14's goals at the default threshold (MiniLM).
 GOAL_HARD_NEGATIVES = 0.05
@@ -39,7 +40,7 @@ class GuardedChoice:
     """Per query: the first candidate the guard passes (threshold-free), and the log."""
 
     def __init__(self, sims: np.ndarray, stored: Sequence[str], queries: Sequence[str],
-                 guard: NearMissGuard, min_threshold: float, k: int) -> None:
+                 guard: SemanticDecision, min_threshold: float, k: int) -> None:
         n = len(queries)
         self.index = np.full(n, -1, dtype=np.int64)
         self.sim = np.full(n, np.nan)
@@ -83,7 +84,7 @@ def _rates(chosen: np.ndarray, truth: np.ndarray) -> dict[str, float]:
             "wrong": float((hits & ~ok).sum()) / n}
 
 
-def evaluate_pairs(result: dict[str, Any], guard: NearMissGuard, thresholds: Sequence[float],
+def evaluate_pairs(result: dict[str, Any], guard: SemanticDecision, thresholds: Sequence[float],
                    default: float, k: int) -> dict[str, Any]:
     """The 999 paraphrase pairs: correct / wrong hits with and without the guard."""
     top = result["_top"]
@@ -171,7 +172,7 @@ def _by_category(cats: list[str], plain: np.ndarray, guarded: np.ndarray) -> dic
 
 
 def evaluate_hard_negatives(hn: dict[str, Any], negatives: list[dict[str, str]],
-                            guard: NearMissGuard, thresholds: Sequence[float], default: float,
+                            guard: SemanticDecision, thresholds: Sequence[float], default: float,
                             k: int) -> dict[str, Any]:
     """False-hit rates with and without the guard, per split and category."""
     sims = hn["_top"]["sims"]
@@ -206,7 +207,7 @@ def evaluate_hard_negatives(hn: dict[str, Any], negatives: list[dict[str, str]],
 
 
 def evaluate_rewordings(top: dict[str, Any], rewordings: list[dict[str, str]],
-                        guard: NearMissGuard, thresholds: Sequence[float], default: float,
+                        guard: SemanticDecision, thresholds: Sequence[float], default: float,
                         k: int) -> dict[str, Any]:
     """Rewordings that must still hit: correct-hit rate with and without the guard."""
     sims = top["sims"]
@@ -255,7 +256,7 @@ def run_guard(name: str, result: dict[str, Any], negatives: list[dict[str, str]]
     ``result`` is ``quality.run_embedder``'s (with ``_top``, ``hard_negatives``);
     ``top_candidates(stored, queries)`` runs the rewordings through a real cache.
     """
-    guard = NearMissGuard()
+    guard = SemanticDecision()
     out: dict[str, Any] = {"embedder": name, "default_threshold": default, "max_candidates": k}
     out["pairs"] = evaluate_pairs(result, guard, thresholds, default, k)
     checks = list(out["pairs"]["_checks"])
@@ -278,16 +279,16 @@ def run_guard(name: str, result: dict[str, Any], negatives: list[dict[str, str]]
 def guard_latency(checks: Sequence[tuple[str, str]], repeats: int = 3) -> dict[str, Any]:
     """Added latency per comparison, on the comparisons the lookups above really made.
 
-    ``cold``: the analysis memo is cleared before every comparison (both texts are read
-    from scratch, the worst case of a lookup); the word-level memos stay warm, as in any
-    process that has served a few lookups. ``repeats`` runs; p50/p99 are the median over
+    ``cold``: the text memos are cleared before every comparison (both texts are read from
+    scratch, the worst case of a lookup); the word-level memos stay warm, as in any process
+    that has served a few lookups. ``repeats`` runs; p50/p99 are the median over
     runs, with the range.
 
     The heap of this script (torch, the embeddings) is frozen out of the garbage collector
     first (``gc.freeze``): otherwise a full collection of that heap, which happens to fall
     inside a few timed comparisons, puts milliseconds of someone else's cost into the p99.
     """
-    guard = NearMissGuard()
+    guard = SemanticDecision()
     if not checks:
         return {"n": 0}
     gc.collect()
@@ -304,14 +305,14 @@ def guard_latency(checks: Sequence[tuple[str, str]], repeats: int = 3) -> dict[s
             "p99_ms_range": [round(min(p99s), 4), round(max(p99s), 4)]}
 
 
-def _timed_runs(guard: NearMissGuard, checks: Sequence[tuple[str, str]],
+def _timed_runs(guard: SemanticDecision, checks: Sequence[tuple[str, str]],
                 repeats: int) -> list[tuple[float, float]]:
     """(p50, p99) in ms of each run over all the comparisons."""
     runs = []
     for _ in range(repeats):
         times = []
         for q, s in checks:
-            analyze.cache_clear()
+            clear_memos()
             t0 = time.perf_counter()
             guard.check(q, s)
             times.append(time.perf_counter() - t0)

@@ -9,7 +9,8 @@ always agree.
 Inputs (each optional; a missing file or section is shown as not measured): exact.json
 (scripts/bench_exact.py), concurrency.json (bench_concurrency.py), semantic.json
 (bench_semantic.py), kernels.json, minilm.json (bench_minilm.py), install.json
-(bench_install.py), quality.json (quality.py), stress.json (stress.py), and proxy.json /
+(bench_install.py), quality.json (quality.py), quality_stream.json and
+quality_stream_before.json (quality_stream.py), stress.json (stress.py), and proxy.json /
 postgres.json when present. Any results file may also carry ``"headline": [{"what": ...,
 "semcache": ..., "peers": ...}]`` rows for the README table and a ``"goals"`` list of
 ``{"goal", "target", "measured", "unit", "met"}``; both are picked up as they are.
@@ -17,6 +18,8 @@ postgres.json when present. Any results file may also carry ``"headline": [{"wha
 Generated blocks (everything outside them is left alone):
 
 * README.md between ``<!-- figures:start -->`` and ``<!-- figures:end -->``;
+* docs/quality.md between ``<!-- report:stream:start -->`` / ``...:end -->`` and
+  ``<!-- report:decision:start -->`` / ``...:end -->``;
 * docs/benchmarks.md between ``<!-- report:goals:start -->`` / ``<!-- report:goals:end -->``,
   ``<!-- report:exact:start -->`` / ``...:end -->`` and ``<!-- report:concurrency:start -->``
   / ``...:end -->``.
@@ -49,17 +52,19 @@ from report_figures import (  # noqa: E402 - the sibling module of this script
     semantic_rows,
     span,
 )
+from report_quality import decision_block, stream_block, stream_rows  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 DOCS = ROOT / "docs" / "benchmarks.md"
+QUALITY = ROOT / "docs" / "quality.md"
 
 
 # -- rendering ----------------------------------------------------------------------------------
 
 
 def readme_block(r: Results) -> str:
-    rows = exact_rows(r) + semantic_rows(r) + minilm_rows(r) + other_rows(r)
+    rows = exact_rows(r) + semantic_rows(r) + minilm_rows(r) + stream_rows(r) + other_rows(r)
     lines = [
         "Measured on this project's 2-core machine by the scripts in `scripts/`, peers in the "
         "same run, each timed in its own blocks; ranges are the lowest and highest of the "
@@ -211,6 +216,14 @@ def render_docs(text: str, r: Results) -> str:
     return text
 
 
+def render_quality(text: str, r: Results) -> str:
+    """docs/quality.md: the look-alike stream and the decision's figures at the default."""
+    text = replace_block(text, "report:stream", stream_block(r),
+                         lambda b: _section(text, "## Look-alike questions: the stream", b))
+    return replace_block(text, "report:decision", decision_block(r),
+                         lambda b: _section(text, "## The semantic decision at the default", b))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--check", action="store_true",
@@ -218,10 +231,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--results", default=str(RESULTS))
     ap.add_argument("--readme", default=str(README))
     ap.add_argument("--docs", default=str(DOCS))
+    ap.add_argument("--quality", default=str(QUALITY))
     args = ap.parse_args(argv)
     results = load_results(Path(args.results))
     stale = []
-    for path, render in ((Path(args.readme), render_readme), (Path(args.docs), render_docs)):
+    for path, render in ((Path(args.readme), render_readme), (Path(args.docs), render_docs),
+                         (Path(args.quality), render_quality)):
         old = path.read_text()
         new = render(old, results)
         if new != old:
@@ -231,7 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.check and stale:
         print("out of date (run python scripts/report.py): " + ", ".join(stale))
         return 1
-    print(("up to date: " if args.check else "wrote: ") + f"{args.readme}, {args.docs}")
+    print(("up to date: " if args.check else "wrote: ")
+          + f"{args.readme}, {args.docs}, {args.quality}")
     return 0
 
 

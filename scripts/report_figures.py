@@ -10,7 +10,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 SOURCES = ("exact", "concurrency", "semantic", "kernels", "minilm", "install", "quality",
-           "stress", "proxy", "postgres")
+           "quality_stream", "quality_stream_before", "stress", "proxy", "postgres")
 
 Results = dict[str, dict[str, Any]]
 
@@ -222,7 +222,8 @@ def quality_rows(r: Results) -> list[Row]:
     if row is None:
         return []
     return [(
-        f"paraphrase quality at the default {t} (MiniLM, {e.get('n_queries')} pairs)",
+        f"paraphrase quality of the cosine alone at its default {t} (MiniLM, "
+        f"{e.get('n_queries')} pairs)",
         f"{row['rescore']['correct']:.1%} correct, {row['rescore']['wrong']:.1%} wrong hits; "
         f"decisions = float cosine on {row['agreement_rescore_float']:.0%}",
         f"binary-only decisions (binary-semantic-cache's way): {row['binary']['wrong']:.1%} wrong",

@@ -7,8 +7,9 @@ For each query, in this order:
 2. embedding of the texts that missed, in one batch, outside any lock: a slow embedder
    (a remote API retrying for seconds) delays only its own callers;
 3. semantic tier: the engine's nearest codes of the query's partition (namespace + scope),
-   rescored by exact cosine (``Store.nearest``), decided here: the namespace's threshold,
-   then feedback and the near-miss guard on the stored prompt;
+   rescored by exact cosine (``Store.nearest``), decided here: above the namespace's floor,
+   then feedback and the semantic decision (``semcache.guard.SemanticDecision``) on the
+   stored prompt;
 4. the hit's effects (access time, sliding expiry, counters) are batched, not written.
 """
 
@@ -65,7 +66,10 @@ def choose(ranked: list[tuple[EntryRow, float]], threshold: float, now: float, a
 
 
 class Guard(Protocol):
-    def check(self, query: str, stored: str) -> Any: ...
+    """The semantic decision (``semcache.guard.SemanticDecision``): a verdict with ``served``,
+    ``reason`` and ``p_wrong`` for one candidate."""
+
+    def judge(self, query: str, stored: str, similarity: float) -> Any: ...
 
 
 class LookupPipeline:
@@ -190,17 +194,22 @@ class LookupPipeline:
                                    RESCORE_K, threshold)
         if found.damaged:
             self.writer.count(damaged_vectors=len(found.damaged))
-        best = choose(found.ranked, threshold, now, self.alive, self._guard_for(q))
+        p_wrong: dict[int, float] = {}
+        best = choose(found.ranked, threshold, now, self.alive, self._guard_for(q, p_wrong))
         if best is None:
             return None
         row, similarity = best
-        return self._hit(row, "semantic", similarity, now, q.scope, q.text)
+        hit = self._hit(row, "semantic", similarity, now, q.scope, q.text)
+        hit.p_wrong = p_wrong.get(row.id)
+        return hit
 
-    def _guard_for(self, q: Query) -> Callable[[EntryRow, float], bool] | None:
+    def _guard_for(self, q: Query, p_wrong: dict[int, float]
+                   ) -> Callable[[EntryRow, float], bool] | None:
         """The candidate filter of a text query (None for vector lookups): entries judged
-        wrong for this very query (``Cache.feedback``) are skipped, then the near-miss guard
-        compares the query with the candidate's stored prompt. Entries stored without their
-        prompt (``store_prompts=False``) have nothing to compare: the guard passes them.
+        wrong for this very query (``Cache.feedback``) are skipped, then the semantic
+        decision compares the query with the candidate's stored prompt and records the
+        ``p_wrong`` of those it serves. Entries stored without their prompt
+        (``store_prompts=False``) have nothing to compare: the cosine alone decides them.
         """
         text = q.text
         if text is None:
@@ -216,13 +225,14 @@ class LookupPipeline:
                 return False
             if guard is None or row.prompt is None:
                 return True
-            rejection = guard.check(text, row.prompt)
-            if rejection is None:
+            verdict = guard.judge(text, row.prompt, similarity)
+            if verdict.served:
+                p_wrong[row.id] = verdict.p_wrong
                 return True
             self.writer.count(guard_rejections=1)
             # The reason, not the texts: prompts may hold personal data.
             log.debug("semcache: guard rejected entry %d (similarity %.4f): %s",
-                      row.id, similarity, rejection.reason)
+                      row.id, similarity, verdict.reason)
             return False
 
         return accept

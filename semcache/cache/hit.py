@@ -17,6 +17,10 @@ class Hit:
     stored vector for semantic ones. ``prompt`` is the stored prompt (None when the cache
     keeps only hashes). ``query`` is the text that was looked up, when there was one:
     :meth:`semcache.Cache.feedback` uses it to remember a wrong (query, entry) pair.
+    ``p_wrong`` is the semantic decision's estimate that the answer is wrong for this query
+    (``semcache.guard.SemanticDecision``, calibrated on the project's development set); None
+    for exact hits and for semantic hits decided by the cosine alone (``guard=False``,
+    vector lookups, entries stored without their prompt).
     """
 
     response: Any
@@ -31,6 +35,7 @@ class Hit:
     tokens: int = 0
     scope: str = ""
     query: str | None = None
+    p_wrong: float | None = None
 
 
 __all__ = ["Hit", "HitKind"]

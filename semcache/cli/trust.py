@@ -25,9 +25,9 @@ def _observations(cache: Any, args: argparse.Namespace, namespace: str) -> list[
         raise CLIError(f"{args.shown!r} has no embedder: labelled pairs cannot be scored")
     guard = None
     if cache.settings["guard"]:
-        from semcache.guard import NearMissGuard
+        from semcache.guard import SemanticDecision
 
-        guard = NearMissGuard()
+        guard = SemanticDecision()  # the cache's own decision, as its lookups make it
     return observations_from_pairs(parse_pairs_jsonl(args.pairs), cache.embedder, guard)
 
 

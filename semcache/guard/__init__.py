@@ -37,10 +37,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from semcache.guard.decision import DECISION_REASONS, SemanticDecision, Verdict
 from semcache.guard.rules import RULES
 from semcache.guard.text import Analysis, analyze, lemma
 
-__all__ = ["REASONS", "GuardRejection", "NearMissGuard", "analyze", "explain", "lemma"]
+__all__ = ["DECISION_REASONS", "REASONS", "GuardRejection", "NearMissGuard", "SemanticDecision",
+           "Verdict", "analyze", "explain", "lemma"]
 
 #: Every ``GuardRejection.reason`` the guard can give.
 REASONS: tuple[str, ...] = ("number", "unit", "negation", "opposite_action", "direction",

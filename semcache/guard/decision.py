@@ -1,0 +1,156 @@
+"""The semantic decision: may a candidate's answer serve this query, and how likely is it to
+be wrong?
+
+A candidate reaches the decision when its cosine is at or above the floor
+(``similarity_threshold``). It is rejected when its stored prompt differs from the query in
+something that changes the answer - the near-miss guard's precise rules (opposite actions,
+swapped direction, negation, a different number, unit or entity in the same place) and the
+contrast checks of :mod:`semcache.guard.contrast` (question kind, quantifier, ordinal,
+antonym, word order around a direction, an added modifier or a substituted word in two
+aligned prompts...). Otherwise it is served, with ``p_wrong``: the probability that its answer
+is wrong, from a logistic curve in the cosine fitted by ``scripts/train_decision.py`` on the
+development family set (``benchmarks/data/families_dev.json``) and shipped in
+``decision.json``. That probability is what ``Hit.p_wrong`` reports.
+
+Why rules that veto rather than a learned weighted sum: measured on the development stream,
+a logistic regression over the same checks and the cosine served more wrong answers at every
+hit rate than the checks used as vetoes (docs/quality.md): a high cosine outweighed a
+detected contrast, which is exactly the mistake to avoid.
+
+It reads only the two texts: no model, no network, the same verdict in every process and with
+every embedder. English word lists; other languages get the number and name checks.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+from semcache.guard.contrast import CHECKS, Pair, same_thing
+from semcache.guard.rules import check_actions, check_direction, check_negation, check_opposites
+from semcache.guard.text import Analysis, analyze, stem
+
+#: Every rejection reason, in the order the checks run.
+DECISION_REASONS: tuple[str, ...] = (
+    "opposite_action", "direction", "negation", "number", "unit", "entity",
+    *(name for name, _ in CHECKS))
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The decision on one candidate: ``reason`` is None when it may be served."""
+
+    reason: str | None
+    detail: str
+    p_wrong: float
+
+    @property
+    def served(self) -> bool:
+        return self.reason is None
+
+    def __str__(self) -> str:
+        return f"{self.reason}: {self.detail}" if self.reason else f"served (p_wrong {self.p_wrong:.3f})"
+
+
+@dataclass(frozen=True, slots=True)
+class Calibration:
+    """``p_wrong`` of a served candidate as a function of its cosine, and of a rejected one
+    by reason (both measured on the development stream)."""
+
+    intercept: float
+    slope: float
+    rejected: dict[str, float]
+    source: str
+
+    def served(self, similarity: float) -> float:
+        z = self.intercept + self.slope * similarity
+        return 1.0 / (1.0 + math.exp(-z)) if z > -700 else 0.0
+
+    @classmethod
+    def load(cls) -> Calibration:
+        doc: dict[str, Any] = json.loads(
+            resources.files("semcache.guard").joinpath("decision.json").read_text("utf-8"))
+        served = doc["served"]
+        return cls(float(served["intercept"]), float(served["slope"]),
+                   {k: float(v) for k, v in doc["rejected"].items()}, str(doc["trained_on"]))
+
+
+def _mentions(a: Analysis, name: str) -> bool:
+    """``a`` mentions ``name``: in any inflection, or abbreviated ("teen" / "teenager"); a
+    one-letter change is another name ("Austria" / "Australia"), not a typo."""
+    return (name in a.vocabulary or stem(name) in a.stems
+            or any(same_thing(name, v) for v in a.vocabulary if len(v) >= 3))
+
+
+def _entity_substitution(q: Analysis, s: Analysis) -> str | None:
+    """A name on each side that the other side does not mention (an alias or abbreviation
+    counts as a mention: "USA" / "United States", "teen" / "teenager")."""
+    only_q = {n for n in q.names - s.names if not _mentions(s, n)}
+    only_s = {n for n in s.names - q.names if not _mentions(q, n)}
+    if only_q and only_s:
+        return f"{', '.join(sorted(only_q))} vs {', '.join(sorted(only_s))}"
+    return None
+
+
+def _number_change(q: Analysis, s: Analysis) -> str | None:
+    """Both prompts name numbers and they differ (a number on one side only is context)."""
+    if q.numbers and s.numbers and q.numbers != s.numbers:
+        return f"{', '.join(sorted(q.numbers))} vs {', '.join(sorted(s.numbers))}"
+    return None
+
+
+def _unit_change(q: Analysis, s: Analysis) -> str | None:
+    """Both prompts name units and they differ ("tablespoons" / "teaspoons")."""
+    if q.units and s.units and q.units != s.units:
+        return f"{', '.join(sorted(q.units))} vs {', '.join(sorted(s.units))}"
+    return None
+
+
+def _guard_rules(q: Analysis, s: Analysis) -> tuple[str, str] | None:
+    for verdict in (check_opposites(q, s), check_actions(q, s), check_direction(q, s),
+                    check_negation(q, s)):
+        if verdict is not None:
+            return verdict
+    for reason, rule in (("number", _number_change), ("unit", _unit_change),
+                         ("entity", _entity_substitution)):
+        detail = rule(q, s)
+        if detail is not None:
+            return reason, detail
+    return None
+
+
+class SemanticDecision:
+    """Judges semantic candidates; see the module docstring. Stateless apart from the
+    memoized text readings, so one instance serves every thread and namespace."""
+
+    def __init__(self, calibration: Calibration | None = None) -> None:
+        self.calibration = calibration or Calibration.load()
+
+    def judge(self, query: str, stored: str, similarity: float) -> Verdict:
+        """The verdict on serving ``stored``'s answer for ``query`` at this cosine."""
+        if query == stored:
+            return Verdict(None, "", self.calibration.served(similarity))
+        found = _guard_rules(analyze(query), analyze(stored))
+        if found is None:
+            pair = Pair.of(query, stored)
+            for name, check in CHECKS:
+                detail = check(pair)
+                if detail is not None:
+                    found = (name, detail)
+                    break
+        if found is None:
+            return Verdict(None, "", self.calibration.served(similarity))
+        reason, detail = found
+        return Verdict(reason, detail, self.calibration.rejected.get(reason, 1.0))
+
+    def check(self, query: str, stored: str) -> Verdict | None:
+        """The rejection of ``stored`` for ``query`` (None = no difference found), without a
+        cosine: the shape of :meth:`NearMissGuard.check`."""
+        verdict = self.judge(query, stored, 1.0)
+        return None if verdict.served else verdict
+
+
+__all__ = ["DECISION_REASONS", "Calibration", "SemanticDecision", "Verdict"]
