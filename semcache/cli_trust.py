@@ -47,7 +47,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         try:
             plot_curve(result, args.plot, title=f"{args.shown} [{namespace}]")
         except ImportError as exc:
-            raise CLIError(f"--plot needs matplotlib (the [plot] extra): {exc}") from None
+            raise CLIError(f"--plot needs matplotlib (pip install 'semcache-sqlite[plot]'): {exc}") from None
     out = {
         "namespace": namespace, "source": args.pairs or "recorded feedback",
         "observations": result.observations, "threshold_before": before,
