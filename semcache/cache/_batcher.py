@@ -60,8 +60,9 @@ class HitBatcher:
         self._store = store
         self._on_commit = on_commit
         self._clock = clock
-        # Deferred derived work of the engine (SQLite: entry_codes rows), done by the flush
-        # timer of a process that wrote; it never waits for the write lock.
+        # Deferred derived work of the engine (SQLite: entry_codes rows). It rides on
+        # flushes (writes that happen anyway) and never waits for the write lock; an idle
+        # cache with nothing pending writes nothing (docs/reliability.md).
         self._background = background
         self._lock = threading.Lock()
         self._access: dict[int, AccessUpdate] = {}
@@ -192,12 +193,10 @@ class HitBatcher:
             self._restore(access, counts)
             raise
         self._last_flush = self._clock()
-        if self._background is not None and not self._timer_running:
-            self._ensure_timer()
         return result
 
     def background(self) -> None:
-        """The engine's deferred work, if any (from the flush timer; never raises)."""
+        """The engine's deferred work, if any (done by every flush; never raises)."""
         if self._background is None:
             return
         try:
@@ -207,16 +206,20 @@ class HitBatcher:
                       self._store.location, exc)
 
     def flush(self, timeout: float | None) -> bool:
-        """Write the batch now; False when the write lock stayed busy for ``timeout``."""
-        if not self.pending or self._store.readonly:
+        """Write the batch now, then the engine's deferred work; False when the write lock
+        stayed busy for ``timeout``. Once it returned True, a cache that gets no further
+        call writes nothing: no timer writes derived data on its own."""
+        if self._store.readonly:
             return True
-        if not self._store.lock.acquire(timeout=timeout):
-            return False
-        try:
-            with self.write():
-                pass
-        finally:
-            self._store.lock.release()
+        if self.pending:
+            if not self._store.lock.acquire(timeout=timeout):
+                return False
+            try:
+                with self.write():
+                    pass
+            finally:
+                self._store.lock.release()
+        self.background()
         return True
 
     def maybe_flush(self, now: float) -> None:
@@ -267,7 +270,8 @@ class HitBatcher:
 
 
 class _FlushTimer(threading.Thread):
-    """Writes a due batch even when the process does no further reads or writes."""
+    """Writes a due batch of hit effects even when the process makes no further call.
+    With nothing pending it writes nothing (the engine's deferred work rides on flushes)."""
 
     def __init__(self, batcher: HitBatcher) -> None:
         super().__init__(name="semcache-flush", daemon=True)
@@ -284,7 +288,6 @@ class _FlushTimer(threading.Thread):
                     return
                 if batcher.pending:
                     batcher.try_flush()
-                batcher.background()
                 del batcher
         except Exception as exc:  # noqa: BLE001 - the next hit starts a new timer
             log.warning("semcache: the batched-hit flush timer stopped (%s)", exc)

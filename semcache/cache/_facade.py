@@ -437,13 +437,14 @@ class Cache(CacheAdmin):
         return memoize(self, namespace=namespace, ttl=ttl, semantic=semantic)
 
 
-#: Pending entry_codes rows the flush timer writes per tick (~10-20 ms under the lock).
+#: Pending entry_codes rows a flush writes (~10-20 ms under the lock).
 TIMER_CATCH_UP_ROWS = 2048
 
 
 def _background_work(store: Any) -> Callable[[], object] | None:
-    """What the flush timer does for the engine: SQLite catches its sqlite-vec table up
-    with the entries this process wrote, a batch per tick, if the write lock is free."""
+    """The engine's deferred work, done by each flush of batched hits (a write that happens
+    anyway, never on an idle timer): SQLite catches its sqlite-vec table up with the
+    entries this process wrote, a batch at a time, if the write lock is free."""
     if not isinstance(store, LocalCodeSource) or store.readonly:
         return None
 

@@ -295,7 +295,7 @@ class SQLiteStore(SQLiteAdmin):
     def catch_up_codes(self, limit: int | None = None, timeout: float | None = 0.0) -> int:
         """Write pending entry_codes rows (at most ``limit``) if the write lock is free
         within ``timeout`` seconds; returns how many were written (0 if the lock was busy).
-        Called by the flush timer of a process that wrote, by close() and by vacuum."""
+        Called by every flush of batched hits, by close() and by vacuum."""
         if self.readonly or not self.lock.acquire(timeout=timeout):
             return 0
         try:

@@ -12,8 +12,8 @@ The sqlite-vec table ``entry_codes`` (used only by the SQL search and the sqlite
 written by the INSERT: its rows cost ~6-10 us each plus several WAL pages per put, and they
 are written in id order, in batches, by :meth:`WriteTxn.catch_up_codes`, which moves
 ``sync_state.codes_through`` in the same transaction. A write that leaves more than
-``CODES_LAG_MAX`` entries behind catches up at once; the flush timer of a process that wrote,
-``close()`` and ``vacuum`` catch up too. The SQL search scans the entries above the mark
+``CODES_LAG_MAX`` entries behind catches up at once; every flush of batched hits,
+``close()`` and ``vacuum`` catch up too (never an idle timer: an idle cache writes nothing). The SQL search scans the entries above the mark
 directly, so an entry is searchable the moment its put returns (docs/schema.md).
 """
 
