@@ -96,8 +96,10 @@ class Cache(CacheAdmin):
                 search = make_search(store, identity.encoder, use_mirror=use_mirror)
         except BaseException:
             store.close()
-            if created:
-                remove_new_store(store)  # a failed open leaves no file behind
+            # A failed open leaves no file behind - unless another open pinned it meanwhile
+            # (two first opens at once: the loser must not remove the winner's cache).
+            if created and "embedder" not in store.settings:
+                remove_new_store(store)
             raise
         self._store = store
         self._identity = identity

@@ -26,7 +26,12 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
-from semcache.errors import ConfigurationError, EmbedderMismatchError, InvalidTypeError
+from semcache.errors import (
+    ConfigurationError,
+    CorruptCacheError,
+    EmbedderMismatchError,
+    InvalidTypeError,
+)
 from semcache.kernels.projection import BinaryEncoder
 from semcache.settings import CODE_BITS, DEFAULT_SEED
 from semcache.store.base import Store
@@ -147,21 +152,29 @@ def resolve_identity(store: Store, *, embedder: Any, dim: int | None, seed: int 
         dim, seed = from_encoder(encoder, dim, seed)
     dim = None if dim is None else check_dim(dim)
     seed = None if seed is None else check_seed(seed)
-    settings = store.settings
-    pinned = settings.get("embedder")
-    pinned_dim = None if settings.get("dim") is None else int(settings["dim"])
-    chosen = _chosen(embedder, dim, pinned, pinned_dim, hash_only, store.location)
-    if chosen is None:
-        return Identity(None, None, None, None)
-    obj, name, edim = chosen
-    _check_against_file(store.location, name, edim, dim, pinned, pinned_dim, seed,
-                        settings.get("projection_seed"))
-    if pinned is None and not store.readonly:
-        store.write_settings({
+    for _ in range(2):  # the second pass checks against a pin another open decided first
+        settings = store.settings
+        pinned = settings.get("embedder")
+        pinned_dim = None if settings.get("dim") is None else int(settings["dim"])
+        chosen = _chosen(embedder, dim, pinned, pinned_dim, hash_only, store.location)
+        if chosen is None:
+            return Identity(None, None, None, None)
+        obj, name, edim = chosen
+        _check_against_file(store.location, name, edim, dim, pinned, pinned_dim, seed,
+                            settings.get("projection_seed"))
+        if pinned is not None or store.readonly:
+            break
+        # The pin is decided once, in one write transaction: of two first opens at the
+        # same instant, the second finds the first's pin there and is checked against it
+        # on the next pass (EmbedderMismatchError for another embedder; an open that named
+        # none adopts the pinned one).
+        store.pin_settings({
             "embedder": name, "dim": str(edim), "code_bits": str(CODE_BITS),
             "projection_seed": str(DEFAULT_SEED if seed is None else seed),
             "db_uid": settings.get("db_uid") or uuid.uuid4().hex,
         })
+    else:  # pragma: no cover - pin_settings always leaves a pin
+        raise CorruptCacheError(f"{store.location!r}: the embedder pin could not be read back")
     if obj is not None:
         from semcache.embedders.memo import EmbeddingMemo
 

@@ -99,7 +99,10 @@ def _open_sqlite(path: str, readonly: bool) -> tuple[Store, bool]:
                              f"{directory!r} does not exist")
     created = not os.path.exists(path)
     try:
-        return SQLiteStore(path, readonly=readonly), created
+        store = SQLiteStore(path, readonly=readonly)
+        # Created by this open: the file did not exist and this open migrated it (two
+        # first opens at once both find no file; one of them creates the cache).
+        return store, created and store.created
     except BaseException:
         if created and not readonly:
             _remove_files(os.path.realpath(path))

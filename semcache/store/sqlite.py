@@ -90,7 +90,10 @@ class SQLiteStore(SQLiteAdmin):
                 if readonly and file_version(self._conn, path) < SCHEMA_VERSION \
                         and os.access(path, os.W_OK):
                     _migrate(path)  # an older file read by a newer semcache (e.g. the CLI)
-                ensure_schema(self._conn, path, None if readonly else self._file_lock)
+                #: True when this open made the file a cache (it was empty under the lock):
+                #: only then may a failed open remove it (another open may be using it).
+                self.created = ensure_schema(self._conn, path,
+                                             None if readonly else self._file_lock) == 0
                 self.settings = read_settings(self._conn)
             if not all(isinstance(v, str) for kv in self.settings.items() for v in kv):
                 raise CorruptCacheError(f"cache file {path!r} is corrupt (settings table "
@@ -370,6 +373,13 @@ class SQLiteStore(SQLiteAdmin):
         with self.write() as txn:
             txn.set_settings(values)
         self.settings.update(values)
+
+    def pin_settings(self, values: dict[str, str]) -> dict[str, str]:
+        """Under the write lock: write what is not stored yet, return what is stored."""
+        with self.write() as txn:
+            stored = txn.add_settings(values)
+        self.settings = dict(stored)
+        return dict(stored)
 
 
 #: Every open store of this process: a forked child marks them all, so that the exact

@@ -36,7 +36,7 @@ from semcache.store.base import (
 )
 from semcache.store.connection import translate
 from semcache.store.filters import compile_filter
-from semcache.store.schema import write_settings
+from semcache.store.schema import add_settings, write_settings
 
 if TYPE_CHECKING:
     from semcache.store.sqlite import SQLiteStore
@@ -155,6 +155,9 @@ class WriteTxn:
 
     def set_settings(self, values: dict[str, str]) -> None:
         write_settings(self._conn, values)
+
+    def add_settings(self, values: dict[str, str]) -> dict[str, str]:
+        return add_settings(self._conn, values)
 
     def partition_id(self, namespace: str, scope: str) -> int:
         """The partition's id, created if it is new (looked up once per transaction)."""

@@ -57,6 +57,9 @@ class Queries:
         self.settings = f"SELECT name, value FROM {t['settings']}"
         self.set_setting = (f"INSERT INTO {t['settings']} (name, value) VALUES (%s, %s) "
                             "ON CONFLICT (name) DO UPDATE SET value = excluded.value")
+        self.add_settings = (f"INSERT INTO {t['settings']} (name, value) SELECT n, v FROM "
+                             "unnest(%s::text[], %s::text[]) WITH ORDINALITY AS x(n, v, i) "
+                             "ORDER BY i ON CONFLICT (name) DO NOTHING")
         self._writes(t)
         self._search(t)
 

@@ -381,6 +381,14 @@ class PostgresStore(AdminMixin):
             txn.set_settings(values)
         self.settings.update(values)
 
+    def pin_settings(self, values: dict[str, str]) -> dict[str, str]:
+        """One transaction: a concurrent first open's insert of the same names makes ours
+        wait for its COMMIT and then do nothing, so every open reads the winner's."""
+        with self.write(pipelined=False) as txn:
+            stored = txn.add_settings(values)
+        self.settings = dict(stored)
+        return dict(stored)
+
 
 #: Defaults of the options a URL may set (an explicit argument must agree with the URL).
 _DEFAULTS = {name: p.default for name, p in

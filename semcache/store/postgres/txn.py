@@ -132,6 +132,14 @@ class PgWriteTxn:
             with self.conn.cursor() as cur:
                 cur.executemany(self._q.set_setting, list(values.items()))
 
+    def add_settings(self, values: dict[str, str]) -> dict[str, str]:
+        """Insert the settings not stored yet in one statement, in a fixed order (so two
+        transactions conflict on the same first name and the later one waits for the
+        other's COMMIT), then read them all back."""
+        names = sorted(values)
+        self.conn.execute(self._q.add_settings, (names, [values[n] for n in names]))
+        return {str(n): str(v) for n, v in self.conn.execute(self._q.settings).fetchall()}
+
     def partition_id(self, namespace: str, scope: str) -> int:
         """The partition's id, created if new. Ids learnt here are cached by the store
         only after COMMIT (a rolled-back partition must not be remembered)."""
