@@ -41,7 +41,7 @@ def file_version(conn: apsw.Connection, path: str) -> int:
                 f"(application_id={app_id:#x}, tables: {', '.join(sorted(tables)) or 'none'})"
             )
         row = conn.execute("SELECT max(version) FROM schema_migrations").fetchall()
-        return int(row[0][0] or 0)
+    return int(row[0][0] or 0)
 
 
 def ensure_schema(conn: apsw.Connection, path: str, lock: WriteLock | None) -> int:
