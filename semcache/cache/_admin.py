@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from semcache.cache._keys import prompt_key, request_key
@@ -172,16 +173,24 @@ class CacheAdmin:
         from its content: reachable by the semantic tier only, and restoring it twice
         replaces it. Imported entries do not count as puts.
 
+        An entry's ``verdicts`` (its trust state) are recorded for its new id, in the
+        same transaction; restoring the same entry again moves them rather than doubling them.
+
         A bad entry raises (nothing is written), or, with ``on_error``, is reported as
         ``on_error(index, error)`` and skipped.
         """
         with self._gate.enter():
             now = self._clock()
             new: list[NewEntry] = []
+            verdicts: list[tuple[Verdict, ...]] = []
             for i, e in enumerate(entries):
                 try:
                     new.append(self._restored(e))
+                    verdicts.append(tuple(_checked_verdict(v, new[-1].namespace)
+                                          for v in e.verdicts))
                 except SemcacheError as exc:
+                    if len(verdicts) < len(new):
+                        new.pop()
                     if on_error is None:
                         raise
                     on_error(i, exc)
@@ -189,13 +198,30 @@ class CacheAdmin:
                 return []
             with self._batcher.write() as w:
                 ids = w.txn.insert_many(new)
+                w.txn.restore_verdicts([replace(v, entry_id=i, namespace=e.namespace)
+                                        for i, e, vs in zip(ids, new, verdicts, strict=True)
+                                        for v in vs])
                 enforce_limit(w, self.max_entries, now)
             return ids
+
+    def restore_verdicts(self, verdicts: Sequence[Verdict]) -> int:
+        """Record exported verdicts whose entry no longer exists (they feed ``semcache
+        calibrate``; recorded with entry id 0, they never block an entry); returns how many.
+        Validated like feedback; restoring them again does not double them."""
+        with self._gate.enter():
+            checked = [replace(_checked_verdict(v, check_namespace(v.namespace)), entry_id=0)
+                       for v in verdicts]
+            if checked:
+                with self._batcher.write() as w:
+                    w.txn.restore_verdicts(checked)
+            return len(checked)
 
     def check_restorable(self, entry: Entry) -> None:
         """Raise the error :meth:`restore` would raise for ``entry`` (writes nothing)."""
         with self._gate.enter():
-            self._restored(entry)
+            restored = self._restored(entry)
+            for v in entry.verdicts:
+                _checked_verdict(v, restored.namespace)
 
     def stored_settings(self) -> dict[str, str]:
         """The settings table as stored (file-defining settings and stored tunables)."""
@@ -393,6 +419,28 @@ def _verdict_subject(hit: Hit | int, query: str | None, similarity: float | None
         raise InvalidInputError(f"similarity must be a cosine in [-1, 1] (a number, not a "
                                 f"bool); got {similarity!r}")
     return _Subject(entry_id, text, None if similarity is None else float(similarity), None)
+
+
+def _checked_verdict(v: Any, namespace: str) -> Verdict:
+    """An exported verdict, validated, in ``namespace``."""
+    if not isinstance(v, Verdict):
+        raise InvalidInputError(f"a verdict must be a semcache Verdict; got {type(v).__name__}")
+    if v.query_hash is not None and (not isinstance(v.query_hash, bytes)
+                                     or len(v.query_hash) != 32):
+        raise InvalidInputError(f"a verdict's query hash must be 32 bytes (SHA-256) or None; "
+                                f"got {v.query_hash!r:.80}")
+    if v.kind not in ("exact", "semantic"):
+        raise InvalidInputError(f"a verdict's kind must be 'exact' or 'semantic'; got {v.kind!r}")
+    for name, value, low, high in (("similarity", v.similarity, -1.0, 1.0),
+                                   ("created_at", v.created_at, 0.0, 1e11)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or not low <= value <= high:
+            raise InvalidInputError(f"a verdict's {name} must be a number in [{low:g}, "
+                                    f"{high:g}]; got {value!r}")
+    if not isinstance(v.correct, bool):
+        raise InvalidInputError(f"a verdict's correct must be true or false; got {v.correct!r}")
+    return replace(v, namespace=namespace, similarity=float(v.similarity),
+                   created_at=float(v.created_at))
 
 
 def _derive_key(ns: str, scope: str, prompt: str | None, material: bytes | None,

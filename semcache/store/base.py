@@ -229,6 +229,12 @@ class StoreTxn(Protocol):
         ...
 
     def record_verdict(self, verdict: Verdict) -> None: ...
+    def restore_verdicts(self, verdicts: Sequence[Verdict]) -> None:
+        """Record exported verdicts; one already recorded (same namespace, query, kind,
+        similarity, verdict and time: an import run again) is moved to the given entry
+        instead of being recorded twice."""
+        ...
+
 
 
 class Store(Protocol):

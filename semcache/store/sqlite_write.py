@@ -369,6 +369,17 @@ class WriteTxn:
             (v.entry_id, v.namespace, v.query_hash, v.kind, v.similarity, int(v.correct),
              v.created_at))
 
+    def restore_verdicts(self, verdicts: Sequence[Verdict]) -> None:
+        for v in verdicts:
+            row = (v.namespace, v.query_hash, v.kind, v.similarity, int(v.correct),
+                   v.created_at)
+            self._conn.execute(
+                "UPDATE feedback SET entry_id = ? WHERE namespace = ? AND query_hash IS ? "
+                "AND kind = ? AND similarity = ? AND correct = ? AND created_at = ?",
+                (v.entry_id, *row))
+            if not self._conn.changes():
+                self.record_verdict(v)
+
     def add_counters(self, deltas: dict[str, int]) -> None:
         self._conn.executemany(
             "INSERT INTO counters (name, value) VALUES (?, ?) "

@@ -125,6 +125,14 @@ class Queries:
         self.record_verdict = (
             f"INSERT INTO {t['feedback']} (entry_id, namespace, query_hash, kind, similarity, "
             "correct, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s)")
+        # An exported verdict: moved to its entry if an earlier import recorded it already.
+        self.restore_verdict = (
+            f"WITH u AS (UPDATE {t['feedback']} SET entry_id = %(entry)s WHERE namespace = "
+            "%(ns)s AND query_hash IS NOT DISTINCT FROM %(query)s::bytea AND kind = %(kind)s "
+            "AND similarity = %(sim)s AND correct = %(correct)s AND created_at = %(at)s "
+            f"RETURNING 1) INSERT INTO {t['feedback']} (entry_id, namespace, query_hash, kind, "
+            "similarity, correct, created_at) SELECT %(entry)s, %(ns)s, %(query)s::bytea, "
+            "%(kind)s, %(sim)s, %(correct)s, %(at)s WHERE NOT EXISTS (SELECT 1 FROM u)")
         self.blocked = (f"SELECT entry_id FROM {t['feedback']} "
                         "WHERE query_hash = %s AND NOT correct")
         self.verdicts = (f"SELECT entry_id, namespace, query_hash, kind, similarity, correct, "

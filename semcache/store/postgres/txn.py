@@ -262,6 +262,15 @@ class PgWriteTxn:
             v.entry_id, v.namespace, v.query_hash, v.kind, v.similarity, bool(v.correct),
             v.created_at))
 
+    def restore_verdicts(self, verdicts: Sequence[Verdict]) -> None:
+        if not verdicts:
+            return
+        with self.conn.cursor() as cur:
+            cur.executemany(self._q.restore_verdict, [
+                {"entry": v.entry_id, "ns": v.namespace, "query": v.query_hash,
+                 "kind": v.kind, "sim": v.similarity, "correct": bool(v.correct),
+                 "at": v.created_at} for v in verdicts])
+
     def apply_access(self, updates: dict[int, AccessUpdate]) -> None:
         """Batched hits: access time (never moved back), hit counts, and expiry pushed out
         by refresh-on-access (never moved backwards).
