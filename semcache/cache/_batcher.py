@@ -67,6 +67,7 @@ class HitBatcher:
         self._lock = threading.Lock()
         self._access: dict[int, AccessUpdate] = {}
         self._counts: dict[str, int] = {}
+        self._epoch = 0  # bumped by forget(): access updates taken before it are void
         self._last_flush = clock()
         self._warned = False
         self._timer: _FlushTimer | None = None
@@ -122,6 +123,14 @@ class HitBatcher:
     def pending(self) -> bool:
         return bool(self._access or self._counts)
 
+    def forget(self) -> None:
+        """Drop the pending access updates: their entry ids are another incarnation's (the
+        cache was replaced under this process; counters are kept). A batch already taken
+        by a write in progress is dropped too, before it is applied."""
+        with self._lock:
+            self._access = {}
+            self._epoch += 1
+
     # -- writing -------------------------------------------------------------------------
 
     def _take(self) -> tuple[dict[int, AccessUpdate], dict[str, int]]:
@@ -130,8 +139,11 @@ class HitBatcher:
             self._access, self._counts = {}, {}
         return taken
 
-    def _restore(self, access: dict[int, AccessUpdate], counts: dict[str, int]) -> None:
+    def _restore(self, access: dict[int, AccessUpdate], counts: dict[str, int],
+                 epoch: int | None = None) -> None:
         with self._lock:
+            if epoch is not None and epoch != self._epoch:
+                access = {}  # taken before the cache was replaced: void
             for entry_id, update in access.items():
                 newer = self._access.get(entry_id)
                 if newer is None:
@@ -158,10 +170,11 @@ class HitBatcher:
     def write(self, timeout: float | None = None) -> Iterator[BatchedWrite]:
         """A store write transaction carrying the pending batch; on failure the batch is
         put back for the next attempt and the transaction's own counts are dropped."""
+        epoch = self._epoch
         access, counts = self._take()
         try:
             with self._store.write(on_commit=self._on_commit, timeout=timeout) as txn:
-                if access:
+                if access and epoch == self._epoch:
                     txn.apply_access(access)
                 batch = BatchedWrite(txn)
                 yield batch
@@ -170,7 +183,7 @@ class HitBatcher:
                     merged[name] = merged.get(name, 0) + value
                 txn.add_counters(merged)
         except BaseException:
-            self._restore(access, counts)
+            self._restore(access, counts, epoch)
             raise
         self._last_flush = self._clock()
 
@@ -178,10 +191,11 @@ class HitBatcher:
         """``work`` inside :meth:`write`'s transaction; returns what it returns. The same
         as ``with batcher.write() as w: return work(w)`` without a generator-based context
         manager around it (puts come this way)."""
+        epoch = self._epoch
         access, counts = self._take()
         try:
             with self._store.write(on_commit=self._on_commit, timeout=timeout) as txn:
-                if access:
+                if access and epoch == self._epoch:
                     txn.apply_access(access)
                 batch = BatchedWrite(txn)
                 result = work(batch)
@@ -190,7 +204,7 @@ class HitBatcher:
                     merged[name] = merged.get(name, 0) + value
                 txn.add_counters(merged)
         except BaseException:
-            self._restore(access, counts)
+            self._restore(access, counts, epoch)
             raise
         self._last_flush = self._clock()
         return result

@@ -28,7 +28,7 @@ from semcache.cache._admin import CacheAdmin
 from semcache.cache._batcher import HitBatcher
 from semcache.cache._coalesce import Claim, Coalescer
 from semcache.cache._gate import Gate
-from semcache.cache._identity import resolve_identity
+from semcache.cache._identity import check_same_pin, resolve_identity
 from semcache.cache._keys import PromptKeys, prompt_key, request_key, vector_key
 from semcache.cache._pipeline import LookupPipeline, Query
 from semcache.cache._settings import CacheSettings
@@ -118,7 +118,17 @@ class Cache(CacheAdmin):
         self._coalescer = Coalescer(store)
         self._keys = PromptKeys()
         self._namespace = self._settings.tunables().namespace  # fixed once opened
+        store.on_incarnation = self._replaced
         _open_caches.add(self)
+
+    def _replaced(self) -> None:
+        """The engine found another incarnation of the cache under this one (a file
+        restored over, a schema dropped and created again): drop every memo of the old one
+        and go on if it is pinned like this process, else refuse (its vectors would mix)."""
+        self._pipeline.forget()
+        self._batcher.forget()
+        self._settings.reload_thresholds(self._store.settings)
+        check_same_pin(self.location, self._identity, self._store.settings)
 
     # -- settings -------------------------------------------------------------------------
 

@@ -183,4 +183,19 @@ def resolve_identity(store: Store, *, embedder: Any, dim: int | None, seed: int 
     return Identity(obj, name, edim, BinaryEncoder(edim, CODE_BITS, projection_seed))
 
 
-__all__ = ["Identity", "from_encoder", "resolve_identity"]
+def check_same_pin(location: str, identity: Identity, stored: dict[str, str]) -> None:
+    """A cache replaced under this process (another incarnation) may be used only if it is
+    pinned like the one this process opened: its vectors would mix otherwise."""
+    if identity.name is None:
+        return  # hash-only: nothing pinned here, nothing to mix
+    pinned = (stored.get("embedder"), stored.get("dim"), stored.get("projection_seed"))
+    ours = (identity.name, str(identity.dim),
+            None if identity.encoder is None else str(identity.encoder.seed))
+    if pinned != ours:
+        raise EmbedderMismatchError(
+            f"{location!r} was replaced by another cache, pinned to embedder {pinned[0]!r} "
+            f"(dim {pinned[1]}, seed {pinned[2]}); this process uses {ours[0]!r} (dim "
+            f"{ours[1]}, seed {ours[2]}): open it again")
+
+
+__all__ = ["Identity", "check_same_pin", "from_encoder", "resolve_identity"]

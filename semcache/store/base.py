@@ -245,10 +245,25 @@ class Store(Protocol):
     readonly: bool
     #: The settings table (file-defining settings and stored tunables), as text.
     settings: dict[str, str]
+    #: The incarnation token this process last read (settings ``incarnation``): ids read
+    #: from the cache are valid only while it is the cache's (see check_incarnation).
+    incarnation: str | None
+    #: Called (no arguments, no database work) when check_incarnation finds a new token,
+    #: after the store refreshed ``settings`` and dropped its own memos; it may raise.
+    on_incarnation: Callable[[], None] | None
 
     @property
     def lock(self) -> StoreLock:
         """Serializes writers (a cross-process file lock for SQLite); readers never take it."""
+        ...
+
+    def check_incarnation(self, force: bool = False) -> bool:
+        """True when the cache was replaced since the token was read (a file restored over
+        by another cache, a schema dropped and created again): ``settings`` is then read
+        again, the store's memos dropped and ``on_incarnation`` called. Cheap unless
+        ``force``: SQLite reads the token only after another connection committed;
+        PostgreSQL only when forced (its statements that use remembered ids check the
+        token themselves and come back empty when it moved)."""
         ...
 
     # reads on the lookup path
@@ -308,6 +323,21 @@ class Store(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def accept_incarnation(store: Store, token: str | None, settings: dict[str, str]) -> None:
+    """Take a new incarnation of the cache: its token and settings, then the store's
+    ``on_incarnation``; if that refuses it (raises), the store keeps the old ones, so that
+    the next check finds the change again and refuses again."""
+    old = store.incarnation, store.settings
+    store.incarnation, store.settings = token, settings
+    try:
+        if store.on_incarnation is not None:
+            store.on_incarnation()
+    except BaseException:
+        store.incarnation, store.settings = old
+        raise
+
 
 
 @runtime_checkable

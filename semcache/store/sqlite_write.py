@@ -93,6 +93,9 @@ class WriteBlock:
             store._check_fork()
             txn = WriteTxn(store)
             store._conn.execute("BEGIN IMMEDIATE")
+            # Nothing else can commit now: a file replaced since our last look is seen
+            # before this transaction uses anything this process remembers of it.
+            store._incarnation_moved(False)  # may refuse (another embedder): rolled back
             if self._on_commit is not None:  # only the mirror needs the states
                 txn.changes.seq_before, txn.changes.token_before = store._state()
         except BaseException as exc:

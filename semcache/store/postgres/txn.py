@@ -156,7 +156,8 @@ class PgWriteTxn:
         pid = self.partition_id(e.namespace, e.scope)
         vector = None if e.vector is None else (
             vector_from(e.vector) if self._q.ext else e.vector)
-        return {"key": e.key_hash, "ns": e.namespace, "pid": pid, "prompt": e.prompt,
+        return {"inc": self._store.incarnation,
+                "key": e.key_hash, "ns": e.namespace, "pid": pid, "prompt": e.prompt,
                 "response": e.response, "metadata": e.metadata, "size": entry_size(e),
                 "tokens": e.tokens, "created": e.created_at, "expires": e.expires_at,
                 "ttl": e.ttl, "code": None if e.code is None else code_literal(e.code),
@@ -168,9 +169,15 @@ class PgWriteTxn:
         """Account for one insert statement's result; the new id, or None when a
         concurrent client's insert of the same key won (the caller retries)."""
         assert row is not None  # the statement always returns one row
-        entry_id, del_ids, del_pids, del_sizes, committed = row
+        entry_id, del_ids, del_pids, del_sizes, committed, incarnation = row
         self._removed(list(zip(del_ids, del_pids, del_sizes, strict=True)))
         self._committed_entries = int(committed)
+        if incarnation != params["inc"]:
+            # The schema was dropped and created again: the partition id was another
+            # incarnation's. Nothing was inserted; learn the new one and insert again.
+            self.partitions.clear()
+            self._store.check_incarnation(force=True, conn=self.conn)
+            return None
         if entry_id is None:
             return None
         pid = params["pid"]
@@ -184,8 +191,8 @@ class PgWriteTxn:
     def insert(self, e: NewEntry) -> int:
         """Insert, replacing the entry with the same key; the new id is always larger.
         One statement, one round trip (see ``Queries.insert``)."""
-        params = self._params(e)
         for _ in range(_INSERT_TRIES):
+            params = self._params(e)  # again after a retry: the partition may be new
             row = self.conn.execute(self._q.insert, params).fetchone()
             entry_id = self._inserted(e, params, row)
             if entry_id is not None:
