@@ -179,7 +179,8 @@ def cmd_import(args: argparse.Namespace) -> int:
         with cache:
             report = import_jsonl(cache, args.input, strict=args.strict,
                                   batch_size=args.batch_size, progress=progress,
-                                  on_bad_line=report_bad, lines=lines)
+                                  on_bad_line=report_bad, lines=lines,
+                                  apply_settings=created)
     except BaseException:
         if created:
             from semcache.cli_common import remove_cache_files
@@ -196,6 +197,11 @@ def cmd_import(args: argparse.Namespace) -> int:
         if report.bad_count:
             msg += f"; skipped {report.bad_count} bad line(s) (see above)"
         print(msg + f" in {report.seconds:.2f}s")
+        for kept in report.settings_kept:
+            print(f"not applied (the existing cache keeps its own): {kept}", file=sys.stderr)
+        if report.ignored_keys:
+            print("ignored (written by a newer semcache): "
+                  + ", ".join(report.ignored_keys), file=sys.stderr)
     return 0
 
 

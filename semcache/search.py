@@ -134,7 +134,6 @@ class SemanticIndex:
                  use_mirror: bool = True) -> None:
         self._store = store
         self.path = store.mirror_path
-        self._uid = store.settings["db_uid"]
         self._use_mirror = use_mirror and not store.readonly
         self._mirror: CodeMirror | None = None
         self._lock = threading.RLock()
@@ -147,6 +146,12 @@ class SemanticIndex:
         self._warned = False
         self.rebuilds = 0  # observed by tests and benchmarks
         self.rescans = 0
+
+    @property
+    def _uid(self) -> str:
+        """The database's identity the mirror is tied to (read from the settings each
+        time: a file replaced under this process has another one)."""
+        return self._store.settings["db_uid"]
 
     @property
     def encoder(self) -> BinaryEncoder:

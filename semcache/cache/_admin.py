@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from semcache.cache._keys import prompt_key, request_key
@@ -172,16 +173,24 @@ class CacheAdmin:
         from its content: reachable by the semantic tier only, and restoring it twice
         replaces it. Imported entries do not count as puts.
 
+        An entry's ``verdicts`` (its trust state) are recorded for its new id, in the
+        same transaction; restoring the same entry again moves them rather than doubling them.
+
         A bad entry raises (nothing is written), or, with ``on_error``, is reported as
         ``on_error(index, error)`` and skipped.
         """
         with self._gate.enter():
             now = self._clock()
             new: list[NewEntry] = []
+            verdicts: list[tuple[Verdict, ...]] = []
             for i, e in enumerate(entries):
                 try:
                     new.append(self._restored(e))
+                    verdicts.append(tuple(_checked_verdict(v, new[-1].namespace)
+                                          for v in e.verdicts))
                 except SemcacheError as exc:
+                    if len(verdicts) < len(new):
+                        new.pop()
                     if on_error is None:
                         raise
                     on_error(i, exc)
@@ -189,13 +198,30 @@ class CacheAdmin:
                 return []
             with self._batcher.write() as w:
                 ids = w.txn.insert_many(new)
+                w.txn.restore_verdicts([replace(v, entry_id=i, namespace=e.namespace)
+                                        for i, e, vs in zip(ids, new, verdicts, strict=True)
+                                        for v in vs])
                 enforce_limit(w, self.max_entries, now)
             return ids
+
+    def restore_verdicts(self, verdicts: Sequence[Verdict]) -> int:
+        """Record exported verdicts whose entry no longer exists (they feed ``semcache
+        calibrate``; recorded with entry id 0, they never block an entry); returns how many.
+        Validated like feedback; restoring them again does not double them."""
+        with self._gate.enter():
+            checked = [replace(_checked_verdict(v, check_namespace(v.namespace)), entry_id=0)
+                       for v in verdicts]
+            if checked:
+                with self._batcher.write() as w:
+                    w.txn.restore_verdicts(checked)
+            return len(checked)
 
     def check_restorable(self, entry: Entry) -> None:
         """Raise the error :meth:`restore` would raise for ``entry`` (writes nothing)."""
         with self._gate.enter():
-            self._restored(entry)
+            restored = self._restored(entry)
+            for v in entry.verdicts:
+                _checked_verdict(v, restored.namespace)
 
     def stored_settings(self) -> dict[str, str]:
         """The settings table as stored (file-defining settings and stored tunables)."""
@@ -264,31 +290,49 @@ class CacheAdmin:
 
     # -- trust ------------------------------------------------------------------------------
 
-    def feedback(self, hit: Hit | int, correct: bool, *, query: str | None = None,
-                 similarity: float | None = None) -> None:
+    def feedback(self, hit: Hit | int, correct: bool, *, namespace: str | None = None,
+                 query: str | None = None, similarity: float | None = None) -> None:
         """Record a verdict on a served hit: was its answer right for the query?
 
         ``hit`` is the :class:`Hit` that was served (its query and similarity are known),
         or an entry id (e.g. from ``semcache.cache_info(completion).entry_id``) with the
-        ``query`` text that was asked. A wrong verdict means that entry is never served
-        for that query again, by any process; a wrong verdict on an exact hit, or on an
-        entry id without a query, deletes the entry (its answer is wrong for the very
-        request it was stored for). Verdicts feed ``semcache calibrate``.
+        ``query`` text that was asked. Feedback acts only within ``namespace`` (default:
+        the cache's, like every other method): an entry of another namespace, or one that
+        no longer exists, raises :class:`InvalidInputError` and nothing changes; a
+        :class:`Hit` must agree with the stored entry (namespace, scope, and for an exact
+        hit its key), else it is refused.
+
+        A wrong verdict means that entry is never served for that query again, by any
+        process. A wrong verdict on an exact entry deletes it, in every process (its answer
+        is wrong for the very request it was stored for): an exact ``Hit``, an entry id
+        without a query, or an entry id whose ``query`` has the entry's own exact key (the
+        query is the entry's prompt; for an entry stored by request, its stored text).
+        Verdicts feed ``semcache calibrate``.
         """
         from semcache.validation import check_bool
 
-        entry_id, kind, sim, text = _verdict_subject(hit, query, similarity)
+        ns = self._ns(namespace)
+        subject = _verdict_subject(hit, query, similarity, ns)
         check_bool(correct, "correct")
         with self._gate.enter():
-            row = self._store.get_by_ids([entry_id])
-            namespace = row[0].namespace if row else self.namespace
-            verdict = Verdict(entry_id, namespace, None if text is None else query_hash(text),
-                              kind, sim, correct, self._clock())
+            recs = self._store.list_entries(EntryFilter(ids=(subject.entry_id,), namespace=ns))
+            if not recs:
+                raise InvalidInputError(
+                    f"no entry {subject.entry_id} in namespace {ns!r} (deleted, replaced, or "
+                    "of another namespace: feedback acts only within its namespace); "
+                    "nothing recorded")
+            exact = subject.agrees_with(recs[0], ns)
+            sim = subject.similarity
+            if sim is None:
+                sim = 1.0 if exact else 0.0
+            verdict = Verdict(subject.entry_id, ns,
+                              None if subject.text is None else query_hash(subject.text),
+                              "exact" if exact else "semantic", sim, correct, self._clock())
             with self._batcher.write() as w:
                 w.txn.record_verdict(verdict)
                 w.count(**{"feedback_right" if correct else "feedback_wrong": 1})
-                if not correct and (kind == "exact" or text is None):
-                    w.txn.delete(EntryFilter(ids=(entry_id,)))
+                if not correct and exact:  # the namespace in the filter: never another's
+                    w.txn.delete(EntryFilter(ids=(subject.entry_id,), namespace=ns))
 
     def verdicts(self, namespace: str | None = None) -> list[Verdict]:
         """Recorded verdicts (of one namespace when given), oldest first."""
@@ -311,18 +355,92 @@ class CacheAdmin:
                                                    check_threshold(value))
 
 
-def _verdict_subject(hit: Hit | int, query: str | None,
-                     similarity: float | None) -> tuple[int, str, float, str | None]:
-    """(entry id, kind, similarity, query text) of a feedback call."""
+class _Subject:
+    """What a feedback call judges: an entry, the query asked, how it was served."""
+
+    def __init__(self, entry_id: int, text: str | None, similarity: float | None,
+                 hit: Hit | None) -> None:
+        self.entry_id = entry_id
+        self.text = text
+        self.similarity = similarity
+        self.hit = hit
+
+    def agrees_with(self, rec: EntryRecord, ns: str) -> bool:
+        """Check a Hit against the stored entry; True when the verdict is on the entry's
+        own exact key (then a wrong verdict deletes it)."""
+        text, hit = self.text, self.hit
+        own_key = None if text is None else _is_own_key(rec, text, ns)
+        if hit is None:
+            return text is None or own_key is True  # an id alone judges the entry itself
+        if hit.scope != rec.scope:
+            raise InvalidInputError(
+                f"the hit disagrees with entry {rec.id}: scope {hit.scope!r} is not the "
+                "entry's; nothing recorded")
+        if hit.kind == "exact" and own_key is False:
+            raise InvalidInputError(
+                f"the hit disagrees with entry {rec.id}: its query's exact key is not the "
+                "entry's, so it was not an exact hit of it; nothing recorded")
+        return hit.kind == "exact" or own_key is True
+
+
+def _is_own_key(rec: EntryRecord, text: str, ns: str) -> bool | None:
+    """Whether ``text`` looked up in ``ns`` reaches ``rec`` by its exact key: the prompt
+    of a plain entry; for an entry stored by request (which keeps its key material, not
+    the request), its stored text in its scope. None when that cannot be told (a request
+    entry stored without its prompt)."""
+    if not rec.scope:
+        return prompt_key(text, ns) == rec.key_hash
+    return None if rec.prompt is None else rec.prompt == text
+
+
+def _verdict_subject(hit: Hit | int, query: str | None, similarity: float | None,
+                     ns: str) -> _Subject:
+    """The subject of a feedback call, its arguments validated (nothing read yet)."""
     if isinstance(hit, Hit):
+        check_entry_id(hit.entry_id)
+        if hit.kind not in ("exact", "semantic"):
+            raise InvalidInputError(f"hit.kind must be 'exact' or 'semantic'; got {hit.kind!r}")
+        if hit.namespace != ns:
+            raise InvalidInputError(
+                f"the hit is from namespace {hit.namespace!r}, not {ns!r}: feedback acts only "
+                f"within its namespace (pass namespace={hit.namespace!r})")
         text = query if query is not None else hit.query
-        return hit.entry_id, hit.kind, float(hit.similarity), text
+        text = None if text is None else check_prompt(text, "query")
+        sim = hit.similarity
+        if isinstance(sim, bool) or not isinstance(sim, (int, float)) \
+                or not -1.0 <= sim <= 1.0:
+            raise InvalidInputError(f"hit.similarity must be a cosine in [-1, 1]; got {sim!r}")
+        return _Subject(hit.entry_id, text, float(sim), hit)
     entry_id = check_entry_id(hit)
     text = None if query is None else check_prompt(query, "query")
-    if similarity is not None and not (isinstance(similarity, (int, float))
-                                       and -1.0 <= similarity <= 1.0):
-        raise InvalidInputError(f"similarity must be a cosine in [-1, 1]; got {similarity!r}")
-    return entry_id, "semantic", 0.0 if similarity is None else float(similarity), text
+    if similarity is not None and (isinstance(similarity, bool)
+                                   or not isinstance(similarity, (int, float))
+                                   or not -1.0 <= similarity <= 1.0):
+        raise InvalidInputError(f"similarity must be a cosine in [-1, 1] (a number, not a "
+                                f"bool); got {similarity!r}")
+    return _Subject(entry_id, text, None if similarity is None else float(similarity), None)
+
+
+def _checked_verdict(v: Any, namespace: str) -> Verdict:
+    """An exported verdict, validated, in ``namespace``."""
+    if not isinstance(v, Verdict):
+        raise InvalidInputError(f"a verdict must be a semcache Verdict; got {type(v).__name__}")
+    if v.query_hash is not None and (not isinstance(v.query_hash, bytes)
+                                     or len(v.query_hash) != 32):
+        raise InvalidInputError(f"a verdict's query hash must be 32 bytes (SHA-256) or None; "
+                                f"got {v.query_hash!r:.80}")
+    if v.kind not in ("exact", "semantic"):
+        raise InvalidInputError(f"a verdict's kind must be 'exact' or 'semantic'; got {v.kind!r}")
+    for name, value, low, high in (("similarity", v.similarity, -1.0, 1.0),
+                                   ("created_at", v.created_at, 0.0, 1e11)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or not low <= value <= high:
+            raise InvalidInputError(f"a verdict's {name} must be a number in [{low:g}, "
+                                    f"{high:g}]; got {value!r}")
+    if not isinstance(v.correct, bool):
+        raise InvalidInputError(f"a verdict's correct must be true or false; got {v.correct!r}")
+    return replace(v, namespace=namespace, similarity=float(v.similarity),
+                   created_at=float(v.created_at))
 
 
 def _derive_key(ns: str, scope: str, prompt: str | None, material: bytes | None,

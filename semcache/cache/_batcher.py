@@ -60,12 +60,14 @@ class HitBatcher:
         self._store = store
         self._on_commit = on_commit
         self._clock = clock
-        # Deferred derived work of the engine (SQLite: entry_codes rows), done by the flush
-        # timer of a process that wrote; it never waits for the write lock.
+        # Deferred derived work of the engine (SQLite: entry_codes rows). It rides on
+        # flushes (writes that happen anyway) and never waits for the write lock; an idle
+        # cache with nothing pending writes nothing (docs/reliability.md).
         self._background = background
         self._lock = threading.Lock()
         self._access: dict[int, AccessUpdate] = {}
         self._counts: dict[str, int] = {}
+        self._epoch = 0  # bumped by forget(): access updates taken before it are void
         self._last_flush = clock()
         self._warned = False
         self._timer: _FlushTimer | None = None
@@ -121,6 +123,14 @@ class HitBatcher:
     def pending(self) -> bool:
         return bool(self._access or self._counts)
 
+    def forget(self) -> None:
+        """Drop the pending access updates: their entry ids are another incarnation's (the
+        cache was replaced under this process; counters are kept). A batch already taken
+        by a write in progress is dropped too, before it is applied."""
+        with self._lock:
+            self._access = {}
+            self._epoch += 1
+
     # -- writing -------------------------------------------------------------------------
 
     def _take(self) -> tuple[dict[int, AccessUpdate], dict[str, int]]:
@@ -129,8 +139,11 @@ class HitBatcher:
             self._access, self._counts = {}, {}
         return taken
 
-    def _restore(self, access: dict[int, AccessUpdate], counts: dict[str, int]) -> None:
+    def _restore(self, access: dict[int, AccessUpdate], counts: dict[str, int],
+                 epoch: int | None = None) -> None:
         with self._lock:
+            if epoch is not None and epoch != self._epoch:
+                access = {}  # taken before the cache was replaced: void
             for entry_id, update in access.items():
                 newer = self._access.get(entry_id)
                 if newer is None:
@@ -157,10 +170,11 @@ class HitBatcher:
     def write(self, timeout: float | None = None) -> Iterator[BatchedWrite]:
         """A store write transaction carrying the pending batch; on failure the batch is
         put back for the next attempt and the transaction's own counts are dropped."""
+        epoch = self._epoch
         access, counts = self._take()
         try:
             with self._store.write(on_commit=self._on_commit, timeout=timeout) as txn:
-                if access:
+                if access and epoch == self._epoch:
                     txn.apply_access(access)
                 batch = BatchedWrite(txn)
                 yield batch
@@ -169,7 +183,7 @@ class HitBatcher:
                     merged[name] = merged.get(name, 0) + value
                 txn.add_counters(merged)
         except BaseException:
-            self._restore(access, counts)
+            self._restore(access, counts, epoch)
             raise
         self._last_flush = self._clock()
 
@@ -177,10 +191,11 @@ class HitBatcher:
         """``work`` inside :meth:`write`'s transaction; returns what it returns. The same
         as ``with batcher.write() as w: return work(w)`` without a generator-based context
         manager around it (puts come this way)."""
+        epoch = self._epoch
         access, counts = self._take()
         try:
             with self._store.write(on_commit=self._on_commit, timeout=timeout) as txn:
-                if access:
+                if access and epoch == self._epoch:
                     txn.apply_access(access)
                 batch = BatchedWrite(txn)
                 result = work(batch)
@@ -189,15 +204,13 @@ class HitBatcher:
                     merged[name] = merged.get(name, 0) + value
                 txn.add_counters(merged)
         except BaseException:
-            self._restore(access, counts)
+            self._restore(access, counts, epoch)
             raise
         self._last_flush = self._clock()
-        if self._background is not None and not self._timer_running:
-            self._ensure_timer()
         return result
 
     def background(self) -> None:
-        """The engine's deferred work, if any (from the flush timer; never raises)."""
+        """The engine's deferred work, if any (done by every flush; never raises)."""
         if self._background is None:
             return
         try:
@@ -207,16 +220,20 @@ class HitBatcher:
                       self._store.location, exc)
 
     def flush(self, timeout: float | None) -> bool:
-        """Write the batch now; False when the write lock stayed busy for ``timeout``."""
-        if not self.pending or self._store.readonly:
+        """Write the batch now, then the engine's deferred work; False when the write lock
+        stayed busy for ``timeout``. Once it returned True, a cache that gets no further
+        call writes nothing: no timer writes derived data on its own."""
+        if self._store.readonly:
             return True
-        if not self._store.lock.acquire(timeout=timeout):
-            return False
-        try:
-            with self.write():
-                pass
-        finally:
-            self._store.lock.release()
+        if self.pending:
+            if not self._store.lock.acquire(timeout=timeout):
+                return False
+            try:
+                with self.write():
+                    pass
+            finally:
+                self._store.lock.release()
+        self.background()
         return True
 
     def maybe_flush(self, now: float) -> None:
@@ -267,7 +284,8 @@ class HitBatcher:
 
 
 class _FlushTimer(threading.Thread):
-    """Writes a due batch even when the process does no further reads or writes."""
+    """Writes a due batch of hit effects even when the process makes no further call.
+    With nothing pending it writes nothing (the engine's deferred work rides on flushes)."""
 
     def __init__(self, batcher: HitBatcher) -> None:
         super().__init__(name="semcache-flush", daemon=True)
@@ -284,7 +302,6 @@ class _FlushTimer(threading.Thread):
                     return
                 if batcher.pending:
                     batcher.try_flush()
-                batcher.background()
                 del batcher
         except Exception as exc:  # noqa: BLE001 - the next hit starts a new timer
             log.warning("semcache: the batched-hit flush timer stopped (%s)", exc)

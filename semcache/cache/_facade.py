@@ -28,7 +28,7 @@ from semcache.cache._admin import CacheAdmin
 from semcache.cache._batcher import HitBatcher
 from semcache.cache._coalesce import Claim, Coalescer
 from semcache.cache._gate import Gate
-from semcache.cache._identity import resolve_identity
+from semcache.cache._identity import check_same_pin, resolve_identity
 from semcache.cache._keys import PromptKeys, prompt_key, request_key, vector_key
 from semcache.cache._pipeline import LookupPipeline, Query
 from semcache.cache._settings import CacheSettings
@@ -96,8 +96,10 @@ class Cache(CacheAdmin):
                 search = make_search(store, identity.encoder, use_mirror=use_mirror)
         except BaseException:
             store.close()
-            if created:
-                remove_new_store(store)  # a failed open leaves no file behind
+            # A failed open leaves no file behind - unless another open pinned it meanwhile
+            # (two first opens at once: the loser must not remove the winner's cache).
+            if created and "embedder" not in store.settings:
+                remove_new_store(store)
             raise
         self._store = store
         self._identity = identity
@@ -116,7 +118,17 @@ class Cache(CacheAdmin):
         self._coalescer = Coalescer(store)
         self._keys = PromptKeys()
         self._namespace = self._settings.tunables().namespace  # fixed once opened
+        store.on_incarnation = self._replaced
         _open_caches.add(self)
+
+    def _replaced(self) -> None:
+        """The engine found another incarnation of the cache under this one (a file
+        restored over, a schema dropped and created again): drop every memo of the old one
+        and go on if it is pinned like this process, else refuse (its vectors would mix)."""
+        self._pipeline.forget()
+        self._batcher.forget()
+        self._settings.reload_thresholds(self._store.settings)
+        check_same_pin(self.location, self._identity, self._store.settings)
 
     # -- settings -------------------------------------------------------------------------
 
@@ -437,13 +449,14 @@ class Cache(CacheAdmin):
         return memoize(self, namespace=namespace, ttl=ttl, semantic=semantic)
 
 
-#: Pending entry_codes rows the flush timer writes per tick (~10-20 ms under the lock).
+#: Pending entry_codes rows a flush writes (~10-20 ms under the lock).
 TIMER_CATCH_UP_ROWS = 2048
 
 
 def _background_work(store: Any) -> Callable[[], object] | None:
-    """What the flush timer does for the engine: SQLite catches its sqlite-vec table up
-    with the entries this process wrote, a batch per tick, if the write lock is free."""
+    """The engine's deferred work, done by each flush of batched hits (a write that happens
+    anyway, never on an idle timer): SQLite catches its sqlite-vec table up with the
+    entries this process wrote, a batch at a time, if the write lock is free."""
     if not isinstance(store, LocalCodeSource) or store.readonly:
         return None
 

@@ -163,6 +163,9 @@ class LookupPipeline:
         pid = self._partitions.get((namespace, scope))
         if pid is None:
             pid = self.partition(namespace, scope)
+        if row.partition_id != pid and row.namespace == namespace \
+                and self.store.check_incarnation(force=True):
+            pid = self.partition(namespace, scope)  # the remembered id was another cache's
         if row.namespace != namespace or row.partition_id != pid:
             log.warning("semcache: entry %d matches a key of namespace %r but belongs to "
                         "namespace %r (another scope?): not served", row.id, namespace,
@@ -174,18 +177,33 @@ class LookupPipeline:
         assert q.vector is not None
         if self.search is None:
             return None
-        pid = self.partition(q.namespace, q.scope)
-        if pid is None:
-            return None
+        # Partition ids are remembered: only under the incarnation of the cache they were
+        # read from (SQLite checks here, cheaply; a PostgreSQL search checks the token in
+        # its statement and comes back empty, then the miss below looks once more).
+        self.store.check_incarnation()
         p_wrong: dict[int, float] = {}
-        best = self.search.best(q.vector, pid, now, self.threshold(q.namespace), self.alive,
-                                self._guard_for(q, p_wrong))
+        best = self._best(q, now, p_wrong)
+        if best is None and self.store.check_incarnation(force=True):
+            best = self._best(q, now, p_wrong)
         if best is None:
             return None
         row, similarity = best
+        if row.namespace != q.namespace:  # never another tenant's, whatever the ids say
+            log.warning("semcache: entry %d of namespace %r found in the partition of %r: "
+                        "not served", row.id, row.namespace, q.namespace)
+            return None
         hit = self.make_hit(row, "semantic", similarity, now, q)
         hit.p_wrong = p_wrong.get(row.id)
         return hit
+
+    def _best(self, q: Query, now: float,
+              p_wrong: dict[int, float]) -> tuple[EntryRow, float] | None:
+        assert q.vector is not None and self.search is not None
+        pid = self.partition(q.namespace, q.scope)
+        if pid is None:
+            return None
+        return self.search.best(q.vector, pid, now, self.threshold(q.namespace), self.alive,
+                                self._guard_for(q, p_wrong))
 
     def _guard_for(self, q: Query, p_wrong: dict[int, float]
                    ) -> Callable[[EntryRow, float], bool] | None:
@@ -222,6 +240,10 @@ class LookupPipeline:
         return accept
 
     # -- helpers ---------------------------------------------------------------------------
+
+    def forget(self) -> None:
+        """Drop what this pipeline remembers of the cache (it was replaced)."""
+        self._partitions = {}
 
     def partition(self, namespace: str, scope: str) -> int | None:
         pid = self._partitions.get((namespace, scope))

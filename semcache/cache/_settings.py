@@ -61,6 +61,10 @@ class CacheSettings:
         self._family = (embedder_name or "").split(":", 1)[0]
         self._namespace_thresholds = read_namespace_thresholds(store.settings)
 
+    def reload_thresholds(self, stored: dict[str, str]) -> None:
+        """The namespace thresholds of ``stored`` (the cache was replaced under us)."""
+        self._namespace_thresholds = read_namespace_thresholds(stored)
+
     def tunables(self) -> Tunables:
         assert self._tunables is not None
         return self._tunables

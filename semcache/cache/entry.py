@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from semcache.store.base import Verdict
+
 
 @dataclass(slots=True)
 class Entry:
@@ -16,6 +18,8 @@ class Entry:
     from which its key is derived again on import (never trusted as a finished hash);
     None for plain prompts (the key is derived from ``prompt``) and for vectors.
     ``vector`` is the stored unit vector (float32), present when asked for.
+    ``verdicts``: the entry's trust state to restore with it (an export's ``feedback``
+    verdicts on it; their entry id and namespace are the restored entry's).
     """
 
     namespace: str
@@ -35,6 +39,7 @@ class Entry:
     key_hash: bytes | None = None
     size: int = 0
     has_code: bool = False
+    verdicts: tuple[Verdict, ...] = ()
 
 
 __all__ = ["Entry"]

@@ -24,12 +24,17 @@ How LangChain's ``(prompt, llm_string)`` maps onto the cache:
   back with ``load`` restricted to output and AI-message classes - JSON, never pickle.
 * Entries live in namespace ``"langchain"`` unless told otherwise, so :meth:`clear` (what
   ``llm_cache.clear()`` calls) drops LangChain's entries only.
+* What is stored comes back unchanged (LangChain's standard cache suites pass):
+  :meth:`update` never changes the caller's generations, and :meth:`lookup` returns
+  generations equal to those stored.
 * ``semcache.cache_info(result)`` works on what a model returns (``AIMessage``,
-  ``LLMResult``, ``Generation``): LangChain's objects carry it as a dict under
-  ``response_metadata["semcache"]`` / ``generation_info["semcache"]``. A hit adds it to
-  the generations it returns; a miss adds it (with the new entry id) to the generations
-  LangChain hands to :meth:`update`, which are the ones the caller gets. ``BaseLLM.invoke``
-  returns a bare ``str``, which cannot carry it: use ``generate`` for that.
+  ``LLMResult``, ``Generation``) without entering any of their fields: the info rides on
+  the objects themselves, outside the model's fields (the attribute the SDK results
+  carry too; not in ``generation_info``, ``response_metadata``, ``==``, ``model_dump``
+  or LangChain's serialization). A hit marks the generations (and messages) it returns; a
+  miss marks the generations LangChain hands to :meth:`update`, which are the ones the
+  caller gets. ``BaseLLM.invoke`` returns a bare ``str``, which cannot carry it: use
+  ``generate`` for that.
 
 Failures of the cache never fail the model call: a failed lookup is a miss, a failed
 store is logged and skipped. The async twins run the cache in a worker thread.
@@ -60,12 +65,7 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, Generati
 
 from semcache.errors import CacheFileError, EmbedderError, InvalidTypeError, TooLargeError
 from semcache.integrations.base import CachedAnswer, ClearableCache
-from semcache.integrations.info import (
-    METADATA_KEY,
-    CacheInfo,
-    info_from_hit,
-    miss_info,
-)
+from semcache.integrations.info import CacheInfo, attach_info, info_from_hit, miss_info
 from semcache.integrations.pipeline import check_namespace_option, check_ttl_option
 from semcache.settings import UNSET
 
@@ -154,18 +154,8 @@ def prompt_keys(prompt: str, llm_string: str) -> PromptKeys:
     return PromptKeys(key, scope, _text_of(last["kwargs"].get("content")))
 
 
-def _without_info(data: Any) -> Any:
-    """A serialized generation without semcache's own info dicts (never stored)."""
-    if isinstance(data, dict):
-        return {k: _without_info(v) for k, v in data.items()
-                if not (k == METADATA_KEY and isinstance(v, dict) and "hit" in v)}
-    if isinstance(data, list):
-        return [_without_info(v) for v in data]
-    return data
-
-
 def _serialize(generations: Sequence[Generation]) -> dict[str, Any] | None:
-    dumped = [_without_info(dumpd(g)) for g in generations]
+    dumped = [dumpd(g) for g in generations]
     if '"not_implemented"' in json.dumps(dumped):
         logger.debug("semcache: generation holds objects LangChain cannot serialize; not stored")
         return None
@@ -194,13 +184,13 @@ def _deserialize(data: Any) -> list[Generation] | None:
 
 
 def _mark(generations: Sequence[Generation], info: CacheInfo) -> None:
-    """Put ``info`` where LangChain users (and ``semcache.cache_info``) can read it."""
-    data = info.to_dict()
+    """Let ``semcache.cache_info`` read ``info`` from the generations and their messages,
+    changing none of their fields (the caller's objects stay equal to what was stored)."""
     for generation in generations:
-        generation.generation_info = {**(generation.generation_info or {}), METADATA_KEY: data}
+        attach_info(generation, info)
         message = getattr(generation, "message", None)
         if message is not None:
-            message.response_metadata = {**message.response_metadata, METADATA_KEY: data}
+            attach_info(message, info)
 
 
 class SemcacheLLMCache(BaseCache):

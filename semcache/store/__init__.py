@@ -40,7 +40,8 @@ def open_store(location: str | os.PathLike[str], *, readonly: bool = False,
             from semcache.store.postgres import PostgresStore
         except ImportError as exc:
             raise ConfigurationError(
-                f"a PostgreSQL cache needs the [postgres] extra (psycopg, psycopg-pool): {exc}"
+                f"a PostgreSQL cache needs psycopg and psycopg-pool (pip install "
+                f"'semcache-sqlite[postgres]'): {exc}"
             ) from None
         # schema=None: the URL's ?schema=, else the default schema (semcache).
         store: Any = PostgresStore(text, readonly=readonly, schema=schema, **options)
@@ -80,7 +81,7 @@ def display_location(location: str) -> str:
     try:
         from semcache.store.postgres.conninfo import parse
     except ImportError:  # no driver: nothing parses the URL, so show none of it
-        return "a PostgreSQL URL (the [postgres] extra is not installed)"
+        return "a PostgreSQL URL (pip install 'semcache-sqlite[postgres]' to use it)"
     return parse(location).location
 
 
@@ -98,7 +99,10 @@ def _open_sqlite(path: str, readonly: bool) -> tuple[Store, bool]:
                              f"{directory!r} does not exist")
     created = not os.path.exists(path)
     try:
-        return SQLiteStore(path, readonly=readonly), created
+        store = SQLiteStore(path, readonly=readonly)
+        # Created by this open: the file did not exist and this open migrated it (two
+        # first opens at once both find no file; one of them creates the cache).
+        return store, created and store.created
     except BaseException:
         if created and not readonly:
             _remove_files(os.path.realpath(path))

@@ -223,7 +223,18 @@ class StoreTxn(Protocol):
     def apply_access(self, updates: dict[int, AccessUpdate]) -> None: ...
     def add_counters(self, deltas: dict[str, int]) -> None: ...
     def set_settings(self, values: dict[str, str]) -> None: ...
+    def add_settings(self, values: dict[str, str]) -> dict[str, str]:
+        """Write the settings not stored yet (a stored value is kept, whoever wrote it);
+        returns every stored setting as this transaction sees them."""
+        ...
+
     def record_verdict(self, verdict: Verdict) -> None: ...
+    def restore_verdicts(self, verdicts: Sequence[Verdict]) -> None:
+        """Record exported verdicts; one already recorded (same namespace, query, kind,
+        similarity, verdict and time: an import run again) is moved to the given entry
+        instead of being recorded twice."""
+        ...
+
 
 
 class Store(Protocol):
@@ -234,10 +245,25 @@ class Store(Protocol):
     readonly: bool
     #: The settings table (file-defining settings and stored tunables), as text.
     settings: dict[str, str]
+    #: The incarnation token this process last read (settings ``incarnation``): ids read
+    #: from the cache are valid only while it is the cache's (see check_incarnation).
+    incarnation: str | None
+    #: Called (no arguments, no database work) when check_incarnation finds a new token,
+    #: after the store refreshed ``settings`` and dropped its own memos; it may raise.
+    on_incarnation: Callable[[], None] | None
 
     @property
     def lock(self) -> StoreLock:
         """Serializes writers (a cross-process file lock for SQLite); readers never take it."""
+        ...
+
+    def check_incarnation(self, force: bool = False) -> bool:
+        """True when the cache was replaced since the token was read (a file restored over
+        by another cache, a schema dropped and created again): ``settings`` is then read
+        again, the store's memos dropped and ``on_incarnation`` called. Cheap unless
+        ``force``: SQLite reads the token only after another connection committed;
+        PostgreSQL only when forced (its statements that use remembered ids check the
+        token themselves and come back empty when it moved)."""
         ...
 
     # reads on the lookup path
@@ -287,11 +313,31 @@ class Store(Protocol):
 
     def release(self, key_hash: bytes) -> None: ...
     def write_settings(self, values: dict[str, str]) -> None: ...
+    def pin_settings(self, values: dict[str, str]) -> dict[str, str]:
+        """Decide settings once for every process: in one write transaction, write those
+        not stored yet and return what is stored (another first open may have won)."""
+        ...
+
     def vacuum(self) -> dict[str, int]:
         """Repair derived tables after hand-made changes and compact storage."""
         ...
 
     def close(self) -> None: ...
+
+
+def accept_incarnation(store: Store, token: str | None, settings: dict[str, str]) -> None:
+    """Take a new incarnation of the cache: its token and settings, then the store's
+    ``on_incarnation``; if that refuses it (raises), the store keeps the old ones, so that
+    the next check finds the change again and refuses again."""
+    old = store.incarnation, store.settings
+    store.incarnation, store.settings = token, settings
+    try:
+        if store.on_incarnation is not None:
+            store.on_incarnation()
+    except BaseException:
+        store.incarnation, store.settings = old
+        raise
+
 
 
 @runtime_checkable

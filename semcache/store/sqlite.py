@@ -23,6 +23,7 @@ from semcache.errors import CorruptCacheError, ReadOnlyCacheError
 from semcache.store.base import (
     Changes,
     EntryRow,
+    accept_incarnation,
 )
 from semcache.store.connection import (
     DEFAULT_PRAGMAS,
@@ -54,6 +55,7 @@ _STATE = "SELECT change_seq, state_token FROM sync_state WHERE id = 1"
 _STATE_AFTER = ("SELECT change_seq, state_token, (SELECT data_version FROM pragma_data_version) "
                 "FROM sync_state WHERE id = 1")
 _CODES_THROUGH = "SELECT codes_through FROM sync_state WHERE id = 1"
+_INCARNATION = "SELECT value FROM settings WHERE name = 'incarnation'"
 #: close() writes at most this many pending entry_codes rows (~0.1-0.2 s), waiting at most
 #: CLOSE_CATCH_UP_WAIT_S for the write lock; what is left waits for the next writer.
 CLOSE_CATCH_UP_ROWS = 16_384
@@ -90,7 +92,10 @@ class SQLiteStore(SQLiteAdmin):
                 if readonly and file_version(self._conn, path) < SCHEMA_VERSION \
                         and os.access(path, os.W_OK):
                     _migrate(path)  # an older file read by a newer semcache (e.g. the CLI)
-                ensure_schema(self._conn, path, None if readonly else self._file_lock)
+                #: True when this open made the file a cache (it was empty under the lock):
+                #: only then may a failed open remove it (another open may be using it).
+                self.created = ensure_schema(self._conn, path,
+                                             None if readonly else self._file_lock) == 0
                 self.settings = read_settings(self._conn)
             if not all(isinstance(v, str) for kv in self.settings.items() for v in kv):
                 raise CorruptCacheError(f"cache file {path!r} is corrupt (settings table "
@@ -119,6 +124,9 @@ class SQLiteStore(SQLiteAdmin):
         self._key_cursor: Any = self._conn.cursor()
         self._forked = False  # set in a forked child (see _after_fork): reconnect first
         self._codes_pending = False  # this process wrote entries not in entry_codes yet
+        self.incarnation: str | None = self.settings.get("incarnation")
+        self.on_incarnation: Callable[[], None] | None = None
+        self._incarnation_version = self.data_version()  # data_version of the last check
         _STORES.add(self)
 
     # -- connection management -------------------------------------------------------
@@ -224,6 +232,32 @@ class SQLiteStore(SQLiteAdmin):
         assert isinstance(version, int)
         return version
 
+    def check_incarnation(self, force: bool = False) -> bool:
+        """See :meth:`Store.check_incarnation`: the token is read (~2 us) only after
+        another connection committed (``PRAGMA data_version`` moved) or when forced."""
+        with self._mutex, translated(self.path):
+            self._check_fork()
+            return self._incarnation_moved(force)
+
+    def _incarnation_moved(self, force: bool) -> bool:
+        """Caller holds the mutex: read the token if it may have moved; a new one is taken
+        (settings read again) once ``on_incarnation`` accepted it - if that raises, the
+        next check raises again."""
+        version = self._conn.execute("PRAGMA data_version").fetchall()[0][0]
+        if not force and version == self._incarnation_version:
+            return False
+        rows = self._conn.execute(_INCARNATION).fetchall()
+        token = rows[0][0] if rows else None
+        if token == self.incarnation:
+            self._incarnation_version = version
+            return False
+        log.warning("semcache: %s was replaced by another cache (incarnation %s -> %s); "
+                    "ids remembered by this process are dropped", self.path,
+                    self.incarnation, token)
+        accept_incarnation(self, token, read_settings(self._conn))
+        self._incarnation_version = version
+        return True
+
     def counters(self) -> dict[str, int]:
         with self._mutex, translated(self.path):
             self._check_fork()
@@ -295,7 +329,7 @@ class SQLiteStore(SQLiteAdmin):
     def catch_up_codes(self, limit: int | None = None, timeout: float | None = 0.0) -> int:
         """Write pending entry_codes rows (at most ``limit``) if the write lock is free
         within ``timeout`` seconds; returns how many were written (0 if the lock was busy).
-        Called by the flush timer of a process that wrote, by close() and by vacuum."""
+        Called by every flush of batched hits, by close() and by vacuum."""
         if self.readonly or not self.lock.acquire(timeout=timeout):
             return 0
         try:
@@ -370,6 +404,13 @@ class SQLiteStore(SQLiteAdmin):
         with self.write() as txn:
             txn.set_settings(values)
         self.settings.update(values)
+
+    def pin_settings(self, values: dict[str, str]) -> dict[str, str]:
+        """Under the write lock: write what is not stored yet, return what is stored."""
+        with self.write() as txn:
+            stored = txn.add_settings(values)
+        self.settings = dict(stored)
+        return dict(stored)
 
 
 #: Every open store of this process: a forked child marks them all, so that the exact

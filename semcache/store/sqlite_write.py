@@ -12,8 +12,8 @@ The sqlite-vec table ``entry_codes`` (used only by the SQL search and the sqlite
 written by the INSERT: its rows cost ~6-10 us each plus several WAL pages per put, and they
 are written in id order, in batches, by :meth:`WriteTxn.catch_up_codes`, which moves
 ``sync_state.codes_through`` in the same transaction. A write that leaves more than
-``CODES_LAG_MAX`` entries behind catches up at once; the flush timer of a process that wrote,
-``close()`` and ``vacuum`` catch up too. The SQL search scans the entries above the mark
+``CODES_LAG_MAX`` entries behind catches up at once; every flush of batched hits,
+``close()`` and ``vacuum`` catch up too (never an idle timer: an idle cache writes nothing). The SQL search scans the entries above the mark
 directly, so an entry is searchable the moment its put returns (docs/schema.md).
 """
 
@@ -36,7 +36,7 @@ from semcache.store.base import (
 )
 from semcache.store.connection import translate
 from semcache.store.filters import compile_filter
-from semcache.store.schema import write_settings
+from semcache.store.schema import add_settings, write_settings
 
 if TYPE_CHECKING:
     from semcache.store.sqlite import SQLiteStore
@@ -93,6 +93,9 @@ class WriteBlock:
             store._check_fork()
             txn = WriteTxn(store)
             store._conn.execute("BEGIN IMMEDIATE")
+            # Nothing else can commit now: a file replaced since our last look is seen
+            # before this transaction uses anything this process remembers of it.
+            store._incarnation_moved(False)  # may refuse (another embedder): rolled back
             if self._on_commit is not None:  # only the mirror needs the states
                 txn.changes.seq_before, txn.changes.token_before = store._state()
         except BaseException as exc:
@@ -155,6 +158,9 @@ class WriteTxn:
 
     def set_settings(self, values: dict[str, str]) -> None:
         write_settings(self._conn, values)
+
+    def add_settings(self, values: dict[str, str]) -> dict[str, str]:
+        return add_settings(self._conn, values)
 
     def partition_id(self, namespace: str, scope: str) -> int:
         """The partition's id, created if it is new (looked up once per transaction)."""
@@ -365,6 +371,17 @@ class WriteTxn:
             "created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
             (v.entry_id, v.namespace, v.query_hash, v.kind, v.similarity, int(v.correct),
              v.created_at))
+
+    def restore_verdicts(self, verdicts: Sequence[Verdict]) -> None:
+        for v in verdicts:
+            row = (v.namespace, v.query_hash, v.kind, v.similarity, int(v.correct),
+                   v.created_at)
+            self._conn.execute(
+                "UPDATE feedback SET entry_id = ? WHERE namespace = ? AND query_hash IS ? "
+                "AND kind = ? AND similarity = ? AND correct = ? AND created_at = ?",
+                (v.entry_id, *row))
+            if not self._conn.changes():
+                self.record_verdict(v)
 
     def add_counters(self, deltas: dict[str, int]) -> None:
         self._conn.executemany(

@@ -30,7 +30,7 @@ import numpy as np
 import psycopg
 
 from semcache.errors import CacheFileError, ConfigurationError, ReadOnlyCacheError
-from semcache.store.base import Changes, EntryRow, NewEntry
+from semcache.store.base import Changes, EntryRow, NewEntry, accept_incarnation
 from semcache.store.postgres.adapters import code_literal, register_vector, vector_from
 from semcache.store.postgres.admin import AdminMixin
 from semcache.store.postgres.conninfo import (
@@ -158,6 +158,8 @@ class PostgresStore(AdminMixin):
                                                           pgvector=pgvector)
                 self.queries = Queries(self.schema, self.state.ext_schema)
                 self.settings: dict[str, str] = dict(conn.execute(self.queries.settings).fetchall())
+                self.incarnation: str | None = self.settings.get("incarnation")
+                self.on_incarnation: Callable[[], None] | None = None
                 version = conn.execute("SHOW server_version").fetchone()
                 self.server_version = str(version[0]) if version else "?"
                 sync = conn.execute("SHOW synchronous_commit").fetchone()
@@ -270,6 +272,25 @@ class PostgresStore(AdminMixin):
     def known_partition(self, key: tuple[str, str]) -> int | None:
         return self._partitions.get(key)
 
+    def check_incarnation(self, force: bool = False, conn: Any = None) -> bool:
+        """See :meth:`Store.check_incarnation`; one round trip when ``force`` (on ``conn``,
+        a write transaction's connection, when given)."""
+        if not force:
+            return False
+        q = self.queries.settings
+        rows = conn.execute(q).fetchall() if conn is not None else \
+            self._conns.run(lambda c: c.execute(q).fetchall())
+        settings = {str(n): str(v) for n, v in rows}
+        if settings.get("incarnation") == self.incarnation:
+            return False
+        log.warning("semcache: schema %s of %s was dropped and created again (incarnation "
+                    "%s -> %s); ids remembered by this process are dropped", self.schema,
+                    self.location, self.incarnation, settings.get("incarnation"))
+        self._partitions.clear()
+        self._sizes.clear()
+        accept_incarnation(self, settings.get("incarnation"), settings)
+        return True
+
     def find_partition(self, namespace: str, scope: str) -> int | None:
         key = (namespace, scope)
         pid = self._partitions.get(key)
@@ -305,7 +326,7 @@ class PostgresStore(AdminMixin):
         code_bytes = code if isinstance(code, bytes) else \
             np.ascontiguousarray(code, dtype=np.uint8).tobytes()
         params: dict[str, Any] = {"p": partition_id, "now": now, "k": k,
-                                  "code": code_literal(code_bytes)}
+                                  "code": code_literal(code_bytes), "inc": self.incarnation}
         q = self.queries
         if q.ext is None:
             rows = self._conns.run(
@@ -380,6 +401,14 @@ class PostgresStore(AdminMixin):
         with self.write() as txn:
             txn.set_settings(values)
         self.settings.update(values)
+
+    def pin_settings(self, values: dict[str, str]) -> dict[str, str]:
+        """One transaction: a concurrent first open's insert of the same names makes ours
+        wait for its COMMIT and then do nothing, so every open reads the winner's."""
+        with self.write(pipelined=False) as txn:
+            stored = txn.add_settings(values)
+        self.settings = dict(stored)
+        return dict(stored)
 
 
 #: Defaults of the options a URL may set (an explicit argument must agree with the URL).
