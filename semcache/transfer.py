@@ -1,13 +1,21 @@
 """Export and import of cache entries as JSON Lines (``semcache export`` / ``import``).
 
-Format (UTF-8, one JSON object per line)::
+Format 3 (UTF-8, one JSON object per line)::
 
-    {"semcache_export": 2, "embedder": "minilm:all-MiniLM-L6-v2", "dim": 384,
+    {"semcache_export": 3, "embedder": "minilm:all-MiniLM-L6-v2", "dim": 384,
      "projection_seed": 0, "settings": {...}, "exported_at": 1700000000.0}   <- header
     {"id": 7, "namespace": "default", "scope": "", "prompt": "...", "key": "<hex>" | null,
      "response": <the JSON value>, "metadata": {...} | null, "tokens": 42,
      "created_at": 1700000000.0, "accessed_at": 1700000100.0, "expires_at": ... | null,
-     "ttl": 86400.0 | null, "hits": 3, "vector": "<base64 of little-endian float32>" | null}
+     "ttl": 86400.0 | null, "hits": 3, "vector": "<base64 of little-endian float32>" | null,
+     "trust": {"verdicts": [...]}}                          <- per-entry trust state
+    {"namespace_state": "billing", "settings": {"similarity_threshold": 0.97},
+     "trust": {"verdicts": [...]}}                           <- per-namespace settings
+
+The two trust sections are described in :mod:`semcache.transfer_trust`. Import writes an
+entry's verdicts with it (for its new id) and, when it creates the cache (or with
+``apply_settings=True``), the namespaces' settings, so that the copy refuses what the
+original refuses. Versions 1 and 2 (no trust state) are read too.
 
 The header is optional on import (hand-written files may omit it); when present it
 must be the first line, and its embedder and dimension must match the target cache's
@@ -46,10 +54,11 @@ from semcache.cache import Cache, Entry
 from semcache.errors import EmbedderMismatchError, InvalidInputError, SemcacheError
 from semcache.settings import TUNABLES, decode_stored
 from semcache.store.codecs import decode_vector
+from semcache.transfer_trust import NamespaceState, apply_namespace_states
 
-#: Version of the export format written in the header line (version 1 is still read).
-FORMAT_VERSION = 2
-READ_VERSIONS = (1, 2)
+#: Version of the export format written in the header line (versions 1 and 2 are read).
+FORMAT_VERSION = 3
+READ_VERSIONS = (1, 2, 3)
 #: Entries per write transaction on import.
 DEFAULT_BATCH = 500
 #: Rows read per page on export.
@@ -78,12 +87,20 @@ class ImportReport:
     bad_count: int = 0
     seconds: float = 0.0
     created: bool = False
+    #: Verdicts of the namespace sections (entries' own verdicts come with them).
+    namespace_verdicts: int = 0
+    #: Per-namespace settings not applied (an existing cache keeps its own).
+    settings_kept: list[str] = field(default_factory=list)
+    #: Keys of trust sections this version does not read (a newer semcache's export).
+    ignored_keys: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "imported": self.imported, "lines": self.lines, "skipped": self.bad_count,
             "bad_lines": [{"line": b.line, "error": b.error} for b in self.bad_lines],
             "seconds": round(self.seconds, 3), "created": self.created,
+            "namespace_verdicts": self.namespace_verdicts,
+            "settings_kept": self.settings_kept, "ignored_keys": self.ignored_keys,
         }
 
 
@@ -147,12 +164,18 @@ def dumps_line(record: dict[str, Any]) -> str:
 
 
 def export_jsonl(cache: Cache, out: IO[str]) -> int:
-    """Write the header and every entry of ``cache`` to ``out``; returns the entry count."""
+    """Write the header, every entry of ``cache`` with its trust state, then the
+    per-namespace settings to ``out``; returns the entry count."""
+    from semcache.transfer_trust import TrustExport
+
     out.write(dumps_line(header_for(cache)) + "\n")
+    trust = TrustExport(cache)
     n = 0
     for record in iter_export(cache):
-        out.write(dumps_line(record) + "\n")
+        out.write(dumps_line(trust.attach(record)) + "\n")
         n += 1
+    for line in trust.namespace_lines():
+        out.write(dumps_line(line) + "\n")
     return n
 
 
@@ -222,9 +245,12 @@ def _key(raw: Any) -> bytes | None:
     return key
 
 
-def parse_record(rec: Any) -> Entry:
+def parse_record(rec: Any, unknown: list[str] | None = None) -> Entry:
     """One export record as an :class:`~semcache.Entry` (the cache validates the values
-    when restoring it); raises ValueError naming the field that is malformed."""
+    when restoring it); raises ValueError naming the field that is malformed. Keys of its
+    trust section this version does not read are added to ``unknown``."""
+    from semcache.transfer_trust import parse_verdicts
+
     if not isinstance(rec, dict):
         raise ValueError(f"expected a JSON object; got {type(rec).__name__}")
     if "response" not in rec:
@@ -243,18 +269,33 @@ def parse_record(rec: Any) -> Entry:
         accessed_at=_number(rec, "accessed_at", optional=True),
         expires_at=_number(rec, "expires_at", optional=True),
         ttl=_number(rec, "ttl", optional=True), hits=_count(rec, "hits"),
-        vector=_vector(rec.get("vector")), key=_key(rec.get("key")))
+        vector=_vector(rec.get("vector")), key=_key(rec.get("key")),
+        verdicts=tuple(parse_verdicts(rec.get("trust"), [] if unknown is None else unknown)))
 
 
-def iter_lines(stream: IO[str], skip_first: bool) -> Iterator[tuple[int, Entry | None, str | None, int]]:
-    """(line number, parsed entry or None, error or None, characters read so far)."""
+Line = tuple[int, Entry | NamespaceState | None, str | None, int]
+
+
+def iter_lines(stream: IO[str], skip_first: bool,
+               unknown: list[str] | None = None) -> Iterator[Line]:
+    """(line number, parsed entry or per-namespace line or None, error or None, characters
+    read so far)."""
+    from semcache.transfer_trust import NAMESPACE_KEY, parse_namespace_line
+
     read = 0
     for lineno, line in enumerate(stream, start=1):
         read += len(line)
         if (lineno == 1 and skip_first) or not line.strip():
             continue  # the header; blank lines (a trailing newline, hand edits)
         try:
-            yield lineno, parse_record(json.loads(line)), None, read
+            obj = json.loads(line)
+            if isinstance(obj, dict) and NAMESPACE_KEY in obj:
+                state = parse_namespace_line(obj)
+                if unknown is not None:
+                    unknown.extend(state.unknown)
+                yield lineno, state, None, read
+            else:
+                yield lineno, parse_record(obj, unknown), None, read
         except (ValueError, TypeError, RecursionError) as exc:
             yield lineno, None, _describe(exc), read
 
@@ -326,11 +367,15 @@ def import_jsonl(cache: Cache, path: str, *, strict: bool = False,
                  batch_size: int = DEFAULT_BATCH,
                  progress: Callable[[int, int, int], None] | None = None,
                  on_bad_line: Callable[[BadLine], None] | None = None,
-                 lines: list[str] | None = None) -> ImportReport:
+                 lines: list[str] | None = None,
+                 apply_settings: bool = False) -> ImportReport:
     """Import the JSON Lines file at ``path`` into ``cache``.
 
     ``lines``: the file's lines already read (e.g. from stdin, which cannot be read
-    twice); ``path`` then only names them in messages.
+    twice); ``path`` then only names them in messages. ``apply_settings``: write the
+    export's per-namespace settings (thresholds) into ``cache`` - what ``semcache import``
+    does for a cache it creates; otherwise they are left as the cache has them and listed
+    in the report. Entries' trust state (verdicts) is always imported with them.
 
     ``progress(chars_read, total_chars_estimate, imported)`` is called after every batch.
     With ``strict`` the whole file is validated first and TransferError is raised (nothing
@@ -361,14 +406,17 @@ def import_jsonl(cache: Cache, path: str, *, strict: bool = False,
             return io.StringIO("".join(lines))
         return open(path, encoding="utf-8", errors="strict", newline="")  # noqa: SIM115
 
-    def entries() -> Iterator[tuple[int, Entry | None, str | None, int]]:
+    unknown: list[str] = []
+    states: list[NamespaceState] = []
+
+    def entries(keys: list[str] | None = None) -> Iterator[Line]:
         try:
             with open_stream() as f:
                 first = f.readline()
                 header = read_header(first) if first else None
                 check_compatible(cache, header)
                 f.seek(0)
-                yield from iter_lines(f, header is not None)
+                yield from iter_lines(f, header is not None, keys)
         except UnicodeDecodeError as exc:
             raise TransferError(f"{path}: not UTF-8 text ({exc})") from None
 
@@ -381,10 +429,13 @@ def import_jsonl(cache: Cache, path: str, *, strict: bool = False,
                                 f"(--strict); first: line {first.line}: {first.error}")
     batch: list[tuple[int, Entry]] = []
     read = 0
-    for lineno, entry, error, read in entries():
+    for lineno, entry, error, read in entries(unknown):
         report.lines = lineno
         if entry is None:
             record_bad(BadLine(lineno, error or "bad line"))
+            continue
+        if isinstance(entry, NamespaceState):
+            states.append(entry)  # applied once every entry is in
             continue
         batch.append((lineno, entry))
         if len(batch) >= batch_size:
@@ -395,6 +446,9 @@ def import_jsonl(cache: Cache, path: str, *, strict: bool = False,
                 progress(read, total, report.imported)
     report.imported += _write_batch(cache, batch, record_bad)
     report_held()
+    report.namespace_verdicts, report.settings_kept = apply_namespace_states(
+        cache, states, settings=apply_settings)
+    report.ignored_keys = sorted(set(unknown))
     if progress is not None:
         progress(total, total, report.imported)
     report.seconds = time.monotonic() - start
@@ -410,13 +464,15 @@ def _write_batch(cache: Cache, batch: list[tuple[int, Entry]],
     return len(ids)
 
 
-def _check_all(cache: Cache, lines: Iterator[tuple[int, Entry | None, str | None, int]],
-               record_bad: Callable[[BadLine], None], path: str) -> None:
+def _check_all(cache: Cache, lines: Iterator[Line], record_bad: Callable[[BadLine], None],
+               path: str) -> None:
     """Strict mode: every line must parse and pass the cache's validation."""
     for lineno, entry, error, _ in lines:
         if entry is None:
             record_bad(BadLine(lineno, error or "bad line"))
             continue
+        if isinstance(entry, NamespaceState):
+            continue  # validated when parsed
         try:
             cache.check_restorable(entry)
         except SemcacheError as exc:

@@ -118,7 +118,9 @@ def test_guarded_observations_are_never_hits() -> None:
 def test_no_verdicts_at_all() -> None:
     cal = calibrate([], thresholds=GRID)
     assert cal.threshold is None and cal.observations == 0
-    assert cal.needed is None
+    # the fewest that could decide: all right, all above the threshold (issue 20 item 15)
+    assert cal.needed == verdicts_needed(0.0, 0) == 268
+    assert "no verdicts yet" in cal.message and "feedback(" in cal.message
 
 
 @pytest.mark.parametrize("target", [0, 1, -0.1, 1.5, float("nan")])

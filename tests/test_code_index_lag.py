@@ -141,10 +141,14 @@ def test_a_write_far_behind_catches_up_in_its_transaction(db_path, rng, monkeypa
         assert not cache._store.upkeep_due  # nothing left for the upkeep of this process
 
 
-def test_the_flush_timer_catches_up_while_the_cache_stays_open(db_path, rng, monkeypatch):
+def test_the_flush_of_a_hit_catches_up_while_the_cache_stays_open(db_path, rng, monkeypatch):
     monkeypatch.setattr(writer_module, "FLUSH_INTERVAL", 0.05)
     with semcache.open(db_path, dim=DIM) as cache:
-        cache.put_many([(_unit(rng), i) for i in range(25)])
+        vectors = [_unit(rng) for _ in range(25)]
+        cache.put_many([(v, i) for i, v in enumerate(vectors)])
+        time.sleep(0.3)  # idle, nothing pending: the timer writes nothing on its own
+        assert _marks(db_path)[1] == 0
+        assert cache.get(vectors[3]) is not None  # a batched hit: its flush catches up
         deadline = time.monotonic() + 10
         while _marks(db_path)[1] < 25 and time.monotonic() < deadline:
             time.sleep(0.05)

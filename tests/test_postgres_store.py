@@ -297,7 +297,9 @@ def test_settings_and_list_orders(store: PostgresStore, pg_url: str) -> None:
     store.write_settings({"embedder": "hashing", "dim": "32"})
     other = PostgresStore(pg_url)
     try:
-        assert other.settings == {"embedder": "hashing", "dim": "32"}
+        assert other.settings == {"embedder": "hashing", "dim": "32",
+                                  "incarnation": store.incarnation}
+        assert store.incarnation  # drawn when the schema was created (migration 6)
     finally:
         other.close()
     with store.write() as txn:

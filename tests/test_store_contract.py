@@ -3,7 +3,8 @@
 Every test here opens engines through ``semcache.store.open_store`` and uses only the
 documented protocol (``semcache/store/base.py``): the SQLite file and the PostgreSQL schema
 must give the same answers - ordering promises, expiry, LRU eviction, claims across
-processes, feedback, settings, damaged rows, checks. A new piece of engine state (a table,
+processes, feedback, settings, damaged rows, checks, incarnations (a cache replaced under a
+live store). A new piece of engine state (a table,
 a column) gets its tests here, so both engines keep one behaviour.
 """
 
@@ -12,7 +13,8 @@ from __future__ import annotations
 import multiprocessing as mp
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,7 +22,7 @@ import pytest
 from semcache.errors import CacheNotFoundError, ReadOnlyCacheError, SemcacheError
 from semcache.store import open_store, store_exists
 from semcache.store.base import AccessUpdate, EntryFilter, NewEntry, Store, Verdict
-from tests.engines import ENGINES
+from tests.engines import ENGINES, replace_cache
 from tests.store_entries import DIM, T0, code_of, entry, near, unit
 
 pytestmark = pytest.mark.engines(*ENGINES)
@@ -179,6 +181,22 @@ def test_verdicts_oldest_first_and_blocked_entries(store: Store) -> None:
     assert [v.entry_id for v in store.verdicts("n2")] == [b, b]
 
 
+def test_restored_verdicts_are_moved_not_doubled(store: Store) -> None:
+    (a, b) = insert(store, entry(1, namespace="n1"), entry(2, namespace="n1"))
+    q = b"q" * 32
+    exported = Verdict(a, "n1", q, "semantic", 0.93, False, T0)
+    with store.write() as txn:
+        txn.restore_verdicts([exported, Verdict(0, "n1", None, "exact", 1.0, True, T0 + 1)])
+    assert store.blocked_entries(q) == {a}
+    with store.write() as txn:  # the same export imported again: its entry has a new id
+        txn.restore_verdicts([Verdict(b, "n1", q, "semantic", 0.93, False, T0)])
+    assert store.blocked_entries(q) == {b}
+    assert [(v.entry_id, v.created_at) for v in store.verdicts("n1")] == [(b, T0), (0, T0 + 1)]
+    with store.write() as txn:  # another verdict (another time) is another record
+        txn.restore_verdicts([Verdict(b, "n1", q, "semantic", 0.93, False, T0 + 5)])
+    assert len(store.verdicts()) == 3
+
+
 # -- expiry and eviction ------------------------------------------------------------------------------
 
 
@@ -290,6 +308,19 @@ def test_settings_are_shared_through_the_cache(store: Store, location: str) -> N
         again.close()
 
 
+def test_pinned_settings_are_decided_once(store: Store, location: str) -> None:
+    other = open_store(location)
+    try:
+        first = store.pin_settings({"embedder": "first:8", "projection_seed": "1"})
+        second = other.pin_settings({"embedder": "second:16", "projection_seed": "2",
+                                     "extra": "x"})
+        assert first["embedder"] == second["embedder"] == "first:8"  # a stored value stays
+        assert second["projection_seed"] == "1" and second["extra"] == "x"  # missing: added
+        assert other.settings == second and store.settings["embedder"] == "first:8"
+    finally:
+        other.close()
+
+
 # -- damaged rows ---------------------------------------------------------------------------------
 
 
@@ -371,22 +402,69 @@ def test_upkeep_never_waits_and_leaves_nothing_due(store: Store) -> None:
 # -- incarnations -----------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="issue 20 item 3: memos of database state are not "
-                   "yet checked against the cache's incarnation (the sec/rel branches)")
-def test_a_cache_recreated_elsewhere_is_not_served_from_old_memos(
-        store: Store, location: str) -> None:
-    insert(store, entry(1, namespace="tenant-a"), entry(2, namespace="tenant-b"))
-    old_a = store.find_partition("tenant-a", "")
-    other = open_store(location)
-    other.drop()  # an operator drops the cache; another process makes a new one
-    fresh = open_store(location)
-    try:
-        insert(fresh, entry(3, namespace="tenant-b"), entry(4, namespace="tenant-a"))
-        new_a = fresh.find_partition("tenant-a", "")
-        assert new_a != old_a
-        try:
-            assert store.find_partition("tenant-a", "") == new_a
-        except SemcacheError:
-            pass  # refusing to answer from a stale memo is also fine
-    finally:
-        fresh.close()
+def _fill_other_cache(vectors: np.ndarray) -> Callable[[Store], object]:
+    """The replacement's content: tenant-b first, so that partition ids differ."""
+
+    def fill(other: Store) -> None:
+        other.write_settings({"db_uid": uuid.uuid4().hex, "dim": str(DIM)})
+        insert(other, entry(3, vectors[2], namespace="tenant-b"),
+               entry(4, vectors[3], namespace="tenant-a", prompt="the new cache's"))
+
+    return fill
+
+
+def test_a_replaced_cache_is_seen_and_its_memos_are_not_served(
+        store: Store, location: str, tmp_path: Path) -> None:
+    vectors = unit(np.random.default_rng(20), 4)
+    insert(store, entry(1, vectors[0], namespace="tenant-a"),
+           entry(2, vectors[1], namespace="tenant-b"))
+    old_a, old_token = store.find_partition("tenant-a", ""), store.incarnation
+    assert old_token is not None and old_a is not None
+    seen: list[str | None] = []
+    store.on_incarnation = lambda: seen.append(store.incarnation)
+    assert store.check_incarnation(force=True) is False and seen == []
+    replace_cache(location, _fill_other_cache(vectors), tmp_path)
+    assert store.check_incarnation(force=True) is True  # the new token is taken once
+    assert store.check_incarnation(force=True) is False
+    assert seen == [store.incarnation] and store.incarnation not in (None, old_token)
+    assert store.settings["incarnation"] == store.incarnation  # settings read again
+    new_a = store.find_partition("tenant-a", "")
+    row = store.get_by_key(key(4))
+    assert row is not None and row.partition_id == new_a != old_a
+    found = store.nearest(vectors[3], code_of(vectors[3]), new_a, T0, 4)
+    assert [r.id for r, _ in found.ranked] == [row.id]
+
+
+def test_a_write_after_a_replacement_lands_in_the_new_cache(
+        store: Store, location: str, tmp_path: Path) -> None:
+    vectors = unit(np.random.default_rng(21), 5)
+    insert(store, entry(1, vectors[0], namespace="tenant-a"),
+           entry(2, vectors[1], namespace="tenant-b"))
+    seen: list[str | None] = []
+    store.on_incarnation = lambda: seen.append(store.incarnation)
+    replace_cache(location, _fill_other_cache(vectors), tmp_path)
+    # no explicit check first: the write itself must notice (SQLite: at BEGIN; PostgreSQL:
+    # its insert statement carries the token it learnt its partition ids under)
+    (new_id,) = insert(store, entry(5, vectors[4], namespace="tenant-a"))
+    assert len(seen) == 1
+    row = store.get_by_key(key(5))
+    assert row is not None and row.id == new_id
+    assert row.partition_id == store.find_partition("tenant-a", "")
+    assert store.count_entries(EntryFilter(namespace="tenant-a")) == 2  # 4 and 5
+    assert store.check()[1] == []
+
+
+def test_a_refused_replacement_stays_refused(store: Store, location: str,
+                                             tmp_path: Path) -> None:
+    vectors = unit(np.random.default_rng(22), 4)
+    old_token = store.incarnation
+
+    def refuse() -> None:
+        raise SemcacheError("pinned to another embedder")
+
+    store.on_incarnation = refuse
+    replace_cache(location, _fill_other_cache(vectors), tmp_path)
+    for _ in range(2):  # the old token is kept: every later check refuses again
+        with pytest.raises(SemcacheError, match="another embedder"):
+            store.check_incarnation(force=True)
+        assert store.incarnation == old_token

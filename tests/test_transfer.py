@@ -76,7 +76,7 @@ def rich_cache(make_location) -> str:
 def test_export_then_import_round_trips_every_entry(rich_cache: str, tmp_path: Path) -> None:
     first = export_lines(rich_cache, tmp_path / "a.jsonl")
     header, records = first[0], first[1:]
-    assert header["semcache_export"] == 2 and header["embedder"] == "hashing:v1:256"
+    assert header["semcache_export"] == 3 and header["embedder"] == "hashing:v1:256"
     assert header["dim"] == 256 and header["projection_seed"] == 0
     assert header["settings"]["similarity_threshold"] == 0.88
     assert len(records) == 9
@@ -128,7 +128,7 @@ def test_export_and_import_through_pipes(rich_cache: str, tmp_path: Path) -> Non
     out = run_cli("export", rich_cache, "-")
     assert out.returncode == 0 and "exported 9 entries" in out.stderr
     lines = out.stdout.splitlines()
-    assert json.loads(lines[0])["semcache_export"] == 2 and len(lines) == 10
+    assert json.loads(lines[0])["semcache_export"] == 3 and len(lines) == 10
     target = str(tmp_path / "piped.db")
     proc = run_cli("import", target, "-", "--json", stdin=out.stdout)
     assert json.loads(proc.stdout)["imported"] == 9

@@ -25,16 +25,22 @@ import numpy as np
 from semcache.cache._coalesce import Claim, Coalescer
 from semcache.cache._gate import OPEN_CACHES, Gate
 from semcache.cache._pipeline import LookupPipeline, Query
-from semcache.cache._trust import record_verdict, verdict_subject
+from semcache.cache._stats import current_stats
+from semcache.cache._trust import (
+    checked_verdict,
+    record_verdict,
+    restore_orphan_verdicts,
+    verdict_subject,
+)
 from semcache.cache._writer import Writer
-from semcache.cache._writes import EntryFactory, enforce_limit, is_vector, write_entries
+from semcache.cache._writes import EntryFactory, is_vector, restore_entries, write_entries
 from semcache.cache.entry import Entry, decode_record, selection
 from semcache.cache.hit import Hit
 from semcache.embedders.base import Embedder
 from semcache.errors import ConfigurationError, InvalidInputError, InvalidTypeError, SemcacheError
 from semcache.kernels.projection import BinaryEncoder, validate_vector, validate_vectors
 from semcache.keys import PromptKeyMemo, prompt_key_hash, request_key_hash, vector_key_hash
-from semcache.settings import CacheSettings, resolve_identity
+from semcache.settings import CacheSettings, check_same_pin, resolve_identity
 from semcache.store import open_store
 from semcache.store.base import EntryFilter, EntryOrder, NamespaceSummary, NewEntry, Verdict
 from semcache.validation import (
@@ -92,8 +98,10 @@ class Cache:
                                         encoder=encoder, pin_default=create and not hash_only)
             self._settings.load(store, identity.name)
         except BaseException:
-            if store.created:
-                store.drop(if_empty=True)  # a failed open leaves no cache behind
+            # A failed open leaves no cache behind - unless another open pinned it meanwhile
+            # (two first opens at once: the loser must not remove the winner's cache).
+            if store.created and "embedder" not in store.settings:
+                store.drop(if_empty=True)
             else:
                 store.close()
             raise
@@ -112,7 +120,17 @@ class Cache:
         self._coalescer = Coalescer(store)
         self._keys = PromptKeyMemo()
         self._namespace = self._settings.tunables().namespace  # fixed once opened
+        store.on_incarnation = self._replaced
         OPEN_CACHES.add(self)
+
+    def _replaced(self) -> None:
+        """The engine found another incarnation of the cache under this one (a file
+        restored over, a schema dropped and created again): drop every memo of the old one
+        and go on if it is pinned like this process, else refuse (its vectors would mix)."""
+        self._pipeline.forget()
+        self._writer.forget()
+        self._settings.reload_thresholds(self._store.settings)
+        check_same_pin(self.location, self._identity, self._store.settings)
 
     # -- settings -------------------------------------------------------------------------
 
@@ -324,29 +342,37 @@ class Cache:
         and vectors; returns the new ids (replacing entries with the same keys). Values are
         validated as a put's; keys are derived again for each entry's own namespace, never
         taken from the export (see ``EntryFactory.restored``). Imported entries do not count
-        as puts. A bad entry raises (nothing is written), or, with ``on_error``, is reported
+        as puts. An entry's ``verdicts`` (its trust state) are recorded for its new id in the
+        same transaction; restoring the same entry again moves them rather than doubling
+        them. A bad entry raises (nothing is written), or, with ``on_error``, is reported
         as ``on_error(index, error)`` and skipped."""
         with self._gate:
             now = self._clock()
-            new: list[NewEntry] = []
+            ready: list[tuple[NewEntry, list[Verdict]]] = []
             for i, e in enumerate(entries):
                 try:
-                    new.append(self._entries.restored(e, self._vector))
+                    ready.append(self._restored(e))
                 except SemcacheError as exc:
                     if on_error is None:
                         raise
                     on_error(i, exc)
-            if not new:
-                return []
-            with self._writer.write() as w:
-                ids = w.txn.insert_many(new)
-                enforce_limit(w, self.max_entries, now)
-            return ids
+            return restore_entries(self._writer, ready, self.max_entries, now) if ready else []
+
+    def _restored(self, e: Entry) -> tuple[NewEntry, list[Verdict]]:
+        entry = self._entries.restored(e, self._vector)
+        return entry, [checked_verdict(v, entry.namespace) for v in e.verdicts]
+
+    def restore_verdicts(self, verdicts: Sequence[Verdict]) -> int:
+        """Record exported verdicts whose entry no longer exists (they feed ``semcache
+        calibrate``; recorded with entry id 0, they never block an entry); returns how many.
+        Validated like feedback; restoring them again does not double them."""
+        with self._gate:
+            return restore_orphan_verdicts(self._writer, verdicts)
 
     def check_restorable(self, entry: Entry) -> None:
         """Raise the error :meth:`restore` would raise for ``entry`` (writes nothing)."""
         with self._gate:
-            self._entries.restored(entry, self._vector)
+            self._restored(entry)
 
     # -- removal -------------------------------------------------------------------------------
 
@@ -451,22 +477,30 @@ class Cache:
 
     # -- trust ------------------------------------------------------------------------------
 
-    def feedback(self, hit: Hit | int, correct: bool, *, query: str | None = None,
-                 similarity: float | None = None) -> None:
+    def feedback(self, hit: Hit | int, correct: bool, *, namespace: str | None = None,
+                 query: str | None = None, similarity: float | None = None) -> None:
         """Record a verdict on a served hit: was its answer right for the query?
 
         ``hit`` is the :class:`Hit` that was served (its query and similarity are known),
         or an entry id (e.g. from ``semcache.cache_info(completion).entry_id``) with the
-        ``query`` text that was asked. A wrong verdict means that entry is never served
-        for that query again, by any process; a wrong verdict on an exact hit, or on an
-        entry id without a query, deletes the entry (its answer is wrong for the very
-        request it was stored for). Verdicts feed ``semcache calibrate``.
+        ``query`` text that was asked. Feedback acts only within ``namespace`` (default:
+        the cache's, like every other method): an entry of another namespace, or one that
+        no longer exists, raises :class:`InvalidInputError` and nothing changes; a
+        :class:`Hit` must agree with the stored entry (namespace, scope, and for an exact
+        hit its key), else it is refused.
+
+        A wrong verdict means that entry is never served for that query again, by any
+        process. A wrong verdict on an exact entry deletes it, in every process (its answer
+        is wrong for the very request it was stored for): an exact ``Hit``, an entry id
+        without a query, or an entry id whose ``query`` has the entry's own exact key (the
+        query is the entry's prompt; for an entry stored by request, its stored text).
+        Verdicts feed ``semcache calibrate``.
         """
-        subject = verdict_subject(hit, query, similarity)
+        ns = self._ns(namespace)
+        subject = verdict_subject(hit, query, similarity, ns)
         check_bool(correct, "correct")
         with self._gate:
-            record_verdict(self._writer, self._store, subject, correct, self._clock(),
-                           self.namespace)
+            record_verdict(self._writer, self._store, subject, ns, correct, self._clock())
 
     def verdicts(self, namespace: str | None = None) -> list[Verdict]:
         """Recorded verdicts (of one namespace when given), oldest first."""
@@ -504,17 +538,7 @@ class Cache:
         """Counters shared by every process (after flushing this one's), plus sizes."""
         with self._gate:
             self._writer.try_flush()
-            c = self._store.counters()
-            lookups = c["hits"] + c["misses"]
-            out: dict[str, Any] = {
-                name: c.get(name, 0) for name in (
-                    "hits", "exact_hits", "semantic_hits", "misses", "puts", "entries",
-                    "evictions", "expirations", "bytes", "tokens_saved", "guard_rejections",
-                    "feedback_right", "feedback_wrong", "damaged_vectors")}
-            out["hit_rate"] = c["hits"] / lookups if lookups else 0.0
-            out["file_bytes"] = self._store.size_bytes()
-            out["embedder"] = self._identity.name
-            return out
+            return current_stats(self._store, self._identity.name)
 
     def warmup(self) -> None:
         """Load the embedder and map the search index now, ahead of the first request

@@ -174,6 +174,9 @@ class LookupPipeline:
         pid = self._partitions.get((namespace, scope))
         if pid is None:
             pid = self.partition(namespace, scope)
+        if row.partition_id != pid and row.namespace == namespace \
+                and self.store.check_incarnation(force=True):
+            pid = self.partition(namespace, scope)  # the remembered id was another cache's
         if row.namespace != namespace or row.partition_id != pid:
             log.warning("semcache: entry %d matches a key of namespace %r but belongs to "
                         "namespace %r (another scope?): not served", row.id, namespace,
@@ -186,6 +189,29 @@ class LookupPipeline:
         assert vector is not None
         if self.encoder is None:
             return None
+        # Partition ids are remembered: only under the incarnation of the cache they were
+        # read from (SQLite checks here, cheaply; a PostgreSQL search checks the token in
+        # its statement and comes back empty, then the miss below looks once more).
+        self.store.check_incarnation()
+        p_wrong: dict[int, float] = {}
+        best = self._best(q, vector, now, p_wrong)
+        if best is None and self.store.check_incarnation(force=True):
+            best = self._best(q, vector, now, p_wrong)
+        if best is None:
+            return None
+        row, similarity = best
+        if row.namespace != q.namespace:  # never another tenant's, whatever the ids say
+            log.warning("semcache: entry %d of namespace %r found in the partition of %r: "
+                        "not served", row.id, row.namespace, q.namespace)
+            return None
+        hit = self._hit(row, "semantic", similarity, now, q.scope, q.text)
+        hit.p_wrong = p_wrong.get(row.id)
+        return hit
+
+    def _best(self, q: Query, vector: np.ndarray, now: float,
+              p_wrong: dict[int, float]) -> tuple[EntryRow, float] | None:
+        """The engine's nearest candidates of the query's partition, decided here."""
+        assert self.encoder is not None
         pid = self.partition(q.namespace, q.scope)
         if pid is None:
             return None
@@ -194,14 +220,7 @@ class LookupPipeline:
                                    RESCORE_K, threshold)
         if found.damaged:
             self.writer.count(damaged_vectors=len(found.damaged))
-        p_wrong: dict[int, float] = {}
-        best = choose(found.ranked, threshold, now, self.alive, self._guard_for(q, p_wrong))
-        if best is None:
-            return None
-        row, similarity = best
-        hit = self._hit(row, "semantic", similarity, now, q.scope, q.text)
-        hit.p_wrong = p_wrong.get(row.id)
-        return hit
+        return choose(found.ranked, threshold, now, self.alive, self._guard_for(q, p_wrong))
 
     def _guard_for(self, q: Query, p_wrong: dict[int, float]
                    ) -> Callable[[EntryRow, float], bool] | None:
@@ -260,6 +279,10 @@ class LookupPipeline:
         return best
 
     # -- helpers ---------------------------------------------------------------------------
+
+    def forget(self) -> None:
+        """Drop what this pipeline remembers of the cache (it was replaced)."""
+        self._partitions = {}
 
     def partition(self, namespace: str, scope: str) -> int | None:
         pid = self._partitions.get((namespace, scope))

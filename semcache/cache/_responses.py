@@ -16,10 +16,14 @@ _IMMUTABLE = (str, int, float, bool, type(None))
 
 
 class ResponseMemo:
-    """Decompressed JSON of recently hit entries, by entry id.
+    """Decompressed JSON of recently hit entries, by entry id, checked against the stored
+    bytes.
 
-    An entry's content never changes under its id (a replacement gets a new id and the
-    store still decides whether the id is alive), so a repeated hit can skip zstd.
+    Within one incarnation of a cache an entry's content never changes under its id (a
+    replacement gets a new id), but ids start over when the file is replaced or the schema
+    dropped and created again: the same id then names another tenant's entry. So the memo
+    keeps the compressed bytes it decoded and serves its value only when the row read now
+    carries the same bytes (a comparison of a few hundred bytes, far cheaper than zstd).
     Lists and dicts are decoded afresh on every hit (callers may mutate what they get);
     strings, numbers, booleans and null are immutable and kept decoded.
 
@@ -29,35 +33,38 @@ class ResponseMemo:
     """
 
     def __init__(self, budget: int = RESPONSE_MEMO_BYTES) -> None:
-        # entry id -> (JSON size in bytes, the JSON if it must be decoded again, the value,
-        # or for JSON decoded again whether orjson decodes it exactly: see codecs.loads)
-        self._items: OrderedDict[int, tuple[int, bytes | None, Any]] = OrderedDict()
+        # entry id -> (bytes held, the stored blob, the JSON if it must be decoded again,
+        # the value, or for JSON decoded again whether orjson decodes it exactly: see
+        # codecs.loads)
+        self._items: OrderedDict[int, tuple[int, bytes, bytes | None, Any]] = OrderedDict()
         self._bytes = 0
         self._budget = budget
         self._lock = threading.Lock()
 
     def decode(self, entry_id: int, blob: bytes) -> Any:
         item = self._items.get(entry_id)
-        if item is None:
+        if item is None or item[1] != blob:  # not seen, or another entry under this id
             raw = decompress_response(blob)
             exact = orjson_exact(raw)
             value = loads(raw, exact)
+            size = len(raw) + len(blob)
             if type(value) in _IMMUTABLE:
-                self._remember(entry_id, (len(raw), None, value))
+                self._remember(entry_id, (size, bytes(blob), None, value))
             else:
-                self._remember(entry_id, (len(raw), raw, exact))
+                self._remember(entry_id, (size, bytes(blob), raw, exact))
             return value
         try:
             self._items.move_to_end(entry_id)
         except KeyError:
             pass  # evicted by another thread since the get: it stays evicted
-        _, json_bytes, value = item
+        _, _, json_bytes, value = item
         return value if json_bytes is None else loads(json_bytes, value)
 
-    def _remember(self, entry_id: int, item: tuple[int, bytes | None, Any]) -> None:
+    def _remember(self, entry_id: int, item: tuple[int, bytes, bytes | None, Any]) -> None:
         with self._lock:
-            if entry_id in self._items:
-                return
+            old = self._items.pop(entry_id, None)
+            if old is not None:
+                self._bytes -= old[0]
             self._items[entry_id] = item
             self._bytes += item[0]
             while self._bytes > self._budget and self._items:

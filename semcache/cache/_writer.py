@@ -55,9 +55,9 @@ class Write:
 
 class Writer:
     """Every write of one :class:`~semcache.Cache` (:meth:`write`, :meth:`run`), and its
-    pending access updates and counters. The flush timer also runs the engine's upkeep
-    (``Store.upkeep``: SQLite's sqlite-vec rows) in a process that wrote; it never waits
-    for the write lock."""
+    pending access updates and counters. Every flush of the batch also runs the engine's
+    upkeep (``Store.upkeep``: SQLite's sqlite-vec rows), which never waits for the write
+    lock; nothing runs it on an idle timer, so an idle cache writes nothing."""
 
     def __init__(self, store: Store, clock: Callable[[], float]) -> None:
         self._store = store
@@ -65,6 +65,7 @@ class Writer:
         self._lock = threading.Lock()
         self._access: dict[int, AccessUpdate] = {}
         self._counts: dict[str, int] = {}
+        self._epoch = 0  # bumped by forget(): access updates taken before it are void
         self._last_flush = clock()
         self._warned = False
         self._timer: _FlushTimer | None = None
@@ -120,6 +121,14 @@ class Writer:
     def pending(self) -> bool:
         return bool(self._access or self._counts)
 
+    def forget(self) -> None:
+        """Drop the pending access updates: their entry ids are another incarnation's (the
+        cache was replaced under this process; counters are kept). A batch already taken
+        by a write in progress is dropped too, before it is applied."""
+        with self._lock:
+            self._access = {}
+            self._epoch += 1
+
     # -- writing -------------------------------------------------------------------------
 
     def _take(self) -> tuple[dict[int, AccessUpdate], dict[str, int]]:
@@ -128,8 +137,11 @@ class Writer:
             self._access, self._counts = {}, {}
         return taken
 
-    def _restore(self, access: dict[int, AccessUpdate], counts: dict[str, int]) -> None:
+    def _restore(self, access: dict[int, AccessUpdate], counts: dict[str, int],
+                 epoch: int | None = None) -> None:
         with self._lock:
+            if epoch is not None and epoch != self._epoch:
+                access = {}  # taken before the cache was replaced: void
             for entry_id, update in access.items():
                 newer = self._access.get(entry_id)
                 if newer is None:
@@ -156,14 +168,15 @@ class Writer:
     def write(self, timeout: float | None = None) -> Iterator[Write]:
         """A store write transaction carrying the pending batch; on failure the batch is
         put back for the next attempt and the transaction's own counts are dropped."""
+        epoch = self._epoch
         access, counts = self._take()
         try:
             with self._store.write(timeout=timeout) as txn:
-                batch = self._begin(txn, access)
+                batch = self._begin(txn, access, epoch)
                 yield batch
                 self._end(batch, counts)
         except BaseException:
-            self._restore(access, counts)
+            self._restore(access, counts, epoch)
             raise
         self._written()
 
@@ -171,21 +184,21 @@ class Writer:
         """``work`` inside :meth:`write`'s transaction; returns what it returns. The same
         as ``with writer.write() as w: return work(w)`` without a generator-based context
         manager around it (puts come this way)."""
+        epoch = self._epoch
         access, counts = self._take()
         try:
             with self._store.write(timeout=timeout) as txn:
-                batch = self._begin(txn, access)
+                batch = self._begin(txn, access, epoch)
                 result = work(batch)
                 self._end(batch, counts)
         except BaseException:
-            self._restore(access, counts)
+            self._restore(access, counts, epoch)
             raise
         self._written()
         return result
 
-    @staticmethod
-    def _begin(txn: StoreTxn, access: dict[int, AccessUpdate]) -> Write:
-        if access:
+    def _begin(self, txn: StoreTxn, access: dict[int, AccessUpdate], epoch: int) -> Write:
+        if access and epoch == self._epoch:  # else taken before the cache was replaced
             txn.apply_access(access)
         return Write(txn)
 
@@ -198,11 +211,11 @@ class Writer:
 
     def _written(self) -> None:
         self._last_flush = self._clock()
-        if not self._timer_running and self._store.upkeep_due:
-            self._ensure_timer()
 
     def upkeep(self) -> None:
-        """The engine's deferred work, if any (from the flush timer; never raises)."""
+        """The engine's deferred work, if any (done by every flush; never raises)."""
+        if not self._store.upkeep_due:
+            return
         try:
             self._store.upkeep()
         except CacheFileError as exc:
@@ -210,16 +223,20 @@ class Writer:
                       self._store.location, exc)
 
     def flush(self, timeout: float | None) -> bool:
-        """Write the batch now; False when the write lock stayed busy for ``timeout``."""
-        if not self.pending or self._store.readonly:
+        """Write the batch now, then the engine's deferred work; False when the write lock
+        stayed busy for ``timeout``. Once it returned True, a cache that gets no further
+        call writes nothing: no timer writes derived data on its own."""
+        if self._store.readonly:
             return True
-        if not self._store.lock.acquire(timeout=timeout):
-            return False
-        try:
-            with self.write():
-                pass
-        finally:
-            self._store.lock.release()
+        if self.pending:
+            if not self._store.lock.acquire(timeout=timeout):
+                return False
+            try:
+                with self.write():
+                    pass
+            finally:
+                self._store.lock.release()
+        self.upkeep()
         return True
 
     def maybe_flush(self, now: float) -> None:
@@ -270,7 +287,8 @@ class Writer:
 
 
 class _FlushTimer(threading.Thread):
-    """Writes a due batch even when the process does no further reads or writes."""
+    """Writes a due batch of hit effects even when the process makes no further call.
+    With nothing pending it writes nothing (the engine's deferred work rides on flushes)."""
 
     def __init__(self, writer: Writer) -> None:
         super().__init__(name="semcache-flush", daemon=True)
@@ -287,7 +305,6 @@ class _FlushTimer(threading.Thread):
                     return
                 if writer.pending:
                     writer.try_flush()
-                writer.upkeep()
                 del writer
         except Exception as exc:  # noqa: BLE001 - the next hit starts a new timer
             log.warning("semcache: the batched-hit flush timer stopped (%s)", exc)

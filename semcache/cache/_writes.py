@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -26,7 +27,7 @@ from semcache.keys import (
     vector_key_hashes,
 )
 from semcache.settings import Tunables
-from semcache.store.base import NewEntry
+from semcache.store.base import NewEntry, Verdict
 from semcache.store.codecs import encode_metadata, encode_response, encode_vector
 from semcache.validation import (
     UNSET,
@@ -233,6 +234,21 @@ def write_entries(writer: Writer, entries: Sequence[NewEntry],
     return writer.run(work)
 
 
+def restore_entries(writer: Writer, restored: Sequence[tuple[NewEntry, Sequence[Verdict]]],
+                    max_entries: int | None, now: float) -> list[int]:
+    """Exported entries in one transaction, each with its verdicts recorded for its new id,
+    then ``max_entries`` enforced; returns the new ids."""
+
+    def work(w: Write) -> list[int]:
+        ids = w.txn.insert_many([e for e, _ in restored])
+        w.txn.restore_verdicts([replace(v, entry_id=i) for i, (_, own) in
+                                zip(ids, restored, strict=True) for v in own])
+        enforce_limit(w, max_entries, now)
+        return ids
+
+    return writer.run(work)
+
+
 def enforce_limit(w: Write, max_entries: int | None, now: float) -> None:
     """Expired entries go first, then the least recently used."""
     if max_entries is None:
@@ -246,4 +262,4 @@ def enforce_limit(w: Write, max_entries: int | None, now: float) -> None:
         w.count(evictions=w.txn.evict_lru(excess - expired))
 
 
-__all__ = ["EntryFactory", "enforce_limit", "is_vector", "write_entries"]
+__all__ = ["EntryFactory", "enforce_limit", "is_vector", "restore_entries", "write_entries"]

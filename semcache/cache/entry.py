@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from semcache.errors import InvalidInputError
-from semcache.store.base import EntryFilter, EntryRecord
+from semcache.store.base import EntryFilter, EntryRecord, Verdict
 from semcache.store.codecs import decode_metadata, decode_response, decode_vector
 from semcache.validation import check_namespace
 
@@ -23,6 +23,8 @@ class Entry:
     from which its key is derived again on import (never trusted as a finished hash);
     None for plain prompts (the key is derived from ``prompt``) and for vectors.
     ``vector`` is the stored unit vector (float32), present when asked for.
+    ``verdicts``: the entry's trust state to restore with it (an export's ``feedback``
+    verdicts on it; their entry id and namespace are the restored entry's).
     """
 
     namespace: str
@@ -42,6 +44,7 @@ class Entry:
     key_hash: bytes | None = None
     size: int = 0
     has_code: bool = False
+    verdicts: tuple[Verdict, ...] = ()
 
 
 def decode_record(rec: EntryRecord) -> Entry:

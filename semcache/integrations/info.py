@@ -8,11 +8,12 @@ hit, the similarity, and the entry id - of the entry served, or of the entry a m
 stored as, so an application can later report a bad answer by its id. The caching proxy
 sends the same facts as ``X-Semcache*`` response headers.
 
-How it is carried: on SDK objects and streams, as the attribute ``_semcache_info``
-(pydantic keeps it out of ``model_dump`` and ``==``); on LangChain objects, as a plain
-dict under the ``"semcache"`` key of ``response_metadata`` / ``generation_info``; LiteLLM
-builds its responses itself, so the LiteLLM cache keeps the info by the call's
-``litellm_call_id``, which LiteLLM puts in the response's ``_hidden_params``.
+How it is carried: on SDK objects, streams and LangChain objects alike, as the attribute
+``_semcache_info``, outside the object's fields: pydantic keeps it out of ``model_dump``,
+``==`` and ``repr``, and LangChain's serialization skips it, so a cached result compares
+equal to the one stored and the caller's objects keep their fields unchanged.
+The LiteLLM cache keeps the info by the call's ``litellm_call_id`` (LiteLLM builds its
+responses itself and puts that id in ``_hidden_params``).
 """
 
 from __future__ import annotations
@@ -24,8 +25,6 @@ from typing import Any, Literal
 from semcache.integrations.base import CachedAnswer
 
 _ATTRIBUTE = "_semcache_info"
-#: Key of the info dict in LangChain's ``response_metadata`` / ``generation_info``.
-METADATA_KEY = "semcache"
 
 Status = Literal["hit-exact", "hit-semantic", "miss", "bypass"]
 
@@ -121,17 +120,6 @@ def attach_info(result: Any, info: CacheInfo) -> Any:
     return result
 
 
-def _from_langchain(result: Any) -> CacheInfo | None:
-    for holder in ("response_metadata", "generation_info"):
-        data = getattr(result, holder, None)
-        if isinstance(data, dict) and isinstance(data.get(METADATA_KEY), dict):
-            return CacheInfo.from_dict(data[METADATA_KEY])
-    message = getattr(result, "message", None)  # ChatGeneration -> its AIMessage
-    if message is not None and message is not result:
-        return _from_langchain(message)
-    return None
-
-
 def _from_litellm(result: Any) -> CacheInfo | None:
     """LiteLLM builds its responses and streams itself; they carry the call's
     ``litellm_call_id`` in ``_hidden_params``, under which the LiteLLM cache kept the info."""
@@ -175,11 +163,13 @@ def cache_info(result: Any) -> CacheInfo | None:
         if isinstance(first, list):  # LLMResult: one list of generations per prompt
             first = first[0] if first else None
         return None if first is None else cache_info(first)
-    return _from_langchain(result)
+    message = getattr(result, "message", None)  # a ChatGeneration: its AIMessage
+    if message is not None and message is not result:
+        return cache_info(message)
+    return None
 
 
 __all__ = [
-    "METADATA_KEY",
     "CacheInfo",
     "attach_info",
     "cache_info",

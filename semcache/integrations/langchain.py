@@ -24,12 +24,17 @@ How LangChain's ``(prompt, llm_string)`` maps onto the cache:
   back with ``load`` restricted to output and AI-message classes - JSON, never pickle.
 * Entries live in namespace ``"langchain"`` unless told otherwise, so :meth:`clear` (what
   ``llm_cache.clear()`` calls) drops LangChain's entries only.
+* What is stored comes back unchanged (LangChain's standard cache suites pass):
+  :meth:`update` never changes the caller's generations, and :meth:`lookup` returns
+  generations equal to those stored.
 * ``semcache.cache_info(result)`` works on what a model returns (``AIMessage``,
-  ``LLMResult``, ``Generation``): LangChain's objects carry it as a dict under
-  ``response_metadata["semcache"]`` / ``generation_info["semcache"]``. A hit adds it to
-  the generations it returns; a miss adds it (with the new entry id) to the generations
-  LangChain hands to :meth:`update`, which are the ones the caller gets. ``BaseLLM.invoke``
-  returns a bare ``str``, which cannot carry it: use ``generate`` for that.
+  ``LLMResult``, ``Generation``) without entering any of their fields: the info rides on
+  the objects themselves, outside the model's fields (the attribute the SDK results
+  carry too; not in ``generation_info``, ``response_metadata``, ``==``, ``model_dump``
+  or LangChain's serialization). A hit marks the generations (and messages) it returns; a
+  miss marks the generations LangChain hands to :meth:`update`, which are the ones the
+  caller gets. ``BaseLLM.invoke`` returns a bare ``str``, which cannot carry it: use
+  ``generate`` for that.
 
 Failures of the cache never fail the model call: a failed lookup is a miss, a failed
 store is logged and skipped. The async twins run the cache in a worker thread.
@@ -56,17 +61,10 @@ from langchain_core.load import Serializable, dumpd, load
 from langchain_core.messages import AIMessage, AIMessageChunk
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, Generation, GenerationChunk
 
-from semcache.errors import InvalidTypeError
 from semcache.integrations.base import ClearableCache
-from semcache.integrations.info import (
-    METADATA_KEY,
-    CacheInfo,
-    info_from_hit,
-    miss_info,
-)
+from semcache.integrations.info import CacheInfo, attach_info, info_from_hit, miss_info
 from semcache.integrations.pipeline import (
-    check_namespace_option,
-    check_ttl_option,
+    check_integration_options,
     lookup_or_miss,
     store_or_log,
 )
@@ -80,18 +78,8 @@ _ALLOWED: list[type[Serializable]] = [Generation, GenerationChunk, ChatGeneratio
                                       ChatGenerationChunk, AIMessage, AIMessageChunk]
 
 
-def _without_info(data: Any) -> Any:
-    """A serialized generation without semcache's own info dicts (never stored)."""
-    if isinstance(data, dict):
-        return {k: _without_info(v) for k, v in data.items()
-                if not (k == METADATA_KEY and isinstance(v, dict) and "hit" in v)}
-    if isinstance(data, list):
-        return [_without_info(v) for v in data]
-    return data
-
-
 def _serialize(generations: Sequence[Generation]) -> dict[str, Any] | None:
-    dumped = [_without_info(dumpd(g)) for g in generations]
+    dumped = [dumpd(g) for g in generations]
     if '"not_implemented"' in json.dumps(dumped):
         logger.debug("semcache: generation holds objects LangChain cannot serialize; not stored")
         return None
@@ -120,13 +108,13 @@ def _deserialize(data: Any) -> list[Generation] | None:
 
 
 def _mark(generations: Sequence[Generation], info: CacheInfo) -> None:
-    """Put ``info`` where LangChain users (and ``semcache.cache_info``) can read it."""
-    data = info.to_dict()
+    """Let ``semcache.cache_info`` read ``info`` from the generations and their messages,
+    changing none of their fields (the caller's objects stay equal to what was stored)."""
     for generation in generations:
-        generation.generation_info = {**(generation.generation_info or {}), METADATA_KEY: data}
+        attach_info(generation, info)
         message = getattr(generation, "message", None)
         if message is not None:
-            message.response_metadata = {**message.response_metadata, METADATA_KEY: data}
+            attach_info(message, info)
 
 
 class SemcacheLLMCache(BaseCache):
@@ -141,14 +129,10 @@ class SemcacheLLMCache(BaseCache):
 
     def __init__(self, cache: ClearableCache, *, namespace: str = DEFAULT_NAMESPACE,
                  ttl: Any = UNSET, exact_only: bool = False) -> None:
-        if not isinstance(cache, ClearableCache):
-            raise InvalidTypeError(
-                f"SemcacheLLMCache needs a semcache.Cache, got {type(cache).__name__}")
-        if not isinstance(exact_only, bool):
-            raise InvalidTypeError(f"exact_only must be a bool, got {exact_only!r}")
+        checked_namespace, self.ttl = check_integration_options(
+            "SemcacheLLMCache", cache, ClearableCache, namespace, ttl, exact_only)
         self.cache = cache
-        self.namespace = check_namespace_option(namespace, "SemcacheLLMCache") or namespace
-        self.ttl = check_ttl_option(ttl, "SemcacheLLMCache")
+        self.namespace = checked_namespace or namespace
         self.exact_only = exact_only
 
     def lookup(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None:

@@ -72,6 +72,18 @@ def check_namespace_option(value: Any, where: str) -> str | None:
     return None if value is None else _checked(check_namespace, value, where)
 
 
+def check_integration_options(where: str, cache: Any, cache_type: type, namespace: Any,
+                              ttl: Any, exact_only: Any) -> tuple[str | None, Any]:
+    """The options every cache integration takes (``where`` names it in messages): the
+    cache must be a ``cache_type`` (a Protocol of the public Cache API), ``exact_only`` a
+    bool; returns ``(namespace, ttl)`` checked like ``Cache.put``'s."""
+    if not isinstance(cache, cache_type):
+        raise InvalidTypeError(f"{where} needs a semcache.Cache, got {type(cache).__name__}")
+    if not isinstance(exact_only, bool):
+        raise InvalidTypeError(f"exact_only must be a bool, got {exact_only!r}")
+    return check_namespace_option(namespace, where), check_ttl_option(ttl, where)
+
+
 @dataclass(frozen=True)
 class Control:
     """Per-call settings (``create(..., semcache={...})``, or the proxy's headers)."""

@@ -9,7 +9,7 @@ read exactly this layout, so one mirror file serves both:
   uint8 add (a half distance is at most 128: exact). Every buffer is chunk-sized and
   reused: a query allocates nothing proportional to the number of rows.
 * :class:`FaissKernel` (compiled): ``faiss.hammings`` over the same bytes, zero-copy, in the
-  calling thread, when faiss-cpu is installed (``pip install semcache[fast]``).
+  calling thread, when faiss-cpu is installed (``pip install 'semcache-sqlite[fast]'``).
 
 A kernel only computes exact distances for a range of rows; which rows qualify, the
 threshold cut, the top-k selection and its tie rule are shared (:mod:`semcache.kernels.scan`),
@@ -192,7 +192,7 @@ class _Selection:
         self.pending = mode != "numpy" and importlib.util.find_spec("faiss") is not None
         if mode == "faiss" and not self.pending:
             log.warning("semcache: SEMCACHE_KERNEL=faiss but faiss is not installed "
-                        "(pip install semcache[fast]); using numpy")
+                        "(pip install 'semcache-sqlite[fast]'); using numpy")
 
     def load_faiss(self) -> None:
         with self.lock:

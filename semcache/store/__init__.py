@@ -50,7 +50,8 @@ def open_store(location: str | os.PathLike[str], *, readonly: bool = False,
             from semcache.store.postgres import PostgresStore
         except ImportError as exc:
             raise ConfigurationError(
-                f"a PostgreSQL cache needs the [postgres] extra (psycopg, psycopg-pool): {exc}"
+                f"a PostgreSQL cache needs psycopg and psycopg-pool (pip install "
+                f"'semcache-sqlite[postgres]'): {exc}"
             ) from None
         # schema=None: the URL's ?schema=, else the default schema (semcache).
         return PostgresStore(text, readonly=readonly, schema=schema, **options)
@@ -79,7 +80,7 @@ def display_location(location: str) -> str:
     try:
         from semcache.store.postgres.conninfo import parse
     except ImportError:  # no driver: nothing parses the URL, so show none of it
-        return "a PostgreSQL URL (the [postgres] extra is not installed)"
+        return "a PostgreSQL URL (pip install 'semcache-sqlite[postgres]' to use it)"
     return parse(location).location
 
 

@@ -22,7 +22,7 @@ the one place every shared count is written).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple, Protocol
@@ -211,7 +211,18 @@ class StoreTxn(Protocol):
 
     def add_counters(self, deltas: dict[str, int]) -> None: ...
     def set_settings(self, values: dict[str, str]) -> None: ...
+    def add_settings(self, values: dict[str, str]) -> dict[str, str]:
+        """Write the settings not stored yet (a stored value is kept, whoever wrote it);
+        returns every stored setting as this transaction sees them."""
+        ...
+
     def record_verdict(self, verdict: Verdict) -> None: ...
+    def restore_verdicts(self, verdicts: Sequence[Verdict]) -> None:
+        """Record exported verdicts; one already recorded (same namespace, query, kind,
+        similarity, verdict and time: an import run again) is moved to the given entry
+        instead of being recorded twice."""
+        ...
+
 
 
 class Store(Protocol):
@@ -224,6 +235,12 @@ class Store(Protocol):
     readonly: bool
     #: The settings table (file-defining settings and stored tunables), as text.
     settings: dict[str, str]
+    #: The incarnation token this process last read (settings ``incarnation``): ids read
+    #: from the cache are valid only while it is the cache's (see check_incarnation).
+    incarnation: str | None
+    #: Called (no arguments, no database work) when check_incarnation finds a new token,
+    #: after the store refreshed ``settings`` and dropped its own memos; it may raise.
+    on_incarnation: Callable[[], None] | None
 
     @property
     def lock(self) -> StoreLock:
@@ -233,6 +250,15 @@ class Store(Protocol):
     @property
     def created(self) -> bool:
         """True when this open created the cache (a failed open then removes it)."""
+        ...
+
+    def check_incarnation(self, force: bool = False) -> bool:
+        """True when the cache was replaced since the token was read (a file restored over
+        by another cache, a schema dropped and created again): ``settings`` is then read
+        again, the store's memos dropped and ``on_incarnation`` called. Cheap unless
+        ``force``: SQLite reads the token only after another connection committed;
+        PostgreSQL only when forced (its statements that use remembered ids check the
+        token themselves and come back empty when it moved)."""
         ...
 
     # -- the lookup path
@@ -283,6 +309,10 @@ class Store(Protocol):
         ...
 
     def write_settings(self, values: dict[str, str]) -> None: ...
+    def pin_settings(self, values: dict[str, str]) -> dict[str, str]:
+        """Decide settings once for every process: in one write transaction, write those
+        not stored yet and return what is stored (another first open may have won)."""
+        ...
 
     # -- coalescing of identical misses (what Cache.claim builds on)
     def claim(self, key_hash: bytes, lease: float) -> bool:
@@ -300,8 +330,9 @@ class Store(Protocol):
         ...
 
     def upkeep(self) -> None:
-        """A batch of deferred work if the write lock is free right now (the cache's flush
-        timer calls it); never waits for the lock."""
+        """A batch of deferred work if the write lock is free right now; never waits for
+        the lock. The cache calls it after each flush of batched hits (a write that happens
+        anyway), never from an idle timer: an idle cache writes nothing."""
         ...
 
     def warmup(self) -> None:
@@ -328,6 +359,20 @@ class Store(Protocol):
     def close(self) -> None: ...
 
 
+def accept_incarnation(store: Store, token: str | None, settings: dict[str, str]) -> None:
+    """Take a new incarnation of the cache: its token and settings, then the store's
+    ``on_incarnation``; if that refuses it (raises), the store keeps the old ones, so that
+    the next check finds the change again and refuses again."""
+    old = store.incarnation, store.settings
+    store.incarnation, store.settings = token, settings
+    try:
+        if store.on_incarnation is not None:
+            store.on_incarnation()
+    except BaseException:
+        store.incarnation, store.settings = old
+        raise
+
+
 __all__ = ["AccessUpdate", "EntryFilter", "EntryOrder", "EntryRecord", "EntryRow",
            "NamespaceSummary", "Neighbours", "NewEntry", "Store", "StoreLock", "StoreTxn",
-           "Verdict"]
+           "Verdict", "accept_incarnation"]

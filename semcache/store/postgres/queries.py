@@ -57,17 +57,23 @@ class Queries:
         self.settings = f"SELECT name, value FROM {t['settings']}"
         self.set_setting = (f"INSERT INTO {t['settings']} (name, value) VALUES (%s, %s) "
                             "ON CONFLICT (name) DO UPDATE SET value = excluded.value")
+        self.add_settings = (f"INSERT INTO {t['settings']} (name, value) SELECT n, v FROM "
+                             "unnest(%s::text[], %s::text[]) WITH ORDINALITY AS x(n, v, i) "
+                             "ORDER BY i ON CONFLICT (name) DO NOTHING")
         self._writes(t)
         self._search(t)
 
     def _writes(self, t: dict[str, str]) -> None:
         vec = f"%(vector)s::{self.ext}.vector" if self.ext else "%(vector)s::bytea"
+        incarnation = f"(SELECT value FROM {t['settings']} WHERE name = 'incarnation')"
         # A put is one statement: delete the entry with the same key, insert the new one
         # (a new, larger id) and its usage row, and read the committed entry count (for
         # max_entries). ``n`` reads all of ``d`` before the INSERT runs, so the old row is
         # already deleted by this statement when the unique index is checked. A concurrent
         # client's uncommitted insert of the same key makes ON CONFLICT wait for it, then
-        # DO NOTHING: ``id`` comes back NULL and the caller retries.
+        # DO NOTHING: ``id`` comes back NULL and the caller retries. The partition id may
+        # be remembered from an earlier incarnation of the schema: the row is inserted only
+        # under the incarnation it was learnt in, and the token comes back to tell.
         self.insert = (
             f"WITH d AS (DELETE FROM {t['entries']} e WHERE e.key_hash = %(key)s "
             "RETURNING e.id, e.partition_id, e.size), n AS (SELECT count(*) FROM d), "
@@ -77,13 +83,14 @@ class Queries:
             "%(prompt)s::text, %(response)s::bytea, %(metadata)s::text, %(size)s::bigint, "
             "%(tokens)s::bigint, %(created)s::float8, %(expires)s::float8, %(ttl)s::float8, "
             f"%(code)s::bit(256), {vec}, %(material)s::bytea FROM n "
+            f"WHERE {incarnation} IS NOT DISTINCT FROM %(inc)s::text "
             "ON CONFLICT (key_hash) DO NOTHING RETURNING id), "
             f"u AS (INSERT INTO {t['entry_usage']} (entry_id, accessed_at, hits) "
             "SELECT id, %(accessed)s::float8, %(hits)s::bigint FROM i) "
             "SELECT (SELECT id FROM i), array(SELECT id FROM d), "
             "array(SELECT partition_id FROM d), array(SELECT size FROM d), "
             f"(SELECT coalesce(sum(value), 0)::bigint FROM {t['counters']} "
-            "WHERE name = 'entries')")
+            f"WHERE name = 'entries'), {incarnation}")
         returning = "RETURNING e.id, e.partition_id, e.size"
         self.delete_where = (f"DELETE FROM {t['entries']} e USING {t['partitions']} p "
                              f"WHERE p.id = e.partition_id AND {{where}} {returning}")
@@ -121,6 +128,14 @@ class Queries:
         self.record_verdict = (
             f"INSERT INTO {t['feedback']} (entry_id, namespace, query_hash, kind, similarity, "
             "correct, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s)")
+        # An exported verdict: moved to its entry if an earlier import recorded it already.
+        self.restore_verdict = (
+            f"WITH u AS (UPDATE {t['feedback']} SET entry_id = %(entry)s WHERE namespace = "
+            "%(ns)s AND query_hash IS NOT DISTINCT FROM %(query)s::bytea AND kind = %(kind)s "
+            "AND similarity = %(sim)s AND correct = %(correct)s AND created_at = %(at)s "
+            f"RETURNING 1) INSERT INTO {t['feedback']} (entry_id, namespace, query_hash, kind, "
+            "similarity, correct, created_at) SELECT %(entry)s, %(ns)s, %(query)s::bytea, "
+            "%(kind)s, %(sim)s, %(correct)s, %(at)s WHERE NOT EXISTS (SELECT 1 FROM u)")
         self.blocked = (f"SELECT entry_id FROM {t['feedback']} "
                         "WHERE query_hash = %s AND NOT correct")
         self.verdicts = (f"SELECT entry_id, namespace, query_hash, kind, similarity, correct, "
@@ -157,8 +172,12 @@ class Queries:
 
     def _search(self, t: dict[str, str]) -> None:
         self.search_hnsw: str | None
+        # The partition id is remembered by the client: searched only under the schema's
+        # incarnation it was learnt in (a one-time filter, evaluated once per statement).
         live = ("e.partition_id = %(p)s AND e.code IS NOT NULL "
-                "AND (e.expires_at IS NULL OR e.expires_at > %(now)s)")
+                "AND (e.expires_at IS NULL OR e.expires_at > %(now)s) "
+                f"AND (SELECT value FROM {t['settings']} WHERE name = 'incarnation') "
+                "IS NOT DISTINCT FROM %(inc)s::text")
         exact = (f"SELECT e.id FROM {t['entries']} e WHERE {live} "
                  "ORDER BY bit_count(e.code # %(code)s::bit(256)), e.id DESC LIMIT %(k)s")
         if self.ext:

@@ -22,7 +22,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +39,7 @@ from semcache.store.base import (
     Neighbours,
     NewEntry,
     Verdict,
+    accept_incarnation,
 )
 from semcache.store.filters import compile_filter, order_sql
 from semcache.store.postgres import admin, bulk
@@ -169,6 +170,8 @@ class PostgresStore:
                                                           pgvector=pgvector)
                 self.queries = Queries(self.schema, self.state.ext_schema)
                 self.settings: dict[str, str] = dict(conn.execute(self.queries.settings).fetchall())
+                self.incarnation: str | None = self.settings.get("incarnation")
+                self.on_incarnation: Callable[[], None] | None = None
                 version = conn.execute("SHOW server_version").fetchone()
                 self.server_version = str(version[0]) if version else "?"
                 sync = conn.execute("SHOW synchronous_commit").fetchone()
@@ -281,6 +284,25 @@ class PostgresStore:
             lambda c: c.execute(q, ([int(i) for i in ids],), binary=True).fetchall())
         return [EntryRow(*r) for r in rows]
 
+    def check_incarnation(self, force: bool = False, conn: Any = None) -> bool:
+        """See :meth:`Store.check_incarnation`; one round trip when ``force`` (on ``conn``,
+        a write transaction's connection, when given)."""
+        if not force:
+            return False
+        q = self.queries.settings
+        rows = conn.execute(q).fetchall() if conn is not None else \
+            self._conns.run(lambda c: c.execute(q).fetchall())
+        settings = {str(n): str(v) for n, v in rows}
+        if settings.get("incarnation") == self.incarnation:
+            return False
+        log.warning("semcache: schema %s of %s was dropped and created again (incarnation "
+                    "%s -> %s); ids remembered by this process are dropped", self.schema,
+                    self.location, self.incarnation, settings.get("incarnation"))
+        self._partitions.clear()
+        self._sizes.clear()
+        accept_incarnation(self, settings.get("incarnation"), settings)
+        return True
+
     def find_partition(self, namespace: str, scope: str) -> int | None:
         key = (namespace, scope)
         pid = self._partitions.get(key)
@@ -314,7 +336,7 @@ class PostgresStore:
         """The ``k`` nearest unexpired codes of the partition (one statement), rescored by
         exact cosine with ``vector`` (unit float32): in SQL with pgvector, else here."""
         params: dict[str, Any] = {"p": partition_id, "now": now, "k": k,
-                                  "code": code_literal(code)}
+                                  "code": code_literal(code), "inc": self.incarnation}
         q = self.queries
         if q.ext is None:
             rows = self._conns.run(
@@ -355,7 +377,8 @@ class PostgresStore:
         if timeout is not None:
             begin.append(f"SET LOCAL lock_timeout = {max(1, int(timeout * 1000))}")
         with self._conns.transaction(begin, pipelined=pipelined) as conn:
-            txn = PgWriteTxn(conn, self.queries, self._partitions.get, pipelined=pipelined)
+            txn = PgWriteTxn(conn, self.queries, self._partitions.get, self,
+                             pipelined=pipelined)
             yield txn
             txn.finish()  # counters and COMMIT
         self._partitions.update(txn.partitions)
@@ -390,6 +413,14 @@ class PostgresStore:
         with self.write() as txn:
             txn.set_settings(values)
         self.settings.update(values)
+
+    def pin_settings(self, values: dict[str, str]) -> dict[str, str]:
+        """One transaction: a concurrent first open's insert of the same names makes ours
+        wait for its COMMIT and then do nothing, so every open reads the winner's."""
+        with self.write(pipelined=False) as txn:
+            stored = txn.add_settings(values)
+        self.settings = dict(stored)
+        return dict(stored)
 
     # -- admin reads --------------------------------------------------------------------
 

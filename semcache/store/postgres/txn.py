@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import psycopg
 
@@ -45,14 +45,24 @@ def entry_size(e: NewEntry) -> int:
     return len(e.response) + len(e.prompt or "") + len(e.metadata or "") + len(e.vector or b"")
 
 
+class Incarnations(Protocol):
+    """The schema's incarnation as the store knows it (``PostgresStore``)."""
+
+    incarnation: str | None
+
+    def check_incarnation(self, force: bool = False, conn: Any = None) -> bool: ...
+
+
 class PgWriteTxn:
     """The operations allowed inside :meth:`PostgresStore.write`. ``known_partition``
-    looks a (namespace, scope) up among the partition ids the store remembers."""
+    looks a (namespace, scope) up among the partition ids the store remembers; those ids
+    hold only in the incarnation of the schema ``incarnations`` names."""
 
     def __init__(self, conn: psycopg.Connection, queries: Queries,
-                 known_partition: Callable[[tuple[str, str]], int | None], *,
-                 pipelined: bool = False) -> None:
+                 known_partition: Callable[[tuple[str, str]], int | None],
+                 incarnations: Incarnations, *, pipelined: bool = False) -> None:
         self._known_partition = known_partition
+        self._incarnations = incarnations
         self._pipelined = pipelined
         self._q = queries
         self.conn = conn
@@ -128,6 +138,14 @@ class PgWriteTxn:
             with self.conn.cursor() as cur:
                 cur.executemany(self._q.set_setting, list(values.items()))
 
+    def add_settings(self, values: dict[str, str]) -> dict[str, str]:
+        """Insert the settings not stored yet in one statement, in a fixed order (so two
+        transactions conflict on the same first name and the later one waits for the
+        other's COMMIT), then read them all back."""
+        names = sorted(values)
+        self.conn.execute(self._q.add_settings, (names, [values[n] for n in names]))
+        return {str(n): str(v) for n, v in self.conn.execute(self._q.settings).fetchall()}
+
     def partition_id(self, namespace: str, scope: str) -> int:
         """The partition's id, created if new. Ids learnt here are cached by the store
         only after COMMIT (a rolled-back partition must not be remembered)."""
@@ -144,7 +162,8 @@ class PgWriteTxn:
         pid = self.partition_id(e.namespace, e.scope)
         vector = None if e.vector is None else (
             vector_from(e.vector) if self._q.ext else e.vector)
-        return {"key": e.key_hash, "ns": e.namespace, "pid": pid, "prompt": e.prompt,
+        return {"inc": self._incarnations.incarnation,
+                "key": e.key_hash, "ns": e.namespace, "pid": pid, "prompt": e.prompt,
                 "response": e.response, "metadata": e.metadata, "size": entry_size(e),
                 "tokens": e.tokens, "created": e.created_at, "expires": e.expires_at,
                 "ttl": e.ttl, "code": None if e.code is None else code_literal(e.code),
@@ -156,9 +175,15 @@ class PgWriteTxn:
         """Account for one insert statement's result; the new id, or None when a
         concurrent client's insert of the same key won (the caller retries)."""
         assert row is not None  # the statement always returns one row
-        entry_id, del_ids, del_pids, del_sizes, committed = row
+        entry_id, del_ids, del_pids, del_sizes, committed, incarnation = row
         self._removed(list(zip(del_ids, del_pids, del_sizes, strict=True)))
         self._committed_entries = int(committed)
+        if incarnation != params["inc"]:
+            # The schema was dropped and created again: the partition id was another
+            # incarnation's. Nothing was inserted; learn the new one and insert again.
+            self.partitions.clear()
+            self._incarnations.check_incarnation(force=True, conn=self.conn)
+            return None
         if entry_id is None:
             return None
         pid = params["pid"]
@@ -170,8 +195,8 @@ class PgWriteTxn:
     def insert(self, e: NewEntry) -> int:
         """Insert, replacing the entry with the same key; the new id is always larger.
         One statement, one round trip (see ``Queries.insert``)."""
-        params = self._params(e)
         for _ in range(_INSERT_TRIES):
+            params = self._params(e)  # again after a retry: the partition may be new
             row = self.conn.execute(self._q.insert, params).fetchone()
             entry_id = self._inserted(e, params, row)
             if entry_id is not None:
@@ -246,6 +271,15 @@ class PgWriteTxn:
         self.conn.execute(self._q.record_verdict, (
             v.entry_id, v.namespace, v.query_hash, v.kind, v.similarity, bool(v.correct),
             v.created_at))
+
+    def restore_verdicts(self, verdicts: Sequence[Verdict]) -> None:
+        if not verdicts:
+            return
+        with self.conn.cursor() as cur:
+            cur.executemany(self._q.restore_verdict, [
+                {"entry": v.entry_id, "ns": v.namespace, "query": v.query_hash,
+                 "kind": v.kind, "sim": v.similarity, "correct": bool(v.correct),
+                 "at": v.created_at} for v in verdicts])
 
     def apply_access(self, updates: dict[int, AccessUpdate]) -> None:
         """Batched hits: access time (never moved back), hit counts, and expiry pushed out

@@ -33,6 +33,7 @@ import math
 import os
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -82,10 +83,12 @@ def expires_u32_array(expires: np.ndarray) -> np.ndarray:
 class SemanticIndex:
     """Code mirror + SQL fallback + exact-cosine rescoring for one cache file.
 
-    ``settings`` is the store's settings table (kept current by the store): the mirror is
-    kept once the file has vectors (``db_uid`` is pinned with the embedder)."""
+    ``settings`` reads the store's settings table as it is now (the store reads it again
+    when the file is replaced under this process): the mirror is kept once the file has
+    vectors (``db_uid`` is pinned with the embedder) and is tied to that ``db_uid``."""
 
-    def __init__(self, db: Database, lock: WriteLock | ReadOnlyLock, settings: dict[str, str],
+    def __init__(self, db: Database, lock: WriteLock | ReadOnlyLock,
+                 settings: Callable[[], dict[str, str]],
                  mirror_path: str, damaged: DamagedVectors, *, use_mirror: bool = True) -> None:
         self._db = db
         self._lock_file = lock
@@ -108,11 +111,13 @@ class SemanticIndex:
     def keeps_mirror(self) -> bool:
         """True when writes must bring the mirror in step (a file with vectors, a process
         allowed to write the mirror)."""
-        return self._use_mirror and "db_uid" in self._settings
+        return self._use_mirror and "db_uid" in self._settings()
 
     @property
     def _uid(self) -> str:
-        return self._settings["db_uid"]
+        """The database's identity the mirror is tied to (read from the settings each
+        time: a file replaced under this process has another one)."""
+        return self._settings()["db_uid"]
 
     # -- the search -----------------------------------------------------------------------
 

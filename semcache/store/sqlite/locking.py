@@ -217,15 +217,56 @@ class ReadOnlyLock:
         pass
 
 
+class _ClaimDescriptor:
+    """The one descriptor of a claims file in this process, shared by every
+    :class:`ClaimFile` on it and closed when the last one closes.
+
+    POSIX record locks belong to the process, and the kernel drops all of them when the
+    process closes *any* descriptor of the file: two descriptors (two caches on one file)
+    would let the second cache's ``close()`` release the first one's claims. ``held`` says
+    which offsets this process holds and for whom, so that two caches of one process
+    exclude each other too (the kernel would grant the same process the same byte twice).
+    """
+
+    def __init__(self, path: str, fd: int) -> None:
+        self.path = path
+        self.fd = fd
+        self.pid = os.getpid()
+        self.users = 0
+        self.held: dict[int, ClaimFile] = {}
+
+
+#: (st_dev, st_ino) of each claims file this process has open -> its shared descriptor.
+_DESCRIPTORS: dict[tuple[int, int], _ClaimDescriptor] = {}
+#: Guards _DESCRIPTORS and every descriptor's ``held`` and ``users``.
+_DESCRIPTORS_MUTEX = threading.Lock()
+
+
+def _shared_descriptor(path: str) -> _ClaimDescriptor:
+    """The process's descriptor of ``path`` (opened on first use); caller holds the mutex."""
+    try:
+        st = os.stat(path)
+        found = _DESCRIPTORS.get((st.st_dev, st.st_ino))
+        if found is not None and found.pid == os.getpid():
+            return found
+    except FileNotFoundError:
+        pass
+    fd = _open_lock_file(path)
+    st = os.fstat(fd)
+    shared = _DESCRIPTORS[(st.st_dev, st.st_ino)] = _ClaimDescriptor(path, fd)
+    return shared
+
+
 class ClaimFile:
     """Claims on request keys across the processes of one host: ``lockf`` byte-range locks
     on a sidecar file, one byte per key (at an offset derived from the key).
 
     The kernel drops a process's locks when it exits, however it dies, so a crashed
     fetcher never leaves a claim behind. POSIX record locks belong to the process (not
-    the thread): the caller serializes its own threads first. The descriptor stays open
-    for the life of the process (closing any descriptor of the file would release every
-    lock this process holds on it) and is reopened after fork().
+    the thread, not the descriptor): every ClaimFile of a process on the same file shares
+    one descriptor (:class:`_ClaimDescriptor`), kept open while any of them is open,
+    because closing any descriptor of the file would release every lock the process holds
+    on it. A child process opens its own after fork().
     """
 
     #: Offsets span 2**40 bytes of a sparse, empty file: distinct keys practically never
@@ -234,7 +275,15 @@ class ClaimFile:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._fd = _ProcessFd(path)
+        self._shared: _ClaimDescriptor | None = None  # opened on the first claim
+
+    def _descriptor(self) -> _ClaimDescriptor:
+        """Caller holds ``_DESCRIPTORS_MUTEX``."""
+        shared = self._shared
+        if shared is None or shared.pid != os.getpid():  # a forked child holds no lock
+            shared = self._shared = _shared_descriptor(self.path)
+            shared.users += 1
+        return shared
 
     def _offset(self, key: bytes) -> int:
         return int.from_bytes(key[:8], "little") % self._SPAN
@@ -242,22 +291,61 @@ class ClaimFile:
     def try_claim(self, key: bytes) -> bool:
         if fcntl is None:  # pragma: no cover - Windows: no cross-process coalescing
             return True
-        try:
-            fcntl.lockf(self._fd.get(), fcntl.LOCK_EX | fcntl.LOCK_NB, 1, self._offset(key))
-        except (BlockingIOError, PermissionError):
-            return False
-        except OSError as exc:
-            raise CacheFileError(f"cannot take a claim in {self.path!r}: {exc}") from exc
+        offset = self._offset(key)
+        with _DESCRIPTORS_MUTEX:
+            shared = self._descriptor()
+            if offset in shared.held:
+                return False  # another cache of this process (or this one) holds it
+            try:
+                fcntl.lockf(shared.fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, offset)
+            except (BlockingIOError, PermissionError):
+                return False
+            except OSError as exc:
+                raise CacheFileError(f"cannot take a claim in {self.path!r}: {exc}") from exc
+            shared.held[offset] = self
         return True
 
     def release(self, key: bytes) -> None:
-        fd = self._fd.held()
-        if fcntl is None or fd is None:
-            return
-        try:
-            fcntl.lockf(fd, fcntl.LOCK_UN, 1, self._offset(key))
-        except OSError:
-            pass  # released anyway when the descriptor closes
+        offset = self._offset(key)
+        with _DESCRIPTORS_MUTEX:
+            shared = self._shared
+            if fcntl is None or shared is None or shared.pid != os.getpid() \
+                    or shared.held.get(offset) is not self:
+                return
+            del shared.held[offset]
+            try:
+                fcntl.lockf(shared.fd, fcntl.LOCK_UN, 1, offset)
+            except OSError:
+                pass  # released anyway when the descriptor closes
 
     def close(self) -> None:
-        self._fd.close()
+        """Release this ClaimFile's claims; the descriptor closes with the last user."""
+        with _DESCRIPTORS_MUTEX:
+            shared, self._shared = self._shared, None
+            if shared is None or shared.pid != os.getpid():
+                return
+            for offset in [o for o, owner in shared.held.items() if owner is self]:
+                del shared.held[offset]
+                try:
+                    fcntl.lockf(shared.fd, fcntl.LOCK_UN, 1, offset)
+                except OSError:
+                    pass
+            shared.users -= 1
+            if shared.users > 0:
+                return
+            for key, value in list(_DESCRIPTORS.items()):
+                if value is shared:
+                    del _DESCRIPTORS[key]
+            try:
+                os.close(shared.fd)
+            except OSError:
+                pass
+
+
+def _after_fork() -> None:
+    global _DESCRIPTORS_MUTEX
+    _DESCRIPTORS_MUTEX = threading.Lock()  # a thread of the parent may have held it
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)

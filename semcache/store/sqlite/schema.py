@@ -31,7 +31,7 @@ def file_version(conn: apsw.Connection, path: str) -> int:
 
     Raises NotASemcacheFileError for SQLite files that belong to something else.
     """
-    with translated(path):
+    with translated(path), conn:  # one read snapshot: another open may be migrating it
         app_id = conn.execute("PRAGMA application_id").fetchall()[0][0]
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         if app_id == 0 and not tables:
@@ -42,7 +42,7 @@ def file_version(conn: apsw.Connection, path: str) -> int:
                 f"(application_id={app_id:#x}, tables: {', '.join(sorted(tables)) or 'none'})"
             )
         row = conn.execute("SELECT max(version) FROM schema_migrations").fetchall()
-        return int(row[0][0] or 0)
+    return int(row[0][0] or 0)
 
 
 def ensure_schema(conn: apsw.Connection, path: str, lock: WriteLock | None) -> int:
@@ -93,3 +93,11 @@ def write_settings(conn: apsw.Connection, values: dict[str, str]) -> None:
         "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
         list(values.items()),
     )
+
+
+def add_settings(conn: apsw.Connection, values: dict[str, str]) -> dict[str, str]:
+    """Write the settings not stored yet; every stored setting (inside the caller's
+    write transaction, so nobody else writes between the two)."""
+    conn.executemany("INSERT INTO settings (name, value) VALUES (?, ?) "
+                     "ON CONFLICT (name) DO NOTHING", list(values.items()))
+    return read_settings(conn)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import apsw
@@ -33,6 +33,7 @@ from semcache.store.base import (
     NamespaceSummary,
     Neighbours,
     Verdict,
+    accept_incarnation,
 )
 from semcache.store.filters import compile_filter, order_sql
 from semcache.store.rescore import DamagedVectors
@@ -68,6 +69,7 @@ _RECORD_COLUMNS = (
     "e.size, e.created_at, e.accessed_at, e.expires_at, e.ttl, e.hits, e.code IS NOT NULL"
 )
 _FROM = "FROM entries e JOIN partitions p ON p.id = e.partition_id"
+_INCARNATION = "SELECT value FROM settings WHERE name = 'incarnation'"
 
 
 def open_sqlite(path: str, *, readonly: bool = False, use_mirror: bool = True,
@@ -119,7 +121,6 @@ class SQLiteStore:
         self.location = path
         path = os.path.realpath(path)
         self.path = path
-        self.created = created
         db = self._db = Database(path, readonly=readonly)
         if not readonly and db.conn.readonly("main"):
             # A write-protected file (chmod 0444, read-only mount): SQLite opened it for
@@ -131,7 +132,7 @@ class SQLiteStore:
         self._claims = ClaimFile(path + ".claims")
         self.lock: WriteLock | ReadOnlyLock = self._file_lock or ReadOnlyLock(path)
         try:
-            self.settings = self._open_schema(db)
+            self.settings, fresh = self._open_schema(db)
         except ReadOnlyCacheError as exc:
             db.close()
             directory = os.path.dirname(os.path.abspath(path))
@@ -144,18 +145,26 @@ class SQLiteStore:
         except BaseException:
             db.close()
             raise
+        # Created by this open: the file did not exist and this open made it a cache (two
+        # first opens at once both find no file; only one migrates it from empty).
+        self.created = created and fresh
+        #: The incarnation token last read, and PRAGMA data_version when it was read.
+        self.incarnation: str | None = self.settings.get("incarnation")
+        self.on_incarnation: Callable[[], None] | None = None
+        self._incarnation_version = db.data_version()
         self._damaged = DamagedVectors(path)
-        self._index = SemanticIndex(db, self.lock, self.settings, path + "-codes",
+        self._index = SemanticIndex(db, self.lock, lambda: self.settings, path + "-codes",
                                     self._damaged, use_mirror=use_mirror)
 
-    def _open_schema(self, db: Database) -> dict[str, str]:
-        """Migrate the file if needed, read its settings, apply its pragmas."""
+    def _open_schema(self, db: Database) -> tuple[dict[str, str], bool]:
+        """Migrate the file if needed, read its settings, apply its pragmas; True when
+        this open found the file empty (it made it a cache)."""
         path = self.path
         with translated(path):
             if self.readonly and file_version(db.conn, path) < SCHEMA_VERSION \
                     and os.access(path, os.W_OK):
                 _migrate(path)  # an older file read by a newer semcache (e.g. the CLI)
-            ensure_schema(db.conn, path, self._file_lock)
+            fresh = ensure_schema(db.conn, path, self._file_lock) == 0
             settings = read_settings(db.conn)
         if not all(isinstance(v, str) for kv in settings.items() for v in kv):
             raise CorruptCacheError(f"cache file {path!r} is corrupt (settings table "
@@ -164,7 +173,7 @@ class SQLiteStore:
         pragmas.update({k[len(_PRAGMA_PREFIX):]: v for k, v in settings.items()
                         if k.startswith(_PRAGMA_PREFIX)})
         db.configure(pragmas)
-        return settings
+        return settings, fresh
 
     @property
     def mirror_path(self) -> str:
@@ -227,6 +236,36 @@ class SQLiteStore:
         return {int(r[0]) for r in self._db.query(
             "SELECT entry_id FROM feedback WHERE query_hash = ? AND correct = 0", (query_hash,))}
 
+    # -- incarnation ------------------------------------------------------------------------
+
+    def check_incarnation(self, force: bool = False) -> bool:
+        """See :meth:`Store.check_incarnation`: the token is read (~2 us) only after
+        another connection committed (``PRAGMA data_version`` moved) or when forced."""
+        db = self._db
+        with db.mutex, translated(self.path):
+            db.check_fork()
+            return self._incarnation_moved(force)
+
+    def _incarnation_moved(self, force: bool = False) -> bool:
+        """Caller holds the mutex: read the token if it may have moved; a new one is taken
+        (settings read again) once ``on_incarnation`` accepted it - if that raises, the
+        next check raises again."""
+        conn = self._db.conn
+        version = conn.execute("PRAGMA data_version").fetchall()[0][0]
+        if not force and version == self._incarnation_version:
+            return False
+        rows = conn.execute(_INCARNATION).fetchall()
+        token = rows[0][0] if rows else None
+        if token == self.incarnation:
+            self._incarnation_version = version
+            return False
+        log.warning("semcache: %s was replaced by another cache (incarnation %s -> %s); "
+                    "ids remembered by this process are dropped", self.path,
+                    self.incarnation, token)
+        accept_incarnation(self, token, read_settings(conn))
+        self._incarnation_version = version
+        return True
+
     # -- shared state and admin reads -------------------------------------------------------
 
     def counters(self) -> dict[str, int]:
@@ -286,13 +325,20 @@ class SQLiteStore:
         """One write transaction under the cross-process lock (see :class:`WriteBlock`);
         the code mirror replays it after COMMIT when this process keeps it."""
         index = self._index
-        return WriteBlock(self._db, self.lock, index.apply if index.keeps_mirror else None,
-                          timeout)
+        return WriteBlock(self._db, self.lock, self._incarnation_moved,
+                          index.apply if index.keeps_mirror else None, timeout)
 
     def write_settings(self, values: dict[str, str]) -> None:
         with self.write() as txn:
             txn.set_settings(values)
         self.settings.update(values)
+
+    def pin_settings(self, values: dict[str, str]) -> dict[str, str]:
+        """Under the write lock: write what is not stored yet, return what is stored."""
+        with self.write() as txn:
+            stored = txn.add_settings(values)
+        self.settings = dict(stored)
+        return dict(stored)
 
     def claim(self, key_hash: bytes, lease: float) -> bool:
         """A byte-range lock per key on ``<db>.claims`` (the kernel frees it if we die)."""

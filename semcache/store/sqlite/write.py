@@ -12,8 +12,9 @@ The sqlite-vec table ``entry_codes`` (used only by the SQL search and the sqlite
 written by the INSERT: its rows cost ~6-10 us each plus several WAL pages per put, and they
 are written in id order, in batches, by :meth:`WriteTxn.catch_up_codes`, which moves
 ``sync_state.codes_through`` in the same transaction. A write that leaves more than
-``CODES_LAG_MAX`` entries behind catches up at once; the upkeep of a process that wrote,
-``close()`` and ``vacuum`` catch up too. The SQL search scans the entries above the mark
+``CODES_LAG_MAX`` entries behind catches up at once; the upkeep after every flush of batched
+hits, ``close()`` and ``vacuum`` catch up too (never an idle timer: an idle cache writes
+nothing). The SQL search scans the entries above the mark
 directly, so an entry is searchable the moment its put returns (docs/schema.md).
 """
 
@@ -32,7 +33,7 @@ from semcache.store.filters import compile_filter
 from semcache.store.sqlite.codes import CODE_BYTES, CODES_THROUGH, Changes, expires_to_int
 from semcache.store.sqlite.connection import Database, translate
 from semcache.store.sqlite.locking import ReadOnlyLock, WriteLock
-from semcache.store.sqlite.schema import write_settings
+from semcache.store.sqlite.schema import add_settings, write_settings
 
 log = logging.getLogger("semcache")
 
@@ -60,7 +61,9 @@ class WriteBlock:
     """``with store.write(timeout) as txn:`` - one ``BEGIN IMMEDIATE`` transaction under the
     cross-process write lock.
 
-    ``on_commit`` (the code mirror's update, when the store keeps one) runs after COMMIT,
+    ``on_begin`` (the store's incarnation check) runs right after BEGIN, holding the
+    connection's mutex. ``on_commit`` (the code mirror's update, when the store keeps one)
+    runs after COMMIT,
     still holding the write lock but no longer the connection's mutex: the mirror takes its
     own lock and then reads through this connection, so holding both here would invert that
     order. Driver errors (of BEGIN, of the block, of COMMIT) roll back and raise as semcache
@@ -70,14 +73,13 @@ class WriteBlock:
     and the generator machinery cost ~1 us of a ~40 us put.
     """
 
-    __slots__ = ("_db", "_lock", "_on_commit", "_timeout", "_txn")
+    __slots__ = ("_db", "_lock", "_on_begin", "_on_commit", "_timeout", "_txn")
 
     def __init__(self, db: Database, lock: WriteLock | ReadOnlyLock,
+                 on_begin: Callable[[], object],
                  on_commit: Callable[[Changes], None] | None, timeout: float | None) -> None:
-        self._db = db
-        self._lock = lock
-        self._on_commit = on_commit
-        self._timeout = timeout
+        self._db, self._lock, self._timeout = db, lock, timeout
+        self._on_begin, self._on_commit = on_begin, on_commit
 
     def __enter__(self) -> WriteTxn:
         db = self._db
@@ -87,6 +89,9 @@ class WriteBlock:
             db.check_fork()
             txn = WriteTxn(db)
             db.conn.execute("BEGIN IMMEDIATE")
+            # Nothing else can commit now: a file replaced since our last look is seen
+            # before this transaction uses anything this process remembers of it.
+            self._on_begin()  # may refuse (another embedder): rolled back
             if self._on_commit is not None:  # only the mirror needs the states
                 txn.changes.seq_before, txn.changes.token_before = db.state()
         except BaseException as exc:
@@ -161,6 +166,9 @@ class WriteTxn:
 
     def set_settings(self, values: dict[str, str]) -> None:
         write_settings(self._conn, values)
+
+    def add_settings(self, values: dict[str, str]) -> dict[str, str]:
+        return add_settings(self._conn, values)
 
     def partition_id(self, namespace: str, scope: str) -> int:
         """The partition's id, created if it is new (looked up once per transaction)."""
@@ -371,6 +379,17 @@ class WriteTxn:
             "created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
             (v.entry_id, v.namespace, v.query_hash, v.kind, v.similarity, int(v.correct),
              v.created_at))
+
+    def restore_verdicts(self, verdicts: Sequence[Verdict]) -> None:
+        for v in verdicts:
+            row = (v.namespace, v.query_hash, v.kind, v.similarity, int(v.correct),
+                   v.created_at)
+            self._conn.execute(
+                "UPDATE feedback SET entry_id = ? WHERE namespace = ? AND query_hash IS ? "
+                "AND kind = ? AND similarity = ? AND correct = ? AND created_at = ?",
+                (v.entry_id, *row))
+            if not self._conn.changes():
+                self.record_verdict(v)
 
     def add_counters(self, deltas: dict[str, int]) -> None:
         self._conn.executemany(

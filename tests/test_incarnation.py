@@ -1,0 +1,140 @@
+"""Memos of database state are validated against the cache's incarnation (issue 20, item 3).
+
+A long-lived process remembers partition ids and decoded responses by entry id. When an
+operator drops a PostgreSQL schema and another process recreates it, or an SQLite file is
+replaced by another cache file under a live Cache, those ids name other rows: tenant B was
+served tenant A's new private answer. Every memo is now checked against the incarnation
+token of the schema or file (a random value stored at creation) where it is used.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import apsw
+import pytest
+
+import semcache
+
+QUESTION_A = "What is the launch date of project Falcon?"
+ANSWER_A = "tenant A's private answer: March 3rd"
+QUESTION_B = "When does the quarterly review start?"
+ANSWER_B = "tenant B's answer: Monday"
+
+_RECREATE = """
+import sys, semcache
+cache = semcache.open(sys.argv[1], embedder="hashing", guard=False)
+cache.put(sys.argv[2], sys.argv[3], namespace="tenant-a")
+cache.close()
+"""
+
+
+def _other_process_stores_a(location: str) -> None:
+    subprocess.run([sys.executable, "-c", _RECREATE, location, QUESTION_A, ANSWER_A],
+                   check=True, capture_output=True, text=True, timeout=120)
+
+
+def _long_lived(location: str) -> semcache.Cache:
+    """A process that served tenant B (its memos now hold B's partition and entry)."""
+    cache = semcache.open(location, embedder="hashing", guard=False)
+    cache.put(QUESTION_B, ANSWER_B, namespace="tenant-b")
+    assert cache.get(QUESTION_B, namespace="tenant-b").response == ANSWER_B  # exact
+    assert cache.get(QUESTION_B + "?", namespace="tenant-b").response == ANSWER_B  # semantic
+    return cache
+
+
+def _b_never_gets_a(cache: semcache.Cache, location: str) -> None:
+    for text in (QUESTION_A, QUESTION_A + "?", QUESTION_A.lower()):
+        hit = cache.get(text, namespace="tenant-b")
+        assert hit is None or ANSWER_A not in str(hit.response), hit
+    # tenant A's own exact question gets A's answer (not a memoized response of B's)
+    hit = cache.get(QUESTION_A, namespace="tenant-a")
+    assert hit is not None and hit.response == ANSWER_A, hit
+    # what the long-lived process stores for B after the reset stays B's
+    cache.put("Where is the review held?", "tenant B's room 4", namespace="tenant-b")
+    check = ("import sys, semcache\n"
+             "c = semcache.open(sys.argv[1])\n"
+             "h = c.get('Where is the review held', namespace='tenant-a')\n"
+             "print('none' if h is None else h.response)\n")
+    out = subprocess.run([sys.executable, "-c", check, location], check=True,
+                         capture_output=True, text=True, timeout=120).stdout.strip()
+    assert "tenant B" not in out, out
+
+
+def test_postgres_schema_dropped_and_recreated_under_a_live_process(pg_url: str,
+                                                                     pg_server) -> None:
+    cache = _long_lived(pg_url)
+    try:
+        from tests.engines import _server
+
+        _, schema = _server(pg_url)
+        pg_server.admin(f'DROP SCHEMA "{schema}" CASCADE')  # the operator resets the cache
+        _other_process_stores_a(pg_url)  # another process recreates it: A's answer first
+        _b_never_gets_a(cache, pg_url)
+    finally:
+        cache.close()
+
+
+def test_sqlite_file_replaced_in_place_under_a_live_cache(tmp_path: Path) -> None:
+    path = str(tmp_path / "live.db")
+    cache = _long_lived(path)
+    try:
+        other = str(tmp_path / "other.db")
+        _other_process_stores_a(other)
+        # the operator restores another cache file over the live one, the way SQLite does
+        # it under live connections (what `sqlite3 live.db ".restore other.db"` runs)
+        dest, src = apsw.Connection(path), apsw.Connection(other)
+        with dest.backup("main", src, "main") as backup:
+            backup.step()
+        dest.close()
+        src.close()
+        _b_never_gets_a(cache, path)
+    finally:
+        cache.close()
+
+
+@pytest.mark.parametrize("how", ["deleted", "renamed over"])
+def test_sqlite_file_deleted_or_renamed_over_under_a_live_cache(tmp_path: Path,
+                                                                how: str) -> None:
+    path = str(tmp_path / "live.db")
+    cache = _long_lived(path)
+    try:
+        if how == "deleted":
+            for suffix in ("", "-wal", "-shm", "-codes"):
+                Path(path + suffix).unlink(missing_ok=True)
+            _other_process_stores_a(path)
+        else:
+            other = str(tmp_path / "other.db")
+            _other_process_stores_a(other)
+            semcache.open(other).close()  # checkpointed: the file alone holds the cache
+            Path(other).replace(path)
+        for text in (QUESTION_A, QUESTION_A + "?"):
+            hit = cache.get(text, namespace="tenant-b")
+            assert hit is None or ANSWER_A not in str(hit.response), hit
+    finally:
+        cache.close()
+
+
+def test_a_replacement_pinned_to_another_embedder_is_refused(tmp_path: Path) -> None:
+    path = str(tmp_path / "live.db")
+    cache = _long_lived(path)  # hashing:v1:256
+    try:
+        other = str(tmp_path / "other.db")
+        with semcache.open(other, embedder="hashing:v1:384") as c:
+            c.put(QUESTION_A, ANSWER_A, namespace="tenant-a")
+        dest, src = apsw.Connection(path), apsw.Connection(other)
+        with dest.backup("main", src, "main") as backup:
+            backup.step()
+        dest.close()
+        src.close()
+        for _ in range(2):  # refused, and still refused: its vectors would mix
+            with pytest.raises(semcache.EmbedderMismatchError, match="replaced"):
+                cache.put("another question", "x", namespace="tenant-b")
+            with pytest.raises(semcache.EmbedderMismatchError, match="replaced"):
+                cache.get(QUESTION_A + "?", namespace="tenant-b")
+        with semcache.open(path) as fresh:
+            assert {len(e.vector) for e in fresh.entries(with_vectors=True)} == {384}
+    finally:
+        cache.close()
