@@ -167,7 +167,7 @@ class HitBatcher:
                 merged = dict(counts)
                 for name, value in batch.counts.items():
                     merged[name] = merged.get(name, 0) + value
-                txn.add_counters(merged)
+                txn.add_counters(merged, self._clock())
         except BaseException:
             self._restore(access, counts)
             raise
@@ -187,7 +187,7 @@ class HitBatcher:
                 merged = dict(counts)
                 for name, value in batch.counts.items():
                     merged[name] = merged.get(name, 0) + value
-                txn.add_counters(merged)
+                txn.add_counters(merged, self._clock())
         except BaseException:
             self._restore(access, counts)
             raise

@@ -119,6 +119,7 @@ class SQLiteStore(SQLiteAdmin):
         self._key_cursor: Any = self._conn.cursor()
         self._forked = False  # set in a forked child (see _after_fork): reconnect first
         self._codes_pending = False  # this process wrote entries not in entry_codes yet
+        self._series_pruned = 0  # minute this process last pruned counter_minutes
         _STORES.add(self)
 
     # -- connection management -------------------------------------------------------

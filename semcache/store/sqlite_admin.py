@@ -70,6 +70,11 @@ class SQLiteAdmin:
         return [NamespaceSummary(ns, int(n), int(exp or 0), int(h or 0), int(b or 0))
                 for ns, n, exp, h, b in rows]
 
+    def counter_history(self, since_minute: int, step: int) -> list[tuple[int, str, int]]:
+        return [(int(m), str(n), int(v)) for m, n, v in self._query(
+            "SELECT minute / ? * ?, name, sum(value) FROM counter_minutes WHERE minute >= ? "
+            "GROUP BY 1, 2", (int(step), int(step), int(since_minute)))]
+
     def blocked_entries(self, query_hash: bytes) -> set[int]:
         return {int(r[0]) for r in self._query(
             "SELECT entry_id FROM feedback WHERE query_hash = ? AND correct = 0", (query_hash,))}

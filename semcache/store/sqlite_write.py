@@ -20,6 +20,7 @@ directly, so an entry is searchable the moment its put returns (docs/schema.md).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import apsw
 
 from semcache.store.base import (
+    SERIES_RETENTION_MINUTES,
     AccessUpdate,
     Changes,
     EntryFilter,
@@ -53,6 +55,10 @@ _INSERT_CODE = (
     "VALUES (?, ?, ?, vec_bit(?))"
 )
 _KEY_ID = "SELECT id FROM entries WHERE key_hash = ?"
+_ADD_COUNTER = ("INSERT INTO counters (name, value) VALUES (?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET value = value + excluded.value")
+_ADD_MINUTE = ("INSERT INTO counter_minutes (minute, name, value) VALUES (?, ?, ?) "
+               "ON CONFLICT (minute, name) DO UPDATE SET value = value + excluded.value")
 _CODES_THROUGH = "SELECT codes_through FROM sync_state WHERE id = 1"
 #: Bytes of a code in entry_codes (BIT[256] in migration 0001).
 CODE_BYTES = 32
@@ -366,11 +372,21 @@ class WriteTxn:
             (v.entry_id, v.namespace, v.query_hash, v.kind, v.similarity, int(v.correct),
              v.created_at))
 
-    def add_counters(self, deltas: dict[str, int]) -> None:
-        self._conn.executemany(
-            "INSERT INTO counters (name, value) VALUES (?, ?) "
-            "ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
-            [(k, v) for k, v in deltas.items() if v])
+    def add_counters(self, deltas: dict[str, int], at: float | None = None) -> None:
+        """Add to the shared counters and to their row of the minute ``at`` (epoch
+        seconds; default now) for the time series; minutes past the retention are
+        deleted here, at most once an hour per process."""
+        rows = [(k, v) for k, v in deltas.items() if v]
+        if not rows:
+            return
+        minute = int((time.time() if at is None else at) // 60)
+        self._conn.executemany(_ADD_COUNTER, rows)
+        self._conn.executemany(_ADD_MINUTE, [(minute, k, v) for k, v in rows])
+        store = self._store
+        if minute - store._series_pruned >= 60:
+            self._conn.execute("DELETE FROM counter_minutes WHERE minute < ?",
+                               (minute - SERIES_RETENTION_MINUTES,))
+            store._series_pruned = minute
 
 
 __all__ = ["WriteBlock", "WriteTxn"]
