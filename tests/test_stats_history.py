@@ -84,6 +84,21 @@ def test_buckets_follow_the_clock_and_survive_a_restart(make_location: Callable[
     assert [b["hits"] for b in history["days"]] == [2, 1]
 
 
+def test_a_clock_behind_counts_in_its_own_minute(make_location: Callable[..., str]) -> None:
+    location = make_location()
+    ahead, behind = FakeClock(1_700_000_000.0 + 180), FakeClock(1_700_000_000.0)
+    with semcache.open(location, embedder="hashing", clock=ahead) as fast, \
+            semcache.open(location, clock=behind) as slow:
+        fast.put("q", "a")          # opens the later minute
+        slow.put("q2", "a")         # three minutes behind: its own minute
+        slow.put("q3", "a")
+        fast.put("q4", "a")
+        history = fast.stats_history(minutes=5)
+        assert fast.stats()["puts"] == 4
+    puts = [b["puts"] for b in history["minutes"]]
+    assert puts == [0, 2, 0, 0, 2]
+
+
 def test_history_sums_every_process(make_location: Callable[..., str]) -> None:
     location = make_location()
     with semcache.open(location, embedder="hashing") as cache:
@@ -106,10 +121,14 @@ def test_history_sums_every_process(make_location: Callable[..., str]) -> None:
 
 
 def _minute_rows(location: str, request: pytest.FixtureRequest) -> list[tuple[int, str, int]]:
-    """(minute, name, shard) of every row of counter_minutes (shard 0 on SQLite)."""
+    """(minute, name, shard) of every minute's counts stored (shard 0 on SQLite, whose
+    current minute is kept in rows of counters)."""
     if "://" not in location:
-        return sorted((m, n, 0) for m, n in sql_rows(
-            location, "SELECT minute, name FROM counter_minutes"))
+        current = sql_rows(location, "SELECT value FROM counters WHERE name = 'minute'")
+        return sorted([(m, n, 0) for m, n in sql_rows(
+            location, "SELECT minute, name FROM counter_minutes")] + [
+            (current[0][0], n[len("minute:"):], 0) for n, in sql_rows(
+                location, "SELECT name FROM counters WHERE name GLOB 'minute:*'")])
     schema = parse_qs(urlsplit(location).query)["schema"][0]
     rows = request.getfixturevalue("pg_server").admin(
         f'SELECT minute, name, shard FROM "{schema}".counter_minutes')
@@ -161,7 +180,8 @@ def test_an_older_file_gets_the_table(tmp_path: Any, engine: str) -> None:
     with semcache.open(path, embedder="hashing") as cache:
         cache.put("q", "a")
     conn = apsw.Connection(path)  # rewind to schema 5, as written by the previous release
-    conn.execute("DROP TABLE counter_minutes; DELETE FROM schema_migrations WHERE version = 6")
+    conn.execute("DROP TABLE counter_minutes; DELETE FROM schema_migrations WHERE version = 6; "
+                 "DELETE FROM counters WHERE name GLOB 'minute*'")
     conn.close()
     with semcache.open(path) as cache:
         cache.get("q")
