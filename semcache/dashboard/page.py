@@ -53,9 +53,10 @@ vertical-align:middle}
 .axis{display:flex;justify-content:space-between;color:var(--muted);font-size:.8rem}
 .scroll{overflow-x:auto}
 table{border-collapse:collapse;width:100%;font-size:.9rem}
-th,td{text-align:left;padding:4px 8px;border-bottom:1px solid var(--line);vertical-align:top}
-td.n,th.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
-td.text{max-width:28rem;overflow-wrap:anywhere}
+th,td{text-align:left;padding:4px 8px;border-bottom:1px solid var(--line);vertical-align:top;
+white-space:nowrap}
+td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}
+td.text{white-space:normal;min-width:14rem;max-width:28rem;overflow-wrap:anywhere}
 .bad{color:var(--bad)}
 @media (prefers-color-scheme:dark){:root{--fg:#e6e9ee;--muted:#9aa4b2;--bg:#12151a;
 --card:#1b2028;--line:#2c333e;--miss:#4a5260}}
