@@ -43,7 +43,7 @@ def serve(config: ProxyConfig, *, host: str = "127.0.0.1", port: int = 8080, wor
         from semcache.integrations.proxy.protocol import NoDelayH11Protocol
     except ImportError as exc:  # the [serve] extra is not installed
         raise ConfigurationError(
-            "semcache serve needs the serve extra: pip install 'semcache[serve]'"
+            "semcache serve needs the serve extra: pip install 'semcache-sqlite[serve]'"
         ) from exc
     if workers < 1:
         raise ConfigurationError(f"--workers must be >= 1, got {workers}")
