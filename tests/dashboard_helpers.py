@@ -71,7 +71,9 @@ class UiProcess:
     """``python -m semcache ui PATH --port 0 --json ...``; ``url`` once it listens."""
 
     def __init__(self, path: str | os.PathLike[str], *extra: str,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None,
+                 cwd: str | os.PathLike[str] | None = None) -> None:
+        self.cwd = cwd
         self.args = [sys.executable, "-m", "semcache", "ui", os.fspath(path), "--port", "0",
                      "--json", *extra]
         self.env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1",
@@ -81,7 +83,8 @@ class UiProcess:
 
     def start(self, timeout: float = 30.0) -> UiProcess:
         self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True, env=self.env, start_new_session=True)
+                                     text=True, env=self.env, cwd=self.cwd,
+                                     start_new_session=True)
         assert self.proc.stdout is not None
         ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
         line = self.proc.stdout.readline() if ready else ""

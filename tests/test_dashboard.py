@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import os
 import subprocess
 import sys
 import urllib.error
@@ -281,6 +282,28 @@ def test_ui_serves_two_routes_and_nothing_else(tmp_path: Path) -> None:
     text = page.decode()
     assert "capital of France" not in text and "&lt;script&gt;" not in text  # no prompts
     assert "prompts and answers hidden" in text
+
+
+def test_the_readme_command_opens_the_demo_cache(tmp_path: Path) -> None:
+    import re
+
+    from semcache.cli import build_parser
+    from semcache.demo import DEMO_FILE
+
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("### Dashboard"):]
+    command = re.search(r"^semcache ui (\S+)", section, re.MULTILINE)
+    assert command is not None
+    demo_dir = build_parser().parse_args(["demo"]).dir  # where `semcache demo` writes
+    assert command.group(1) == f"{demo_dir}/{DEMO_FILE}"
+    os.makedirs(tmp_path / demo_dir)
+    with semcache.open(tmp_path / demo_dir / DEMO_FILE, embedder="hashing") as cache:
+        cache.put("q", "a")
+        cache.get("q")
+    with UiProcess(command.group(1), cwd=tmp_path) as ui:  # run where the demo ran
+        assert ui.url.startswith("http://127.0.0.1:")
+        status, _, body = _get(ui.url + "api/stats")
+    assert status == 200 and json.loads(body)["hits"] == 1
 
 
 # -- semcache serve: the same page at / ---------------------------------------------------------
