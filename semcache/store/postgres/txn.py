@@ -130,21 +130,18 @@ class PgWriteTxn:
 
     def _commit_pipelined(self, shard: int, names: list[str], parts: list[int],
                           series: list[str]) -> None:
-        """Prepared statements and COMMIT, sent together when the pipeline ends."""
+        """One prepared statement and COMMIT, sent together when the pipeline ends."""
         if names or parts:
             self.conn.execute(self._q.add_counts, {
                 "shard": shard, "names": [_checked_name(n) for n in names],
                 "values": [int(self._counts[n]) for n in names],
+                "minute": self._minute, "series": series,
+                "series_values": [int(self._series[n]) for n in series],
                 "pids": [int(p) for p in parts], "sizes": [int(self._parts[p]) for p in parts]})
-        if series:
-            self.conn.execute(self._q.add_minute_counts, {
-                "minute": self._minute, "shard": shard, "names": series,
-                "values": [int(self._series[n]) for n in series]})
-            if self._fold_due():
-                self.conn.execute(self._q.fold_minutes,
-                                  {"before": self._minute - FOLD_AFTER_MINUTES})
-                self.conn.execute(self._q.prune_minutes,
-                                  {"expired": self._minute - SERIES_RETENTION_MINUTES})
+        if series and self._fold_due():
+            self.conn.execute(self._q.fold_minutes, {"before": self._minute - FOLD_AFTER_MINUTES})
+            self.conn.execute(self._q.prune_minutes,
+                              {"expired": self._minute - SERIES_RETENTION_MINUTES})
         self.conn.execute("COMMIT")
 
     def _commit_batch(self, shard: int, names: list[str], parts: list[int],
@@ -155,19 +152,21 @@ class PgWriteTxn:
         if names:
             rows = ", ".join(f"('{_checked_name(n)}', {shard}, {int(self._counts[n])})"
                              for n in names)
-            batch.append(self._q.add_counters_literal.format(rows=rows))
+            if series:
+                minute = int(self._minute)
+                minute_rows = ", ".join(f"({minute}, '{_checked_name(n)}', {shard}, "
+                                        f"{int(self._series[n])})" for n in series)
+                batch.append(self._q.add_counters_minutes_literal.format(
+                    rows=rows, minute_rows=minute_rows))
+            else:
+                batch.append(self._q.add_counters_literal.format(rows=rows))
         if parts:
             rows = ", ".join(f"({int(p)}, {shard}, {int(self._parts[p])})" for p in parts)
             batch.append(self._q.add_partition_counts_literal.format(rows=rows))
-        if series:
-            minute = int(self._minute)
-            rows = ", ".join(f"({minute}, '{_checked_name(n)}', {shard}, "
-                             f"{int(self._series[n])})" for n in series)
-            batch.append(self._q.add_minute_counts_literal.format(rows=rows))
-            if self._fold_due():
-                batch.append(self._q.fold_minutes_literal.format(
-                    before=minute - FOLD_AFTER_MINUTES,
-                    expired=minute - SERIES_RETENTION_MINUTES))
+        if series and self._fold_due():
+            batch.append(self._q.fold_minutes_literal.format(
+                before=int(self._minute) - FOLD_AFTER_MINUTES,
+                expired=int(self._minute) - SERIES_RETENTION_MINUTES))
         batch.append("COMMIT")
         self.conn.execute("; ".join(batch))
 
