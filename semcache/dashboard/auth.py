@@ -19,16 +19,20 @@ import binascii
 import hashlib
 import hmac
 import ipaddress
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from semcache.errors import ConfigurationError
 
+log = logging.getLogger("semcache")
+
 #: Environment variable read when ``--dashboard-token`` is not given.
 TOKEN_ENV = "SEMCACHE_DASHBOARD_TOKEN"
-#: A token shorter than this is refused (it could be guessed).
+#: A token shorter than this draws a warning (it could be guessed).
 MIN_TOKEN_CHARS = 16
+_SUGGESTION = 'e.g. python -c "import secrets; print(secrets.token_urlsafe(32))"'
 _LOOPBACK_NAMES = frozenset(("localhost", "localhost.", "ip6-localhost"))
 _CHALLENGE = 'Basic realm="semcache dashboard", charset="UTF-8"'
 
@@ -50,7 +54,8 @@ def token_digest(token: str) -> str:
 
 def resolve_token(given: str | None, *, option: str = "--dashboard-token") -> str | None:
     """The token from the option, else from :data:`TOKEN_ENV` (None: no token). A token
-    that is too short or not printable ASCII is refused; the message never shows it."""
+    that is not printable ASCII without spaces (it must fit an HTTP header) is refused, a
+    short one is accepted with a warning; no message ever shows it."""
     token = given if given is not None else os.environ.get(TOKEN_ENV)
     if token is None or not token.strip():
         if given is not None:
@@ -58,12 +63,13 @@ def resolve_token(given: str | None, *, option: str = "--dashboard-token") -> st
         return None
     token = token.strip()
     where = option if given is not None else TOKEN_ENV
-    if len(token) < MIN_TOKEN_CHARS or not token.isascii() or not token.isprintable() \
-            or " " in token:
+    if not token.isascii() or not token.isprintable() or " " in token:
         raise ConfigurationError(
-            f"the dashboard token of {where} must be at least {MIN_TOKEN_CHARS} printable "
-            "ASCII characters without spaces (e.g. python -c \"import secrets; "
-            "print(secrets.token_urlsafe(32))\")")
+            f"the dashboard token of {where} must be printable ASCII characters without "
+            f"spaces; {_SUGGESTION}")
+    if len(token) < MIN_TOKEN_CHARS:
+        log.warning("semcache: the dashboard token of %s has %d characters, fewer than %d: "
+                    "it could be guessed; %s", where, len(token), MIN_TOKEN_CHARS, _SUGGESTION)
     return token
 
 
