@@ -86,7 +86,7 @@ def test_sql_lives_in_the_store() -> None:
 def test_modules_stay_small() -> None:
     sizes = {p.relative_to(PACKAGE).as_posix(): len(p.read_text("utf-8").splitlines())
              for p in _python_files()}
-    assert {name: n for name, n in sizes.items() if n > 500} == {}
+    assert {name: n for name, n in sizes.items() if n > 600} == {}
 
 
 # -- the request-level API --------------------------------------------------------------------

@@ -20,6 +20,7 @@ from semcache.cache.entry import Entry
 from semcache.cache.hit import Hit
 from semcache.errors import InvalidInputError, SemcacheError
 from semcache.store.base import (
+    SERIES_RETENTION_MINUTES,
     EntryFilter,
     EntryOrder,
     EntryRecord,
@@ -136,6 +137,27 @@ class CacheAdmin:
         """Entries, expired entries, hits and bytes of each namespace, biggest first."""
         with self._gate.enter():
             return self._store.namespace_summary(self._clock())
+
+    def stats_history(self, *, minutes: int = 60,
+                      days: int = 30) -> dict[str, list[dict[str, int]]]:
+        """The shared counters over time, summed over every process and host:
+        ``{"minutes": [...], "days": [...]}`` - the last ``minutes`` minutes and the last
+        ``days`` UTC days, oldest first, the current one last. Each bucket is
+        ``{"start": epoch seconds, "hits": n, "misses": n, ...}`` with every counter of
+        :meth:`stats` that counts events (0 where none happened) and any other counter
+        recorded. Counts are bucketed by the minute their batch was written (within ~1 s
+        of the event). Kept for 30 days; ``days`` and ``minutes`` cover at most that."""
+        for name, value in (("minutes", minutes), ("days", days)):
+            limit = SERIES_RETENTION_MINUTES // (1 if name == "minutes" else 1440)
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= limit:
+                raise InvalidInputError(f"{name} must be an int in [0, {limit}]; got {value!r}")
+        with self._gate.enter():
+            self._batcher.try_flush()
+            now = int(self._clock() // 60)
+            first_day = (now // 1440 - days + 1) * 1440
+            return {
+                "minutes": _buckets(self._store, now - minutes + 1, 1, minutes),
+                "days": _buckets(self._store, first_day, 1440, days)}
 
     # -- removing --------------------------------------------------------------------------
 
@@ -353,6 +375,26 @@ class CacheAdmin:
             self._settings.set_namespace_threshold(self._store, check_namespace(namespace),
                                                    None if value is None else
                                                    check_threshold(value))
+
+
+#: Counters every bucket of :meth:`CacheAdmin.stats_history` has (0 when none happened).
+HISTORY_COUNTERS = ("hits", "exact_hits", "semantic_hits", "misses", "puts", "evictions",
+                    "expirations", "tokens_saved", "guard_rejections", "feedback_right",
+                    "feedback_wrong")
+
+
+def _buckets(store: Store, first: int, step: int, count: int) -> list[dict[str, int]]:
+    """``count`` buckets of ``step`` minutes from minute ``first``, zero-filled."""
+    if count == 0:
+        return []
+    found = store.counter_history(first, step)
+    names = dict.fromkeys(HISTORY_COUNTERS, 0) | {name: 0 for _, name, _ in found}
+    buckets = {first + i * step: dict(names) for i in range(count)}
+    for minute, name, value in found:
+        bucket = buckets.get(minute)
+        if bucket is not None:  # a minute ahead of this clock (another host's) is left out
+            bucket[name] += value
+    return [{"start": minute * 60, **counts} for minute, counts in buckets.items()]
 
 
 class _Subject:

@@ -181,7 +181,7 @@ class HitBatcher:
                 merged = dict(counts)
                 for name, value in batch.counts.items():
                     merged[name] = merged.get(name, 0) + value
-                txn.add_counters(merged)
+                txn.add_counters(merged, self._clock())
         except BaseException:
             self._restore(access, counts, epoch)
             raise
@@ -202,7 +202,7 @@ class HitBatcher:
                 merged = dict(counts)
                 for name, value in batch.counts.items():
                     merged[name] = merged.get(name, 0) + value
-                txn.add_counters(merged)
+                txn.add_counters(merged, self._clock())
         except BaseException:
             self._restore(access, counts, epoch)
             raise

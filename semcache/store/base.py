@@ -24,6 +24,9 @@ import numpy as np
 #: Expiry value in integer columns for "never expires" (fits SQLite and uint64 math).
 NEVER = 1 << 62
 
+#: How long the per-minute counters (:meth:`Store.counter_history`) are kept: 30 days.
+SERIES_RETENTION_MINUTES = 30 * 24 * 60
+
 #: Orders of :meth:`Store.list_entries`.
 EntryOrder = Literal["id", "newest", "oldest", "hits", "accessed"]
 
@@ -221,7 +224,12 @@ class StoreTxn(Protocol):
     def evict_lru(self, count: int) -> int: ...
     def entry_count(self) -> int: ...
     def apply_access(self, updates: dict[int, AccessUpdate]) -> None: ...
-    def add_counters(self, deltas: dict[str, int]) -> None: ...
+    def add_counters(self, deltas: dict[str, int], at: float | None = None) -> None:
+        """Add to the shared counters, and to their bucket of the minute ``at`` (epoch
+        seconds; None: now), in this transaction. Buckets older than
+        :data:`SERIES_RETENTION_MINUTES` are pruned by writers."""
+        ...
+
     def set_settings(self, values: dict[str, str]) -> None: ...
     def add_settings(self, values: dict[str, str]) -> dict[str, str]:
         """Write the settings not stored yet (a stored value is kept, whoever wrote it);
@@ -283,6 +291,12 @@ class Store(Protocol):
 
     def verdicts(self, namespace: str | None = None) -> list[Verdict]: ...
     def counters(self) -> dict[str, int]: ...
+    def counter_history(self, since_minute: int, step: int) -> list[tuple[int, str, int]]:
+        """The counters added since minute ``since_minute`` (epoch seconds // 60), summed
+        over every process, in buckets of ``step`` minutes aligned on multiples of
+        ``step``: ``(first minute of the bucket, counter name, total)``, unordered."""
+        ...
+
     def size_bytes(self) -> int:
         """Bytes the cache occupies (file + WAL, or the schema's relations)."""
         ...

@@ -70,6 +70,14 @@ class SQLiteAdmin:
         return [NamespaceSummary(ns, int(n), int(exp or 0), int(h or 0), int(b or 0))
                 for ns, n, exp, h, b in rows]
 
+    def counter_history(self, since_minute: int, step: int) -> list[tuple[int, str, int]]:
+        # Past minutes, and the current one's counts kept in counters (see add_counters).
+        return [(int(m), str(n), int(v)) for m, n, v in self._query(
+            "SELECT minute / ? * ?, name, sum(value) FROM (SELECT minute, name, value FROM "
+            "counter_minutes UNION ALL SELECT (SELECT value FROM counters WHERE name = "
+            "'minute'), substr(name, 8), value FROM counters WHERE name GLOB 'minute:*') "
+            "WHERE minute >= ? GROUP BY 1, 2", (int(step), int(step), int(since_minute)))]
+
     def blocked_entries(self, query_hash: bytes) -> set[int]:
         return {int(r[0]) for r in self._query(
             "SELECT entry_id FROM feedback WHERE query_hash = ? AND correct = 0", (query_hash,))}

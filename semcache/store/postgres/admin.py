@@ -76,6 +76,11 @@ class AdminMixin:
         return [NamespaceSummary(str(n), int(a), int(b), int(c), int(d))
                 for n, a, b, c, d in rows]
 
+    def counter_history(self, since_minute: int, step: int) -> list[tuple[int, str, int]]:
+        rows = self._rows(self.queries.counter_history,
+                          {"step": int(step), "since": int(since_minute)})
+        return [(int(m), str(n), int(v)) for m, n, v in rows]
+
     def blocked_entries(self, query_hash: bytes) -> set[int]:
         return {int(r[0]) for r in self._rows(self.queries.blocked, (query_hash,))}
 
@@ -202,7 +207,7 @@ class AdminMixin:
         rebuilt = self._rebuild_hnsw()
         with self._conns.connection() as conn:
             for name in ("entries", "entry_usage", "partitions", "counters", "partition_counts",
-                         "feedback", "claims"):
+                         "feedback", "claims", "counter_minutes"):
                 try:
                     conn.execute(f"VACUUM (ANALYZE) {t[name]}")
                 except psycopg.Error as exc:

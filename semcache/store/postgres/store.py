@@ -122,6 +122,8 @@ class PostgresStore(AdminMixin):
         self._lock = ProcessLock(self.location)
         self._holder: tuple[int, str] | None = None
         self.shards = SHARDS
+        #: Minute this process last folded and pruned counter_minutes (see PgWriteTxn).
+        self.series_folded = 0
         o = with_url_options({
             "pgvector": pgvector, "pool_min_size": pool_min_size,
             "pool_max_size": pool_max_size, "pool_timeout": pool_timeout,

@@ -12,6 +12,7 @@ own statements did (from ``RETURNING``) and adds it to the counters of its shard
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -19,12 +20,24 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 
 from semcache.errors import InvalidInputError
-from semcache.store.base import AccessUpdate, Changes, EntryFilter, NewEntry, Verdict
+from semcache.store.base import (
+    SERIES_RETENTION_MINUTES,
+    AccessUpdate,
+    Changes,
+    EntryFilter,
+    NewEntry,
+    Verdict,
+)
 from semcache.store.filters import compile_filter
 from semcache.store.postgres.adapters import code_literal, vector_from
 
 if TYPE_CHECKING:
     from semcache.store.postgres.store import PostgresStore
+
+#: Minutes after which the shards of a minute's counters are folded into shard 0, and
+#: how often (in minutes) one process folds and prunes (see migration 0007).
+FOLD_AFTER_MINUTES = 120
+FOLD_EVERY_MINUTES = 10
 
 #: How often an insert retries when a concurrent client inserted the same key between
 #: this transaction's DELETE and INSERT (each retry deletes that newer row).
@@ -65,6 +78,9 @@ class PgWriteTxn:
         self._committed_entries: int | None = None
         #: Batched hits to write at the end (see :meth:`apply_access`).
         self._access: dict[int, AccessUpdate] = {}
+        #: Counts added by :meth:`add_counters`, for the minute ``_minute`` (time series).
+        self._series: dict[str, int] = defaultdict(int)
+        self._minute = 0
 
     # -- bookkeeping --------------------------------------------------------------------
 
@@ -97,31 +113,60 @@ class PgWriteTxn:
         shard = int(self.conn.info.backend_pid % self._store.shards)
         names = sorted(k for k, v in self._counts.items() if v)
         parts = sorted(k for k, v in self._parts.items() if v)
+        series = sorted(k for k, v in self._series.items() if v)
         if self._pipelined:
-            self._commit_pipelined(shard, names, parts)
+            self._commit_pipelined(shard, names, parts, series)
         else:
-            self._commit_batch(shard, names, parts)
+            self._commit_batch(shard, names, parts, series)
 
-    def _commit_pipelined(self, shard: int, names: list[str], parts: list[int]) -> None:
+    def _fold_due(self) -> bool:
+        """True once every FOLD_EVERY_MINUTES per process: this transaction folds old
+        minutes' shards and prunes minutes past the retention (see migration 0007)."""
+        store = self._store
+        if self._minute - store.series_folded < FOLD_EVERY_MINUTES:
+            return False
+        store.series_folded = self._minute
+        return True
+
+    def _commit_pipelined(self, shard: int, names: list[str], parts: list[int],
+                          series: list[str]) -> None:
         """One prepared statement and COMMIT, sent together when the pipeline ends."""
         if names or parts:
             self.conn.execute(self._q.add_counts, {
                 "shard": shard, "names": [_checked_name(n) for n in names],
                 "values": [int(self._counts[n]) for n in names],
+                "minute": self._minute, "series": series,
+                "series_values": [int(self._series[n]) for n in series],
                 "pids": [int(p) for p in parts], "sizes": [int(self._parts[p]) for p in parts]})
+        if series and self._fold_due():
+            self.conn.execute(self._q.fold_minutes, {"before": self._minute - FOLD_AFTER_MINUTES})
+            self.conn.execute(self._q.prune_minutes,
+                              {"expired": self._minute - SERIES_RETENTION_MINUTES})
         self.conn.execute("COMMIT")
 
-    def _commit_batch(self, shard: int, names: list[str], parts: list[int]) -> None:
+    def _commit_batch(self, shard: int, names: list[str], parts: list[int],
+                      series: list[str]) -> None:
         """The statements carry only integers and counter names from a fixed list, written
         as literals: a parameterless batch travels in one message."""
         batch = []
         if names:
             rows = ", ".join(f"('{_checked_name(n)}', {shard}, {int(self._counts[n])})"
                              for n in names)
-            batch.append(self._q.add_counters_literal.format(rows=rows))
+            if series:
+                minute = int(self._minute)
+                minute_rows = ", ".join(f"({minute}, '{_checked_name(n)}', {shard}, "
+                                        f"{int(self._series[n])})" for n in series)
+                batch.append(self._q.add_counters_minutes_literal.format(
+                    rows=rows, minute_rows=minute_rows))
+            else:
+                batch.append(self._q.add_counters_literal.format(rows=rows))
         if parts:
             rows = ", ".join(f"({int(p)}, {shard}, {int(self._parts[p])})" for p in parts)
             batch.append(self._q.add_partition_counts_literal.format(rows=rows))
+        if series and self._fold_due():
+            batch.append(self._q.fold_minutes_literal.format(
+                before=int(self._minute) - FOLD_AFTER_MINUTES,
+                expired=int(self._minute) - SERIES_RETENTION_MINUTES))
         batch.append("COMMIT")
         self.conn.execute("; ".join(batch))
 
@@ -314,13 +359,19 @@ class PgWriteTxn:
             self.conn.execute(self._q.refresh, {
                 "ids": refreshed, "until": [access[i].expires_at for i in refreshed]})
 
-    def add_counters(self, deltas: dict[str, int]) -> None:
+    def add_counters(self, deltas: dict[str, int], at: float | None = None) -> None:
+        """Counts added to the shared counters and to the minute ``at`` (None: now) at
+        COMMIT (:meth:`finish`)."""
         unknown = set(deltas) - COUNTER_NAMES
         if unknown:
             raise InvalidInputError(f"unknown counters {sorted(unknown)}; expected some of "
                                     f"{sorted(COUNTER_NAMES)}")
         for name, value in deltas.items():
             self._counts[name] += int(value)
+            self._series[name] += int(value)
+        if any(deltas.values()):
+            self._minute = int((time.time() if at is None else at) // 60)
 
 
-__all__ = ["COUNTER_NAMES", "PgWriteTxn", "entry_size"]
+__all__ = ["COUNTER_NAMES", "FOLD_AFTER_MINUTES", "FOLD_EVERY_MINUTES", "PgWriteTxn",
+           "entry_size"]
