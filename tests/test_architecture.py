@@ -164,11 +164,12 @@ def test_engines_are_named_only_inside_the_store_package() -> None:
     assert offenders == []
 
 
-def test_the_cli_uses_the_public_api_only() -> None:
+def test_the_cli_and_the_dashboard_use_the_public_api_only() -> None:
     graph = _import_graph()
     offenders = {name: sorted(m for m in deps if m.startswith("semcache.store")
                               or "._" in m)
-                 for name, deps in graph.items() if name.startswith("semcache.cli")}
+                 for name, deps in graph.items()
+                 if name.startswith(("semcache.cli", "semcache.dashboard"))}
     assert {name: deps for name, deps in offenders.items() if deps} == {}
 
 

@@ -95,6 +95,34 @@ def test_counters_add_up_and_track_entries_and_bytes(store: Store) -> None:
     assert store.size_bytes() > 0
 
 
+def test_counters_fill_the_minute_series_summed_over_writers(store: Store,
+                                                              location: str) -> None:
+    m0 = 28_000_000  # a minute (epoch seconds // 60); even, so 2-minute buckets align on it
+    with store.write() as txn:
+        txn.add_counters({"hits": 2, "misses": 1}, m0 * 60 + 5)
+    with store.write() as txn:
+        txn.add_counters({"hits": 3}, m0 * 60 + 50)
+    with store.write() as txn:  # the next minute opens
+        txn.add_counters({"hits": 4, "puts": 1}, (m0 + 1) * 60)
+    other = open_store(location)  # another process adds to the same minutes
+    try:
+        with other.write() as txn:
+            txn.add_counters({"hits": 10}, (m0 + 1) * 60 + 1)
+        with other.write() as txn:  # a clock behind the open minute: into its own minute
+            txn.add_counters({"misses": 7}, m0 * 60 + 59)
+    finally:
+        other.close()
+    by_minute = {(m, n): v for m, n, v in store.counter_history(m0, 1)}
+    assert by_minute == {(m0, "hits"): 5, (m0, "misses"): 8, (m0 + 1, "hits"): 14,
+                         (m0 + 1, "puts"): 1}
+    assert {(m, n): v for m, n, v in store.counter_history(m0, 2)} == {
+        (m0, "hits"): 19, (m0, "misses"): 8, (m0, "puts"): 1}
+    assert {n for _, n, _ in store.counter_history(m0 + 1, 1)} == {"hits", "puts"}
+    counters = store.counters()  # the series' own bookkeeping never shows as a counter
+    assert (counters["hits"], counters["misses"], counters["puts"]) == (19, 8, 1)
+    assert not [n for n in counters if n.startswith("minute")]
+
+
 def test_partitions_oldest_first(store: Store) -> None:
     insert(store, entry(1, namespace="a", scope="s2"), entry(2, namespace="a"),
            entry(3, namespace="b"))
@@ -440,13 +468,19 @@ def test_a_write_after_a_replacement_lands_in_the_new_cache(
     vectors = unit(np.random.default_rng(21), 5)
     insert(store, entry(1, vectors[0], namespace="tenant-a"),
            entry(2, vectors[1], namespace="tenant-b"))
+    minute = 28_000_000
+    with store.write() as txn:  # this minute of the time series is open in this process
+        txn.add_counters({"hits": 1}, minute * 60)
     seen: list[str | None] = []
     store.on_incarnation = lambda: seen.append(store.incarnation)
     replace_cache(location, _fill_other_cache(vectors), tmp_path)
     # no explicit check first: the write itself must notice (SQLite: at BEGIN; PostgreSQL:
     # its insert statement carries the token it learnt its partition ids under)
-    (new_id,) = insert(store, entry(5, vectors[4], namespace="tenant-a"))
+    with store.write() as txn:
+        (new_id,) = txn.insert_many([entry(5, vectors[4], namespace="tenant-a")])
+        txn.add_counters({"hits": 2}, minute * 60 + 1)  # the same minute, the new cache
     assert len(seen) == 1
+    assert store.counter_history(minute, 1) == [(minute, "hits", 2)]
     row = store.get_by_key(key(5))
     assert row is not None and row.id == new_id
     assert row.partition_id == store.find_partition("tenant-a", "")

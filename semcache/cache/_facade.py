@@ -25,16 +25,11 @@ import numpy as np
 from semcache.cache._coalesce import Claim, Coalescer
 from semcache.cache._gate import OPEN_CACHES, Gate
 from semcache.cache._pipeline import LookupPipeline, Query
-from semcache.cache._stats import current_stats
-from semcache.cache._trust import (
-    checked_verdict,
-    record_verdict,
-    restore_orphan_verdicts,
-    verdict_subject,
-)
+from semcache.cache._stats import check_history_span, current_stats, history
+from semcache.cache._trust import record_verdict, restore_orphan_verdicts, verdict_subject
 from semcache.cache._writer import Writer
 from semcache.cache._writes import EntryFactory, is_vector, restore_entries, write_entries
-from semcache.cache.entry import Entry, decode_record, selection
+from semcache.cache.entry import Entry, decode_record, purge_selection, selection
 from semcache.cache.hit import Hit
 from semcache.embedders.base import Embedder
 from semcache.errors import ConfigurationError, InvalidInputError, InvalidTypeError, SemcacheError
@@ -42,7 +37,7 @@ from semcache.kernels.projection import BinaryEncoder, validate_vector, validate
 from semcache.keys import PromptKeyMemo, prompt_key_hash, request_key_hash, vector_key_hash
 from semcache.settings import CacheSettings, check_same_pin, resolve_identity
 from semcache.store import open_store
-from semcache.store.base import EntryFilter, EntryOrder, NamespaceSummary, NewEntry, Verdict
+from semcache.store.base import EntryFilter, EntryOrder, NamespaceSummary, Verdict
 from semcache.validation import (
     UNSET,
     check_bool,
@@ -348,19 +343,8 @@ class Cache:
         as ``on_error(index, error)`` and skipped."""
         with self._gate:
             now = self._clock()
-            ready: list[tuple[NewEntry, list[Verdict]]] = []
-            for i, e in enumerate(entries):
-                try:
-                    ready.append(self._restored(e))
-                except SemcacheError as exc:
-                    if on_error is None:
-                        raise
-                    on_error(i, exc)
+            ready = self._entries.restorable(entries, self._vector, on_error)
             return restore_entries(self._writer, ready, self.max_entries, now) if ready else []
-
-    def _restored(self, e: Entry) -> tuple[NewEntry, list[Verdict]]:
-        entry = self._entries.restored(e, self._vector)
-        return entry, [checked_verdict(v, entry.namespace) for v in e.verdicts]
 
     def restore_verdicts(self, verdicts: Sequence[Verdict]) -> int:
         """Record exported verdicts whose entry no longer exists (they feed ``semcache
@@ -372,7 +356,7 @@ class Cache:
     def check_restorable(self, entry: Entry) -> None:
         """Raise the error :meth:`restore` would raise for ``entry`` (writes nothing)."""
         with self._gate:
-            self._restored(entry)
+            self._entries.restorable([entry], self._vector)
 
     # -- removal -------------------------------------------------------------------------------
 
@@ -413,16 +397,10 @@ class Cache:
               older_than: float | None = None, everything: bool = False) -> int:
         """Delete the entries the filters select (all of them with ``everything=True``;
         no filter and not ``everything`` is refused). Returns how many were deleted."""
-        if everything and (namespace is not None or expired or older_than is not None):
-            raise InvalidInputError("everything=True deletes every entry; it cannot be "
-                                    "combined with filters")
         with self._gate:
-            where = selection(namespace, expired, older_than, self._clock())
-            if where.empty and not everything:
-                raise InvalidInputError("say what to purge: namespace=, expired=True, "
-                                        "older_than= or everything=True")
+            where = purge_selection(namespace, expired, older_than, everything, self._clock())
             with self._writer.write() as w:
-                if everything:
+                if where is None:
                     return w.txn.clear_all()
                 ids = w.txn.delete(where)
                 if expired:
@@ -539,6 +517,20 @@ class Cache:
         with self._gate:
             self._writer.try_flush()
             return current_stats(self._store, self._identity.name)
+
+    def stats_history(self, *, minutes: int = 60,
+                      days: int = 30) -> dict[str, list[dict[str, int]]]:
+        """The shared counters over time, summed over every process and host:
+        ``{"minutes": [...], "days": [...]}`` - the last ``minutes`` minutes and the last
+        ``days`` UTC days, oldest first, the current one last. Each bucket is
+        ``{"start": epoch seconds, "hits": n, "misses": n, ...}`` with every counter of
+        :meth:`stats` that counts events (0 where none happened) and any other counter
+        recorded. Counts are bucketed by the minute their batch was written (within ~1 s
+        of the event). Kept for 30 days; ``days`` and ``minutes`` cover at most that."""
+        check_history_span(minutes, days)
+        with self._gate:
+            self._writer.try_flush()
+            return history(self._store, self._clock(), minutes, days)
 
     def warmup(self) -> None:
         """Load the embedder and map the search index now, ahead of the first request

@@ -202,12 +202,11 @@ class Writer:
             txn.apply_access(access)
         return Write(txn)
 
-    @staticmethod
-    def _end(batch: Write, counts: dict[str, int]) -> None:
+    def _end(self, batch: Write, counts: dict[str, int]) -> None:
         merged = dict(counts)
         for name, value in batch.counts.items():
             merged[name] = merged.get(name, 0) + value
-        batch.txn.add_counters(merged)
+        batch.txn.add_counters(merged, self._clock())  # this minute of the time series
 
     def _written(self) -> None:
         self._last_flush = self._clock()

@@ -16,9 +16,10 @@ from typing import Any
 
 import numpy as np
 
+from semcache.cache._trust import checked_verdict
 from semcache.cache._writer import Write, Writer
 from semcache.cache.entry import Entry
-from semcache.errors import InvalidInputError, InvalidTypeError
+from semcache.errors import InvalidInputError, InvalidTypeError, SemcacheError
 from semcache.kernels.projection import BinaryEncoder
 from semcache.keys import (
     PromptKeyMemo,
@@ -193,6 +194,23 @@ class EntryFactory:
         if vector is not None:
             self.attach(entry, vector)
         return entry
+
+    def restorable(self, entries: Sequence[Entry], check_vector: Callable[[Any], np.ndarray],
+                   on_error: Callable[[int, SemcacheError], None] | None = None,
+                   ) -> list[tuple[NewEntry, list[Verdict]]]:
+        """Each exported entry as :meth:`restored` makes it, with its verdicts checked for
+        its namespace; a bad one raises, or with ``on_error`` is reported as
+        ``on_error(index, error)`` and left out."""
+        ready = []
+        for i, e in enumerate(entries):
+            try:
+                entry = self.restored(e, check_vector)
+                ready.append((entry, [checked_verdict(v, entry.namespace) for v in e.verdicts]))
+            except SemcacheError as exc:
+                if on_error is None:
+                    raise
+                on_error(i, exc)
+        return ready
 
 
 def restored_key(ns: str, scope: str, prompt: str | None, material: bytes | None,

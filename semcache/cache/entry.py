@@ -71,4 +71,20 @@ def selection(namespace: str | None, expired: bool | None, older_than: float | N
         created_before=None if older_than is None else now - older_than)
 
 
-__all__ = ["Entry", "decode_record", "selection"]
+def purge_selection(namespace: str | None, expired: bool | None, older_than: float | None,
+                    everything: bool, now: float) -> EntryFilter | None:
+    """What ``Cache.purge`` deletes: the entries of :func:`selection`, or None for every
+    entry (``everything=True``, which takes no filter); no filter at all is refused."""
+    if everything and (namespace is not None or expired or older_than is not None):
+        raise InvalidInputError("everything=True deletes every entry; it cannot be "
+                                "combined with filters")
+    where = selection(namespace, expired, older_than, now)
+    if everything:
+        return None
+    if where.empty:
+        raise InvalidInputError("say what to purge: namespace=, expired=True, "
+                                "older_than= or everything=True")
+    return where
+
+
+__all__ = ["Entry", "decode_record", "purge_selection", "selection"]

@@ -8,6 +8,7 @@ Look inside a cache file without writing Python::
     semcache vacuum llm.db           semcache verify llm.db
     semcache export llm.db out.jsonl semcache import new.db out.jsonl
     semcache calibrate llm.db --namespace support --apply
+    semcache ui llm.db               (the dashboard: http://127.0.0.1:8089/)
     semcache bench                   semcache demo
 
 Every command prints a human-readable view by default and JSON with ``--json``.
@@ -63,6 +64,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.json:
         fmt.print_json(result)
     return 0
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    from semcache.dashboard.server import run_ui
+
+    return run_ui(args)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -198,6 +205,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--latency", type=_latency, default=0.4,
                    help="simulated model latency in seconds (default 0.4)")
     p.set_defaults(func=cmd_demo)
+
+    from semcache.dashboard.server import add_ui_arguments
+
+    p = add("ui", "the dashboard of a cache in a browser (http://127.0.0.1:8089/)")
+    add_ui_arguments(p)
+    p.set_defaults(func=cmd_ui)
 
     from semcache.integrations.proxy.server import add_serve_arguments
 

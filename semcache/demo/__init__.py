@@ -166,7 +166,7 @@ def run_demo(directory: str = "semcache-demo", latency: float = 0.4,
         _say(out, "answers above came from the file written by an earlier run")
     else:
         _say(out, f"run it again to see every answer served from the file "
-                  f"(then: semcache stats {path}; semcache ls {path})")
+                  f"(then: semcache stats {path}; semcache ui {path})")
     return summary
 
 

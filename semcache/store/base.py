@@ -29,6 +29,9 @@ from typing import Any, Literal, NamedTuple, Protocol
 
 import numpy as np
 
+#: How long the per-minute counters (:meth:`Store.counter_history`) are kept: 30 days.
+SERIES_RETENTION_MINUTES = 30 * 24 * 60
+
 #: Orders of :meth:`Store.list_entries`.
 EntryOrder = Literal["id", "newest", "oldest", "hits", "accessed"]
 
@@ -209,7 +212,12 @@ class StoreTxn(Protocol):
         """Write batched hits: access times and expiries only move forward."""
         ...
 
-    def add_counters(self, deltas: dict[str, int]) -> None: ...
+    def add_counters(self, deltas: dict[str, int], at: float | None = None) -> None:
+        """Add to the shared counters, and to their bucket of the minute ``at`` (epoch
+        seconds; None: now), in this transaction. Buckets older than
+        :data:`SERIES_RETENTION_MINUTES` are pruned by writers."""
+        ...
+
     def set_settings(self, values: dict[str, str]) -> None: ...
     def add_settings(self, values: dict[str, str]) -> dict[str, str]:
         """Write the settings not stored yet (a stored value is kept, whoever wrote it);
@@ -281,6 +289,12 @@ class Store(Protocol):
 
     # -- shared state
     def counters(self) -> dict[str, int]: ...
+    def counter_history(self, since_minute: int, step: int) -> list[tuple[int, str, int]]:
+        """The counters added since minute ``since_minute`` (epoch seconds // 60), summed
+        over every process, in buckets of ``step`` minutes aligned on multiples of
+        ``step``: ``(first minute of the bucket, counter name, total)``, unordered."""
+        ...
+
     def size_bytes(self) -> int:
         """Bytes the cache occupies (file + WAL, or the schema's relations)."""
         ...
@@ -373,6 +387,6 @@ def accept_incarnation(store: Store, token: str | None, settings: dict[str, str]
         raise
 
 
-__all__ = ["AccessUpdate", "EntryFilter", "EntryOrder", "EntryRecord", "EntryRow",
+__all__ = ["SERIES_RETENTION_MINUTES", "AccessUpdate", "EntryFilter", "EntryOrder", "EntryRecord", "EntryRow",
            "NamespaceSummary", "Neighbours", "NewEntry", "Store", "StoreLock", "StoreTxn",
            "Verdict", "accept_incarnation"]

@@ -1,6 +1,7 @@
 """The proxy's ASGI application (Starlette): routes and the worker's lifespan.
 
-Routes: ``GET /healthz``, ``GET /metrics``, and everything under ``/v1/`` -
+Routes: ``GET /`` and ``GET /api/stats`` (the dashboard, :mod:`semcache.dashboard`),
+``GET /healthz``, ``GET /metrics``, and everything under ``/v1/`` -
 ``POST /v1/chat/completions`` and ``POST /v1/responses`` through the cache
 (:mod:`.cached`), any other method or path passed through untouched.
 
@@ -14,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import anyio.to_thread
 import httpx
@@ -29,6 +30,9 @@ from semcache.integrations.proxy.cached import serve_cached
 from semcache.integrations.proxy.config import ProxyConfig
 from semcache.integrations.proxy.metrics import ProxyMetrics
 from semcache.integrations.proxy.state import ProxyState
+
+if TYPE_CHECKING:
+    from semcache.dashboard.figures import DashboardCache
 
 logger = logging.getLogger("semcache")
 
@@ -47,6 +51,32 @@ async def _v1(request: Request) -> Response:
     if request.method == "POST" and rules is not None:
         return await serve_cached(state, request, rules)
     return await state.passthrough(request)
+
+
+async def _dashboard(request: Request) -> Response:
+    """``GET /`` and ``GET /api/stats``: the dashboard of the proxy's cache (in a thread:
+    it reads the cache)."""
+    dashboard = request.app.state.dashboard
+    if dashboard is None:
+        return JSONResponse({"error": "the dashboard is off (--no-dashboard)"}, 404)
+    reply = await anyio.to_thread.run_sync(dashboard.respond, request.method,
+                                           request.url.path, dict(request.headers))
+    response = Response(reply.body, status_code=reply.status)
+    for name, value in reply.headers:
+        response.headers.append(name, value)
+    return response
+
+
+def _make_dashboard(config: ProxyConfig, cache: RequestCache) -> Any:
+    """The dashboard of the proxy's cache, or None when it is off. With one namespace per
+    API key, namespaces are shown as hashed ids and prompts never (config checks it)."""
+    if not config.dashboard:
+        return None
+    from semcache.dashboard import Dashboard, Gate, load_prices
+
+    gate = Gate(config.dashboard_token_sha256, config.dashboard_loopback_only)
+    return Dashboard(cast("DashboardCache", cache), load_prices(config.prices), gate,
+                     show_prompts=config.show_prompts, hashed_namespaces=not config.shared)
 
 
 async def _healthz(request: Request) -> Response:
@@ -88,6 +118,7 @@ def create_app(config: ProxyConfig, cache: RequestCache | None = None,
             async with httpx.AsyncClient(timeout=timeout, limits=limits, transport=transport,
                                          follow_redirects=False) as client:
                 app.state.proxy = ProxyState(config, opened, client, ProxyMetrics())
+                app.state.dashboard = _make_dashboard(config, opened)
                 logger.info("semcache proxy ready: upstream %s", config.upstream_display)
                 yield
         finally:
@@ -96,6 +127,8 @@ def create_app(config: ProxyConfig, cache: RequestCache | None = None,
                 await anyio.to_thread.run_sync(close)
 
     routes = [
+        Route("/", _dashboard, methods=["GET", "HEAD"]),
+        Route("/api/stats", _dashboard, methods=["GET", "HEAD"]),
         Route("/healthz", _healthz, methods=["GET", "HEAD"]),
         Route("/metrics", _metrics, methods=["GET"]),
         Route("/v1/{path:path}", _v1, methods=_METHODS),

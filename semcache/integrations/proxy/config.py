@@ -32,6 +32,13 @@ class ProxyConfig:
         stream_chunk_strategy / stream_chunk_length: how cached answers are split when
             replayed as a stream (None: the cache's defaults, words / 8).
         timeout: seconds to wait for the upstream (connect 10 s at most).
+        dashboard: serve the dashboard at ``/`` and ``/api/stats``.
+        dashboard_token_sha256: SHA-256 (hex) of the dashboard's token (None: no token);
+            the token itself never reaches the workers.
+        dashboard_loopback_only: answer the dashboard only for a loopback Host header
+            (a loopback bind without a token: see semcache.dashboard.auth).
+        show_prompts: show prompt and answer text on the dashboard (needs ``shared``).
+        prices: a price file merged over the built-in table (cost estimate).
     """
 
     upstream: str
@@ -42,6 +49,11 @@ class ProxyConfig:
     stream_chunk_strategy: str | None = None
     stream_chunk_length: int | None = None
     timeout: float = 600.0
+    dashboard: bool = True
+    dashboard_token_sha256: str | None = None
+    dashboard_loopback_only: bool = True
+    show_prompts: bool = False
+    prices: str | None = None
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.upstream)
@@ -55,6 +67,10 @@ class ProxyConfig:
             8 if self.stream_chunk_length is None else self.stream_chunk_length)
         if not self.timeout > 0:
             raise ConfigurationError(f"timeout must be > 0 seconds, got {self.timeout}")
+        if self.show_prompts and not self.shared:
+            raise ConfigurationError(
+                "--show-prompts needs --shared: with one namespace per API key the "
+                "dashboard shows aggregates and hashed namespace ids only")
 
     @property
     def upstream_base(self) -> str:

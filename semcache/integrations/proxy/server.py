@@ -82,6 +82,15 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                         help="units of that strategy per replayed chunk")
     parser.add_argument("--timeout", type=float, default=600.0,
                         help="seconds to wait for the upstream (600)")
+    parser.add_argument("--dashboard-token", metavar="TOKEN",
+                        help="token the dashboard (at /) requires (default: "
+                             "$SEMCACHE_DASHBOARD_TOKEN; needed on any address but loopback)")
+    parser.add_argument("--no-dashboard", action="store_true",
+                        help="do not serve the dashboard at / and /api/stats")
+    parser.add_argument("--show-prompts", action="store_true",
+                        help="show prompt and answer text on the dashboard (needs --shared)")
+    parser.add_argument("--prices", metavar="FILE",
+                        help="JSON price table merged over the built-in one (cost estimate)")
     parser.add_argument("--log-level", default="info",
                         choices=["critical", "error", "warning", "info", "debug"])
     parser.add_argument("--no-access-log", action="store_true", help="no per-request log lines")
@@ -89,6 +98,15 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_from_args(args: argparse.Namespace) -> int:
     """``semcache serve`` with parsed arguments; returns the exit status."""
+    from semcache.dashboard.auth import check_bind, is_loopback, resolve_token, token_digest
+    from semcache.dashboard.prices import load_prices
+
+    token = None
+    if not args.no_dashboard:
+        token = resolve_token(args.dashboard_token)
+        check_bind("semcache serve", args.host, token,
+                   hint="; or serve no dashboard (--no-dashboard)")
+        load_prices(args.prices)  # a bad price file is refused now, not by every worker
     config = ProxyConfig(
         upstream=args.upstream,
         cache=args.cache or default_proxy_cache(),
@@ -98,6 +116,11 @@ def run_from_args(args: argparse.Namespace) -> int:
         stream_chunk_strategy=args.stream_chunk_strategy,
         stream_chunk_length=args.stream_chunk_length,
         timeout=args.timeout,
+        dashboard=not args.no_dashboard,
+        dashboard_token_sha256=None if token is None else token_digest(token),
+        dashboard_loopback_only=token is None and is_loopback(args.host),
+        show_prompts=args.show_prompts,
+        prices=None if args.prices is None else os.path.abspath(args.prices),
     )
     serve(config, host=args.host, port=args.port, workers=args.workers,
           log_level=args.log_level, access_log=not args.no_access_log)

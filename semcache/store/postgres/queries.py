@@ -36,7 +36,7 @@ class Queries:
         self.ext = sql.Identifier(ext).as_string(None) if ext else None
         self.t = {name: f"{s}.{name}" for name in (
             "entries", "entry_usage", "partitions", "settings", "counters", "partition_counts",
-            "schema_migrations", "feedback", "claims")}
+            "schema_migrations", "feedback", "claims", "counter_minutes")}
         t = self.t
         joined = f"{t['entries']} e JOIN {t['entry_usage']} u ON u.entry_id = e.id"
         self.joined = joined
@@ -50,6 +50,9 @@ class Queries:
         self.add_partition = (f"INSERT INTO {t['partitions']} (namespace, scope) VALUES (%s, %s) "
                               "ON CONFLICT (namespace, scope) DO NOTHING")
         self.counters = f"SELECT name, sum(value)::bigint FROM {t['counters']} GROUP BY name"
+        self.counter_history = (
+            f"SELECT (minute / %(step)s::bigint) * %(step)s::bigint, name, sum(value)::bigint "
+            f"FROM {t['counter_minutes']} WHERE minute >= %(since)s::bigint GROUP BY 1, 2")
         self.entry_count = (f"SELECT coalesce(sum(value), 0)::bigint FROM {t['counters']} "
                             "WHERE name = 'entries'")
         self.partition_size = (f"SELECT coalesce(sum(entries), 0)::bigint FROM "
@@ -151,20 +154,46 @@ class Queries:
         self.release = f"DELETE FROM {t['claims']} WHERE key_hash = %s AND holder = %s"
         self.purge_claims = f"DELETE FROM {t['claims']} WHERE expires_at < {now}"
         # A transaction's counts, added to its shard just before COMMIT (one prepared
-        # statement; rows locked in name, then partition order).
+        # statement; rows locked in name, then partition order), and the same counts (but
+        # entries / bytes) to the minute's bucket of the time series (migration 0007).
+        minute_rows = (
+            f"INSERT INTO {t['counter_minutes']} AS m (minute, name, shard, value) {{rows}} "
+            "ON CONFLICT (minute, name, shard) DO UPDATE SET value = m.value + excluded.value")
         self.add_counts = (
             f"WITH c AS (INSERT INTO {t['counters']} AS c (name, shard, value) "
             "SELECT n, %(shard)s, v FROM unnest(%(names)s::text[], %(values)s::bigint[]) "
             "AS x(n, v) ORDER BY n "
-            "ON CONFLICT (name, shard) DO UPDATE SET value = c.value + excluded.value) "
+            "ON CONFLICT (name, shard) DO UPDATE SET value = c.value + excluded.value), "
+            "m AS (" + minute_rows.format(rows=(
+                "SELECT %(minute)s::bigint, n, %(shard)s, v FROM unnest(%(series)s::text[], "
+                "%(series_values)s::bigint[]) AS x(n, v) ORDER BY n")) + ") "
             f"INSERT INTO {t['partition_counts']} AS p (partition_id, shard, entries) "
             "SELECT pid, %(shard)s, n FROM unnest(%(pids)s::integer[], %(sizes)s::bigint[]) "
             "AS x(pid, n) ORDER BY pid ON CONFLICT (partition_id, shard) "
             "DO UPDATE SET entries = p.entries + excluded.entries")
-        # Filled with literal rows by PgWriteTxn.finish (integers and fixed names only).
+        # History: the shards of minutes before {before} fold into shard 0 (found through
+        # the partial index of unfolded rows), then minutes before {expired} go (a range
+        # of the primary key). Nobody else writes rows of minutes that far back.
+        fold = (
+            f"WITH d AS (DELETE FROM {t['counter_minutes']} WHERE shard <> 0 AND minute < "
+            "{before} RETURNING minute, name, value) "
+            f"INSERT INTO {t['counter_minutes']} AS c (minute, name, shard, value) "
+            "SELECT minute, name, 0, sum(value) FROM d GROUP BY minute, name "
+            "ORDER BY minute, name "
+            "ON CONFLICT (minute, name, shard) DO UPDATE SET value = c.value + excluded.value")
+        prune = f"DELETE FROM {t['counter_minutes']} WHERE minute < {{expired}}"
+        self.fold_minutes = fold.format(before="%(before)s::bigint")
+        self.prune_minutes = prune.format(expired="%(expired)s::bigint")
+        # The same, filled with integers by PgWriteTxn (a parameterless batch).
+        self.fold_minutes_literal = f"{fold}; {prune}"
+        # Filled with literal rows by PgWriteTxn.finish (integers and fixed names only);
+        # with the minute's rows in the same statement when there are any.
         self.add_counters_literal = (
             f"INSERT INTO {t['counters']} AS c (name, shard, value) VALUES {{rows}} "
             "ON CONFLICT (name, shard) DO UPDATE SET value = c.value + excluded.value")
+        self.add_counters_minutes_literal = (
+            "WITH m AS (" + minute_rows.format(rows="VALUES {minute_rows}") + ") "
+            + self.add_counters_literal)
         self.add_partition_counts_literal = (
             f"INSERT INTO {t['partition_counts']} AS c (partition_id, shard, entries) "
             "VALUES {rows} "

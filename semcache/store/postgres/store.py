@@ -134,6 +134,8 @@ class PostgresStore:
         self._lock = ProcessLock(self.location)
         self._holder: tuple[int, str] | None = None
         self._damaged = DamagedVectors(self.location)
+        #: Minute this process last folded and pruned counter_minutes (see PgWriteTxn).
+        self.series_folded = 0
         o = with_url_options({
             "pgvector": pgvector, "pool_min_size": pool_min_size,
             "pool_max_size": pool_max_size, "pool_timeout": pool_timeout,
@@ -469,6 +471,11 @@ class PostgresStore:
         rows = self._rows(f"SELECT id, scope FROM {self.queries.t['partitions']} "
                           "WHERE namespace = %s ORDER BY id", (namespace,))
         return [(int(i), str(s)) for i, s in rows]
+
+    def counter_history(self, since_minute: int, step: int) -> list[tuple[int, str, int]]:
+        rows = self._rows(self.queries.counter_history,
+                          {"step": int(step), "since": int(since_minute)})
+        return [(int(m), str(n), int(v)) for m, n, v in rows]
 
     def size_bytes(self) -> int:
         """Bytes of the schema's tables, their indexes and TOAST data on the server."""

@@ -12,6 +12,7 @@ own statements did (from ``RETURNING``) and adds it to the counters of its shard
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
@@ -19,10 +20,21 @@ from typing import Any, Protocol
 import psycopg
 
 from semcache.errors import InvalidInputError
-from semcache.store.base import AccessUpdate, EntryFilter, NewEntry, Verdict
+from semcache.store.base import (
+    SERIES_RETENTION_MINUTES,
+    AccessUpdate,
+    EntryFilter,
+    NewEntry,
+    Verdict,
+)
 from semcache.store.filters import compile_filter
 from semcache.store.postgres.adapters import code_literal, vector_from
 from semcache.store.postgres.queries import SHARDS, Queries
+
+#: Minutes after which the shards of a minute's counters are folded into shard 0, and
+#: how often (in minutes) one process folds and prunes (see migration 0007).
+FOLD_AFTER_MINUTES = 120
+FOLD_EVERY_MINUTES = 10
 
 #: How often an insert retries when a concurrent client inserted the same key between
 #: this transaction's DELETE and INSERT (each retry deletes that newer row).
@@ -45,10 +57,13 @@ def entry_size(e: NewEntry) -> int:
     return len(e.response) + len(e.prompt or "") + len(e.metadata or "") + len(e.vector or b"")
 
 
-class Incarnations(Protocol):
-    """The schema's incarnation as the store knows it (``PostgresStore``)."""
+class StoreState(Protocol):
+    """What a transaction reads and updates of its store's process-wide state
+    (``PostgresStore``): the schema's incarnation, and the minute this process last folded
+    and pruned the counters' time series."""
 
     incarnation: str | None
+    series_folded: int
 
     def check_incarnation(self, force: bool = False, conn: Any = None) -> bool: ...
 
@@ -56,13 +71,13 @@ class Incarnations(Protocol):
 class PgWriteTxn:
     """The operations allowed inside :meth:`PostgresStore.write`. ``known_partition``
     looks a (namespace, scope) up among the partition ids the store remembers; those ids
-    hold only in the incarnation of the schema ``incarnations`` names."""
+    hold only in the incarnation of the schema ``store`` names."""
 
     def __init__(self, conn: psycopg.Connection, queries: Queries,
                  known_partition: Callable[[tuple[str, str]], int | None],
-                 incarnations: Incarnations, *, pipelined: bool = False) -> None:
+                 store: StoreState, *, pipelined: bool = False) -> None:
         self._known_partition = known_partition
-        self._incarnations = incarnations
+        self._store = store
         self._pipelined = pipelined
         self._q = queries
         self.conn = conn
@@ -74,6 +89,9 @@ class PgWriteTxn:
         self._committed_entries: int | None = None
         #: Batched hits to write at the end (see :meth:`apply_access`).
         self._access: dict[int, AccessUpdate] = {}
+        #: Counts added by :meth:`add_counters`, for the minute ``_minute`` (time series).
+        self._series: dict[str, int] = defaultdict(int)
+        self._minute = 0
 
     # -- bookkeeping --------------------------------------------------------------------
 
@@ -103,31 +121,60 @@ class PgWriteTxn:
         shard = int(self.conn.info.backend_pid % SHARDS)
         names = sorted(k for k, v in self._counts.items() if v)
         parts = sorted(k for k, v in self._parts.items() if v)
+        series = sorted(k for k, v in self._series.items() if v)
         if self._pipelined:
-            self._commit_pipelined(shard, names, parts)
+            self._commit_pipelined(shard, names, parts, series)
         else:
-            self._commit_batch(shard, names, parts)
+            self._commit_batch(shard, names, parts, series)
 
-    def _commit_pipelined(self, shard: int, names: list[str], parts: list[int]) -> None:
+    def _fold_due(self) -> bool:
+        """True once every FOLD_EVERY_MINUTES per process: this transaction folds old
+        minutes' shards and prunes minutes past the retention (see migration 0007)."""
+        store = self._store
+        if self._minute - store.series_folded < FOLD_EVERY_MINUTES:
+            return False
+        store.series_folded = self._minute
+        return True
+
+    def _commit_pipelined(self, shard: int, names: list[str], parts: list[int],
+                          series: list[str]) -> None:
         """One prepared statement and COMMIT, sent together when the pipeline ends."""
         if names or parts:
             self.conn.execute(self._q.add_counts, {
                 "shard": shard, "names": [_checked_name(n) for n in names],
                 "values": [int(self._counts[n]) for n in names],
+                "minute": self._minute, "series": series,
+                "series_values": [int(self._series[n]) for n in series],
                 "pids": [int(p) for p in parts], "sizes": [int(self._parts[p]) for p in parts]})
+        if series and self._fold_due():
+            self.conn.execute(self._q.fold_minutes, {"before": self._minute - FOLD_AFTER_MINUTES})
+            self.conn.execute(self._q.prune_minutes,
+                              {"expired": self._minute - SERIES_RETENTION_MINUTES})
         self.conn.execute("COMMIT")
 
-    def _commit_batch(self, shard: int, names: list[str], parts: list[int]) -> None:
+    def _commit_batch(self, shard: int, names: list[str], parts: list[int],
+                      series: list[str]) -> None:
         """The statements carry only integers and counter names from a fixed list, written
         as literals: a parameterless batch travels in one message."""
         batch = []
         if names:
             rows = ", ".join(f"('{_checked_name(n)}', {shard}, {int(self._counts[n])})"
                              for n in names)
-            batch.append(self._q.add_counters_literal.format(rows=rows))
+            if series:
+                minute = int(self._minute)
+                minute_rows = ", ".join(f"({minute}, '{_checked_name(n)}', {shard}, "
+                                        f"{int(self._series[n])})" for n in series)
+                batch.append(self._q.add_counters_minutes_literal.format(
+                    rows=rows, minute_rows=minute_rows))
+            else:
+                batch.append(self._q.add_counters_literal.format(rows=rows))
         if parts:
             rows = ", ".join(f"({int(p)}, {shard}, {int(self._parts[p])})" for p in parts)
             batch.append(self._q.add_partition_counts_literal.format(rows=rows))
+        if series and self._fold_due():
+            batch.append(self._q.fold_minutes_literal.format(
+                before=int(self._minute) - FOLD_AFTER_MINUTES,
+                expired=int(self._minute) - SERIES_RETENTION_MINUTES))
         batch.append("COMMIT")
         self.conn.execute("; ".join(batch))
 
@@ -162,7 +209,7 @@ class PgWriteTxn:
         pid = self.partition_id(e.namespace, e.scope)
         vector = None if e.vector is None else (
             vector_from(e.vector) if self._q.ext else e.vector)
-        return {"inc": self._incarnations.incarnation,
+        return {"inc": self._store.incarnation,
                 "key": e.key_hash, "ns": e.namespace, "pid": pid, "prompt": e.prompt,
                 "response": e.response, "metadata": e.metadata, "size": entry_size(e),
                 "tokens": e.tokens, "created": e.created_at, "expires": e.expires_at,
@@ -182,7 +229,7 @@ class PgWriteTxn:
             # The schema was dropped and created again: the partition id was another
             # incarnation's. Nothing was inserted; learn the new one and insert again.
             self.partitions.clear()
-            self._incarnations.check_incarnation(force=True, conn=self.conn)
+            self._store.check_incarnation(force=True, conn=self.conn)
             return None
         if entry_id is None:
             return None
@@ -317,13 +364,19 @@ class PgWriteTxn:
             self.conn.execute(self._q.refresh, {
                 "ids": refreshed, "until": [access[i].expires_at for i in refreshed]})
 
-    def add_counters(self, deltas: dict[str, int]) -> None:
+    def add_counters(self, deltas: dict[str, int], at: float | None = None) -> None:
+        """Counts added to the shared counters and to the minute ``at`` (None: now) at
+        COMMIT (:meth:`finish`)."""
         unknown = set(deltas) - COUNTER_NAMES
         if unknown:
             raise InvalidInputError(f"unknown counters {sorted(unknown)}; expected some of "
                                     f"{sorted(COUNTER_NAMES)}")
         for name, value in deltas.items():
             self._counts[name] += int(value)
+            self._series[name] += int(value)
+        if any(deltas.values()):
+            self._minute = int((time.time() if at is None else at) // 60)
 
 
-__all__ = ["COUNTER_NAMES", "PgWriteTxn", "entry_size"]
+__all__ = ["COUNTER_NAMES", "FOLD_AFTER_MINUTES", "FOLD_EVERY_MINUTES", "PgWriteTxn",
+           "entry_size"]

@@ -168,8 +168,14 @@ class Database:
         # per lookup costs ~0.35 us of a ~5 us hit. fetchall() always runs the statement to
         # its end, so no read transaction stays open between lookups.
         self.key_cursor: Any = self.conn.cursor()
+        # Likewise for the counters every write transaction adds (~1.5 us per statement).
+        self.counter_cursor: Any = self.conn.cursor()
         #: This process wrote entries whose sqlite-vec rows are not written yet.
         self.codes_pending = False
+        #: The counters' time series (store/sqlite/write.py): the current minute as this
+        #: process last saw it (None: read it again), the minute it last pruned old ones.
+        self.minute_open: int | None = None
+        self.series_pruned = 0
         _DATABASES.add(self)
 
     def configure(self, pragmas: dict[str, str]) -> None:
@@ -182,6 +188,7 @@ class Database:
             self.conn = connect(self.path, readonly=self.readonly)
             apply_pragmas(self.conn, self.pragmas, self.path)
             self.key_cursor = self.conn.cursor()
+            self.counter_cursor = self.conn.cursor()
             self.pid = os.getpid()
         self.forked = False
 

@@ -264,16 +264,28 @@ class SQLiteStore:
                     self.incarnation, token)
         accept_incarnation(self, token, read_settings(conn))
         self._incarnation_version = version
+        self._db.minute_open = None  # the time series' open minute was the old file's
+        self._db.series_pruned = 0
         return True
 
     # -- shared state and admin reads -------------------------------------------------------
 
     def counters(self) -> dict[str, int]:
-        out = {str(n): v for n, v in self._db.query("SELECT name, value FROM counters")}
+        out = {str(n): v for n, v in self._db.query(
+            "SELECT name, value FROM counters WHERE name <> 'minute' "
+            "AND name NOT GLOB 'minute:*'")}
         if not _COUNTERS <= out.keys() or not all(isinstance(v, int) for v in out.values()):
             raise CorruptCacheError(f"cache file {self.path!r} is corrupt (counters table "
                                     "damaged); delete it to start a new cache")
         return out
+
+    def counter_history(self, since_minute: int, step: int) -> list[tuple[int, str, int]]:
+        # Past minutes, and the current one's counts kept in counters (see write.py).
+        return [(int(m), str(n), int(v)) for m, n, v in self._db.query(
+            "SELECT minute / ? * ?, name, sum(value) FROM (SELECT minute, name, value FROM "
+            "counter_minutes UNION ALL SELECT (SELECT value FROM counters WHERE name = "
+            "'minute'), substr(name, 8), value FROM counters WHERE name GLOB 'minute:*') "
+            "WHERE minute >= ? GROUP BY 1, 2", (int(step), int(step), int(since_minute)))]
 
     def size_bytes(self) -> int:
         return sum(os.path.getsize(p) for p in (self.path, self.path + "-wal")

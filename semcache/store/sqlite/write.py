@@ -20,7 +20,9 @@ directly, so an entry is searchable the moment its put returns (docs/schema.md).
 
 from __future__ import annotations
 
+import functools
 import logging
+import time
 from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any
@@ -28,7 +30,13 @@ from typing import Any
 import apsw
 
 from semcache.errors import CorruptCacheError
-from semcache.store.base import AccessUpdate, EntryFilter, NewEntry, Verdict
+from semcache.store.base import (
+    SERIES_RETENTION_MINUTES,
+    AccessUpdate,
+    EntryFilter,
+    NewEntry,
+    Verdict,
+)
 from semcache.store.filters import compile_filter
 from semcache.store.sqlite.codes import CODE_BYTES, CODES_THROUGH, Changes, expires_to_int
 from semcache.store.sqlite.connection import Database, translate
@@ -49,6 +57,25 @@ _INSERT_CODE = (
 _KEY_ID = "SELECT id FROM entries WHERE key_hash = ?"
 _STATE_AFTER = ("SELECT change_seq, state_token, (SELECT data_version FROM pragma_data_version) "
                 "FROM sync_state WHERE id = 1")
+#: Rows of ``counters`` that hold the current minute of the time series (see add_counters).
+_MINUTE_PREFIX = "minute:"
+_CURRENT_MINUTE = "SELECT value FROM counters WHERE name = 'minute'"
+_CLOSE_MINUTE = (
+    "INSERT INTO counter_minutes (minute, name, value) SELECT ?, substr(name, 8), value "
+    "FROM counters WHERE name GLOB 'minute:*' AND value <> 0 "
+    "ON CONFLICT (minute, name) DO UPDATE SET value = value + excluded.value")
+_ADD_MINUTE = ("INSERT INTO counter_minutes (minute, name, value) VALUES (?, ?, ?) "
+               "ON CONFLICT (minute, name) DO UPDATE SET value = value + excluded.value")
+
+
+@functools.cache
+def _add_counters_sql(rows: int) -> str:
+    """One statement adding ``rows`` (name, value) pairs to counters (cheaper than
+    executemany's one step per row)."""
+    return ("INSERT INTO counters (name, value) VALUES " + ", ".join(["(?, ?)"] * rows)
+            + " ON CONFLICT (name) DO UPDATE SET value = value + excluded.value")
+
+
 #: Entries with a code that may wait for their entry_codes row; a write that leaves more
 #: behind catches them all up in its own transaction. It bounds the rows the SQL search
 #: scans directly (~20k: a few tens of milliseconds) when entry_codes is behind.
@@ -146,6 +173,7 @@ class WriteBlock:
     def _rolled_back(self, exc: BaseException) -> BaseException:
         """Roll back what is open; returns the exception to raise (driver errors
         translated, naming the file)."""
+        self._db.minute_open = None  # a minute opened by this transaction may be undone
         conn = self._db.conn
         if not conn.getautocommit():
             try:
@@ -391,11 +419,57 @@ class WriteTxn:
             if not self._conn.changes():
                 self.record_verdict(v)
 
-    def add_counters(self, deltas: dict[str, int]) -> None:
-        self._conn.executemany(
-            "INSERT INTO counters (name, value) VALUES (?, ?) "
-            "ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
-            [(k, v) for k, v in deltas.items() if v])
+    def add_counters(self, deltas: dict[str, int], at: float | None = None) -> None:
+        """Add to the shared counters and to the minute ``at`` (epoch seconds; default
+        now) of the time series.
+
+        The current minute's counts are kept in ``counters`` itself (rows ``minute`` and
+        ``minute:<name>``): that page is written by every transaction anyway, where a row
+        of ``counter_minutes`` would add a page to the WAL of every put (~7 us of a
+        ~70 us put; this way ~1.5 us). The first write of a new minute moves them to
+        ``counter_minutes`` and, at most once an hour per process, deletes minutes past
+        the retention."""
+        rows = [(k, v) for k, v in deltas.items() if v]
+        if not rows:
+            return
+        minute = int((time.time() if at is None else at) // 60)
+        cursor = self._db.counter_cursor  # ours: the transaction holds the mutex
+        if minute != self._db.minute_open and not self._open_minute(cursor, minute, rows):
+            return
+        params: list[Any] = []
+        for name, value in rows:
+            params += (name, value, _MINUTE_PREFIX + name, value)
+        cursor.execute(_add_counters_sql(2 * len(rows)), params)
+
+    def _open_minute(self, cursor: Any, minute: int, rows: list[tuple[str, int]]) -> bool:
+        """Make ``minute`` the current minute of the series (unless a later one is: then
+        add ``rows`` to the counters and to their own minute's row here, and return
+        False). This process skips the check until its clock shows another minute."""
+        found = cursor.execute(_CURRENT_MINUTE).fetchall()
+        current = int(found[0][0]) if found else None
+        if current is not None and minute < current:
+            # A clock behind the one that opened the current minute (another host's, a
+            # clock set back): straight into its own minute's row.
+            cursor.executemany(_ADD_MINUTE, [(minute, k, v) for k, v in rows])
+            cursor.execute(_add_counters_sql(len(rows)), [x for row in rows for x in row])
+            return False
+        if minute != current:
+            self._next_minute(cursor, current, minute)
+        self._db.minute_open = minute
+        return True
+
+    def _next_minute(self, cursor: Any, current: int | None, minute: int) -> None:
+        """Move the counts of minute ``current`` to counter_minutes; start ``minute``."""
+        if current is not None:
+            cursor.execute(_CLOSE_MINUTE, (current,))
+            cursor.execute(f"DELETE FROM counters WHERE name GLOB '{_MINUTE_PREFIX}*'")
+        cursor.execute("INSERT INTO counters (name, value) VALUES ('minute', ?) "
+                       "ON CONFLICT (name) DO UPDATE SET value = excluded.value", (minute,))
+        db = self._db
+        if minute - db.series_pruned >= 60:
+            cursor.execute("DELETE FROM counter_minutes WHERE minute < ?",
+                           (minute - SERIES_RETENTION_MINUTES,))
+            db.series_pruned = minute
 
 
 __all__ = ["WriteBlock", "WriteTxn"]
