@@ -33,7 +33,7 @@ DEFAULT_SCHEMA = "semcache"
 
 _SCHEMES = ("postgresql://", "postgres://")
 _KEYWORD = re.compile(r"^\s*[a-z_]+\s*=")
-_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")  # fullmatch: "$" accepts a final "\n"
 _URL_PASSWORD = re.compile(r"(://[^:/@]*):[^@/]*@")
 _KV_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
 
@@ -55,7 +55,7 @@ def is_postgres_url(text: str) -> bool:
 def check_schema_name(schema: object) -> str:
     """The schema name, validated: lowercase letters, digits and ``_``, at most 63
     characters, not starting with a digit or ``pg_`` (reserved by PostgreSQL)."""
-    if not isinstance(schema, str) or not _SCHEMA_NAME.match(schema) or \
+    if not isinstance(schema, str) or not _SCHEMA_NAME.fullmatch(schema) or \
             schema.startswith("pg_"):
         raise ConfigurationError(
             "schema must be a PostgreSQL identifier of lowercase letters, digits and '_' "
