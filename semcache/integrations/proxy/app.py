@@ -2,7 +2,8 @@
 
 Routes: ``GET /healthz``, ``GET /metrics``, and everything under ``/v1/`` -
 ``POST /v1/chat/completions`` and ``POST /v1/responses`` through the cache
-(:mod:`.cached`), any other method or path passed through untouched.
+(:mod:`.cached`), any other method or path passed through untouched. A path that would
+leave the upstream's base under any reading is refused with 400 (:mod:`.paths`).
 
 Lifespan of a worker: open the cache (every worker opens the same file; semcache is
 multi-process safe), load its embedder (``cache.warmup()``) so the first request does
@@ -28,6 +29,7 @@ from semcache.integrations.pipeline import CHAT, RESPONSES
 from semcache.integrations.proxy.cached import serve_cached
 from semcache.integrations.proxy.config import ProxyConfig
 from semcache.integrations.proxy.metrics import ProxyMetrics
+from semcache.integrations.proxy.paths import UnsafePathError, request_raw_path, upstream_path
 from semcache.integrations.proxy.state import ProxyState
 
 logger = logging.getLogger("semcache")
@@ -43,7 +45,14 @@ def _state(request: Request) -> ProxyState:
 
 async def _v1(request: Request) -> Response:
     state = _state(request)
-    rules = _CACHED.get(request.path_params["path"].rstrip("/"))
+    try:
+        path = upstream_path(request_raw_path(request.scope))
+    except UnsafePathError as exc:  # would leave the upstream base: never forwarded
+        logger.debug("semcache proxy: refused a request path (%s)", exc)
+        return state.error("passthrough", 400, f"semcache proxy: {exc}",
+                           "invalid_request_error", "invalid_path")
+    request.state.upstream_path = path
+    rules = _CACHED.get(path.strip("/"))
     if request.method == "POST" and rules is not None:
         return await serve_cached(state, request, rules)
     return await state.passthrough(request)
