@@ -28,6 +28,7 @@ from semcache.integrations.base import RequestCache
 from semcache.integrations.pipeline import CHAT, RESPONSES
 from semcache.integrations.proxy.cached import serve_cached
 from semcache.integrations.proxy.config import ProxyConfig
+from semcache.integrations.proxy.logs import limit_worker_logs
 from semcache.integrations.proxy.metrics import ProxyMetrics
 from semcache.integrations.proxy.paths import UnsafePathError, request_raw_path, upstream_path
 from semcache.integrations.proxy.state import ProxyState
@@ -87,13 +88,18 @@ def create_app(config: ProxyConfig, cache: RequestCache | None = None,
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        limit_worker_logs()
         own = cache is None
         opened = await anyio.to_thread.run_sync(_open_cache, config) if own else cache
         assert opened is not None
         try:
             await anyio.to_thread.run_sync(opened.warmup)
             timeout = httpx.Timeout(config.timeout, connect=min(10.0, config.timeout))
-            limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
+            # One upstream connection per client connection at most (the descriptor
+            # budget of .protocol counts on it).
+            upstream = min(1000, config.max_connections or 1000)
+            limits = httpx.Limits(max_connections=upstream,
+                                  max_keepalive_connections=min(200, upstream))
             async with httpx.AsyncClient(timeout=timeout, limits=limits, transport=transport,
                                          follow_redirects=False) as client:
                 app.state.proxy = ProxyState(config, opened, client, ProxyMetrics())

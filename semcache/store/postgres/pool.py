@@ -257,12 +257,14 @@ class Connections:
 def _has_news(conn: psycopg.Connection) -> bool:
     """True when an idle connection's socket has something to read: the server's
     farewell (restart, ``pg_terminate_backend``), an end of file, or a notice. A healthy
-    idle connection has nothing (one poll, no round trip)."""
+    idle connection has nothing (one poll, no round trip; poll, not select, which fails
+    for descriptors above 1023)."""
     try:
-        readable, _, _ = select.select([conn.fileno()], [], [], 0)
+        poller = select.poll()
+        poller.register(conn.fileno(), select.POLLIN)
+        return bool(poller.poll(0))
     except (OSError, ValueError, psycopg.Error):
         return True
-    return bool(readable)
 
 
 __all__ = ["Connections"]
