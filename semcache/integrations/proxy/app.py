@@ -88,7 +88,6 @@ def create_app(config: ProxyConfig, cache: RequestCache | None = None,
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        limit_worker_logs()
         own = cache is None
         opened = await anyio.to_thread.run_sync(_open_cache, config) if own else cache
         assert opened is not None
@@ -119,7 +118,11 @@ def create_app(config: ProxyConfig, cache: RequestCache | None = None,
 
 
 def app_from_env() -> Starlette:
-    """App factory of the worker processes (``uvicorn ...:app_from_env --factory``)."""
+    """App factory of the worker processes (``uvicorn ...:app_from_env --factory``).
+
+    A worker's log lines are rate-limited (:mod:`.logs`); an app made in-process with
+    :func:`create_app` leaves the caller's logging alone."""
+    limit_worker_logs()
     return create_app(ProxyConfig.from_env())
 
 
