@@ -202,7 +202,8 @@ def _flag(text: str) -> bool:
 #: the URL): ``postgresql://app@db/app?schema=chat&pool_max_size=16&ef_search=64``.
 URL_OPTIONS: dict[str, Callable[[str], Any]] = {
     "pool_min_size": int, "pool_max_size": int, "pool_timeout": float, "ef_search": int,
-    "exact_scan_below": int, "iterative_scan": str, "pgvector": _flag, "pipeline": _flag}
+    "exact_scan_below": int, "iterative_scan": str, "pgvector": _flag, "pipeline": _flag,
+    "connect_timeout": float, "statement_timeout": float}
 
 
 def _split_options(url: str, secrets: frozenset[str],
