@@ -145,6 +145,30 @@ def test_a_slow_statement_is_not_an_outage(pg_server: PgServer, pg_schema: str) 
         store.close()
 
 
+def test_maintenance_runs_without_the_statement_timeout(pg_server: PgServer,
+                                                       pg_schema: str) -> None:
+    """Vacuum, scans, index builds, imports and clears may take long: they run without the
+    statement timeout (and without the watchdog's deadline); a get or put does not."""
+    store = PostgresStore(with_schema(pg_server.url, pg_schema) + "&statement_timeout=0.3")
+    sleep = "SELECT pg_sleep(1.0)"
+    try:
+        with store.connections.maintenance() as conn:
+            conn.execute(sleep)
+        with store.connections.transaction(["BEGIN"], bounded=False) as conn:
+            conn.execute(sleep)
+            conn.execute("COMMIT")
+        with store.write() as txn:
+            txn.unbounded()
+            txn.conn.execute(sleep)
+        with pytest.raises(CacheFileError, match="statement timeout"), store.write() as txn:
+            txn.conn.execute(sleep)
+        store.vacuum()
+        with store.connections.connection() as conn:  # the pool's setting is back
+            assert conn.execute("SHOW statement_timeout").fetchone() == ("300ms",)
+    finally:
+        store.close()
+
+
 @pytest.mark.parametrize("option", ["statement_timeout=-1", "statement_timeout=abc",
                                     "connect_timeout=0", "connect_timeout=nan"])
 def test_bad_timeouts_are_refused(pg_server: PgServer, option: str) -> None:

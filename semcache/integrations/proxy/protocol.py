@@ -23,15 +23,17 @@ worker's file descriptors until accept() failed, and every other client timed ou
   A connection that just opened is spared (it may be a client whose request is on its
   way): up to ``burst`` of them may be open beyond the limit for an instant; past that the
   oldest silent one makes room, and when every connection is busy with a request in
-  progress the newcomer is answered 503 and closed. The limit is chosen below the process's file-descriptor
-  limit (see :func:`default_limits`), with the accept backlog, so that accept() never
-  fails; ``semcache serve`` first raises the soft limit to the hard one
-  (:func:`raise_descriptor_limit`).
+  progress the newcomer is answered 503 and closed. The limit is chosen below the
+  process's file-descriptor limit (see :func:`default_limits`), with room for the accepts
+  in flight, so that accept() never fails; ``semcache serve`` first raises the soft limit
+  to the hard one (:func:`raise_descriptor_limit`). What the guards close is counted in
+  one log line per :data:`REPORT_EVERY` seconds.
 * the kernel's listen queue is widened to :data:`LISTEN_QUEUE` once the worker accepts its
-  first connection: asyncio accepts as many connections at once as the queue holds, so
-  uvicorn's ``backlog`` must stay small enough for the descriptor budget - but a small
-  queue overflows when an attacker reopens hundreds of closed connections at once, and
-  the kernel then drops new clients' SYNs (their retry comes a second later).
+  first connection: asyncio accepts up to uvicorn's ``backlog`` connections per loop turn
+  (the same number it gives listen()), so that number must stay small for the descriptor
+  budget - but a small queue overflows when an attacker reopens hundreds of closed
+  connections at once, and the kernel then drops new clients' SYNs (their retry comes a
+  second later).
 """
 
 from __future__ import annotations
@@ -81,7 +83,7 @@ class ConnectionLimits:
     body_timeout: float = 30.0
     max_connections: int = 1000
     #: Connections that may be open beyond ``max_connections`` for an instant, while the
-    #: ones that just opened show whether they are slow (the accept backlog's descriptors).
+    #: ones that just opened show whether they are slow (see :func:`burst`).
     burst: int = 0
 
 

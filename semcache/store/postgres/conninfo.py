@@ -405,6 +405,9 @@ def translate(exc: BaseException, info: ConnInfo) -> SemcacheError:
         return ReadOnlyCacheError(f"disk full on the PostgreSQL server of {where} ({text})")
     if state in _CORRUPT:
         return CorruptCacheError(f"cache {where} is corrupt ({text})")
+    if state == "57014" and "statement timeout" in text:
+        return CacheFileError(f"a statement on {where} ran longer than statement_timeout "
+                              f"({text}); retry, or raise ?statement_timeout= in the URL")
     if state in ("40P01", "55P03", "57014"):
         return CacheFileError(f"write to {where} gave up waiting for another client "
                               f"({text}); retry")

@@ -371,12 +371,12 @@ class Connections:
         connection that looks healthy: a server that restarted or cut the connection
         has sent its farewell, so the idle socket is readable; such a connection begins
         the usual way, where a failure is retried on a fresh one."""
+        if not bounded and self.statement_timeout:
+            begin = [*begin, "SET LOCAL statement_timeout = 0"]
         for attempt in (0, 1):
             conn, pool = self._checkout()
-            watch = self._watchdog.watch(conn, self._deadline)
+            watch = self._watchdog.watch(conn, self._deadline if bounded else None)
             try:
-                if not bounded:
-                    self.unbound(conn)
                 if pipelined and not _has_news(conn):
                     with conn.pipeline():
                         for statement in begin:
