@@ -5,11 +5,11 @@
   kept, untouched, so that nothing in the child closes the parent's sockets.
 * Connections are in autocommit mode: a read is one statement; a write transaction is an
   explicit ``BEGIN`` ... ``COMMIT`` (see :meth:`Connections.transaction`).
-* Timeouts. Connecting gives up after ``connect_timeout`` seconds. Every pooled connection
-  has the server's ``statement_timeout``: a statement slower than that is cancelled by the
-  server (an error, not an outage). A server that does not even answer that way - frozen,
-  or cut off by the network - is caught by the :class:`~.watchdog.Watchdog`, which cuts
-  a connection whose statement is :data:`GRACE` seconds past the statement timeout.
+* Timeouts. Connecting gives up after ``connect_timeout`` seconds. A statement gets its
+  answer or an error within ``statement_timeout`` seconds: the server is asked to cancel
+  it a little earlier (:func:`server_timeout`: an error, not an outage), and a server that
+  does not even answer that way - frozen, or cut off by the network - is caught by the
+  :class:`~.watchdog.Watchdog`, which cuts the connection at ``statement_timeout``.
   Maintenance work (:meth:`Connections.maintenance`, :meth:`Connections.unbound`) lifts
   both. Over TCP, libpq's keepalives are on with short intervals (:data:`KEEPALIVES`), so
   an idle pooled connection to a vanished host is found broken rather than trusted.
@@ -55,10 +55,15 @@ _INHERITED: list[ConnectionPool] = []
 
 _IDLE = pq.TransactionStatus.IDLE
 
-#: Seconds past the statement timeout after which a statement's connection is cut: the
-#: server cancels a slow statement itself at the timeout; one that did not even do that
-#: is not answering.
+#: How much earlier than ``statement_timeout`` the server is asked to cancel a statement
+#: (at most a quarter of it): its cancellation must reach the client before the watchdog
+#: takes the silence for an outage.
 GRACE = 0.5
+
+
+def server_timeout(statement_timeout: float) -> float:
+    """The server's ``statement_timeout`` for a client-side bound of ``statement_timeout``."""
+    return statement_timeout - min(GRACE, statement_timeout / 4)
 #: libpq's TCP keepalive settings on TCP connections (a URL or key=value may set others):
 #: an idle connection to a host that vanished is found dead within about 20 s.
 KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 3,
@@ -87,7 +92,7 @@ class Connections:
         self.connect_timeout = connect_timeout
         #: Seconds a statement may run (0: no limit).
         self.statement_timeout = statement_timeout
-        self._deadline = statement_timeout + GRACE if statement_timeout else None
+        self._deadline = statement_timeout or None
         self._watchdog = Watchdog()
         self._mutex = threading.Lock()
         self._probing = threading.Lock()
@@ -126,7 +131,7 @@ class Connections:
         self._configure(conn)
 
     def _timeout_ms(self) -> int:
-        return max(1, round(self.statement_timeout * 1000))
+        return max(1, round(server_timeout(self.statement_timeout) * 1000))
 
     def _new_pool(self) -> ConnectionPool:
         kw = self.kwargs()
@@ -233,8 +238,8 @@ class Connections:
                 return self._outage_error()
             return self._declare_down(CacheConnectionError(self._info.scrub(
                 f"PostgreSQL at {self._info.endpoint} ({self._info.location}) did not "
-                f"answer within {self._deadline:g} s (statement_timeout "
-                f"{self.statement_timeout:g} s): the server is frozen or unreachable")))
+                f"answer within statement_timeout ({self.statement_timeout:g} s): the "
+                f"server is frozen or unreachable")))
         if conn.broken:
             try:
                 self.probe()
@@ -437,4 +442,4 @@ def _has_news(conn: psycopg.Connection) -> bool:
         return True
 
 
-__all__ = ["GRACE", "KEEPALIVES", "Connections", "over_tcp"]
+__all__ = ["GRACE", "KEEPALIVES", "Connections", "over_tcp", "server_timeout"]

@@ -103,9 +103,9 @@ class PostgresStore(AdminMixin):
     bytea vectors), True = required. Pool: ``pool_min_size`` / ``pool_max_size``
     connections per process, ``pool_timeout`` seconds to wait for a free one.
     ``connect_timeout``: seconds to reach the server; ``statement_timeout``: seconds a
-    statement of a get or a put may run (0: no limit), after which the server cancels it
-    - and a server that does not answer at all is taken for down half a second later
-    (see :mod:`.pool`). ``pipeline``: write transactions in
+    statement of a get or a put may take (0: no limit): the server cancels it a little
+    earlier, and a server that has not answered by then is taken for down (see
+    :mod:`.pool`). ``pipeline``: write transactions in
     psycopg's pipeline mode (None = over TCP yes, over a Unix socket no). A URL may set
     the same options in its query string (``?pool_max_size=16&ef_search=64``; see
     :data:`~semcache.store.postgres.conninfo.URL_OPTIONS`), so that ``semcache.open(url)``
