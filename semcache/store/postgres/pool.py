@@ -180,7 +180,9 @@ class Connections:
             pool, self._pool = self._pool, None
         cut = self._watchdog.cut_all()
         if pool is not None:
-            _close_later(pool)
+            # psycopg_pool wakes its waiting callers only after joining its workers, which
+            # may be stuck connecting to the frozen server: do not wait for them.
+            _close_later(pool, wait=0.1)
         if first:
             log.warning("semcache: %s; %d statement(s) in flight cut, calls fail at once "
                         "until the server answers again", error, cut)
@@ -422,10 +424,11 @@ class Connections:
             time.sleep(0.01)
 
 
-def _close_later(pool: ConnectionPool) -> None:
-    """Close a pool in the background: its callers waiting for a connection wake up at
-    once (``PoolClosed``), its workers may take a while to notice."""
-    threading.Thread(target=pool.close, kwargs={"timeout": 5.0}, daemon=True,
+def _close_later(pool: ConnectionPool, wait: float = 5.0) -> None:
+    """Close a pool in the background: its callers waiting for a connection wake up
+    (``PoolClosed``) once its workers stopped, or after ``wait`` seconds (a worker still
+    connecting then finishes on its own, with a warning of psycopg_pool's)."""
+    threading.Thread(target=pool.close, kwargs={"timeout": wait}, daemon=True,
                      name="semcache-pool-close").start()
 
 
