@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import psycopg
-
 from semcache.errors import ReadOnlyCacheError
 from semcache.store.base import (
     EntryFilter,
@@ -42,13 +40,18 @@ class AdminMixin:
     settings: dict[str, str]
     server_version: str
 
-    def _rows(self, sql: str, params: Any = (), *, binary: bool = True) -> list[tuple]:
+    def _rows(self, sql: str, params: Any = (), *, binary: bool = True,
+              scan: bool = False) -> list[tuple]:
+        """Rows of a read; ``scan``: one that may read every row (no statement timeout)."""
+        if scan:
+            with self._conns.maintenance() as conn:
+                return conn.execute(sql, params, binary=binary).fetchall()
         return self._conns.run(lambda c: c.execute(sql, params, binary=binary).fetchall())
 
     def count_entries(self, where: EntryFilter) -> int:
         clause, params = compile_filter(where, mark="%s")
         rows = self._rows(f"SELECT count(*) FROM {self.queries.with_parts} WHERE {clause}",
-                          params)
+                          params, scan=True)
         return int(rows[0][0])
 
     def list_entries(self, where: EntryFilter, *, order: EntryOrder = "id",
@@ -65,14 +68,14 @@ class AdminMixin:
         if limit is not None:
             sql += " LIMIT %s"
             params.append(int(limit))
-        return [EntryRecord(*r) for r in self._rows(sql, params)]
+        return [EntryRecord(*r) for r in self._rows(sql, params, scan=limit is None)]
 
     def namespace_summary(self, now: float) -> list[NamespaceSummary]:
         rows = self._rows(
             "SELECT e.namespace, count(*), count(*) FILTER (WHERE e.expires_at IS NOT NULL "
             "AND e.expires_at <= %s), coalesce(sum(u.hits), 0)::bigint, "
             f"coalesce(sum(e.size), 0)::bigint FROM {self.queries.joined} "
-            "GROUP BY e.namespace ORDER BY e.namespace", (now,))
+            "GROUP BY e.namespace ORDER BY e.namespace", (now,), scan=True)
         return [NamespaceSummary(str(n), int(a), int(b), int(c), int(d))
                 for n, a, b, c, d in rows]
 
@@ -144,7 +147,7 @@ class AdminMixin:
             f"(SELECT 1 FROM {t['entries']} e WHERE e.id = u.entry_id)), "
             f"(SELECT count(*) FROM {t['entries']} e WHERE NOT EXISTS "
             f"(SELECT 1 FROM {t['entry_usage']} u WHERE u.entry_id = e.id)) "
-            f"FROM {t['entries']}")
+            f"FROM {t['entries']}", scan=True)
         report.update({"entries": int(n), "bytes": int(size), "with_code": int(coded)})
         if counters["entries"] != n:
             problems.append(f"counters say {counters['entries']} entries but entries has {n} rows")
@@ -155,14 +158,14 @@ class AdminMixin:
         dangling = [int(r[0]) for r in self._rows(
             f"SELECT e.id FROM {t['entries']} e WHERE NOT EXISTS (SELECT 1 FROM "
             f"{t['partitions']} p WHERE p.id = e.partition_id) ORDER BY e.id LIMIT %s",
-            (_MAX_LISTED,))]
+            (_MAX_LISTED,), scan=True)]
         if dangling:
             report["dangling_partition_ids"] = dangling
             problems.append(f"entries point at partitions that do not exist (ids {dangling})")
         parts = self._rows(
             f"SELECT e.partition_id, count(*) AS n, (SELECT coalesce(sum(c.entries), 0) FROM "
             f"{t['partition_counts']} c WHERE c.partition_id = e.partition_id) AS counted "
-            f"FROM {t['entries']} e GROUP BY e.partition_id")
+            f"FROM {t['entries']} e GROUP BY e.partition_id", scan=True)
         off = [int(p) for p, a, b in parts if int(a) != int(b)]
         if off:
             problems.append(f"partition_counts disagree with entries for partitions {off[:10]}")
@@ -174,7 +177,7 @@ class AdminMixin:
             bad = [int(r[0]) for r in self._rows(
                 f"SELECT e.id FROM {t['entries']} e WHERE e.code IS NOT NULL AND "
                 f"(e.vector IS NULL OR {length} <> %s) ORDER BY e.id LIMIT %s",
-                (int(dim), _MAX_LISTED))]
+                (int(dim), _MAX_LISTED), scan=True)]
             if bad:
                 report["bad_vector_ids"] = bad
                 problems.append(f"entries with a code but no vector of dimension {dim} "
@@ -188,7 +191,7 @@ class AdminMixin:
         if self.readonly:
             raise ReadOnlyCacheError(f"cache {self.location} is opened read-only")
         t = self.queries.t
-        with self._conns.transaction(["BEGIN"]) as conn:
+        with self._conns.transaction(["BEGIN"], bounded=False) as conn:
             # SHARE blocks writers (not readers) while the totals are replaced.
             conn.execute(f"LOCK TABLE {t['entries']} IN SHARE MODE")
             before = conn.execute(self.queries.entry_count).fetchone()
@@ -205,15 +208,10 @@ class AdminMixin:
             conn.execute(self.queries.purge_claims)  # leases of holders that died
             conn.execute("COMMIT")
         rebuilt = self._rebuild_hnsw()
-        with self._conns.connection() as conn:
+        with self._conns.maintenance() as conn:  # driver errors come out translated
             for name in ("entries", "entry_usage", "partitions", "counters", "partition_counts",
                          "feedback", "claims", "counter_minutes"):
-                try:
-                    conn.execute(f"VACUUM (ANALYZE) {t[name]}")
-                except psycopg.Error as exc:
-                    from semcache.store.postgres.conninfo import translate
-
-                    raise translate(exc, self.info) from None  # type: ignore[attr-defined]
+                conn.execute(f"VACUUM (ANALYZE) {t[name]}")
         drift = abs(int(after[0] if after else 0) - int(before[0] if before else 0))
         return {"counter_drift": drift, "hnsw_rebuilt": int(rebuilt)}
 

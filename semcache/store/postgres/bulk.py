@@ -59,6 +59,7 @@ def bulk_insert(store: PostgresStore, entries: Iterable[NewEntry], *,
     q = store.queries
     dropped = defer_index and store.state.hnsw
     with store.write(pipelined=False) as txn:  # COPY cannot run in pipeline mode
+        txn.unbounded()
         conn = txn.conn
         conn.adapters.register_dumper(None, _BitBinaryDumper)
         vec_type = f"{q.ext}.vector" if q.ext else "bytea"
@@ -131,7 +132,7 @@ def rebuild_search_index(store: PostgresStore, *, maintenance_work_mem: str = "1
         raise InvalidInputError(f"maintenance_work_mem like '512MB' or '1GB'; got "
                                 f"{maintenance_work_mem!r}")
     try:
-        with store.connections.connection() as conn:
+        with store.connections.maintenance() as conn:
             conn.execute(f"SET maintenance_work_mem = '{maintenance_work_mem}'")
             conn.execute(f"DROP INDEX IF EXISTS {q.schema}.entries_code_hnsw")
             conn.execute(f"CREATE INDEX entries_code_hnsw ON {q.t['entries']} USING hnsw "

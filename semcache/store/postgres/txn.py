@@ -43,6 +43,9 @@ FOLD_EVERY_MINUTES = 10
 #: this transaction's DELETE and INSERT (each retry deletes that newer row).
 _INSERT_TRIES = 8
 
+#: Entries above which a batch insert or delete runs without the statement timeout.
+LARGE_BATCH = 256
+
 #: The counters a client may add to (entries and bytes are kept by the engine).
 COUNTER_NAMES = frozenset(("hits", "exact_hits", "semantic_hits", "misses", "puts",
                            "evictions", "expirations", "tokens_saved", "guard_rejections",
@@ -81,6 +84,15 @@ class PgWriteTxn:
         #: Counts added by :meth:`add_counters`, for the minute ``_minute`` (time series).
         self._series: dict[str, int] = defaultdict(int)
         self._minute = 0
+        self._unbounded = False
+
+    def unbounded(self) -> None:
+        """Lift the statement timeout for the rest of this transaction: work that may
+        touch every row (clear, purge, a large batch, an import) - see
+        :meth:`~semcache.store.postgres.pool.Connections.unbound`."""
+        if not self._unbounded:
+            self._unbounded = True
+            self._store.connections.unbound(self.conn)
 
     # -- bookkeeping --------------------------------------------------------------------
 
@@ -251,6 +263,8 @@ class PgWriteTxn:
         them one by one, in order (a key given twice: the later one replaces the first)."""
         if len(entries) < 2:
             return [self.insert(e) for e in entries]
+        if len(entries) > LARGE_BATCH:
+            self.unbounded()
         params = [self._params(e) for e in entries]
         ids: list[int] = []
         with self.conn.cursor() as cur:
@@ -263,6 +277,8 @@ class PgWriteTxn:
         return ids
 
     def delete(self, where: EntryFilter) -> list[int]:
+        if where.ids is None or len(where.ids) > LARGE_BATCH:
+            self.unbounded()  # a filter may select every row
         clause, params = compile_filter(where, mark="%s")
         rows = self.conn.execute(self._q.delete_where.format(where=clause), params).fetchall()
         return self._removed(rows)
@@ -284,11 +300,13 @@ class PgWriteTxn:
 
     def clear_all(self) -> int:
         self.changes.cleared = True
+        self.unbounded()
         return self.delete_summed_sql("true")
 
     def purge_expired(self, now: float) -> int:
         """Delete expired entries; rows another client holds are left for a later purge
-        (they are never served: lookups check the expiry)."""
+        (they are never served: lookups check the expiry). Bounded by the statement
+        timeout: puts purge when the cache is full."""
         return self.delete_summed_sql(self._q.expired_ids, (now,))
 
     def evict_lru(self, count: int) -> int:
