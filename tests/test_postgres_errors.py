@@ -75,6 +75,24 @@ def test_bad_urls(url: str) -> None:
     assert PASSWORD not in str(info.value)
 
 
+@pytest.mark.parametrize("name", ["chat\n", "chat\r\n", "\nchat", "cha\nt", "chat\x00"])
+def test_schema_name_with_a_newline_is_refused(pg_server: PgServer, name: str) -> None:
+    """``$`` matches before a final newline: such a name passed the check and then failed
+    as a PostgreSQL syntax error. It is a ConfigurationError, before any connection."""
+    import urllib.parse
+
+    import semcache
+    from semcache.store.postgres.conninfo import check_schema_name
+
+    with pytest.raises(ConfigurationError, match="schema must be"):
+        check_schema_name(name)
+    url = with_schema(pg_server.url, urllib.parse.quote(name))
+    with pytest.raises(ConfigurationError, match="schema must be"):
+        semcache.open(url, embedder="hashing")
+    with pytest.raises(ConfigurationError, match="schema must be"):
+        semcache.open(pg_server.url, embedder="hashing", schema=name)
+
+
 def test_what_is_a_postgres_url() -> None:
     assert is_postgres_url("postgresql://h/db") and is_postgres_url("postgres://h/db")
     assert is_postgres_url("host=/run/postgresql dbname=app")

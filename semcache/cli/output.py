@@ -13,13 +13,13 @@ from typing import Any, TextIO
 
 from semcache.errors import InvalidInputError
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$", re.IGNORECASE)
+_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", re.IGNORECASE)
 _UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86_400.0, "w": 604_800.0}
 
 
 def parse_duration(text: str) -> float:
     """Seconds from ``"90"``, ``"90s"``, ``"15m"``, ``"12h"``, ``"7d"`` or ``"2w"``."""
-    m = _DURATION.match(text)
+    m = _DURATION.fullmatch(text)
     if m is None:
         raise InvalidInputError(
             f"duration must be a number of seconds or a number with s/m/h/d/w "

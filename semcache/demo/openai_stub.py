@@ -422,8 +422,7 @@ class _Handler(BaseHTTPRequestHandler):
         sent_content = 0
         try:
             for chunk in chunks:
-                choices = chunk.get("choices") or [{}]
-                if choices[0].get("delta", {}).get("content"):
+                if _has_content(chunk):
                     if fail_after is not None and sent_content >= fail_after:
                         raise _DropConnection
                     sent_content += 1
@@ -436,6 +435,14 @@ class _Handler(BaseHTTPRequestHandler):
             self._drop()
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True  # the client went away; nothing to clean up
+
+
+def _has_content(chunk: dict[str, Any]) -> bool:
+    """True when a chunk carries content (tests stream malformed chunks too)."""
+    choices = chunk.get("choices")
+    first = choices[0] if isinstance(choices, list) and choices else None
+    delta = first.get("delta") if isinstance(first, dict) else None
+    return isinstance(delta, dict) and bool(delta.get("content"))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,8 +10,9 @@ caching proxy (:mod:`semcache.integrations.proxy`) alike:
   validated with the same rules as ``Cache.put`` (:mod:`semcache.validation`);
 * the exact key, scope and embedded text (:mod:`semcache.keys`);
 * which answers are stored (a natural end: ``finish_reason`` in
-  :data:`STORABLE_FINISH_REASONS` on every choice, or a Responses ``status`` of
-  ``"completed"``), with which metadata and token count;
+  :data:`STORABLE_FINISH_REASONS` on every choice - and every choice the request's ``n``
+  asked for -, or a Responses ``status`` of ``"completed"``), with which metadata and
+  token count;
 * that the cache never costs the caller an answer: a failed lookup is a miss, a failed
   store is logged and skipped.
 
@@ -132,8 +133,26 @@ def _chat_storable(data: Mapping[str, Any]) -> bool:
     if not isinstance(choices, list) or not choices:
         return False
     return all(
-        isinstance(c, dict) and c.get("finish_reason") in STORABLE_FINISH_REASONS for c in choices
+        isinstance(c, dict) and isinstance(c.get("finish_reason"), str)
+        and c["finish_reason"] in STORABLE_FINISH_REASONS for c in choices
     )
+
+
+def _requested_choices(request: Mapping[str, Any]) -> int:
+    """How many choices the answer to a chat request has (its ``n``; 1 by default)."""
+    n = request.get("n")
+    return n if type(n) is int and n >= 1 else 1
+
+
+def _has_every_choice(data: Mapping[str, Any], expected: int) -> bool:
+    """True when ``data["choices"]`` holds choice 0 .. expected-1, each once: a stream
+    that ended after choice 0 of an ``n=2`` request is not an answer to it."""
+    choices = data.get("choices")
+    if not isinstance(choices, list) or len(choices) != expected:
+        return False
+    indexes = {c.get("index", i) if isinstance(c, dict) else None
+               for i, c in enumerate(choices)}
+    return indexes == set(range(expected))
 
 
 def _responses_storable(data: Mapping[str, Any]) -> bool:
@@ -232,6 +251,8 @@ class Plan:
     model: str | None
     from_default: bool = False
     """The cache is the process-wide default one (a concurrent disable may close it)."""
+    choices: int = 1
+    """Choices a complete chat answer has (the request's ``n``)."""
 
     @property
     def text(self) -> str | None:
@@ -277,6 +298,7 @@ def plan_request(
         ttl=control.ttl if control.ttl is not UNSET else ttl,
         model=model if isinstance(model, str) else None,
         from_default=from_default,
+        choices=_requested_choices(request) if rules.answer_field == "choices" else 1,
     )
 
 
@@ -391,6 +413,10 @@ def store(plan: Plan, data: Mapping[str, Any]) -> int | None:
         return None
     if not plan.rules.storable(data):
         logger.debug("semcache: %s answer did not end naturally; not stored", plan.rules.name)
+        return None
+    if plan.rules.answer_field == "choices" and not _has_every_choice(data, plan.choices):
+        logger.debug("semcache: %s answer lacks some of the %d choices asked for; not stored",
+                     plan.rules.name, plan.choices)
         return None
     model = plan.model or data.get("model")
     return store_or_log(plan.cache, plan.keys, dict(data), text=plan.text,

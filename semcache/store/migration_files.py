@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+_NAME = re.compile(r"(\d{4})_([a-z0-9_]+)\.sql")
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ def load_migrations(directory: Path) -> list[Migration]:
     """
     found = []
     for name in os.listdir(directory):
-        m = _NAME.match(name)
+        m = _NAME.fullmatch(name)
         if m:
             text = (directory / name).read_text("utf-8")
             found.append(Migration(int(m.group(1)), m.group(2), text))

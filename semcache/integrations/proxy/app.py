@@ -3,7 +3,8 @@
 Routes: ``GET /`` and ``GET /api/stats`` (the dashboard, :mod:`semcache.dashboard`),
 ``GET /healthz``, ``GET /metrics``, and everything under ``/v1/`` -
 ``POST /v1/chat/completions`` and ``POST /v1/responses`` through the cache
-(:mod:`.cached`), any other method or path passed through untouched.
+(:mod:`.cached`), any other method or path passed through untouched. A path that would
+leave the upstream's base under any reading is refused with 400 (:mod:`.paths`).
 
 Lifespan of a worker: open the cache (every worker opens the same file; semcache is
 multi-process safe), load its embedder (``cache.warmup()``) so the first request does
@@ -28,7 +29,9 @@ from semcache.integrations.base import RequestCache
 from semcache.integrations.pipeline import CHAT, RESPONSES
 from semcache.integrations.proxy.cached import serve_cached
 from semcache.integrations.proxy.config import ProxyConfig
+from semcache.integrations.proxy.logs import limit_worker_logs
 from semcache.integrations.proxy.metrics import ProxyMetrics
+from semcache.integrations.proxy.paths import UnsafePathError, request_raw_path, upstream_path
 from semcache.integrations.proxy.state import ProxyState
 
 if TYPE_CHECKING:
@@ -47,7 +50,14 @@ def _state(request: Request) -> ProxyState:
 
 async def _v1(request: Request) -> Response:
     state = _state(request)
-    rules = _CACHED.get(request.path_params["path"].rstrip("/"))
+    try:
+        path = upstream_path(request_raw_path(request.scope))
+    except UnsafePathError as exc:  # would leave the upstream base: never forwarded
+        logger.debug("semcache proxy: refused a request path (%s)", exc)
+        return state.error("passthrough", 400, f"semcache proxy: {exc}",
+                           "invalid_request_error", "invalid_path")
+    request.state.upstream_path = path
+    rules = _CACHED.get(path.strip("/"))
     if request.method == "POST" and rules is not None:
         return await serve_cached(state, request, rules)
     return await state.passthrough(request)
@@ -114,7 +124,11 @@ def create_app(config: ProxyConfig, cache: RequestCache | None = None,
         try:
             await anyio.to_thread.run_sync(opened.warmup)
             timeout = httpx.Timeout(config.timeout, connect=min(10.0, config.timeout))
-            limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
+            # One upstream connection per client connection at most (the descriptor
+            # budget of .protocol counts on it).
+            upstream = min(1000, config.max_connections or 1000)
+            limits = httpx.Limits(max_connections=upstream,
+                                  max_keepalive_connections=min(200, upstream))
             async with httpx.AsyncClient(timeout=timeout, limits=limits, transport=transport,
                                          follow_redirects=False) as client:
                 app.state.proxy = ProxyState(config, opened, client, ProxyMetrics())
@@ -137,7 +151,11 @@ def create_app(config: ProxyConfig, cache: RequestCache | None = None,
 
 
 def app_from_env() -> Starlette:
-    """App factory of the worker processes (``uvicorn ...:app_from_env --factory``)."""
+    """App factory of the worker processes (``uvicorn ...:app_from_env --factory``).
+
+    A worker's log lines are rate-limited (:mod:`.logs`); an app made in-process with
+    :func:`create_app` leaves the caller's logging alone."""
+    limit_worker_logs()
     return create_app(ProxyConfig.from_env())
 
 

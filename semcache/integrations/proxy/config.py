@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -39,6 +40,10 @@ class ProxyConfig:
             (a loopback bind without a token: see semcache.dashboard.auth).
         show_prompts: show prompt and answer text on the dashboard (needs ``shared``).
         prices: a price file merged over the built-in table (cost estimate).
+        header_timeout: seconds a client has to send a request's line and headers.
+        body_timeout: seconds a request body may pause between two reads.
+        max_connections: client connections a worker holds at once (None: derived from
+            the file-descriptor limit when the server starts; see :mod:`.protocol`).
     """
 
     upstream: str
@@ -54,6 +59,9 @@ class ProxyConfig:
     dashboard_loopback_only: bool = True
     show_prompts: bool = False
     prices: str | None = None
+    header_timeout: float = 5.0
+    body_timeout: float = 30.0
+    max_connections: int | None = None
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.upstream)
@@ -65,8 +73,16 @@ class ProxyConfig:
         check_stream_options(
             "words" if self.stream_chunk_strategy is None else self.stream_chunk_strategy,
             8 if self.stream_chunk_length is None else self.stream_chunk_length)
-        if not self.timeout > 0:
-            raise ConfigurationError(f"timeout must be > 0 seconds, got {self.timeout}")
+        for name in ("timeout", "header_timeout", "body_timeout"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+                    not 0 < value < math.inf:
+                raise ConfigurationError(f"{name} must be a number of seconds > 0, "
+                                         f"got {value!r}")
+        limit = self.max_connections
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
+                                  or limit < 1):
+            raise ConfigurationError(f"max_connections must be an int >= 1, got {limit!r}")
         if self.show_prompts and not self.shared:
             raise ConfigurationError(
                 "--show-prompts needs --shared: with one namespace per API key the "

@@ -13,10 +13,13 @@ created for the run (and removed after), unless one is already set.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
 import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from semcache.errors import ConfigurationError
 from semcache.integrations.proxy.config import CONFIG_ENV, MULTIPROC_ENV, ProxyConfig
@@ -40,13 +43,34 @@ def serve(config: ProxyConfig, *, host: str = "127.0.0.1", port: int = 8080, wor
     try:
         import uvicorn
 
-        from semcache.integrations.proxy.protocol import NoDelayH11Protocol
+        from semcache.integrations.proxy import protocol
     except ImportError as exc:  # the [serve] extra is not installed
         raise ConfigurationError(
             "semcache serve needs the [serve] extra: pip install 'semcache-sqlite[serve]'"
         ) from exc
     if workers < 1:
         raise ConfigurationError(f"--workers must be >= 1, got {workers}")
+    fd_limit = protocol.raise_descriptor_limit()
+    if config.max_connections is None:
+        config = dataclasses.replace(config,
+                                     max_connections=protocol.default_limits(fd_limit))
+    else:
+        needed = protocol.descriptors_needed(config.max_connections, fd_limit)
+        if needed > fd_limit:
+            raise ConfigurationError(
+                f"--max-connections {config.max_connections} needs up to {needed} file "
+                f"descriptors per worker (a client and an upstream connection each, plus "
+                f"the accept backlog), but the limit is {fd_limit}: raise it (ulimit -n) "
+                f"or lower --max-connections (at most "
+                f"{protocol.default_limits(fd_limit)} fit)")
+    assert config.max_connections is not None
+    limits = protocol.ConnectionLimits(header_timeout=config.header_timeout,
+                                       body_timeout=config.body_timeout,
+                                       max_connections=config.max_connections,
+                                       burst=protocol.burst(fd_limit))
+    # uvicorn calls ``http`` with its config and state for each connection: a class, or
+    # this partial binding the limits (picklable, for the worker processes).
+    http: Any = functools.partial(protocol.GuardedH11Protocol, limits=limits)
     os.environ[CONFIG_ENV] = config.to_env()
     metrics_dir = None
     if workers > 1 and not os.environ.get(MULTIPROC_ENV):
@@ -55,7 +79,8 @@ def serve(config: ProxyConfig, *, host: str = "127.0.0.1", port: int = 8080, wor
     try:
         uvicorn.run(APP_FACTORY, factory=True, host=host, port=port, workers=workers,
                     log_level=log_level, access_log=access_log, server_header=False,
-                    http=NoDelayH11Protocol)
+                    http=http,
+                    backlog=protocol.accept_backlog(fd_limit))
     finally:
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
@@ -91,6 +116,13 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                         help="show prompt and answer text on the dashboard (needs --shared)")
     parser.add_argument("--prices", metavar="FILE",
                         help="JSON price table merged over the built-in one (cost estimate)")
+    parser.add_argument("--header-timeout", type=float, default=5.0, metavar="SECONDS",
+                        help="seconds a client has to send a request's headers (5)")
+    parser.add_argument("--body-timeout", type=float, default=30.0, metavar="SECONDS",
+                        help="seconds a request body may pause between two reads (30)")
+    parser.add_argument("--max-connections", type=int, metavar="N",
+                        help="client connections per worker (default: what the "
+                             "file-descriptor limit allows, at most 4096)")
     parser.add_argument("--log-level", default="info",
                         choices=["critical", "error", "warning", "info", "debug"])
     parser.add_argument("--no-access-log", action="store_true", help="no per-request log lines")
@@ -121,6 +153,9 @@ def run_from_args(args: argparse.Namespace) -> int:
         dashboard_loopback_only=token is None and is_loopback(args.host),
         show_prompts=args.show_prompts,
         prices=None if args.prices is None else os.path.abspath(args.prices),
+        header_timeout=args.header_timeout,
+        body_timeout=args.body_timeout,
+        max_connections=args.max_connections,
     )
     serve(config, host=args.host, port=args.port, workers=args.workers,
           log_level=args.log_level, access_log=not args.no_access_log)

@@ -24,7 +24,8 @@ from semcache.integrations.streaming import replay_settings
 
 logger = logging.getLogger("semcache")
 
-_CACHED_PATHS = ("/v1/chat/completions", "/v1/responses")
+#: The cached routes, as paths below the upstream base.
+_CACHED_PATHS = ("/chat/completions", "/responses")
 
 
 class ProxyState:
@@ -50,8 +51,8 @@ class ProxyState:
                         media_type="application/json")
 
     def _url(self, request: Request) -> str:
-        path = request.url.path
-        tail = path[len("/v1"):] if path.startswith("/v1") else path
+        # The path checked and normalized by the route (see .paths), never the raw one.
+        tail: str = request.state.upstream_path
         query = request.url.query
         return self.config.upstream_base + tail + (f"?{query}" if query else "")
 
@@ -76,7 +77,7 @@ class ProxyState:
 
         Returns the upstream's response, or the proxy's own 502/504 error response.
         """
-        cached_route = request.url.path.rstrip("/") in _CACHED_PATHS
+        cached_route = request.state.upstream_path.rstrip("/") in _CACHED_PATHS
         upstream_request = self.client.build_request(
             request.method, self._url(request), content=content or None,
             headers=upstream_headers(request.headers.items(), cached_route=cached_route))
@@ -109,10 +110,10 @@ class ProxyState:
 
 
 def _endpoint(request: Request) -> str:
-    path = request.url.path.rstrip("/")
-    if request.method == "POST" and path == "/v1/chat/completions":
+    path = request.state.upstream_path.rstrip("/")
+    if request.method == "POST" and path == _CACHED_PATHS[0]:
         return "chat.completions"
-    if request.method == "POST" and path == "/v1/responses":
+    if request.method == "POST" and path == _CACHED_PATHS[1]:
         return "responses"
     return "passthrough"
 

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import psycopg
-
-from semcache.store.postgres.conninfo import ConnInfo, translate
+from semcache.store.postgres.conninfo import ConnInfo
 from semcache.store.postgres.pool import Connections
 from semcache.store.postgres.queries import Queries
 from semcache.store.postgres.schema import SCHEMA_VERSION, SchemaState, inspect
@@ -19,7 +17,12 @@ from semcache.store.postgres.schema import SCHEMA_VERSION, SchemaState, inspect
 _MAX_LISTED = 20
 
 
-def _rows(conns: Connections, sql: str, params: Any = ()) -> list[tuple]:
+def read_rows(conns: Connections, sql: str, params: Any = (), *,
+              scan: bool = False) -> list[tuple]:
+    """Rows of a read; ``scan``: one that may read every row (no statement timeout)."""
+    if scan:
+        with conns.maintenance() as conn:
+            return conn.execute(sql, params, binary=True).fetchall()
     return conns.run(lambda c: c.execute(sql, params, binary=True).fetchall())
 
 
@@ -44,7 +47,7 @@ def check(conns: Connections, q: Queries, info: ConnInfo, settings: dict[str, st
     if state.ext_schema and not state.hnsw:
         problems.append("the HNSW index on entries.code is missing or invalid "
                         "(searches fall back to exact scans; `semcache vacuum` rebuilds it)")
-    counters = {str(n): int(v) for n, v in _rows(conns, q.counters)}
+    counters = {str(n): int(v) for n, v in read_rows(conns, q.counters)}
     counters = {"entries": counters.get("entries", 0), "bytes": counters.get("bytes", 0)}
     report["counters"] = counters
     if not quick:
@@ -55,13 +58,13 @@ def check(conns: Connections, q: Queries, info: ConnInfo, settings: dict[str, st
 def _check_rows(conns: Connections, q: Queries, state: SchemaState, settings: dict[str, str],
                 report: dict[str, Any], problems: list[str], counters: dict[str, int]) -> None:
     t = q.t
-    (n, size, coded, orphan_usage, missing_usage), = _rows(conns,
+    (n, size, coded, orphan_usage, missing_usage), = read_rows(conns,
         f"SELECT count(*), coalesce(sum(size), 0)::bigint, count(code), "
         f"(SELECT count(*) FROM {t['entry_usage']} u WHERE NOT EXISTS "
         f"(SELECT 1 FROM {t['entries']} e WHERE e.id = u.entry_id)), "
         f"(SELECT count(*) FROM {t['entries']} e WHERE NOT EXISTS "
         f"(SELECT 1 FROM {t['entry_usage']} u WHERE u.entry_id = e.id)) "
-        f"FROM {t['entries']}")
+        f"FROM {t['entries']}", scan=True)
     report.update({"entries": int(n), "bytes": int(size), "with_code": int(coded)})
     if counters["entries"] != n:
         problems.append(f"counters say {counters['entries']} entries but entries has {n} rows")
@@ -69,17 +72,17 @@ def _check_rows(conns: Connections, q: Queries, state: SchemaState, settings: di
         problems.append(f"counters say {counters['bytes']} bytes but entries hold {size}")
     if missing_usage:
         problems.append(f"{missing_usage} entries have no entry_usage row")
-    dangling = [int(r[0]) for r in _rows(conns,
+    dangling = [int(r[0]) for r in read_rows(conns,
         f"SELECT e.id FROM {t['entries']} e WHERE NOT EXISTS (SELECT 1 FROM "
         f"{t['partitions']} p WHERE p.id = e.partition_id) ORDER BY e.id LIMIT %s",
-        (_MAX_LISTED,))]
+        (_MAX_LISTED,), scan=True)]
     if dangling:
         report["dangling_partition_ids"] = dangling
         problems.append(f"entries point at partitions that do not exist (ids {dangling})")
-    parts = _rows(conns,
+    parts = read_rows(conns,
         f"SELECT e.partition_id, count(*) AS n, (SELECT coalesce(sum(c.entries), 0) FROM "
         f"{t['partition_counts']} c WHERE c.partition_id = e.partition_id) AS counted "
-        f"FROM {t['entries']} e GROUP BY e.partition_id")
+        f"FROM {t['entries']} e GROUP BY e.partition_id", scan=True)
     off = [int(p) for p, a, b in parts if int(a) != int(b)]
     if off:
         problems.append(f"partition_counts disagree with entries for partitions {off[:10]}")
@@ -101,9 +104,9 @@ def _check_vectors(conns: Connections, q: Queries, state: SchemaState,
                    f"({norm} > 0 AND {norm} < 'Infinity'::float8)")
     else:  # bytea: the length only (the values are checked when rescored)
         bad_sql = "e.vector IS NULL OR length(e.vector) <> 4 * %s"
-    bad = [int(r[0]) for r in _rows(conns,
+    bad = [int(r[0]) for r in read_rows(conns,
         f"SELECT e.id FROM {t['entries']} e WHERE e.code IS NOT NULL AND ({bad_sql}) "
-        "ORDER BY e.id", (int(dim),))]
+        "ORDER BY e.id", (int(dim),), scan=True)]
     if bad:
         report["damaged_vectors"] = bad[:_MAX_LISTED]
         problems.append(f"{len(bad)} entries have a damaged stored vector (missing, not "
@@ -116,7 +119,7 @@ def recount(conns: Connections, q: Queries, info: ConnInfo) -> int:
     bypassed the triggers), drop expired claims, VACUUM ANALYZE; returns how far the entry
     counter had drifted."""
     t = q.t
-    with conns.transaction(["BEGIN"]) as conn:
+    with conns.transaction(["BEGIN"], bounded=False) as conn:
         # SHARE blocks writers (not readers) while the totals are replaced.
         conn.execute(f"LOCK TABLE {t['entries']} IN SHARE MODE")
         before = conn.execute(q.entry_count).fetchone()
@@ -137,13 +140,10 @@ def recount(conns: Connections, q: Queries, info: ConnInfo) -> int:
 
 def analyze(conns: Connections, q: Queries, info: ConnInfo) -> None:
     """VACUUM ANALYZE every table of the cache."""
-    with conns.connection() as conn:
+    with conns.maintenance() as conn:  # driver errors come out translated
         for name in ("entries", "entry_usage", "partitions", "counters", "partition_counts",
                      "feedback", "claims", "counter_minutes"):
-            try:
-                conn.execute(f"VACUUM (ANALYZE) {q.t[name]}")
-            except psycopg.Error as exc:
-                raise translate(exc, info) from None
+            conn.execute(f"VACUUM (ANALYZE) {q.t[name]}")
 
 
-__all__ = ["analyze", "check", "recount"]
+__all__ = ["analyze", "check", "read_rows", "recount"]

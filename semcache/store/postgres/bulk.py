@@ -51,6 +51,7 @@ def load(txn: PgWriteTxn, q: Queries, entries: Iterable[NewEntry], vector_oid: i
     same keys are replaced) in ``txn`` (a transaction out of pipeline mode: COPY needs it);
     returns how many were written. ``drop_index``: drop the HNSW index first (the caller
     builds it again after COMMIT)."""
+    txn.unbounded()  # an import may be any size
     conn = txn.conn
     conn.adapters.register_dumper(None, _BitBinaryDumper)
     vec_type = f"{q.ext}.vector" if q.ext else "bytea"
@@ -121,7 +122,7 @@ def rebuild_search_index(conns: Connections, q: Queries, info: ConnInfo, *,
         raise InvalidInputError(f"maintenance_work_mem like '512MB' or '1GB'; got "
                                 f"{maintenance_work_mem!r}")
     try:
-        with conns.connection() as conn:
+        with conns.maintenance() as conn:
             conn.execute(f"SET maintenance_work_mem = '{maintenance_work_mem}'")
             conn.execute(f"DROP INDEX IF EXISTS {q.schema}.entries_code_hnsw")
             conn.execute(f"CREATE INDEX entries_code_hnsw ON {q.t['entries']} USING hnsw "

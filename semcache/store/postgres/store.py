@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 import os
 import socket
 import threading
@@ -112,8 +113,11 @@ class PostgresStore:
     may end in ``?schema=NAME``. ``schema``: the cache's schema (default ``semcache``).
     ``pgvector``: None = use it when installed or creatable, False = never (exact scans,
     bytea vectors), True = required. Pool: ``pool_min_size`` / ``pool_max_size``
-    connections per process, ``pool_timeout`` seconds to wait for a free one,
-    ``connect_timeout`` seconds to reach the server. ``pipeline``: write transactions in
+    connections per process, ``pool_timeout`` seconds to wait for a free one.
+    ``connect_timeout``: seconds to reach the server; ``statement_timeout``: seconds a
+    statement of a get or a put may take (0: no limit): the server cancels it a little
+    earlier, and a server that has not answered by then is taken for down (see
+    :mod:`.pool`). ``pipeline``: write transactions in
     psycopg's pipeline mode (None = over TCP yes, over a Unix socket no). A URL may set
     the same options in its query string (``?pool_max_size=16&ef_search=64``; see
     :data:`~semcache.store.postgres.conninfo.URL_OPTIONS`), so that ``semcache.open(url)``
@@ -124,7 +128,8 @@ class PostgresStore:
 
     def __init__(self, url: str, *, readonly: bool = False, schema: str | None = None,
                  pgvector: bool | None = None, pool_min_size: int = 1, pool_max_size: int = 8,
-                 pool_timeout: float = 10.0, connect_timeout: float = 5.0,
+                 pool_timeout: float = 10.0, connect_timeout: float = 2.0,
+                 statement_timeout: float = 2.0,
                  exact_scan_below: int = EXACT_SCAN_BELOW, ef_search: int = EF_SEARCH,
                  iterative_scan: str = ITERATIVE_SCAN, pipeline: bool | None = None) -> None:
         self.info: ConnInfo = parse(url, schema)
@@ -140,10 +145,14 @@ class PostgresStore:
             "pgvector": pgvector, "pool_min_size": pool_min_size,
             "pool_max_size": pool_max_size, "pool_timeout": pool_timeout,
             "exact_scan_below": exact_scan_below, "ef_search": ef_search,
-            "iterative_scan": iterative_scan, "pipeline": pipeline}, _DEFAULTS, self.info)
+            "iterative_scan": iterative_scan, "pipeline": pipeline,
+            "connect_timeout": connect_timeout, "statement_timeout": statement_timeout},
+            _DEFAULTS, self.info)
         pgvector, ef_search, iterative_scan, pipeline = (
             o["pgvector"], o["ef_search"], o["iterative_scan"], o["pipeline"])
         self.exact_scan_below = int(o["exact_scan_below"])
+        _check_seconds("connect_timeout", o["connect_timeout"], zero=False)
+        _check_seconds("statement_timeout", o["statement_timeout"], zero=True)
         if not isinstance(ef_search, int) or isinstance(ef_search, bool) or \
                 not 1 <= ef_search <= 1000:
             raise ConfigurationError(f"ef_search must be an int in 1..1000; got {ef_search!r}")
@@ -160,7 +169,9 @@ class PostgresStore:
         self._sizes: dict[int, tuple[int, float]] = {}
         self._conns = Connections(self.info, configure=self._configure,
                                   min_size=o["pool_min_size"], max_size=o["pool_max_size"],
-                                  timeout=o["pool_timeout"], connect_timeout=connect_timeout)
+                                  timeout=o["pool_timeout"],
+                                  connect_timeout=o["connect_timeout"],
+                                  statement_timeout=o["statement_timeout"])
         with self._conns.connect() as conn:
             if conn.info.server_version < 140000:  # bit_count(), MATERIALIZED CTEs
                 raise CacheFileError(
@@ -426,13 +437,13 @@ class PostgresStore:
 
     # -- admin reads --------------------------------------------------------------------
 
-    def _rows(self, sql: str, params: Any = ()) -> list[tuple]:
-        return self._conns.run(lambda c: c.execute(sql, params, binary=True).fetchall())
+    def _rows(self, sql: str, params: Any = (), *, scan: bool = False) -> list[tuple]:
+        return admin.read_rows(self._conns, sql, params, scan=scan)
 
     def count_entries(self, where: EntryFilter) -> int:
         clause, params = compile_filter(where, mark="%s")
         rows = self._rows(f"SELECT count(*) FROM {self.queries.with_parts} WHERE {clause}",
-                          params)
+                          params, scan=True)
         return int(rows[0][0])
 
     def list_entries(self, where: EntryFilter, *, order: EntryOrder = "id",
@@ -449,14 +460,14 @@ class PostgresStore:
         if limit is not None:
             sql += " LIMIT %s"
             params.append(int(limit))
-        return [EntryRecord(*r) for r in self._rows(sql, params)]
+        return [EntryRecord(*r) for r in self._rows(sql, params, scan=limit is None)]
 
     def namespace_summary(self, now: float) -> list[NamespaceSummary]:
         rows = self._rows(
             "SELECT e.namespace, count(*), count(*) FILTER (WHERE e.expires_at IS NOT NULL "
             "AND e.expires_at <= %s), coalesce(sum(u.hits), 0)::bigint, "
             f"coalesce(sum(e.size), 0)::bigint FROM {self.queries.joined} "
-            "GROUP BY e.namespace ORDER BY count(*) DESC, e.namespace", (now,))
+            "GROUP BY e.namespace ORDER BY count(*) DESC, e.namespace", (now,), scan=True)
         return [NamespaceSummary(str(n), int(a), int(b), int(c), int(d))
                 for n, a, b, c, d in rows]
 
@@ -535,6 +546,15 @@ def schema_exists(url: str, schema: str | None = None) -> bool:
         raise translate(exc, info) from None
     finally:
         conn.close()
+
+
+def _check_seconds(name: str, value: Any, *, zero: bool) -> None:
+    """A timeout in seconds: a finite number > 0 (or 0 where ``zero`` means no limit)."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and \
+        math.isfinite(value) and (value > 0 or (zero and value == 0))
+    if not ok:
+        raise ConfigurationError(f"{name} must be a number of seconds > 0"
+                                 f"{' (0: no limit)' if zero else ''}; got {value!r}")
 
 
 def _local_socket(params: dict[str, Any]) -> bool:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import psycopg
 
@@ -31,6 +31,9 @@ from semcache.store.filters import compile_filter
 from semcache.store.postgres.adapters import code_literal, vector_from
 from semcache.store.postgres.queries import SHARDS, Queries
 
+if TYPE_CHECKING:
+    from semcache.store.postgres.pool import Connections
+
 #: Minutes after which the shards of a minute's counters are folded into shard 0, and
 #: how often (in minutes) one process folds and prunes (see migration 0007).
 FOLD_AFTER_MINUTES = 120
@@ -39,6 +42,9 @@ FOLD_EVERY_MINUTES = 10
 #: How often an insert retries when a concurrent client inserted the same key between
 #: this transaction's DELETE and INSERT (each retry deletes that newer row).
 _INSERT_TRIES = 8
+
+#: Entries above which a batch insert or delete runs without the statement timeout.
+LARGE_BATCH = 256
 
 #: The counters a client may add to (entries and bytes are kept by the engine).
 COUNTER_NAMES = frozenset(("hits", "exact_hits", "semantic_hits", "misses", "puts",
@@ -60,10 +66,14 @@ def entry_size(e: NewEntry) -> int:
 class StoreState(Protocol):
     """What a transaction reads and updates of its store's process-wide state
     (``PostgresStore``): the schema's incarnation, and the minute this process last folded
-    and pruned the counters' time series."""
+    and pruned the counters' time series; its pool (to lift a transaction's statement
+    timeout)."""
 
     incarnation: str | None
     series_folded: int
+
+    @property
+    def connections(self) -> Connections: ...
 
     def check_incarnation(self, force: bool = False, conn: Any = None) -> bool: ...
 
@@ -92,6 +102,15 @@ class PgWriteTxn:
         #: Counts added by :meth:`add_counters`, for the minute ``_minute`` (time series).
         self._series: dict[str, int] = defaultdict(int)
         self._minute = 0
+        self._unbounded = False
+
+    def unbounded(self) -> None:
+        """Lift the statement timeout for the rest of this transaction: work that may
+        touch every row (clear, purge, a large batch, an import) - see
+        :meth:`~semcache.store.postgres.pool.Connections.unbound`."""
+        if not self._unbounded:
+            self._unbounded = True
+            self._store.connections.unbound(self.conn)
 
     # -- bookkeeping --------------------------------------------------------------------
 
@@ -257,6 +276,8 @@ class PgWriteTxn:
         them one by one, in order (a key given twice: the later one replaces the first)."""
         if len(entries) < 2:
             return [self.insert(e) for e in entries]
+        if len(entries) > LARGE_BATCH:
+            self.unbounded()
         params = [self._params(e) for e in entries]
         ids: list[int] = []
         with self.conn.cursor() as cur:
@@ -269,6 +290,8 @@ class PgWriteTxn:
         return ids
 
     def delete(self, where: EntryFilter) -> list[int]:
+        if where.ids is None or len(where.ids) > LARGE_BATCH:
+            self.unbounded()  # a filter may select every row
         clause, params = compile_filter(where, mark="%s")
         rows = self.conn.execute(self._q.delete_where.format(where=clause), params).fetchall()
         return self._removed(rows)
@@ -289,11 +312,13 @@ class PgWriteTxn:
             self._parts[int(pid)] += int(count)
 
     def clear_all(self) -> int:
+        self.unbounded()
         return self.delete_summed_sql("true")
 
     def purge_expired(self, now: float) -> int:
         """Delete expired entries; rows another client holds are left for a later purge
-        (they are never served: lookups check the expiry)."""
+        (they are never served: lookups check the expiry). Bounded by the statement
+        timeout: puts purge when the cache is full."""
         return self.delete_summed_sql(self._q.expired_ids, (now,))
 
     def evict_lru(self, count: int) -> int:
