@@ -19,7 +19,7 @@ import traceback
 from collections.abc import Iterator
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import semcache
@@ -153,6 +153,9 @@ _GLUE = st.sampled_from(["@", ":", "/", "?", "#", "%", "%zz", "%4", "%40", "%2F"
 
 @settings(max_examples=150, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
+# Found by a random draw: libpq ends an unquoted value at a space, so "Zq2223" was shown as
+# the value of a bogus option although the user typed it as part of the password.
+@example(tokens=["Zq2222", "Zq2222", "Zq2223"], glue=[" ", "="], shape="kv")
 @given(tokens=st.lists(_TOKEN, min_size=1, max_size=4), glue=st.lists(_GLUE, max_size=4),
        shape=st.sampled_from(["url", "query", "kv", "kv-quoted"]))
 def test_no_password_shape_leaks(tokens: list[str], glue: list[str], shape: str,

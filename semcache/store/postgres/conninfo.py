@@ -56,6 +56,8 @@ _KV_SECRET = re.compile(rf"\b(?:{_SECRET_NAMES})\s*=\s*('(?:[^'\\]|\\.)*'?|\S*)"
 #: The same up to the next ``key=`` (an unquoted value with spaces is still the secret).
 _KV_SECRET_TO_NEXT = re.compile(rf"\b(?:{_SECRET_NAMES})\s*=\s*(.*?)(?=\s+\w+\s*=|\Z)",
                                 re.IGNORECASE | re.DOTALL)
+#: The same to the end of the string (for a string libpq could not parse).
+_KV_SECRET_TO_END = re.compile(rf"\b(?:{_SECRET_NAMES})\s*=\s*(.*)", re.IGNORECASE | re.DOTALL)
 #: Where a parser may cut a malformed secret (each piece is a secret too).
 _SEPARATORS = re.compile(r"[@:/?#&=,;\s'\"\\%\[\]]+")
 #: Pieces shorter than this are not scrubbed (they would blank out every message).
@@ -129,6 +131,11 @@ def secret_candidates(text: str, params: dict[str, Any] | None = None) -> frozen
     found.update(str(v) for k, v in (params or {}).items() if k in SECRET_KEYS and v)
     if os.environ.get("PGPASSWORD"):
         found.add(os.environ["PGPASSWORD"])
+    return _pieces(found)
+
+
+def _pieces(found: Iterable[str]) -> frozenset[str]:
+    """Each candidate, percent-decoded too, and the pieces a parser might cut it into."""
     out: set[str] = set()
     for candidate in found:
         for form in (candidate, urllib.parse.unquote(candidate)):
@@ -283,6 +290,9 @@ def _libpq_params(text: str, url: str, secrets: frozenset[str]) -> dict[str, Any
     try:
         params = conninfo_to_dict(text)
     except psycopg.Error as exc:
+        # A string libpq cannot parse has no reliable end for its password (an unquoted
+        # space, a stray '='...): everything after a secret's keyword may belong to it.
+        secrets = secrets | _pieces(m for m in _KV_SECRET_TO_END.findall(text))
         raise ConfigurationError(scrub(
             f"invalid {_kind(text)} {scrub(url, secrets)!r}: {_parse_error(exc)}",
             secrets)) from None
