@@ -36,7 +36,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from semcache.embedders._kernels import Dense, gelu_, layer_norm_
+from semcache.embedders._kernels import PLAIN_ROWS, Dense, LayerNorm, gelu_
 from semcache.embedders._threads import small_gemm_kernels
 from semcache.errors import EmbedderError
 
@@ -91,10 +91,10 @@ class BertConfig:
 class _Layer:
     qkv: Dense  # query (scaled by 1 / sqrt(head size)), key, value side by side
     attn_out: Dense
-    attn_ln: tuple[np.ndarray, np.ndarray]  # weight, bias
+    attn_ln: LayerNorm
     inter: Dense
     out: Dense
-    out_ln: tuple[np.ndarray, np.ndarray]
+    out_ln: LayerNorm
 
 
 class MeanPooledBert:
@@ -122,15 +122,15 @@ class MeanPooledBert:
         # token_type_ids are all 0: its first row is added to every position's row once here.
         self.position_type = get("embeddings.position_embeddings.weight") + (
             get("embeddings.token_type_embeddings.weight")[0])
-        self.emb_ln_w = get("embeddings.LayerNorm.weight")
-        self.emb_ln_b = get("embeddings.LayerNorm.bias")
+        eps = config.layer_norm_eps
+        self.embedding_ln = LayerNorm(get("embeddings.LayerNorm.weight"),
+                                      get("embeddings.LayerNorm.bias"), eps)
         self.vocab_size = int(self.word.shape[0])
         self.head_dim = hidden // config.num_heads
         self.layers = [self._layer(get, i) for i in range(config.num_layers)]
         self.intermediate_size = self.layers[0].inter.out_features if self.layers else hidden
-        # Tokens per slice of the per-token steps (see _Buffers): under the blocked layout's
-        # small-kernel bound (81 rows); the plain layout's packed products want more rows.
-        self.rows = 64 if self.blocked else 256
+        # Tokens per slice of the per-token steps (see _Buffers): the rows per product.
+        self.rows = self.layers[0].inter.rows if self.layers else PLAIN_ROWS
 
     def _layer(self, get: _TensorGetter, i: int) -> _Layer:
         p = f"encoder.layer.{i}."
@@ -149,20 +149,25 @@ class MeanPooledBert:
         return _Layer(
             qkv=dense(qkv_w, qkv_b),
             attn_out=dense(get(att + "output.dense.weight"), get(att + "output.dense.bias")),
-            attn_ln=(get(att + "output.LayerNorm.weight"), get(att + "output.LayerNorm.bias")),
+            attn_ln=LayerNorm(get(att + "output.LayerNorm.weight"),
+                              get(att + "output.LayerNorm.bias"), self.config.layer_norm_eps),
             inter=dense(get(p + "intermediate.dense.weight"), get(p + "intermediate.dense.bias")),
             out=dense(get(p + "output.dense.weight"), get(p + "output.dense.bias")),
-            out_ln=(get(p + "output.LayerNorm.weight"), get(p + "output.LayerNorm.bias")),
+            out_ln=LayerNorm(get(p + "output.LayerNorm.weight"), get(p + "output.LayerNorm.bias"),
+                             self.config.layer_norm_eps),
         )
 
     def pool(self, sequences: Sequence[Sequence[int]]) -> np.ndarray:
         """Mean-pooled last hidden states ``(len(sequences), hidden)`` (not normalized).
 
         Each sequence is a list of token ids with its special tokens, already truncated
-        to at most ``max_positions``; a batch is padded to its longest sequence only for
-        the attention scores.
+        to at most ``max_positions``.
         """
         states, lengths = self.forward(sequences)
+        if lengths.size == 1:
+            sums = np.add.reduce(states, axis=0, keepdims=True)
+            sums /= np.float32(lengths[0])
+            return sums
         starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
         sums = np.add.reduceat(states, starts, axis=0)
         sums /= lengths[:, None].astype(np.float32)
@@ -182,8 +187,7 @@ class MeanPooledBert:
         else:
             starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
             x += self.position_type[np.arange(total) - starts]
-        eps = self.config.layer_norm_eps
-        layer_norm_(x, self.emb_ln_w, self.emb_ln_b, eps)
+        self.embedding_ln(x)
         work = _Buffers(total, self.config.hidden_size, self.intermediate_size, self.rows)
         attention = _Attention(lengths, self.config.num_heads, self.head_dim)
         for layer in self.layers:
@@ -194,11 +198,11 @@ class MeanPooledBert:
                 n = end - first
                 mid = layer.attn_out(work.context[first:end], work.mid[:n])
                 mid += x[first:end]
-                layer_norm_(mid, *layer.attn_ln, eps)
+                layer.attn_ln(mid)
                 gelu_(layer.inter(mid, work.inter[:n]), work.gelu[:, :n])
                 out = layer.out(work.inter[:n], x[first:end])  # x's rows are read: reuse them
                 out += mid
-                layer_norm_(out, *layer.out_ln, eps)
+                layer.out_ln(out)
         return x, lengths
 
     def _check(self, sequences: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
@@ -212,6 +216,11 @@ class MeanPooledBert:
         if ids.min() < 0 or ids.max() >= self.vocab_size:
             raise EmbedderError(f"{self.where}: a token id is outside the vocabulary")
         return lengths, ids
+
+
+# Most attention scores computed at once (float32 values, 16 MB): a long run of long texts
+# is attended in parts.
+_SCORES_BUDGET = 1 << 22
 
 
 class _Buffers:
@@ -242,11 +251,13 @@ class _Attention:
 
     def __init__(self, lengths: np.ndarray, heads: int, head_dim: int) -> None:
         self.heads, self.head_dim = heads, head_dim
-        # (first row, length, count) of each run of equal lengths
+        # (first row, length, count) of each run of equal lengths, cut where the run's
+        # scores (heads * count * length^2) would pass _SCORES_BUDGET
         self.runs: list[tuple[int, int, int]] = []
         row = 0
         for length in lengths.tolist():
-            if self.runs and self.runs[-1][1] == length:
+            if self.runs and self.runs[-1][1] == length and (
+                    heads * (self.runs[-1][2] + 1) * length * length <= _SCORES_BUDGET):
                 first, _, count = self.runs[-1]
                 self.runs[-1] = (first, length, count + 1)
             else:
@@ -262,7 +273,7 @@ class _Attention:
             split = qkv[first:end].reshape(count, length, 3 * heads, dim).transpose(2, 0, 1, 3)
             out = context[first:end].reshape(count, length, heads, dim).transpose(2, 0, 1, 3)
             scores = np.matmul(split[:heads], split[heads : 2 * heads].swapaxes(-1, -2))
-            scores -= np.max(scores, axis=-1, keepdims=True)
+            scores -= np.maximum.reduce(scores, axis=-1, keepdims=True)
             np.exp(scores, out=scores)
             scores /= np.add.reduce(scores, axis=-1, keepdims=True)
             np.matmul(scores, split[2 * heads :], out=out)
