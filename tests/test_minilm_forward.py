@@ -73,6 +73,10 @@ def test_both_weight_layouts_give_the_same_vectors(minilm: MiniLMEmbedder) -> No
         np.testing.assert_allclose(_unit(blocked.pool(sequences)), _unit(plain.pool(sequences)),
                                    atol=2e-6)
     np.testing.assert_allclose(_unit(blocked.pool(ids)), minilm.embed(TEXTS), atol=2e-6)
+    for mine, other in zip(blocked.layers[0].__dict__.values(), plain.layers[0].__dict__.values(),
+                           strict=True):
+        if hasattr(mine, "plain_weight"):  # the blocks hold the same matrix
+            np.testing.assert_array_equal(mine.plain_weight(), other.weight)
 
 
 def test_token_states_are_what_the_vectors_pool(minilm: MiniLMEmbedder) -> None:

@@ -18,13 +18,15 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
                           cwd=ROOT, timeout=60)
 
 
-def _copies(tmp_path: Path) -> tuple[Path, Path, Path]:
+def _copies(tmp_path: Path) -> tuple[Path, Path, Path, Path]:
     results = tmp_path / "results"
     shutil.copytree(ROOT / "benchmarks" / "results", results)
     readme, docs = tmp_path / "README.md", tmp_path / "benchmarks.md"
+    embedders = tmp_path / "embedders.md"
     shutil.copy(ROOT / "README.md", readme)
     shutil.copy(ROOT / "docs" / "benchmarks.md", docs)
-    return results, readme, docs
+    shutil.copy(ROOT / "docs" / "embedders.md", embedders)
+    return results, readme, docs, embedders
 
 
 def test_committed_readme_and_docs_are_generated():
@@ -33,8 +35,9 @@ def test_committed_readme_and_docs_are_generated():
 
 
 def test_a_new_run_changes_the_headline_table(tmp_path):
-    results, readme, docs = _copies(tmp_path)
-    paths = ("--results", str(results), "--readme", str(readme), "--docs", str(docs))
+    results, readme, docs, embedders = _copies(tmp_path)
+    paths = ("--results", str(results), "--readme", str(readme), "--docs", str(docs),
+             "--embedders", str(embedders))
     exact = {
         "benchmark": "exact tier and writes, 1 KB responses", "date": "2031-01-02 03:04",
         "entries": 1000, "config": {"runs": 3, "blocks": 5, "bulk": 20000, "batch": 5000,

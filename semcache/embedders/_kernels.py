@@ -159,12 +159,23 @@ class Dense:
 
     def __call__(self, x: np.ndarray, out: np.ndarray) -> np.ndarray:
         """Write ``x @ W + b`` into ``out`` (``(rows, out_features)``, C-contiguous)."""
-        if not self.blocked:
-            np.matmul(x, self.weight, out=out)
-        else:
-            self._blocked(x, out)
+        self.product(x, out)
         out += self.bias
         return out
+
+    def product(self, x: np.ndarray, out: np.ndarray) -> None:
+        """Write ``x @ W`` (no bias) into ``out``."""
+        if self.blocked:
+            self._blocked(x, out)
+        else:
+            np.matmul(x, self.weight, out=out)
+
+    def plain_weight(self) -> np.ndarray:
+        """The ``(in, out)`` weight matrix (a copy when blocked)."""
+        if not self.blocked:
+            return self.weight
+        k, n = self.in_features, self.out_features
+        return np.ascontiguousarray(self.weight.transpose(0, 2, 1, 3).reshape(k, n))
 
     def _blocked(self, x: np.ndarray, out: np.ndarray) -> None:
         t = x.shape[0]
