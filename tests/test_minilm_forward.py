@@ -109,8 +109,6 @@ def test_long_runs_are_attended_in_parts(minilm: MiniLMEmbedder) -> None:
 def test_batch_threads_give_the_same_vectors_bit_for_bit(minilm: MiniLMEmbedder) -> None:
     """A large embed() shared by two threads: every pass runs on one of them, BLAS at 1
     thread in each, and the result is identical to one thread's."""
-    from threadpoolctl import threadpool_info
-
     two = MiniLMEmbedder(batch_threads=2)
     two._model, two.runtime = minilm._model, "numpy"
     seen: list[tuple[str, tuple[int, ...]]] = []
@@ -118,7 +116,9 @@ def test_batch_threads_give_the_same_vectors_bit_for_bit(minilm: MiniLMEmbedder)
     both_started = threading.Barrier(2, timeout=60)  # each thread's first pass waits for the other
 
     def spying_pool(ids: list[list[int]]) -> np.ndarray:
-        blas = tuple(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas")
+        # the BLAS libraries the embedder bounds (numpy's; torch's or faiss's, loaded later by
+        # other tests, are not used by the forward pass)
+        blas = tuple(i["num_threads"] for i in _threads.BLAS_THREADS.libraries())
         name = threading.current_thread().name
         first = all(n != name for n, _ in seen)
         seen.append((name, blas))
@@ -175,6 +175,15 @@ def test_small_gemm_kernels_are_recognized(monkeypatch: pytest.MonkeyPatch) -> N
         monkeypatch.setattr(_threads.BLAS_THREADS, "libraries", lambda: list(libs))
 
     libraries({"internal_api": "openblas", "architecture": "SkylakeX"})
+    assert _threads.small_gemm_kernels()
+    # faiss's own OpenBLAS beside numpy's: numpy's decides
+    faiss = {"internal_api": "openblas", "architecture": "SkylakeX",
+             "filepath": "/venv/lib/python3.11/site-packages/faiss/libopenblas.so"}
+    numpy = {"internal_api": "openblas", "architecture": "Haswell",
+             "filepath": "/venv/lib/python3.11/site-packages/numpy.libs/libscipy_openblas64_.so"}
+    libraries(faiss, numpy)
+    assert not _threads.small_gemm_kernels()
+    libraries(faiss, numpy | {"architecture": "SkylakeX"})
     assert _threads.small_gemm_kernels()
     libraries({"internal_api": "openblas", "architecture": "Haswell"})  # OPENBLAS_CORETYPE=Haswell
     assert not _threads.small_gemm_kernels()

@@ -140,8 +140,17 @@ def small_gemm_kernels() -> bool:
     """True if numpy's BLAS is an OpenBLAS running a core with small-matrix sgemm kernels.
 
     Found with threadpoolctl (False without it: the plain weight layout is right for every
-    BLAS, the blocked one only for these kernels).
+    BLAS, the blocked one only for these kernels). Other packages may load their own
+    OpenBLAS (faiss does); numpy's is the one its wheels vendor (``numpy.libs``,
+    ``numpy/.dylibs``) when one is, else any.
     """
-    return any(lib.get("internal_api") == "openblas"
-               and str(lib.get("architecture", "")).lower() in SMALL_GEMM_CORES
-               for lib in BLAS_THREADS.libraries())
+    openblas = [lib for lib in BLAS_THREADS.libraries() if lib.get("internal_api") == "openblas"]
+    vendored = [lib for lib in openblas if _vendored_by_numpy(str(lib.get("filepath", "")))]
+    return any(str(lib.get("architecture", "")).lower() in SMALL_GEMM_CORES
+               for lib in vendored or openblas)
+
+
+def _vendored_by_numpy(path: str) -> bool:
+    parts = os.path.normpath(path).split(os.sep)
+    return "numpy.libs" in parts or any(
+        a == "numpy" and b == ".dylibs" for a, b in zip(parts, parts[1:], strict=False))
