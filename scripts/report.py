@@ -186,7 +186,7 @@ def embedder_block(r: Results) -> str:
                            ("paraphrase", "paraphrase queries")):
             embed, encode = dig(warm, "minilm", name, "embed"), dig(warm, "st_encode", name, "embed")
             ratio = dig(warm, "ratios", name, "embed_vs_st_encode")
-            floor = dig(warm, "floor", name, "model_products_ms")
+            floor = dig(warm, "minilm", name, "dense_products", "median_ms")
             lines.append(
                 f"| {label} | {what} ({num(dig(warm, 'query_sets', name, 'median_tokens'), 0)}) | "
                 f"{num(dig(embed, 'median_ms'), 2)} ms | {num(dig(encode, 'median_ms'), 2)} ms | "

@@ -84,14 +84,14 @@ def test_a_new_minilm_run_changes_the_embedder_figures(tmp_path):
     def run(embed_ms: float, encode_ms: float) -> dict:
         def timing(v: float) -> dict:
             return {"embed": {"median_ms": v, "p99_ms": 2 * v, "n": 600,
-                              "round_medians_ms": [v, v * 1.1, v * 0.9]}, "semantic_hit": None}
+                              "round_medians_ms": [v, v * 1.1, v * 0.9]}, "semantic_hit": None,
+                    "dense_products": {"median_ms": 2.5}}
         sets = ("short_questions", "12_words", "paraphrase")
         return {"minilm": {s: timing(embed_ms) for s in sets},
                 "st_encode": {s: timing(encode_ms) for s in sets},
                 "ratios": {s: {"embed_vs_st_encode": {"ratio": round(embed_ms / encode_ms, 3),
                                                       "range": [0.3, 0.4]}} for s in sets},
                 "query_sets": {s: {"texts": 200, "median_tokens": 11.0} for s in sets},
-                "floor": {s: {"model_products_ms": 2.5} for s in sets},
                 "batch": {"texts": 512, "minilm_1_thread": {"median_ms": 6.0},
                           "minilm_2_threads": {"median_ms": 3.5}, "speedup_2_threads": 1.714}}
 
