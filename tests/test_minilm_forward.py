@@ -116,9 +116,9 @@ def test_batch_threads_give_the_same_vectors_bit_for_bit(minilm: MiniLMEmbedder)
     both_started = threading.Barrier(2, timeout=60)  # each thread's first pass waits for the other
 
     def spying_pool(ids: list[list[int]]) -> np.ndarray:
-        # the BLAS libraries the embedder bounds (numpy's; torch's or faiss's, loaded later by
-        # other tests, are not used by the forward pass)
-        blas = tuple(i["num_threads"] for i in _threads.BLAS_THREADS.libraries())
+        # numpy's BLAS: faiss's (loaded by other tests) counts threads per thread and is not
+        # what the forward pass uses
+        blas = tuple(i["num_threads"] for i in _threads.numpy_blas_libraries())
         name = threading.current_thread().name
         first = all(n != name for n, _ in seen)
         seen.append((name, blas))
@@ -170,7 +170,7 @@ def test_batch_threads_setting(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_small_gemm_kernels_are_recognized(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The blocked layout is chosen for OpenBLAS AVX-512 cores only."""
+    """The blocked layout is chosen for numpy's OpenBLAS on AVX-512 cores only."""
     def libraries(*libs: dict[str, str]) -> None:
         monkeypatch.setattr(_threads.BLAS_THREADS, "libraries", lambda: list(libs))
 

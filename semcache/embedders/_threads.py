@@ -136,18 +136,27 @@ BLAS_THREADS = BlasThreadLimit()
 SMALL_GEMM_CORES = frozenset({"skylakex", "cooperlake", "sapphirerapids"})
 
 
+def numpy_blas_libraries() -> list[dict[str, Any]]:
+    """threadpoolctl's description of the BLAS numpy multiplies with (empty without it).
+
+    Other packages may load their own (faiss loads an OpenMP OpenBLAS, whose thread count is
+    per thread); numpy's is the one its wheels vendor (``numpy.libs``, ``numpy/.dylibs``)
+    when one is loaded, else every BLAS library is taken for it.
+    """
+    libraries = BLAS_THREADS.libraries()
+    vendored = [lib for lib in libraries if _vendored_by_numpy(str(lib.get("filepath", "")))]
+    return vendored or libraries
+
+
 def small_gemm_kernels() -> bool:
     """True if numpy's BLAS is an OpenBLAS running a core with small-matrix sgemm kernels.
 
     Found with threadpoolctl (False without it: the plain weight layout is right for every
-    BLAS, the blocked one only for these kernels). Other packages may load their own
-    OpenBLAS (faiss does); numpy's is the one its wheels vendor (``numpy.libs``,
-    ``numpy/.dylibs``) when one is, else any.
+    BLAS, the blocked one only for these kernels).
     """
-    openblas = [lib for lib in BLAS_THREADS.libraries() if lib.get("internal_api") == "openblas"]
-    vendored = [lib for lib in openblas if _vendored_by_numpy(str(lib.get("filepath", "")))]
-    return any(str(lib.get("architecture", "")).lower() in SMALL_GEMM_CORES
-               for lib in vendored or openblas)
+    return any(lib.get("internal_api") == "openblas"
+               and str(lib.get("architecture", "")).lower() in SMALL_GEMM_CORES
+               for lib in numpy_blas_libraries())
 
 
 def _vendored_by_numpy(path: str) -> bool:
