@@ -22,7 +22,8 @@ Generated blocks (everything outside them is left alone):
   ``<!-- report:decision:start -->`` / ``...:end -->``;
 * docs/benchmarks.md between ``<!-- report:goals:start -->`` / ``<!-- report:goals:end -->``,
   ``<!-- report:exact:start -->`` / ``...:end -->`` and ``<!-- report:concurrency:start -->``
-  / ``...:end -->``.
+  / ``...:end -->``;
+* docs/embedders.md between ``<!-- report:embedder-speed:start -->`` / ``...:end -->``.
 
 Every figure comes with the date and the 1-minute load average of its run when the JSON
 records them: on a shared 2-core machine a number without its load means little.
@@ -46,6 +47,7 @@ from report_figures import (  # noqa: E402 - the sibling module of this script
     goals,
     load_results,
     minilm_rows,
+    minilm_warm,
     num,
     other_rows,
     run_note,
@@ -58,6 +60,7 @@ ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 DOCS = ROOT / "docs" / "benchmarks.md"
 QUALITY = ROOT / "docs" / "quality.md"
+EMBEDDERS = ROOT / "docs" / "embedders.md"
 
 
 # -- rendering ----------------------------------------------------------------------------------
@@ -166,6 +169,43 @@ def concurrency_block(r: Results) -> str:
     return "\n".join(lines)
 
 
+def embedder_block(r: Results) -> str:
+    """The default embedder's speed, for docs/embedders.md (from minilm.json)."""
+    m = r.get("minilm")
+    if m is None or minilm_warm(m) is None:
+        return "Not measured: run `python scripts/bench_minilm.py`."
+    note = run_note(dig(m, "machine", "date"), dig(m, "machine", "loadavg_start"),
+                    dig(m, "machine", "loadavg_end"))
+    runs = dig(m, "warm") if "auto" in (dig(m, "warm") or {}) else {"auto": minilm_warm(m)}
+    lines = [f"`scripts/bench_minilm.py` (`benchmarks/results/minilm.json`; {note}): one text per "
+             "call, the same texts for every runtime, 1 BLAS / torch thread each, rounds "
+             "alternating; ratios of same-run medians (range over the rounds). \"dense products\" "
+             "is the forward pass's matrix products alone for the same token counts, the floor "
+             "of this design.", "",
+             "| OpenBLAS kernels | query set (median tokens) | `embed([text])` p50 | "
+             "`SentenceTransformer.encode` p50 | ratio | dense products alone |",
+             "|---|---|---:|---:|---:|---:|"]
+    for run, warm in runs.items():
+        label = "chosen for the CPU" if run == "auto" else f"`OPENBLAS_CORETYPE={run}`"
+        for name, what in (("short_questions", "short questions"), ("12_words", "~12-word queries"),
+                           ("paraphrase", "paraphrase queries")):
+            embed, encode = dig(warm, "minilm", name, "embed"), dig(warm, "st_encode", name, "embed")
+            ratio = dig(warm, "ratios", name, "embed_vs_st_encode")
+            floor = dig(warm, "minilm", name, "dense_products", "median_ms")
+            lines.append(
+                f"| {label} | {what} ({num(dig(warm, 'query_sets', name, 'median_tokens'), 0)}) | "
+                f"{num(dig(embed, 'median_ms'), 2)} ms | {num(dig(encode, 'median_ms'), 2)} ms | "
+                + (f"{ratio['ratio']:.2f}x{span(ratio.get('range'), 2, 'x')}" if ratio else "?")
+                + f" | {num(floor, 2)} ms |")
+    batch = dig(runs, "auto", "batch")
+    if batch:
+        lines += ["", f"One `embed()` of {batch['texts']} texts (what `put_many` does), per text: "
+                  f"{num(dig(batch, 'minilm_1_thread', 'median_ms'), 2)} ms on 1 thread, "
+                  f"{num(dig(batch, 'minilm_2_threads', 'median_ms'), 2)} ms with "
+                  f"`batch_threads=2` ({num(batch.get('speedup_2_threads'), 2)}x)."]
+    return "\n".join(lines)
+
+
 # -- files --------------------------------------------------------------------------------------
 
 
@@ -223,6 +263,10 @@ def render_quality(text: str, r: Results) -> str:
     return replace_block(text, "report:decision", decision_block(r),
                          lambda b: _section(text, "## The semantic decision at the default", b))
 
+def render_embedders(text: str, r: Results) -> str:
+    return replace_block(text, "report:embedder-speed", embedder_block(r),
+                         lambda b: text.rstrip("\n") + f"\n\n{b}\n")
+
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -232,11 +276,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--readme", default=str(README))
     ap.add_argument("--docs", default=str(DOCS))
     ap.add_argument("--quality", default=str(QUALITY))
+    ap.add_argument("--embedders", default=str(EMBEDDERS))
     args = ap.parse_args(argv)
     results = load_results(Path(args.results))
     stale = []
     for path, render in ((Path(args.readme), render_readme), (Path(args.docs), render_docs),
-                         (Path(args.quality), render_quality)):
+                         (Path(args.quality), render_quality),
+                         (Path(args.embedders), render_embedders)):
         old = path.read_text()
         new = render(old, results)
         if new != old:
@@ -246,8 +292,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.check and stale:
         print("out of date (run python scripts/report.py): " + ", ".join(stale))
         return 1
-    print(("up to date: " if args.check else "wrote: ")
-          + f"{args.readme}, {args.docs}, {args.quality}")
+    print(("up to date: " if args.check else "wrote: ") + f"{args.readme}, {args.docs}, "
+          f"{args.quality}, {args.embedders}")
     return 0
 
 

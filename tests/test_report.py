@@ -18,13 +18,15 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
                           cwd=ROOT, timeout=60)
 
 
-def _copies(tmp_path: Path) -> tuple[Path, Path, Path]:
+def _copies(tmp_path: Path) -> tuple[Path, Path, Path, Path]:
     results = tmp_path / "results"
     shutil.copytree(ROOT / "benchmarks" / "results", results)
     readme, docs = tmp_path / "README.md", tmp_path / "benchmarks.md"
+    embedders = tmp_path / "embedders.md"
     shutil.copy(ROOT / "README.md", readme)
     shutil.copy(ROOT / "docs" / "benchmarks.md", docs)
-    return results, readme, docs
+    shutil.copy(ROOT / "docs" / "embedders.md", embedders)
+    return results, readme, docs, embedders
 
 
 def test_committed_readme_and_docs_are_generated():
@@ -33,8 +35,9 @@ def test_committed_readme_and_docs_are_generated():
 
 
 def test_a_new_run_changes_the_headline_table(tmp_path):
-    results, readme, docs = _copies(tmp_path)
-    paths = ("--results", str(results), "--readme", str(readme), "--docs", str(docs))
+    results, readme, docs, embedders = _copies(tmp_path)
+    paths = ("--results", str(results), "--readme", str(readme), "--docs", str(docs),
+             "--embedders", str(embedders))
     exact = {
         "benchmark": "exact tier and writes, 1 KB responses", "date": "2031-01-02 03:04",
         "entries": 1000, "config": {"runs": 3, "blocks": 5, "bulk": 20000, "batch": 5000,
@@ -70,4 +73,42 @@ def test_a_new_run_changes_the_headline_table(tmp_path):
     doc = docs.read_text()
     assert "| put | semcache | 41.00 | 40.00-42.00 | 123.00 | 0.5 |" in doc
     assert "## Semantic search" in doc  # other scripts' sections are left alone
+    assert _run("--check", *paths).returncode == 0
+
+
+def test_a_new_minilm_run_changes_the_embedder_figures(tmp_path):
+    results, readme, docs, embedders = _copies(tmp_path)
+    paths = ("--results", str(results), "--readme", str(readme), "--docs", str(docs),
+             "--embedders", str(embedders))
+
+    def run(embed_ms: float, encode_ms: float) -> dict:
+        def timing(v: float) -> dict:
+            return {"embed": {"median_ms": v, "p99_ms": 2 * v, "n": 600,
+                              "round_medians_ms": [v, v * 1.1, v * 0.9]}, "semantic_hit": None,
+                    "dense_products": {"median_ms": 2.5}}
+        sets = ("short_questions", "12_words", "paraphrase")
+        return {"minilm": {s: timing(embed_ms) for s in sets},
+                "st_encode": {s: timing(encode_ms) for s in sets},
+                "ratios": {s: {"embed_vs_st_encode": {"ratio": round(embed_ms / encode_ms, 3),
+                                                      "range": [0.3, 0.4]}} for s in sets},
+                "query_sets": {s: {"texts": 200, "median_tokens": 11.0} for s in sets},
+                "batch": {"texts": 512, "minilm_1_thread": {"median_ms": 6.0},
+                          "minilm_2_threads": {"median_ms": 3.5}, "speedup_2_threads": 1.714}}
+
+    minilm = {"machine": {"date": "2031-01-02 03:04", "loadavg_start": [0.5, 0, 0],
+                          "loadavg_end": [0.7, 0, 0]},
+              "warm": {"auto": run(4.2, 12.0), "Haswell": run(8.4, 12.0)},
+              "goals": [{"goal": "one-question embed / SentenceTransformer.encode, short questions",
+                         "target": 0.45, "measured": 0.35, "unit": "x", "met": True}]}
+    (results / "minilm.json").write_text(json.dumps(minilm))
+    assert _run(*paths).returncode == 0
+    block = embedders.read_text().split("<!-- report:embedder-speed:start -->")[1]
+    assert "| chosen for the CPU | short questions (11) | 4.20 ms | 12.00 ms | 0.35x (0.30-0.40x) | 2.50 ms |" \
+        in block
+    assert "| `OPENBLAS_CORETYPE=Haswell` | paraphrase queries (11) | 8.40 ms | 12.00 ms | 0.70x" in block
+    assert "6.00 ms on 1 thread, 3.50 ms with `batch_threads=2` (1.71x)" in block
+    assert "2031-01-02, load 0.5-0.7" in block
+    assert ("| MiniLM query embedding, one short question (11 tokens), p50 | 4.20 ms (numpy, no torch, "
+            "1 thread) | `SentenceTransformer.encode` on torch, 1 thread: 12.00 ms (semcache 0.35x "
+            "(0.30-0.40x)) |") in readme.read_text()
     assert _run("--check", *paths).returncode == 0

@@ -5,18 +5,23 @@ BERT layers of width 384, small enough that numpy's BLAS runs it in a few millis
 query. Each step reproduces what sentence-transformers does with the Hugging Face model, in
 float32, because any shortcut changes the vectors (and so the hit decisions):
 
-- Attention uses an *additive* mask over padded key positions (a large negative number, as
-  Hugging Face does), so a sentence gets the same vector alone or in a padded batch.
+- Attention runs over each sequence's own tokens only. Hugging Face pads a batch and adds
+  a large negative number to the scores of padded keys, whose weights then underflow to
+  exactly 0: the same result, which is why a sentence gets the same vector alone or in a
+  batch (without that mask, 200+ of the 999 paraphrase decisions change).
 - GELU is the exact erf form (``hidden_act: "gelu"``), not the tanh approximation. numpy has
-  no erf, so :func:`erf` is a float32 rational approximation (max abs error ~4e-7 against
-  ``math.erf``, checked by a test); scipy would add ~100 MB to the install for it.
+  no erf, so :func:`~semcache.embedders._kernels.erf` is a float32 rational approximation
+  (max abs error ~4e-7 against ``math.erf``, checked by a test); scipy would add ~100 MB to
+  the install for it.
 - Layer norm uses the config's ``layer_norm_eps`` (1e-12 for MiniLM), token type ids are all 0.
 - Pooling is the mean over the real tokens only (never the padding), then L2 normalization
   (done by the caller).
 
 Speed: every per-token step (dense layers, layer norms, GELU) runs on the *packed* real
-tokens of the batch, not on the padded ``(batch, longest)`` grid; only the attention scores
-need the grid. This is what makes batches of sentences of different lengths cheap.
+tokens of the batch, never on padding, so batches of mixed lengths cost what their tokens
+cost. A forward pass allocates its
+buffers once and every layer works in them in place; the dense layers use the weight layout
+that multiplies fastest on this CPU's BLAS (:mod:`semcache.embedders._kernels`).
 
 This module imports only numpy; the weights come as a ``{name: ndarray}`` mapping (read
 from ``model.safetensors`` by the caller) plus the model's ``config.json`` as a dict.
@@ -31,61 +36,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from semcache.embedders._kernels import PLAIN_ROWS, Dense, LayerNorm, gelu_
+from semcache.embedders._threads import small_gemm_kernels
 from semcache.errors import EmbedderError
-
-# Coefficients of a rational approximation of erf on [-4, 4] (beyond it erf is +-1 in
-# float32): erf(x) = x * P(x^2) / Q(x^2). The same one Eigen and XLA use for float32.
-_ERF_NUM = (
-    -2.72614225801306e-10, 2.77068142495902e-08, -2.10102402082508e-06,
-    -5.69250639462346e-05, -7.34990630326855e-04, -2.95459980854025e-03,
-    -1.60960333262415e-02,
-)
-_ERF_DEN = (
-    -1.45660718464996e-05, -2.13374055278905e-04, -1.68282697438203e-03,
-    -7.37332916720468e-03, -1.42647390514189e-02,
-)
-_SQRT_HALF = np.float32(1.0 / math.sqrt(2.0))
-# Added to the attention scores of padded keys: exp() of it underflows to exactly 0.
-_MASKED = np.float32(np.finfo(np.float32).min)
-
-
-def erf(x: np.ndarray) -> np.ndarray:
-    """float32 erf of a float32 array (max abs error ~4e-7 against ``math.erf``)."""
-    clipped = np.clip(x, -4.0, 4.0).astype(np.float32, copy=False)
-    squared = clipped * clipped
-    num = np.full_like(squared, _ERF_NUM[0])
-    for coef in _ERF_NUM[1:]:
-        num *= squared
-        num += np.float32(coef)
-    num *= clipped
-    den = np.full_like(squared, _ERF_DEN[0])
-    for coef in _ERF_DEN[1:]:
-        den *= squared
-        den += np.float32(coef)
-    num /= den
-    return num
-
-
-def gelu_(x: np.ndarray) -> np.ndarray:
-    """Exact (erf) GELU, ``0.5 * x * (1 + erf(x / sqrt(2)))``, computed in place on ``x``."""
-    e = erf(x * _SQRT_HALF)
-    e += np.float32(1.0)
-    e *= np.float32(0.5)
-    x *= e
-    return x
-
-
-def layer_norm_(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float) -> np.ndarray:
-    """Layer norm over the last axis (biased variance, as torch), in place on ``x``."""
-    x -= x.mean(axis=-1, keepdims=True)
-    var = np.einsum("ij,ij->i", x, x)[:, None]
-    var /= np.float32(x.shape[-1])
-    var += np.float32(eps)
-    np.sqrt(var, out=var)
-    x /= var
-    x *= weight
-    x += bias
-    return x
 
 
 class TensorSource(Protocol):
@@ -136,18 +89,12 @@ class BertConfig:
 
 @dataclass(frozen=True)
 class _Layer:
-    qkv_w: np.ndarray  # (hidden, 3 * hidden): query, key, value side by side
-    qkv_b: np.ndarray
-    attn_out_w: np.ndarray  # (hidden, hidden)
-    attn_out_b: np.ndarray
-    attn_ln_w: np.ndarray
-    attn_ln_b: np.ndarray
-    inter_w: np.ndarray  # (hidden, intermediate)
-    inter_b: np.ndarray
-    out_w: np.ndarray  # (intermediate, hidden)
-    out_b: np.ndarray
-    out_ln_w: np.ndarray
-    out_ln_b: np.ndarray
+    qkv: Dense  # query (scaled by 1 / sqrt(head size)), key, value side by side
+    attn_out: Dense
+    attn_ln: LayerNorm
+    inter: Dense
+    out: Dense
+    out_ln: LayerNorm
 
 
 class MeanPooledBert:
@@ -155,59 +102,110 @@ class MeanPooledBert:
 
     Built from a ``{tensor name: array}`` mapping (or any :class:`TensorSource`, asked for
     each tensor once) with Hugging Face ``BertModel`` names (an optional ``bert.`` prefix is
-    accepted) and the model's config. Weight matrices are
-    stored transposed, ``(in, out)``, and query/key/value fused into one matrix, so each
-    layer is 4 matrix products on the packed tokens. Thread-safe: :meth:`pool` only reads.
+    accepted) and the model's config. Query, key and value are fused into one product, so
+    each layer is 4 products on the packed tokens. ``blocked``: the weight layout of the
+    dense layers (None: what this CPU's BLAS runs fastest, see
+    :func:`~semcache.embedders._threads.small_gemm_kernels`); both give the same vectors.
+    Thread-safe: :meth:`forward` and :meth:`pool` only read the weights.
     """
 
     def __init__(self, tensors: TensorSource | Mapping[str, np.ndarray], config: BertConfig, *,
-                 where: str) -> None:
+                 where: str, blocked: bool | None = None) -> None:
         self.config = config
         self.where = where
+        self.blocked = small_gemm_kernels() if blocked is None else blocked
         get = _TensorGetter(tensors, where)
         self.word = get("embeddings.word_embeddings.weight")
-        self.position = get("embeddings.position_embeddings.weight")
-        # token_type_ids are all 0: only the first row is ever used.
-        self.token_type0 = get("embeddings.token_type_embeddings.weight")[0].copy()
-        self.emb_ln_w = get("embeddings.LayerNorm.weight")
-        self.emb_ln_b = get("embeddings.LayerNorm.bias")
-        self.layers = [self._layer(get, i) for i in range(config.num_layers)]
         hidden = config.hidden_size
         if self.word.ndim != 2 or self.word.shape[1] != hidden:
             raise EmbedderError(f"{where}: word embeddings have shape {self.word.shape}")
+        # token_type_ids are all 0: its first row is added to every position's row once here.
+        self.position_type = get("embeddings.position_embeddings.weight") + (
+            get("embeddings.token_type_embeddings.weight")[0])
+        eps = config.layer_norm_eps
+        self.embedding_ln = LayerNorm(get("embeddings.LayerNorm.weight"),
+                                      get("embeddings.LayerNorm.bias"), eps)
         self.vocab_size = int(self.word.shape[0])
         self.head_dim = hidden // config.num_heads
-        self.scale = np.float32(1.0 / math.sqrt(self.head_dim))
+        self.layers = [self._layer(get, i) for i in range(config.num_layers)]
+        self.intermediate_size = self.layers[0].inter.out_features if self.layers else hidden
+        # Tokens per slice of the per-token steps (see _Buffers): the rows per product.
+        self.rows = self.layers[0].inter.rows if self.layers else PLAIN_ROWS
 
-    @staticmethod
-    def _layer(get: _TensorGetter, i: int) -> _Layer:
+    def _layer(self, get: _TensorGetter, i: int) -> _Layer:
         p = f"encoder.layer.{i}."
         att = p + "attention."
-        qkv_w = np.concatenate(
-            [get(att + f"self.{n}.weight") for n in ("query", "key", "value")], axis=0
-        )
-        qkv_b = np.concatenate([get(att + f"self.{n}.bias") for n in ("query", "key", "value")])
+        # The attention scores are (q . k) / sqrt(head size): the scale goes into the query
+        # weights once instead of into every score matrix.
+        scale = np.float32(1.0 / math.sqrt(self.head_dim))
+        qkv_w = np.concatenate([get(att + "self.query.weight") * scale,
+                                get(att + "self.key.weight"), get(att + "self.value.weight")])
+        qkv_b = np.concatenate([get(att + "self.query.bias") * scale,
+                                get(att + "self.key.bias"), get(att + "self.value.bias")])
+
+        def dense(weight: np.ndarray, bias: np.ndarray) -> Dense:  # torch's (out, in) weight
+            return Dense(weight.T, bias, blocked=self.blocked)
+
         return _Layer(
-            qkv_w=np.ascontiguousarray(qkv_w.T), qkv_b=qkv_b,
-            attn_out_w=np.ascontiguousarray(get(att + "output.dense.weight").T),
-            attn_out_b=get(att + "output.dense.bias"),
-            attn_ln_w=get(att + "output.LayerNorm.weight"),
-            attn_ln_b=get(att + "output.LayerNorm.bias"),
-            inter_w=np.ascontiguousarray(get(p + "intermediate.dense.weight").T),
-            inter_b=get(p + "intermediate.dense.bias"),
-            out_w=np.ascontiguousarray(get(p + "output.dense.weight").T),
-            out_b=get(p + "output.dense.bias"),
-            out_ln_w=get(p + "output.LayerNorm.weight"),
-            out_ln_b=get(p + "output.LayerNorm.bias"),
+            qkv=dense(qkv_w, qkv_b),
+            attn_out=dense(get(att + "output.dense.weight"), get(att + "output.dense.bias")),
+            attn_ln=LayerNorm(get(att + "output.LayerNorm.weight"),
+                              get(att + "output.LayerNorm.bias"), self.config.layer_norm_eps),
+            inter=dense(get(p + "intermediate.dense.weight"), get(p + "intermediate.dense.bias")),
+            out=dense(get(p + "output.dense.weight"), get(p + "output.dense.bias")),
+            out_ln=LayerNorm(get(p + "output.LayerNorm.weight"), get(p + "output.LayerNorm.bias"),
+                             self.config.layer_norm_eps),
         )
 
     def pool(self, sequences: Sequence[Sequence[int]]) -> np.ndarray:
         """Mean-pooled last hidden states ``(len(sequences), hidden)`` (not normalized).
 
         Each sequence is a list of token ids with its special tokens, already truncated
-        to at most ``max_positions``; a batch is padded to its longest sequence only for
-        the attention scores.
+        to at most ``max_positions``.
         """
+        states, lengths = self.forward(sequences)
+        if lengths.size == 1:
+            sums = np.add.reduce(states, axis=0, keepdims=True)
+            sums /= np.float32(lengths[0])
+            return sums
+        starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
+        sums = np.add.reduceat(states, starts, axis=0)
+        sums /= lengths[:, None].astype(np.float32)
+        return sums
+
+    def forward(self, sequences: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+        """The last layer's token states of ``sequences``: ``(states, lengths)``.
+
+        ``states`` is ``(sum(lengths), hidden)`` float32, the sequences' tokens one after
+        the other (``np.split(states, np.cumsum(lengths)[:-1])`` gives one array each).
+        """
+        lengths, ids = self._check(sequences)
+        total = int(ids.size)
+        x = self.word[ids]
+        if lengths.size == 1:
+            x += self.position_type[:total]
+        else:
+            starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
+            x += self.position_type[np.arange(total) - starts]
+        self.embedding_ln(x)
+        work = _Buffers(total, self.config.hidden_size, self.intermediate_size, self.rows)
+        attention = _Attention(lengths, self.config.num_heads, self.head_dim)
+        for layer in self.layers:
+            layer.qkv(x, work.qkv)
+            attention(work.qkv, work.context)
+            for first in range(0, total, work.rows):
+                end = min(first + work.rows, total)
+                n = end - first
+                mid = layer.attn_out(work.context[first:end], work.mid[:n])
+                mid += x[first:end]
+                layer.attn_ln(mid)
+                gelu_(layer.inter(mid, work.inter[:n]), work.gelu[:, :n])
+                out = layer.out(work.inter[:n], x[first:end])  # x's rows are read: reuse them
+                out += mid
+                layer.out_ln(out)
+        return x, lengths
+
+    def _check(self, sequences: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
         lengths = np.fromiter((len(s) for s in sequences), dtype=np.intp, count=len(sequences))
         if lengths.size == 0 or lengths.min() < 1 or lengths.max() > self.config.max_positions:
             raise EmbedderError(
@@ -217,82 +215,68 @@ class MeanPooledBert:
         ids = np.fromiter((t for s in sequences for t in s), dtype=np.intp, count=int(lengths.sum()))
         if ids.min() < 0 or ids.max() >= self.vocab_size:
             raise EmbedderError(f"{self.where}: a token id is outside the vocabulary")
-        positions = np.concatenate([np.arange(n) for n in lengths]) if lengths.size > 1 else (
-            np.arange(int(lengths[0]))
-        )
-        x = self.word[ids] + self.position[positions]
-        x += self.token_type0
-        layer_norm_(x, self.emb_ln_w, self.emb_ln_b, self.config.layer_norm_eps)
-        grid = _Grid(lengths)
-        for layer in self.layers:
-            x = self._layer_forward(x, layer, grid)
-        starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
-        sums = np.add.reduceat(x, starts, axis=0)
-        sums /= lengths[:, None].astype(np.float32)
-        return sums
-
-    def _layer_forward(self, x: np.ndarray, layer: _Layer, grid: _Grid) -> np.ndarray:
-        eps = self.config.layer_norm_eps
-        qkv = x @ layer.qkv_w
-        qkv += layer.qkv_b
-        context = self._attention(qkv, grid)
-        attn = context @ layer.attn_out_w
-        attn += layer.attn_out_b
-        attn += x
-        layer_norm_(attn, layer.attn_ln_w, layer.attn_ln_b, eps)
-        inter = attn @ layer.inter_w
-        inter += layer.inter_b
-        gelu_(inter)
-        out = inter @ layer.out_w
-        out += layer.out_b
-        out += attn
-        return layer_norm_(out, layer.out_ln_w, layer.out_ln_b, eps)
-
-    def _attention(self, qkv: np.ndarray, grid: _Grid) -> np.ndarray:
-        """Multi-head self-attention of the packed tokens ``(T, 3 * hidden)`` -> ``(T, hidden)``."""
-        hidden, heads, dim = self.config.hidden_size, self.config.num_heads, self.head_dim
-        padded = grid.scatter(qkv)  # (batch, longest, 3 * hidden)
-        batch, longest = padded.shape[:2]
-        split = padded.reshape(batch, longest, 3, heads, dim)
-        q = split[:, :, 0].transpose(0, 2, 1, 3)  # (batch, heads, longest, dim)
-        k = split[:, :, 1].transpose(0, 2, 3, 1)  # (batch, heads, dim, longest)
-        v = split[:, :, 2].transpose(0, 2, 1, 3)
-        scores = q @ k
-        scores *= self.scale
-        if grid.additive_mask is not None:
-            scores += grid.additive_mask
-        scores -= scores.max(axis=-1, keepdims=True)
-        np.exp(scores, out=scores)
-        scores /= scores.sum(axis=-1, keepdims=True)
-        context = (scores @ v).transpose(0, 2, 1, 3).reshape(batch, longest, hidden)
-        return grid.gather(context)
+        return lengths, ids
 
 
-class _Grid:
-    """Moves packed token rows to a padded ``(batch, longest, ...)`` grid and back."""
+# Most attention scores computed at once (float32 values, 16 MB): a long run of long texts
+# is attended in parts.
+_SCORES_BUDGET = 1 << 22
 
-    def __init__(self, lengths: np.ndarray) -> None:
-        self.batch = int(lengths.size)
-        self.longest = int(lengths.max())
-        self.ragged = bool(lengths.min() != self.longest)
-        self.additive_mask: np.ndarray | None = None
-        self.real: np.ndarray | None = None
-        if self.ragged:
-            self.real = np.arange(self.longest)[None, :] < lengths[:, None]  # (batch, longest)
-            mask = np.where(self.real, np.float32(0.0), _MASKED).astype(np.float32)
-            self.additive_mask = mask[:, None, None, :]  # over keys, for every head and query
 
-    def scatter(self, rows: np.ndarray) -> np.ndarray:
-        if self.real is None:  # all the same length: a reshape, no copy
-            return rows.reshape(self.batch, self.longest, rows.shape[-1])
-        grid = np.zeros((self.batch, self.longest, rows.shape[-1]), dtype=rows.dtype)
-        grid[self.real] = rows
-        return grid
+class _Buffers:
+    """The arrays one forward pass works in, allocated once and reused by every layer.
 
-    def gather(self, grid: np.ndarray) -> np.ndarray:
-        if self.real is None:
-            return grid.reshape(self.batch * self.longest, grid.shape[-1])
-        return grid[self.real]
+    The per-token steps after the attention run on ``rows`` tokens at a time, so the
+    intermediate activations (``rows`` x 1536) stay in the CPU's L2 cache however long the
+    batch; one query is a single such slice.
+    """
+
+    def __init__(self, tokens: int, hidden: int, intermediate: int, rows: int) -> None:
+        self.rows = min(tokens, rows)
+        self.qkv = np.empty((tokens, 3 * hidden), dtype=np.float32)
+        self.context = np.empty((tokens, hidden), dtype=np.float32)
+        self.mid = np.empty((self.rows, hidden), dtype=np.float32)
+        self.inter = np.empty((self.rows, intermediate), dtype=np.float32)
+        self.gelu = np.empty((2, self.rows, intermediate), dtype=np.float32)
+
+
+class _Attention:
+    """Multi-head self-attention of packed tokens, each sequence over its own tokens only.
+
+    Sequences of one length are attended together (a reshape of their rows, no copy), so
+    a sorted batch takes a few numpy calls per distinct length; nothing is ever padded,
+    which gives what Hugging Face's additive mask over padded keys gives (their weights
+    are exactly 0) without computing them.
+    """
+
+    def __init__(self, lengths: np.ndarray, heads: int, head_dim: int) -> None:
+        self.heads, self.head_dim = heads, head_dim
+        # (first row, length, count) of each run of equal lengths, cut where the run's
+        # scores (heads * count * length^2) would pass _SCORES_BUDGET
+        self.runs: list[tuple[int, int, int]] = []
+        row = 0
+        for length in lengths.tolist():
+            if self.runs and self.runs[-1][1] == length and (
+                    heads * (self.runs[-1][2] + 1) * length * length <= _SCORES_BUDGET):
+                first, _, count = self.runs[-1]
+                self.runs[-1] = (first, length, count + 1)
+            else:
+                self.runs.append((row, length, 1))
+            row += length
+
+    def __call__(self, qkv: np.ndarray, context: np.ndarray) -> None:
+        """``qkv`` (tokens, 3 * hidden) -> ``context`` (tokens, hidden), written in place."""
+        heads, dim = self.heads, self.head_dim
+        for first, length, count in self.runs:
+            end = first + length * count
+            # (3 * heads, count, length, dim) and (heads, count, length, dim): views
+            split = qkv[first:end].reshape(count, length, 3 * heads, dim).transpose(2, 0, 1, 3)
+            out = context[first:end].reshape(count, length, heads, dim).transpose(2, 0, 1, 3)
+            scores = np.matmul(split[:heads], split[heads : 2 * heads].swapaxes(-1, -2))
+            scores -= np.maximum.reduce(scores, axis=-1, keepdims=True)
+            np.exp(scores, out=scores)
+            scores /= np.add.reduce(scores, axis=-1, keepdims=True)
+            np.matmul(scores, split[2 * heads :], out=out)
 
 
 class _TensorGetter:

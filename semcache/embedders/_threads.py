@@ -1,4 +1,4 @@
-"""Bounding the BLAS threads of an embedder's forward pass.
+"""numpy's BLAS as the embedder's forward pass uses it: a bound on its threads, its kernels.
 
 numpy's BLAS (OpenBLAS in the numpy wheels) starts one thread per core by default. In the
 normal deployment, N app workers on N cores, every worker embedding with N threads makes
@@ -10,6 +10,9 @@ The BLAS thread count is process-wide, not per thread, so overlapping forward pa
 several threads share one limit: the first to start sets it, the last to finish restores the
 previous value. The limit is applied with threadpoolctl (part of the ``[local]`` extra); if
 it is not installed, BLAS is left alone and a debug message says so.
+
+:func:`small_gemm_kernels` says whether that BLAS multiplies small matrices in place (see
+:mod:`semcache.embedders._kernels`), which decides the layout of the model's weights.
 """
 
 from __future__ import annotations
@@ -117,5 +120,46 @@ class BlasThreadLimit:
         self._saved = []
 
 
+    def libraries(self) -> list[dict[str, Any]]:
+        """threadpoolctl's description of each BLAS library loaded (empty without it)."""
+        with self._lock:
+            blas = self._blas()
+        return [] if blas is None else [lib.info() for lib in blas.lib_controllers]
+
+
 #: The one limit every embedder of this process shares (the BLAS setting is process-wide).
 BLAS_THREADS = BlasThreadLimit()
+
+#: OpenBLAS core types (its ``openblas_get_corename``) with AVX-512 small-matrix sgemm
+#: kernels. AMD Zen 4 and 5 run as "SkylakeX"; ``OPENBLAS_CORETYPE=Haswell`` selects the
+#: AVX2 kernels, which have none.
+SMALL_GEMM_CORES = frozenset({"skylakex", "cooperlake", "sapphirerapids"})
+
+
+def numpy_blas_libraries() -> list[dict[str, Any]]:
+    """threadpoolctl's description of the BLAS numpy multiplies with (empty without it).
+
+    Other packages may load their own (faiss loads an OpenMP OpenBLAS, whose thread count is
+    per thread); numpy's is the one its wheels vendor (``numpy.libs``, ``numpy/.dylibs``)
+    when one is loaded, else every BLAS library is taken for it.
+    """
+    libraries = BLAS_THREADS.libraries()
+    vendored = [lib for lib in libraries if _vendored_by_numpy(str(lib.get("filepath", "")))]
+    return vendored or libraries
+
+
+def small_gemm_kernels() -> bool:
+    """True if numpy's BLAS is an OpenBLAS running a core with small-matrix sgemm kernels.
+
+    Found with threadpoolctl (False without it: the plain weight layout is right for every
+    BLAS, the blocked one only for these kernels).
+    """
+    return any(lib.get("internal_api") == "openblas"
+               and str(lib.get("architecture", "")).lower() in SMALL_GEMM_CORES
+               for lib in numpy_blas_libraries())
+
+
+def _vendored_by_numpy(path: str) -> bool:
+    parts = os.path.normpath(path).split(os.sep)
+    return "numpy.libs" in parts or any(
+        a == "numpy" and b == ".dylibs" for a, b in zip(parts, parts[1:], strict=False))
