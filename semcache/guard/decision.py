@@ -30,13 +30,14 @@ from importlib import resources
 from typing import Any
 
 from semcache.guard.contrast import CHECKS, Pair, same_thing
+from semcache.guard.flow import FLOW_CHECKS
 from semcache.guard.rules import check_actions, check_direction, check_negation, check_opposites
 from semcache.guard.text import Analysis, analyze, stem
 
 #: Every rejection reason, in the order the checks run.
 DECISION_REASONS: tuple[str, ...] = (
     "opposite_action", "direction", "negation", "number", "unit", "entity",
-    *(name for name, _ in CHECKS))
+    *(name for name, _ in CHECKS), *(name for name, _ in FLOW_CHECKS))
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +137,7 @@ class SemanticDecision:
         found = _guard_rules(analyze(query), analyze(stored))
         if found is None:
             pair = Pair.of(query, stored)
-            for name, check in CHECKS:
+            for name, check in (*CHECKS, *FLOW_CHECKS):
                 detail = check(pair)
                 if detail is not None:
                     found = (name, detail)
