@@ -80,6 +80,10 @@ def _expires_u32_array(expires: np.ndarray) -> np.ndarray:
 Alive = Callable[[EntryRow, float], bool]
 #: Decides a candidate that passed the threshold (the near-miss guard, feedback).
 Accept = Callable[[EntryRow, float], bool]
+#: Has the last word on the candidate ``accept`` chose, given the other rescored candidates
+#: (alive, most similar first): False = no hit (the semantic decision's rival rule: another
+#: entry about as close with another answer means the query sits between look-alikes).
+Settle = Callable[[EntryRow, float, list[tuple[EntryRow, float]]], bool]
 
 
 def make_search(store: Store, encoder: BinaryEncoder, *,
@@ -92,13 +96,17 @@ def make_search(store: Store, encoder: BinaryEncoder, *,
 
 
 def choose(ranked: list[tuple[EntryRow, float]], threshold: float, now: float, alive: Alive,
-           accept: Accept | None) -> tuple[EntryRow, float] | None:
+           accept: Accept | None, settle: Settle | None = None) -> tuple[EntryRow, float] | None:
     """The most similar alive candidate at or above ``threshold`` that ``accept`` lets
-    through; ties go to the newest entry (the highest id)."""
-    above = sorted(((row, sim) for row, sim in ranked if sim >= threshold and alive(row, now)),
-                   key=lambda rs: (rs[1], rs[0].id), reverse=True)
-    for row, sim in above:
+    through (ties go to the newest entry, the highest id), if ``settle`` agrees."""
+    live = sorted(((row, sim) for row, sim in ranked if alive(row, now)),
+                  key=lambda rs: (rs[1], rs[0].id), reverse=True)
+    for i, (row, sim) in enumerate(live):
+        if sim < threshold:
+            break
         if accept is None or accept(row, sim):
+            if settle is not None and not settle(row, sim, live[:i] + live[i + 1:]):
+                return None
             return row, sim
     return None
 
@@ -112,10 +120,11 @@ class StoreSearch:
         self.rebuilds = 0
 
     def best(self, vector: np.ndarray, partition_id: int, now: float, threshold: float,
-             alive: Alive, accept: Accept | None = None) -> tuple[EntryRow, float] | None:
+             alive: Alive, accept: Accept | None = None, settle: Settle | None = None
+             ) -> tuple[EntryRow, float] | None:
         code = self.encoder.encode_unit(vector).tobytes()
         ranked = self._store.search(code, vector, partition_id, now, RESCORE_K)
-        return choose(ranked, threshold, now, alive, accept)
+        return choose(ranked, threshold, now, alive, accept, settle)
 
     def warmup(self) -> None:
         """Nothing to map: the server holds the index."""
@@ -160,14 +169,16 @@ class SemanticIndex:
     # -- the decision ---------------------------------------------------------------------
 
     def best(self, vector: np.ndarray, partition_id: int, now: float, threshold: float,
-             alive: Alive, accept: Accept | None = None) -> tuple[EntryRow, float] | None:
+             alive: Alive, accept: Accept | None = None, settle: Settle | None = None
+             ) -> tuple[EntryRow, float] | None:
         """The stored entry most similar to ``vector`` (unit float32, already validated) in
         the partition, if its exact cosine reaches ``threshold``.
 
         The ``RESCORE_K`` nearest codes are re-read from SQLite and rescored with exact
         cosine on their stored vectors; the highest that ``accept`` (the near-miss guard)
-        lets through wins, a tie goes to the newest entry. ``alive(row, now)`` says whether
-        a row may be returned (expiry, pending refreshes).
+        lets through wins, a tie goes to the newest entry, unless ``settle`` (given the other
+        rescored candidates) vetoes it. ``alive(row, now)`` says whether a row may be
+        returned (expiry, pending refreshes).
         A miss is only returned when nothing was committed between the scan and the read
         (otherwise: look again; the last time under the write lock). Raises
         CorruptCacheError for a candidate whose stored vector is damaged.
@@ -179,14 +190,16 @@ class SemanticIndex:
                 rows = self._fetch_locked(code, partition_id, now, threshold)
                 if rows is None:
                     return result  # a long write holds the lock: keep the last decision
-                return self._decide(rows, vector, partition_id, now, threshold, alive, accept)
+                return self._decide(rows, vector, partition_id, now, threshold, alive, accept,
+                                    settle)
             ids, from_mirror, version = self._candidate_ids(code, partition_id, now, threshold,
                                                             fresh=attempt > 0)
             rows = self._store.get_by_ids(ids, with_vector=True) if ids else []
             if from_mirror and any(r.partition_id != partition_id for r in rows):
                 self._invalidate("rows of another partition")  # damaged: rebuild
                 continue
-            result = self._decide(rows, vector, partition_id, now, threshold, alive, accept)
+            result = self._decide(rows, vector, partition_id, now, threshold, alive, accept,
+                                  settle)
             if result is not None:
                 return result
             if len(rows) == len(ids) and self._store.data_version() == version:
@@ -195,8 +208,8 @@ class SemanticIndex:
         return result
 
     def _decide(self, rows: list[EntryRow], vector: np.ndarray, partition_id: int,
-                now: float, threshold: float, alive: Alive,
-                accept: Accept | None) -> tuple[EntryRow, float] | None:
+                now: float, threshold: float, alive: Alive, accept: Accept | None,
+                settle: Settle | None) -> tuple[EntryRow, float] | None:
         rows = [r for r in rows if r.partition_id == partition_id and r.vector is not None
                 and alive(r, now)]
         if not rows:
@@ -220,7 +233,7 @@ class SemanticIndex:
             # Never trust a stored norm: divide by both (a zero or non-finite vector never hits).
             sim = dot / math.sqrt(ss * qq) if ss > 0.0 and qq > 0.0 else -1.0
             ranked.append((row, min(max(sim, -1.0), 1.0) if math.isfinite(sim) else -1.0))
-        return choose(ranked, threshold, now, alive, accept)
+        return choose(ranked, threshold, now, alive, accept, settle)
 
     def _fetch_locked(self, code: np.ndarray, partition_id: int, now: float,
                       threshold: float) -> list[EntryRow] | None:

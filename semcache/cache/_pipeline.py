@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -51,14 +51,18 @@ class SemanticSearch(Protocol):
     def best(self, vector: np.ndarray, partition_id: int, now: float, threshold: float,
              alive: Callable[[EntryRow, float], bool],
              accept: Callable[[EntryRow, float], bool] | None = None,
-             ) -> tuple[EntryRow, float] | None: ...
+             settle: Callable[[EntryRow, float, list[tuple[EntryRow, float]]], bool]
+             | None = None) -> tuple[EntryRow, float] | None: ...
 
 
 class Guard(Protocol):
     """The semantic decision (``semcache.guard.SemanticDecision``): a verdict with ``served``,
-    ``reason`` and ``p_wrong`` for one candidate."""
+    ``reason`` and ``p_wrong`` for one candidate; why a chosen candidate has a rival."""
 
     def judge(self, query: str, stored: str, similarity: float) -> Any: ...
+
+    def rival(self, query: str, similarity: float,
+              rivals: Iterable[tuple[str, float]]) -> str | None: ...
 
 
 class LookupPipeline:
@@ -178,8 +182,9 @@ class LookupPipeline:
         if pid is None:
             return None
         p_wrong: dict[int, float] = {}
+        accept, settle = self._guard_for(q, p_wrong)
         best = self.search.best(q.vector, pid, now, self.threshold(q.namespace), self.alive,
-                                self._guard_for(q, p_wrong))
+                                accept, settle)
         if best is None:
             return None
         row, similarity = best
@@ -187,17 +192,21 @@ class LookupPipeline:
         hit.p_wrong = p_wrong.get(row.id)
         return hit
 
-    def _guard_for(self, q: Query, p_wrong: dict[int, float]
-                   ) -> Callable[[EntryRow, float], bool] | None:
-        """The candidate filter of a text query (None for vector lookups): entries judged
-        wrong for this very query (``Cache.feedback``) are skipped, then the semantic
-        decision compares the query with the candidate's stored prompt and records the
-        ``p_wrong`` of those it serves. Entries stored without their prompt
-        (``store_prompts=False``) have nothing to compare: the cosine alone decides them.
+    def _guard_for(self, q: Query, p_wrong: dict[int, float]) -> tuple[
+            Callable[[EntryRow, float], bool] | None,
+            Callable[[EntryRow, float, list[tuple[EntryRow, float]]], bool] | None]:
+        """The candidate filter of a text query and its last word (None, None for vector
+        lookups): entries judged wrong for this very query (``Cache.feedback``) are
+        skipped, then the semantic decision compares the query with the candidate's stored
+        prompt and records the ``p_wrong`` of those it serves; the one chosen is still not
+        served when another candidate with another answer (other response bytes) is about
+        as close and would be served too (``SemanticDecision.rival``). Entries stored
+        without their prompt (``store_prompts=False``) have nothing to compare: the cosine
+        alone decides them.
         """
         text = q.text
         if text is None:
-            return None
+            return None, None
         guard = self.guard()
         blocked: set[int] | None = None
 
@@ -219,7 +228,21 @@ class LookupPipeline:
                       row.id, similarity, verdict.reason)
             return False
 
-        return accept
+        def settle(row: EntryRow, similarity: float,
+                   others: list[tuple[EntryRow, float]]) -> bool:
+            if guard is None or row.prompt is None:
+                return True
+            rivals = [(o.prompt, s) for o, s in others
+                      if o.prompt is not None and o.response != row.response
+                      and (blocked is None or o.id not in blocked)]
+            if not rivals or guard.rival(text, similarity, rivals) is None:
+                return True
+            self.batcher.count(guard_rejections=1)
+            log.debug("semcache: guard rejected entry %d (similarity %.4f): rival",
+                      row.id, similarity)
+            return False
+
+        return accept, settle
 
     # -- helpers ---------------------------------------------------------------------------
 
