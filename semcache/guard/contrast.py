@@ -140,8 +140,14 @@ def prefix_swap(a: str, b: str) -> bool:
 
 
 def same_thing(a: str, b: str) -> bool:
-    """One word abbreviates the other ("dict" / "dictionary", "str" / "string")."""
-    return a == b or (len(a) >= 3 and len(b) >= 3 and (a.startswith(b) or b.startswith(a)))
+    """One word abbreviates the other ("dict" / "dictionary", "str" / "string"); a roman
+    numeral added is another thing ("WWI" / "WWII", "Rocky II" / "Rocky III")."""
+    if a == b:
+        return True
+    if len(a) < 3 or len(b) < 3:
+        return False
+    longer, shorter = (a, b) if len(a) > len(b) else (b, a)
+    return longer.startswith(shorter) and not set(longer[len(shorter):]) <= set("ivx")
 
 
 def _number(word: str) -> str | None:
@@ -193,6 +199,8 @@ def read(text: str) -> Reading:
             kind = "place"
         elif w == "how" and n in cw.HOW_QUANTITY:
             kind = "quantity"
+        elif w == "how" and n in cw.HOW_MANNER:
+            kind = "manner"  # "how do cats purr" asks for a mechanism, "why" for a reason
         if kind:
             questions.add(kind)
         q = cw.QUANTIFIERS.get(w)
