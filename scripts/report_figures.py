@@ -10,7 +10,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 SOURCES = ("exact", "concurrency", "semantic", "kernels", "minilm", "install", "quality",
-           "quality_stream", "quality_stream_before", "stress", "proxy", "postgres")
+           "quality_stream", "quality_stream_before", "quality_stream_phase1", "stress", "proxy", "postgres")
 
 Results = dict[str, dict[str, Any]]
 

@@ -63,12 +63,17 @@ DECISION = SemanticDecision()
     ("move pictures from my windows computer onto my iphone",
      "move pictures off my iphone onto my windows computer", "flow"),
     ("iphone photos to pc", "Getting pics from a PC onto an iPhone - how?", "flow"),
-    ("oil paint over latex paint ok?", "latex paint over oil paint ok?", "flow"),
+    ("Can I paint latex over oil-based paint?", "Can I paint oil-based paint over latex?",
+     "flow"),
+    ("oil paint over latex paint ok?", "latex paint over oil paint ok?", "order"),
     ("Africa's second highest summit?", "Africa's highest summit?", "rank"),
     ("language with the 2nd most mother tongue speakers",
      "language with most mother tongue speakers", "rank"),
     ("Why do cats purr?", "How do cats purr?", "question"),
     ("start date of WWII", "start date of WWI", "entity"),
+    ("Is every square a rectangle?", "Is every rectangle a square?", "order"),
+    ("My baby has a cough but no fever", "My baby has a fever but no cough", "order"),
+    ("What causes a migraine?", "What does a migraine cause?", "roles"),
 ])
 def test_each_check_rejects_its_kind_of_look_alike(query: str, stored: str,
                                                    reason: str) -> None:
@@ -97,6 +102,9 @@ def test_each_check_rejects_its_kind_of_look_alike(query: str, stored: str,
     ("longest river africa", "Africa's longest river?"),
     ("How do I pay off my credit card faster?", "fastest way to pay off a credit card"),
     ("How do cats purr?", "how does a cat purr"),
+    ("git undo last commit keep changes",
+     "How do I undo the last git commit but keep my changes?"),
+    ("What causes acne?", "what causes pimples and acne"),
 ])
 def test_rewordings_are_served(query: str, stored: str) -> None:
     verdict = DECISION.judge(query, stored, 0.9)

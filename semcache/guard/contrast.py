@@ -377,10 +377,29 @@ def check_order(p: Pair) -> str | None:
         for x2, y2 in sorted(p.b.directions):
             if same_thing(x, y2) and same_thing(y, x2) and not same_thing(x, y):
                 return f"{x} -> {y} vs {x2} -> {y2}"
-    # The same content words in another order with no relation marker between them are a
-    # rewording ("longest river africa" / "Africa's longest river"): swaps around markers
-    # are the flow check's (semcache.guard.flow).
-    return None
+    # Two content words that trade places, each still apart from the other ("is every square
+    # a rectangle" / "is every rectangle a square", "a cough but no fever" / "a fever but no
+    # cough"); other reorderings are rewordings ("longest river africa" / "Africa's longest
+    # river", "git undo" / "undo git"); swaps around markers are the flow check's.
+    swap = _transposed(p.a.raw, p.b.raw)
+    return f"'{swap[0]}' and '{swap[1]}' trade places" if swap else None
+
+
+def _transposed(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[str, str] | None:
+    """The two content words whose exchange turns ``a``'s content words into ``b``'s, when
+    the rest keep their order and the two are not next to each other in either text."""
+    pa = [(i, base(w)) for i, w in enumerate(a) if w not in _FUNCTION and content(w)]
+    pb = [(i, base(w)) for i, w in enumerate(b) if w not in _FUNCTION and content(w)]
+    wa, wb = [w for _, w in pa], [w for _, w in pb]
+    if len(wa) != len(wb) or len(wa) < 2 or wa == wb or sorted(wa) != sorted(wb):
+        return None
+    diff = [k for k in range(len(wa)) if wa[k] != wb[k]]
+    if len(diff) != 2:
+        return None
+    i, j = diff
+    if wa[i] != wb[j] or wa[j] != wb[i] or pa[j][0] - pa[i][0] < 2 or pb[j][0] - pb[i][0] < 2:
+        return None
+    return wa[i], wa[j]
 
 
 def check_prefix(p: Pair) -> str | None:

@@ -15,6 +15,7 @@ from functools import lru_cache
 
 from semcache.guard import contrast_words as cw
 from semcache.guard.contrast import _BREAK, Pair, base, content, same_thing
+from semcache.guard.text import stem
 
 #: Markers whose left side is where something comes from and right side where it goes.
 TOWARD: frozenset[str] = frozenset({"to", "into", "onto", "->", "toward", "towards"})
@@ -128,7 +129,40 @@ def _rankings(raw: tuple[str, ...]) -> set[str]:
     return out
 
 
-#: The checks of this module, in the order they run (after the contrast checks').
-FLOW_CHECKS = (("flow", check_flow), ("rank", check_rank))
+_WH = frozenset({"what", "which", "who", "whom"})
+_DO = frozenset({"do", "does", "did"})
 
-__all__ = ["FLOW_CHECKS", "Flow", "check_flow", "check_rank", "flow"]
+
+def _wh_roles(raw: tuple[str, ...]) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
+    """(verb, thing) pairs of "what <verb>s <thing>" (the thing undergoes it) and of "what
+    does <thing> <verb>" (the thing does it)."""
+    undergoes: set[tuple[str, str]] = set()
+    does: set[tuple[str, str]] = set()
+    for i, w in enumerate(raw[:-2]):
+        if w not in _WH:
+            continue
+        nxt = raw[i + 1]
+        rest = [t for t in raw[i + 2:i + 6] if content(t) and t not in cw.FILLER]
+        if nxt in _DO and len(rest) >= 2:
+            does.add((stem(base(rest[-1])), stem(base(rest[0]))))
+        elif content(nxt) and nxt not in cw.FILLER and rest:
+            undergoes.add((stem(base(nxt)), stem(base(rest[0]))))
+    return undergoes, does
+
+
+def check_roles(p: Pair) -> str | None:
+    """The thing asked about does the action in one question and undergoes it in the other:
+    "What causes a migraine?" / "What does a migraine cause?", "What eats aphids?" / "What
+    do aphids eat?"."""
+    ua, da = _wh_roles(p.a.raw)
+    ub, db = _wh_roles(p.b.raw)
+    for verb, thing in sorted((ua & db) | (da & ub)):
+        if verb != thing:
+            return f"what {verb}s {thing} vs what does {thing} {verb}"
+    return None
+
+
+#: The checks of this module, in the order they run (after the contrast checks').
+FLOW_CHECKS = (("flow", check_flow), ("rank", check_rank), ("roles", check_roles))
+
+__all__ = ["FLOW_CHECKS", "Flow", "check_flow", "check_rank", "check_roles", "flow"]
