@@ -48,8 +48,8 @@ def stream_rows(r: Results) -> list[Row]:
         rows.append((
             f"look-alike questions, {split} stream ({res['queries']} queries, best possible "
             f"{_pct(res['best_possible_hit_rate'])} hits): wrong answers / hit rate at the defaults",
-            f"{_pct(d['wrong_rate'], 2)} wrong, {_pct(d['hit_rate'])} hits (floor {d['floor']}); "
-            f"attack pairs served {a.get('served', '?')}/{a.get('pairs', '?')}",
+            f"{_pct(d['wrong_rate'], 2)} wrong, {_pct(d['hit_rate'])} hits (floor {d['floor']})"
+            + (f"; attack pairs served {a['served']}/{a['pairs']}" if a else ""),
             (f"before the decision (guard, 0.92): {_pct(old['wrong_rate'], 2)} wrong, "
              f"{_pct(old['hit_rate'])} hits; " if old else "")
             + (f"phase 1 ({first['floor']}): {_pct(first['wrong_rate'], 2)} wrong, "
