@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -40,6 +40,10 @@ RESCORE_K = 16
 Alive = Callable[[EntryRow, float], bool]
 #: Decides a candidate that passed the threshold (feedback, the near-miss guard).
 Accept = Callable[[EntryRow, float], bool]
+#: Has the last word on the candidate ``accept`` chose, given the other alive candidates
+#: (most similar first): False = no hit (the semantic decision's rival rule: another
+#: entry about as close with another answer means the query sits between look-alikes).
+Settle = Callable[[EntryRow, float, list[tuple[EntryRow, float]]], bool]
 
 
 @dataclass(slots=True)
@@ -54,22 +58,29 @@ class Query:
 
 
 def choose(ranked: list[tuple[EntryRow, float]], threshold: float, now: float, alive: Alive,
-           accept: Accept | None) -> tuple[EntryRow, float] | None:
+           accept: Accept | None, settle: Settle | None = None) -> tuple[EntryRow, float] | None:
     """The first candidate of ``ranked`` (best first, ties newest first) that is alive, at
-    or above ``threshold``, and that ``accept`` lets through."""
-    for row, sim in ranked:
+    or above ``threshold``, and that ``accept`` lets through - if ``settle``, given the
+    other alive candidates (below the threshold too), agrees."""
+    live = [(row, sim) for row, sim in ranked if alive(row, now)]
+    for i, (row, sim) in enumerate(live):
         if sim < threshold:
             return None
-        if alive(row, now) and (accept is None or accept(row, sim)):
+        if accept is None or accept(row, sim):
+            if settle is not None and not settle(row, sim, live[:i] + live[i + 1:]):
+                return None
             return row, sim
     return None
 
 
 class Guard(Protocol):
     """The semantic decision (``semcache.guard.SemanticDecision``): a verdict with ``served``,
-    ``reason`` and ``p_wrong`` for one candidate."""
+    ``reason`` and ``p_wrong`` for one candidate; why a chosen candidate has a rival."""
 
     def judge(self, query: str, stored: str, similarity: float) -> Any: ...
+
+    def rival(self, query: str, similarity: float,
+              rivals: Iterable[tuple[str, float]]) -> str | None: ...
 
 
 class LookupPipeline:
@@ -220,19 +231,23 @@ class LookupPipeline:
                                    RESCORE_K, threshold)
         if found.damaged:
             self.writer.count(damaged_vectors=len(found.damaged))
-        return choose(found.ranked, threshold, now, self.alive, self._guard_for(q, p_wrong))
+        accept, settle = self._guard_for(q, p_wrong)
+        return choose(found.ranked, threshold, now, self.alive, accept, settle)
 
     def _guard_for(self, q: Query, p_wrong: dict[int, float]
-                   ) -> Callable[[EntryRow, float], bool] | None:
-        """The candidate filter of a text query (None for vector lookups): entries judged
-        wrong for this very query (``Cache.feedback``) are skipped, then the semantic
-        decision compares the query with the candidate's stored prompt and records the
-        ``p_wrong`` of those it serves. Entries stored without their prompt
-        (``store_prompts=False``) have nothing to compare: the cosine alone decides them.
+                   ) -> tuple[Accept | None, Settle | None]:
+        """The candidate filter of a text query and its last word (None, None for vector
+        lookups): entries judged wrong for this very query (``Cache.feedback``) are
+        skipped, then the semantic decision compares the query with the candidate's stored
+        prompt and records the ``p_wrong`` of those it serves; the one chosen is still not
+        served when another candidate with another answer (other response bytes) is about
+        as close and would be served too (``SemanticDecision.rival``). Entries stored
+        without their prompt (``store_prompts=False``) have nothing to compare: the cosine
+        alone decides them.
         """
         text = q.text
         if text is None:
-            return None
+            return None, None
         guard = self.guard()
         blocked: set[int] | None = None
 
@@ -254,7 +269,21 @@ class LookupPipeline:
                       row.id, similarity, verdict.reason)
             return False
 
-        return accept
+        def settle(row: EntryRow, similarity: float,
+                   others: list[tuple[EntryRow, float]]) -> bool:
+            if guard is None or row.prompt is None:
+                return True
+            rivals = [(o.prompt, s) for o, s in others
+                      if o.prompt is not None and o.response != row.response
+                      and (blocked is None or o.id not in blocked)]
+            if not rivals or guard.rival(text, similarity, rivals) is None:
+                return True
+            self.writer.count(guard_rejections=1)
+            log.debug("semcache: guard rejected entry %d (similarity %.4f): rival",
+                      row.id, similarity)
+            return False
+
+        return accept, settle
 
     def find_in_scopes(self, text: str, ns: str, exact_only: bool) -> Hit | None:
         """``text`` among the entries stored by request in every scope of namespace
