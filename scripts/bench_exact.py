@@ -233,8 +233,8 @@ def bench_put_many(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         catch_up = getattr(cache._store, "catch_up_codes", None)  # absent before schema 5
         if catch_up is not None:
             catch_up(None, timeout=None)  # the sqlite-vec rows, written later
-        rows = cache._store._query(f"SELECT {_ROW_COLUMNS} FROM entries ORDER BY id")
-        codes = cache._store._query("SELECT entry_id, partition_id, expires_at, code "
+        rows = cache._store._db.query(f"SELECT {_ROW_COLUMNS} FROM entries ORDER BY id")
+        codes = cache._store._db.query("SELECT entry_id, partition_id, expires_at, code "
                                     "FROM entry_codes ORDER BY entry_id")
     if len(rows) != args.bulk or len(codes) != args.bulk:
         raise SystemExit("put_many did not store one row (and one vec0 row) per vector")

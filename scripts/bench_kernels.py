@@ -35,8 +35,8 @@ import numpy as np
 
 from semcache.kernels import hamming
 from semcache.kernels.hamming import NUMPY, Workspace, half_distance_cut
-from semcache.kernels.mirror import EXPIRES_NEVER, CodeMirror
 from semcache.kernels.scan import topk
+from semcache.store.sqlite.mirror import EXPIRES_NEVER, CodeMirror
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "benchmarks" / "results" / "kernels.json"

@@ -235,7 +235,7 @@ class StoreTarget:
 
     def search(self, v: np.ndarray, code: bytes, namespace: str = "default",
                now: float = NOW_LIVE) -> tuple[int | None, float]:
-        res = self.store.search(code, v, self.pid[namespace] or 0, now, K)
+        res = self.store.nearest(v, code, self.pid[namespace] or 0, now, K).ranked
         self.last_rows = len(res)
         if not res:
             return None, -1.0

@@ -34,9 +34,9 @@ from typing import Any
 import numpy as np
 
 import semcache
-from semcache.cache._keys import vector_key
 from semcache.cache._writes import write_entries
 from semcache.kernels.projection import validate_matrix
+from semcache.keys import vector_key_hash
 from semcache.store.base import NewEntry
 from semcache.store.codecs import encode_response, encode_vector
 
@@ -62,7 +62,7 @@ def drop_schema(url: str, schema: str) -> None:
 
 
 def remove_file(path: str) -> None:
-    from semcache.store import SQLITE_FILES
+    from semcache.store.sqlite.store import SQLITE_FILES
 
     for suffix in SQLITE_FILES:
         try:
@@ -82,7 +82,7 @@ def _entries(cache: semcache.Cache, start: int, vecs: np.ndarray, now: float,
     codes = cache._identity.encoder.encode_unit(unit, single=False)  # type: ignore[union-attr]
     out = []
     for i in range(vecs.shape[0]):
-        key = vector_key(vecs[i], "default")
+        key = vector_key_hash(vecs[i], "default")
         if key in seen:
             continue
         seen.add(key)
@@ -113,7 +113,7 @@ def build_semantic(location: str, size: int, origins: np.ndarray, filler: Any) -
             cache._store.bulk_insert(rows(), defer_index=True)  # type: ignore[attr-defined]
         else:
             for start, block in _chunks(origins, size, filler):
-                write_entries(cache._batcher, _entries(cache, start, block, now, seen), None,
+                write_entries(cache._writer, _entries(cache, start, block, now, seen), None,
                               now)
         assert cache.stats()["entries"] == len(seen)
     return time.perf_counter() - t0

@@ -3,7 +3,7 @@
 
 Peers, on the same machine over localhost, each timed in its own blocks, alternated:
 
-* ``direct``       - the local stub server (``python -m semcache.stub_server``, no latency),
+* ``direct``       - the local stub server (``python -m semcache.demo.openai_stub``, no latency),
                      a fresh question per request;
 * ``proxy_miss``   - the same through ``semcache serve`` (a fresh question: lookup, upstream
                      call, store before answering);
@@ -220,7 +220,7 @@ def one_run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     db = workdir / f"proxy-{uuid.uuid4().hex[:8]}.db"
     semcache.open(db, embedder=args.embedder, similarity_threshold=0.75).close()
     stub_port, proxy_port = _free_port(), _free_port()
-    stub = _start(["-m", "semcache.stub_server", "--port", str(stub_port), "--latency", "0",
+    stub = _start(["-m", "semcache.demo.openai_stub", "--port", str(stub_port), "--latency", "0",
                    "--chunk-delay", "0"], stub_port, "/v1/models")
     proxy = _start(["-m", "semcache", "serve", "--upstream",
                     f"http://127.0.0.1:{stub_port}/v1", "--cache", str(db), "--port",

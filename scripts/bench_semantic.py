@@ -88,14 +88,14 @@ from typing import Any  # noqa: E402
 import numpy as np  # noqa: E402
 
 import semcache  # noqa: E402
-from semcache.cache._keys import vector_key  # noqa: E402
+from semcache.cache._pipeline import RESCORE_K  # noqa: E402
 from semcache.cache._writes import write_entries  # noqa: E402
 from semcache.kernels.hamming import active_kernel, preload_kernel  # noqa: E402
-from semcache.kernels.mirror import ROW_BYTES  # noqa: E402
 from semcache.kernels.projection import validate_matrix  # noqa: E402
-from semcache.search import RESCORE_K  # noqa: E402
+from semcache.keys import vector_key_hash  # noqa: E402
 from semcache.store.base import NewEntry  # noqa: E402
 from semcache.store.codecs import encode_response, encode_vector  # noqa: E402
+from semcache.store.sqlite.mirror import ROW_BYTES  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT_JSON = ROOT / "benchmarks" / "results" / "semantic.json"
@@ -240,18 +240,18 @@ def write_vectors(cache: semcache.Cache, start: int, vecs: np.ndarray) -> None:
     """Store ``vecs`` (responses = their row numbers) as ``put_many([(v, i), ...])`` would,
     in one transaction, without its per-entry validation and encoding (batched here)."""
     unit = validate_matrix(vecs, DIM)  # the normalization put() applies
-    codes = cache._search.encoder.encode(unit)
+    codes = cache._identity.encoder.encode(unit)
     now = time.time()
     entries = [
         NewEntry(
-            key_hash=vector_key(vecs[i], NAMESPACE),
+            key_hash=vector_key_hash(vecs[i], NAMESPACE),
             namespace=NAMESPACE, scope="", prompt=None, response=encode_response(start + i),
             metadata=None, tokens=0, created_at=now, expires_at=None, ttl=None,
             code=codes[i].tobytes(), vector=encode_vector(unit[i]),
         )
         for i in range(vecs.shape[0])
     ]
-    write_entries(cache._batcher, entries, None, now)
+    write_entries(cache._writer, entries, None, now)
 
 
 def build_semcache(path: str, n: int, seed: int) -> float:
@@ -281,7 +281,7 @@ def check_builder(workdir: str, n: int = 5000) -> dict[str, Any]:
             else:
                 write_vectors(cache, 0, vecs)
             timings[how] = (time.perf_counter() - t0) / n * 1e6
-            rows[how] = cache._store._query(
+            rows[how] = cache._store._db.query(
                 "SELECT key_hash, partition_id, response, code, vector FROM entries ORDER BY id")
         remove_cache_files(path)
     same = rows["put_many"] == rows["direct"]
@@ -506,11 +506,11 @@ def bench_size(n: int, args: argparse.Namespace, rs: ModuleType | None,
     result: dict[str, Any] = {"entries": n, "semcache_build_s": build_s}
 
     cache = semcache.open(path, dim=DIM, similarity_threshold=THRESHOLD, max_entries=None)
-    stored = cache._store._query("SELECT count(*) FROM entries")[0][0]
+    stored = cache._store._db.query("SELECT count(*) FROM entries")[0][0]
     if stored != n:
         raise SystemExit(f"{path} holds {stored} entries, not {n}: rebuild it (--rebuild)")
     cache.get(qs[0])  # maps the mirror
-    mirror = cache._search._mirror
+    mirror = cache._store._index._mirror
     pid = cache._pipeline.partition(NAMESPACE, "")
     assert mirror is not None and pid is not None
     get_fns: dict[str, Callable[[np.ndarray], Any]] = {}
@@ -553,7 +553,7 @@ def bench_size(n: int, args: argparse.Namespace, rs: ModuleType | None,
     systems: dict[str, Callable[[int], Any]] = {
         name: (lambda i, fn=fn: fn(qs[i])) for name, fn in get_fns.items()}
     now = time.time()
-    codes = cache._search.encoder.encode(qs)
+    codes = cache._identity.encoder.encode(qs)
     systems["semcache scan"] = lambda i: mirror.search(codes[i], RESCORE_K, partition=pid,
                                                        now=now, min_cosine=THRESHOLD)
     if bsc is not None:
@@ -610,7 +610,7 @@ print(json.dumps({
     "open_to_answer_s": t4 - t2, "import_to_answer_s": (t1 - t0) + (t4 - t2),
     "hit": None if hit is None else {"kind": hit.kind, "similarity": hit.similarity,
                                      "response": hit.response},
-    "mirror_rebuilds": cache._search.rebuilds if cache._search is not None else None,
+    "mirror_rebuilds": cache._store._index.rebuilds,
 }))
 """
 
@@ -723,7 +723,7 @@ def worker_ram(system: str, n: int, path: str) -> dict[str, Any]:
         for _ in range(20):
             hit = cache.get(q)
         assert hit is not None
-        mirror = cache._search._mirror
+        mirror = cache._store._index._mirror
         assert mirror is not None
         while not mirror.verified:  # the block checks touch every page once: count them
             cache.get(q)

@@ -5,7 +5,7 @@
     python scripts/dashboard_screenshot.py --keep /tmp/d   # and keeps the cache there
 
 Everything is real except the clock: chat requests go through ``semcache.wrap`` and the
-real ``openai`` SDK to the local stub server (semcache.stub_server), into a MiniLM cache
+real ``openai`` SDK to the local stub server (semcache.demo.openai_stub), into a MiniLM cache
 in three namespaces; a simulated clock spreads them over the 30 days that end now (more
 each day, and a busy last hour), so the charts have something to show. The requests are
 the paraphrase pairs and hard negatives of benchmarks/data: stored questions asked again
@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import semcache  # noqa: E402
-from semcache.stub_server import StubOpenAIServer  # noqa: E402
+from semcache.demo.openai_stub import StubOpenAIServer  # noqa: E402
 
 DAY = 86_400
 #: Namespace and model of each kind of traffic.

@@ -48,7 +48,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from semcache.embedders import MiniLMEmbedder  # noqa: E402
-from semcache.embedders.minilm import find_model_dir  # noqa: E402
+from semcache.embedders.models import find_model_dir  # noqa: E402
 
 PAIRS_PATH = ROOT / "benchmarks" / "data" / "paraphrase_pairs.json"
 HARD_NEGATIVES_PATH = ROOT / "benchmarks" / "data" / "hard_negatives.json"

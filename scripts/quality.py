@@ -60,9 +60,9 @@ for _path in (ROOT, ROOT / "scripts"):  # the package, and quality_guard beside 
 import quality_guard  # noqa: E402
 
 import semcache  # noqa: E402
+from semcache.cache._pipeline import RESCORE_K  # noqa: E402
 from semcache.embedders import get_embedder  # noqa: E402
 from semcache.kernels.projection import BinaryEncoder, validate_matrix  # noqa: E402
-from semcache.search import RESCORE_K  # noqa: E402
 from semcache.settings import CODE_BITS, DEFAULT_THRESHOLDS  # noqa: E402
 
 PAIRS_PATH = ROOT / "benchmarks" / "data" / "paraphrase_pairs.json"

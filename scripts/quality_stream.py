@@ -10,8 +10,9 @@ served over all queries; ``wrong_among_hits`` = wrong / hits); the best possible
 (phrasings - intents) / queries.
 
 Decisions compared (each on its own fresh file, the same order): the defaults, the guard off
-(``guard=False``: the cosine alone at the default floor), and the floors 0.80, 0.85, 0.92 and
-0.96 with the default decision. Attack pairs (``attack_pairs_<split>.json``): each pair in a
+(``guard=False``: the cosine alone at its default floor), and the default decision at floors
+from 0.76 to 0.96: with the defaults they are the trade-off curve (``tradeoff``: hit rate
+against wrong answers, by floor). Attack pairs (``attack_pairs_<split>.json``): each pair in a
 fresh namespace at the defaults, ``stored`` put, ``query`` asked; a served answer is a failure.
 
 Latency the decision adds: during the defaults run a second handle on the same file, opened
@@ -68,13 +69,12 @@ from semcache.embedders import get_embedder  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "quality_stream.json"
 #: name -> the arguments of ``semcache.open`` besides the embedder (defaults otherwise).
+#: The "floor" rows with the defaults are the trade-off curve (hit rate vs wrong answers).
 CONFIGS: dict[str, dict[str, Any]] = {
     "defaults": {},
     "guard off": {"guard": False},
-    "floor 0.80": {"similarity_threshold": 0.80},
-    "floor 0.85": {"similarity_threshold": 0.85},
-    "floor 0.92": {"similarity_threshold": 0.92},
-    "floor 0.96": {"similarity_threshold": 0.96},
+    **{f"floor {f:.2f}": {"similarity_threshold": f}
+       for f in (0.76, 0.78, 0.80, 0.82, 0.86, 0.88, 0.90, 0.92, 0.96)},
 }
 #: Issue 22's goals (hidden stream; reported for each split).
 GOAL_DEFAULT_WRONG = 0.005
@@ -211,9 +211,24 @@ def other_orders(emb: SharedEmbedder, fs: FamilySet, seeds: Sequence[int], workd
             "wrong_rate_range": [min(wrongs), max(wrongs)]}
 
 
+#: A split name ending in this suffix: the split without the families flagged
+#: ``dev_overlap`` (families whose topic a development split also covers; see
+#: benchmarks/data/README.md), so that held-out figures can be read with and without them.
+FRESH = "-fresh"
+
+
+def load_split(split: str) -> FamilySet:
+    """The family set of ``split``; ``<split>-fresh`` drops its ``dev_overlap`` families."""
+    if not split.endswith(FRESH):
+        return load_families(family_path(split))
+    fs = load_families(family_path(split[: -len(FRESH)]))
+    return FamilySet(split, fs.path, [f for f in fs.families if not f.get("dev_overlap")],
+                     fs.unrelated)
+
+
 def evaluate_split(emb: SharedEmbedder, split: str, configs: Sequence[str], seed: int,
                    workdir: str, latency: bool, extra_seeds: Sequence[int] = ()) -> dict[str, Any]:
-    fs = load_families(family_path(split))
+    fs = load_split(split)
     stream = fs.stream(seed)
     emb.prime([q.text for q in stream])
     out: dict[str, Any] = {
@@ -234,6 +249,7 @@ def evaluate_split(emb: SharedEmbedder, split: str, configs: Sequence[str], seed
               + (f"  added p50 {res['latency']['added_p50_ms']:.3f} ms p95 "
                  f"{res['latency']['added_p95_ms']:.3f} ms" if "latency" in res else ""),
               flush=True)
+    out["tradeoff"] = tradeoff(out)
     if extra_seeds and "defaults" in configs:
         others = other_orders(emb, fs, [seed, *extra_seeds], workdir, split)
         out["defaults_over_orders"] = others
@@ -252,10 +268,32 @@ def evaluate_split(emb: SharedEmbedder, split: str, configs: Sequence[str], seed
     return out
 
 
+def tradeoff(res: dict[str, Any]) -> list[dict[str, Any]]:
+    """Hit rate against wrong answers, one point per floor (the decision on), by floor."""
+    points = {c["floor"]: c for name, c in res["configs"].items()
+              if name == "defaults" or name.startswith("floor ")}
+    return [{"floor": f, "hit_rate": round(points[f]["hit_rate"], 4),
+             "wrong_rate": round(points[f]["wrong_rate"], 5)} for f in sorted(points)]
+
+
+def best_hits_within(curve: list[dict[str, Any]], wrong: float) -> float | None:
+    """The highest hit rate of a curve point with at most ``wrong`` wrong answers."""
+    ok = [p["hit_rate"] for p in curve if p["wrong_rate"] <= wrong]
+    return max(ok) if ok else None
+
+
 def goals(splits: dict[str, Any]) -> list[dict[str, Any]]:
     """Issue 22's goals, measured on each split (the hidden stream is the coordinator's)."""
     out: list[dict[str, Any]] = []
     for split, res in splits.items():
+        curve = res.get("tradeoff") or []
+        if curve:
+            best = best_hits_within(curve, GOAL_DEFAULT_WRONG)
+            out.append({"goal": f"{split}: moonshot, best hit rate at <= 0.5% wrong (any floor "
+                                "measured)", "target": GOAL_MOONSHOT_HIT * 100, "unit": "%",
+                        "at_least": True,
+                        "measured": None if best is None else round(best * 100, 1),
+                        "met": best is not None and best >= GOAL_MOONSHOT_HIT})
         d = res["configs"].get("defaults")
         if d:
             out.append({"goal": f"{split}: defaults, wrong answers of all queries",
@@ -281,6 +319,8 @@ def goals(splits: dict[str, Any]) -> list[dict[str, Any]]:
 
 #: The files that make the decision: the figures name the exact version they were made with.
 DECISION_FILES = ("semcache/guard/contrast.py", "semcache/guard/contrast_words.py",
+                  "semcache/guard/flow.py", "semcache/store/rescore.py",
+                  "semcache/cache/_pipeline.py",
                   "semcache/guard/decision.py", "semcache/guard/decision.json",
                   "semcache/guard/antonyms.txt", "semcache/guard/synonyms.txt",
                   "semcache/guard/rules.py", "semcache/guard/lexicon.py",
@@ -296,18 +336,54 @@ def decision_fingerprint() -> str:
     return digest.hexdigest()
 
 
+PLOT = ROOT / "benchmarks" / "results" / "quality_stream_tradeoff.png"
+
+
+def plot_tradeoff(splits: dict[str, Any], path: Path) -> None:
+    """Hit rate against wrong answers along the floors, one line per split, with the goal."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for split, res in splits.items():
+        curve = res.get("tradeoff") or []
+        if not curve:
+            continue
+        ax.plot([100 * p["hit_rate"] for p in curve], [100 * p["wrong_rate"] for p in curve],
+                marker="o", label=split)
+        d = res["configs"].get("defaults")
+        if d:
+            ax.annotate(f"{d['floor']}", (100 * d["hit_rate"], 100 * d["wrong_rate"]),
+                        textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.axhline(100 * GOAL_DEFAULT_WRONG, color="gray", linestyle="--", linewidth=0.8)
+    ax.axvline(100 * GOAL_DEFAULT_HIT, color="gray", linestyle="--", linewidth=0.8)
+    ax.set_xlabel("hit rate (% of queries)")
+    ax.set_ylabel("wrong answers (% of queries)")
+    ax.set_title("Look-alike stream: the semantic decision along its floor (0.76-0.96)")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--splits", nargs="+", default=None,
-                    help="default: dev, dev2, and heldout when its file exists")
+                    help="default: dev, dev2, heldout and heldout-fresh (when the file exists)")
     ap.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--extra-seeds", type=int, nargs="*", default=[1, 2, 3, 4],
                     help="other orders for the defaults (the spread of one order's figures)")
     ap.add_argument("--no-latency", action="store_true")
+    ap.add_argument("--no-plot", action="store_true")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
     splits = args.splits or [s for s in ("dev", "dev2", "heldout") if family_path(s).exists()]
+    if "heldout" in splits and "heldout" + FRESH not in splits:
+        splits.append("heldout" + FRESH)
     emb = SharedEmbedder(get_embedder("minilm"))
     gc.freeze()
     out: dict[str, Any] = {
@@ -334,6 +410,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=1) + "\n", encoding="utf-8")
     print(f"wrote {args.out}")
+    if not args.no_plot:
+        plot_tradeoff(out["splits"], PLOT)
+        print(f"wrote {PLOT}")
     return 0
 
 

@@ -1,6 +1,6 @@
 """The answer-quality figures of scripts/report.py: the look-alike stream of issue 22
-(``quality_stream.json``, and ``quality_stream_before.json``, the same stream through the code
-before the semantic decision) and the older paraphrase / hard-negative / rewording figures at
+(``quality_stream.json``; ``quality_stream_before.json``, the same stream through the code
+before the semantic decision; ``quality_stream_phase1.json``, through its first version) and the older paraphrase / hard-negative / rewording figures at
 the default floor (``quality.json``), as README rows and the generated blocks of
 docs/quality.md."""
 
@@ -13,11 +13,11 @@ from report_figures import Results, Row, dig, num, run_note
 CONFIG_LABELS = {
     "defaults": "defaults (semantic decision)",
     "guard off": "`guard=False` (cosine alone)",
-    "floor 0.80": "floor 0.80 + decision",
-    "floor 0.85": "floor 0.85 + decision",
-    "floor 0.92": "floor 0.92 + decision",
-    "floor 0.96": "floor 0.96 + decision",
 }
+
+
+def _label(name: str) -> str:
+    return CONFIG_LABELS.get(name, f"{name} + decision" if name.startswith("floor ") else name)
 
 
 def _pct(value: Any, digits: int = 1) -> str:
@@ -43,14 +43,17 @@ def stream_rows(r: Results) -> list[Row]:
         if not d:
             continue
         old = dig(before, "splits", split, "configs", "defaults")
+        first = dig(r.get("quality_stream_phase1"), "splits", split, "configs", "defaults")
         a = res.get("attacks") or {}
         rows.append((
             f"look-alike questions, {split} stream ({res['queries']} queries, best possible "
             f"{_pct(res['best_possible_hit_rate'])} hits): wrong answers / hit rate at the defaults",
-            f"{_pct(d['wrong_rate'], 2)} wrong, {_pct(d['hit_rate'])} hits (floor {d['floor']}); "
-            f"attack pairs served {a.get('served', '?')}/{a.get('pairs', '?')}",
+            f"{_pct(d['wrong_rate'], 2)} wrong, {_pct(d['hit_rate'])} hits (floor {d['floor']})"
+            + (f"; attack pairs served {a['served']}/{a['pairs']}" if a else ""),
             (f"before the decision (guard, 0.92): {_pct(old['wrong_rate'], 2)} wrong, "
              f"{_pct(old['hit_rate'])} hits; " if old else "")
+            + (f"phase 1 ({first['floor']}): {_pct(first['wrong_rate'], 2)} wrong, "
+               f"{_pct(first['hit_rate'])} hits; " if first else "")
             + f"cosine alone: {_pct(dig(res, 'configs', 'guard off', 'wrong_rate'), 2)} wrong",
             _note(s)))
     return rows
@@ -78,8 +81,13 @@ def stream_block(r: Results) -> str:
             lines.append(f"| before: near-miss guard, default floor | {o['floor']} | "
                          f"{_pct(o['hit_rate'])} | {_pct(o['wrong_rate'], 2)} ({o['wrong']}) | "
                          f"{_pct(o['wrong_among_hits'])} |")
+        first = dig(r.get("quality_stream_phase1"), "splits", split, "configs", "defaults")
+        if first:
+            lines.append(f"| phase 1: the first semantic decision | {first['floor']} | "
+                         f"{_pct(first['hit_rate'])} | {_pct(first['wrong_rate'], 2)} "
+                         f"({first['wrong']}) | {_pct(first['wrong_among_hits'])} |")
         for name, c in res["configs"].items():
-            label = CONFIG_LABELS.get(name, name)
+            label = _label(name)
             bold = "**" if name == "defaults" else ""
             lines.append(f"| {bold}{label}{bold} | {c['floor']} | {bold}{_pct(c['hit_rate'])}{bold}"
                          f" | {bold}{_pct(c['wrong_rate'], 2)}{bold} ({c['wrong']}) | "
@@ -114,6 +122,21 @@ def stream_block(r: Results) -> str:
                       f"{lat['lookups']} lookups): p50 {num(lat['added_p50_ms'], 3)} ms, p95 "
                       f"{num(lat['added_p95_ms'], 3)} ms, mean {num(lat['added_mean_ms'], 3)} ms."]
         lines.append("")
+    curves = {split: res["tradeoff"] for split, res in s["splits"].items() if res.get("tradeoff")}
+    if curves:
+        floors = sorted({p["floor"] for c in curves.values() for p in c})
+        lines += ["The trade-off curve (the decision along its floor; "
+                  "`benchmarks/results/quality_stream_tradeoff.png`): hit rate / wrong answers, "
+                  "both of all queries.", "",
+                  "| floor | " + " | ".join(curves) + " |", "|---|" + "---|" * len(curves)]
+        for f in floors:
+            cells = []
+            for c in curves.values():
+                p = next((x for x in c if x["floor"] == f), None)
+                cells.append("-" if p is None else
+                             f"{_pct(p['hit_rate'])} / {_pct(p['wrong_rate'], 2)}")
+            lines.append(f"| {f} | " + " | ".join(cells) + " |")
+        lines += ["", "![trade-off](../benchmarks/results/quality_stream_tradeoff.png)", ""]
     goals = s.get("goals") or []
     if goals:
         lines += ["| goal (issue 22, measured here) | target | measured | met |", "|---|---|---|:---:|"]

@@ -19,6 +19,7 @@ from semcache.errors import (
     CacheClosedError,
     CacheConnectionError,
     CacheFileError,
+    CacheNotFoundError,
     ConfigurationError,
     CorruptCacheError,
     DimensionError,
@@ -44,6 +45,17 @@ from semcache.verify import verify
 
 __version__ = "0.1.0"
 
+
+def _public_module() -> None:
+    """Public classes and functions say they live in ``semcache`` (as httpx does), so that
+    reprs, tracebacks and docs read ``semcache.Cache``, not the private module that
+    defines it."""
+    for name in __all__:
+        obj = globals()[name]
+        if isinstance(obj, type) or callable(obj) and hasattr(obj, "__code__"):
+            obj.__module__ = "semcache"
+
+
 __all__ = [
     "BinaryEncoder",
     "Cache",
@@ -51,6 +63,7 @@ __all__ = [
     "CacheConnectionError",
     "CacheFileError",
     "CacheInfo",
+    "CacheNotFoundError",
     "ConfigurationError",
     "CorruptCacheError",
     "DimensionError",
@@ -81,3 +94,5 @@ __all__ = [
     "verify",
     "wrap",
 ]
+
+_public_module()

@@ -28,11 +28,11 @@ from pathlib import Path
 from typing import Any
 
 from semcache.errors import ConfigurationError
+from semcache.integrations.streaming import check_stream_options, set_replay_defaults
+from semcache.settings import INIT_DEFAULTS
 from semcache.validation import UNSET
 
 logger = logging.getLogger("semcache")
-
-_DEFAULT_THRESHOLD = 0.95
 
 _lock = threading.RLock()
 _default: Any = None  # the current default semcache.Cache, or None
@@ -44,13 +44,6 @@ def default_cache_path() -> Path:
 
     return Path(platformdirs.user_cache_dir("semcache")) / "llm.db"
 
-
-#: What ``init_cache`` gives a new file (OneLLM's defaults); an existing file keeps its own
-#: stored settings unless the caller passes a value explicitly.
-INIT_DEFAULTS: dict[str, Any] = {
-    "max_entries": 1000, "similarity_threshold": _DEFAULT_THRESHOLD, "ttl": 86_400,
-}
-_STREAM_DEFAULTS: tuple[str, int] = ("words", 8)
 
 
 def init_cache(
@@ -90,7 +83,7 @@ def init_cache(
         ConfigurationError: ``p`` and ``similarity_threshold`` disagree, or an invalid
             setting (raised by :func:`semcache.open`).
     """
-    global _default, _STREAM_DEFAULTS
+    global _default
     if p is not None:
         if similarity_threshold is not UNSET and similarity_threshold != p:
             raise ConfigurationError(
@@ -98,8 +91,6 @@ def init_cache(
                 "p is OneLLM's name for the same setting, give only one"
             )
         similarity_threshold = p
-    from semcache.integrations.streaming import check_stream_options
-
     stream = check_stream_options(stream_chunk_strategy, stream_chunk_length)
     given = {name: value for name, value in (
         ("max_entries", max_entries), ("similarity_threshold", similarity_threshold),
@@ -112,16 +103,11 @@ def init_cache(
     cache = open_cache(path, hash_only=hash_only, defaults=INIT_DEFAULTS, **given, **settings)
     with _lock:
         previous, _default = _default, cache
-        _STREAM_DEFAULTS = stream
+        set_replay_defaults(*stream)
     if previous is not None and previous is not cache:
         _close_quietly(previous)
     logger.info("semcache: default cache is %s", cache.location)
     return cache
-
-
-def stream_defaults() -> tuple[str, int]:
-    """``(stream_chunk_strategy, stream_chunk_length)`` given to :func:`init_cache`."""
-    return _STREAM_DEFAULTS
 
 
 def get_default_cache() -> Any:
@@ -192,5 +178,4 @@ __all__ = [
     "get_default_cache",
     "init_cache",
     "set_default_cache",
-    "stream_defaults",
 ]

@@ -60,6 +60,11 @@ class CacheFileError(SemcacheError, OSError):
     """The cache file cannot be opened, read or written."""
 
 
+class CacheNotFoundError(CacheFileError, FileNotFoundError):
+    """There is no cache where one must exist (``semcache.open(path, create=False)``, the
+    CLI's commands, ``semcache.verify``): no file, or no semcache schema on the server."""
+
+
 class CacheConnectionError(CacheFileError):
     """The database server cannot be reached, or the connection to it was lost (PostgreSQL).
 
@@ -86,24 +91,6 @@ class CacheClosedError(SemcacheError, RuntimeError):
     """An operation on a cache that was closed."""
 
 
-__all__ = [
-    "CacheClosedError",
-    "CacheConnectionError",
-    "CacheFileError",
-    "ConfigurationError",
-    "CorruptCacheError",
-    "DimensionError",
-    "EmbedderError",
-    "EmbedderMismatchError",
-    "EmptyPromptError",
-    "InvalidInputError",
-    "InvalidTypeError",
-    "InvalidVectorError",
-    "NotASemcacheFileError",
-    "ReadOnlyCacheError",
-    "SchemaVersionError",
-    "SemcacheError",
-    "SerializationError",
-    "ThresholdError",
-    "TooLargeError",
-]
+#: Every error class of the hierarchy (each is also a name of the ``semcache`` package).
+__all__ = sorted(name for name, obj in list(globals().items())
+                 if isinstance(obj, type) and issubclass(obj, SemcacheError))

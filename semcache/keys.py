@@ -1,19 +1,26 @@
-"""Cache keys for LLM requests (docs/architecture.md, "The request-level API").
+"""Cache keys: one module for every key semcache derives (docs/architecture.md).
 
-Three things are derived from one chat-completions request (the keyword arguments of
-``client.chat.completions.create``) or one Responses request (those of
-``client.responses.create``, see :func:`analyze_responses_request`):
+Request keys. From one request three things are derived, in one normalization pass
+(:class:`RequestKeys`): the exact-key material, the semantic scope and the embedded text.
+Requests are chat-completions calls (:func:`analyze_request`, the keyword arguments of
+``client.chat.completions.create``), Responses calls (:func:`analyze_responses_request`)
+and LangChain lookups (:func:`analyze_langchain`, LangChain's ``(prompt, llm_string)``):
 
-* :func:`request_key` - the exact key: SHA-256 of a canonical JSON of the model, the
-  messages and every generation parameter. Two requests share it only if the model
-  would receive the same input and generation settings.
-* :func:`semantic_scope` - the partition a semantic (paraphrase) hit may come from:
-  everything in the request except the *content* of the last user message, hashed.
+* the exact key: SHA-256 of a canonical JSON (:func:`canonical_json`) of the model, the
+  messages and every generation parameter. Two requests share it only if the model would
+  receive the same input and generation settings;
+* the scope (:func:`semantic_scope`): the partition a semantic (paraphrase) hit may come
+  from, everything in the request except the *content* of the last user message, hashed.
   A paraphrase can therefore never be answered across models, parameters, system
-  prompts, tools or conversation prefixes.
-* :func:`embed_text` - the text that is embedded for the semantic tier: the last user
-  message only (None when that message holds non-text parts such as images, which makes
-  the request exact-only).
+  prompts, tools or conversation prefixes;
+* the text (:func:`embed_text`): the last user message only (None when it holds non-text
+  parts such as images, which makes the request exact-only).
+
+Entry keys (the ``entries.key_hash`` column): SHA-256 over a kind tag, the namespace and
+the key material (:func:`prompt_key_hash`, :func:`vector_key_hash`,
+:func:`request_key_hash`), so the same prompt in two namespaces (tenants) has two keys and
+a prompt, a vector and a request can never collide. These formulas are part of the file
+format: changing them makes every stored entry unreachable by its exact key.
 
 Canonical JSON: keys sorted, no whitespace, ``ensure_ascii=False``, NaN/inf rejected.
 Before hashing, values are normalized so that equivalent requests hash the same:
@@ -56,7 +63,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from semcache.errors import InvalidInputError, InvalidTypeError, SerializationError
+from semcache.store.codecs import MAX_PROMPT_BYTES
+from semcache.validation import check_prompt
 
 #: Request parameters that never enter a key or scope (see the module docstring).
 EXCLUDED_PARAMS: frozenset[str] = frozenset(
@@ -158,8 +169,9 @@ def _normalize(value: Any, path: str) -> Any:
     return _normalize_object(value, path)
 
 
-def _dumps(data: Any) -> bytes:
-    """Canonical JSON bytes (data must already be normalized)."""
+def canonical_json(data: Any) -> bytes:
+    """Canonical JSON bytes (keys sorted, no whitespace, UTF-8; NaN/inf refused). ``data``
+    must already be JSON data (see :func:`normalize_request` for requests)."""
     return json.dumps(
         data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
     ).encode("utf-8")
@@ -236,7 +248,7 @@ def analyze_request(request: Mapping[str, Any]) -> RequestKeys:
 
 
 def _key_of(canonical: dict[str, Any]) -> bytes:
-    return hashlib.sha256(_dumps({"v": _KEY_VERSION, "request": canonical})).digest()
+    return hashlib.sha256(canonical_json({"v": _KEY_VERSION, "request": canonical})).digest()
 
 
 def request_key(request: Mapping[str, Any]) -> bytes:
@@ -259,7 +271,7 @@ def semantic_scope(request: Mapping[str, Any]) -> str:
 
 def _scope_of(canonical: dict[str, Any]) -> str:
     scoped = {**canonical, "messages": _with_placeholder(canonical["messages"])}
-    return hashlib.sha256(_dumps({"v": _KEY_VERSION, "scope": scoped})).hexdigest()
+    return hashlib.sha256(canonical_json({"v": _KEY_VERSION, "scope": scoped})).hexdigest()
 
 
 def embed_text(request: Mapping[str, Any]) -> str | None:
@@ -284,9 +296,12 @@ def _last_user_text(items: list[dict[str, Any]], text_types: tuple[str, ...]) ->
     ``input_text`` in Responses input items).
     """
     idx = _last_user_index(items)
-    if idx is None:
-        return None
-    content = items[idx].get("content")
+    return None if idx is None else _content_text(items[idx].get("content"), text_types)
+
+
+def _content_text(content: Any, text_types: tuple[str, ...]) -> str | None:
+    """A message's text: a str, or its text parts joined with newlines; None when empty or
+    when any part is not text (an image, audio, a file...: exact-only)."""
     if isinstance(content, str):
         text = content
     elif isinstance(content, list):
@@ -294,11 +309,9 @@ def _last_user_text(items: list[dict[str, Any]], text_types: tuple[str, ...]) ->
         for part in content:
             if isinstance(part, str):
                 texts.append(part)
-            elif isinstance(part, dict) and part.get("type") in text_types:
-                value = part.get("text")
-                if not isinstance(value, str):
-                    return None
-                texts.append(value)
+            elif isinstance(part, dict) and part.get("type") in text_types \
+                    and isinstance(part.get("text"), str):
+                texts.append(part["text"])
             else:
                 return None
         text = "\n".join(texts)
@@ -361,23 +374,195 @@ def analyze_responses_request(request: Mapping[str, Any]) -> RequestKeys:
     canonical = normalize_responses_request(request)
     items = canonical.get("input", [])
     key = hashlib.sha256(
-        _dumps({"v": _RESPONSES_KEY_VERSION, "api": _RESPONSES_API, "request": canonical})
+        canonical_json({"v": _RESPONSES_KEY_VERSION, "api": _RESPONSES_API, "request": canonical})
     ).digest()
     scoped = {**canonical, "input": _with_placeholder(items)} if items else canonical
     scope = hashlib.sha256(
-        _dumps({"v": _RESPONSES_KEY_VERSION, "api": _RESPONSES_API, "scope": scoped})
+        canonical_json({"v": _RESPONSES_KEY_VERSION, "api": _RESPONSES_API, "scope": scoped})
     ).hexdigest()
     return RequestKeys(key=key, scope=scope, text=_last_user_text(items, ("input_text",)))
 
 
+# -- LangChain ------------------------------------------------------------------------------
+
+_LANGCHAIN_KEY_VERSION = 1
+_HUMAN = ("HumanMessage", "HumanMessageChunk")
+
+
+def _langchain_digest(payload: dict[str, Any]) -> bytes:
+    return hashlib.sha256(canonical_json(
+        {"v": _LANGCHAIN_KEY_VERSION, "api": "langchain", **payload})).digest()
+
+
+def _langchain_messages(prompt: str) -> list[dict[str, Any]] | None:
+    """The message list of a chat prompt (LangChain's JSON), None for a plain prompt."""
+    if not prompt.startswith("["):
+        return None
+    try:
+        data = json.loads(prompt)
+    except ValueError:
+        return None
+    if not isinstance(data, list) or not data:
+        return None
+    if not all(isinstance(m, dict) and m.get("lc") == 1 and isinstance(m.get("kwargs"), dict)
+               for m in data):
+        return None
+    return data
+
+
+def _is_human(message: dict[str, Any]) -> bool:
+    ident = message.get("id") or []
+    return (bool(ident) and ident[-1] in _HUMAN) or message["kwargs"].get("type") == "human"
+
+
+def analyze_langchain(prompt: str, llm_string: str) -> RequestKeys:
+    """Key, scope and embedded text of LangChain's ``(prompt, llm_string)``.
+
+    ``llm_string`` (the model and its parameters) is in the key and the scope. A chat
+    model's prompt (LangChain's JSON of the message list) embeds its last human message;
+    every other message (and the other fields of that one) is scope. A plain LLM's prompt
+    is embedded whole."""
+    if not isinstance(prompt, str) or not isinstance(llm_string, str):
+        raise InvalidTypeError(
+            f"LangChain cache keys are strings; got {type(prompt).__name__} prompt and "
+            f"{type(llm_string).__name__} llm_string")
+    key = _langchain_digest({"llm": llm_string, "prompt": prompt})
+    messages = _langchain_messages(prompt)
+    if messages is None:  # a plain LLM prompt: embedded whole
+        scope = _langchain_digest({"llm": llm_string, "prompt": {"semcache": "embedded"}})
+        return RequestKeys(key, scope.hex(), _content_text(prompt, ("text",)))
+    index = next((i for i in range(len(messages) - 1, -1, -1) if _is_human(messages[i])), None)
+    if index is None:
+        scope = _langchain_digest({"llm": llm_string, "messages": messages})
+        return RequestKeys(key, scope.hex(), None)
+    last = messages[index]
+    placeholder = {**last, "kwargs": {**last["kwargs"], "content": {"semcache": "embedded"}}}
+    scoped = [*messages[:index], placeholder, *messages[index + 1:]]
+    scope = _langchain_digest({"llm": llm_string, "messages": scoped})
+    return RequestKeys(key, scope.hex(), _content_text(last["kwargs"].get("content"), ("text",)))
+
+
+# -- entry keys: what entries.key_hash holds ------------------------------------------------
+
+#: Namespaces whose key prefix and memo are kept (past it, all start over).
+MEMO_NAMESPACES = 64
+#: Prompts remembered in all, and the longest remembered.
+MEMO_PROMPTS = 4096
+MEMO_PROMPT_CHARS = 512
+#: Array types whose float32 conversion is the same one by one or as a stacked array.
+_FLOAT_DTYPES = (np.dtype("<f4"), np.dtype("<f8"), np.dtype(">f4"), np.dtype(">f8"))
+
+
+def _entry_digest(kind: bytes, namespace: str, payload: bytes) -> bytes:
+    return hashlib.sha256(b"%s\x00%s\x00%s" % (kind, namespace.encode("utf-8"), payload)).digest()
+
+
+def prompt_key_hash(prompt: str, namespace: str) -> bytes:
+    """Entry key of a plain prompt (``get``/``put``): the prompt's bytes, unnormalized."""
+    return _entry_digest(b"prompt", namespace, prompt.encode("utf-8"))
+
+
+def vector_key_hash(vector: np.ndarray, namespace: str) -> bytes:
+    """Entry key of an entry put by vector: its float32 bytes as given (not normalized)."""
+    return _entry_digest(b"vector", namespace, np.asarray(vector, dtype="<f4").tobytes())
+
+
+def vector_key_hashes(vectors: list[Any], namespace: str) -> list[bytes]:
+    """:func:`vector_key_hash` of each (validated) vector. 1-D float32/float64 arrays of one
+    shape are converted as one array, which gives the same float32 bytes row by row;
+    anything else is converted one at a time."""
+    first = vectors[0] if vectors else None
+    if not isinstance(first, np.ndarray) or first.ndim != 1 or not first.size or not all(
+            isinstance(v, np.ndarray) and v.dtype in _FLOAT_DTYPES and v.shape == first.shape
+            for v in vectors):
+        return [vector_key_hash(v, namespace) for v in vectors]
+    blob = np.asarray(vectors, dtype="<f4").tobytes()
+    size = len(blob) // len(vectors)
+    prefix = b"vector\x00%s\x00" % namespace.encode("utf-8")
+    return [hashlib.sha256(prefix + blob[i:i + size]).digest()
+            for i in range(0, len(blob), size)]
+
+
+def request_key_hash(material: bytes, namespace: str) -> bytes:
+    """Entry key of a request stored through ``Cache.store`` (``material``: its exact-key
+    material, e.g. :attr:`RequestKeys.key`)."""
+    return _entry_digest(b"request", namespace, material)
+
+
+class PromptKeyMemo:
+    """:func:`prompt_key_hash` with the prompt's validation in the same pass, remembered.
+
+    The prompt is encoded once (the check and the digest share the bytes) and each
+    namespace's prefix is built once. Keys of recent short prompts are remembered: an exact
+    hit is a prompt seen before, and a dict lookup (~0.1 us) is cheaper than validating and
+    hashing it again (~0.45 us of a ~5 us hit). The memo holds prompts that already passed
+    validation, so a remembered prompt is valid; it is bounded (:data:`MEMO_PROMPTS` prompts
+    in all, of at most :data:`MEMO_PROMPT_CHARS` characters: ~3 MB of ASCII) and starts
+    over when full. Threads may race on it harmlessly: every value is the one digest of
+    its prompt, and a lost insert only costs a recomputation. Any prompt the fast path does
+    not accept goes through :func:`~semcache.validation.check_prompt`, which raises the
+    error it always raised.
+    """
+
+    def __init__(self) -> None:
+        self._prefixes: dict[str, bytes] = {}
+        self._memo: dict[str, dict[str, bytes]] = {}  # namespace -> prompt -> key
+        self._remembered = 0
+
+    def key(self, prompt: Any, namespace: str) -> tuple[str, bytes]:
+        """``(prompt, key hash)`` of a valid prompt; raises like ``check_prompt`` otherwise."""
+        if type(prompt) is str:
+            memo = self._memo.get(namespace)
+            if memo is not None:
+                found = memo.get(prompt)
+                if found is not None:
+                    return prompt, found
+            if prompt and not prompt.isspace():
+                try:
+                    raw = prompt.encode("utf-8")
+                except UnicodeEncodeError:
+                    raw = None
+                if raw is not None and len(raw) <= MAX_PROMPT_BYTES:
+                    return prompt, self._remember(prompt, raw, namespace)
+        text = check_prompt(prompt)  # raises for anything the fast path refused but a str subclass
+        return text, prompt_key_hash(text, namespace)
+
+    def _remember(self, prompt: str, raw: bytes, namespace: str) -> bytes:
+        prefix = self._prefixes.get(namespace)
+        if prefix is None:
+            if len(self._prefixes) >= MEMO_NAMESPACES:
+                self._prefixes.clear()
+                self._memo.clear()
+                self._remembered = 0
+            prefix = self._prefixes[namespace] = b"prompt\x00%s\x00" % namespace.encode("utf-8")
+        key = hashlib.sha256(prefix + raw).digest()
+        if len(prompt) <= MEMO_PROMPT_CHARS:
+            if self._remembered >= MEMO_PROMPTS:
+                self._memo.clear()  # start over: simple, and bounded
+                self._remembered = 0
+            memo = self._memo.get(namespace)
+            if memo is None:
+                memo = self._memo[namespace] = {}
+            memo[prompt] = key
+            self._remembered += 1
+        return key
+
+
 __all__ = [
     "EXCLUDED_PARAMS",
+    "PromptKeyMemo",
     "RequestKeys",
+    "analyze_langchain",
     "analyze_request",
     "analyze_responses_request",
+    "canonical_json",
     "embed_text",
     "normalize_request",
     "normalize_responses_request",
+    "prompt_key_hash",
     "request_key",
+    "request_key_hash",
     "semantic_scope",
+    "vector_key_hash",
+    "vector_key_hashes",
 ]

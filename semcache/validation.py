@@ -21,6 +21,7 @@ from semcache.errors import (
     EmptyPromptError,
     InvalidInputError,
     InvalidTypeError,
+    SemcacheError,
     ThresholdError,
     TooLargeError,
 )
@@ -145,18 +146,22 @@ def check_scope(value: Any) -> str:
     return check_text(value, "scope")
 
 
+def _int_in(value: Any, low: int, high: int, what: str, error: type[SemcacheError]) -> int:
+    """``value`` as an int in [low, high]; ``error`` naming ``what`` otherwise."""
+    if not _is_int(value) or not low <= value <= high:
+        bounds = "2**62)" if high == MAX_INT else f"{high}]"
+        raise error(f"{what} must be an int in [{low}, {bounds}; got {value!r}")
+    return int(value)
+
+
 def check_entry_id(value: Any) -> int:
     if not _is_int(value):
         raise InvalidTypeError(f"entry_id must be an int; got {value!r}")
-    if not 0 <= value <= MAX_INT:
-        raise InvalidInputError(f"entry_id must be an int in [0, 2**62); got {value!r}")
-    return int(value)
+    return _int_in(value, 0, MAX_INT, "entry_id", InvalidInputError)
 
 
 def check_tokens(value: Any) -> int:
-    if not _is_int(value) or not 0 <= value <= MAX_INT:
-        raise InvalidInputError(f"tokens must be an int in [0, 2**62); got {value!r}")
-    return int(value)
+    return _int_in(value, 0, MAX_INT, "tokens", InvalidInputError)
 
 
 def check_bool(value: Any, what: str) -> bool:
@@ -166,15 +171,11 @@ def check_bool(value: Any, what: str) -> bool:
 
 
 def check_dim(value: Any) -> int:
-    if not _is_int(value) or not 1 <= value <= MAX_DIM:
-        raise ConfigurationError(f"dim must be an int in [1, {MAX_DIM}]; got {value!r}")
-    return int(value)
+    return _int_in(value, 1, MAX_DIM, "dim", ConfigurationError)
 
 
 def check_seed(value: Any) -> int:
-    if not _is_int(value) or not 0 <= value <= MAX_INT:
-        raise ConfigurationError(f"seed must be an int in [0, 2**62); got {value!r}")
-    return int(value)
+    return _int_in(value, 0, MAX_INT, "seed", ConfigurationError)
 
 
 def check_key(value: Any) -> bytes:

@@ -58,6 +58,12 @@ def file_state(path: str) -> tuple[bytes, bytes]:
     return read(path), read(path + "-wal")
 
 
+def mirror_rebuilds(caplog: pytest.LogCaptureFixture) -> int:
+    """How many times this process rebuilt a code mirror while ``caplog`` captured INFO
+    records of the ``semcache`` logger (the engine logs each rebuild)."""
+    return sum("rebuilt code mirror" in r.getMessage() for r in caplog.records)
+
+
 def sql_rows(path: str, sql: str, params: tuple = ()) -> list[tuple]:
     """Rows of a read-only SQL query on a cache file, as an operator's sqlite3 would see
     them (its own connection, sqlite-vec loaded for the entry_codes table)."""

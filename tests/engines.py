@@ -16,6 +16,7 @@ run against both engines; SQLite-only tests (the mirror, file faults, the sqlite
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -131,4 +132,60 @@ def stored_state(location: str) -> Any:
                 for t in tables}
 
 
-__all__ = ["ENGINES", "cache_exists", "stored_state"]
+
+
+def by_hand(location: str, sqlite_sql: str, postgres_sql: str, params: tuple = ()) -> None:
+    """Run one statement on a cache as an operator would by hand (the sqlite3 CLI, psql):
+    ``postgres_sql`` may name the cache's schema as ``{schema}``."""
+    if not is_server_location(location):
+        import sqlite3
+
+        con = sqlite3.connect(location)
+        try:
+            con.execute(sqlite_sql, params)
+            con.commit()
+        finally:
+            con.close()
+        return
+    import psycopg
+
+    url, schema = _server(location)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(postgres_sql.replace("{schema}", '"' + schema.replace('"', '""') + '"'),
+                     params)
+
+
+def replace_cache(location: str, fill: Callable[[Any], object], scratch: Path) -> None:
+    """Put another cache in the place of the one at ``location`` under its live users, the
+    way operators do it: SQLite - another cache file restored over it in place (what
+    ``sqlite3 live.db ".restore other.db"`` runs); PostgreSQL - the schema dropped and
+    created again. ``fill(store)`` writes the new cache's content before it takes the
+    place (PostgreSQL: right after)."""
+    from semcache.store import open_store
+
+    if not is_server_location(location):
+        import apsw
+
+        other = str(scratch / f"replacement-{uuid.uuid4().hex[:8]}.db")
+        store = open_store(other)
+        try:
+            fill(store)
+        finally:
+            store.close()
+        dest, src = apsw.Connection(location), apsw.Connection(other)
+        try:
+            with dest.backup("main", src, "main") as backup:
+                backup.step()
+        finally:
+            dest.close()
+            src.close()
+        return
+    open_store(location).drop()
+    store = open_store(location)
+    try:
+        fill(store)
+    finally:
+        store.close()
+
+
+__all__ = ["ENGINES", "by_hand", "cache_exists", "replace_cache", "stored_state"]

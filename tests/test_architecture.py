@@ -4,7 +4,10 @@ validation for every entry point, and embedding outside the cache's locks."""
 from __future__ import annotations
 
 import ast
+import inspect
 import re
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -27,7 +30,7 @@ PUBLIC = [
     "InvalidVectorError", "NotASemcacheFileError", "ReadOnlyCacheError", "SchemaVersionError",
     "SemcacheError", "SerializationError", "ThresholdError", "TooLargeError", "cache_stats",
     "clear_cache", "disable_cache", "get_default_cache", "init_cache", "open", "verify", "wrap",
-    "CacheConnectionError", "CacheInfo", "cache_info", "RequestCache",
+    "CacheConnectionError", "CacheInfo", "cache_info", "RequestCache", "CacheNotFoundError",
 ]
 
 
@@ -87,6 +90,162 @@ def test_modules_stay_small() -> None:
     sizes = {p.relative_to(PACKAGE).as_posix(): len(p.read_text("utf-8").splitlines())
              for p in _python_files()}
     assert {name: n for name, n in sizes.items() if n > 600} == {}
+
+
+def test_no_function_is_too_complex() -> None:
+    """Cyclomatic complexity <= 20 everywhere (ruff's C90 rule, as pyproject.toml sets)."""
+    done = subprocess.run([sys.executable, "-m", "ruff", "check", "--select", "C90",
+                           "--output-format", "concise", str(PACKAGE)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path, modules: set[str]) -> set[str]:
+    """Modules of semcache that ``path`` imports, lazily or not (``from package import
+    submodule`` counts as the submodule)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            for alias in node.names:
+                sub = f"{node.module}.{alias.name}"
+                found.add(sub if sub in modules else node.module)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return {m for m in found if m in modules}
+
+
+def _import_graph() -> dict[str, set[str]]:
+    paths = {_module_name(p): p for p in _python_files()}
+    modules = set(paths)
+    return {name: _imports(path, modules) - {name} for name, path in paths.items()}
+
+
+def test_no_import_cycles_even_through_lazy_imports() -> None:
+    graph = _import_graph()
+    cycles: list[list[str]] = []
+    state: dict[str, int] = {}  # 1: on the path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                cycles.append(path[path.index(nxt):] + [nxt])
+            elif nxt not in state:
+                visit(nxt)
+        path.pop()
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node)
+    assert cycles == []
+
+
+_ENGINE_NAMES = re.compile(r"\b(SQLiteStore|PostgresStore|LocalCodeSource)\b")
+
+
+def test_engines_are_named_only_inside_the_store_package() -> None:
+    offenders = []
+    graph = _import_graph()
+    for path in _python_files("store"):
+        name = _module_name(path)
+        engines = {m for m in graph[name] if m.startswith(("semcache.store.sqlite",
+                                                             "semcache.store.postgres"))}
+        named = _ENGINE_NAMES.findall(path.read_text("utf-8"))
+        if engines or named:
+            offenders.append((name, sorted(engines), sorted(set(named))))
+    assert offenders == []
+
+
+def test_the_cli_and_the_dashboard_use_the_public_api_only() -> None:
+    graph = _import_graph()
+    offenders = {name: sorted(m for m in deps if m.startswith("semcache.store")
+                              or "._" in m)
+                 for name, deps in graph.items()
+                 if name.startswith(("semcache.cli", "semcache.dashboard"))}
+    assert {name: deps for name, deps in offenders.items() if deps} == {}
+
+
+def _declared_but_never_set(node: ast.ClassDef) -> list[str]:
+    """Names a class annotates in its body but none of its methods assigns on ``self``:
+    attributes it expects a host class to provide (an abstract base, ``ABC``, says what its
+    subclasses provide: that is its job)."""
+    if any(isinstance(d, (ast.Name, ast.Attribute, ast.Call)) and "dataclass" in ast.unparse(d)
+           for d in node.decorator_list) or any(
+            ast.unparse(base).split(".")[-1] in ("Protocol", "NamedTuple", "TypedDict", "ABC")
+            or "Protocol[" in ast.unparse(base) for base in node.bases):
+        return []
+    declared = [item.target.id for item in node.body if isinstance(item, ast.AnnAssign)
+                and item.value is None and isinstance(item.target, ast.Name)]
+    assigned = {t.attr for item in ast.walk(node) for t in getattr(item, "targets", [])
+                + [getattr(item, "target", None)]
+                if isinstance(t, ast.Attribute) and isinstance(t.value, ast.Name)
+                and t.value.id == "self"}
+    return [name for name in declared if name not in assigned]
+
+
+def test_no_mixins() -> None:
+    """No class re-declares the attributes of a host it is mixed into: no class body with
+    a TYPE_CHECKING block, no ``*Mixin``, no attribute annotated but never set."""
+    offenders = []
+    for path in _python_files():
+        for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+            if not isinstance(node, ast.ClassDef):
+                continue
+            if node.name.endswith("Mixin"):
+                offenders.append(f"{path.name}: class {node.name}")
+            if any(isinstance(item, ast.If) and "TYPE_CHECKING" in ast.unparse(item.test)
+                   for item in node.body):
+                offenders.append(f"{path.name}: {node.name} declares its host's names")
+            offenders += [f"{path.name}: {node.name}.{name} is the host's"
+                          for name in _declared_but_never_set(node)]
+    assert offenders == []
+
+
+#: Private members of a Cache (what tests must not reach into, but for a few tests about
+#: those very parts).
+_CACHE_PRIVATES = {"_settings", "_store", "_identity", "_clock", "_gate", "_writer",
+                   "_pipeline", "_entries", "_coalescer", "_keys", "_namespace", "_release",
+                   "_search", "_batcher"}
+
+
+def test_tests_go_through_the_public_api_or_the_store_protocol() -> None:
+    """At most 10 places in the tests reach into a Cache's private parts or import a
+    private module of the cache package (each about that very part)."""
+    places = []
+    reach = re.compile(r"\b\w+\.(" + "|".join(sorted(_CACHE_PRIVATES)) + r")\b")
+    for path in sorted((PACKAGE.parent / "tests").rglob("*.py")):
+        tree = ast.parse(path.read_text("utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and node.attr in _CACHE_PRIVATES and not (
+                    isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")):
+                places.append(f"{path.name}:{node.lineno} {ast.unparse(node)}")
+            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                names = [node.module or ""] if isinstance(node, ast.ImportFrom) else \
+                    [a.name for a in node.names]
+                places += [f"{path.name}:{node.lineno} import {n}" for n in names
+                           if n.startswith("semcache.cache._")]
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+                places += [f"{path.name}:{node.lineno} (code) {m.group(0)}"
+                           for m in reach.finditer(node.value)]
+                places += [f"{path.name}:{node.lineno} (code) import {m}" for m in
+                           re.findall(r"semcache\.cache\._\w+", node.value)]
+    assert len(places) <= 10, places
+
+
+def test_public_names_live_in_semcache() -> None:
+    """Reprs, tracebacks and docs read ``semcache.Cache``, not the module it is written in."""
+    wrong = {name: obj.__module__ for name in semcache.__all__
+             if isinstance(obj := getattr(semcache, name), type) or inspect.isfunction(obj)
+             if obj.__module__ != "semcache"}
+    assert wrong == {}
 
 
 # -- the request-level API --------------------------------------------------------------------

@@ -21,7 +21,7 @@ from cli_helpers import (
 )
 
 import semcache
-from semcache.stub_server import StubOpenAIServer
+from semcache.demo.openai_stub import StubOpenAIServer
 from tests.engines import ENGINES, cache_exists, stored_state
 
 both_engines = pytest.mark.engines(*ENGINES)

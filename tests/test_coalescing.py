@@ -17,7 +17,7 @@ import openai
 import pytest
 
 import semcache
-from semcache.stub_server import StubOpenAIServer
+from semcache.demo.openai_stub import StubOpenAIServer
 from tests.engines import ENGINES
 
 # Every test runs on an SQLite file (kernel byte-range locks) and on a PostgreSQL schema

@@ -17,8 +17,10 @@ import numpy as np
 import pytest
 
 import semcache
-import semcache.cache._batcher as batcher_module
-import semcache.store.sqlite_write as sqlite_write
+import semcache.cache._writer as writer_module
+import semcache.store.sqlite.write as sqlite_write
+from semcache.store.sqlite import SQLiteStore, codes
+from semcache.store.sqlite.connection import Database
 from tests.conftest import sql_rows
 
 DIM = 32
@@ -38,6 +40,15 @@ def _marks(path: str) -> tuple[int, int, int]:
     return through, rows, coded
 
 
+def _catch_up(path: str) -> None:
+    """Write every pending entry_codes row, as the engine's upkeep does in batches."""
+    store = SQLiteStore(path)
+    try:
+        store.catch_up_codes(None)
+    finally:
+        store.close()
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(99)
@@ -47,7 +58,7 @@ def rng() -> np.random.Generator:
 def no_timer_catch_up(monkeypatch):
     """The flush timer would catch up within a second; these tests look at the lag itself
     (the timer's own test sets a short interval)."""
-    monkeypatch.setattr(batcher_module, "FLUSH_INTERVAL", 3600.0)
+    monkeypatch.setattr(writer_module, "FLUSH_INTERVAL", 3600.0)
 
 
 def test_put_leaves_the_row_pending_and_close_writes_it(db_path, rng):
@@ -67,7 +78,7 @@ def test_sql_search_finds_pending_entries_at_once(db_path, rng):
     stored = [_unit(rng) for _ in range(40)]
     with semcache.open(db_path, dim=DIM, similarity_threshold=0.9) as writer:
         writer.put_many([(v, i) for i, v in enumerate(stored[:20])])
-        writer._store.catch_up_codes(None)  # half in entry_codes, half pending
+        _catch_up(db_path)  # half in entry_codes, half pending
         writer.put_many([(v, 20 + i) for i, v in enumerate(stored[20:])])
         assert _marks(db_path)[1] == 20
         with semcache.open(db_path, dim=DIM, similarity_threshold=0.9,
@@ -86,18 +97,23 @@ def test_knn_merges_the_table_and_the_pending_entries_exactly(db_path, rng):
     with semcache.open(db_path, dim=DIM, max_entries=None) as cache:
         vectors = [_unit(rng) for _ in range(300)]
         ids = cache.put_many([(v, i) for i, v in enumerate(vectors[:150])])
-        cache._store.catch_up_codes(None)
+        _catch_up(db_path)
         ids += cache.put_many([(v, i) for i, v in enumerate(vectors[150:], 150)])
-        store, encoder = cache._store, cache._search.encoder
-        pid = cache._pipeline.partition("default", "")
-        codes = encoder.encode(np.stack(vectors))
-        for _ in range(5):
-            query = encoder.encode(_unit(rng))
-            got = store.knn(query.tobytes(), pid, time.time(), 16)
-            distances = np.bitwise_count(codes ^ query).sum(axis=1)
-            expected = sorted(int(d) for d in distances)[:16]
-            assert [d for _, d in got] == expected
-            assert all(int(distances[ids.index(i)]) == d for i, d in got)
+        assert _marks(db_path)[:2] == (150, 150)  # the other 150 are pending
+        encoder = semcache.BinaryEncoder(DIM, 256, 0)
+        (pid,), = sql_rows(db_path, "SELECT id FROM partitions WHERE namespace = 'default'")
+        stored = encoder.encode(np.stack(vectors))
+        db = Database(db_path, readonly=True)  # the engine's SQL search, with no mirror
+        try:
+            for _ in range(5):
+                query = encoder.encode(_unit(rng))
+                got = codes.knn(db, query.tobytes(), pid, time.time(), 16)
+                distances = np.bitwise_count(stored ^ query).sum(axis=1)
+                expected = sorted(int(d) for d in distances)[:16]
+                assert [d for _, d in got] == expected
+                assert all(int(distances[ids.index(i)]) == d for i, d in got)
+        finally:
+            db.close()
 
 
 def test_expired_and_deleted_pending_entries_are_not_found_nor_indexed(db_path, clock, rng):
@@ -109,7 +125,7 @@ def test_expired_and_deleted_pending_entries_are_not_found_nor_indexed(db_path, 
         clock.advance(11)
         assert cache.get(keep).response == "keep"
         assert cache.get(gone) is None and cache.get(old) is None
-        cache._store.catch_up_codes(None)
+    _catch_up(db_path)
     assert sql_rows(db_path, "SELECT count(*) FROM entry_codes")[0][0] == 2  # keep + old
     assert semcache.verify(db_path)["ok"]
 
@@ -122,11 +138,11 @@ def test_a_write_far_behind_catches_up_in_its_transaction(db_path, rng, monkeypa
         cache.put_many([(_unit(rng), i) for i in range(20)])  # 60 behind: > 50
         through, rows, coded = _marks(db_path)
         assert rows == coded == 60 and through == 60
-        assert not cache._store.codes_pending
+        assert not cache._store.upkeep_due  # nothing left for the upkeep of this process
 
 
 def test_the_flush_of_a_hit_catches_up_while_the_cache_stays_open(db_path, rng, monkeypatch):
-    monkeypatch.setattr(batcher_module, "FLUSH_INTERVAL", 0.05)
+    monkeypatch.setattr(writer_module, "FLUSH_INTERVAL", 0.05)
     with semcache.open(db_path, dim=DIM) as cache:
         vectors = [_unit(rng) for _ in range(25)]
         cache.put_many([(v, i) for i, v in enumerate(vectors)])
@@ -170,7 +186,7 @@ def test_vacuum_catches_up_and_drops_rows_ahead_of_the_mark(db_path, rng):
 
 
 def _writer(path: str, ready: mp.Event) -> None:  # type: ignore[valid-type]
-    batcher_module.FLUSH_INTERVAL = 3600.0  # no timer catch-up before the kill
+    writer_module.FLUSH_INTERVAL = 3600.0  # no timer catch-up before the kill
     rng = np.random.default_rng(5)
     cache = semcache.open(path, dim=DIM)
     for i in range(20):

@@ -316,7 +316,7 @@ def test_the_readme_command_opens_the_demo_cache(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def stub() -> Any:
-    from semcache.stub_server import StubOpenAIServer
+    from semcache.demo.openai_stub import StubOpenAIServer
 
     with StubOpenAIServer() as server:
         yield server

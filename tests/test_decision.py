@@ -59,6 +59,21 @@ DECISION = SemanticDecision()
     ("What's new in Python 3.11?", "What's new in Python 3.12?", "number"),
     ("How many tablespoons in a cup?", "How many teaspoons in a cup?", "unit"),
     ("What is the capital of Austria?", "What is the capital of Australia?", "entity"),
+    # the same things moving the other way around relation markers, multi-word names too
+    ("move pictures from my windows computer onto my iphone",
+     "move pictures off my iphone onto my windows computer", "flow"),
+    ("iphone photos to pc", "Getting pics from a PC onto an iPhone - how?", "flow"),
+    ("Can I paint latex over oil-based paint?", "Can I paint oil-based paint over latex?",
+     "flow"),
+    ("oil paint over latex paint ok?", "latex paint over oil paint ok?", "order"),
+    ("Africa's second highest summit?", "Africa's highest summit?", "rank"),
+    ("language with the 2nd most mother tongue speakers",
+     "language with most mother tongue speakers", "rank"),
+    ("Why do cats purr?", "How do cats purr?", "question"),
+    ("start date of WWII", "start date of WWI", "entity"),
+    ("Is every square a rectangle?", "Is every rectangle a square?", "order"),
+    ("My baby has a cough but no fever", "My baby has a fever but no cough", "order"),
+    ("What causes a migraine?", "What does a migraine cause?", "roles"),
 ])
 def test_each_check_rejects_its_kind_of_look_alike(query: str, stored: str,
                                                    reason: str) -> None:
@@ -81,6 +96,15 @@ def test_each_check_rejects_its_kind_of_look_alike(query: str, stored: str,
     ("sort a list in descending order python", "How do I sort a list in descending order in Python?"),
     ("Hugging Face Hub serves as a repository for Git-based models, datasets, and Spaces.",
      "Hugging Face Hub is a platform to host Git-based models, datasets, and Spaces."),
+    # the same direction in other words; a reordering without a relation marker
+    ("copy photos from my iphone to my pc", "iphone to pc photo transfer"),
+    ("latex over oil based paint?", "Can I paint latex over oil-based paint?"),
+    ("longest river africa", "Africa's longest river?"),
+    ("How do I pay off my credit card faster?", "fastest way to pay off a credit card"),
+    ("How do cats purr?", "how does a cat purr"),
+    ("git undo last commit keep changes",
+     "How do I undo the last git commit but keep my changes?"),
+    ("What causes acne?", "what causes pimples and acne"),
 ])
 def test_rewordings_are_served(query: str, stored: str) -> None:
     verdict = DECISION.judge(query, stored, 0.9)
@@ -104,8 +128,9 @@ def test_check_has_the_shape_of_the_near_miss_guard() -> None:
 
 def test_p_wrong_is_calibrated_on_dev_and_falls_with_similarity() -> None:
     doc = json.loads((ROOT / "semcache" / "guard" / "decision.json").read_text())
-    assert "families_dev.json" in doc["trained_on"]
+    assert "families_dev.json" in doc["trained_on"] and "families_dev2.json" in doc["trained_on"]
     assert "heldout" not in doc["trained_on"]
+    assert doc["default_floor"]["minilm"] == DEFAULT_THRESHOLDS["minilm"]
     cal = Calibration.load()
     values = [cal.served(s) for s in (0.80, 0.85, 0.90, 0.95, 1.0)]
     assert values == sorted(values, reverse=True) and all(0.0 < v < 1.0 for v in values)
@@ -167,3 +192,89 @@ def test_the_default_floor_depends_on_the_decision(tmp_path: Path) -> None:
     with semcache.open(tmp_path / "c.db", embedder="minilm", guard=False,
                        similarity_threshold=0.8) as cache:
         assert cache.settings["similarity_threshold"] == 0.8  # an explicit floor wins
+
+
+class Planted:
+    """Chosen vectors for chosen texts (others: a fixed unrelated vector), to put candidates
+    at known cosines from a query."""
+
+    name = "test-planted:v1"
+    dim = 3
+
+    def __init__(self, vectors: dict[str, list[float]]) -> None:
+        self.vectors = vectors
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        rows = [self.vectors.get(t, [0.0, 0.0, 1.0]) for t in texts]
+        out = np.asarray(rows, dtype=np.float32)
+        return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+def _at(cosine: float, side: float = 1.0) -> list[float]:
+    """A unit vector at ``cosine`` from (1, 0, 0), on one side or the other."""
+    return [cosine, side * float(np.sqrt(1.0 - cosine * cosine)), 0.0]
+
+
+QUERY = "my garden soil is too acidic, how do i fix it"
+
+
+@pytest.mark.engines(*ENGINES)
+def test_a_rival_with_another_answer_means_no_hit(location: str) -> None:
+    """The query sits between two look-alikes that the decision would both serve: the cosine
+    cannot tell which is meant, so neither is served (a rejection is counted)."""
+    embedder = Planted({QUERY: [1.0, 0.0, 0.0], "make soil more acidic": _at(0.90),
+                        "make soil less acidic": _at(0.89, -1.0)})
+    with semcache.open(location, embedder=embedder, similarity_threshold=0.8) as cache:
+        cache.put("make soil more acidic", "Add sulfur or peat.")
+        cache.put("make soil less acidic", "Add garden lime.")
+        assert DECISION.judge(QUERY, "make soil more acidic", 0.90).served  # each alone
+        assert DECISION.judge(QUERY, "make soil less acidic", 0.89).served  # would be served
+        before = cache.stats()["guard_rejections"]
+        assert cache.get(QUERY) is None
+        assert cache.stats()["guard_rejections"] == before + 1
+    with semcache.open(location, embedder=embedder, guard=False,
+                       similarity_threshold=0.8) as cache:
+        hit = cache.get(QUERY)  # the cosine alone serves the closest
+        assert hit is not None and hit.response == "Add sulfur or peat."
+
+
+@pytest.mark.engines(*ENGINES)
+def test_rivals_that_are_far_or_hold_the_same_answer_do_not_block(location: str) -> None:
+    far = Planted({QUERY: [1.0, 0.0, 0.0], "make soil more acidic": _at(0.95),
+                   "make soil less acidic": _at(0.85, -1.0)})
+    with semcache.open(location, embedder=far, similarity_threshold=0.8) as cache:
+        cache.put("make soil more acidic", "Add sulfur or peat.")
+        cache.put("make soil less acidic", "Add garden lime.")
+        hit = cache.get(QUERY)  # 0.10 apart: the closer one is clearly meant
+        assert hit is not None and hit.response == "Add sulfur or peat."
+    same = Planted({QUERY: [1.0, 0.0, 0.0], "how do I lower soil acidity": _at(0.90),
+                    "make soil less acidic": _at(0.89, -1.0)})
+    with semcache.open(location, embedder=same, similarity_threshold=0.8,
+                       namespace="same") as cache:
+        cache.put("how do I lower soil acidity", "Add garden lime.")
+        cache.put("make soil less acidic", "Add garden lime.")
+        hit = cache.get(QUERY)  # two phrasings of one answer support each other
+        assert hit is not None and hit.response == "Add garden lime."
+
+
+@pytest.mark.engines(*ENGINES)
+def test_a_rival_below_the_floor_still_blocks(location: str) -> None:
+    """choose() hands the rival rule every other alive candidate, those under the floor
+    too: a look-alike with another answer just below the floor, within the rival margin
+    of the one chosen, still means no hit; raise it out of the margin and the chosen one
+    is served."""
+    near = Planted({QUERY: [1.0, 0.0, 0.0], "make soil more acidic": _at(0.905),
+                    "make soil less acidic": _at(0.89, -1.0)})
+    with semcache.open(location, embedder=near, similarity_threshold=0.9) as cache:
+        cache.put("make soil more acidic", "Add sulfur or peat.")
+        cache.put("make soil less acidic", "Add garden lime.")
+        assert DECISION.judge(QUERY, "make soil less acidic", 0.89).served
+        assert cache.get(QUERY) is None
+    apart = Planted({QUERY: [1.0, 0.0, 0.0], "make soil more acidic": _at(0.905),
+                     "make soil less acidic": _at(0.86, -1.0)})
+    with semcache.open(location, embedder=apart, similarity_threshold=0.9,
+                       namespace="apart") as cache:
+        cache.put("make soil more acidic", "Add sulfur or peat.")
+        cache.put("make soil less acidic", "Add garden lime.")
+        hit = cache.get(QUERY)  # 0.045 apart: outside the margin
+        assert hit is not None and hit.response == "Add sulfur or peat."

@@ -17,6 +17,7 @@ from semcache.defaults import (
     set_default_cache,
 )
 from semcache.errors import CacheClosedError, ConfigurationError, InvalidInputError
+from semcache.integrations.streaming import replay_settings
 
 
 @pytest.fixture(autouse=True)
@@ -41,7 +42,7 @@ def test_init_cache_opens_default(tmp_path):
     cache = init_cache(tmp_path / "llm.db", hash_only=True)
     assert get_default_cache() is cache
     assert cache.hash_only is True
-    assert defaults.stream_defaults() == ("words", 8)
+    assert replay_settings(None, None) == ("words", 8)
     assert cache.ttl == 86_400
     assert cache.max_entries == 1000
     assert (tmp_path / "llm.db").exists()
@@ -59,7 +60,7 @@ def test_init_cache_settings(tmp_path):
     )
     assert cache.max_entries == 50
     assert cache.similarity_threshold == pytest.approx(0.8)
-    assert defaults.stream_defaults() == ("sentences", 2)
+    assert replay_settings(None, None) == ("sentences", 2)
     assert cache.ttl == 3600
 
 

@@ -66,7 +66,7 @@ def test_the_readme_checks_for_a_miss_before_feedback() -> None:
 
 def test_the_stub_server_is_documented_and_runs_as_documented(tmp_path: Path) -> None:
     text = (ROOT / "docs" / "integrations.md").read_text("utf-8")
-    assert "python -m semcache.stub_server --port 8000" in text
-    proc = subprocess.run([sys.executable, "-m", "semcache.stub_server", "--help"],
+    assert "python -m semcache.demo.openai_stub --port 8000" in text
+    proc = subprocess.run([sys.executable, "-m", "semcache.demo.openai_stub", "--help"],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and "--port" in proc.stdout and "--latency" in proc.stdout

@@ -17,8 +17,8 @@ import openai
 import pytest
 
 import semcache
+from semcache.demo.openai_stub import StubOpenAIServer
 from semcache.integrations.openai import wrap
-from semcache.stub_server import StubOpenAIServer
 from tests.engines import ENGINES, stored_state
 
 pytestmark = pytest.mark.engines(*ENGINES)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import semcache
+from semcache.store.sqlite import SQLiteStore
 from tests.conftest import file_state
 
 
@@ -138,7 +139,11 @@ def test_pragmas_from_settings_table(db_path):
     con.execute("INSERT INTO settings VALUES ('sqlite_cache_size', '1; DROP TABLE entries')")
     con.commit()
     con.close()
+    store = SQLiteStore(db_path)  # the engine applies the pragmas on every connection
+    try:
+        assert store._db.query("PRAGMA synchronous") == [(2,)]  # FULL (this connection)
+    finally:
+        store.close()
     with semcache.open(db_path, hash_only=True) as cache:
-        assert cache._store._query("PRAGMA synchronous") == [(2,)]  # FULL (this connection)
         cache.put("q", "a")  # the odd value was ignored, not executed
         assert cache.get("q").response == "a"

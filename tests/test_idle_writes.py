@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import semcache
-from semcache.cache._batcher import FLUSH_INTERVAL
+from semcache.cache._writer import FLUSH_INTERVAL
 from tests.conftest import sql_rows
 from tests.engines import ENGINES, stored_state
 

@@ -33,12 +33,18 @@ import numpy as np
 import pytest
 
 import semcache
-from semcache.store.schema import SCHEMA_VERSION
+from semcache.store.sqlite.schema import SCHEMA_VERSION
 from semcache.verify import verify
+from tests.conftest import sql_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 DIM = 16
 
+
+
+def _change_seq(path: str) -> int:
+    """The file's ``sync_state.change_seq``, read as the sqlite3 CLI would."""
+    return int(sql_rows(path, "SELECT change_seq FROM sync_state")[0][0])
 
 def _vec(i: int) -> np.ndarray:
     v = np.random.default_rng(10_000 + i).standard_normal(DIM)
@@ -149,16 +155,16 @@ def test_database_restored_from_backup_next_to_newer_mirror(db_path, tmp_path, c
             cache.delete(entry_id)
         cache.put_many([(_vec(i), {"i": i}) for i in range(500, 560)])
         assert cache.get(_vec(520)) is not None
-        mirror_seq = cache._store.change_seq()
+        mirror_seq = _change_seq(db_path)
     _copy_db(backup, db_path)  # restore; the newer mirror stays next to it
     if catch_up:
         # Other writes bring the restored file to the very change counter the mirror
         # records: only a state token tells the two histories apart.
         with _open(db_path, use_mirror=False) as cache:
-            gap = mirror_seq - cache._store.change_seq()
+            gap = mirror_seq - _change_seq(db_path)
             assert gap > 0
             cache.put_many([(_vec(i), {"i": i}) for i in range(2000, 2000 + gap)])
-            assert cache._store.change_seq() == mirror_seq
+            assert _change_seq(db_path) == mirror_seq
     report = verify(db_path)
     assert report["ok"], report["problems"]  # derived data: not a problem of the file
     assert report["mirror"]["rebuild"] and not report["mirror"]["agrees"]
@@ -359,11 +365,11 @@ _MIXED = """
 
 _CHECK_ALL = """
     import sys, numpy as np, semcache
-    from semcache.store.codecs import decode_vector
     cache = semcache.open(sys.argv[1], dim=16)
-    rows = cache._store._query("SELECT id, vector FROM entries WHERE vector IS NOT NULL")
-    missed = [i for i, blob in rows
-              if (h := cache.get(decode_vector(blob))) is None or h.entry_id != i]
+    entries = cache.entries(order="id", with_vectors=True)
+    rows = [(e.id, e.vector) for e in entries if e.vector is not None]
+    missed = [i for i, vector in rows
+              if (h := cache.get(vector)) is None or h.entry_id != i]
     print(len(rows), missed)
 """
 
@@ -430,8 +436,8 @@ def test_older_refresh_flushed_late_never_moves_the_index_back(db_path):
     assert report["ok"], report["problems"]
     assert report["vec0"]["agrees"] and report["mirror"]["agrees"], report
     with _open(db_path, clock=lambda: t0 + 160, refresh_on_access=False) as cache:
-        (expires,) = cache._store._query("SELECT expires_at FROM entries WHERE id = ?",
-                                         (entry,))[0]
+        (expires,) = sql_rows(db_path, "SELECT expires_at FROM entries WHERE id = ?",
+                              (entry,))[0]
         assert expires == t0 + 180
         hit = cache.get(_vec(1))  # alive until t0 + 180: the index must not drop it at 150
         assert hit is not None and hit.entry_id == entry
@@ -446,12 +452,12 @@ def test_schema_1_file_is_migrated_and_its_old_mirror_rebuilt(db_path):
     import apsw
     import sqlite_vec
 
-    from semcache.store.connection import APPLICATION_ID
-    from semcache.store.schema import MIGRATIONS
+    from semcache.store.sqlite.connection import APPLICATION_ID
+    from semcache.store.sqlite.schema import MIGRATIONS
 
     _populate(db_path, range(30))
     with _open(db_path) as cache:  # a schema-1 file: rewind the database to migration 1
-        uid = cache._store.settings["db_uid"]
+        uid = cache.stored_settings()["db_uid"]
     conn = apsw.Connection(db_path)
     conn.enable_load_extension(True)
     conn.load_extension(sqlite_vec.loadable_path())
@@ -490,6 +496,6 @@ def test_schema_1_file_is_migrated_and_its_old_mirror_rebuilt(db_path):
     assert report["ok"] and report["database"]["schema_version"] == SCHEMA_VERSION, report
     assert report["mirror"]["agrees"], report["mirror"]
     with _open(db_path) as cache:
-        assert cache._store.settings["db_uid"] == uid
-        seq, token = cache._store.sync_state()
+        assert cache.stored_settings()["db_uid"] == uid
+        seq, token = sql_rows(db_path, "SELECT change_seq, state_token FROM sync_state")[0]
         assert seq > 0 and token != 0

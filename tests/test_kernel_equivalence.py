@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 
 from semcache.kernels import hamming
 from semcache.kernels.hamming import NUMPY, Workspace, half_distance_cut, hamming_naive
-from semcache.kernels.mirror import EXPIRES_NEVER, CodeMirror
 from semcache.kernels.scan import topk
+from semcache.store.sqlite.mirror import EXPIRES_NEVER, CodeMirror
 
 faiss_kernel = pytest.importorskip("faiss") and hamming.load_faiss_kernel()
 

@@ -10,15 +10,15 @@ import pytest
 
 from semcache.errors import DimensionError, InvalidInputError, InvalidVectorError
 from semcache.kernels.hamming import NUMPY, Workspace, hamming_naive
-from semcache.kernels.mirror import (
+from semcache.kernels.projection import BinaryEncoder, validate_matrix, validate_vector
+from semcache.kernels.scan import topk
+from semcache.store.sqlite.mirror import (
     EXPIRES_NEVER,
     HEADER_SIZE,
     ROW_BYTES,
     CodeMirror,
     MirrorInvalid,
 )
-from semcache.kernels.projection import BinaryEncoder, validate_matrix, validate_vector
-from semcache.kernels.scan import topk
 
 CHUNK = 256  # small chunks so boundary cases stay cheap
 

@@ -16,7 +16,8 @@ from langchain_core.outputs import ChatGeneration, Generation
 
 import semcache
 from semcache.errors import InvalidInputError, InvalidTypeError
-from semcache.integrations.langchain import SemcacheLLMCache, prompt_keys
+from semcache.integrations.langchain import SemcacheLLMCache
+from semcache.keys import analyze_langchain as prompt_keys
 
 QUESTION = "What is the capital of France?"
 PARAPHRASE = "Please tell me: which is the capital of France"

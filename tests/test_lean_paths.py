@@ -11,14 +11,24 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import threading
+import time
 
 import numpy as np
 import pytest
 
 import semcache
-from semcache.cache._keys import MEMO_PROMPTS, PromptKeys, prompt_key, vector_key, vector_keys
+from semcache.cache._gate import Gate
 from semcache.cache._responses import ResponseMemo
+from semcache.cache._writer import Writer
 from semcache.kernels.projection import validate_matrix, validate_vector, validate_vectors
+from semcache.keys import (
+    MEMO_PROMPTS,
+    PromptKeyMemo,
+    prompt_key_hash,
+    vector_key_hash,
+    vector_key_hashes,
+)
+from semcache.store import open_store
 from semcache.store.codecs import decode_response, encode_response
 from tests.conftest import sql_rows
 
@@ -35,11 +45,11 @@ def _rows(path: str) -> list[tuple]:
 
 @pytest.mark.parametrize("prompt", ["q", " padded ", "é😀 unicode", "x" * 600, "\x00nul"])
 def test_prompt_keys_equal_prompt_key_and_are_remembered(prompt):
-    keys = PromptKeys()
+    keys = PromptKeyMemo()
     for _ in range(2):  # computed, then (for short prompts) remembered
         text, key = keys.key(prompt, "ns")
-        assert text == prompt and key == prompt_key(prompt, "ns")
-    assert keys.key(prompt, "other")[1] == prompt_key(prompt, "other") != key
+        assert text == prompt and key == prompt_key_hash(prompt, "ns")
+    assert keys.key(prompt, "other")[1] == prompt_key_hash(prompt, "other") != key
 
 
 @pytest.mark.parametrize("bad, error", [
@@ -48,7 +58,7 @@ def test_prompt_keys_equal_prompt_key_and_are_remembered(prompt):
     ("q\ud800", semcache.InvalidInputError), ("x" * (1024 * 1024 + 1), semcache.TooLargeError),
 ])
 def test_prompt_keys_refuse_what_check_prompt_refuses(bad, error):
-    keys = PromptKeys()
+    keys = PromptKeyMemo()
     with pytest.raises(error):
         keys.key(bad, "ns")
     with pytest.raises(error):  # and never remember it
@@ -56,11 +66,11 @@ def test_prompt_keys_refuse_what_check_prompt_refuses(bad, error):
 
 
 def test_prompt_key_memo_is_bounded():
-    keys = PromptKeys()
+    keys = PromptKeyMemo()
     for i in range(MEMO_PROMPTS + 10):
         keys.key(f"prompt {i}", "ns")
     assert sum(len(m) for m in keys._memo.values()) <= MEMO_PROMPTS
-    assert keys.key("prompt 3", "ns")[1] == prompt_key("prompt 3", "ns")
+    assert keys.key("prompt 3", "ns")[1] == prompt_key_hash("prompt 3", "ns")
 
 
 def test_str_subclass_prompt_takes_the_general_path(db_path):
@@ -77,13 +87,13 @@ def test_vector_keys_and_rows_equal_the_single_path():
     rng = np.random.default_rng(5)
     vectors = [rng.standard_normal(DIM).astype(np.float32) for _ in range(50)]
     vectors += [rng.standard_normal(DIM) * 1e-300 for _ in range(5)]  # float64, subnormal-ish
-    assert vector_keys(vectors, "ns") == [vector_key(v, "ns") for v in vectors]
+    assert vector_key_hashes(vectors, "ns") == [vector_key_hash(v, "ns") for v in vectors]
     units = validate_vectors(vectors, DIM)
     matrix = validate_matrix(np.asarray(vectors, dtype=np.float64), DIM)
     for v, row, mrow in zip(vectors, units, matrix, strict=True):
         assert row.tobytes() == validate_vector(v, DIM).tobytes() == mrow.tobytes()
     mixed = [[1, 2] + [0] * (DIM - 2), np.arange(DIM, dtype=np.int64) + 1]  # lists, ints
-    assert vector_keys(mixed, "ns") == [vector_key(v, "ns") for v in mixed]
+    assert vector_key_hashes(mixed, "ns") == [vector_key_hash(v, "ns") for v in mixed]
 
 
 @pytest.mark.parametrize("bad", [
@@ -200,28 +210,28 @@ def test_response_memo_stays_within_budget():
 
 
 def test_gate_lets_operations_in_flight_finish_before_release(db_path):
-    cache = semcache.open(db_path, hash_only=True)
-    cache.put("q", "a")
+    store = open_store(db_path)
+    gate = Gate(db_path)
     inside, leave = threading.Event(), threading.Event()
     results: list[object] = []
 
     def slow_get() -> None:
-        with cache._gate:
+        with gate:
             inside.set()
             leave.wait(5)
-            results.append(cache._pipeline.store.get_by_key(prompt_key("q", "default")))
+            results.append(store.get_by_key(prompt_key_hash("q", "default")))
 
     t = threading.Thread(target=slow_get)
     t.start()
     inside.wait(5)
-    cache._gate.close(cache._release, wait=0.05)  # returns: the release waits for slow_get
-    with pytest.raises(semcache.CacheClosedError):
-        cache.get("q")
+    gate.close(store.close, wait=0.05)  # returns: the release waits for slow_get
+    with pytest.raises(semcache.CacheClosedError), gate:
+        pass
     leave.set()
     t.join(5)
-    assert results and results[0] is not None  # ran on an open connection
+    assert results == [None]  # ran on an open connection (no such entry: None, no error)
     with pytest.raises(semcache.CacheClosedError):
-        cache.put("x", 1)
+        gate.check()
 
 
 def test_many_threads_hit_and_count_exactly(db_path):
@@ -246,20 +256,25 @@ def test_many_threads_hit_and_count_exactly(db_path):
 
 def test_restore_after_a_failed_flush_keeps_hits_taken_meanwhile(db_path):
     with semcache.open(db_path, hash_only=True) as cache:
-        cache.put("q", "a")
-        entry = cache.get("q").entry_id
-        batcher = cache._batcher
-        access, counts = batcher._take()
-        cache.get("q")  # a hit while that batch was out being written
-        batcher._restore(access, counts)  # ... and the write failed
-        cache.flush()
+        entry = cache.put("q", "a")
+    store = open_store(db_path)
+    writer = Writer(store, time.time)
+    row = store.get_by_key(prompt_key_hash("q", "default"))
+    assert row is not None and row.id == entry
+    writer.record_hit(row, "exact", time.time(), False)
+    access, counts = writer._take()
+    writer.record_hit(row, "exact", time.time(), False)  # a hit while that batch was out
+    writer._restore(access, counts)  # ... and the write failed
+    writer.flush(timeout=None)
+    writer.stop()
+    store.close()
     assert sql_rows(db_path, "SELECT hits FROM entries WHERE id = ?", (entry,)) == [(2,)]
 
 
 def _child_put_and_report(path: str, out: mp.Queue) -> None:  # type: ignore[type-arg]
     cache = _INHERITED["cache"]
     cache.put("from child", "c")
-    pragma = cache._store._conn.execute("PRAGMA synchronous").fetchall()[0][0]
+    pragma = cache._store._db.query("PRAGMA synchronous")[0][0]  # the child's connection
     out.put((cache.get("before fork").response, pragma))
     cache.close()
 

@@ -25,11 +25,11 @@ import pytest  # noqa: E402
 from litellm.caching.caching import Cache as LiteLLMCache  # noqa: E402
 
 import semcache  # noqa: E402
+from semcache.demo.openai_stub import StubOpenAIServer  # noqa: E402
 from semcache.embedders import minilm_available  # noqa: E402
 from semcache.errors import InvalidInputError, InvalidTypeError  # noqa: E402
 from semcache.integrations import litellm as semcache_litellm  # noqa: E402
 from semcache.integrations.litellm import SemcacheLiteLLMCache, litellm_request  # noqa: E402
-from semcache.stub_server import StubOpenAIServer  # noqa: E402
 from tests.engines import ENGINES  # noqa: E402
 
 pytestmark = [

@@ -8,7 +8,6 @@ import pytest
 
 import semcache
 from semcache.errors import InvalidTypeError, SerializationError
-from semcache.memoize import default_namespace, memoize
 from tests.engines import ENGINES
 from tests.word_embedder import WordEmbedder
 
@@ -45,7 +44,7 @@ class Counter:
 def test_repeat_and_paraphrase_hit(cache):
     calls = []
 
-    @memoize(cache, semantic=True)
+    @cache.memoize(semantic=True)
     def summarize(text: str) -> str:
         calls.append(text)
         return f"summary #{len(calls)}"
@@ -63,7 +62,7 @@ def test_repeat_and_paraphrase_hit(cache):
 def test_exact_matching_is_the_default(cache):
     # A summary of another text is a wrong answer: paraphrase matching is opt-in.
     counter = Counter()
-    summarize = memoize(cache)(counter)
+    summarize = cache.memoize()(counter)
     summarize("What is the capital of France?")
     summarize("Tell me the capital of France")
     summarize("What is the capital of France?")
@@ -72,11 +71,11 @@ def test_exact_matching_is_the_default(cache):
 
 
 def test_default_namespace_is_module_and_qualname(cache):
-    @memoize(cache)
+    @cache.memoize()
     def first(text: str) -> str:
         return "first"
 
-    @memoize(cache)
+    @cache.memoize()
     def second(text: str) -> str:
         return "second"
 
@@ -84,22 +83,21 @@ def test_default_namespace_is_module_and_qualname(cache):
         first.namespace
         == f"memoize:{__name__}.test_default_namespace_is_module_and_qualname.<locals>.first"
     )
-    assert default_namespace(first.uncached) == first.namespace
     assert first("same prompt") == "first"
     assert second("same prompt") == "second"  # functions never answer for each other
     assert first.__name__ == "first" and first.cache is cache
 
 
 def test_explicit_namespace_is_shared(cache):
-    a = memoize(cache, namespace="summaries")(lambda text: "from a")
-    b = memoize(cache, namespace="summaries")(lambda text: "from b")
+    a = cache.memoize(namespace="summaries")(lambda text: "from a")
+    b = cache.memoize(namespace="summaries")(lambda text: "from b")
     assert a("hello world") == "from a"
     assert b("hello world") == "from a"
     assert cache.get("hello world", namespace="summaries").response == "from a"
 
 
 def test_json_results_round_trip(cache):
-    @memoize(cache)
+    @cache.memoize()
     def classify(text: str) -> dict:
         return {"label": "geo", "scores": [0.9, 0.1], "text": text}
 
@@ -109,7 +107,7 @@ def test_json_results_round_trip(cache):
 
 def test_non_str_argument_rejected(cache):
     counter = Counter()
-    summarize = memoize(cache)(counter)
+    summarize = cache.memoize()(counter)
     for bad in (42, b"bytes", None, ["a"]):
         with pytest.raises(InvalidTypeError):
             summarize(bad)
@@ -122,7 +120,7 @@ def test_non_str_argument_rejected(cache):
 
 def test_blank_argument_is_called_uncached(cache):
     counter = Counter()
-    summarize = memoize(cache)(counter)
+    summarize = cache.memoize()(counter)
     summarize("")
     summarize("   ")
     summarize("")
@@ -133,7 +131,7 @@ def test_blank_argument_is_called_uncached(cache):
 def test_none_is_not_stored(cache):
     calls = []
 
-    @memoize(cache)
+    @cache.memoize()
     def maybe(text: str):
         calls.append(text)
         return None
@@ -144,7 +142,7 @@ def test_none_is_not_stored(cache):
 
 
 def test_unserializable_result_raises(cache):
-    @memoize(cache)
+    @cache.memoize()
     def bad(text: str):
         return object()
 
@@ -154,7 +152,7 @@ def test_unserializable_result_raises(cache):
 
 def test_ttl(cache, clock):
     counter = Counter()
-    summarize = memoize(cache, ttl=10)(counter)
+    summarize = cache.memoize(ttl=10)(counter)
     summarize("question one")
     clock[0] += 11
     summarize("question one")
@@ -164,7 +162,7 @@ def test_ttl(cache, clock):
 async def test_async_function(cache):
     calls = []
 
-    @memoize(cache, semantic=True)
+    @cache.memoize(semantic=True)
     async def summarize(text: str) -> str:
         calls.append(text)
         await asyncio.sleep(0)
@@ -191,8 +189,8 @@ def test_cache_memoize_method_delegates(cache):
 
 def test_bad_decorator_arguments(cache):
     with pytest.raises(semcache.ConfigurationError):
-        memoize(cache, semantic="yes")
+        cache.memoize(semantic="yes")
     with pytest.raises(InvalidTypeError):
-        memoize(cache, namespace=3)
+        cache.memoize(namespace=3)
     with pytest.raises(InvalidTypeError):
-        memoize(cache)("not callable")
+        cache.memoize()("not callable")

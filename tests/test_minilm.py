@@ -26,7 +26,7 @@ import pytest  # noqa: E402
 import semcache  # noqa: E402
 from semcache.embedders import MiniLMEmbedder, get_embedder, minilm_available  # noqa: E402
 from semcache.embedders._kernels import erf, gelu_  # noqa: E402
-from semcache.embedders.minilm import find_model_dir  # noqa: E402
+from semcache.embedders.models import find_model_dir  # noqa: E402
 from semcache.errors import ConfigurationError, EmbedderError, EmptyPromptError  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from semcache.embedders.minilm import WEIGHTS_INSTALL, runtime_available
+from semcache.embedders.models import WEIGHTS_INSTALL, runtime_available
 
 _CREATE = """
 import json, logging, sys, warnings

@@ -9,10 +9,10 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
+from semcache.demo.openai_stub import StubOpenAIServer
 from semcache.errors import InvalidInputError
 from semcache.integrations.openai import wrap
 from semcache.integrations.streaming import STRATEGIES, split_text
-from semcache.stub_server import StubOpenAIServer
 from tests.word_embedder import WordEmbedder
 
 QUESTION = "What is the capital of France?"

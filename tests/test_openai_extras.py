@@ -11,11 +11,11 @@ from openai.types.chat import ChatCompletion, ParsedChatCompletion
 from pydantic import BaseModel
 
 import semcache
+from semcache.demo.openai_stub import StubOpenAIServer
 from semcache.errors import InvalidInputError, InvalidTypeError, SemcacheError
 from semcache.integrations import RequestCache
 from semcache.integrations.openai import CachedRawResponse, wrap
 from semcache.integrations.streaming import split_text
-from semcache.stub_server import StubOpenAIServer
 
 QUESTION = "What is the capital of France?"
 PARAPHRASE = "Please tell me: which is the capital of France"

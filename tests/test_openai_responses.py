@@ -8,9 +8,9 @@ from openai.lib.streaming.responses._responses import ResponseStreamState
 from openai.types.responses import Response, ResponseTextDeltaEvent
 
 import semcache
+from semcache.demo.openai_stub import StubOpenAIServer
 from semcache.integrations.openai import response_to_events, wrap
 from semcache.integrations.streaming import split_text
-from semcache.stub_server import StubOpenAIServer
 
 QUESTION = "What is the capital of France?"
 PARAPHRASE = "Please tell me: which is the capital of France"

@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
+from semcache.demo.openai_stub import StubOpenAIServer
 from semcache.errors import InvalidInputError, InvalidTypeError
 from semcache.integrations.openai import (
     ChunkAccumulator,
@@ -21,7 +22,6 @@ from semcache.integrations.openai import (
     wrap,
 )
 from semcache.integrations.streaming import STRATEGIES, split_text
-from semcache.stub_server import StubOpenAIServer
 from tests.engines import ENGINES
 from tests.word_embedder import WordEmbedder
 

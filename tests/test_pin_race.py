@@ -17,7 +17,7 @@ import time
 import pytest
 
 import semcache
-from semcache.cache import _identity
+from semcache import settings as identity_rules
 from tests.engines import ENGINES
 
 pytestmark = pytest.mark.engines(*ENGINES)
@@ -81,7 +81,7 @@ def test_racing_first_opens_with_different_embedders_pin_one(make_location, roun
 def test_both_opens_read_an_unpinned_file_then_one_pins(location: str, monkeypatch) -> None:
     # The same race made certain: both opens have read the settings (nothing pinned yet)
     # and chosen their embedder before either writes its pin.
-    chosen = _identity._chosen
+    chosen = identity_rules._chosen
     both_chose = threading.Barrier(2, timeout=30)
 
     def chosen_then_wait(*args: object, **kwargs: object) -> object:
@@ -90,7 +90,7 @@ def test_both_opens_read_an_unpinned_file_then_one_pins(location: str, monkeypat
             both_chose.wait()
         return result
 
-    monkeypatch.setattr(_identity, "_chosen", chosen_then_wait)
+    monkeypatch.setattr(identity_rules, "_chosen", chosen_then_wait)
     outcomes: dict[str, object] = {}
 
     def open_with(embedder: str) -> None:

@@ -119,22 +119,26 @@ def test_readonly_open_reads_and_refuses_writes(pg_url: str, pg_server: PgServer
 def test_hnsw_and_exact_scan_give_the_same_answers(pg_url: str) -> None:
     rng = np.random.default_rng(5)
     stored = unit(rng, 400)
+    from semcache.store.postgres import PostgresStore
+
+    def answers(cache: semcache.Cache) -> list[Any]:
+        return [None if h is None else (h.entry_id, round(h.similarity, 5))
+                for h in (cache.get(q) for q in queries)]
+
     with semcache.open(pg_url, dim=DIM, similarity_threshold=0.9, max_entries=None) as cache:
         cache.put_many([(v, i) for i, v in enumerate(stored)])
         queries = [v + rng.normal(scale=rng.uniform(0.02, 0.08), size=DIM) for v in stored[:60]]
         queries += list(unit(rng, 20))
-        store: Any = cache._store  # the engine's plan switch (tests only)
-        assert store.search_plan(cache._pipeline.partition("default", "")) == "exact"
-
-        def answers() -> list[Any]:
-            return [None if h is None else (h.entry_id, round(h.similarity, 5))
-                    for h in (cache.get(q) for q in queries)]
-
-        exact = answers()
-        store.exact_scan_below = 0
-        assert store.search_plan(cache._pipeline.partition("default", "")) == "hnsw"
-        assert answers() == exact
-        assert 30 <= sum(a is not None for a in exact) < len(queries)
+        exact = answers(cache)
+    for url, plan in ((pg_url, "exact"), (pg_url + "&exact_scan_below=0", "hnsw")):
+        store = PostgresStore(url)  # the engine's plan for the partition, as a cache has it
+        try:
+            assert store.search_plan(store.find_partition("default", "") or 0) == plan
+        finally:
+            store.close()
+    with semcache.open(pg_url + "&exact_scan_below=0", similarity_threshold=0.9) as hnsw:
+        assert answers(hnsw) == exact
+    assert 30 <= sum(a is not None for a in exact) < len(queries)
 
 
 def test_vacuum_and_verify_after_hand_made_changes(pg_url: str, pg_server: PgServer,

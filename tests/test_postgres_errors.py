@@ -11,8 +11,8 @@ from collections.abc import Iterator
 import pytest
 
 from semcache.errors import CacheConnectionError, ConfigurationError
-from tests.pg_entries import entry
 from tests.pg_server import PgServer, with_schema
+from tests.store_entries import entry
 
 psycopg = pytest.importorskip("psycopg")
 

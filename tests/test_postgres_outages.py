@@ -240,14 +240,17 @@ def test_tcp_connections_have_keepalives_and_a_vanished_host_fails_fast(
     url = f"postgresql://postgres@127.0.0.1:{relay.port}/postgres?schema={pg_schema}"
     with semcache.open(url, embedder="hashing") as cache:
         cache.put(QUESTION, "Paris")
-        store = cache._store  # the engine: its pooled connections' sockets are checked
-        with store.connections.connection() as conn:
-            sock = socket.socket(fileno=conn.fileno())
-            try:
-                assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
-                assert 0 < sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) <= 30
-            finally:
-                sock.detach()
+        store = PostgresStore(url)  # the engine a cache opens: its pooled sockets checked
+        try:
+            with store.connections.connection() as conn:
+                sock = socket.socket(fileno=conn.fileno())
+                try:
+                    assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+                    assert 0 < sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) <= 30
+                finally:
+                    sock.detach()
+        finally:
+            store.close()
         relay.vanish()
         for _ in range(2):  # the call in flight, then a new one (connect never answered)
             elapsed, exc = _timed(lambda: cache.get(QUESTION))

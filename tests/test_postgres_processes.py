@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from tests.pg_entries import entry
 from tests.pg_server import PgServer
+from tests.store_entries import entry
 
 psycopg = pytest.importorskip("psycopg")
 
@@ -87,7 +87,8 @@ def test_counters_exact_under_concurrent_writers(pg_url: str, pg_server: PgServe
     try:
         c = store.counters()
         assert c["puts"] == n * rounds
-        report, problems = store.check()
+        sections, problems = store.check()
+        report = sections["database"]
         assert problems == [], problems
         assert (c["entries"], c["bytes"]) == (report["entries"], report["bytes"])
         assert 0 < c["entries"] <= 60

@@ -15,8 +15,8 @@ from semcache.errors import (
     SchemaVersionError,
 )
 from semcache.store.base import AccessUpdate, EntryFilter
-from tests.pg_entries import T0, code_of, entry, near, unit
 from tests.pg_server import PgServer
+from tests.store_entries import T0, code_of, entry, near, unit
 
 psycopg = pytest.importorskip("psycopg")
 
@@ -117,7 +117,7 @@ def test_search_rescored_filtered(store: PostgresStore, plan: str) -> None:
     pid = store.find_partition("default", "")
     assert pid is not None and store.search_plan(pid) == plan
     q = near(base[0], 0.97, rng)
-    res = store.search(code_of(q), q, pid, T0 + 100, 16)
+    res = store.nearest(q, code_of(q), pid, T0 + 100, 16).ranked
     assert res and res[0][0].prompt == "p0"
     assert res[0][1] == pytest.approx(0.97, abs=1e-5)
     cos = [c for _, c in res]
@@ -125,10 +125,10 @@ def test_search_rescored_filtered(store: PostgresStore, plan: str) -> None:
     assert all(r.namespace == "default" and r.vector is None for r, _ in res)
     # The near-duplicate of base[1] is the best answer to itself while it lives...
     dup = _SHORT_LIVED[id(store)]
-    early = store.search(code_of(dup), dup, pid, T0, 1)
+    early = store.nearest(dup, code_of(dup), pid, T0, 1).ranked
     assert early[0][0].prompt == "dup" and early[0][1] == pytest.approx(1.0, abs=1e-5)
     # ...and once expired it is never returned, nor hides the next best (k=1).
-    late = store.search(code_of(dup), dup, pid, T0 + 100, 1)
+    late = store.nearest(dup, code_of(dup), pid, T0 + 100, 1).ranked
     assert late[0][0].prompt == "p1" and late[0][1] == pytest.approx(0.999, abs=1e-4)
 
 
@@ -140,9 +140,9 @@ def test_hnsw_and_exact_scan_agree(store: PostgresStore) -> None:
     for i in range(0, 300, 7):
         q = near(base[i], 0.95, rng)
         store.exact_scan_below = 10**9
-        exact = store.search(code_of(q), q, pid, T0 + 100, 16)
+        exact = store.nearest(q, code_of(q), pid, T0 + 100, 16).ranked
         store.exact_scan_below = 0
-        hnsw = store.search(code_of(q), q, pid, T0 + 100, 16)
+        hnsw = store.nearest(q, code_of(q), pid, T0 + 100, 16).ranked
         assert exact[0][0].id == hnsw[0][0].id and exact[0][1] == pytest.approx(hnsw[0][1])
         assert exact[0][0].prompt == f"p{i}"
 
@@ -161,8 +161,8 @@ def test_without_pgvector_same_answers(pg_server: PgServer, pg_schema: str,
             assert pid_store.find_partition("default", "") is not None
         for i in range(0, 300, 25):
             q = near(base[i], 0.93, rng)
-            a = store.search(code_of(q), q, store.find_partition("default", "") or 0, T0, 16)
-            b = plain.search(code_of(q), q, plain.find_partition("default", "") or 0, T0, 16)
+            a = store.nearest(q, code_of(q), store.find_partition("default", "") or 0, T0, 16).ranked
+            b = plain.nearest(q, code_of(q), plain.find_partition("default", "") or 0, T0, 16).ranked
             assert [r.prompt for r, _ in a][:3] == [r.prompt for r, _ in b][:3]
             assert [c for _, c in a] == pytest.approx([c for _, c in b], abs=1e-6)
         assert plain.get_by_ids([1], with_vector=True)[0].vector == \
@@ -176,7 +176,7 @@ def test_without_pgvector_same_answers(pg_server: PgServer, pg_schema: str,
                             ((base[0] * 10).tolist() if s is store else
                              (base[0] * 10).astype("<f4").tobytes(),))
             q = near(base[0], 0.75, rng)
-            top = s.search(code_of(q), q, s.find_partition("default", "") or 0, T0, 16)
+            top = s.nearest(q, code_of(q), s.find_partition("default", "") or 0, T0, 16).ranked
             cos = {r.id: c for r, c in top}
             assert cos[1] == pytest.approx(0.75, abs=1e-5)
     finally:
@@ -199,7 +199,7 @@ def test_pgvector_missing_is_detected(pg_server: PgServer) -> None:
         rng = np.random.default_rng(2)
         base = _fill_search_fixture(s, rng)
         q = near(base[5], 0.96, rng)
-        res = s.search(code_of(q), q, s.find_partition("default", "") or 0, T0, 16)
+        res = s.nearest(q, code_of(q), s.find_partition("default", "") or 0, T0, 16).ranked
         assert res[0][0].prompt == "p5" and res[0][1] == pytest.approx(0.96, abs=1e-6)
         with pytest.raises(ConfigurationError, match="pgvector"):
             PostgresStore(pg_server.url_for(db, role), schema="c2", pgvector=True)
@@ -227,7 +227,7 @@ def test_deletes_purge_evict_clear(store: PostgresStore, pg_admin: PgServer) -> 
     assert {r.namespace for r in left} == {"a"} and len(left) == 2
     assert store.count_entries(EntryFilter(namespace="a")) == 2
     with store.write() as txn:
-        assert txn.clear_all() == 2 and txn.changes.cleared
+        assert txn.clear_all() == 2
     assert store.counters()["entries"] == 0 == _totals(store, pg_admin)[0]
     assert store.check()[1] == []
 
@@ -385,7 +385,7 @@ def test_bulk_insert(store: PostgresStore, pg_admin: PgServer, defer_index: bool
     store.exact_scan_below = 0
     pid = store.find_partition("n1", "")
     assert pid is not None and store.search_plan(pid) == "hnsw"
-    res = store.search(code_of(base[7]), base[7], pid, T0, 4)
+    res = store.nearest(base[7], code_of(base[7]), pid, T0, 4).ranked
     assert res[0][0].prompt == "p7" and res[0][1] == pytest.approx(1.0, abs=1e-5)
 
 
@@ -406,10 +406,11 @@ def test_check_and_vacuum_repair(store: PostgresStore, pg_admin: PgServer) -> No
     pg_admin.admin(f"DROP INDEX {store.queries.schema}.entries_code_hnsw")
     fresh = PostgresStore(store.location)  # the location reopens the same cache
     try:
-        report, problems = fresh.check()
+        sections, problems = fresh.check()
+        report = sections["database"]
         assert not report["hnsw_index"] and any("HNSW" in p for p in problems)
         assert any("counters say 5 entries" in p for p in problems)
-        assert fresh.check(quick=True)[0]["counters"]["entries"] == 5
+        assert fresh.check(quick=True)[0]["database"]["counters"]["entries"] == 5
         done = fresh.vacuum()
         assert done == {"counter_drift": 1, "hnsw_rebuilt": 1}
         assert fresh.check() == (fresh.check()[0], [])

@@ -17,6 +17,7 @@ import pytest
 
 import semcache
 from semcache.kernels.projection import BinaryEncoder
+from tests.conftest import sql_rows
 
 PAIRS = json.loads((Path(__file__).resolve().parent.parent / "benchmarks" / "data"
                     / "paraphrase_pairs.json").read_text())
@@ -34,11 +35,15 @@ class Float64Encoder(BinaryEncoder):
         return out[0] if single else out
 
 
-def _use_float64(cache: semcache.Cache) -> None:
-    old = cache._search.encoder
-    enc = Float64Encoder(old.embedding_dim, 256, old.seed)
-    cache._entries._encoder = enc
-    cache._search._encoder = enc
+
+
+def make_dim(make: dict) -> int:
+    """The vector dimension of the cache ``make`` opens."""
+    if "dim" in make:
+        return int(make["dim"])
+    from semcache.embedders import get_embedder
+
+    return int(get_embedder(make["embedder"]).dim)
 
 
 def _decisions(cache: semcache.Cache, queries: list) -> list[tuple[int, float] | None]:
@@ -53,19 +58,18 @@ def _both(tmp_path: Path, make: dict, items: list, queries: list) -> tuple[list,
     results = []
     for precision in ("float32", "float64"):
         path = str(tmp_path / f"{precision}.db")
-        with semcache.open(path, max_entries=None, ttl=None, **make) as cache:
-            if precision == "float64":
-                _use_float64(cache)
+        # The float64 cache is given the former encoder: open(encoder=) uses that very object.
+        encoder = {"encoder": Float64Encoder(make_dim(make), 256, 0)} \
+            if precision == "float64" else {}
+        with semcache.open(path, max_entries=None, ttl=None, **make, **encoder) as cache:
             cache.put_many(items)
             differing = 0
             if precision == "float64":  # how many stored codes differ between the two
                 # the codes really differ somewhere (else this test would prove nothing)
-                rows = cache._store._query("SELECT code FROM entries ORDER BY id")
-                other = semcache.open(str(tmp_path / "float32.db"))
+                sql = "SELECT code FROM entries ORDER BY id"
                 differing = sum(a != b for (a,), (b,) in zip(
-                    rows, other._store._query("SELECT code FROM entries ORDER BY id"),
+                    sql_rows(path, sql), sql_rows(str(tmp_path / "float32.db"), sql),
                     strict=True))
-                other.close()
             results.append(_decisions(cache, queries))
     return results[0], results[1], differing
 

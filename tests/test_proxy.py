@@ -17,7 +17,7 @@ import openai
 import pytest
 
 import semcache
-from semcache.stub_server import StubOpenAIServer, default_responder
+from semcache.demo.openai_stub import StubOpenAIServer, default_responder
 from tests.proxy_helpers import ProxyProcess, free_port
 
 QUESTION = "What is the capital city of France?"

@@ -20,7 +20,7 @@ import pytest
 
 import semcache
 from tests.cli_helpers import assert_one_line_error, run_cli
-from tests.conftest import sql_rows
+from tests.conftest import mirror_rebuilds, sql_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 DIM = 8
@@ -81,7 +81,9 @@ def test_imported_vectors_are_normalized(tmp_path: Path) -> None:
 # -- stale state -------------------------------------------------------------------------------
 
 
-def test_one_database_through_a_symlink_shares_lock_and_mirror(tmp_path: Path) -> None:
+def test_one_database_through_a_symlink_shares_lock_and_mirror(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="semcache")
     real = tmp_path / "real" / "llm.db"
     real.parent.mkdir()
     link = tmp_path / "link.db"
@@ -93,7 +95,7 @@ def test_one_database_through_a_symlink_shares_lock_and_mirror(tmp_path: Path) -
         for i in range(20):
             a.put(f"a{i}", i, vector=np.arange(DIM) + i)
             assert b.get(np.arange(DIM) + i) is not None
-        assert a._search.rebuilds + b._search.rebuilds <= 2
+        assert mirror_rebuilds(caplog) <= 2
     assert not (tmp_path / "link.db.lock").exists()
     assert not (tmp_path / "link.db-codes").exists()
 
@@ -103,8 +105,9 @@ def test_one_database_through_a_symlink_shares_lock_and_mirror(tmp_path: Path) -
 
 _HOLD_LOCK = """
     import sys, time, pathlib, semcache
-    cache = semcache.open(sys.argv[1])
-    with cache._store.write():
+    from semcache.store import open_store
+    store = open_store(sys.argv[1])
+    with store.write():
         pathlib.Path(sys.argv[2]).touch()
         time.sleep(60)
 """
@@ -173,7 +176,7 @@ def test_reads_keep_working_when_hit_counts_cannot_be_written(tmp_path: Path,
     """A full disk (or any write failure) while flushing batched hits never fails a get."""
     code = """
         import sys, time, resource, signal, numpy as np, semcache, os
-        import semcache.cache._batcher as batcher
+        import semcache.cache._writer as batcher
         batcher.FLUSH_INTERVAL = 0.01
         path = sys.argv[1]
         cache = semcache.open(path, dim=8, max_entries=None, ttl=None)

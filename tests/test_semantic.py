@@ -5,8 +5,11 @@ the server); the others are about SQLite's code mirror and sqlite-vec."""
 
 from __future__ import annotations
 
+import logging
 import multiprocessing as mp
 import os
+import sqlite3
+import time
 
 import apsw
 import numpy as np
@@ -14,7 +17,9 @@ import pytest
 import sqlite_vec
 
 import semcache
-from tests.engines import ENGINES, stored_state
+from semcache.store import open_store
+from tests.conftest import mirror_rebuilds
+from tests.engines import ENGINES, by_hand, stored_state
 
 DIM = 64
 CTX = mp.get_context("spawn")
@@ -155,7 +160,8 @@ def _zero_header(path: str) -> None:
         f.write(b"\0" * 64)
 
 
-def test_same_results_with_and_without_mirror(db_path, rng):
+def test_same_results_with_and_without_mirror(db_path, rng, caplog):
+    caplog.set_level(logging.INFO, logger="semcache")
     stored = [unit(rng.standard_normal(DIM)) for _ in range(300)]
     queries = _queries(rng, stored)
     mirror = db_path + "-codes"
@@ -168,17 +174,19 @@ def test_same_results_with_and_without_mirror(db_path, rng):
         assert _answers(cache, queries) == reference
         cache.put(stored[0], "elsewhere", namespace="other")  # the next write notices
         assert _answers(cache, queries) == reference
-        assert os.path.exists(mirror) and cache._search.rebuilds == 2  # first build + after delete
+        assert os.path.exists(mirror) and mirror_rebuilds(caplog) == 2  # first + after delete
     for damage in (os.remove, _corrupt_data, _truncate, _zero_header):
         damage(mirror)  # damaged while no process has it open
+        caplog.clear()
         with open_vec(db_path) as cache:
             assert _answers(cache, queries) == reference, damage.__name__
-            assert cache._search.rebuilds == 1, damage.__name__
+            assert mirror_rebuilds(caplog) == 1, damage.__name__
     with open_vec(db_path, use_mirror=False) as sql_only:  # sqlite-vec search only
         assert _answers(sql_only, queries) == reference
 
 
-def test_mirror_follows_another_process_write(db_path, rng):
+def test_mirror_follows_another_process_write(db_path, rng, caplog):
+    caplog.set_level(logging.INFO, logger="semcache")
     base = unit(rng.standard_normal(DIM))
     with open_vec(db_path) as reader:
         assert reader.get(base) is None  # mirror built, empty
@@ -188,7 +196,7 @@ def test_mirror_follows_another_process_write(db_path, rng):
         assert proc.exitcode == 0
         hit = reader.get(base)  # the very next call sees the other process's put
         assert hit is not None and hit.response == "from B"
-        assert reader._search.rebuilds <= 1
+        assert mirror_rebuilds(caplog) <= 1
 
 
 def _put_vector(path: str, vector: list[float]) -> None:
@@ -222,8 +230,14 @@ def test_sql_search_with_sqlite_vec_agrees_with_numpy(db_path, rng):
         encoder = semcache.BinaryEncoder(DIM, 256, seed=0)
         query = at_cosine(stored[17], 0.95, rng)
         code = encoder.encode(query)
-        pid = cache._pipeline.partition("default", "")
-        mirror_best = cache._search.candidates(code, pid, cache._clock(), 1)
+    store = open_store(db_path)  # the engine's own search, nearest 1 by Hamming distance
+    try:
+        pid = store.find_partition("default", "")
+        assert pid is not None
+        mirror_best = [row.id for row, _ in
+                       store.nearest(query, code.tobytes(), pid, time.time(), 1).ranked]
+    finally:
+        store.close()
     conn = apsw.Connection(db_path)
     conn.enable_load_extension(True)
     conn.load_extension(sqlite_vec.loadable_path())
@@ -315,8 +329,6 @@ def test_hand_made_delete_then_vacuum(db_path, rng):
     with open_vec(db_path) as cache:
         a = cache.put(base, "a")
         assert cache.get(base).entry_id == a
-    import sqlite3
-
     con = sqlite3.connect(db_path)  # an operator purging a bad answer by hand
     con.execute("DELETE FROM entries WHERE id = ?", (a,))
     con.commit()
@@ -336,8 +348,11 @@ def test_rescoring_never_trusts_a_stored_norm(db_path, rng):
     base = unit(rng.standard_normal(DIM))
     with open_vec(db_path, similarity_threshold=0.7) as cache:
         entry = cache.put(base, "answer")
-        cache._store._conn.execute("UPDATE entries SET vector = ? WHERE id = ?",
-                                  ((base * 10).astype("<f4").tobytes(), entry))
+        con = sqlite3.connect(db_path)  # by hand, as an operator's sqlite3 would
+        con.execute("UPDATE entries SET vector = ? WHERE id = ?",
+                    ((base * 10).astype("<f4").tobytes(), entry))
+        con.commit()
+        con.close()
         query = at_cosine(base, 0.75, rng)
         hit = cache.get(query)
         assert hit is not None and hit.similarity == pytest.approx(0.75, abs=1e-5)
@@ -353,3 +368,34 @@ def test_best_ties_go_to_the_newest_entry(location, rng):
         cache.put(np.asarray(base, dtype=np.float64) * 2, "new", namespace="n")  # same direction
         hit = cache.get(base, namespace="n")
         assert hit.response == "new" and hit.similarity == pytest.approx(1.0)
+
+
+# -- what the engines used to do differently ----------------------------------------------------
+
+
+@pytest.mark.engines(*ENGINES)
+def test_a_damaged_stored_vector_is_skipped_counted_and_verified(location, rng):
+    """One policy on both engines: a lookup never fails on a damaged stored vector (SQLite
+    raised CorruptCacheError, PostgreSQL failed the statement on a vector of another
+    dimension); it skips that candidate, counts it, and ``verify`` reports it."""
+    base = unit(rng.standard_normal(DIM))
+    with open_vec(location, similarity_threshold=0.8) as cache:
+        good = cache.put(at_cosine(base, 0.95, rng), "good")
+        bad = cache.put(base, "damaged")
+        by_hand(location, "UPDATE entries SET vector = zeroblob(8) WHERE id = ?",
+                "UPDATE {schema}.entries SET vector = '[1,2]' WHERE id = %s", (bad,))
+        hit = cache.get(base)  # the damaged entry is the nearest: skipped, not fatal
+        assert hit is not None and hit.entry_id == good
+        assert cache.stats()["damaged_vectors"] == 1
+        assert cache.get(base).entry_id == good
+    report = semcache.verify(location)
+    assert not report["ok"]
+    assert report["database"]["damaged_vectors"] == [bad]
+
+
+@pytest.mark.engines(*ENGINES)
+def test_namespaces_are_listed_biggest_first_on_both_engines(location):
+    with semcache.open(location, dim=DIM) as cache:
+        for ns, n in (("a-few", 2), ("most", 5), ("b-few", 2), ("one", 1)):
+            cache.put_many([(f"{ns} {i}", i) for i in range(n)], namespace=ns)
+        assert [s.namespace for s in cache.namespaces()] == ["most", "a-few", "b-few", "one"]

@@ -26,7 +26,7 @@ import httpx
 import pytest
 
 import semcache
-from semcache.stub_server import StubOpenAIServer
+from semcache.demo.openai_stub import StubOpenAIServer
 from tests.cli_helpers import assert_one_line_error, run_cli
 from tests.proxy_helpers import ProxyProcess
 

@@ -21,7 +21,7 @@ import openai
 import pytest
 
 import semcache
-from semcache.stub_server import StubOpenAIServer, last_user_text
+from semcache.demo.openai_stub import StubOpenAIServer, last_user_text
 from tests.proxy_helpers import ProxyProcess
 
 

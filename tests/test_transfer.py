@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -22,9 +23,9 @@ from cli_helpers import (
 )
 
 import semcache
-from semcache.stub_server import StubOpenAIServer
+from semcache.demo.openai_stub import StubOpenAIServer
 from semcache.transfer import import_jsonl
-from tests.conftest import sql_rows
+from tests.conftest import mirror_rebuilds, sql_rows
 from tests.engines import ENGINES, cache_exists, stored_state
 
 ENTRY_COLUMNS = ("key_hash, namespace, prompt, response, metadata, size, tokens, created_at, "
@@ -241,8 +242,10 @@ def test_large_import_is_batched_with_progress(tmp_path: Path) -> None:
     assert quiet.returncode == 0 and quiet.stderr == ""
 
 
-def test_import_updates_a_live_mirror_in_another_process(tmp_path: Path, rich_cache: str) -> None:
+def test_import_updates_a_live_mirror_in_another_process(
+        tmp_path: Path, rich_cache: str, caplog: pytest.LogCaptureFixture) -> None:
     """A process with the code mirror open sees imported entries on its next lookup."""
+    caplog.set_level(logging.INFO, logger="semcache")
     run_cli("export", rich_cache, str(tmp_path / "a.jsonl"))
     target = str(tmp_path / "live.db")
     with semcache.open(target, embedder="hashing") as cache:
@@ -251,7 +254,7 @@ def test_import_updates_a_live_mirror_in_another_process(tmp_path: Path, rich_ca
         assert run_cli("import", target, str(tmp_path / "a.jsonl")).returncode == 0
         hit = cache.get(VARIANT)
         assert hit is not None and hit.kind == "semantic"
-        assert cache._search.rebuilds <= 1
+        assert mirror_rebuilds(caplog) <= 1
 
 
 def test_import_in_process_batches_and_reports(tmp_path: Path, rich_cache: str) -> None:

@@ -4,48 +4,49 @@ Data flow of a lookup (docs/architecture.md has the diagram)::
 
     get(text) / lookup(key, text=, scope=)
       -> exact key (SHA-256 of kind, namespace, material) -> store.get_by_key -> Hit("exact")
-      -> embed the text, outside any lock -> 256-bit code -> search (mirror scan or server)
-      -> exact cosine on the stored vectors -> threshold -> near-miss guard -> Hit("semantic")
+      -> embed the text, outside any lock -> 256-bit code -> store.nearest (the engine's
+         search, rescored by exact cosine) -> threshold -> feedback, guard -> Hit("semantic")
 
-Writes validate and embed first (outside any lock), then run one store transaction that
-also carries this process's batched hit counts.
+Writes validate and embed first (outside any lock), then run one store transaction through
+the cache's :class:`~semcache.cache._writer.Writer`, which also carries this process's
+batched hit counts.
 """
 
 from __future__ import annotations
 
-import atexit
-import inspect
 import logging
 import os
 import time
-import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
 
-from semcache.cache._admin import CacheAdmin
-from semcache.cache._batcher import HitBatcher
 from semcache.cache._coalesce import Claim, Coalescer
-from semcache.cache._gate import Gate
-from semcache.cache._identity import check_same_pin, resolve_identity
-from semcache.cache._keys import PromptKeys, prompt_key, request_key, vector_key
+from semcache.cache._gate import OPEN_CACHES, Gate
 from semcache.cache._pipeline import LookupPipeline, Query
-from semcache.cache._settings import CacheSettings
-from semcache.cache._writes import EntryFactory, is_vector, write_entries
+from semcache.cache._stats import check_history_span, current_stats, history
+from semcache.cache._trust import record_verdict, restore_orphan_verdicts, verdict_subject
+from semcache.cache._writer import Writer
+from semcache.cache._writes import EntryFactory, is_vector, restore_entries, write_entries
+from semcache.cache.entry import Entry, decode_record, purge_selection, selection
 from semcache.cache.hit import Hit
 from semcache.embedders.base import Embedder
-from semcache.errors import ConfigurationError, InvalidInputError, InvalidTypeError
+from semcache.errors import ConfigurationError, InvalidInputError, InvalidTypeError, SemcacheError
 from semcache.kernels.projection import BinaryEncoder, validate_vector, validate_vectors
-from semcache.store import open_store, remove_new_store
-from semcache.store.base import EntryFilter, LocalCodeSource
+from semcache.keys import PromptKeyMemo, prompt_key_hash, request_key_hash, vector_key_hash
+from semcache.settings import CacheSettings, check_same_pin, resolve_identity
+from semcache.store import open_store
+from semcache.store.base import EntryFilter, EntryOrder, NamespaceSummary, Verdict
 from semcache.validation import (
     UNSET,
+    check_bool,
     check_entry_id,
     check_key,
     check_namespace,
     check_prompt,
     check_scope,
+    check_threshold,
 )
 
 log = logging.getLogger("semcache")
@@ -54,10 +55,8 @@ log = logging.getLogger("semcache")
 #: write the batched hit counts; past that it returns and says what it dropped.
 CLOSE_WAIT_S = 2.0
 
-_open_caches: weakref.WeakSet[Cache] = weakref.WeakSet()
 
-
-class Cache(CacheAdmin):
+class Cache:
     """A semantic cache in one SQLite file (or one PostgreSQL schema), shared by every
     process that opens it. Use :func:`semcache.open` to create one.
 
@@ -67,7 +66,9 @@ class Cache(CacheAdmin):
     file when given (and read from it when omitted); ``defaults`` gives values used only
     when the file is new. ``hash_only`` (exact tier only), ``dim``/``seed``/``encoder``
     (vectors only), ``readonly``, ``clock``, ``use_mirror`` and ``schema`` (PostgreSQL)
-    apply to this process only.
+    apply to this process only. ``create=False`` opens an existing cache as it is (an
+    operator's open): :class:`~semcache.errors.CacheNotFoundError` when there is none, and
+    nothing is pinned (a cache without an embedder stays exact-only).
     """
 
     def __init__(self, path: str | os.PathLike[str], *,
@@ -79,54 +80,50 @@ class Cache(CacheAdmin):
                  encoder: BinaryEncoder | None = None,
                  readonly: bool = False, clock: Callable[[], float] = time.time,
                  use_mirror: bool = True, defaults: dict[str, Any] | None = None,
-                 schema: str | None = None) -> None:
+                 schema: str | None = None, create: bool = True) -> None:
         given = {"similarity_threshold": similarity_threshold, "max_entries": max_entries,
                  "ttl": ttl, "namespace": namespace, "refresh_on_access": refresh_on_access,
                  "store_prompts": store_prompts, "guard": guard}
         self._settings = CacheSettings.check_arguments(given, defaults, hash_only)
-        store, created = open_store(path, readonly=readonly, schema=schema)
+        check_bool(create, "create")
+        store = open_store(path, readonly=readonly, schema=schema, use_mirror=use_mirror,
+                           create=create)
         try:
             identity = resolve_identity(store, embedder=embedder, dim=dim, seed=seed,
-                                        encoder=encoder, hash_only=hash_only)
+                                        encoder=encoder, pin_default=create and not hash_only)
             self._settings.load(store, identity.name)
-            search = None
-            if identity.encoder is not None:
-                from semcache.search import make_search
-
-                search = make_search(store, identity.encoder, use_mirror=use_mirror)
         except BaseException:
-            store.close()
-            # A failed open leaves no file behind - unless another open pinned it meanwhile
+            # A failed open leaves no cache behind - unless another open pinned it meanwhile
             # (two first opens at once: the loser must not remove the winner's cache).
-            if created and "embedder" not in store.settings:
-                remove_new_store(store)
+            if store.created and "embedder" not in store.settings:
+                store.drop(if_empty=True)
+            else:
+                store.close()
             raise
         self._store = store
         self._identity = identity
-        self._search = search
-        self.hash_only = hash_only
+        self.hash_only = hash_only or identity.name is None
         self._clock = clock
         self._gate = Gate(store.location)
-        self._batcher = HitBatcher(store, getattr(search, "apply", None), clock,
-                                   background=_background_work(store) if search else None)
+        self._writer = Writer(store, clock)
         self._pipeline = LookupPipeline(
-            store=store, search=search, embedder=None if hash_only else identity.embedder,
-            dim=identity.dim, batcher=self._batcher, clock=clock,
-            threshold=self._settings.threshold, refresh=self._settings.refresh_on_access,
-            guard=self._settings.guard)
+            store=store, encoder=identity.encoder,
+            embedder=None if self.hash_only else identity.embedder, dim=identity.dim,
+            writer=self._writer, clock=clock, threshold=self._settings.threshold,
+            refresh=self._settings.refresh_on_access, guard=self._settings.guard)
         self._entries = EntryFactory(self._settings.tunables, identity.encoder)
         self._coalescer = Coalescer(store)
-        self._keys = PromptKeys()
+        self._keys = PromptKeyMemo()
         self._namespace = self._settings.tunables().namespace  # fixed once opened
         store.on_incarnation = self._replaced
-        _open_caches.add(self)
+        OPEN_CACHES.add(self)
 
     def _replaced(self) -> None:
         """The engine found another incarnation of the cache under this one (a file
         restored over, a schema dropped and created again): drop every memo of the old one
         and go on if it is pinned like this process, else refuse (its vectors would mix)."""
         self._pipeline.forget()
-        self._batcher.forget()
+        self._writer.forget()
         self._settings.reload_thresholds(self._store.settings)
         check_same_pin(self.location, self._identity, self._store.settings)
 
@@ -135,11 +132,17 @@ class Cache(CacheAdmin):
     @property
     def path(self) -> str:
         """The database file (resolved), or the URL without its password."""
-        return getattr(self._store, "path", self._store.location)
+        return self._store.path
 
     @property
     def location(self) -> str:
+        """Where the cache lives, as messages show it (a URL without its password)."""
         return self._store.location
+
+    @property
+    def created(self) -> bool:
+        """True when this open created the cache."""
+        return self._store.created
 
     @property
     def similarity_threshold(self) -> float:
@@ -181,16 +184,16 @@ class Cache(CacheAdmin):
         return self._settings.describe(self.path, self._identity, self._store.settings,
                                        self.hash_only)
 
+    def stored_settings(self) -> dict[str, str]:
+        """The settings table as stored (file-defining settings and stored tunables)."""
+        return dict(self._store.settings)
+
     def _ns(self, namespace: str | None) -> str:
         return self._namespace if namespace is None else check_namespace(namespace)
 
     def _vector(self, value: Any) -> np.ndarray:
         """Validate a vector against the pinned dimension; returns a unit float32 vector."""
         return validate_vector(value, self._dim())
-
-    def _vectors(self, values: list[Any]) -> np.ndarray:
-        """:meth:`_vector` of each, as one (n, dim) array (identical rows, same errors)."""
-        return validate_vectors(values, self._dim())
 
     def _dim(self) -> int:
         if self._identity.dim is None:
@@ -221,7 +224,7 @@ class Cache(CacheAdmin):
         """:meth:`get` for several prompts; the exact tier's misses are embedded in one batch."""
         if isinstance(prompts, (str, bytes)) or not isinstance(prompts, Sequence):
             raise InvalidTypeError(f"get_many takes a list of prompts; got {type(prompts).__name__}")
-        with self._gate.enter():
+        with self._gate:
             ns = self._ns(namespace)
             queries = [self._query(p, ns) for p in prompts]
             return self._pipeline.run(queries, exact_only=exact_only or self.hash_only)
@@ -236,18 +239,29 @@ class Cache(CacheAdmin):
                namespace: str | None = None, exact_only: bool = False) -> Hit | None:
         """Look a request up: exact tier by ``key``, then the semantic tier for ``text``.
 
-        ``key`` is the request's exact-key material (bytes or str, e.g.
-        ``semcache.keys.request_key(request)``): two requests share an answer exactly when
-        they share it. ``text`` (the part a paraphrase may change, e.g. the last user
-        message) is embedded and compared only with entries of the same ``scope`` (e.g. the
-        model, parameters and conversation prefix) and namespace. Integrations (``wrap``,
-        the proxy, LangChain) go through this method and :meth:`store`.
+        ``key`` is the request's exact-key material (e.g.
+        ``semcache.keys.analyze_request(request).key``); ``text`` (what a paraphrase may
+        change, e.g. the last user message) is compared only with entries of the same
+        ``scope`` (the model, parameters, conversation prefix) and namespace. ``wrap``, the
+        proxy and LangChain go through this method and :meth:`store`.
         """
-        with self._gate.enter():
+        with self._gate:
             ns = self._ns(namespace)
-            query = Query(request_key(check_key(key), ns), ns, check_scope(scope),
+            query = Query(request_key_hash(check_key(key), ns), ns, check_scope(scope),
                           text=check_prompt(text, "text") if text else None)
             return self._pipeline.run([query], exact_only=exact_only or self.hash_only)[0]
+
+    def find(self, text: str, *, namespace: str | None = None,
+             exact_only: bool = False) -> Hit | None:
+        """Look ``text`` up like :meth:`get`, then among the entries stored by request
+        (every model and conversation scope of the namespace): by identical prompt, then
+        semantically, best similarity first. For operators (``semcache get``)."""
+        hit = self.get(text, namespace=namespace, exact_only=exact_only)
+        if hit is not None:
+            return hit
+        with self._gate:
+            return self._pipeline.find_in_scopes(check_prompt(text), self._ns(namespace),
+                                                 exact_only or self.hash_only)
 
     # -- writes ------------------------------------------------------------------------------
 
@@ -271,10 +285,10 @@ class Cache(CacheAdmin):
             now = self._clock()
             entries, todo, texts = self._entries.prepare(
                 items, ns, vector=vector, ttl=ttl, metadata=metadata, tokens=tokens, now=now,
-                keys=self._keys, check_vectors=self._vectors)
+                keys=self._keys, check_vectors=lambda vs: validate_vectors(vs, self._dim()))
             if texts and self._pipeline.semantic:  # embedding happens before the lock
                 self._entries.attach_all([entries[i] for i in todo], self._pipeline.embed(texts))
-            return write_entries(self._batcher, entries, self.max_entries, now)
+            return write_entries(self._writer, entries, self.max_entries, now)
 
     def store(self, key: bytes | str, response: Any, *, text: str | None = None,
               scope: str = "", namespace: str | None = None, ttl: Any = UNSET,
@@ -285,20 +299,20 @@ class Cache(CacheAdmin):
         ``text`` is embedded (or ``vector`` used) for the semantic tier of the entry's
         partition (namespace + ``scope``); it is also the stored prompt.
         """
-        with self._gate.enter():
+        with self._gate:
             ns = self._ns(namespace)
             material = check_key(key)
             text = check_prompt(text, "text") if text else None
             unit = None if vector is None else self._vector(vector)
             now = self._clock()
             entry = self._entries.new_entry(
-                key=request_key(material, ns), namespace=ns, scope=check_scope(scope),
+                key=request_key_hash(material, ns), namespace=ns, scope=check_scope(scope),
                 prompt=text, response=response, vector=unit, ttl=ttl, metadata=metadata,
                 tokens=tokens, now=now)
             entry.key_material = material
             if unit is None and text is not None and self._pipeline.semantic:
                 self._entries.attach(entry, self._pipeline.embed([text])[0])
-            return write_entries(self._batcher, [entry], self.max_entries, now)[0]
+            return write_entries(self._writer, [entry], self.max_entries, now)[0]
 
     def claim(self, key: bytes | str, *, namespace: str | None = None,
               wait: float = 30.0) -> Claim:
@@ -309,22 +323,40 @@ class Cache(CacheAdmin):
         ``wait`` seconds) until the caller that is - in this process or any other sharing
         the cache - releases its claim. When ``claim.waited`` is True, look the cache up
         again before calling the model. Release the claim (``with cache.claim(...)``) after
-        storing the answer, or when the call failed::
-
-            hit = cache.lookup(key, text=text, scope=scope)
-            if hit is None:
-                with cache.claim(key) as claim:
-                    if claim.waited:
-                        hit = cache.lookup(key, text=text, scope=scope)
-                    if hit is None:
-                        answer = call_model()
-                        cache.store(key, answer, text=text, scope=scope)
+        storing the answer, or when the call failed (docs/architecture.md shows the loop).
         """
         if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not 0 <= wait < 1e6:
             raise InvalidInputError(f"wait must be seconds in [0, 1e6); got {wait!r}")
-        with self._gate.enter():
-            return self._coalescer.claim(request_key(check_key(key), self._ns(namespace)),
+        with self._gate:
+            return self._coalescer.claim(request_key_hash(check_key(key), self._ns(namespace)),
                                          float(wait))
+
+    def restore(self, entries: Sequence[Entry],
+                on_error: Callable[[int, SemcacheError], None] | None = None) -> list[int]:
+        """Write exported entries in one transaction, keeping their timestamps, hit counts
+        and vectors; returns the new ids (replacing entries with the same keys). Values are
+        validated as a put's; keys are derived again for each entry's own namespace, never
+        taken from the export (see ``EntryFactory.restored``). Imported entries do not count
+        as puts. An entry's ``verdicts`` (its trust state) are recorded for its new id in the
+        same transaction; restoring the same entry again moves them rather than doubling
+        them. A bad entry raises (nothing is written), or, with ``on_error``, is reported
+        as ``on_error(index, error)`` and skipped."""
+        with self._gate:
+            now = self._clock()
+            ready = self._entries.restorable(entries, self._vector, on_error)
+            return restore_entries(self._writer, ready, self.max_entries, now) if ready else []
+
+    def restore_verdicts(self, verdicts: Sequence[Verdict]) -> int:
+        """Record exported verdicts whose entry no longer exists (they feed ``semcache
+        calibrate``; recorded with entry id 0, they never block an entry); returns how many.
+        Validated like feedback; restoring them again does not double them."""
+        with self._gate:
+            return restore_orphan_verdicts(self._writer, verdicts)
+
+    def check_restorable(self, entry: Entry) -> None:
+        """Raise the error :meth:`restore` would raise for ``entry`` (writes nothing)."""
+        with self._gate:
+            self._entries.restorable([entry], self._vector)
 
     # -- removal -------------------------------------------------------------------------------
 
@@ -338,94 +370,198 @@ class Cache(CacheAdmin):
         ns = self._ns(namespace)
         if is_vector(prompt):
             self._vector(prompt)
-            key = vector_key(prompt, ns)
+            key = vector_key_hash(prompt, ns)
         else:
-            key = prompt_key(check_prompt(prompt), ns)
+            key = prompt_key_hash(check_prompt(prompt), ns)
         return self._delete(EntryFilter(key_hash=key))
 
     def clear(self, namespace: str | None = None) -> int:
         """Delete every entry (of one namespace when given); returns how many."""
         if namespace is not None:
             return self._delete(EntryFilter(namespace=check_namespace(namespace)))
-        with self._gate.enter(), self._batcher.write() as w:
+        with self._gate, self._writer.write() as w:
             return w.txn.clear_all()
 
     def _delete(self, where: EntryFilter) -> int:
-        with self._gate.enter(), self._batcher.write() as w:
+        with self._gate, self._writer.write() as w:
             return len(w.txn.delete(where))
 
     def purge_expired(self) -> int:
         """Delete expired entries now; returns how many (also counted as expirations)."""
-        with self._gate.enter(), self._batcher.write() as w:
+        with self._gate, self._writer.write() as w:
             n = w.txn.purge_expired(self._clock())
             w.count(expirations=n)
             return n
 
-    def vacuum(self) -> dict[str, int]:
-        """Purge expired entries, repair the engine's derived tables after hand-made SQL,
-        compact the storage and rebuild the code mirror. Returns what was done."""
-        expired = self.purge_expired()
-        with self._gate.enter():
-            repairs = self._store.vacuum()
-            if self._search is not None:
-                self._search.rebuild_now()
-        return {"expired": expired, **repairs}
+    def purge(self, *, namespace: str | None = None, expired: bool | None = None,
+              older_than: float | None = None, everything: bool = False) -> int:
+        """Delete the entries the filters select (all of them with ``everything=True``;
+        no filter and not ``everything`` is refused). Returns how many were deleted."""
+        with self._gate:
+            where = purge_selection(namespace, expired, older_than, everything, self._clock())
+            with self._writer.write() as w:
+                if where is None:
+                    return w.txn.clear_all()
+                ids = w.txn.delete(where)
+                if expired:
+                    w.count(expirations=len(ids))
+                return len(ids)
+
+    def drop(self) -> None:
+        """Close the cache and delete it, entries included: the file and its companions, or
+        the PostgreSQL schema (only semcache's tables when it holds anything else). For a
+        cache a program created and could not fill (``semcache import``)."""
+        def release() -> None:
+            self._writer.stop()
+            self._store.drop()
+
+        self._gate.check()  # a closed cache is not dropped: open it again to say which
+        self._gate.close(release, wait=CLOSE_WAIT_S)
+        OPEN_CACHES.discard(self)
+
+    # -- operators' reads ------------------------------------------------------------------------
+
+    def entries(self, *, namespace: str | None = None, expired: bool | None = None,
+                older_than: float | None = None, order: EntryOrder = "newest",
+                limit: int | None = None, after_id: int | None = None,
+                with_vectors: bool = False) -> list[Entry]:
+        """Entries, decoded, newest first by default (``order``: newest, oldest, hits,
+        accessed, id). ``expired``: True = only expired, False = only live, None = all.
+        ``older_than``: created more than that many seconds ago. ``after_id`` pages by id."""
+        with self._gate:
+            where = selection(namespace, expired, older_than, self._clock())
+            recs = self._store.list_entries(where, order=order, limit=limit, after_id=after_id,
+                                            with_vector=with_vectors)
+            return [decode_record(r) for r in recs]
+
+    def entry(self, entry_id: int) -> Entry | None:
+        """One entry by id, with its vector (None if there is no such entry)."""
+        check_entry_id(entry_id)
+        with self._gate:
+            recs = self._store.list_entries(EntryFilter(ids=(entry_id,)), with_vector=True)
+            return decode_record(recs[0]) if recs else None
+
+    def count(self, *, namespace: str | None = None, expired: bool | None = None,
+              older_than: float | None = None) -> int:
+        """How many entries :meth:`entries` (or :meth:`purge`) would select."""
+        with self._gate:
+            return self._store.count_entries(selection(namespace, expired, older_than,
+                                                       self._clock()))
+
+    def namespaces(self) -> list[NamespaceSummary]:
+        """Entries, expired entries, hits and bytes of each namespace, biggest first."""
+        with self._gate:
+            return self._store.namespace_summary(self._clock())
+
+    # -- trust ------------------------------------------------------------------------------
+
+    def feedback(self, hit: Hit | int, correct: bool, *, namespace: str | None = None,
+                 query: str | None = None, similarity: float | None = None) -> None:
+        """Record a verdict on a served hit: was its answer right for the query?
+
+        ``hit`` is the :class:`Hit` that was served (its query and similarity are known),
+        or an entry id (e.g. from ``semcache.cache_info(completion).entry_id``) with the
+        ``query`` text that was asked. Feedback acts only within ``namespace`` (default:
+        the cache's, like every other method): an entry of another namespace, or one that
+        no longer exists, raises :class:`InvalidInputError` and nothing changes; a
+        :class:`Hit` must agree with the stored entry (namespace, scope, and for an exact
+        hit its key), else it is refused.
+
+        A wrong verdict means that entry is never served for that query again, by any
+        process. A wrong verdict on an exact entry deletes it, in every process (its answer
+        is wrong for the very request it was stored for): an exact ``Hit``, an entry id
+        without a query, or an entry id whose ``query`` has the entry's own exact key (the
+        query is the entry's prompt; for an entry stored by request, its stored text).
+        Verdicts feed ``semcache calibrate``.
+        """
+        ns = self._ns(namespace)
+        subject = verdict_subject(hit, query, similarity, ns)
+        check_bool(correct, "correct")
+        with self._gate:
+            record_verdict(self._writer, self._store, subject, ns, correct, self._clock())
+
+    def verdicts(self, namespace: str | None = None) -> list[Verdict]:
+        """Recorded verdicts (of one namespace when given), oldest first."""
+        with self._gate:
+            return self._store.verdicts(None if namespace is None else
+                                        check_namespace(namespace))
+
+    def threshold(self, namespace: str | None = None) -> float:
+        """The similarity threshold in force for a namespace."""
+        return self._settings.threshold(self._ns(namespace))
+
+    def set_threshold(self, namespace: str, value: float | None) -> None:
+        """Give ``namespace`` its own similarity threshold, stored in the file for every
+        process (None: back to the cache's default)."""
+        with self._gate:
+            self._settings.set_namespace_threshold(self._store, check_namespace(namespace),
+                                                   None if value is None else
+                                                   check_threshold(value))
 
     # -- stats, lifecycle ---------------------------------------------------------------------------
 
+    def vacuum(self) -> dict[str, int]:
+        """Purge expired entries, repair the engine's derived data after hand-made SQL,
+        compact the storage and rebuild its indexes. Returns what was done."""
+        expired = self.purge_expired()
+        with self._gate:
+            return {"expired": expired, **self._store.vacuum()}
+
     def flush(self) -> None:
         """Write batched access times, hit counts and counters now (raises on failure)."""
-        with self._gate.enter():
-            self._batcher.flush(timeout=None)
+        with self._gate:
+            self._writer.flush(timeout=None)
 
     def stats(self) -> dict[str, Any]:
         """Counters shared by every process (after flushing this one's), plus sizes."""
-        with self._gate.enter():
-            self._batcher.try_flush()
-            c = self._store.counters()
-            lookups = c["hits"] + c["misses"]
-            out: dict[str, Any] = {
-                name: c.get(name, 0) for name in (
-                    "hits", "exact_hits", "semantic_hits", "misses", "puts", "entries",
-                    "evictions", "expirations", "bytes", "tokens_saved", "guard_rejections",
-                    "feedback_right", "feedback_wrong")}
-            out["hit_rate"] = c["hits"] / lookups if lookups else 0.0
-            out["file_bytes"] = self._store.size_bytes()
-            out["embedder"] = self._identity.name
-            return out
+        with self._gate:
+            self._writer.try_flush()
+            return current_stats(self._store, self._identity.name)
+
+    def stats_history(self, *, minutes: int = 60,
+                      days: int = 30) -> dict[str, list[dict[str, int]]]:
+        """The shared counters over time, summed over every process and host:
+        ``{"minutes": [...], "days": [...]}`` - the last ``minutes`` minutes and the last
+        ``days`` UTC days, oldest first, the current one last. Each bucket is
+        ``{"start": epoch seconds, "hits": n, "misses": n, ...}`` with every counter of
+        :meth:`stats` that counts events (0 where none happened) and any other counter
+        recorded. Counts are bucketed by the minute their batch was written (within ~1 s
+        of the event). Kept for 30 days; ``days`` and ``minutes`` cover at most that."""
+        check_history_span(minutes, days)
+        with self._gate:
+            self._writer.try_flush()
+            return history(self._store, self._clock(), minutes, days)
 
     def warmup(self) -> None:
         """Load the embedder and map the search index now, ahead of the first request
         (e.g. in a server's startup hook), instead of on the first semantic lookup."""
-        with self._gate.enter():
+        with self._gate:
             inner = getattr(self._identity.embedder, "inner", self._identity.embedder)
             load = getattr(inner, "load", None)
             if callable(load) and not self.hash_only:
                 load()
-            if self._search is not None:
-                self._search.warmup()
+            if self._identity.encoder is not None:
+                self._store.warmup()
 
     def close(self) -> None:
         """Flush batched updates and close. Idempotent; never blocks much longer than
         CLOSE_WAIT_S: batched hit counts that cannot be written by then (another process
         holds the write lock, the disk is full) are dropped with a warning naming them."""
         self._gate.close(self._release, wait=CLOSE_WAIT_S)
-        _open_caches.discard(self)
+        OPEN_CACHES.discard(self)
 
     def _release(self) -> None:
-        self._batcher.stop()
+        self._writer.stop()
         try:
-            if not self._store.readonly and self._batcher.pending:
-                pending = self._batcher.describe_pending()
-                if not self._batcher.flush(timeout=CLOSE_WAIT_S):
+            if not self._store.readonly and self._writer.pending:
+                pending = self._writer.describe_pending()
+                if not self._writer.flush(timeout=CLOSE_WAIT_S):
                     log.warning("semcache: closing %s: the write lock stayed busy; dropped %s",
                                 self.location, pending)
         except Exception as exc:  # noqa: BLE001 - closing a cache that was read must not fail
             log.warning("semcache: closing %s: batched hit counts and access times were not "
                         "written (%s)", self.location, exc)
         finally:
-            if self._search is not None:
-                self._search.close()
             self._store.close()
 
     def __enter__(self) -> Cache:
@@ -444,51 +580,9 @@ class Cache(CacheAdmin):
 
         Matching is exact unless ``semantic=True`` (a summary of another text is a wrong
         answer, so paraphrase matching must be asked for)."""
-        from semcache.memoize import memoize
+        from semcache.cache._memoize import memoize
 
         return memoize(self, namespace=namespace, ttl=ttl, semantic=semantic)
 
 
-#: Pending entry_codes rows a flush writes (~10-20 ms under the lock).
-TIMER_CATCH_UP_ROWS = 2048
-
-
-def _background_work(store: Any) -> Callable[[], object] | None:
-    """The engine's deferred work, done by each flush of batched hits (a write that happens
-    anyway, never on an idle timer): SQLite catches its sqlite-vec table up with the
-    entries this process wrote, a batch at a time, if the write lock is free."""
-    if not isinstance(store, LocalCodeSource) or store.readonly:
-        return None
-
-    def catch_up() -> object:
-        return store.catch_up_codes(TIMER_CATCH_UP_ROWS, 0.0) if store.codes_pending else 0
-
-    return catch_up
-
-
-def open(path: str | os.PathLike[str], **settings: Any) -> Cache:  # noqa: A001
-    """Create or open the cache at ``path`` (a file, or a ``postgresql://`` URL).
-
-    See :class:`Cache` for the settings; an unknown one raises ConfigurationError."""
-    unknown = sorted(set(settings) - _SETTINGS)
-    if unknown:
-        raise ConfigurationError(
-            f"unknown setting(s) {', '.join(unknown)} for semcache.open(); expected some of "
-            f"{', '.join(sorted(_SETTINGS))} (stream replay options belong to wrap())")
-    return Cache(path, **settings)
-
-
-_SETTINGS = frozenset(inspect.signature(Cache.__init__).parameters) - {"self", "path"}
-
-
-@atexit.register
-def _close_all() -> None:
-    # Access times and counters batched in memory must not be lost at exit.
-    for cache in list(_open_caches):
-        try:
-            cache.close()
-        except Exception as exc:  # noqa: BLE001 - best effort at interpreter exit
-            log.warning("semcache: flushing %s at exit failed: %s", cache.location, exc)
-
-
-__all__ = ["Cache", "is_vector", "open"]
+__all__ = ["Cache", "is_vector"]

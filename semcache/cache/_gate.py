@@ -19,10 +19,20 @@ is waiting does leaving take the condition's lock, to wake it and to hand over t
 
 from __future__ import annotations
 
+import atexit
+import logging
 import threading
+import weakref
 from collections.abc import Callable
+from typing import Any
 
 from semcache.errors import CacheClosedError
+
+log = logging.getLogger("semcache")
+
+#: Every open cache of this process: closed at exit, so that the access times and counters
+#: batched in memory are not lost.
+OPEN_CACHES: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
 class Gate:
@@ -82,4 +92,13 @@ class Gate:
         return True
 
 
-__all__ = ["Gate"]
+@atexit.register
+def _close_open_caches() -> None:
+    for cache in list(OPEN_CACHES):
+        try:
+            cache.close()
+        except Exception as exc:  # noqa: BLE001 - best effort at interpreter exit
+            log.warning("semcache: flushing %s at exit failed: %s", cache.location, exc)
+
+
+__all__ = ["OPEN_CACHES", "Gate"]

@@ -6,9 +6,10 @@ For each query, in this order:
    namespace and scope as the query (a key can never answer for another tenant);
 2. embedding of the texts that missed, in one batch, outside any lock: a slow embedder
    (a remote API retrying for seconds) delays only its own callers;
-3. semantic tier: the nearest codes of the query's partition (namespace + scope),
-   rescored by exact cosine, above the namespace's floor, then the semantic decision
-   (``semcache.guard.SemanticDecision``) on the stored prompt;
+3. semantic tier: the engine's nearest codes of the query's partition (namespace + scope),
+   rescored by exact cosine (``Store.nearest``), decided here: above the namespace's floor,
+   then feedback and the semantic decision (``semcache.guard.SemanticDecision``) on the
+   stored prompt;
 4. the hit's effects (access time, sliding expiry, counters) are batched, not written.
 """
 
@@ -16,22 +17,33 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 from zstandard import ZstdError
 
-from semcache.cache._batcher import HitBatcher
 from semcache.cache._responses import ResponseMemo
+from semcache.cache._writer import Writer
 from semcache.cache.hit import Hit, HitKind
 from semcache.errors import CorruptCacheError
-from semcache.kernels.projection import validate_vector
-from semcache.store.base import EntryRow, Store
+from semcache.kernels.projection import BinaryEncoder, validate_vector
+from semcache.store.base import EntryFilter, EntryRow, Store
 from semcache.store.codecs import decode_metadata
 
 log = logging.getLogger("semcache")
+
+#: How many Hamming candidates are rescored with exact cosine.
+RESCORE_K = 16
+
+Alive = Callable[[EntryRow, float], bool]
+#: Decides a candidate that passed the threshold (feedback, the near-miss guard).
+Accept = Callable[[EntryRow, float], bool]
+#: Has the last word on the candidate ``accept`` chose, given the other alive candidates
+#: (most similar first): False = no hit (the semantic decision's rival rule: another
+#: entry about as close with another answer means the query sits between look-alikes).
+Settle = Callable[[EntryRow, float, list[tuple[EntryRow, float]]], bool]
 
 
 @dataclass(slots=True)
@@ -45,34 +57,44 @@ class Query:
     vector: np.ndarray | None = None  # a unit vector given by the caller
 
 
-class SemanticSearch(Protocol):
-    """The search layer (``semcache.search``): the best rescored entry of a partition."""
-
-    def best(self, vector: np.ndarray, partition_id: int, now: float, threshold: float,
-             alive: Callable[[EntryRow, float], bool],
-             accept: Callable[[EntryRow, float], bool] | None = None,
-             ) -> tuple[EntryRow, float] | None: ...
+def choose(ranked: list[tuple[EntryRow, float]], threshold: float, now: float, alive: Alive,
+           accept: Accept | None, settle: Settle | None = None) -> tuple[EntryRow, float] | None:
+    """The first candidate of ``ranked`` (best first, ties newest first) that is alive, at
+    or above ``threshold``, and that ``accept`` lets through - if ``settle``, given the
+    other alive candidates (below the threshold too), agrees."""
+    live = [(row, sim) for row, sim in ranked if alive(row, now)]
+    for i, (row, sim) in enumerate(live):
+        if sim < threshold:
+            return None
+        if accept is None or accept(row, sim):
+            if settle is not None and not settle(row, sim, live[:i] + live[i + 1:]):
+                return None
+            return row, sim
+    return None
 
 
 class Guard(Protocol):
     """The semantic decision (``semcache.guard.SemanticDecision``): a verdict with ``served``,
-    ``reason`` and ``p_wrong`` for one candidate."""
+    ``reason`` and ``p_wrong`` for one candidate; why a chosen candidate has a rival."""
 
     def judge(self, query: str, stored: str, similarity: float) -> Any: ...
+
+    def rival(self, query: str, similarity: float,
+              rivals: Iterable[tuple[str, float]]) -> str | None: ...
 
 
 class LookupPipeline:
     """Runs queries through the tiers; see the module docstring."""
 
-    def __init__(self, *, store: Store, search: SemanticSearch | None, embedder: Any,
-                 dim: int | None, batcher: HitBatcher, clock: Callable[[], float],
+    def __init__(self, *, store: Store, encoder: BinaryEncoder | None, embedder: Any,
+                 dim: int | None, writer: Writer, clock: Callable[[], float],
                  threshold: Callable[[str], float], refresh: Callable[[], bool],
                  guard: Callable[[], Guard | None]) -> None:
         self.store = store
-        self.search = search
+        self.encoder = encoder
         self.embedder = embedder
         self.dim = dim
-        self.batcher = batcher
+        self.writer = writer
         self.clock = clock
         self.threshold = threshold
         self.refresh = refresh
@@ -82,21 +104,21 @@ class LookupPipeline:
 
     @property
     def semantic(self) -> bool:
-        """True when text can be searched semantically (an embedder and an index)."""
-        return self.search is not None and self.embedder is not None
+        """True when text can be searched semantically (an embedder and codes)."""
+        return self.encoder is not None and self.embedder is not None
 
     # -- the pipeline ----------------------------------------------------------------------
 
     def run(self, queries: Sequence[Query], *, exact_only: bool = False) -> list[Hit | None]:
         now = self.clock()
-        self.batcher.maybe_flush(now)
+        self.writer.maybe_flush(now)
         results = [self._exact(q, now) if q.key is not None else None for q in queries]
         return self._finish(queries, results, now, exact_only)
 
     def run_one(self, q: Query, *, exact_only: bool = False) -> Hit | None:
         """:meth:`run` of one query, without the lists."""
         now = self.clock()
-        self.batcher.maybe_flush(now)
+        self.writer.maybe_flush(now)
         if q.key is not None:
             hit = self._exact(q, now)
             if hit is not None:
@@ -108,7 +130,7 @@ class LookupPipeline:
         """One text query by its exact key: :meth:`run_one` that builds a :class:`Query`
         only on a miss (the exact hit is the hot path of ``get`` and ``lookup``)."""
         now = self.clock()
-        self.batcher.maybe_flush(now)
+        self.writer.maybe_flush(now)
         row = self.store.get_by_key(key)
         if row is not None:
             hit = self._serve_exact(row, namespace, scope, text, now)
@@ -126,7 +148,7 @@ class LookupPipeline:
                     results[i] = self._semantic(q, now)
         misses = sum(r is None for r in results)
         if misses:
-            self.batcher.count(misses=misses)
+            self.writer.count(misses=misses)
         return results
 
     def _embed_missing(self, queries: Sequence[Query], results: list[Hit | None]) -> None:
@@ -174,17 +196,18 @@ class LookupPipeline:
         return self._hit(row, "exact", 1.0, now, scope, text)
 
     def _semantic(self, q: Query, now: float) -> Hit | None:
-        assert q.vector is not None
-        if self.search is None:
+        vector = q.vector
+        assert vector is not None
+        if self.encoder is None:
             return None
         # Partition ids are remembered: only under the incarnation of the cache they were
         # read from (SQLite checks here, cheaply; a PostgreSQL search checks the token in
         # its statement and comes back empty, then the miss below looks once more).
         self.store.check_incarnation()
         p_wrong: dict[int, float] = {}
-        best = self._best(q, now, p_wrong)
+        best = self._best(q, vector, now, p_wrong)
         if best is None and self.store.check_incarnation(force=True):
-            best = self._best(q, now, p_wrong)
+            best = self._best(q, vector, now, p_wrong)
         if best is None:
             return None
         row, similarity = best
@@ -192,30 +215,39 @@ class LookupPipeline:
             log.warning("semcache: entry %d of namespace %r found in the partition of %r: "
                         "not served", row.id, row.namespace, q.namespace)
             return None
-        hit = self.make_hit(row, "semantic", similarity, now, q)
+        hit = self._hit(row, "semantic", similarity, now, q.scope, q.text)
         hit.p_wrong = p_wrong.get(row.id)
         return hit
 
-    def _best(self, q: Query, now: float,
+    def _best(self, q: Query, vector: np.ndarray, now: float,
               p_wrong: dict[int, float]) -> tuple[EntryRow, float] | None:
-        assert q.vector is not None and self.search is not None
+        """The engine's nearest candidates of the query's partition, decided here."""
+        assert self.encoder is not None
         pid = self.partition(q.namespace, q.scope)
         if pid is None:
             return None
-        return self.search.best(q.vector, pid, now, self.threshold(q.namespace), self.alive,
-                                self._guard_for(q, p_wrong))
+        threshold = self.threshold(q.namespace)
+        found = self.store.nearest(vector, self.encoder.encode_unit(vector).tobytes(), pid, now,
+                                   RESCORE_K, threshold)
+        if found.damaged:
+            self.writer.count(damaged_vectors=len(found.damaged))
+        accept, settle = self._guard_for(q, p_wrong)
+        return choose(found.ranked, threshold, now, self.alive, accept, settle)
 
     def _guard_for(self, q: Query, p_wrong: dict[int, float]
-                   ) -> Callable[[EntryRow, float], bool] | None:
-        """The candidate filter of a text query (None for vector lookups): entries judged
-        wrong for this very query (``Cache.feedback``) are skipped, then the semantic
-        decision compares the query with the candidate's stored prompt and records the
-        ``p_wrong`` of those it serves. Entries stored without their prompt
-        (``store_prompts=False``) have nothing to compare: the cosine alone decides them.
+                   ) -> tuple[Accept | None, Settle | None]:
+        """The candidate filter of a text query and its last word (None, None for vector
+        lookups): entries judged wrong for this very query (``Cache.feedback``) are
+        skipped, then the semantic decision compares the query with the candidate's stored
+        prompt and records the ``p_wrong`` of those it serves; the one chosen is still not
+        served when another candidate with another answer (other response bytes) is about
+        as close and would be served too (``SemanticDecision.rival``). Entries stored
+        without their prompt (``store_prompts=False``) have nothing to compare: the cosine
+        alone decides them.
         """
         text = q.text
         if text is None:
-            return None
+            return None, None
         guard = self.guard()
         blocked: set[int] | None = None
 
@@ -231,13 +263,49 @@ class LookupPipeline:
             if verdict.served:
                 p_wrong[row.id] = verdict.p_wrong
                 return True
-            self.batcher.count(guard_rejections=1)
+            self.writer.count(guard_rejections=1)
             # The reason, not the texts: prompts may hold personal data.
             log.debug("semcache: guard rejected entry %d (similarity %.4f): %s",
                       row.id, similarity, verdict.reason)
             return False
 
-        return accept
+        def settle(row: EntryRow, similarity: float,
+                   others: list[tuple[EntryRow, float]]) -> bool:
+            if guard is None or row.prompt is None:
+                return True
+            rivals = [(o.prompt, s) for o, s in others
+                      if o.prompt is not None and o.response != row.response
+                      and (blocked is None or o.id not in blocked)]
+            if not rivals or guard.rival(text, similarity, rivals) is None:
+                return True
+            self.writer.count(guard_rejections=1)
+            log.debug("semcache: guard rejected entry %d (similarity %.4f): rival",
+                      row.id, similarity)
+            return False
+
+        return accept, settle
+
+    def find_in_scopes(self, text: str, ns: str, exact_only: bool) -> Hit | None:
+        """``text`` among the entries stored by request in every scope of namespace
+        ``ns``: by identical prompt (newest first), then semantically, the best similarity
+        of all scopes (``Cache.find``, for operators)."""
+        now = self.clock()
+        recs = self.store.list_entries(EntryFilter(namespace=ns, prompt=text, live_at=now,
+                                                   scoped=True), order="newest", limit=1)
+        if recs:
+            rows = self.store.get_by_ids([recs[0].id])
+            if rows:
+                return self._hit(rows[0], "exact", 1.0, now, recs[0].scope, text)
+        if exact_only or not self.semantic:
+            return None
+        vector = self.embed([text])[0]
+        best: Hit | None = None
+        for _, scope in self.store.partitions(ns):
+            if scope:
+                found = self.run([Query(None, ns, scope, text=text, vector=vector)])[0]
+                if found is not None and (best is None or found.similarity > best.similarity):
+                    best = found
+        return best
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -260,23 +328,19 @@ class LookupPipeline:
 
     def _pending_alive(self, entry_id: int, now: float) -> bool:
         """An expiry pushed out by a hit of this process that is not written yet."""
-        pending = self.batcher.pending_expiry(entry_id)
+        pending = self.writer.pending_expiry(entry_id)
         return pending is not None and pending > now
-
-    def make_hit(self, row: EntryRow, kind: HitKind, similarity: float, now: float,
-                 q: Query) -> Hit:
-        """Decode the entry and batch the hit's effects."""
-        return self._hit(row, kind, similarity, now, q.scope, q.text)
 
     def _hit(self, row: EntryRow, kind: HitKind, similarity: float, now: float, scope: str,
              text: str | None) -> Hit:
+        """Decode the entry and batch the hit's effects."""
         try:
             response = self.responses.decode(row.id, row.response)
             metadata = None if row.metadata is None else decode_metadata(row.metadata)
         except (ZstdError, ValueError, TypeError) as exc:
             raise corrupt_entry(self.store.location, row.id, exc) from None
         # refresh_on_access only matters for entries with a ttl (most have none).
-        expires = self.batcher.record_hit(row, kind, now,
+        expires = self.writer.record_hit(row, kind, now,
                                           row.ttl is not None and self.refresh())
         # Positional: a keyword call of this 12-field dataclass costs 3x as much.
         return Hit(response, kind, similarity, row.id, row.namespace, row.created_at, expires,
@@ -294,4 +358,4 @@ def corrupt_entry(location: str, entry_id: int, exc: BaseException) -> CorruptCa
         f"delete it (cache.delete({entry_id})) or delete the file to start a new cache")
 
 
-__all__ = ["LookupPipeline", "Query", "SemanticSearch", "corrupt_entry", "query_hash"]
+__all__ = ["RESCORE_K", "LookupPipeline", "Query", "choose", "corrupt_entry", "query_hash"]

@@ -1,4 +1,5 @@
-"""Preparing entries for the store and writing them, with the size limit enforced.
+"""Preparing entries for the store (puts, stores, restored exports) and writing them,
+with the size limit enforced.
 
 Everything that can fail on bad input (validation, JSON encoding, embedding) happens
 before the write transaction starts, so a refused put writes nothing and never holds the
@@ -7,19 +8,37 @@ cross-process write lock while a model runs.
 
 from __future__ import annotations
 
+import hashlib
+import math
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
-from semcache.cache._batcher import BatchedWrite, HitBatcher
-from semcache.cache._keys import PromptKeys, vector_keys
-from semcache.errors import InvalidInputError, InvalidTypeError
+from semcache.cache._trust import checked_verdict
+from semcache.cache._writer import Write, Writer
+from semcache.cache.entry import Entry
+from semcache.errors import InvalidInputError, InvalidTypeError, SemcacheError
 from semcache.kernels.projection import BinaryEncoder
+from semcache.keys import (
+    PromptKeyMemo,
+    prompt_key_hash,
+    request_key_hash,
+    vector_key_hashes,
+)
 from semcache.settings import Tunables
-from semcache.store.base import NewEntry
+from semcache.store.base import NewEntry, Verdict
 from semcache.store.codecs import encode_metadata, encode_response, encode_vector
-from semcache.validation import UNSET, check_tokens, check_ttl
+from semcache.validation import (
+    UNSET,
+    check_namespace,
+    check_prompt,
+    check_scope,
+    check_text,
+    check_tokens,
+    check_ttl,
+)
 
 
 def is_vector(value: Any) -> bool:
@@ -57,7 +76,7 @@ class EntryFactory:
         return entry
 
     def prepare(self, items: Iterable[Any], namespace: str, *, vector: Any, ttl: Any,
-                metadata: Any, tokens: Any, now: float, keys: PromptKeys,
+                metadata: Any, tokens: Any, now: float, keys: PromptKeyMemo,
                 check_vectors: Callable[[list[Any]], np.ndarray],
                 ) -> tuple[list[NewEntry], list[int], list[str]]:
         """Validate and encode the ``(prompt, response)`` pairs of ``put_many``, in batch.
@@ -74,7 +93,7 @@ class EntryFactory:
         if vector_at:
             given_vectors = [pairs[i][0] for i in vector_at]
             units = check_vectors(given_vectors)  # validated before their keys are taken
-            for i, key in zip(vector_at, vector_keys(given_vectors, namespace), strict=True):
+            for i, key in zip(vector_at, vector_key_hashes(given_vectors, namespace), strict=True):
                 hashes[i] = key
         given = check_vectors([vector])[0] if vector is not None else None
         ttl_s = self.ttl_seconds(ttl)
@@ -96,7 +115,7 @@ class EntryFactory:
         return entries, [i for i, _ in todo], [t for _, t in todo]
 
     @staticmethod
-    def _prompts(pairs: list[tuple[Any, Any]], namespace: str, vector: Any, keys: PromptKeys,
+    def _prompts(pairs: list[tuple[Any, Any]], namespace: str, vector: Any, keys: PromptKeyMemo,
                  ) -> tuple[list[str | None], list[bytes], list[int]]:
         """(texts, with None for vectors; exact keys; positions of the vector prompts)."""
         texts: list[str | None] = []
@@ -145,6 +164,69 @@ class EntryFactory:
             entry.vector = blob[i * row_size:(i + 1) * row_size]
 
 
+    def restored(self, e: Entry, check_vector: Callable[[Any], np.ndarray]) -> NewEntry:
+        """An exported entry as it will be written by ``Cache.restore``: every value
+        validated as a put's would be, its key derived again for its own namespace
+        (:func:`restored_key`), its vector checked and normalized (``check_vector``)."""
+        ns = check_namespace(e.namespace)
+        scope = check_scope(e.scope)
+        prompt = None if e.prompt is None else check_text(check_prompt(e.prompt), "prompt")
+        expires = e.expires_at
+        for name, value in (("created_at", e.created_at), ("accessed_at", e.accessed_at),
+                            ("expires_at", expires)):
+            if (value is None and name == "created_at") or value is not None and (
+                    isinstance(value, bool) or not isinstance(value, (int, float))
+                    or not math.isfinite(value) or not 0 <= value < 1e11):
+                raise InvalidInputError(f"{name} must be epoch seconds; got {value!r}")
+        response = encode_response(e.response)
+        vector = None if e.vector is None else check_vector(e.vector)
+        key, material = restored_key(ns, scope, prompt, e.key, hashlib.sha256(
+            b"%s\x00%s\x00%r\x00%s" % (scope.encode(), response, e.created_at,
+                                        b"" if vector is None else vector.tobytes())).digest())
+        ttl = check_ttl(e.ttl, "ttl of an imported entry")
+        entry = NewEntry(
+            key_hash=key, namespace=ns, scope=scope,
+            prompt=prompt if self._tunables().store_prompts else None,
+            response=response, metadata=encode_metadata(e.metadata),
+            tokens=check_tokens(e.tokens), created_at=float(e.created_at),
+            expires_at=None if expires is None else float(expires), ttl=ttl,
+            key_material=material, accessed_at=e.accessed_at, hits=check_tokens(e.hits))
+        if vector is not None:
+            self.attach(entry, vector)
+        return entry
+
+    def restorable(self, entries: Sequence[Entry], check_vector: Callable[[Any], np.ndarray],
+                   on_error: Callable[[int, SemcacheError], None] | None = None,
+                   ) -> list[tuple[NewEntry, list[Verdict]]]:
+        """Each exported entry as :meth:`restored` makes it, with its verdicts checked for
+        its namespace; a bad one raises, or with ``on_error`` is reported as
+        ``on_error(index, error)`` and left out."""
+        ready = []
+        for i, e in enumerate(entries):
+            try:
+                entry = self.restored(e, check_vector)
+                ready.append((entry, [checked_verdict(v, entry.namespace) for v in e.verdicts]))
+            except SemcacheError as exc:
+                if on_error is None:
+                    raise
+                on_error(i, exc)
+        return ready
+
+
+def restored_key(ns: str, scope: str, prompt: str | None, material: bytes | None,
+                 content_digest: bytes) -> tuple[bytes, bytes | None]:
+    """The exact key of an imported entry, computed here for its own namespace."""
+    if material is not None:
+        if not isinstance(material, bytes) or not material:
+            raise InvalidInputError(f"key must be non-empty bytes; got {material!r:.40}")
+        return request_key_hash(material, ns), material
+    if prompt is not None and not scope:
+        return prompt_key_hash(prompt, ns), None
+    # No way to rebuild the exact key: a key nobody asks for, derived from the content so
+    # that importing the same file twice replaces instead of duplicating.
+    return request_key_hash(b"semcache-restored:" + content_digest, ns), None
+
+
 def _pairs(items: Iterable[Any]) -> list[tuple[Any, Any]]:
     """The items of ``put_many`` as a list, each checked to be a (prompt, response) pair."""
     pairs = items if isinstance(items, list) else list(items)
@@ -155,21 +237,37 @@ def _pairs(items: Iterable[Any]) -> list[tuple[Any, Any]]:
     return pairs
 
 
-def write_entries(batcher: HitBatcher, entries: Sequence[NewEntry],
+def write_entries(writer: Writer, entries: Sequence[NewEntry],
                   max_entries: int | None, now: float) -> list[int]:
     """Insert ``entries`` in one transaction, then evict down to ``max_entries``."""
     if not entries:
         return []
-    def work(w: BatchedWrite) -> list[int]:
+
+    def work(w: Write) -> list[int]:
         ids = w.txn.insert_many(entries)
         w.count(puts=len(entries))
         enforce_limit(w, max_entries, now)
         return ids
 
-    return batcher.run(work)
+    return writer.run(work)
 
 
-def enforce_limit(w: BatchedWrite, max_entries: int | None, now: float) -> None:
+def restore_entries(writer: Writer, restored: Sequence[tuple[NewEntry, Sequence[Verdict]]],
+                    max_entries: int | None, now: float) -> list[int]:
+    """Exported entries in one transaction, each with its verdicts recorded for its new id,
+    then ``max_entries`` enforced; returns the new ids."""
+
+    def work(w: Write) -> list[int]:
+        ids = w.txn.insert_many([e for e, _ in restored])
+        w.txn.restore_verdicts([replace(v, entry_id=i) for i, (_, own) in
+                                zip(ids, restored, strict=True) for v in own])
+        enforce_limit(w, max_entries, now)
+        return ids
+
+    return writer.run(work)
+
+
+def enforce_limit(w: Write, max_entries: int | None, now: float) -> None:
     """Expired entries go first, then the least recently used."""
     if max_entries is None:
         return
@@ -182,4 +280,4 @@ def enforce_limit(w: BatchedWrite, max_entries: int | None, now: float) -> None:
         w.count(evictions=w.txn.evict_lru(excess - expired))
 
 
-__all__ = ["EntryFactory", "enforce_limit", "is_vector", "write_entries"]
+__all__ = ["EntryFactory", "enforce_limit", "is_vector", "restore_entries", "write_entries"]

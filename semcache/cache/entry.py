@@ -1,13 +1,18 @@
-"""What operators and transfers see of an entry (``Cache.entries``, ``Cache.restore``)."""
+"""What operators and transfers see of an entry (``Cache.entries``, ``Cache.restore``),
+and how their arguments select entries."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from semcache.store.base import Verdict
+from semcache.errors import InvalidInputError
+from semcache.store.base import EntryFilter, EntryRecord, Verdict
+from semcache.store.codecs import decode_metadata, decode_response, decode_vector
+from semcache.validation import check_namespace
 
 
 @dataclass(slots=True)
@@ -42,4 +47,44 @@ class Entry:
     verdicts: tuple[Verdict, ...] = ()
 
 
-__all__ = ["Entry"]
+def decode_record(rec: EntryRecord) -> Entry:
+    """The :class:`Entry` of a stored record."""
+    return Entry(
+        namespace=rec.namespace, response=decode_response(rec.response), scope=rec.scope,
+        prompt=rec.prompt, metadata=decode_metadata(rec.metadata), tokens=rec.tokens,
+        created_at=rec.created_at, accessed_at=rec.accessed_at, expires_at=rec.expires_at,
+        ttl=rec.ttl, hits=rec.hits,
+        vector=None if rec.vector is None else decode_vector(rec.vector).copy(),
+        key=rec.key_material, id=rec.id, key_hash=rec.key_hash, size=rec.size,
+        has_code=rec.has_code)
+
+
+def selection(namespace: str | None, expired: bool | None, older_than: float | None,
+              now: float) -> EntryFilter:
+    """The entries ``Cache.entries`` / ``count`` / ``purge`` select (arguments checked)."""
+    if older_than is not None and (not math.isfinite(older_than) or older_than < 0):
+        raise InvalidInputError(f"older_than must be a number of seconds >= 0; got {older_than!r}")
+    return EntryFilter(
+        namespace=None if namespace is None else check_namespace(namespace),
+        expired_at=now if expired is True else None,
+        live_at=now if expired is False else None,
+        created_before=None if older_than is None else now - older_than)
+
+
+def purge_selection(namespace: str | None, expired: bool | None, older_than: float | None,
+                    everything: bool, now: float) -> EntryFilter | None:
+    """What ``Cache.purge`` deletes: the entries of :func:`selection`, or None for every
+    entry (``everything=True``, which takes no filter); no filter at all is refused."""
+    if everything and (namespace is not None or expired or older_than is not None):
+        raise InvalidInputError("everything=True deletes every entry; it cannot be "
+                                "combined with filters")
+    where = selection(namespace, expired, older_than, now)
+    if everything:
+        return None
+    if where.empty:
+        raise InvalidInputError("say what to purge: namespace=, expired=True, "
+                                "older_than= or everything=True")
+    return where
+
+
+__all__ = ["Entry", "decode_record", "purge_selection", "selection"]

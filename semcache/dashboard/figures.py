@@ -128,7 +128,7 @@ def _cost(ranked: list[Any], prices: PriceTable, all_hits: int) -> dict[str, Any
 
 
 def _text(value: Any) -> str:
-    from semcache.cli_common import answer_text
+    from semcache.cli.common import answer_text
 
     text = value if isinstance(value, str) else answer_text(value)
     return text if len(text) <= TEXT_CHARS else text[:TEXT_CHARS - 1] + "\u2026"

@@ -33,13 +33,19 @@ MAX_CONCURRENT = 16
 
 
 class _Handler(BaseHTTPRequestHandler):
-    server: DashboardServer
     server_version = "semcache-dashboard"
     sys_version = ""
     timeout = SOCKET_TIMEOUT_S
 
     def version_string(self) -> str:
         return self.server_version
+
+    @property
+    def dashboard(self) -> Dashboard:
+        """The dashboard of the :class:`DashboardServer` this handler answers for."""
+        server = self.server
+        assert isinstance(server, DashboardServer)
+        return server.dashboard
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
         self._answer(send_body=True)
@@ -50,7 +56,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _refuse(self) -> None:
         """Any other method: 405, the request's body left unread."""
         self.close_connection = True
-        self._send(self.server.dashboard.respond(self.command, "/", {}), send_body=True)
+        self._send(self.dashboard.respond(self.command, "/", {}), send_body=True)
 
     do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = _refuse  # noqa: N815
 
@@ -63,7 +69,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         path = self.path.split("?", 1)[0]
         headers = {k.lower(): v for k, v in self.headers.items()}
-        self._send(self.server.dashboard.respond(self.command, path, headers), send_body)
+        self._send(self.dashboard.respond(self.command, path, headers), send_body)
 
     def _send(self, reply: Reply, send_body: bool) -> None:
         self.send_response(reply.status)
@@ -131,16 +137,16 @@ def add_ui_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_ui(args: argparse.Namespace) -> int:
     """``semcache ui`` with parsed arguments: serve until interrupted."""
-    from semcache.cli_common import open_cache
+    from semcache.cli.common import open_cache
 
     token = resolve_token(args.dashboard_token)
     check_bind("semcache ui", args.host, token)
     if not 0 <= args.port <= 65535:
-        from semcache.cli_common import UsageError
+        from semcache.cli.common import UsageError
 
         raise UsageError(f"--port must be in [0, 65535]; got {args.port}")
     prices = load_prices(args.prices)
-    cache = open_cache(args.path)
+    cache = open_cache(args)
     try:
         dashboard = Dashboard(cache, prices, Gate.for_bind(args.host, token),
                               show_prompts=args.show_prompts)

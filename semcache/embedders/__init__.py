@@ -26,9 +26,10 @@ from semcache.embedders.base import (
 )
 from semcache.embedders.hashing import HashingEmbedder
 from semcache.embedders.memo import EmbeddingMemo
-from semcache.embedders.minilm import DEFAULT_MODEL as MINILM_DEFAULT_MODEL
-from semcache.embedders.minilm import KNOWN_DIMS as MINILM_DIMS
-from semcache.embedders.minilm import MiniLMEmbedder, minilm_available
+from semcache.embedders.minilm import MiniLMEmbedder
+from semcache.embedders.models import DEFAULT_MODEL as MINILM_DEFAULT_MODEL
+from semcache.embedders.models import KNOWN_DIMS as MINILM_DIMS
+from semcache.embedders.models import minilm_available
 from semcache.embedders.ollama import OllamaEmbedder
 from semcache.embedders.openai import OpenAIEmbedder
 from semcache.embedders.sbert import SentenceTransformerEmbedder, sentence_transformers_available
@@ -55,6 +56,15 @@ def default_embedder_name() -> str:
     return "minilm" if minilm_available() else "hashing"
 
 
+def _size(kwargs: dict[str, Any], name: str, size: str, dim: int | None, spec: str) -> None:
+    """The output size argument of an embedder: the size in the spec, else the stored
+    ``dim``, unless the caller gave one."""
+    if size:
+        kwargs.setdefault(name, _parse_int(size, spec))
+    elif dim is not None:
+        kwargs.setdefault(name, dim)
+
+
 def _parse_int(text: str, spec: str) -> int:
     try:
         return int(text)
@@ -75,10 +85,7 @@ def _build(spec: str, dim: int | None, kwargs: dict[str, Any]) -> Embedder:
                 f"embedder spec {spec!r}: hashing version {version!r} is unknown (this "
                 "semcache has 'v1'); the file was made by a newer semcache"
             )
-        if size:
-            kwargs.setdefault("dim", _parse_int(size, spec))
-        elif dim is not None:
-            kwargs.setdefault("dim", dim)
+        _size(kwargs, "dim", size, dim, spec)
         return HashingEmbedder(**kwargs)
     if backend == "minilm":
         model = rest or kwargs.get("model_name") or MINILM_DEFAULT_MODEL
@@ -96,10 +103,7 @@ def _build(spec: str, dim: int | None, kwargs: dict[str, Any]) -> Embedder:
         model, _, size = rest.partition(":")
         if model:
             kwargs.setdefault("model", model)
-        if size:
-            kwargs.setdefault("dimensions", _parse_int(size, spec))
-        elif dim is not None:
-            kwargs.setdefault("dimensions", dim)
+        _size(kwargs, "dimensions", size, dim, spec)
         return OpenAIEmbedder(**kwargs)
     if backend == "ollama":
         # Ollama model names may carry a tag ("all-minilm:l6-v2"): keep everything after

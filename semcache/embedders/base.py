@@ -18,6 +18,7 @@ nothing to load).
 from __future__ import annotations
 
 import logging
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
@@ -158,8 +159,8 @@ def check_embedder(obj: Any) -> Embedder:
     return ValidatedEmbedder(obj)
 
 
-class TrustedEmbedder:
-    """Base class of semcache's own embedders, whose output needs no re-checking.
+class TrustedEmbedder(ABC):
+    """Abstract base class of semcache's own embedders, whose output needs no re-checking.
 
     Subclasses set ``name`` and ``dim`` and implement :meth:`_embed` for a validated,
     non-empty list of texts; this class handles input validation and the empty batch.
@@ -168,7 +169,7 @@ class TrustedEmbedder:
     name: str
     dim: int
 
-    def load(self) -> None:
+    def load(self) -> None:  # noqa: B027 - a no-op by default, not abstract
         """Get ready to embed (idempotent; a no-op unless the backend has a model to load)."""
 
     def embed(self, texts: list[str]) -> np.ndarray:
@@ -178,8 +179,15 @@ class TrustedEmbedder:
             return np.zeros((0, self.dim), dtype=np.float32)
         return self._embed(items)
 
-    def _embed(self, texts: list[str]) -> np.ndarray:
-        raise NotImplementedError
+    @abstractmethod
+    def _embed(self, texts: list[str]) -> np.ndarray: ...
+
+    def _check_dim(self, got: int) -> None:
+        """Refuse a model whose output size is not the ``dim`` this embedder promised."""
+        if int(got) != self.dim:
+            raise EmbedderError(
+                f"embedder {self.name!r} produces {int(got)}-dim vectors, expected {self.dim}"
+            )
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, dim={self.dim})"

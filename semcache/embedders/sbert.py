@@ -35,7 +35,7 @@ import numpy as np
 
 from semcache.embedders._threads import THREADS_ENV, threads_from_env
 from semcache.embedders.base import TrustedEmbedder, l2_normalize
-from semcache.embedders.minilm import find_model_dir, hub_repo_id, installed, model_and_dim
+from semcache.embedders.models import find_model_dir, hub_repo_id, installed, model_and_dim
 from semcache.errors import ConfigurationError, EmbedderError
 
 logger = logging.getLogger("semcache")
@@ -242,12 +242,6 @@ class SentenceTransformerEmbedder(TrustedEmbedder):
             logger.warning("embedder %s: traced model differs by %g, using eager", self.name, diff)
             return
         self._forward, self.fast_path = traced, "jit"
-
-    def _check_dim(self, got: int) -> None:
-        if int(got) != self.dim:
-            raise EmbedderError(
-                f"embedder {self.name!r} produces {int(got)}-dim vectors, expected {self.dim}"
-            )
 
     def _embed(self, texts: list[str]) -> np.ndarray:
         self.load()

@@ -22,8 +22,7 @@ check           what differs
 ``substitution`` in two aligned texts, one or two words in the same slot differ and are not
                  the same word (inflection, typo, abbreviation)
 ``order``       the same words around a direction marker, exchanged ("str -> int" / "int ->
-                str", "honey instead of sugar" / "sugar instead of honey"), or the same
-                content words in another order
+                str", "honey instead of sugar" / "sugar instead of honey")
 ``prefix``      opposite prefixes on one stem ("overinflated" / "underinflated")
 ``person``      the first person is the subject in one text and the object in the other
                 ("I give my son" / "my dad gives me")
@@ -61,8 +60,6 @@ _CLOSED_CLASS = (frozenset(cw.QUESTION_CLASSES) | frozenset(cw.QUANTIFIERS)
 _CONTRASTIVE = frozenset(w for pair in cw.ANTONYMS for w in pair) & _FUNCTION
 #: Texts are aligned from this ``difflib`` ratio of their words on.
 ALIGNED = 0.5
-#: A reordering of the same content words counts from this ratio on.
-PERMUTED = 0.6
 #: The alignment checks (modality, modifier, substitution, reordering) read prompts of up to
 #: this many words besides filler: in a longer text one changed word rarely changes what is
 #: asked.
@@ -140,8 +137,14 @@ def prefix_swap(a: str, b: str) -> bool:
 
 
 def same_thing(a: str, b: str) -> bool:
-    """One word abbreviates the other ("dict" / "dictionary", "str" / "string")."""
-    return a == b or (len(a) >= 3 and len(b) >= 3 and (a.startswith(b) or b.startswith(a)))
+    """One word abbreviates the other ("dict" / "dictionary", "str" / "string"); a roman
+    numeral added is another thing ("WWI" / "WWII", "Rocky II" / "Rocky III")."""
+    if a == b:
+        return True
+    if len(a) < 3 or len(b) < 3:
+        return False
+    longer, shorter = (a, b) if len(a) > len(b) else (b, a)
+    return longer.startswith(shorter) and not set(longer[len(shorter):]) <= set("ivx")
 
 
 def _number(word: str) -> str | None:
@@ -193,6 +196,8 @@ def read(text: str) -> Reading:
             kind = "place"
         elif w == "how" and n in cw.HOW_QUANTITY:
             kind = "quantity"
+        elif w == "how" and n in cw.HOW_MANNER:
+            kind = "manner"  # "how do cats purr" asks for a mechanism, "why" for a reason
         if kind:
             questions.add(kind)
         q = cw.QUANTIFIERS.get(w)
@@ -367,20 +372,34 @@ def check_modality(p: Pair) -> str | None:
     return _differ(p.a.modals, p.b.modals) if p.aligned else None
 
 
-def _content_sequence(words: tuple[str, ...]) -> list[str]:
-    return [base(w) for w in words
-            if w not in _FUNCTION and (content(w) or any(ch.isdigit() for ch in w))]
-
-
 def check_order(p: Pair) -> str | None:
     for x, y in sorted(p.a.directions):
         for x2, y2 in sorted(p.b.directions):
             if same_thing(x, y2) and same_thing(y, x2) and not same_thing(x, y):
                 return f"{x} -> {y} vs {x2} -> {y2}"
-    ca, cb = _content_sequence(p.a.words), _content_sequence(p.b.words)
-    if p.short and len(ca) >= 2 and ca != cb and sorted(ca) == sorted(cb) and p.ratio >= PERMUTED:
-        return f"'{' '.join(ca)}' vs '{' '.join(cb)}'"
-    return None
+    # Two content words that trade places, each still apart from the other ("is every square
+    # a rectangle" / "is every rectangle a square", "a cough but no fever" / "a fever but no
+    # cough"); other reorderings are rewordings ("longest river africa" / "Africa's longest
+    # river", "git undo" / "undo git"); swaps around markers are the flow check's.
+    swap = _transposed(p.a.raw, p.b.raw)
+    return f"'{swap[0]}' and '{swap[1]}' trade places" if swap else None
+
+
+def _transposed(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[str, str] | None:
+    """The two content words whose exchange turns ``a``'s content words into ``b``'s, when
+    the rest keep their order and the two are not next to each other in either text."""
+    pa = [(i, base(w)) for i, w in enumerate(a) if w not in _FUNCTION and content(w)]
+    pb = [(i, base(w)) for i, w in enumerate(b) if w not in _FUNCTION and content(w)]
+    wa, wb = [w for _, w in pa], [w for _, w in pb]
+    if len(wa) != len(wb) or len(wa) < 2 or wa == wb or sorted(wa) != sorted(wb):
+        return None
+    diff = [k for k in range(len(wa)) if wa[k] != wb[k]]
+    if len(diff) != 2:
+        return None
+    i, j = diff
+    if wa[i] != wb[j] or wa[j] != wb[i] or pa[j][0] - pa[i][0] < 2 or pb[j][0] - pb[i][0] < 2:
+        return None
+    return wa[i], wa[j]
 
 
 def check_prefix(p: Pair) -> str | None:

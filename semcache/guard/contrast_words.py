@@ -32,6 +32,9 @@ QUESTION_CLASSES: dict[str, str] = {
 }
 #: "how <word>" -> "quantity" ("how many", "how long", "how often"...).
 HOW_QUANTITY: frozenset[str] = frozenset("many much long often far old".split())
+#: "how <word>" -> "manner" ("how do cats purr?" vs "why do cats purr?"; only against
+#: another kind of question: "how do I" and "what's the way to" ask the same).
+HOW_MANNER: frozenset[str] = frozenset("do does did is are was were can could".split())
 #: "what <word>" -> "time"; "which <word>" -> "place".
 WHAT_TIME: frozenset[str] = frozenset("year date day time month".split())
 WHICH_PLACE: frozenset[str] = frozenset("city country town place".split())

@@ -49,13 +49,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hashlib
 import inspect
 import json
 import logging
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from langchain_core.caches import RETURN_VAL_TYPE, BaseCache
@@ -63,95 +61,21 @@ from langchain_core.load import Serializable, dumpd, load
 from langchain_core.messages import AIMessage, AIMessageChunk
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, Generation, GenerationChunk
 
-from semcache.errors import CacheFileError, EmbedderError, InvalidTypeError, TooLargeError
-from semcache.integrations.base import CachedAnswer, ClearableCache
+from semcache.integrations.base import ClearableCache
 from semcache.integrations.info import CacheInfo, attach_info, info_from_hit, miss_info
-from semcache.integrations.pipeline import check_namespace_option, check_ttl_option
-from semcache.settings import UNSET
+from semcache.integrations.pipeline import (
+    check_integration_options,
+    lookup_or_miss,
+    store_or_log,
+)
+from semcache.keys import analyze_langchain
+from semcache.validation import UNSET
 
 logger = logging.getLogger("semcache")
 
 DEFAULT_NAMESPACE = "langchain"
-_KEY_VERSION = 1
-_LOOKUP_DEGRADES = (CacheFileError, EmbedderError, TooLargeError)
 _ALLOWED: list[type[Serializable]] = [Generation, GenerationChunk, ChatGeneration,
                                       ChatGenerationChunk, AIMessage, AIMessageChunk]
-_HUMAN = ("HumanMessage", "HumanMessageChunk")
-
-
-@dataclass(frozen=True)
-class PromptKeys:
-    """Exact key, semantic scope and embedded text of one LangChain lookup."""
-
-    key: bytes
-    scope: str
-    text: str | None
-
-
-def _digest(payload: dict[str, Any]) -> bytes:
-    data = json.dumps({"v": _KEY_VERSION, "api": "langchain", **payload}, sort_keys=True,
-                      separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(data.encode("utf-8")).digest()
-
-
-def _decode_messages(prompt: str) -> list[dict[str, Any]] | None:
-    """The message list of a chat prompt (LangChain's JSON), None for a plain prompt."""
-    if not prompt.startswith("["):
-        return None
-    try:
-        data = json.loads(prompt)
-    except ValueError:
-        return None
-    if not isinstance(data, list) or not data:
-        return None
-    if not all(isinstance(m, dict) and m.get("lc") == 1 and isinstance(m.get("kwargs"), dict)
-               for m in data):
-        return None
-    return data
-
-
-def _is_human(message: dict[str, Any]) -> bool:
-    ident = message.get("id") or []
-    return (bool(ident) and ident[-1] in _HUMAN) or message["kwargs"].get("type") == "human"
-
-
-def _text_of(content: Any) -> str | None:
-    if isinstance(content, str):
-        return content if content.strip() else None
-    if not isinstance(content, list):
-        return None
-    texts = []
-    for block in content:
-        if isinstance(block, str):
-            texts.append(block)
-        elif isinstance(block, dict) and block.get("type") == "text" and isinstance(
-                block.get("text"), str):
-            texts.append(block["text"])
-        else:
-            return None  # an image, audio, a file...: exact-only
-    text = "\n".join(texts)
-    return text if text.strip() else None
-
-
-def prompt_keys(prompt: str, llm_string: str) -> PromptKeys:
-    """Key, scope and embedded text of LangChain's ``(prompt, llm_string)``."""
-    if not isinstance(prompt, str) or not isinstance(llm_string, str):
-        raise InvalidTypeError(
-            f"LangChain cache keys are strings; got {type(prompt).__name__} prompt and "
-            f"{type(llm_string).__name__} llm_string")
-    key = _digest({"llm": llm_string, "prompt": prompt})
-    messages = _decode_messages(prompt)
-    if messages is None:  # a plain LLM prompt: embedded whole
-        scope = _digest({"llm": llm_string, "prompt": {"semcache": "embedded"}}).hex()
-        return PromptKeys(key, scope, _text_of(prompt))
-    index = next((i for i in range(len(messages) - 1, -1, -1) if _is_human(messages[i])), None)
-    if index is None:
-        return PromptKeys(key, _digest({"llm": llm_string, "messages": messages}).hex(), None)
-    last = messages[index]
-    placeholder = {**last, "kwargs": {**last["kwargs"], "content": {"semcache": "embedded"}}}
-    scoped = [*messages[:index], placeholder, *messages[index + 1:]]
-    scope = _digest({"llm": llm_string, "messages": scoped}).hex()
-    return PromptKeys(key, scope, _text_of(last["kwargs"].get("content")))
 
 
 def _serialize(generations: Sequence[Generation]) -> dict[str, Any] | None:
@@ -205,27 +129,17 @@ class SemcacheLLMCache(BaseCache):
 
     def __init__(self, cache: ClearableCache, *, namespace: str = DEFAULT_NAMESPACE,
                  ttl: Any = UNSET, exact_only: bool = False) -> None:
-        if not isinstance(cache, ClearableCache):
-            raise InvalidTypeError(
-                f"SemcacheLLMCache needs a semcache.Cache, got {type(cache).__name__}")
-        if not isinstance(exact_only, bool):
-            raise InvalidTypeError(f"exact_only must be a bool, got {exact_only!r}")
+        checked_namespace, self.ttl = check_integration_options(
+            "SemcacheLLMCache", cache, ClearableCache, namespace, ttl, exact_only)
         self.cache = cache
-        self.namespace = check_namespace_option(namespace, "SemcacheLLMCache") or namespace
-        self.ttl = check_ttl_option(ttl, "SemcacheLLMCache")
+        self.namespace = checked_namespace or namespace
         self.exact_only = exact_only
-
-    def _hit(self, keys: PromptKeys) -> CachedAnswer | None:
-        try:
-            return self.cache.lookup(keys.key, text=keys.text, scope=keys.scope,
-                                     namespace=self.namespace, exact_only=self.exact_only)
-        except _LOOKUP_DEGRADES as exc:
-            logger.warning("semcache lookup failed, calling the model instead: %s", exc)
-            return None
 
     def lookup(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None:
         """The cached generations of ``(prompt, llm_string)``, or None on a miss."""
-        hit = self._hit(prompt_keys(prompt, llm_string))
+        keys = analyze_langchain(prompt, llm_string)
+        hit = lookup_or_miss(self.cache, keys, text=keys.text, namespace=self.namespace,
+                             exact_only=self.exact_only)
         if hit is None:
             return None
         generations = _deserialize(hit.response)
@@ -235,18 +149,14 @@ class SemcacheLLMCache(BaseCache):
 
     def update(self, prompt: str, llm_string: str, return_val: RETURN_VAL_TYPE) -> None:
         """Store the generations LangChain got from the model; mark them with the entry id."""
-        keys = prompt_keys(prompt, llm_string)
+        keys = analyze_langchain(prompt, llm_string)
         data = _serialize(return_val)
         entry = None
         if data is not None:
-            text = None if self.exact_only else keys.text
-            try:
-                entry = self.cache.store(keys.key, data, text=text, scope=keys.scope,
-                                         namespace=self.namespace, ttl=self.ttl,
-                                         metadata={"api": "langchain"})
-            except Exception as exc:  # noqa: BLE001 - the answer was paid for: keep it
-                logger.warning("semcache store failed, answer returned uncached: %s: %s",
-                               type(exc).__name__, exc)
+            entry = store_or_log(self.cache, keys, data,
+                                 text=None if self.exact_only else keys.text,
+                                 namespace=self.namespace, ttl=self.ttl,
+                                 metadata={"api": "langchain"})
         _mark(return_val, miss_info(entry, self.namespace))
 
     def clear(self, **kwargs: Any) -> None:
@@ -266,4 +176,4 @@ class SemcacheLLMCache(BaseCache):
         await asyncio.to_thread(self.clear, **kwargs)
 
 
-__all__ = ["DEFAULT_NAMESPACE", "PromptKeys", "SemcacheLLMCache", "prompt_keys"]
+__all__ = ["DEFAULT_NAMESPACE", "SemcacheLLMCache"]

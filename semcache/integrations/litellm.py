@@ -65,8 +65,7 @@ from semcache.integrations.pipeline import (
     CHAT,
     Control,
     Plan,
-    check_namespace_option,
-    check_ttl_option,
+    check_integration_options,
     lookup,
     parse_control,
     plan_request,
@@ -244,13 +243,8 @@ class SemcacheLiteLLMCache(_LiteLLMCache):
 
     def __init__(self, cache: RequestCache, *, namespace: str | None = None,
                  ttl: Any = UNSET, exact_only: bool = False) -> None:
-        if not isinstance(cache, RequestCache):
-            raise InvalidTypeError(
-                f"SemcacheLiteLLMCache needs a semcache.Cache, got {type(cache).__name__}")
-        if not isinstance(exact_only, bool):
-            raise InvalidTypeError(f"exact_only must be a bool, got {exact_only!r}")
-        checked_namespace = check_namespace_option(namespace, "SemcacheLiteLLMCache")
-        checked_ttl = check_ttl_option(ttl, "SemcacheLiteLLMCache")
+        checked_namespace, checked_ttl = check_integration_options(
+            "SemcacheLiteLLMCache", cache, RequestCache, namespace, ttl, exact_only)
         # LiteLLM's part: chat completions only; its in-memory store stays empty.
         super().__init__(type=LiteLLMCacheType.LOCAL, supported_call_types=list(CALL_TYPES))
         self.semcache = cache

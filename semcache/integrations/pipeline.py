@@ -48,36 +48,41 @@ CONTROL_KEYS: frozenset[str] = frozenset({"no_cache", "no_store", "ttl", "namesp
 #: finish_reason values of a complete chat answer; anything else is not stored.
 STORABLE_FINISH_REASONS: frozenset[str] = frozenset({"stop", "tool_calls", "function_call"})
 
-# Cache-layer failures that degrade a lookup to a miss instead of failing the LLM call.
-_LOOKUP_DEGRADES = (CacheFileError, EmbedderError, TooLargeError)
+#: Cache-layer failures that degrade a lookup to a miss instead of failing the LLM call.
+LOOKUP_DEGRADES = (CacheFileError, EmbedderError, TooLargeError)
 
 
 # ----------------------------------------------------------------------------- checks
 
 
-def _relabel(exc: Exception, where: str) -> Exception:
-    """The same exception class, its message prefixed with where the value came from."""
-    return type(exc)(f"{where}: {exc}")
+def _checked(check: Callable[[Any], Any], value: Any, where: str) -> Any:
+    """``check(value)``, its error's message prefixed with where the value came from."""
+    try:
+        return check(value)
+    except (InvalidInputError, InvalidTypeError) as exc:
+        raise type(exc)(f"{where}: {exc}") from None
 
 
 def check_ttl_option(value: Any, where: str) -> Any:
     """``value`` checked like ``Cache.put(ttl=...)``; UNSET passes through unchanged."""
-    if value is UNSET:
-        return UNSET
-    try:
-        return check_ttl(value)
-    except (InvalidInputError, InvalidTypeError) as exc:
-        raise _relabel(exc, where) from None
+    return UNSET if value is UNSET else _checked(check_ttl, value, where)
 
 
 def check_namespace_option(value: Any, where: str) -> str | None:
     """``value`` checked like ``Cache.put(namespace=...)``; None passes through."""
-    if value is None:
-        return None
-    try:
-        return check_namespace(value)
-    except (InvalidInputError, InvalidTypeError) as exc:
-        raise _relabel(exc, where) from None
+    return None if value is None else _checked(check_namespace, value, where)
+
+
+def check_integration_options(where: str, cache: Any, cache_type: type, namespace: Any,
+                              ttl: Any, exact_only: Any) -> tuple[str | None, Any]:
+    """The options every cache integration takes (``where`` names it in messages): the
+    cache must be a ``cache_type`` (a Protocol of the public Cache API), ``exact_only`` a
+    bool; returns ``(namespace, ttl)`` checked like ``Cache.put``'s."""
+    if not isinstance(cache, cache_type):
+        raise InvalidTypeError(f"{where} needs a semcache.Cache, got {type(cache).__name__}")
+    if not isinstance(exact_only, bool):
+        raise InvalidTypeError(f"exact_only must be a bool, got {exact_only!r}")
+    return check_namespace_option(namespace, where), check_ttl_option(ttl, where)
 
 
 @dataclass(frozen=True)
@@ -297,32 +302,55 @@ def plan_request(
     )
 
 
-def lookup(plan: Plan) -> CachedAnswer | None:
-    """The cached answer for ``plan``, or None (a miss, ``no_cache``, or a cache failure)."""
-    if plan.control.no_cache:
-        return None
+# ------------------------------------------------------------------- failure policy
+
+
+def lookup_or_miss(cache: RequestCache, keys: RequestKeys, *, text: str | None,
+                   namespace: str | None, exact_only: bool,
+                   from_default: bool = False) -> CachedAnswer | None:
+    """``cache.lookup`` for an integration: a cache failure is a miss (logged), so the
+    cache never costs the caller an answer. A default cache closed by another thread's
+    ``disable_cache()``/``init_cache()`` (``from_default``) is a race, not a bug: a miss
+    too; an explicit closed cache is a bug and raises."""
     try:
-        hit = plan.cache.lookup(
-            plan.keys.key,
-            text=plan.keys.text,
-            scope=plan.keys.scope,
-            namespace=plan.namespace,
-            exact_only=plan.exact_only,
-        )
-    except (*_LOOKUP_DEGRADES, CacheClosedError) as exc:
-        # A default cache closed by another thread's disable_cache()/init_cache() is a
-        # race, not a bug: treat it as a miss. An explicit closed cache is a bug.
-        if isinstance(exc, CacheClosedError) and not plan.from_default:
+        hit = cache.lookup(keys.key, text=text, scope=keys.scope, namespace=namespace,
+                           exact_only=exact_only)
+    except (*LOOKUP_DEGRADES, CacheClosedError) as exc:
+        if isinstance(exc, CacheClosedError) and not from_default:
             raise
         logger.warning("semcache lookup failed, calling the model instead: %s", exc)
         return None
     if hit is None:
-        logger.debug("semcache miss key=%s", plan.keys.key.hex()[:12])
+        logger.debug("semcache miss key=%s", keys.key.hex()[:12])
     else:
         logger.debug(
             "semcache %s hit entry=%s similarity=%.3f", hit.kind, hit.entry_id, hit.similarity
         )
     return hit
+
+
+def store_or_log(cache: RequestCache, keys: RequestKeys, data: Any, *, text: str | None,
+                 namespace: str | None, ttl: Any, metadata: dict[str, Any],
+                 tokens: int = 0) -> int | None:
+    """``cache.store`` for an integration; returns the entry id, or None when it failed:
+    the caller already paid for this answer, and losing the cache write must not lose it
+    (the failure is logged as a warning)."""
+    try:
+        return cache.store(keys.key, data, text=text, scope=keys.scope, namespace=namespace,
+                           ttl=ttl, metadata=metadata, tokens=tokens)
+    except Exception as exc:  # noqa: BLE001 - any cache failure: keep the paid answer
+        logger.warning(
+            "semcache store failed, answer returned uncached: %s: %s", type(exc).__name__, exc
+        )
+        return None
+
+
+def lookup(plan: Plan) -> CachedAnswer | None:
+    """The cached answer for ``plan``, or None (a miss, ``no_cache``, or a cache failure)."""
+    if plan.control.no_cache:
+        return None
+    return lookup_or_miss(plan.cache, plan.keys, text=plan.keys.text, namespace=plan.namespace,
+                          exact_only=plan.exact_only, from_default=plan.from_default)
 
 
 #: How long a miss waits for an identical request another caller is already fetching.
@@ -379,8 +407,7 @@ def store(plan: Plan, data: Mapping[str, Any]) -> int | None:
     """Store the answer ``data`` (JSON) under ``plan``; returns the entry id or None.
 
     Nothing is stored with ``no_store``, nor an answer that did not end naturally. Never
-    raises: the caller already paid for this answer, and losing the cache write must not
-    lose it (the failure is logged as a warning).
+    raises (:func:`store_or_log`).
     """
     if plan.control.no_store:
         return None
@@ -392,27 +419,16 @@ def store(plan: Plan, data: Mapping[str, Any]) -> int | None:
                      plan.rules.name, plan.choices)
         return None
     model = plan.model or data.get("model")
-    try:
-        return plan.cache.store(
-            plan.keys.key,
-            dict(data),
-            text=plan.text,
-            scope=plan.keys.scope,
-            namespace=plan.namespace,
-            ttl=plan.ttl,
-            metadata={"model": model, "api": plan.rules.name},
-            tokens=plan.rules.tokens(data),
-        )
-    except Exception as exc:  # noqa: BLE001 - any cache failure: keep the paid answer
-        logger.warning(
-            "semcache store failed, answer returned uncached: %s: %s", type(exc).__name__, exc
-        )
-        return None
+    return store_or_log(plan.cache, plan.keys, dict(data), text=plan.text,
+                        namespace=plan.namespace, ttl=plan.ttl,
+                        metadata={"model": model, "api": plan.rules.name},
+                        tokens=plan.rules.tokens(data))
 
 
 __all__ = [
     "CHAT",
     "CONTROL_KEYS",
+    "LOOKUP_DEGRADES",
     "RESPONSES",
     "STORABLE_FINISH_REASONS",
     "ApiRules",
@@ -421,7 +437,9 @@ __all__ = [
     "check_namespace_option",
     "check_ttl_option",
     "lookup",
+    "lookup_or_miss",
     "parse_control",
     "plan_request",
     "store",
+    "store_or_log",
 ]

@@ -94,15 +94,24 @@ def check_stream_options(strategy: Any, length: Any) -> tuple[str, int]:
     return strategy, length
 
 
+#: The process-wide replay settings (``init_cache(stream_chunk_strategy=...,
+#: stream_chunk_length=...)``): words, 8 until it is called.
+_REPLAY_DEFAULTS: tuple[str, int] = ("words", 8)
+
+
+def set_replay_defaults(strategy: str, length: int) -> None:
+    """Set the process-wide replay settings (checked with :func:`check_stream_options`)."""
+    global _REPLAY_DEFAULTS
+    _REPLAY_DEFAULTS = (strategy, length)
+
+
 def replay_settings(strategy: str | None, length: int | None) -> tuple[str, int]:
     """The (strategy, length) a cached answer is replayed with: an integration's own
     settings (``wrap()`` options, ``semcache serve`` flags), else the process-wide ones
-    given to ``init_cache(stream_chunk_strategy=..., stream_chunk_length=...)`` (words, 8
-    by default)."""
-    from semcache.defaults import stream_defaults
-
-    default_strategy, default_length = stream_defaults()
+    (:func:`set_replay_defaults`)."""
+    default_strategy, default_length = _REPLAY_DEFAULTS
     return strategy or default_strategy, length or default_length
 
 
-__all__ = ["STRATEGIES", "check_stream_options", "replay_settings", "split_text"]
+__all__ = ["STRATEGIES", "check_stream_options", "replay_settings", "set_replay_defaults",
+           "split_text"]

@@ -1,40 +1,39 @@
-"""The engine interface: what the cache, the search layer, the CLI, verify and transfer
-may ask of a storage engine, and the records that cross it.
+"""The engine interface: what the cache (and ``semcache.verify``) may ask of a storage
+engine, and the records that cross it.
 
-Two engines implement :class:`Store`: SQLite (``semcache.store.sqlite``, one file) and
-PostgreSQL (``semcache.store.postgres``, one schema). Nothing here names a driver: no
+Two engines implement :class:`Store`, each whole in its own package: SQLite
+(``semcache.store.sqlite``: one file, its write lock, its code mirror and sqlite-vec table)
+and PostgreSQL (``semcache.store.postgres``: one schema). Nothing here names a driver: no
 connection objects, no SQL fragments. Filters are typed (:class:`EntryFilter`), admin
-operations are methods, and the engine owns its write serialization (:attr:`Store.lock`).
+operations are methods, and each engine owns its write serialization (:attr:`Store.lock`),
+its search (:meth:`Store.nearest`), its derived data and its integrity checks
+(:meth:`Store.check`). ``tests/test_store_contract.py`` holds both engines to this protocol.
 
-Engines that keep their codes where a process can map them (SQLite) also implement
-:class:`LocalCodeSource`, which the search layer uses to keep a shared in-memory mirror of
-the codes; the others search in the server (:meth:`Store.search`).
+Where new engine state goes (one place per engine): a numbered migration file (SQLite:
+``semcache/migrations/``, PostgreSQL: ``semcache/store/postgres/migrations/``), the
+statements in the engine's write transaction (``store/sqlite/write.py``,
+``store/postgres/txn.py``) and admin reads (``store/sqlite/store.py``,
+``store/postgres/store.py``), a method here, and its tests in the contract suite. Per
+namespace values live in the settings table (``threshold:<namespace>``, read with
+:attr:`Store.settings`, written with :meth:`Store.write_settings`); per-entry judgements
+in ``feedback`` (:class:`Verdict`); counters in ``counters`` (:meth:`StoreTxn.add_counters`,
+the one place every shared count is written).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from dataclasses import dataclass
+from typing import Any, Literal, NamedTuple, Protocol
 
 import numpy as np
-
-#: Expiry value in integer columns for "never expires" (fits SQLite and uint64 math).
-NEVER = 1 << 62
 
 #: How long the per-minute counters (:meth:`Store.counter_history`) are kept: 30 days.
 SERIES_RETENTION_MINUTES = 30 * 24 * 60
 
 #: Orders of :meth:`Store.list_entries`.
 EntryOrder = Literal["id", "newest", "oldest", "hits", "accessed"]
-
-
-def expires_to_int(expires_at: float | None) -> int:
-    """Whole epoch seconds, rounded up, for integer expiry columns. Rounding up means a
-    filter ``expires > floor(now)`` never drops an entry that is still valid."""
-    return NEVER if expires_at is None else math.ceil(expires_at)
 
 
 # -- records -------------------------------------------------------------------------------
@@ -156,23 +155,16 @@ class Verdict:
     created_at: float
 
 
-@dataclass(slots=True)
-class Changes:
-    """What one committed write did to entries that have codes: the mirror replays it."""
+class Neighbours(NamedTuple):
+    """What :meth:`Store.nearest` found: candidates with their exact cosine, and the ids of
+    candidates skipped because their stored vector is damaged (missing, of the wrong length,
+    zero or not finite). A damaged candidate is never served and never fails a lookup: the
+    engine logs it once, the cache counts it (``stats()["damaged_vectors"]``) and
+    :meth:`Store.check` (``semcache verify``) reports it."""
 
-    seq_before: int = 0
-    seq_after: int = 0
-    token_before: int = 0  # sync_state.state_token before / after (see migration 0002)
-    token_after: int = 0
-    data_version: int | None = None  # PRAGMA data_version inside the transaction
-    added: list[tuple[int, int, float | None, bytes]] = field(default_factory=list)
-    removed: list[int] = field(default_factory=list)
-    expires: list[tuple[int, float | None]] = field(default_factory=list)
-    cleared: bool = False
-
-    @property
-    def empty(self) -> bool:
-        return not (self.added or self.removed or self.expires or self.cleared)
+    ranked: list[tuple[EntryRow, float]]
+    """(row, cosine) pairs, best cosine first, ties newest (highest id) first."""
+    damaged: list[int]
 
 
 @dataclass(slots=True)
@@ -196,23 +188,13 @@ class StoreLock(Protocol):
 
     def release(self) -> None: ...
 
-    def hold(self, timeout: float | None = None) -> AbstractContextManager[None]:
-        """Take it for a block; raises CacheFileError naming the lock on timeout."""
-        ...
-
 
 class StoreTxn(Protocol):
     """What may be done inside one write transaction (all of it commits, or none)."""
 
-    changes: Changes
-
-    def insert(self, entry: NewEntry) -> int:
-        """Insert, replacing the entry with the same key; returns the new (larger) id."""
-        ...
-
     def insert_many(self, entries: Sequence[NewEntry]) -> list[int]:
-        """:meth:`insert` of each entry in order (a key given twice: the later one wins),
-        batched; returns their ids."""
+        """Insert each entry in order, replacing the entry with the same key (a key given
+        twice: the later one wins); returns their ids, each larger than any before."""
         ...
 
     def delete(self, where: EntryFilter) -> list[int]:
@@ -221,9 +203,15 @@ class StoreTxn(Protocol):
 
     def clear_all(self) -> int: ...
     def purge_expired(self, now: float) -> int: ...
-    def evict_lru(self, count: int) -> int: ...
+    def evict_lru(self, count: int) -> int:
+        """Delete the ``count`` least recently accessed entries; returns how many."""
+        ...
+
     def entry_count(self) -> int: ...
-    def apply_access(self, updates: dict[int, AccessUpdate]) -> None: ...
+    def apply_access(self, updates: dict[int, AccessUpdate]) -> None:
+        """Write batched hits: access times and expiries only move forward."""
+        ...
+
     def add_counters(self, deltas: dict[str, int], at: float | None = None) -> None:
         """Add to the shared counters, and to their bucket of the minute ``at`` (epoch
         seconds; None: now), in this transaction. Buckets older than
@@ -250,6 +238,8 @@ class Store(Protocol):
 
     #: Where the cache lives, as shown in messages: a file path or a URL without password.
     location: str
+    #: The file, resolved (symlinks followed once); for a server, the same as ``location``.
+    path: str
     readonly: bool
     #: The settings table (file-defining settings and stored tunables), as text.
     settings: dict[str, str]
@@ -265,6 +255,11 @@ class Store(Protocol):
         """Serializes writers (a cross-process file lock for SQLite); readers never take it."""
         ...
 
+    @property
+    def created(self) -> bool:
+        """True when this open created the cache (a failed open then removes it)."""
+        ...
+
     def check_incarnation(self, force: bool = False) -> bool:
         """True when the cache was replaced since the token was read (a file restored over
         by another cache, a schema dropped and created again): ``settings`` is then read
@@ -274,22 +269,25 @@ class Store(Protocol):
         token themselves and come back empty when it moved)."""
         ...
 
-    # reads on the lookup path
+    # -- the lookup path
     def get_by_key(self, key_hash: bytes) -> EntryRow | None: ...
     def get_by_ids(self, ids: Sequence[int], *, with_vector: bool = False) -> list[EntryRow]: ...
     def find_partition(self, namespace: str, scope: str) -> int | None: ...
-    def search(self, code: bytes, vector: np.ndarray, partition_id: int, now: float,
-               k: int) -> list[tuple[EntryRow, float]]:
-        """The ``k`` nearest unexpired entries of the partition by Hamming distance of
-        their codes, rescored by exact cosine of their stored vectors with ``vector``
-        (a unit float32 vector), best first. Rows carry no vector."""
+    def nearest(self, vector: np.ndarray, code: bytes, partition_id: int, now: float, k: int,
+                min_cosine: float | None = None) -> Neighbours:
+        """The ``k`` entries of the partition nearest to ``code`` by Hamming distance,
+        unexpired at ``now`` (whole seconds: the caller checks the exact expiry), rescored
+        by the exact cosine of their stored vectors with ``vector`` (a unit float32 vector;
+        ``code`` is its 256-bit code). ``min_cosine`` (the caller's threshold) lets the engine
+        skip codes that cannot reach it. A candidate replaced by a concurrent writer between
+        the engine's scan and its read is looked for again."""
         ...
 
     def blocked_entries(self, query_hash: bytes) -> set[int]:
         """Ids of entries judged wrong for this query (never served for it again)."""
         ...
 
-    def verdicts(self, namespace: str | None = None) -> list[Verdict]: ...
+    # -- shared state
     def counters(self) -> dict[str, int]: ...
     def counter_history(self, since_minute: int, step: int) -> list[tuple[int, str, int]]:
         """The counters added since minute ``since_minute`` (epoch seconds // 60), summed
@@ -301,39 +299,75 @@ class Store(Protocol):
         """Bytes the cache occupies (file + WAL, or the schema's relations)."""
         ...
 
-    # admin reads
+    def verdicts(self, namespace: str | None = None) -> list[Verdict]: ...
+
+    # -- admin reads
     def count_entries(self, where: EntryFilter) -> int: ...
     def list_entries(self, where: EntryFilter, *, order: EntryOrder = "id",
                      limit: int | None = None, after_id: int | None = None,
                      with_vector: bool = False) -> list[EntryRecord]: ...
-    def namespace_summary(self, now: float) -> list[NamespaceSummary]: ...
+    def namespace_summary(self, now: float) -> list[NamespaceSummary]:
+        """Entries, expired entries, hits and bytes of each namespace: biggest (most
+        entries) first, then by name."""
+        ...
+
     def partitions(self, namespace: str) -> list[tuple[int, str]]:
-        """(partition id, scope) of every partition of a namespace."""
+        """(partition id, scope) of every partition of a namespace, oldest first."""
         ...
 
-    def check(self, *, quick: bool = False) -> tuple[dict[str, Any], list[str]]:
-        """Engine-level integrity report and the problems found (``semcache verify``)."""
+    # -- writes
+    def write(self, timeout: float | None = None) -> AbstractContextManager[StoreTxn]:
+        """One write transaction (under :attr:`lock` for SQLite); ``timeout``: seconds to
+        wait for other writers, else CacheFileError. The engine brings its derived data
+        (the code mirror) in step after COMMIT."""
         ...
 
-    # writes
-    def write(self, on_commit: Callable[[Changes], None] | None = None,
-              timeout: float | None = None) -> AbstractContextManager[StoreTxn]: ...
-
-    # coalescing of identical misses (what Cache.claim builds on)
-    def claim(self, key_hash: bytes, lease: float) -> bool:
-        """Try to become the one caller fetching ``key_hash`` (across processes and hosts
-        that share this cache); never waits. A holder that dies frees it within ``lease``."""
-        ...
-
-    def release(self, key_hash: bytes) -> None: ...
     def write_settings(self, values: dict[str, str]) -> None: ...
     def pin_settings(self, values: dict[str, str]) -> dict[str, str]:
         """Decide settings once for every process: in one write transaction, write those
         not stored yet and return what is stored (another first open may have won)."""
         ...
 
+    # -- coalescing of identical misses (what Cache.claim builds on)
+    def claim(self, key_hash: bytes, lease: float) -> bool:
+        """Try to become the one caller fetching ``key_hash`` (across processes and hosts
+        that share this cache); never waits. A holder that dies frees it within ``lease``."""
+        ...
+
+    def release(self, key_hash: bytes) -> None: ...
+
+    # -- upkeep and lifetime
+    @property
+    def upkeep_due(self) -> bool:
+        """True when this process left deferred work that :meth:`upkeep` does (SQLite: the
+        sqlite-vec rows of the entries it wrote); cheap, read after every write."""
+        ...
+
+    def upkeep(self) -> None:
+        """A batch of deferred work if the write lock is free right now; never waits for
+        the lock. The cache calls it after each flush of batched hits (a write that happens
+        anyway), never from an idle timer: an idle cache writes nothing."""
+        ...
+
+    def warmup(self) -> None:
+        """Ready the search ahead of the first lookup (SQLite: map or build the mirror)."""
+        ...
+
+    def check(self, *, quick: bool = False) -> tuple[dict[str, Any], list[str]]:
+        """The engine's own integrity report for ``semcache verify``: sections (``database``,
+        and for SQLite ``mirror`` and ``vec0``) and the problems found. Changes nothing."""
+        ...
+
     def vacuum(self) -> dict[str, int]:
-        """Repair derived tables after hand-made changes and compact storage."""
+        """Repair derived data after hand-made changes, compact storage, rebuild indexes;
+        returns the repairs made."""
+        ...
+
+    def drop(self, *, if_empty: bool = False) -> None:
+        """Close the store and delete the cache, entries included: the file and its
+        companions, or the schema (only semcache's tables when it holds anything else).
+        ``if_empty``: only while it holds no entries (a failed open: another client may
+        have started using the cache meanwhile)."""
         ...
 
     def close(self) -> None: ...
@@ -353,43 +387,6 @@ def accept_incarnation(store: Store, token: str | None, settings: dict[str, str]
         raise
 
 
-
-@runtime_checkable
-class LocalCodeSource(Store, Protocol):
-    """An engine whose codes the search layer mirrors in a shared mapped file."""
-
-    mirror_path: str
-
-    def change_seq(self) -> int: ...
-    def sync_state(self) -> tuple[int, int]:
-        """``(change_seq, state_token)``: the exact state a mirror must match."""
-        ...
-
-    def data_version(self) -> int:
-        """A number that changes whenever another connection commits (cheap to read)."""
-        ...
-
-    def code_rows(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int, int]:
-        """(ids int64, partitions int32, expires float64 NaN=never, codes (n, 32) uint8,
-        change_seq, state_token), every entry that has a code, in id order, from one
-        snapshot."""
-        ...
-    def knn(self, code: bytes, partition_id: int, now: float,
-            k: int) -> list[tuple[int, int]]:
-        """(entry id, Hamming distance) of the k nearest codes, searched by the engine."""
-        ...
-
-    def check_code_index(self, code_rows: tuple[Any, ...]) -> tuple[dict[str, Any], list[str]]:
-        """The engine's own code index (SQLite: the vec0 table) against ``code_rows``."""
-        ...
-
-    @property
-    def codes_pending(self) -> bool:
-        """True when entries this process wrote may not be in the engine's index yet."""
-        ...
-
-    def catch_up_codes(self, limit: int | None = None, timeout: float | None = 0.0) -> int:
-        """Index up to ``limit`` pending entries if the write lock is free within
-        ``timeout`` s; returns how many (the engine's search covers pending ones anyway)."""
-        ...
-
+__all__ = ["SERIES_RETENTION_MINUTES", "AccessUpdate", "EntryFilter", "EntryOrder", "EntryRecord", "EntryRow",
+           "NamespaceSummary", "Neighbours", "NewEntry", "Store", "StoreLock", "StoreTxn",
+           "Verdict", "accept_incarnation"]

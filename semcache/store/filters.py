@@ -21,6 +21,18 @@ ORDER_SQL: dict[str, str] = {
 }
 
 
+#: The condition of each :class:`EntryFilter` field that selects by one value.
+_CONDITIONS = (
+    ("namespace", "e.namespace = ?"),
+    ("expired_at", "e.expires_at IS NOT NULL AND e.expires_at <= ?"),
+    ("live_at", "(e.expires_at IS NULL OR e.expires_at > ?)"),
+    ("created_before", "e.created_at < ?"),
+    ("key_hash", "e.key_hash = ?"),
+    ("prompt", "e.prompt = ?"),
+    ("scope", "p.scope = ?"),
+)
+
+
 def compile_filter(where: EntryFilter, mark: str = "?") -> tuple[str, list[Any]]:
     """``(sql, params)`` for ``where`` over ``entries e JOIN partitions p``.
 
@@ -28,30 +40,15 @@ def compile_filter(where: EntryFilter, mark: str = "?") -> tuple[str, list[Any]]
     """
     parts: list[str] = []
     params: list[Any] = []
-
-    def add(sql: str, *values: Any) -> None:
-        parts.append(sql.replace("?", mark))
-        params.extend(values)
-
-    if where.namespace is not None:
-        add("e.namespace = ?", where.namespace)
-    if where.expired_at is not None:
-        add("e.expires_at IS NOT NULL AND e.expires_at <= ?", where.expired_at)
-    if where.live_at is not None:
-        add("(e.expires_at IS NULL OR e.expires_at > ?)", where.live_at)
-    if where.created_before is not None:
-        add("e.created_at < ?", where.created_before)
+    for name, sql in _CONDITIONS:
+        value = getattr(where, name)
+        if value is not None:
+            parts.append(sql.replace("?", mark))
+            params.append(value)
     if where.ids is not None:
-        if not where.ids:
-            parts.append("1 = 0")
-        else:
-            add("e.id IN (" + ", ".join("?" * len(where.ids)) + ")", *where.ids)
-    if where.key_hash is not None:
-        add("e.key_hash = ?", where.key_hash)
-    if where.prompt is not None:
-        add("e.prompt = ?", where.prompt)
-    if where.scope is not None:
-        add("p.scope = ?", where.scope)
+        parts.append("e.id IN (" + ", ".join([mark] * len(where.ids)) + ")" if where.ids
+                     else "1 = 0")
+        params.extend(where.ids)
     if where.scoped is not None:
         parts.append("p.scope != ''" if where.scoped else "p.scope = ''")
     return (" AND ".join(parts) if parts else "1 = 1"), params

@@ -48,18 +48,19 @@ def _populate(path: str, n: int = 200) -> None:
 _LONG_WRITE = """
     import sys, time, pathlib, numpy as np, semcache
     path, flag, hold = sys.argv[1], sys.argv[2], float(sys.argv[3])
-    cache = semcache.open(path, dim=16)
-    with cache._store.write() as txn:           # the real write path: lock + BEGIN IMMEDIATE
+    from semcache.store import open_store
+    store = open_store(path)
+    with store.write() as txn:           # the real write path: lock + BEGIN IMMEDIATE
         txn._conn.execute("UPDATE entries SET hits = hits + 1")   # touch every row
         from semcache.store.base import NewEntry
         from semcache.store.codecs import encode_response
-        from semcache.cache._keys import prompt_key
-        txn.insert(NewEntry(key_hash=prompt_key("uncommitted", "default"), namespace="default", scope="",
+        from semcache.keys import prompt_key_hash
+        txn.insert_many([NewEntry(key_hash=prompt_key_hash("uncommitted", "default"), namespace="default", scope="",
                             prompt="uncommitted", response=encode_response("x"), metadata=None,
-                            tokens=0, created_at=time.time(), expires_at=None, ttl=None))
+                            tokens=0, created_at=time.time(), expires_at=None, ttl=None)])
         pathlib.Path(flag).touch()
         time.sleep(hold)
-    cache.close()
+    store.close()
 """
 
 
@@ -138,8 +139,9 @@ def test_reader_killed_while_mapping_the_mirror_harms_nothing(tmp_path):
 _LOCK_HOLDER = """
     import sys, time, pathlib, semcache
     path, flag = sys.argv[1], sys.argv[2]
-    cache = semcache.open(path, dim=16)
-    with cache._store.write() as txn:
+    from semcache.store import open_store
+    store = open_store(path)
+    with store.write() as txn:
         txn._conn.execute("UPDATE entries SET hits = hits + 1")
         pathlib.Path(flag).touch()
         time.sleep(600)

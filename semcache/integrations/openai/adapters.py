@@ -35,19 +35,28 @@ class ChatAdapter:
     """``chat.completions.create``."""
 
     rules: ApiRules = CHAT
+    #: The SDK type of an answer, for messages.
+    answer_name = "ChatCompletion"
+    #: Logged when a live stream ends without a complete answer (nothing is stored).
+    unfinished = "semcache: stream ended without finish_reason; not stored"
 
     def key_request(self, request: dict[str, Any]) -> Mapping[str, Any]:
         """The request as the API receives it (what the key is computed from)."""
         return request
 
     def from_data(self, data: Any) -> Any | None:
-        """The ``ChatCompletion`` of a stored entry; None if the entry is not one."""
+        """The SDK answer of a stored entry; None if the entry is not one."""
         if not self.rules.is_answer(data):
-            _invalid("ChatCompletion", ValueError("no 'choices' list"))
+            _invalid(self.answer_name, ValueError(f"no {self.rules.answer_field!r} list"))
             return None
+        return self.answer_type().construct(**data)
+
+    @staticmethod
+    def answer_type() -> Any:
+        """``ChatCompletion`` (``openai`` is imported on the first call)."""
         from openai.types.chat import ChatCompletion
 
-        return ChatCompletion.construct(**data)
+        return ChatCompletion
 
     def replay(self, data: Any, strategy: str, length: int, request: Mapping[str, Any]) -> list[Any]:
         """The stored completion as ``ChatCompletionChunk`` objects."""
@@ -63,10 +72,10 @@ class ChatAdapter:
         return ChunkAccumulator()
 
     def finish(self, accumulator: Accumulator) -> dict[str, Any] | None:
-        """The assembled completion of a finished stream, or None if it did not finish."""
+        """The assembled answer of a finished stream, or None if it did not finish."""
         data = accumulator.result()
         if data is None:
-            logger.debug("semcache: stream ended without finish_reason; not stored")
+            logger.debug(self.unfinished)
         return data
 
     def dump(self, result: Any) -> dict[str, Any] | None:
@@ -87,15 +96,15 @@ class ResponsesAdapter(ChatAdapter):
     """``responses.create``."""
 
     rules: ApiRules = RESPONSES
+    answer_name = "Response"
+    unfinished = "semcache: Responses stream ended without response.completed"
 
-    def from_data(self, data: Any) -> Any | None:
-        """The ``Response`` of a stored entry; None if the entry is not one."""
-        if not self.rules.is_answer(data):
-            _invalid("Response", ValueError("no 'output' list"))
-            return None
+    @staticmethod
+    def answer_type() -> Any:
+        """``Response`` (``openai`` is imported on the first call)."""
         from openai.types.responses import Response
 
-        return Response.construct(**data)
+        return Response
 
     def replay(self, data: Any, strategy: str, length: int, request: Mapping[str, Any]) -> list[Any]:
         """The stored response as typed Responses stream events."""
@@ -104,13 +113,6 @@ class ResponsesAdapter(ChatAdapter):
     def new_accumulator(self) -> Accumulator:
         """Keeps the ``response.completed`` event's response."""
         return ResponseCollector()
-
-    def finish(self, accumulator: Accumulator) -> dict[str, Any] | None:
-        """The completed response of a finished stream, or None."""
-        data = accumulator.result()
-        if data is None:
-            logger.debug("semcache: Responses stream ended without response.completed")
-        return data
 
 
 def _parsing_helpers() -> tuple[Any, Any, Any] | None:

@@ -36,12 +36,19 @@ Finisher = Callable[[Accumulator], "dict[str, Any] | None"]
 OnComplete = Callable[[dict[str, Any]], CacheInfo]
 
 
-class ReplayStream:
-    """Cached answer replayed like ``openai.Stream``."""
+class _Replay:
+    """A cached answer's items, handed out one by one; carries its :class:`CacheInfo`."""
 
     def __init__(self, items: list[Any], info: CacheInfo) -> None:
         self._items = iter(items)
         attach_info(self, info)
+
+    def _stop(self) -> None:
+        self._items = iter(())
+
+
+class ReplayStream(_Replay):
+    """Cached answer replayed like ``openai.Stream``."""
 
     def __iter__(self) -> ReplayStream:
         return self
@@ -51,7 +58,7 @@ class ReplayStream:
 
     def close(self) -> None:
         """Stop the replay (nothing to release)."""
-        self._items = iter(())
+        self._stop()
 
     def __enter__(self) -> ReplayStream:
         return self
@@ -60,12 +67,8 @@ class ReplayStream:
         self.close()
 
 
-class AsyncReplayStream:
+class AsyncReplayStream(_Replay):
     """Cached answer replayed like ``openai.AsyncStream``."""
-
-    def __init__(self, items: list[Any], info: CacheInfo) -> None:
-        self._items = iter(items)
-        attach_info(self, info)
 
     def __aiter__(self) -> AsyncReplayStream:
         return self
@@ -78,7 +81,7 @@ class AsyncReplayStream:
 
     async def close(self) -> None:
         """Stop the replay (nothing to release)."""
-        self._items = iter(())
+        self._stop()
 
     aclose = close
 
@@ -111,6 +114,17 @@ class _Recording:
     def _completed(self, data: dict[str, Any]) -> None:
         attach_info(self, self._on_complete(data))
 
+    def _passed(self, item: Any) -> Any:
+        """An item of the live stream on its way to the caller, collected for the answer."""
+        self._acc.add(item)
+        return item
+
+    def _closing(self) -> Any:
+        """Mark an unfinished answer as not to be stored; the live stream's ``close``."""
+        if self._state == "open":
+            self._state = "closed"
+        return getattr(self._stream, "close", None)
+
     def __getattr__(self, name: str) -> Any:
         # Attributes other than iteration/close (``response``, ...) are the live stream's.
         return getattr(self._stream, name)
@@ -138,14 +152,11 @@ class RecordingStream(_Recording):
         except BaseException:
             self._state = "failed"
             raise
-        self._acc.add(item)
-        return item
+        return self._passed(item)
 
     def close(self) -> None:
         """Close the live stream; an unfinished answer is not stored."""
-        if self._state == "open":
-            self._state = "closed"
-        close = getattr(self._stream, "close", None)
+        close = self._closing()
         if close is not None:
             close()
 
@@ -181,14 +192,11 @@ class AsyncRecordingStream(_Recording):
         except BaseException:
             self._state = "failed"
             raise
-        self._acc.add(item)
-        return item
+        return self._passed(item)
 
     async def close(self) -> None:
         """Close the live stream; an unfinished answer is not stored."""
-        if self._state == "open":
-            self._state = "closed"
-        close = getattr(self._stream, "close", None)
+        close = self._closing()
         if close is not None:
             result = close()
             if inspect.isawaitable(result):

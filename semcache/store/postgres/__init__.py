@@ -5,12 +5,7 @@ Needs the ``postgres`` extra (psycopg 3 with its binary package, psycopg-pool); 
 """
 
 from semcache.store.postgres.conninfo import DEFAULT_SCHEMA, is_postgres_url
-from semcache.store.postgres.store import (
-    EXACT_SCAN_BELOW,
-    PostgresStore,
-    drop_cache,
-    schema_exists,
-)
+from semcache.store.postgres.store import EXACT_SCAN_BELOW, PostgresStore, schema_exists
 
-__all__ = ["DEFAULT_SCHEMA", "EXACT_SCAN_BELOW", "PostgresStore", "drop_cache",
-           "is_postgres_url", "schema_exists"]
+__all__ = ["DEFAULT_SCHEMA", "EXACT_SCAN_BELOW", "PostgresStore", "is_postgres_url",
+           "schema_exists"]

@@ -1,29 +1,27 @@
 """Loading many entries at once (imports, benchmarks): binary COPY, one transaction.
 
 Row-by-row inserts also insert every row into the HNSW graph, which is what makes them
-slow in bulk; :func:`bulk_insert` with ``defer_index=True`` drops the HNSW index, loads,
-and builds the index once at the end (:func:`rebuild_search_index`). Searches keep working
-meanwhile (exact scans), only slower.
+slow in bulk; ``PostgresStore.bulk_insert(entries, defer_index=True)`` drops the HNSW index,
+loads (:func:`load`), and builds the index once at the end (:func:`rebuild_search_index`).
+Searches keep working meanwhile (exact scans), only slower.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
 
 import psycopg
 from psycopg.adapt import Buffer, Dumper
 from psycopg.pq import Format
 
-from semcache.errors import InvalidInputError, ReadOnlyCacheError
+from semcache.errors import InvalidInputError
 from semcache.store.base import NewEntry
 from semcache.store.postgres.adapters import PgVector
-from semcache.store.postgres.conninfo import translate
-from semcache.store.postgres.txn import entry_size
-
-if TYPE_CHECKING:
-    from semcache.store.postgres.store import PostgresStore
+from semcache.store.postgres.conninfo import ConnInfo, translate
+from semcache.store.postgres.pool import Connections
+from semcache.store.postgres.queries import Queries
+from semcache.store.postgres.txn import PgWriteTxn, entry_size
 
 log = logging.getLogger("semcache")
 
@@ -47,57 +45,49 @@ class _BitBinaryDumper(Dumper):
         return (8 * len(obj)).to_bytes(4, "big") + obj
 
 
-def bulk_insert(store: PostgresStore, entries: Iterable[NewEntry], *,
-                defer_index: bool = False) -> int:
+def load(txn: PgWriteTxn, q: Queries, entries: Iterable[NewEntry], vector_oid: int | None, *,
+         drop_index: bool) -> int:
     """Insert ``entries`` (streamed; keys unique among them, existing entries with the
-    same keys are replaced) in one transaction; returns how many were written.
-
-    ``defer_index``: drop the HNSW index for the load and build it once afterwards (the
-    table is locked for the load: use it for initial loads and imports)."""
-    if store.readonly:
-        raise ReadOnlyCacheError(f"cache {store.location} is opened read-only")
-    q = store.queries
-    dropped = defer_index and store.state.hnsw
-    with store.write(pipelined=False) as txn:  # COPY cannot run in pipeline mode
-        txn.unbounded()
-        conn = txn.conn
-        conn.adapters.register_dumper(None, _BitBinaryDumper)
-        vec_type = f"{q.ext}.vector" if q.ext else "bytea"
-        conn.execute(f"CREATE TEMP TABLE semcache_stage (key_hash bytea, namespace text, "
-                     "scope text, prompt text, response bytea, metadata text, size bigint, "
-                     "tokens bigint, created_at float8, expires_at float8, ttl float8, "
-                     f"code bit(256), vector {vec_type}, accessed_at float8, hits bigint, "
-                     "key_material bytea) "
-                     "ON COMMIT DROP")
-        if dropped:
-            conn.execute(f"DROP INDEX IF EXISTS {q.schema}.entries_code_hnsw")
-        n = _copy(conn, entries, store.vector_oid() if q.ext else None)
-        if n == 0:
-            return 0
-        dup = conn.execute("SELECT key_hash FROM semcache_stage GROUP BY key_hash "
-                           "HAVING count(*) > 1 LIMIT 1").fetchone()
-        if dup is not None:
-            raise InvalidInputError(f"bulk_insert needs distinct keys; key "
-                                    f"{bytes(dup[0]).hex()[:16]}... appears twice")
-        conn.execute(f"INSERT INTO {q.t['partitions']} (namespace, scope) "
-                     "SELECT DISTINCT namespace, scope FROM semcache_stage ORDER BY 1, 2 "
-                     "ON CONFLICT (namespace, scope) DO NOTHING")
-        txn.delete_summed_sql("e.key_hash IN (SELECT key_hash FROM semcache_stage)", ())
-        cols = ", ".join("p.id" if c == "partition_id" else f"s.{c}"
-                         for c in _COLUMNS.split(", "))
-        rows = conn.execute(
-            f"WITH ins AS (INSERT INTO {q.t['entries']} ({_COLUMNS}) SELECT {cols} "
-            f"FROM semcache_stage s JOIN {q.t['partitions']} p "
-            "ON p.namespace = s.namespace AND p.scope = s.scope "
-            "RETURNING id, key_hash, partition_id, size), "
-            f"u AS (INSERT INTO {q.t['entry_usage']} (entry_id, accessed_at, hits) "
-            "SELECT ins.id, s.accessed_at, s.hits FROM ins "
-            "JOIN semcache_stage s ON s.key_hash = ins.key_hash) "
-            "SELECT partition_id, count(*), sum(size)::bigint FROM ins GROUP BY partition_id"
-        ).fetchall()
-        txn.added_summed(rows)
-    if dropped:
-        rebuild_search_index(store)
+    same keys are replaced) in ``txn`` (a transaction out of pipeline mode: COPY needs it);
+    returns how many were written. ``drop_index``: drop the HNSW index first (the caller
+    builds it again after COMMIT)."""
+    txn.unbounded()  # an import may be any size
+    conn = txn.conn
+    conn.adapters.register_dumper(None, _BitBinaryDumper)
+    vec_type = f"{q.ext}.vector" if q.ext else "bytea"
+    conn.execute(f"CREATE TEMP TABLE semcache_stage (key_hash bytea, namespace text, "
+                 "scope text, prompt text, response bytea, metadata text, size bigint, "
+                 "tokens bigint, created_at float8, expires_at float8, ttl float8, "
+                 f"code bit(256), vector {vec_type}, accessed_at float8, hits bigint, "
+                 "key_material bytea) "
+                 "ON COMMIT DROP")
+    if drop_index:
+        conn.execute(f"DROP INDEX IF EXISTS {q.schema}.entries_code_hnsw")
+    n = _copy(conn, entries, vector_oid)
+    if n == 0:
+        return 0
+    dup = conn.execute("SELECT key_hash FROM semcache_stage GROUP BY key_hash "
+                       "HAVING count(*) > 1 LIMIT 1").fetchone()
+    if dup is not None:
+        raise InvalidInputError(f"bulk_insert needs distinct keys; key "
+                                f"{bytes(dup[0]).hex()[:16]}... appears twice")
+    conn.execute(f"INSERT INTO {q.t['partitions']} (namespace, scope) "
+                 "SELECT DISTINCT namespace, scope FROM semcache_stage ORDER BY 1, 2 "
+                 "ON CONFLICT (namespace, scope) DO NOTHING")
+    txn.delete_summed_sql("e.key_hash IN (SELECT key_hash FROM semcache_stage)", ())
+    cols = ", ".join("p.id" if c == "partition_id" else f"s.{c}"
+                     for c in _COLUMNS.split(", "))
+    rows = conn.execute(
+        f"WITH ins AS (INSERT INTO {q.t['entries']} ({_COLUMNS}) SELECT {cols} "
+        f"FROM semcache_stage s JOIN {q.t['partitions']} p "
+        "ON p.namespace = s.namespace AND p.scope = s.scope "
+        "RETURNING id, key_hash, partition_id, size), "
+        f"u AS (INSERT INTO {q.t['entry_usage']} (entry_id, accessed_at, hits) "
+        "SELECT ins.id, s.accessed_at, s.hits FROM ins "
+        "JOIN semcache_stage s ON s.key_hash = ins.key_hash) "
+        "SELECT partition_id, count(*), sum(size)::bigint FROM ins GROUP BY partition_id"
+    ).fetchall()
+    txn.added_summed(rows)
     return n
 
 
@@ -122,17 +112,17 @@ def _copy(conn: psycopg.Connection, entries: Iterable[NewEntry], vector_oid: int
     return n
 
 
-def rebuild_search_index(store: PostgresStore, *, maintenance_work_mem: str = "1GB") -> None:
+def rebuild_search_index(conns: Connections, q: Queries, info: ConnInfo, *,
+                         maintenance_work_mem: str = "1GB") -> None:
     """(Re)build the HNSW index on ``entries.code`` in one pass (pgvector builds it much
     faster when the graph fits in ``maintenance_work_mem``)."""
-    q = store.queries
     if q.ext is None:
         return
     if not maintenance_work_mem.replace("MB", "").replace("GB", "").isdigit():
         raise InvalidInputError(f"maintenance_work_mem like '512MB' or '1GB'; got "
                                 f"{maintenance_work_mem!r}")
     try:
-        with store.connections.maintenance() as conn:
+        with conns.maintenance() as conn:
             conn.execute(f"SET maintenance_work_mem = '{maintenance_work_mem}'")
             conn.execute(f"DROP INDEX IF EXISTS {q.schema}.entries_code_hnsw")
             conn.execute(f"CREATE INDEX entries_code_hnsw ON {q.t['entries']} USING hnsw "
@@ -140,9 +130,8 @@ def rebuild_search_index(store: PostgresStore, *, maintenance_work_mem: str = "1
             conn.execute("RESET maintenance_work_mem")
             conn.execute(f"ANALYZE {q.t['entries']}")
     except psycopg.Error as exc:
-        raise translate(exc, store.info) from None
-    store.mark_index(True)
-    log.info("semcache: built the HNSW index of %s (schema %s)", store.location, store.schema)
+        raise translate(exc, info) from None
+    log.info("semcache: built the HNSW index of %s (schema %s)", info.location, info.schema)
 
 
-__all__ = ["bulk_insert", "rebuild_search_index"]
+__all__ = ["load", "rebuild_search_index"]

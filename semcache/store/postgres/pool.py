@@ -283,13 +283,17 @@ class Connections:
         except psycopg.Error as exc:
             raise self._failed(exc, conn, watch, pool) from None
         finally:
-            self._watchdog.done(conn)
-            if not conn.broken and conn.info.transaction_status != _IDLE:
-                try:
-                    conn.rollback()
-                except psycopg.Error:
-                    pass
-            pool.putconn(conn)
+            self._give_back(conn, pool)
+
+    def _give_back(self, conn: psycopg.Connection, pool: ConnectionPool) -> None:
+        """Return a checked-out connection: unwatched, any open transaction rolled back."""
+        self._watchdog.done(conn)
+        if not conn.broken and conn.info.transaction_status != _IDLE:
+            try:
+                conn.rollback()
+            except psycopg.Error:
+                pass
+        pool.putconn(conn)
 
     @contextmanager
     def maintenance(self) -> Iterator[psycopg.Connection]:
@@ -407,13 +411,7 @@ class Connections:
             except psycopg.Error as exc:
                 raise self._failed(exc, conn, watch, pool) from None
             finally:
-                self._watchdog.done(conn)
-                if not conn.broken and conn.info.transaction_status != _IDLE:
-                    try:
-                        conn.rollback()
-                    except psycopg.Error:
-                        pass
-                pool.putconn(conn)
+                self._give_back(conn, pool)
 
     def wait_ready(self, timeout: float = 5.0) -> None:
         """Block until the pool has made its first connection (tests, benchmarks)."""

@@ -99,8 +99,7 @@ class Queries:
                              f"WHERE p.id = e.partition_id AND {{where}} {returning}")
         self.delete_summed = (
             f"WITH d AS (DELETE FROM {t['entries']} e WHERE {{where}} {returning}) "
-            "SELECT partition_id, count(*), sum(size)::bigint, array_agg(id) FROM d "
-            "GROUP BY partition_id")
+            "SELECT partition_id, count(*), sum(size)::bigint FROM d GROUP BY partition_id")
         # LRU candidates: the ``count`` least recently accessed entries once this
         # transaction's pending hits (ids, times: arrays) are counted in. Pending hits only
         # move times forward, so the answer is among the first ``count + pending`` by
@@ -215,18 +214,20 @@ class Queries:
             hnsw = (f"SELECT e.id FROM {t['entries']} e WHERE {live} "
                     f"ORDER BY e.code OPERATOR({x}.<~>) %(code)s::bit(256) LIMIT %(k)s")
             # Rescoring in the same statement: exact cosine on the stored float vectors.
-            rescore = (f"SELECT {ROW_COLUMNS}, 1 - (e.vector OPERATOR({x}.<=>) %(q)s) AS cosine "
-                       f"FROM c JOIN {self.joined} ON e.id = c.id WHERE e.vector IS NOT NULL "
-                       "ORDER BY cosine DESC, e.id DESC")
+            # A vector of another dimension would make <=> raise: its cosine is NULL (a
+            # damaged vector, skipped and reported by store/rescore.py).
+            rescore = (f"SELECT {ROW_COLUMNS}, CASE WHEN {x}.vector_dims(e.vector) = %(dim)s "
+                       f"THEN 1 - (e.vector OPERATOR({x}.<=>) %(q)s) END AS cosine "
+                       f"FROM c JOIN {self.joined} ON e.id = c.id "
+                       "ORDER BY cosine DESC NULLS LAST, e.id DESC")
             self.search_hnsw = f"WITH c AS MATERIALIZED ({hnsw}) {rescore}"
             self.search_exact = f"WITH c AS MATERIALIZED ({exact}) {rescore}"
         else:
             # bytea vectors: the k candidates come back with their vectors, rescored in
-            # Python (float64 dot, as the SQLite engine does).
+            # Python as the SQLite engine does (store/rescore.py).
             self.search_hnsw = None
             self.search_exact = (f"WITH c AS MATERIALIZED ({exact}) SELECT {ROW_COLUMNS}, "
-                                 f"e.vector FROM c JOIN {self.joined} ON e.id = c.id "
-                                 "WHERE e.vector IS NOT NULL ORDER BY e.id DESC")
+                                 f"e.vector FROM c JOIN {self.joined} ON e.id = c.id")
 
 
 __all__ = ["BEGIN", "RECORD_COLUMNS", "ROW_COLUMNS", "SHARDS", "Queries"]

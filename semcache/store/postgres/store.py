@@ -7,7 +7,7 @@ on a process-local lock: PostgreSQL's row locks and unique constraints serialize
 be serialized (see :mod:`semcache.store.postgres.txn`), so any number of processes on any
 number of hosts may write at once.
 
-Semantic search runs in the server (:meth:`PostgresStore.search`): the ``k`` nearest codes
+Semantic search runs in the server (:meth:`PostgresStore.nearest`): the ``k`` nearest codes
 by Hamming distance within the partition and unexpired - through pgvector's HNSW index on
 ``bit(256)`` for large partitions, or an exact ``bit_count(code # q)`` scan for small ones
 or without pgvector - rescored by exact cosine on the stored vectors.
@@ -31,9 +31,20 @@ import numpy as np
 import psycopg
 
 from semcache.errors import CacheFileError, ConfigurationError, ReadOnlyCacheError
-from semcache.store.base import Changes, EntryRow, NewEntry, accept_incarnation
+from semcache.store.base import (
+    EntryFilter,
+    EntryOrder,
+    EntryRecord,
+    EntryRow,
+    NamespaceSummary,
+    Neighbours,
+    NewEntry,
+    Verdict,
+    accept_incarnation,
+)
+from semcache.store.filters import compile_filter, order_sql
+from semcache.store.postgres import admin, bulk
 from semcache.store.postgres.adapters import code_literal, register_vector, vector_from
-from semcache.store.postgres.admin import AdminMixin
 from semcache.store.postgres.conninfo import (
     URL_OPTIONS,
     ConnInfo,
@@ -42,9 +53,10 @@ from semcache.store.postgres.conninfo import (
     with_url_options,
 )
 from semcache.store.postgres.pool import Connections
-from semcache.store.postgres.queries import BEGIN, SHARDS, Queries
-from semcache.store.postgres.schema import SchemaState, ensure_schema
+from semcache.store.postgres.queries import BEGIN, RECORD_COLUMNS, Queries
+from semcache.store.postgres.schema import SchemaState, drop_new_schema, ensure_schema
 from semcache.store.postgres.txn import PgWriteTxn
+from semcache.store.rescore import DamagedVectors, ranked, rescore
 
 log = logging.getLogger("semcache")
 
@@ -63,7 +75,7 @@ _SIZE_TTL = 5.0
 
 _COUNTERS = ("hits", "exact_hits", "semantic_hits", "misses", "puts", "evictions",
              "expirations", "tokens_saved", "entries", "bytes", "guard_rejections",
-             "feedback_right", "feedback_wrong")
+             "feedback_right", "feedback_wrong", "damaged_vectors")
 
 
 class ProcessLock:
@@ -94,7 +106,7 @@ class ProcessLock:
             self.release()
 
 
-class PostgresStore(AdminMixin):
+class PostgresStore:
     """Storage engine over one PostgreSQL schema (docs/schema.md, PostgreSQL section).
 
     ``url``: ``postgresql://`` / ``postgres://`` URL or libpq ``key=value`` string; a URL
@@ -121,12 +133,12 @@ class PostgresStore(AdminMixin):
                  exact_scan_below: int = EXACT_SCAN_BELOW, ef_search: int = EF_SEARCH,
                  iterative_scan: str = ITERATIVE_SCAN, pipeline: bool | None = None) -> None:
         self.info: ConnInfo = parse(url, schema)
-        self.location = self.info.location
+        self.location = self.path = self.info.location
         self.schema = self.info.schema
         self.readonly = readonly
         self._lock = ProcessLock(self.location)
         self._holder: tuple[int, str] | None = None
-        self.shards = SHARDS
+        self._damaged = DamagedVectors(self.location)
         #: Minute this process last folded and pruned counter_minutes (see PgWriteTxn).
         self.series_folded = 0
         o = with_url_options({
@@ -195,19 +207,19 @@ class PostgresStore(AdminMixin):
         """True when this open created the cache (a failed open then removes it)."""
         return self._created is not None
 
-    def drop(self) -> None:
-        """Remove the cache this open created, if it is still empty (see
-        :func:`~semcache.store.postgres.schema.drop_new_schema`); for failed opens."""
-        if self._created is None:
-            return
-        from semcache.store.postgres.schema import drop_new_schema
-
+    def drop(self, *, if_empty: bool = False) -> None:
+        """Close, and remove the cache: its schema, or only semcache's tables when the
+        schema holds anything else or existed before this open (see
+        :func:`~semcache.store.postgres.schema.drop_new_schema`). ``if_empty``: only while
+        it has no entries (a failed open: another client may have started using it)."""
+        self.close()
         conn = self._conns.connect()
         try:
-            if drop_new_schema(conn, self.info, self._created, require_empty=True):
-                log.info("semcache: removed schema %s of %s (the open that created it "
-                         "failed)", self.schema, self.location)
+            if drop_new_schema(conn, self.info, self._created, require_empty=if_empty):
+                log.info("semcache: removed schema %s of %s", self.schema, self.location)
         except psycopg.Error as exc:
+            if not if_empty:
+                raise translate(exc, self.info) from None
             log.warning("semcache: could not remove the half-made schema %s of %s: %s",
                         self.schema, self.location, translate(exc, self.info))
         finally:
@@ -227,21 +239,24 @@ class PostgresStore(AdminMixin):
         """This process's pooled connections (maintenance code runs statements on them)."""
         return self._conns
 
-    def vector_oid(self) -> int | None:
-        """OID of pgvector's ``vector`` type in this database (None without pgvector)."""
-        return self._vector_oid
+    def bulk_insert(self, entries: Iterable[NewEntry], *, defer_index: bool = False) -> int:
+        """Insert many entries in one transaction by binary COPY (see :mod:`.bulk`);
+        ``defer_index``: drop the HNSW index for the load and build it once afterwards."""
+        if self.readonly:
+            raise ReadOnlyCacheError(f"cache {self.location} is opened read-only")
+        dropped = defer_index and self.state.hnsw
+        with self.write(pipelined=False) as txn:  # COPY cannot run in pipeline mode
+            n = bulk.load(txn, self.queries, entries,
+                          self._vector_oid if self.queries.ext else None, drop_index=dropped)
+        if dropped:
+            self._rebuild_hnsw()
+        return n
 
-    def mark_index(self, valid: bool) -> None:
-        """Record that the HNSW index was (re)built or dropped by this process."""
+    def _rebuild_hnsw(self) -> None:
         from dataclasses import replace
 
-        self.state = replace(self.state, hnsw=valid)
-
-    def bulk_insert(self, entries: Iterable[NewEntry], *, defer_index: bool = False) -> int:
-        """Insert many entries in one transaction by binary COPY (see :mod:`.bulk`)."""
-        from semcache.store.postgres.bulk import bulk_insert
-
-        return bulk_insert(self, entries, defer_index=defer_index)
+        bulk.rebuild_search_index(self._conns, self.queries, self.info)
+        self.state = replace(self.state, hnsw=True)
 
     @property
     def hnsw(self) -> bool:
@@ -281,9 +296,6 @@ class PostgresStore(AdminMixin):
         rows = self._conns.run(
             lambda c: c.execute(q, ([int(i) for i in ids],), binary=True).fetchall())
         return [EntryRow(*r) for r in rows]
-
-    def known_partition(self, key: tuple[str, str]) -> int | None:
-        return self._partitions.get(key)
 
     def check_incarnation(self, force: bool = False, conn: Any = None) -> bool:
         """See :meth:`Store.check_incarnation`; one round trip when ``force`` (on ``conn``,
@@ -327,29 +339,31 @@ class PostgresStore(AdminMixin):
         return size
 
     def search_plan(self, partition_id: int) -> str:
-        """``"hnsw"`` or ``"exact"``: how :meth:`search` will search this partition."""
+        """``"hnsw"`` or ``"exact"``: how :meth:`nearest` will search this partition."""
         if not self.hnsw or self.partition_size(partition_id) <= self.exact_scan_below:
             return "exact"
         return "hnsw"
 
-    def search(self, code: bytes, vector: np.ndarray, partition_id: int, now: float,
-               k: int) -> list[tuple[EntryRow, float]]:
-        """The ``k`` nearest unexpired codes of the partition, rescored by exact cosine
-        with ``vector`` (unit float32), best first (ties: newest entry first)."""
-        code_bytes = code if isinstance(code, bytes) else \
-            np.ascontiguousarray(code, dtype=np.uint8).tobytes()
+    def nearest(self, vector: np.ndarray, code: bytes, partition_id: int, now: float, k: int,
+                min_cosine: float | None = None) -> Neighbours:
+        """The ``k`` nearest unexpired codes of the partition (one statement), rescored by
+        exact cosine with ``vector`` (unit float32): in SQL with pgvector, else here."""
         params: dict[str, Any] = {"p": partition_id, "now": now, "k": k,
-                                  "code": code_literal(code_bytes), "inc": self.incarnation}
+                                  "code": code_literal(code), "inc": self.incarnation}
         q = self.queries
         if q.ext is None:
             rows = self._conns.run(
                 lambda c: c.execute(q.search_exact, params, binary=True).fetchall())
-            return _rescore_in_python(rows, vector)
+            return rescore([EntryRow(*r) for r in rows], vector, self._damaged)
         params["q"] = vector_from(vector)
+        params["dim"] = int(vector.shape[0])
         hnsw = q.search_hnsw if self.search_plan(partition_id) == "hnsw" else None
         sql = hnsw or q.search_exact
         rows = self._conns.run(lambda c: c.execute(sql, params, binary=True).fetchall())
-        return [(EntryRow(*r[:12]), float(r[12])) for r in rows]
+        return ranked([(EntryRow(*r[:12]), r[12]) for r in rows], self._damaged)
+
+    def blocked_entries(self, query_hash: bytes) -> set[int]:
+        return {int(r[0]) for r in self._rows(self.queries.blocked, (query_hash,))}
 
     def counters(self) -> dict[str, int]:
         q = self.queries.counters
@@ -361,8 +375,7 @@ class PostgresStore(AdminMixin):
     # -- writes -------------------------------------------------------------------------
 
     @contextmanager
-    def write(self, on_commit: Callable[[Changes], None] | None = None,
-              timeout: float | None = None, *,
+    def write(self, timeout: float | None = None, *,
               pipelined: bool | None = None) -> Iterator[PgWriteTxn]:
         """One transaction: all of it commits, or none. ``timeout``: seconds to wait for
         row locks held by other clients (None: wait). ``pipelined`` (psycopg's pipeline
@@ -377,12 +390,11 @@ class PostgresStore(AdminMixin):
         if timeout is not None:
             begin.append(f"SET LOCAL lock_timeout = {max(1, int(timeout * 1000))}")
         with self._conns.transaction(begin, pipelined=pipelined) as conn:
-            txn = PgWriteTxn(self, conn, pipelined=pipelined)
+            txn = PgWriteTxn(conn, self.queries, self._partitions.get, self,
+                             pipelined=pipelined)
             yield txn
             txn.finish()  # counters and COMMIT
         self._partitions.update(txn.partitions)
-        if on_commit is not None:
-            on_commit(txn.changes)
 
     # -- coalescing claims --------------------------------------------------------------
 
@@ -423,6 +435,98 @@ class PostgresStore(AdminMixin):
         self.settings = dict(stored)
         return dict(stored)
 
+    # -- admin reads --------------------------------------------------------------------
+
+    def _rows(self, sql: str, params: Any = (), *, scan: bool = False) -> list[tuple]:
+        return admin.read_rows(self._conns, sql, params, scan=scan)
+
+    def count_entries(self, where: EntryFilter) -> int:
+        clause, params = compile_filter(where, mark="%s")
+        rows = self._rows(f"SELECT count(*) FROM {self.queries.with_parts} WHERE {clause}",
+                          params, scan=True)
+        return int(rows[0][0])
+
+    def list_entries(self, where: EntryFilter, *, order: EntryOrder = "id",
+                     limit: int | None = None, after_id: int | None = None,
+                     with_vector: bool = False) -> list[EntryRecord]:
+        """Entries the filter selects, in ``order``; ``after_id`` pages by id."""
+        clause, params = compile_filter(where, mark="%s")
+        if after_id is not None:
+            clause += " AND e.id > %s"
+            params.append(int(after_id))
+        cols = RECORD_COLUMNS.format(vector="e.vector" if with_vector else "NULL::bytea")
+        sql = (f"SELECT {cols} FROM {self.queries.with_parts} WHERE {clause} "
+               f"ORDER BY {order_sql(order)}")
+        if limit is not None:
+            sql += " LIMIT %s"
+            params.append(int(limit))
+        return [EntryRecord(*r) for r in self._rows(sql, params, scan=limit is None)]
+
+    def namespace_summary(self, now: float) -> list[NamespaceSummary]:
+        rows = self._rows(
+            "SELECT e.namespace, count(*), count(*) FILTER (WHERE e.expires_at IS NOT NULL "
+            "AND e.expires_at <= %s), coalesce(sum(u.hits), 0)::bigint, "
+            f"coalesce(sum(e.size), 0)::bigint FROM {self.queries.joined} "
+            "GROUP BY e.namespace ORDER BY count(*) DESC, e.namespace", (now,), scan=True)
+        return [NamespaceSummary(str(n), int(a), int(b), int(c), int(d))
+                for n, a, b, c, d in rows]
+
+    def verdicts(self, namespace: str | None = None) -> list[Verdict]:
+        where, params = ("WHERE namespace = %s", (namespace,)) if namespace is not None \
+            else ("", ())
+        return [Verdict(int(r[0]), str(r[1]), None if r[2] is None else bytes(r[2]), str(r[3]),
+                        float(r[4]), bool(r[5]), float(r[6]))
+                for r in self._rows(self.queries.verdicts.format(where=where), params)]
+
+    def partitions(self, namespace: str) -> list[tuple[int, str]]:
+        rows = self._rows(f"SELECT id, scope FROM {self.queries.t['partitions']} "
+                          "WHERE namespace = %s ORDER BY id", (namespace,))
+        return [(int(i), str(s)) for i, s in rows]
+
+    def counter_history(self, since_minute: int, step: int) -> list[tuple[int, str, int]]:
+        rows = self._rows(self.queries.counter_history,
+                          {"step": int(step), "since": int(since_minute)})
+        return [(int(m), str(n), int(v)) for m, n, v in rows]
+
+    def size_bytes(self) -> int:
+        """Bytes of the schema's tables, their indexes and TOAST data on the server."""
+        rows = self._rows(
+            "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %s AND c.relkind IN ('r', 'm')", (self.schema,))
+        return int(rows[0][0])
+
+    # -- upkeep and maintenance -----------------------------------------------------------
+
+    @property
+    def upkeep_due(self) -> bool:
+        """Never: the server keeps its indexes itself."""
+        return False
+
+    def upkeep(self) -> None:
+        """Nothing deferred: the server keeps its indexes itself."""
+
+    def warmup(self) -> None:
+        """Nothing to map: the server holds the index."""
+
+    def check(self, *, quick: bool = False) -> tuple[dict[str, Any], list[str]]:
+        """Schema, index, counters and rows (see :func:`.admin.check`)."""
+        report, problems = admin.check(self._conns, self.queries, self.info, self.settings,
+                                       self.server_version, quick=quick)
+        return {"database": report}, problems
+
+    def vacuum(self) -> dict[str, int]:
+        """Recount entries/bytes/partition sizes from the rows (after hand-made changes
+        that bypassed the triggers), rebuild a missing HNSW index, VACUUM ANALYZE."""
+        if self.readonly:
+            raise ReadOnlyCacheError(f"cache {self.location} is opened read-only")
+        drift = admin.recount(self._conns, self.queries, self.info)
+        rebuilt = bool(self.state.ext_schema) and not self.state.hnsw
+        if rebuilt:
+            self._rebuild_hnsw()
+        admin.analyze(self._conns, self.queries, self.info)
+        return {"counter_drift": drift, "hnsw_rebuilt": int(rebuilt)}
+
 
 #: Defaults of the options a URL may set (an explicit argument must agree with the URL).
 _DEFAULTS = {name: p.default for name, p in
@@ -438,22 +542,6 @@ def schema_exists(url: str, schema: str | None = None) -> bool:
     conn = Connections(info, configure=lambda c: None).connect()
     try:
         return inspect(conn, info).version > 0
-    except psycopg.Error as exc:
-        raise translate(exc, info) from None
-    finally:
-        conn.close()
-
-
-def drop_cache(url: str, schema: str | None = None) -> bool:
-    """Remove the cache at ``url`` (its schema, or only semcache's tables when the schema
-    holds other things or belongs to another user), entries included. For a command that
-    created the cache and failed to fill it (``semcache import``). True if removed."""
-    from semcache.store.postgres.schema import drop_new_schema
-
-    info = parse(url, schema)
-    conn = Connections(info, configure=lambda c: None).connect()
-    try:
-        return drop_new_schema(conn, info, None, require_empty=False)
     except psycopg.Error as exc:
         raise translate(exc, info) from None
     finally:
@@ -484,24 +572,6 @@ def _at_least(version: str | None, wanted: tuple[int, int]) -> bool:
     return parts >= wanted
 
 
-def _rescore_in_python(rows: list[tuple], vector: np.ndarray) -> list[tuple[EntryRow, float]]:
-    """Cosine of bytea vectors (little-endian float32) with ``vector``, as SQLite does."""
-    if not rows:
-        return []
-    size = 4 * vector.shape[0]
-    good = [r for r in rows if isinstance(r[12], bytes) and len(r[12]) == size]
-    if not good:
-        return []
-    stored = np.frombuffer(b"".join(r[12] for r in good), dtype="<f4").reshape(len(good), -1)
-    stored = stored.astype(np.float64)
-    norms = np.linalg.norm(stored, axis=1)
-    norms[norms == 0] = np.inf  # stored norms are not trusted; zero matches nothing
-    sims = np.clip((stored @ vector.astype(np.float64)) / norms, -1.0, 1.0)
-    scored = [(EntryRow(*r[:12]), float(s)) for r, s in zip(good, sims.tolist(), strict=True)]
-    scored.sort(key=lambda rs: (rs[1], rs[0].id), reverse=True)
-    return scored
-
-
 if TYPE_CHECKING:  # mypy checks that the engine implements the interface
     from semcache.store.base import Store, StoreTxn
 
@@ -509,5 +579,4 @@ if TYPE_CHECKING:  # mypy checks that the engine implements the interface
         return store, txn
 
 
-__all__ = ["EF_SEARCH", "EXACT_SCAN_BELOW", "PostgresStore", "ProcessLock", "drop_cache",
-           "schema_exists"]
+__all__ = ["EF_SEARCH", "EXACT_SCAN_BELOW", "PostgresStore", "ProcessLock", "schema_exists"]

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 import psycopg
 
@@ -23,16 +23,16 @@ from semcache.errors import InvalidInputError
 from semcache.store.base import (
     SERIES_RETENTION_MINUTES,
     AccessUpdate,
-    Changes,
     EntryFilter,
     NewEntry,
     Verdict,
 )
 from semcache.store.filters import compile_filter
 from semcache.store.postgres.adapters import code_literal, vector_from
+from semcache.store.postgres.queries import SHARDS, Queries
 
 if TYPE_CHECKING:
-    from semcache.store.postgres.store import PostgresStore
+    from semcache.store.postgres.pool import Connections
 
 #: Minutes after which the shards of a minute's counters are folded into shard 0, and
 #: how often (in minutes) one process folds and prunes (see migration 0007).
@@ -49,7 +49,7 @@ LARGE_BATCH = 256
 #: The counters a client may add to (entries and bytes are kept by the engine).
 COUNTER_NAMES = frozenset(("hits", "exact_hits", "semantic_hits", "misses", "puts",
                            "evictions", "expirations", "tokens_saved", "guard_rejections",
-                           "feedback_right", "feedback_wrong"))
+                           "feedback_right", "feedback_wrong", "damaged_vectors"))
 
 
 def _checked_name(name: str) -> str:
@@ -63,16 +63,34 @@ def entry_size(e: NewEntry) -> int:
     return len(e.response) + len(e.prompt or "") + len(e.metadata or "") + len(e.vector or b"")
 
 
-class PgWriteTxn:
-    """The operations allowed inside :meth:`PostgresStore.write`."""
+class StoreState(Protocol):
+    """What a transaction reads and updates of its store's process-wide state
+    (``PostgresStore``): the schema's incarnation, and the minute this process last folded
+    and pruned the counters' time series; its pool (to lift a transaction's statement
+    timeout)."""
 
-    def __init__(self, store: PostgresStore, conn: psycopg.Connection, *,
-                 pipelined: bool = False) -> None:
+    incarnation: str | None
+    series_folded: int
+
+    @property
+    def connections(self) -> Connections: ...
+
+    def check_incarnation(self, force: bool = False, conn: Any = None) -> bool: ...
+
+
+class PgWriteTxn:
+    """The operations allowed inside :meth:`PostgresStore.write`. ``known_partition``
+    looks a (namespace, scope) up among the partition ids the store remembers; those ids
+    hold only in the incarnation of the schema ``store`` names."""
+
+    def __init__(self, conn: psycopg.Connection, queries: Queries,
+                 known_partition: Callable[[tuple[str, str]], int | None],
+                 store: StoreState, *, pipelined: bool = False) -> None:
+        self._known_partition = known_partition
         self._store = store
         self._pipelined = pipelined
-        self._q = store.queries
+        self._q = queries
         self.conn = conn
-        self.changes = Changes()
         self._counts: dict[str, int] = defaultdict(int)
         self._parts: dict[int, int] = defaultdict(int)
         #: Partitions this transaction created or looked up: (namespace, scope) -> id.
@@ -102,19 +120,16 @@ class PgWriteTxn:
             self._counts["entries"] -= 1
             self._counts["bytes"] -= int(size)
             self._parts[int(pid)] -= 1
-        ids = [int(r[0]) for r in rows]
-        self.changes.removed.extend(ids)
-        return ids
+        return [int(r[0]) for r in rows]
 
-    def _removed_summed(self, rows: list[tuple[int, int, int, list[int]]]) -> int:
+    def _removed_summed(self, rows: list[tuple[int, int, int]]) -> int:
+        """Account for deleted rows summed per partition (id, count, bytes)."""
         n = 0
-        for pid, count, size, ids in rows:
+        for pid, count, size in rows:
             self._counts["entries"] -= int(count)
             self._counts["bytes"] -= int(size)
             self._parts[int(pid)] -= int(count)
             n += int(count)
-            if not self.changes.cleared:
-                self.changes.removed.extend(int(i) for i in ids)
         return n
 
     def finish(self) -> None:
@@ -122,7 +137,7 @@ class PgWriteTxn:
         the counts and COMMIT travel together (one round trip)."""
         if self._access:
             self._write_access()
-        shard = int(self.conn.info.backend_pid % self._store.shards)
+        shard = int(self.conn.info.backend_pid % SHARDS)
         names = sorted(k for k, v in self._counts.items() if v)
         parts = sorted(k for k, v in self._parts.items() if v)
         series = sorted(k for k, v in self._series.items() if v)
@@ -201,7 +216,7 @@ class PgWriteTxn:
         """The partition's id, created if new. Ids learnt here are cached by the store
         only after COMMIT (a rolled-back partition must not be remembered)."""
         key = (namespace, scope)
-        pid = self._store.known_partition(key) or self.partitions.get(key)
+        pid = self._known_partition(key) or self.partitions.get(key)
         if pid is None:
             self.conn.execute(self._q.add_partition, key)
             row = self.conn.execute(self._q.find_partition, key).fetchone()
@@ -241,8 +256,6 @@ class PgWriteTxn:
         self._counts["entries"] += 1
         self._counts["bytes"] += params["size"]
         self._parts[pid] += 1
-        if e.code is not None:
-            self.changes.added.append((int(entry_id), pid, e.expires_at, e.code))
         return int(entry_id)
 
     def insert(self, e: NewEntry) -> int:
@@ -299,7 +312,6 @@ class PgWriteTxn:
             self._parts[int(pid)] += int(count)
 
     def clear_all(self) -> int:
-        self.changes.cleared = True
         self.unbounded()
         return self.delete_summed_sql("true")
 
@@ -366,7 +378,7 @@ class PgWriteTxn:
 
     def _write_access(self) -> None:
         """Apply the pending hits (see :meth:`apply_access`). No expiry moves are reported
-        in ``changes``: nothing mirrors a PostgreSQL cache."""
+        anywhere else: nothing mirrors a PostgreSQL cache."""
         order = sorted(self._access)
         access = self._access
         self.conn.execute(self._q.touch, {

@@ -1,7 +1,7 @@
 """``semcache demo``: a scripted chat session that shows semcache saving real calls.
 
 Offline and self-contained: it starts the built-in OpenAI-compatible stub server
-(:mod:`semcache.stub_server`) with a simulated model latency, wraps
+(:mod:`semcache.demo.openai_stub`) with a simulated model latency, wraps
 ``openai.OpenAI(base_url=..., api_key="demo")`` with :func:`semcache.wrap` on a cache file
 in ``--dir`` (default ``./semcache-demo/``), and asks a fixed list of questions:
 
@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from semcache import cli_format as fmt
+from semcache.cli import output as fmt
 
 DEMO_FILE = "demo.db"
 MODEL = "gpt-4o-mini"
@@ -87,7 +87,7 @@ def run_demo(directory: str = "semcache-demo", latency: float = 0.4,
     import openai
 
     import semcache
-    from semcache.stub_server import StubOpenAIServer
+    from semcache.demo.openai_stub import StubOpenAIServer
 
     os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, DEMO_FILE)

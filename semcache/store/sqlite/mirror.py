@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 
 from semcache.errors import InvalidInputError
-from semcache.kernels.mirror_format import (
+from semcache.store.sqlite.mirror_format import (
     CODE_BYTES,
     EXPIRES_NEVER,
     HALF,
@@ -72,7 +72,7 @@ from semcache.kernels.mirror_format import (
     uid_hash,
     validate_file,
 )
-from semcache.kernels.mirror_map import MirrorMap
+from semcache.store.sqlite.mirror_map import MirrorMap
 
 __all__ = ["CodeMirror", "MirrorInvalid", "EXPIRES_NEVER", "HEADER_SIZE", "ROW_BYTES"]
 

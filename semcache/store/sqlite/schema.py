@@ -15,13 +15,14 @@ from pathlib import Path
 import apsw
 
 from semcache.errors import NotASemcacheFileError, ReadOnlyCacheError, SchemaVersionError
-from semcache.store.connection import APPLICATION_ID, translated
-from semcache.store.locking import WriteLock
 from semcache.store.migration_files import load_migrations
+from semcache.store.sqlite.connection import APPLICATION_ID, translated
+from semcache.store.sqlite.locking import WriteLock
 
 log = logging.getLogger("semcache")
 
-MIGRATIONS = load_migrations(Path(__file__).resolve().parent.parent / "migrations")
+# The files stay in semcache/migrations/, the layout the project documents (SPEC 4).
+MIGRATIONS = load_migrations(Path(__file__).resolve().parents[2] / "migrations")
 SCHEMA_VERSION = MIGRATIONS[-1].version
 
 

@@ -1,4 +1,5 @@
-"""Entries for the PostgreSQL store tests: real codes from the seeded projection."""
+"""Entries for the Store tests (the contract suite, PostgreSQL): real codes from the seeded
+projection."""
 
 from __future__ import annotations
 

@@ -43,22 +43,46 @@ def _open_lock_file(path: str) -> int:
                              "symlink, remove it: semcache creates a plain file there") from exc
 
 
-class _FlockFile:
-    """flock(2) on a persistent descriptor, reopened after fork()."""
+class _ProcessFd:
+    """This process's descriptor of one lock file: opened on first use, reopened in a
+    forked child (a child must not share the parent's locks), closed only by the process
+    that opened it."""
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._fd: int | None = None  # opened on the first write, like filelock does
+        self._fd: int | None = None
         self._pid = os.getpid()
 
-    def _descriptor(self) -> int:
-        if self._fd is None or os.getpid() != self._pid:  # a child must not share the lock
+    def get(self) -> int:
+        if self._fd is None or os.getpid() != self._pid:
             self._fd = _open_lock_file(self.path)
             self._pid = os.getpid()
         return self._fd
 
+    def held(self) -> int | None:
+        """The descriptor this process opened, if any (None before use and in a child)."""
+        return self._fd if os.getpid() == self._pid else None
+
+    def close(self) -> None:
+        fd = self.held()
+        if fd is not None:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._fd = None
+
+
+class _FlockFile:
+    """flock(2) on a persistent descriptor (opened on the first write, like filelock does),
+    reopened after fork()."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._fd = _ProcessFd(path)
+
     def acquire(self, timeout: float) -> bool:
-        fd = self._descriptor()
+        fd = self._fd.get()
         deadline = 0.0  # set on the first busy try: a free lock costs one syscall
         pause = 0.00005
         while True:
@@ -77,15 +101,10 @@ class _FlockFile:
             pause = min(pause * 2, _MAX_POLL_S)
 
     def release(self) -> None:
-        fcntl.flock(self._descriptor(), fcntl.LOCK_UN)
+        fcntl.flock(self._fd.get(), fcntl.LOCK_UN)
 
     def close(self) -> None:
-        if self._fd is not None and os.getpid() == self._pid:
-            try:
-                os.close(self._fd)
-            except OSError:
-                pass
-        self._fd = None
+        self._fd.close()
 
 
 class _PortableFile:

@@ -12,9 +12,10 @@ import sys
 import time
 from typing import Any
 
-from semcache import cli_format as fmt
-from semcache.cli_common import CLIError, UsageError, open_cache
-from semcache.errors import InvalidInputError
+import semcache
+from semcache.cli import output as fmt
+from semcache.cli.common import CLIError, UsageError, open_cache
+from semcache.errors import CacheNotFoundError, InvalidInputError
 
 _PROGRESS_MIN_BYTES = 1 << 20
 
@@ -41,7 +42,7 @@ def cmd_purge(args: argparse.Namespace) -> int:
         raise UsageError(f"--older-than: {exc}") from None
     filters: dict[str, Any] = {"namespace": args.namespace,
                                "expired": True if args.expired else None, "older_than": older}
-    with open_cache(args.path, write=not args.dry_run) as cache:
+    with open_cache(args, write=not args.dry_run) as cache:
         matching = cache.count(**filters)
         if args.dry_run:
             deleted = 0
@@ -66,7 +67,7 @@ def cmd_purge(args: argparse.Namespace) -> int:
 
 
 def cmd_vacuum(args: argparse.Namespace) -> int:
-    with open_cache(args.path, write=True) as cache:
+    with open_cache(args, write=True) as cache:
         cache.flush()
         before = cache.stats()["file_bytes"]
         started = time.monotonic()
@@ -87,7 +88,7 @@ def cmd_vacuum(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from semcache.transfer import export_jsonl
 
-    with open_cache(args.path) as cache:
+    with open_cache(args) as cache:
         if args.out == "-":
             n = export_jsonl(cache, sys.stdout)
             sys.stdout.flush()
@@ -136,22 +137,24 @@ def _is_record(line: str) -> bool:
     return True
 
 
-def _target(args: argparse.Namespace, first: str) -> tuple[Any, bool]:
-    """The cache to import into, and whether this command creates it."""
-    from semcache.cache import Cache
-    from semcache.store import store_exists
+def _target(args: argparse.Namespace, first: str) -> semcache.Cache:
+    """The cache to import into (``cache.created``: this command creates it)."""
     from semcache.transfer import open_options_for, read_header
 
-    created = not store_exists(args.path)
-    if not created:
+    try:
+        cache = open_cache(args, write=True)
+    except CacheNotFoundError:
+        opts = open_options_for(read_header(first))
         if args.embedder is not None:
-            raise UsageError("--embedder only applies when import creates a new cache")
-        return open_cache(args.path, write=True), False
-    opts = open_options_for(read_header(first))
+            opts.pop("hash_only", None)
+            opts["embedder"] = args.embedder
+        cache = semcache.open(args.path, **opts)  # a failed open leaves no cache behind
+        args.shown = cache.location
+        return cache
     if args.embedder is not None:
-        opts.pop("hash_only", None)
-        opts["embedder"] = args.embedder
-    return Cache(args.path, **opts), True  # a failed open leaves no file behind
+        cache.close()
+        raise UsageError("--embedder only applies when import creates a new cache")
+    return cache
 
 
 def cmd_import(args: argparse.Namespace) -> int:
@@ -161,7 +164,8 @@ def cmd_import(args: argparse.Namespace) -> int:
     if read_header(first) is None and not _is_record(first):
         raise CLIError(f"{args.input!r} is not a semcache export (its first line is neither "
                        "an export header nor an entry)")
-    cache, created = _target(args, first)
+    cache = _target(args, first)
+    created = cache.created
     progress = None
     size = os.path.getsize(args.input) if args.input != "-" else 0
     if not args.quiet and size >= _PROGRESS_MIN_BYTES:
@@ -176,17 +180,17 @@ def cmd_import(args: argparse.Namespace) -> int:
             print(f"{args.input}:{bad.line}: skipped: {bad.error}", file=sys.stderr)
 
     try:
-        with cache:
-            report = import_jsonl(cache, args.input, strict=args.strict,
-                                  batch_size=args.batch_size, progress=progress,
-                                  on_bad_line=report_bad, lines=lines,
-                                  apply_settings=created)
+        report = import_jsonl(cache, args.input, strict=args.strict,
+                              batch_size=args.batch_size, progress=progress,
+                              on_bad_line=report_bad, lines=lines,
+                              apply_settings=created)
     except BaseException:
         if created:
-            from semcache.cli_common import remove_cache_files
-
-            remove_cache_files(args.path)
+            cache.drop()  # a cache this command made and could not fill
+        else:
+            cache.close()
         raise
+    cache.close()
     if progress is not None:
         bar.finish(f"{report.imported} entries")
     report.created = created

@@ -1,6 +1,6 @@
 """The code mirror's file format: layout, header, checksums, and publishing a file.
 
-See :mod:`semcache.kernels.mirror` for what the file is and how it is used; this module
+See :mod:`semcache.store.sqlite.mirror` for what the file is and how it is used; this module
 holds what is pure format (no mapping): the region offsets of a file of a given capacity,
 the header's fields, the per-row hash behind the block checksums, the runs of consecutive
 entry ids that replace a per-row id column, and the helpers that write a complete file to a

@@ -27,10 +27,10 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from semcache import cli_format as fmt
-from semcache.cli_common import CLIError, UsageError
-from semcache.cli_inspect import cmd_get, cmd_ls, cmd_show, cmd_stats, cmd_verify
-from semcache.cli_maintain import cmd_export, cmd_import, cmd_purge, cmd_vacuum
+from semcache.cli import output as fmt
+from semcache.cli.common import CLIError, UsageError
+from semcache.cli.maintain import cmd_export, cmd_import, cmd_purge, cmd_vacuum
+from semcache.cli.views import cmd_get, cmd_ls, cmd_show, cmd_stats, cmd_verify
 from semcache.errors import SemcacheError
 
 PROG = "semcache"
@@ -41,7 +41,7 @@ SORTS = ("newest", "oldest", "hits", "accessed")
 # -- bench / demo ----------------------------------------------------------------------------
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from semcache.cli_bench import print_bench, run_bench
+    from semcache.cli.bench import print_bench, run_bench
 
     result = run_bench(entries=args.entries, queries=args.queries, embedder=args.embedder)
     if args.json:
@@ -218,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_arguments(p)
     p.set_defaults(func=cmd_serve)
 
-    from semcache.cli_trust import add_parser as add_calibrate
+    from semcache.cli.trust import add_parser as add_calibrate
 
     add_calibrate(sub, common)
     return parser
@@ -238,11 +238,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if hasattr(args, "id") and not 0 <= args.id < 2**62:
         parser.error(f"entry id must be an int in [0, 2**62); got {args.id}")
     try:
-        if isinstance(getattr(args, "path", None), str):
-            from semcache.store import display_location
-
-            # What output may show of the cache: a URL's password never is.
-            args.shown = display_location(args.path)
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)

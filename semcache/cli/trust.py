@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from semcache import cli_format as fmt
-from semcache.cli_common import CLIError, UsageError, open_cache
+from semcache.cli import output as fmt
+from semcache.cli.common import CLIError, UsageError, open_cache
 
 
 def _observations(cache: Any, args: argparse.Namespace, namespace: str) -> list[Any]:
@@ -36,7 +36,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
     if not 0 < args.target_wrong < 1:
         raise UsageError(f"--target-wrong must be in (0, 1); got {args.target_wrong}")
-    with open_cache(args.path, write=args.apply) as cache:
+    with open_cache(args, write=args.apply) as cache:
         namespace = args.namespace if args.namespace is not None else cache.namespace
         before = cache.threshold(namespace)
         result = calibrate(_observations(cache, args, namespace), args.target_wrong)

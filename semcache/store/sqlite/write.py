@@ -1,6 +1,6 @@
 """What may be done inside one SQLite write transaction (:meth:`SQLiteStore.write`).
 
-Every operation also records, in :class:`~semcache.store.base.Changes`, what the code mirror
+Every operation also records, in :class:`~semcache.store.sqlite.codes.Changes`, what the code mirror
 must replay once the transaction committed.
 
 Inserts are batched: ``put_many`` of n entries runs one probe for existing keys, one
@@ -12,8 +12,9 @@ The sqlite-vec table ``entry_codes`` (used only by the SQL search and the sqlite
 written by the INSERT: its rows cost ~6-10 us each plus several WAL pages per put, and they
 are written in id order, in batches, by :meth:`WriteTxn.catch_up_codes`, which moves
 ``sync_state.codes_through`` in the same transaction. A write that leaves more than
-``CODES_LAG_MAX`` entries behind catches up at once; every flush of batched hits,
-``close()`` and ``vacuum`` catch up too (never an idle timer: an idle cache writes nothing). The SQL search scans the entries above the mark
+``CODES_LAG_MAX`` entries behind catches up at once; the upkeep after every flush of batched
+hits, ``close()`` and ``vacuum`` catch up too (never an idle timer: an idle cache writes
+nothing). The SQL search scans the entries above the mark
 directly, so an entry is searchable the moment its put returns (docs/schema.md).
 """
 
@@ -24,25 +25,23 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import apsw
 
+from semcache.errors import CorruptCacheError
 from semcache.store.base import (
     SERIES_RETENTION_MINUTES,
     AccessUpdate,
-    Changes,
     EntryFilter,
     NewEntry,
     Verdict,
-    expires_to_int,
 )
-from semcache.store.connection import translate
 from semcache.store.filters import compile_filter
-from semcache.store.schema import add_settings, write_settings
-
-if TYPE_CHECKING:
-    from semcache.store.sqlite import SQLiteStore
+from semcache.store.sqlite.codes import CODE_BYTES, CODES_THROUGH, Changes, expires_to_int
+from semcache.store.sqlite.connection import Database, translate
+from semcache.store.sqlite.locking import ReadOnlyLock, WriteLock
+from semcache.store.sqlite.schema import add_settings, write_settings
 
 log = logging.getLogger("semcache")
 
@@ -56,6 +55,8 @@ _INSERT_CODE = (
     "VALUES (?, ?, ?, vec_bit(?))"
 )
 _KEY_ID = "SELECT id FROM entries WHERE key_hash = ?"
+_STATE_AFTER = ("SELECT change_seq, state_token, (SELECT data_version FROM pragma_data_version) "
+                "FROM sync_state WHERE id = 1")
 #: Rows of ``counters`` that hold the current minute of the time series (see add_counters).
 _MINUTE_PREFIX = "minute:"
 _CURRENT_MINUTE = "SELECT value FROM counters WHERE name = 'minute'"
@@ -63,6 +64,10 @@ _CLOSE_MINUTE = (
     "INSERT INTO counter_minutes (minute, name, value) SELECT ?, substr(name, 8), value "
     "FROM counters WHERE name GLOB 'minute:*' AND value <> 0 "
     "ON CONFLICT (minute, name) DO UPDATE SET value = value + excluded.value")
+_ADD_MINUTE = ("INSERT INTO counter_minutes (minute, name, value) VALUES (?, ?, ?) "
+               "ON CONFLICT (minute, name) DO UPDATE SET value = value + excluded.value")
+
+
 @functools.cache
 def _add_counters_sql(rows: int) -> str:
     """One statement adding ``rows`` (name, value) pairs to counters (cheaper than
@@ -71,11 +76,6 @@ def _add_counters_sql(rows: int) -> str:
             + " ON CONFLICT (name) DO UPDATE SET value = value + excluded.value")
 
 
-_ADD_MINUTE = ("INSERT INTO counter_minutes (minute, name, value) VALUES (?, ?, ?) "
-               "ON CONFLICT (minute, name) DO UPDATE SET value = value + excluded.value")
-_CODES_THROUGH = "SELECT codes_through FROM sync_state WHERE id = 1"
-#: Bytes of a code in entry_codes (BIT[256] in migration 0001).
-CODE_BYTES = 32
 #: Entries with a code that may wait for their entry_codes row; a write that leaves more
 #: behind catches them all up in its own transaction. It bounds the rows the SQL search
 #: scans directly (~20k: a few tens of milliseconds) when entry_codes is behind.
@@ -85,43 +85,46 @@ _KEYS_PER_PROBE = 500
 
 
 class WriteBlock:
-    """``with store.write(on_commit, timeout) as txn:`` - one ``BEGIN IMMEDIATE`` transaction
-    under the cross-process write lock.
+    """``with store.write(timeout) as txn:`` - one ``BEGIN IMMEDIATE`` transaction under the
+    cross-process write lock.
 
-    ``on_commit`` runs after COMMIT, still holding the write lock (the mirror update) but no
-    longer the connection's mutex: the search layer takes its own lock and then reads
-    through this connection, so holding both here would invert that order. Driver errors
-    (of BEGIN, of the block, of COMMIT) roll back and raise as semcache errors.
+    ``on_begin`` (the store's incarnation check) runs right after BEGIN, holding the
+    connection's mutex. ``on_commit`` (the code mirror's update, when the store keeps one)
+    runs after COMMIT,
+    still holding the write lock but no longer the connection's mutex: the mirror takes its
+    own lock and then reads through this connection, so holding both here would invert that
+    order. Driver errors (of BEGIN, of the block, of COMMIT) roll back and raise as semcache
+    errors.
 
     A class rather than a generator-based context manager: every put passes through it,
     and the generator machinery cost ~1 us of a ~40 us put.
     """
 
-    __slots__ = ("_on_commit", "_store", "_timeout", "_txn")
+    __slots__ = ("_db", "_lock", "_on_begin", "_on_commit", "_timeout", "_txn")
 
-    def __init__(self, store: SQLiteStore, on_commit: Callable[[Changes], None] | None,
-                 timeout: float | None) -> None:
-        self._store = store
-        self._on_commit = on_commit
-        self._timeout = timeout
+    def __init__(self, db: Database, lock: WriteLock | ReadOnlyLock,
+                 on_begin: Callable[[], object],
+                 on_commit: Callable[[Changes], None] | None, timeout: float | None) -> None:
+        self._db, self._lock, self._timeout = db, lock, timeout
+        self._on_begin, self._on_commit = on_begin, on_commit
 
     def __enter__(self) -> WriteTxn:
-        store = self._store
-        store.lock.take(self._timeout)
-        store._mutex.acquire()  # held until __exit__: the connection's transaction is ours
+        db = self._db
+        self._lock.take(self._timeout)
+        db.mutex.acquire()  # held until __exit__: the connection's transaction is ours
         try:
-            store._check_fork()
-            txn = WriteTxn(store)
-            store._conn.execute("BEGIN IMMEDIATE")
+            db.check_fork()
+            txn = WriteTxn(db)
+            db.conn.execute("BEGIN IMMEDIATE")
             # Nothing else can commit now: a file replaced since our last look is seen
             # before this transaction uses anything this process remembers of it.
-            store._incarnation_moved(False)  # may refuse (another embedder): rolled back
+            self._on_begin()  # may refuse (another embedder): rolled back
             if self._on_commit is not None:  # only the mirror needs the states
-                txn.changes.seq_before, txn.changes.token_before = store._state()
+                txn.changes.seq_before, txn.changes.token_before = db.state()
         except BaseException as exc:
             failure = self._rolled_back(exc)
-            store._mutex.release()
-            store.lock.release()
+            db.mutex.release()
+            self._lock.release()
             if failure is exc:
                 raise
             raise failure from None
@@ -130,14 +133,14 @@ class WriteBlock:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        store = self._store
+        db = self._db
         try:
             try:
                 if exc is None:
                     try:
                         if self._on_commit is not None:
-                            store._stamp_after(self._txn.changes)
-                        store._conn.execute("COMMIT")
+                            self._stamp_after(self._txn.changes)
+                        db.conn.execute("COMMIT")
                     except BaseException as failure:
                         translated = self._rolled_back(failure)
                         if translated is failure:
@@ -149,31 +152,43 @@ class WriteBlock:
                 else:
                     raise self._rolled_back(exc) from None
             finally:
-                store._mutex.release()
+                db.mutex.release()
             if self._on_commit is not None:
                 self._on_commit(self._txn.changes)
         finally:
-            store.lock.release()
+            self._lock.release()
+
+    def _stamp_after(self, changes: Changes) -> None:
+        """The state a transaction leaves, and ``PRAGMA data_version`` read inside it:
+        nobody else can commit until ours is done, and our own COMMIT does not change it,
+        so it is exactly the version at which the mirror (once updated) matches."""
+        rows = self._db.conn.execute(_STATE_AFTER).fetchall()
+        seq, token, version = rows[0] if len(rows) == 1 else (None, None, None)
+        if not isinstance(seq, int) or not isinstance(token, int):
+            raise CorruptCacheError(f"cache file {self._db.path!r} is corrupt (sync_state is "
+                                    "missing or not integers); delete it to start a new cache")
+        changes.seq_after, changes.token_after = seq, token
+        changes.data_version = version if isinstance(version, int) else None
 
     def _rolled_back(self, exc: BaseException) -> BaseException:
         """Roll back what is open; returns the exception to raise (driver errors
         translated, naming the file)."""
-        self._store._minute_open = None  # a minute opened by this transaction may be undone
-        conn = self._store._conn
+        self._db.minute_open = None  # a minute opened by this transaction may be undone
+        conn = self._db.conn
         if not conn.getautocommit():
             try:
                 conn.execute("ROLLBACK")
             except apsw.Error:
                 pass
-        return translate(exc, self._store.path) if isinstance(exc, apsw.Error) else exc
+        return translate(exc, self._db.path) if isinstance(exc, apsw.Error) else exc
 
 
 class WriteTxn:
     """The operations allowed inside :meth:`SQLiteStore.write`; records mirror changes."""
 
-    def __init__(self, store: SQLiteStore) -> None:
-        self._store = store
-        self._conn: Any = store._conn
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._conn: Any = db.conn
         self.changes = Changes()
         self._partitions: dict[tuple[str, str], int] = {}
 
@@ -231,7 +246,7 @@ class WriteTxn:
         if added:
             # The entry_codes rows are written later, in batches (see catch_up_codes).
             self.changes.added.extend(added)
-            self._store._codes_pending = True
+            self._db.codes_pending = True
             if ids[-1] - self.codes_through() > CODES_LAG_MAX:
                 self._catch_up_guarded()
         return ids
@@ -240,7 +255,7 @@ class WriteTxn:
 
     def codes_through(self) -> int:
         """The id up to which every entry with a code has its entry_codes row."""
-        return self._store._scalar(_CODES_THROUGH, "sync_state.codes_through")
+        return self._db.scalar(CODES_THROUGH, "sync_state.codes_through")
 
     def catch_up_codes(self, limit: int | None = None) -> int:
         """Write the entry_codes rows of the entries above ``codes_through`` (at most
@@ -258,7 +273,7 @@ class WriteTxn:
         else:  # everything above the mark is written: the mark covers every id
             top = self._conn.execute("SELECT max(id) FROM entries").fetchall()[0][0]
             mark = max(through, int(top or 0))
-            self._store._codes_pending = False
+            self._db.codes_pending = False
         if mark != through:
             self._conn.execute("UPDATE sync_state SET codes_through = ? WHERE id = 1", (mark,))
         return len(rows)
@@ -272,7 +287,7 @@ class WriteTxn:
                 self.catch_up_codes()
         except apsw.Error as exc:
             log.warning("semcache: %s: could not catch up the entry_codes table (%s); "
-                        "run `semcache vacuum` to repair it", self._store.path, exc)
+                        "run `semcache vacuum` to repair it", self._db.path, exc)
 
     def _insert_rows(self, rows: list[tuple[Any, ...]]) -> list[int]:
         """INSERT the rows; returns their ids. Inside our write transaction AUTOINCREMENT
@@ -360,7 +375,7 @@ class WriteTxn:
             "id IN (SELECT id FROM entries ORDER BY accessed_at, id LIMIT ?)", (count,)))
 
     def entry_count(self) -> int:
-        return self._store._scalar(
+        return self._db.scalar(
             "SELECT value FROM counters WHERE name = 'entries'", "counters.entries")
 
     def apply_access(self, updates: dict[int, AccessUpdate]) -> None:
@@ -418,9 +433,8 @@ class WriteTxn:
         if not rows:
             return
         minute = int((time.time() if at is None else at) // 60)
-        store = self._store
-        cursor = store._counter_cursor  # ours: the transaction holds the mutex
-        if minute != store._minute_open and not self._open_minute(cursor, minute, rows):
+        cursor = self._db.counter_cursor  # ours: the transaction holds the mutex
+        if minute != self._db.minute_open and not self._open_minute(cursor, minute, rows):
             return
         params: list[Any] = []
         for name, value in rows:
@@ -441,7 +455,7 @@ class WriteTxn:
             return False
         if minute != current:
             self._next_minute(cursor, current, minute)
-        self._store._minute_open = minute
+        self._db.minute_open = minute
         return True
 
     def _next_minute(self, cursor: Any, current: int | None, minute: int) -> None:
@@ -451,11 +465,11 @@ class WriteTxn:
             cursor.execute(f"DELETE FROM counters WHERE name GLOB '{_MINUTE_PREFIX}*'")
         cursor.execute("INSERT INTO counters (name, value) VALUES ('minute', ?) "
                        "ON CONFLICT (name) DO UPDATE SET value = excluded.value", (minute,))
-        store = self._store
-        if minute - store._series_pruned >= 60:
+        db = self._db
+        if minute - db.series_pruned >= 60:
             cursor.execute("DELETE FROM counter_minutes WHERE minute < ?",
                            (minute - SERIES_RETENTION_MINUTES,))
-            store._series_pruned = minute
+            db.series_pruned = minute
 
 
 __all__ = ["WriteBlock", "WriteTxn"]

@@ -1,5 +1,6 @@
-"""The semantic index: keeps the mmap'd code mirror in step with SQLite, searches it, and
-decides a semantic lookup by exact cosine.
+"""The SQLite engine's search: keeps the mmap'd code mirror in step with SQLite, scans it
+(or sqlite-vec's table, when the mirror cannot be trusted) and rescores the candidates by
+exact cosine (:meth:`SemanticIndex.nearest`, the engine's ``Store.nearest``).
 
 SQLite is the source of truth; the mirror (``<db>-codes``) is derived data. Every change the
 mirror must reflect bumps ``sync_state.change_seq`` and draws a new random
@@ -18,11 +19,11 @@ ms), or was left behind by a writer killed between COMMIT and its mirror update,
 hand-made SQL (rebuild under the write lock). Every committed entry is in the mirror, or the
 mirror is known stale.
 
-Candidates are only candidates: :meth:`SemanticIndex.best` re-reads them from SQLite and
-decides on exact cosine, so a stale or damaged mirror can cost a miss, never a wrong answer.
-Ids that vanished between the scan and the read (another process replaced or deleted the
-entry) trigger a fresh check and a rescan; the last retry runs under the write lock, where
-the mirror and SQLite cannot move apart.
+Candidates are only candidates: :meth:`SemanticIndex.nearest` re-reads them from SQLite and
+rescores them on their stored vectors, so a stale or damaged mirror can cost a miss, never a
+wrong answer. Ids that vanished between the scan and the read (another process replaced or
+deleted the entry) trigger a fresh check and a rescan; the last retry runs under the write
+lock, where the mirror and SQLite cannot move apart.
 """
 
 from __future__ import annotations
@@ -33,19 +34,20 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
-from semcache.errors import CorruptCacheError
-from semcache.kernels.mirror import CodeMirror, MirrorInvalid
-from semcache.kernels.projection import BinaryEncoder
-from semcache.store.base import Changes, EntryRow, LocalCodeSource, Store
-from semcache.store.codecs import decode_vector
+from semcache.store.base import Neighbours
+from semcache.store.rescore import DamagedVectors, rescore
+from semcache.store.sqlite import codes
+from semcache.store.sqlite.codes import Changes
+from semcache.store.sqlite.connection import Database
+from semcache.store.sqlite.locking import ReadOnlyLock, WriteLock
+from semcache.store.sqlite.mirror import CodeMirror, MirrorInvalid
 
 log = logging.getLogger("semcache")
 
-#: How many Hamming candidates are rescored with exact cosine.
-RESCORE_K = 16
 #: How long a reader waits for an in-flight writer to stamp the mirror before using SQL.
 _WRITER_GRACE_S = 0.05
 #: Rebuild (compact) the mirror when dead rows outnumber live ones beyond this.
@@ -70,74 +72,32 @@ def expires_u32(expires_at: float | None) -> int:
     return min(max(math.ceil(expires_at), 0), _NEVER_U32 - 1)
 
 
-def _expires_u32_array(expires: np.ndarray) -> np.ndarray:
+def expires_u32_array(expires: np.ndarray) -> np.ndarray:
+    """:func:`expires_u32` of float epoch seconds (NaN = never)."""
     out = np.full(expires.shape, _NEVER_U32, dtype=np.uint32)
     finite = ~np.isnan(expires)
     out[finite] = np.clip(np.ceil(expires[finite]), 0, _NEVER_U32 - 1).astype(np.uint32)
     return out
 
 
-Alive = Callable[[EntryRow, float], bool]
-#: Decides a candidate that passed the threshold (the near-miss guard, feedback).
-Accept = Callable[[EntryRow, float], bool]
-
-
-def make_search(store: Store, encoder: BinaryEncoder, *,
-                use_mirror: bool = True) -> SemanticIndex | StoreSearch:
-    """The search layer for ``store``: a shared code mirror when the engine's codes can be
-    mapped locally (SQLite), else the engine's own search (PostgreSQL)."""
-    if isinstance(store, LocalCodeSource):
-        return SemanticIndex(store, encoder, use_mirror=use_mirror)
-    return StoreSearch(store, encoder)
-
-
-def choose(ranked: list[tuple[EntryRow, float]], threshold: float, now: float, alive: Alive,
-           accept: Accept | None) -> tuple[EntryRow, float] | None:
-    """The most similar alive candidate at or above ``threshold`` that ``accept`` lets
-    through; ties go to the newest entry (the highest id)."""
-    above = sorted(((row, sim) for row, sim in ranked if sim >= threshold and alive(row, now)),
-                   key=lambda rs: (rs[1], rs[0].id), reverse=True)
-    for row, sim in above:
-        if accept is None or accept(row, sim):
-            return row, sim
-    return None
-
-
-class StoreSearch:
-    """Search done by the engine (in the server), rescored there by exact cosine."""
-
-    def __init__(self, store: Store, encoder: BinaryEncoder) -> None:
-        self._store = store
-        self.encoder = encoder
-        self.rebuilds = 0
-
-    def best(self, vector: np.ndarray, partition_id: int, now: float, threshold: float,
-             alive: Alive, accept: Accept | None = None) -> tuple[EntryRow, float] | None:
-        code = self.encoder.encode_unit(vector).tobytes()
-        ranked = self._store.search(code, vector, partition_id, now, RESCORE_K)
-        return choose(ranked, threshold, now, alive, accept)
-
-    def warmup(self) -> None:
-        """Nothing to map: the server holds the index."""
-
-    def rebuild_now(self) -> None:
-        """Nothing to rebuild: the server's index follows its table."""
-
-    def close(self) -> None:
-        """Nothing to release: connections belong to the store."""
-
-
 class SemanticIndex:
-    """Code mirror + SQL fallback + exact-cosine decision for one cache file."""
+    """Code mirror + SQL fallback + exact-cosine rescoring for one cache file.
 
-    def __init__(self, store: LocalCodeSource, encoder: BinaryEncoder | None = None, *,
-                 use_mirror: bool = True) -> None:
-        self._store = store
-        self.path = store.mirror_path
-        self._use_mirror = use_mirror and not store.readonly
+    ``settings`` reads the store's settings table as it is now (the store reads it again
+    when the file is replaced under this process): the mirror is kept once the file has
+    vectors (``db_uid`` is pinned with the embedder) and is tied to that ``db_uid``."""
+
+    def __init__(self, db: Database, lock: WriteLock | ReadOnlyLock,
+                 settings: Callable[[], dict[str, str]],
+                 mirror_path: str, damaged: DamagedVectors, *, use_mirror: bool = True) -> None:
+        self._db = db
+        self._lock_file = lock
+        self._settings = settings
+        self._damaged = damaged
+        self.path = mirror_path
+        self._use_mirror = use_mirror and not db.readonly
         self._mirror: CodeMirror | None = None
         self._lock = threading.RLock()
-        self._encoder = encoder
         self._checked: int | None = None  # data_version at which the mirror matched SQLite
         self._pid = os.getpid()
         self._backoff_until = 0.0
@@ -148,95 +108,65 @@ class SemanticIndex:
         self.rescans = 0
 
     @property
+    def keeps_mirror(self) -> bool:
+        """True when writes must bring the mirror in step (a file with vectors, a process
+        allowed to write the mirror)."""
+        return self._use_mirror and "db_uid" in self._settings()
+
+    @property
     def _uid(self) -> str:
         """The database's identity the mirror is tied to (read from the settings each
         time: a file replaced under this process has another one)."""
-        return self._store.settings["db_uid"]
+        return self._settings()["db_uid"]
 
-    @property
-    def encoder(self) -> BinaryEncoder:
-        """The file's binary encoder (built from its settings when not given)."""
-        if self._encoder is None:
-            s = self._store.settings
-            self._encoder = BinaryEncoder(int(s["dim"]), int(s.get("code_bits", "256")),
-                                          int(s["projection_seed"]))
-        return self._encoder
+    # -- the search -----------------------------------------------------------------------
 
-    # -- the decision ---------------------------------------------------------------------
+    def nearest(self, vector: np.ndarray, code: bytes, partition_id: int, now: float, k: int,
+                min_cosine: float | None = None) -> Neighbours:
+        """The ``k`` nearest codes of the partition, re-read from SQLite and rescored by
+        exact cosine on their stored vectors (``Store.nearest``).
 
-    def best(self, vector: np.ndarray, partition_id: int, now: float, threshold: float,
-             alive: Alive, accept: Accept | None = None) -> tuple[EntryRow, float] | None:
-        """The stored entry most similar to ``vector`` (unit float32, already validated) in
-        the partition, if its exact cosine reaches ``threshold``.
-
-        The ``RESCORE_K`` nearest codes are re-read from SQLite and rescored with exact
-        cosine on their stored vectors; the highest that ``accept`` (the near-miss guard)
-        lets through wins, a tie goes to the newest entry. ``alive(row, now)`` says whether
-        a row may be returned (expiry, pending refreshes).
-        A miss is only returned when nothing was committed between the scan and the read
-        (otherwise: look again; the last time under the write lock). Raises
-        CorruptCacheError for a candidate whose stored vector is damaged.
-        """
-        code = self.encoder.encode_unit(vector)
-        result = None
+        When no candidate reaches ``min_cosine``, the answer stands only if nothing was
+        committed between the scan and the read (otherwise: look again; the last time
+        under the write lock)."""
+        q = np.frombuffer(code, dtype=np.uint8)
+        found: Neighbours | None = None
         for attempt in range(_RESCANS + 1):
             if attempt == _RESCANS:
-                rows = self._fetch_locked(code, partition_id, now, threshold)
-                if rows is None:
-                    return result  # a long write holds the lock: keep the last decision
-                return self._decide(rows, vector, partition_id, now, threshold, alive, accept)
-            ids, from_mirror, version = self._candidate_ids(code, partition_id, now, threshold,
-                                                            fresh=attempt > 0)
-            rows = self._store.get_by_ids(ids, with_vector=True) if ids else []
+                rows = self._fetch_locked(q, partition_id, now, min_cosine, k)
+                if rows is None:  # a long write holds the lock: keep the last answer
+                    return found if found is not None else Neighbours([], [])
+                return self._rescored(rows, vector, partition_id)
+            ids, from_mirror, version = self._candidate_ids(q, partition_id, now, min_cosine,
+                                                            attempt > 0, k)
+            rows = codes.read_rows(self._db, ids, True) if ids else []
             if from_mirror and any(r.partition_id != partition_id for r in rows):
                 self._invalidate("rows of another partition")  # damaged: rebuild
                 continue
-            result = self._decide(rows, vector, partition_id, now, threshold, alive, accept)
-            if result is not None:
-                return result
-            if len(rows) == len(ids) and self._store.data_version() == version:
-                return None  # nothing moved between the check, the scan and the read
+            found = self._rescored(rows, vector, partition_id)
+            ranked = found.ranked
+            if ranked and (min_cosine is None or ranked[0][1] >= min_cosine):
+                return found  # a candidate may answer
+            if len(rows) == len(ids) and self._db.data_version() == version:
+                return found  # nothing moved between the check, the scan and the read
             self.rescans += 1  # an entry was replaced or added meanwhile: look again
-        return result
+        return found if found is not None else Neighbours([], [])
 
-    def _decide(self, rows: list[EntryRow], vector: np.ndarray, partition_id: int,
-                now: float, threshold: float, alive: Alive,
-                accept: Accept | None) -> tuple[EntryRow, float] | None:
-        rows = [r for r in rows if r.partition_id == partition_id and r.vector is not None
-                and alive(r, now)]
-        if not rows:
-            return None
-        size = 4 * vector.shape[0]
-        for row in rows:
-            if not isinstance(row.vector, bytes) or len(row.vector) != size:
-                raise CorruptCacheError(
-                    f"entry {row.id} of cache file {self._store.location!r} is corrupt (stored "
-                    f"vector is not {size} bytes); delete it (cache.delete({row.id})) or "
-                    "delete the file to start a new cache")
-        # One (k, dim) @ (dim,) product and one row-wise sum of squares; the k cosines are
-        # then finished in Python (k <= 16: cheaper than more numpy calls).
-        m = decode_vector(b"".join([r.vector for r in rows])).reshape(len(rows), -1)  # type: ignore[misc]
-        m = m.astype(np.float64)
-        q = vector.astype(np.float64)
-        qq = float(q @ q)
-        ranked = []
-        for row, dot, ss in zip(rows, (m @ q).tolist(), np.einsum("ij,ij->i", m, m).tolist(),
-                                strict=True):
-            # Never trust a stored norm: divide by both (a zero or non-finite vector never hits).
-            sim = dot / math.sqrt(ss * qq) if ss > 0.0 and qq > 0.0 else -1.0
-            ranked.append((row, min(max(sim, -1.0), 1.0) if math.isfinite(sim) else -1.0))
-        return choose(ranked, threshold, now, alive, accept)
+    def _rescored(self, rows: list[Any], vector: np.ndarray, partition_id: int) -> Neighbours:
+        return rescore([r for r in rows if r.partition_id == partition_id], vector,
+                       self._damaged)
 
     def _fetch_locked(self, code: np.ndarray, partition_id: int, now: float,
-                      threshold: float) -> list[EntryRow] | None:
+                      min_cosine: float | None, k: int) -> list[Any] | None:
         """The last look: under the write lock nothing can commit between scan and read.
         None when the lock is not free soon (a long write)."""
-        lock = self._store.lock
+        lock = self._lock_file
         if not lock.acquire(timeout=_LOCKED_RESCAN_WAIT_S):
             return None
         try:
-            ids, from_mirror, _ = self._candidate_ids(code, partition_id, now, threshold, True)
-            rows = self._store.get_by_ids(ids, with_vector=True) if ids else []
+            ids, from_mirror, _ = self._candidate_ids(code, partition_id, now, min_cosine, True,
+                                                      k)
+            rows = codes.read_rows(self._db, ids, True) if ids else []
             if from_mirror and len(rows) < len(ids):
                 self._invalidate("ids missing from SQLite at the same state")
             return rows
@@ -255,7 +185,7 @@ class SemanticIndex:
 
     def _candidate_ids(self, code: np.ndarray, partition_id: int, now: float,
                        min_cosine: float | None, fresh: bool,
-                       k: int = RESCORE_K) -> tuple[list[int], bool, int]:
+                       k: int) -> tuple[list[int], bool, int]:
         """(ids, whether they came from the mirror, data_version read before the scan)."""
         code = np.ascontiguousarray(code, dtype=np.uint8)
         with self._lock:
@@ -269,8 +199,8 @@ class SemanticIndex:
                     return [i for i, _ in found], True, version
                 except MirrorInvalid as exc:
                     self._invalidate(str(exc))
-        version = self._store.data_version()
-        found = self._store.knn(code.tobytes(), partition_id, now, k)
+        version = self._db.data_version()
+        found = codes.knn(self._db, code.tobytes(), partition_id, now, k)
         return [i for i, _ in found], False, version
 
     # -- freshness ------------------------------------------------------------------------
@@ -278,13 +208,13 @@ class SemanticIndex:
     def _usable(self, fresh: bool) -> tuple[CodeMirror | None, int]:
         """(the mirror if it matches SQLite's current state, else None: search in SQL;
         the data_version it was checked at)."""
-        if not self._use_mirror or time.monotonic() < self._backoff_until:
+        if not self.keeps_mirror or time.monotonic() < self._backoff_until:
             return None, -1
         if os.getpid() != self._pid:  # a forked child: its connection counts anew
             self._pid, self._checked = os.getpid(), None
         mirror = self._mirror
         if mirror is not None and not fresh and self._checked is not None:
-            version = self._store.data_version()
+            version = self._db.data_version()
             if version == self._checked and mirror.size_ok() and mirror.header_unchanged():
                 return mirror, version  # nothing committed elsewhere, nothing touched it
         return self._refresh(), self._checked if self._checked is not None else -1
@@ -294,8 +224,8 @@ class SemanticIndex:
         deadline = time.monotonic() + _WRITER_GRACE_S
         reread = False
         while True:
-            version = self._store.data_version()
-            state = self._store.sync_state()
+            version = self._db.data_version()
+            state = codes.sync_state(self._db)
             mirror = self._current()
             if mirror is not None and mirror.state == state:
                 self._checked = version
@@ -303,7 +233,7 @@ class SemanticIndex:
             if mirror is not None and mirror.seq > state[0] and not reread:
                 reread = True  # a writer may have committed and stamped after our read
                 continue
-            lock = self._store.lock
+            lock = self._lock_file
             if lock.acquire(timeout=0):
                 try:  # no writer at work: the mirror is stale for good, rebuild it now
                     return self._rebuild_if_stale()
@@ -320,9 +250,9 @@ class SemanticIndex:
 
     def _rebuild_if_stale(self) -> CodeMirror | None:
         """Under the write lock: use the mirror if it matches, else rebuild it."""
-        version = self._store.data_version()
+        version = self._db.data_version()
         mirror = self._current()
-        if mirror is not None and mirror.state == self._store.sync_state():
+        if mirror is not None and mirror.state == codes.sync_state(self._db):
             self._checked = version
             return mirror
         mirror = self.rebuild()
@@ -367,13 +297,13 @@ class SemanticIndex:
 
     def rebuild(self) -> CodeMirror | None:
         """Write a fresh mirror from SQLite (caller holds the write lock)."""
-        ids, parts, expires, codes, seq, token = self._store.code_rows()
+        ids, parts, expires, code_bytes, seq, token = codes.code_rows(self._db)
         self._close_map()
         self._checked = None
         try:
             self._mirror = CodeMirror.create(
-                self.path, self._uid, (seq, token), ids, parts, _expires_u32_array(expires),
-                codes)
+                self.path, self._uid, (seq, token), ids, parts, expires_u32_array(expires),
+                code_bytes)
         except OSError as exc:
             self._publish_failed(exc)
             return None
@@ -459,18 +389,18 @@ class SemanticIndex:
 
     def warmup(self) -> None:
         """Map the mirror (building it if it is stale) ahead of the first search."""
-        if self._use_mirror:
+        if self.keeps_mirror:
             with self._lock:
                 self._usable(fresh=True)
 
     def rebuild_now(self) -> None:
         """Rebuild the mirror from the database (after a vacuum)."""
-        if self._use_mirror and self._store.lock.acquire():
+        if self.keeps_mirror and self._lock_file.acquire():
             try:
                 with self._lock:
                     self.rebuild()
             finally:
-                self._store.lock.release()
+                self._lock_file.release()
 
     def close(self) -> None:
         """Unmap the mirror."""

@@ -13,16 +13,18 @@ import sys
 import time
 from typing import Any
 
-from semcache import cli_format as fmt
-from semcache.cli_common import CLIError, answer_text, open_cache
+import semcache
+from semcache.cli import output as fmt
+from semcache.cli.common import CLIError, answer_text, open_cache
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    with open_cache(args.path) as cache:
+    with open_cache(args) as cache:
         stats = cache.stats()
         settings = cache.settings
-        namespaces = [{"namespace": n.namespace, "entries": n.entries, "expired": n.expired,
-                       "hits": n.hits, "bytes": n.bytes} for n in cache.namespaces()]
+        namespaces: list[dict[str, Any]] = [{"namespace": n.namespace, "entries": n.entries, "expired": n.expired,
+                                              "hits": n.hits, "bytes": n.bytes}
+                                             for n in cache.namespaces()]
     if args.json:
         fmt.print_json({"path": args.shown, "stats": stats, "settings": settings,
                         "namespaces": namespaces})
@@ -69,11 +71,11 @@ def _model_of(metadata: dict[str, Any] | None) -> str | None:
 def cmd_ls(args: argparse.Namespace) -> int:
     now = time.time()
     expired = True if args.expired else (False if args.live else None)
-    with open_cache(args.path) as cache:
+    with open_cache(args) as cache:
         total = cache.count(namespace=args.namespace, expired=expired)
         entries = cache.entries(namespace=args.namespace, expired=expired, order=args.sort,
                                 limit=None if args.limit == 0 else args.limit)
-    items = [{
+    items: list[dict[str, Any]] = [{
         "id": e.id, "namespace": e.namespace, "scope": e.scope, "prompt": e.prompt,
         "hits": e.hits, "tokens": e.tokens, "size": e.size, "created_at": e.created_at,
         "accessed_at": e.accessed_at, "expires_at": e.expires_at,
@@ -107,7 +109,7 @@ def _terminal_width() -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     now = time.time()
-    with open_cache(args.path) as cache:
+    with open_cache(args) as cache:
         entry = cache.entry(args.id)
         if entry is None:
             raise CLIError(f"no entry with id {args.id} in {args.shown!r}")
@@ -158,7 +160,7 @@ def _print_entry(rec: dict[str, Any], now: float) -> None:
 
 
 def cmd_get(args: argparse.Namespace) -> int:
-    with open_cache(args.path) as cache:
+    with open_cache(args) as cache:
         namespace = args.namespace if args.namespace is not None else cache.namespace
         threshold = cache.threshold(namespace)
         hit = cache.find(args.text, namespace=namespace, exact_only=args.exact_only)
@@ -186,14 +188,12 @@ def cmd_get(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from semcache.verify import verify
-
-    result = verify(args.path)
+    result = semcache.verify(args.path)
     ok = bool(result["ok"])
     if args.json:
         fmt.print_json(result)
     else:
-        print(f"{args.shown}: {'OK' if ok else 'PROBLEMS FOUND'}")
+        print(f"{result['path']}: {'OK' if ok else 'PROBLEMS FOUND'}")
         for key, value in result.items():
             if key in ("ok", "path"):
                 continue

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from semcache import cli_format as fmt
+from semcache.cli import output as fmt
 
 _TOPICS = ("billing", "login", "backups", "search", "exports", "alerts", "invoices", "webhooks")
 
@@ -57,13 +57,13 @@ def run_bench(entries: int = 2000, queries: int = 500, embedder: str = "hashing"
     """Fill a temporary cache with ``entries`` prompts and time ``queries`` lookups of each
     kind: exact hits, semantic hits by vector, semantic hits by text (embedding included),
     and misses. Returns the rows of the table (microseconds)."""
-    from semcache.cache import Cache
+    import semcache
 
     entries = max(entries, 1)
     rng = random.Random(seed)
     with tempfile.TemporaryDirectory(prefix="semcache-bench-") as tmp:
         path = os.path.join(tmp, "bench.db")
-        cache = Cache(path, embedder=embedder, ttl=None, max_entries=None)
+        cache = semcache.open(path, embedder=embedder, ttl=None, max_entries=None)
         try:
             prompts = [_prompt(i) for i in range(entries)]
             t0 = time.perf_counter()

@@ -1,8 +1,8 @@
 """The read side of a code mirror: mapping the file, its header, search and verification.
 
-:class:`MirrorMap` maps a file of :mod:`semcache.kernels.mirror_format` and answers
-searches; :class:`semcache.kernels.mirror.CodeMirror` adds creating files and the writer
-operations. See :mod:`semcache.kernels.mirror` for the design.
+:class:`MirrorMap` maps a file of :mod:`semcache.store.sqlite.mirror_format` and answers
+searches; :class:`semcache.store.sqlite.mirror.CodeMirror` adds creating files and the writer
+operations. See :mod:`semcache.store.sqlite.mirror` for the design.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ from semcache.kernels.hamming import (
     half_distance_cut,
     note_scan_time,
 )
-from semcache.kernels.mirror_format import (
+from semcache.kernels.scan import topk
+from semcache.store.sqlite.mirror_format import (
     CODE_BYTES,
     CRC,
     EXPIRES_NEVER,
@@ -42,7 +43,6 @@ from semcache.kernels.mirror_format import (
     pack_header,
     row_hashes,
 )
-from semcache.kernels.scan import topk
 
 log = logging.getLogger("semcache")
 
@@ -406,12 +406,6 @@ class MirrorMap:
     def close(self) -> None:
         """Unmap the file. Idempotent."""
         self._release_map()
-
-    def __enter__(self) -> MirrorMap:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return (f"CodeMirror({self._path!r}, count={self._count}, "

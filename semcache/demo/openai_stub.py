@@ -38,7 +38,7 @@ Usage::
         client.chat.completions.create(model="stub", messages=[...])
         assert len(server.chat_requests) == 1
 
-Run ``python -m semcache.stub_server --port 8000`` to serve it from a terminal.
+Run ``python -m semcache.demo.openai_stub --port 8000`` to serve it from a terminal.
 Only the Python standard library is used, and it binds 127.0.0.1 only.
 """
 
@@ -53,9 +53,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
-from semcache.stub_payloads import (
+from semcache.demo.openai_payloads import (
     chat_chunks,
     chat_completion,
     response_events,
@@ -292,9 +292,10 @@ class StubOpenAIServer:
 
 
 class _Handler(BaseHTTPRequestHandler):
-    """Request handler; ``stub`` is bound by :meth:`StubOpenAIServer.start`."""
+    """Request handler; :meth:`StubOpenAIServer.start` serves a subclass bound to it."""
 
-    stub: StubOpenAIServer
+    #: The server this handler answers for (set on the subclass made in ``start``).
+    stub: StubOpenAIServer = cast("StubOpenAIServer", None)
     protocol_version = "HTTP/1.1"  # keep-alive + chunked streaming, like the real API
     # Headers and body go out in separate writes: without TCP_NODELAY, Nagle's algorithm
     # holds the body until the client's delayed ACK (~40 ms per answer on Linux).

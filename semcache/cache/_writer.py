@@ -1,4 +1,6 @@
-"""Batched effects of reads: access times, hit counts, sliding expiry, shared counters.
+"""The write gateway of a cache: every write goes through :class:`Writer`, which also
+carries the batched effects of reads (access times, hit counts, sliding expiry, shared
+counters) into the next transaction.
 
 A hit must stay a read: writing ``accessed_at`` and a counter on every hit would make every
 reader a writer, serialized behind the cross-process write lock. Hits are therefore
@@ -24,7 +26,7 @@ from contextlib import contextmanager
 from typing import TypeVar
 
 from semcache.errors import CacheFileError
-from semcache.store.base import AccessUpdate, Changes, EntryRow, Store, StoreTxn
+from semcache.store.base import AccessUpdate, EntryRow, Store, StoreTxn
 
 log = logging.getLogger("semcache")
 
@@ -38,9 +40,9 @@ _HIT_COUNTERS = {"exact": "exact_hits", "semantic": "semantic_hits"}
 MAX_PENDING = 100_000
 
 
-class BatchedWrite:
-    """One write transaction that also carries the pending batch; ``count`` adds counters
-    that commit (or roll back) with the transaction."""
+class Write:
+    """One write transaction (``txn``) that also carries the pending batch; ``count`` adds
+    counters that commit (or roll back) with the transaction."""
 
     def __init__(self, txn: StoreTxn) -> None:
         self.txn = txn
@@ -51,19 +53,15 @@ class BatchedWrite:
             self.counts[name] = self.counts.get(name, 0) + value
 
 
-class HitBatcher:
-    """Pending access updates and counters of one :class:`~semcache.Cache`."""
+class Writer:
+    """Every write of one :class:`~semcache.Cache` (:meth:`write`, :meth:`run`), and its
+    pending access updates and counters. Every flush of the batch also runs the engine's
+    upkeep (``Store.upkeep``: SQLite's sqlite-vec rows), which never waits for the write
+    lock; nothing runs it on an idle timer, so an idle cache writes nothing."""
 
-    def __init__(self, store: Store, on_commit: Callable[[Changes], None] | None,
-                 clock: Callable[[], float],
-                 background: Callable[[], object] | None = None) -> None:
+    def __init__(self, store: Store, clock: Callable[[], float]) -> None:
         self._store = store
-        self._on_commit = on_commit
         self._clock = clock
-        # Deferred derived work of the engine (SQLite: entry_codes rows). It rides on
-        # flushes (writes that happen anyway) and never waits for the write lock; an idle
-        # cache with nothing pending writes nothing (docs/reliability.md).
-        self._background = background
         self._lock = threading.Lock()
         self._access: dict[int, AccessUpdate] = {}
         self._counts: dict[str, int] = {}
@@ -73,7 +71,7 @@ class HitBatcher:
         self._timer: _FlushTimer | None = None
         self._timer_running = False
         self._stopped = False
-        _BATCHERS.add(self)
+        _WRITERS.add(self)
 
     # -- recording -----------------------------------------------------------------------
 
@@ -167,54 +165,58 @@ class HitBatcher:
                         self._store.location, n)
 
     @contextmanager
-    def write(self, timeout: float | None = None) -> Iterator[BatchedWrite]:
+    def write(self, timeout: float | None = None) -> Iterator[Write]:
         """A store write transaction carrying the pending batch; on failure the batch is
         put back for the next attempt and the transaction's own counts are dropped."""
         epoch = self._epoch
         access, counts = self._take()
         try:
-            with self._store.write(on_commit=self._on_commit, timeout=timeout) as txn:
-                if access and epoch == self._epoch:
-                    txn.apply_access(access)
-                batch = BatchedWrite(txn)
+            with self._store.write(timeout=timeout) as txn:
+                batch = self._begin(txn, access, epoch)
                 yield batch
-                merged = dict(counts)
-                for name, value in batch.counts.items():
-                    merged[name] = merged.get(name, 0) + value
-                txn.add_counters(merged, self._clock())
+                self._end(batch, counts)
         except BaseException:
             self._restore(access, counts, epoch)
             raise
-        self._last_flush = self._clock()
+        self._written()
 
-    def run(self, work: Callable[[BatchedWrite], T], timeout: float | None = None) -> T:
+    def run(self, work: Callable[[Write], T], timeout: float | None = None) -> T:
         """``work`` inside :meth:`write`'s transaction; returns what it returns. The same
-        as ``with batcher.write() as w: return work(w)`` without a generator-based context
+        as ``with writer.write() as w: return work(w)`` without a generator-based context
         manager around it (puts come this way)."""
         epoch = self._epoch
         access, counts = self._take()
         try:
-            with self._store.write(on_commit=self._on_commit, timeout=timeout) as txn:
-                if access and epoch == self._epoch:
-                    txn.apply_access(access)
-                batch = BatchedWrite(txn)
+            with self._store.write(timeout=timeout) as txn:
+                batch = self._begin(txn, access, epoch)
                 result = work(batch)
-                merged = dict(counts)
-                for name, value in batch.counts.items():
-                    merged[name] = merged.get(name, 0) + value
-                txn.add_counters(merged, self._clock())
+                self._end(batch, counts)
         except BaseException:
             self._restore(access, counts, epoch)
             raise
-        self._last_flush = self._clock()
+        self._written()
         return result
 
-    def background(self) -> None:
+    def _begin(self, txn: StoreTxn, access: dict[int, AccessUpdate], epoch: int) -> Write:
+        if access and epoch == self._epoch:  # else taken before the cache was replaced
+            txn.apply_access(access)
+        return Write(txn)
+
+    def _end(self, batch: Write, counts: dict[str, int]) -> None:
+        merged = dict(counts)
+        for name, value in batch.counts.items():
+            merged[name] = merged.get(name, 0) + value
+        batch.txn.add_counters(merged, self._clock())  # this minute of the time series
+
+    def _written(self) -> None:
+        self._last_flush = self._clock()
+
+    def upkeep(self) -> None:
         """The engine's deferred work, if any (done by every flush; never raises)."""
-        if self._background is None:
+        if not self._store.upkeep_due:
             return
         try:
-            self._background()
+            self._store.upkeep()
         except CacheFileError as exc:
             log.debug("semcache: %s: deferred index work postponed (%s)",
                       self._store.location, exc)
@@ -233,7 +235,7 @@ class HitBatcher:
                     pass
             finally:
                 self._store.lock.release()
-        self.background()
+        self.upkeep()
         return True
 
     def maybe_flush(self, now: float) -> None:
@@ -262,7 +264,7 @@ class HitBatcher:
     def _ensure_timer(self) -> None:
         """Start the flush timer of this process unless it runs (``_timer_running`` is the
         cheap check on every hit: the timer clears it when it ends, and a forked child's
-        batchers are reset by :func:`_after_fork`, since the child has no threads)."""
+        writers are reset by :func:`_after_fork`, since the child has no threads)."""
         with self._lock:
             if self._timer_running or self._stopped:
                 return
@@ -287,44 +289,44 @@ class _FlushTimer(threading.Thread):
     """Writes a due batch of hit effects even when the process makes no further call.
     With nothing pending it writes nothing (the engine's deferred work rides on flushes)."""
 
-    def __init__(self, batcher: HitBatcher) -> None:
+    def __init__(self, writer: Writer) -> None:
         super().__init__(name="semcache-flush", daemon=True)
         self.pid = os.getpid()
         # A weak reference: a cache dropped without close() must not be kept alive by this.
-        self._batcher = weakref.ref(batcher)
+        self._writer = weakref.ref(writer)
         self._stopped = threading.Event()
 
     def run(self) -> None:
         try:
             while not self._stopped.wait(FLUSH_INTERVAL):
-                batcher = self._batcher()
-                if batcher is None:
+                writer = self._writer()
+                if writer is None:
                     return
-                if batcher.pending:
-                    batcher.try_flush()
-                del batcher
+                if writer.pending:
+                    writer.try_flush()
+                del writer
         except Exception as exc:  # noqa: BLE001 - the next hit starts a new timer
             log.warning("semcache: the batched-hit flush timer stopped (%s)", exc)
         finally:
-            batcher = self._batcher()
-            if batcher is not None and batcher._timer is self:
-                batcher._timer_running = False
+            writer = self._writer()
+            if writer is not None and writer._timer is self:
+                writer._timer_running = False
 
     def stop(self) -> None:
         self._stopped.set()
 
 
-#: Every live batcher of this process, so that a forked child can reset their timers.
-_BATCHERS: weakref.WeakSet[HitBatcher] = weakref.WeakSet()
+#: Every live writer of this process, so that a forked child can reset their timers.
+_WRITERS: weakref.WeakSet[Writer] = weakref.WeakSet()
 
 
 def _after_fork() -> None:
-    for batcher in list(_BATCHERS):
-        batcher._forked()
+    for writer in list(_WRITERS):
+        writer._forked()
 
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork)
 
 
-__all__ = ["FLUSH_INTERVAL", "BatchedWrite", "HitBatcher"]
+__all__ = ["FLUSH_INTERVAL", "Write", "Writer"]

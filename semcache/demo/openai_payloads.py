@@ -1,4 +1,4 @@
-"""What the local stub server (:mod:`semcache.stub_server`) answers, as JSON payloads.
+"""What the local stub server (:mod:`semcache.demo.openai_stub`) answers, as JSON payloads.
 
 Builds ``chat.completion`` objects and their stream chunks, and Responses API
 ``response`` objects and their stream events, the way the OpenAI API does, from the
