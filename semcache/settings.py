@@ -8,8 +8,8 @@ Two kinds of settings live in the ``settings`` table:
   (``embedder``, ``dim``) and the file's identity (``db_uid``). Set once at creation
   (:func:`resolve_identity`); an argument that disagrees raises, because vectors from
   another model or projection cannot be compared with the stored ones.
-* tunable: ``similarity_threshold``, ``max_entries``, ``ttl``, ``refresh_on_access``,
-  ``store_prompts``, ``namespace``, ``guard``; and per-namespace thresholds
+* tunable: ``similarity_threshold``, ``max_entries``, ``max_bytes``, ``ttl``,
+  ``refresh_on_access``, ``store_prompts``, ``namespace``, ``guard``; and per-namespace thresholds
   (``threshold:<namespace>``). An argument passed to ``open`` is stored, so every
   process that opens the file later shares it (as diskcache does); an omitted one is
   read from the file (:class:`CacheSettings`).
@@ -58,6 +58,7 @@ from semcache.validation import (
     UNSET,
     check_bool,
     check_dim,
+    check_max_bytes,
     check_max_entries,
     check_namespace,
     check_seed,
@@ -109,6 +110,7 @@ class Tunables:
     store_prompts: bool
     namespace: str
     guard: bool = True
+    max_bytes: int | None = None  # what the entries may occupy (store.base.entry_size)
 
 
 _CHECKS: dict[str, Callable[[Any], Any]] = {
@@ -119,6 +121,7 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "store_prompts": lambda v: check_bool(v, "store_prompts"),
     "namespace": check_namespace,
     "guard": lambda v: check_bool(v, "guard"),
+    "max_bytes": check_max_bytes,
 }
 _DEFAULTS: dict[str, Any] = {
     "similarity_threshold": None,
@@ -128,6 +131,7 @@ _DEFAULTS: dict[str, Any] = {
     "store_prompts": True,
     "namespace": DEFAULT_NAMESPACE,
     "guard": True,
+    "max_bytes": None,
 }
 #: Names of the tunables (stored in the settings table under these names).
 TUNABLES = tuple(_DEFAULTS)
@@ -264,7 +268,8 @@ class CacheSettings:
             "path": path, "embedder": identity.name, "dim": identity.dim,
             "code_bits": CODE_BITS, "projection_seed": stored.get("projection_seed"),
             "similarity_threshold": self.default_threshold(), "max_entries": t.max_entries,
-            "ttl": t.ttl, "namespace": t.namespace, "refresh_on_access": t.refresh_on_access,
+            "max_bytes": t.max_bytes, "ttl": t.ttl, "namespace": t.namespace,
+            "refresh_on_access": t.refresh_on_access,
             "store_prompts": t.store_prompts, "guard": t.guard, "hash_only": hash_only,
             "namespace_thresholds": self.namespace_thresholds(),
         }
