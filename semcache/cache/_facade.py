@@ -37,7 +37,7 @@ from semcache.kernels.projection import BinaryEncoder, validate_vector, validate
 from semcache.keys import PromptKeyMemo, prompt_key_hash, request_key_hash, vector_key_hash
 from semcache.settings import CacheSettings, check_same_pin, resolve_identity
 from semcache.store import open_store
-from semcache.store.base import EntryFilter, EntryOrder, NamespaceSummary, Verdict
+from semcache.store.base import EntryFilter, EntryOrder, NamespaceSummary, VacuumProgress, Verdict
 from semcache.validation import (
     UNSET,
     check_bool,
@@ -504,12 +504,16 @@ class Cache:
 
     # -- stats, lifecycle ---------------------------------------------------------------------------
 
-    def vacuum(self) -> dict[str, int]:
+    def vacuum(self, progress: VacuumProgress | None = None) -> dict[str, int]:
         """Purge expired entries, repair the engine's derived data after hand-made SQL,
-        compact the storage and rebuild its indexes. Returns what was done."""
+        compact the storage and rebuild its indexes. Returns what was done.
+        ``progress(step, done, steps)`` is called as each step starts, and at the end."""
+        tell = progress or (lambda step, done, steps: None)
+        tell("purging expired entries", 0, 0)
         expired = self.purge_expired()
         with self._gate:
-            return {"expired": expired, **self._store.vacuum()}
+            return {"expired": expired, **self._store.vacuum(
+                lambda step, done, steps: tell(step, done + 1, steps + 1))}
 
     def flush(self) -> None:
         """Write batched access times, hit counts and counters now (raises on failure)."""

@@ -32,6 +32,10 @@ import numpy as np
 #: How long the per-minute counters (:meth:`Store.counter_history`) are kept: 30 days.
 SERIES_RETENTION_MINUTES = 30 * 24 * 60
 
+#: ``progress(step, done, steps)`` of a vacuum: called as each step starts (``done`` steps
+#: finished out of ``steps``) and once at the end (``done == steps``).
+VacuumProgress = Callable[[str, int, int], None]
+
 #: Orders of :meth:`Store.list_entries`.
 EntryOrder = Literal["id", "newest", "oldest", "hits", "accessed"]
 
@@ -385,9 +389,9 @@ class Store(Protocol):
         and for SQLite ``mirror`` and ``vec0``) and the problems found. Changes nothing."""
         ...
 
-    def vacuum(self) -> dict[str, int]:
+    def vacuum(self, progress: VacuumProgress | None = None) -> dict[str, int]:
         """Repair derived data after hand-made changes, compact storage, rebuild indexes;
-        returns the repairs made."""
+        returns the repairs made. ``progress(step, done, steps)``: see VacuumProgress."""
         ...
 
     def drop(self, *, if_empty: bool = False) -> None:
@@ -416,4 +420,4 @@ def accept_incarnation(store: Store, token: str | None, settings: dict[str, str]
 
 __all__ = ["ENTRY_FIXED_BYTES", "SERIES_RETENTION_MINUTES", "AccessUpdate", "EntryFilter", "EntryOrder", "EntryRecord", "EntryRow",
            "NamespaceSummary", "Neighbours", "NewEntry", "Store", "StoreLock", "StoreTxn",
-           "Verdict", "accept_incarnation", "entry_size"]
+           "VacuumProgress", "Verdict", "accept_incarnation", "entry_size"]
