@@ -98,13 +98,17 @@ def _keys_in(dst: Cache) -> set[bytes]:
 
 def open_target(src: Cache, dst: str, embedder: str) -> Cache:
     """DST pinned to ``embedder``: created with SRC's carried settings, or an existing
-    cache (an interrupted run's) that must already be pinned to that embedder."""
+    cache (an interrupted run's) that must already be pinned to that embedder. It keeps
+    the prompts it is given while the copy runs (``store_prompts=True``; SRC's own value
+    is written once the copy is complete): a prompt SRC kept is what DST's next reembed
+    would need, and nothing SRC did not hold is stored."""
     if not isinstance(embedder, str) or not embedder:
         raise ConfigurationError(f"embedder must be an embedder name; got {embedder!r}")
     try:
-        target = semcache.open(dst, create=False, embedder=embedder)
+        target = semcache.open(dst, create=False, embedder=embedder, store_prompts=True)
     except semcache.CacheNotFoundError:
-        return semcache.open(dst, embedder=embedder, **_carried_settings(src))
+        return semcache.open(dst, embedder=embedder,
+                             **{**_carried_settings(src), "store_prompts": True})
     if target.embedder_name is None or target.hash_only:
         target.close()
         raise ConfigurationError(f"{dst!r} exists but has no embedder; reembed writes into a "
@@ -162,6 +166,9 @@ def reembed(source: str, target: str, embedder: str, *, batch_size: int = DEFAUL
                     progress(done, report.total)
         finally:
             dst.close()
+        # The copy is complete: DST takes SRC's prompt policy for what it stores next.
+        semcache.open(target, store_prompts=_carried_settings(src).get(
+            "store_prompts", True)).close()
     report.seconds = time.monotonic() - started
     return report
 

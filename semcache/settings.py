@@ -340,16 +340,22 @@ def _default_embedder(location: str) -> Any:
 
         missing = default_missing()
         # One warning (not a log line as well: with logging unconfigured both reach stderr).
-        # TODO(issue 24): once `semcache reembed SRC DST --embedder minilm` exists, say
-        # here how to move a file created this way to MiniLM.
         warnings.warn(
             f"semcache: creating {location!r} with the 'hashing' embedder: the default "
             f"embedder (MiniLM) needs {'; and '.join(missing) or 'its runtime and weights'}. "
-            "Paraphrases will rarely hit, and the file keeps this embedder for good: install "
-            "what is missing before creating the file, or pass embedder=... explicitly "
-            "(embedder='hashing' silences this warning).", UserWarning,
+            "Paraphrases will rarely hit, and the cache stays pinned to this embedder: "
+            "install what is missing, then move it with `semcache reembed "
+            f"{_shell_word(location)} NEW_CACHE --embedder minilm`; or pass embedder=... "
+            "explicitly (embedder='hashing' silences this warning).", UserWarning,
             stacklevel=_outside_semcache())
     return get_embedder(name)
+
+
+def _shell_word(location: str) -> str:
+    """``location`` as one word of a shell command line (a URL without its password)."""
+    import shlex
+
+    return shlex.quote(location)
 
 
 def _outside_semcache() -> int:
