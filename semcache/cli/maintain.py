@@ -74,9 +74,10 @@ def cmd_vacuum(args: argparse.Namespace) -> int:
         started = time.monotonic()
 
         def step(name: str, number: int, steps: int) -> None:
-            bar.total = steps
+            bar.total = steps or None
             bar.set_description_str(f"vacuum: {name}", refresh=False)
             bar.update(number - bar.n)
+            bar.refresh()  # a handful of steps, each drawn as it starts
 
         done = cache.vacuum(progress=step)
         seconds = time.monotonic() - started
