@@ -59,10 +59,13 @@ class Queries:
             f"SELECT (minute / %(step)s::bigint) * %(step)s::bigint, name, sum(value)::bigint "
             f"FROM {t['counter_minutes']} WHERE minute >= %(since)s::bigint GROUP BY 1, 2")
         crc = zlib.crc32(schema.encode())
-        self.entry_bytes = (
-            f"SELECT pg_advisory_xact_lock({BYTES_LOCK_CLASS}, "
-            f"{crc - (1 << 32) if crc >= 1 << 31 else crc}), (SELECT coalesce(sum(value), 0)"
-            f"::bigint FROM {t['counters']} WHERE name = 'bytes')")
+        # Two statements: under READ COMMITTED a statement's snapshot is taken when it
+        # starts, so a read in the statement that waits for the lock could miss the
+        # commit of the writer it waited for.
+        self.bytes_lock = (f"SELECT pg_advisory_xact_lock({BYTES_LOCK_CLASS}, "
+                           f"{crc - (1 << 32) if crc >= 1 << 31 else crc})")
+        self.entry_bytes = (f"SELECT coalesce(sum(value), 0)::bigint FROM {t['counters']} "
+                            "WHERE name = 'bytes'")
         self.entry_count = (f"SELECT coalesce(sum(value), 0)::bigint FROM {t['counters']} "
                             "WHERE name = 'entries'")
         self.partition_size = (f"SELECT coalesce(sum(entries), 0)::bigint FROM "

@@ -88,6 +88,8 @@ class PgWriteTxn:
         #: Counts added by :meth:`add_counters`, for the minute ``_minute`` (time series).
         self._series: dict[str, int] = defaultdict(int)
         self._minute = 0
+        #: The max_bytes lock is held (see :meth:`entry_bytes`).
+        self._bytes_locked = False
 
     # -- bookkeeping --------------------------------------------------------------------
 
@@ -314,8 +316,11 @@ class PgWriteTxn:
         """The committed byte total plus this transaction's own changes, read under an
         advisory lock held to COMMIT: every writer that enforces ``max_bytes`` sees the
         others' totals (counts are added to the shards just before COMMIT)."""
+        if not self._bytes_locked:
+            self.conn.execute(self._q.bytes_lock)
+            self._bytes_locked = True
         row = self.conn.execute(self._q.entry_bytes).fetchone()
-        return int(row[1] if row else 0) + self._counts.get("bytes", 0)
+        return int(row[0] if row else 0) + self._counts.get("bytes", 0)
 
     def evict_bytes(self, amount: int) -> int:
         """Delete least recently accessed entries (pending hits counted in, rows another
