@@ -35,15 +35,18 @@ with tempfile.TemporaryDirectory() as d:
         resp = "answer " * 30
         for i in range(3000):  # warm up; fills the bound in the evicting modes
             c.put(f"warm {i}", resp)
-        t = time.perf_counter()
+        t, cpu = time.perf_counter(), time.process_time()
         for i in range(n):
             c.put(f"single {i}", resp)
         single = (time.perf_counter() - t) / n
-        t = time.perf_counter()
+        single_cpu = (time.process_time() - cpu) / n
+        t, cpu = time.perf_counter(), time.process_time()
         for b in range(n // batch):
             c.put_many([(f"many {b} {j}", resp) for j in range(batch)])
         many = (time.perf_counter() - t) / (n // batch * batch)
-print(json.dumps({"single_us": single * 1e6, "many_us": many * 1e6}))
+        many_cpu = (time.process_time() - cpu) / (n // batch * batch)
+print(json.dumps({"single_us": single * 1e6, "many_us": many * 1e6,
+                  "single_cpu_us": single_cpu * 1e6, "many_cpu_us": many_cpu * 1e6}))
 """
 
 
@@ -60,6 +63,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("-n", type=int, default=2000)
     ap.add_argument("--batch", type=int, default=100)
+    ap.add_argument("--quick", action="store_true",
+                    help="only before / after (max_bytes=None) / after (max_bytes not reached)")
     args = ap.parse_args()
     before, after = args.trees
     configs = [("before", before, "none"), ("after, max_bytes=None", after, "none"),
@@ -67,17 +72,32 @@ def main() -> None:
                ("after, max_bytes evicting", after, "evicting"),
                ("before, max_entries evicting", before, "entries"),
                ("after, max_entries evicting", after, "entries")]
+    if args.quick:
+        configs = configs[:3]
     results: dict[str, list[dict[str, float]]] = {name: [] for name, _, _ in configs}
     for r in range(args.rounds):
         order = configs if r % 2 == 0 else configs[::-1]  # alternate the order too
         for name, tree, mode in order:
             results[name].append(run(tree, mode, args.n, args.batch))
-    base = {k: statistics.median(x[k] for x in results["before"]) for k in ("single_us", "many_us")}
-    print(f"{'configuration':34} {'put us':>8} {'ratio':>6} {'put_many us/entry':>18} {'ratio':>6}")
+    kinds = ("single_us", "many_us", "single_cpu_us", "many_cpu_us")
+    base = {k: statistics.median(x[k] for x in results["before"]) for k in kinds}
+    print(f"medians of {args.rounds} alternated runs (min-max in brackets); wall time")
+    print(f"{'configuration':30} {'put us':>22} {'ratio':>6} {'put_many us/entry':>22} "
+          f"{'ratio':>6}")
     for name, _, _ in configs:
-        med = {k: statistics.median(x[k] for x in results[name]) for k in ("single_us", "many_us")}
-        print(f"{name:34} {med['single_us']:8.1f} {med['single_us'] / base['single_us']:6.3f} "
-              f"{med['many_us']:18.2f} {med['many_us'] / base['many_us']:6.3f}")
+        runs = results[name]
+        med = {k: statistics.median(x[k] for x in runs) for k in ("single_us", "many_us")}
+        span = {k: f"[{min(x[k] for x in runs):.0f}-{max(x[k] for x in runs):.0f}]"
+                for k in ("single_us", "many_us")}
+        print(f"{name:30} {med['single_us']:8.1f} {span['single_us']:>13} "
+              f"{med['single_us'] / base['single_us']:6.3f} {med['many_us']:8.2f} "
+              f"{span['many_us']:>13} {med['many_us'] / base['many_us']:6.3f}")
+    print("CPU time of the benchmark process (less sensitive to other processes' load)")
+    for name, _, _ in configs:
+        med = {k: statistics.median(x[k] for x in results[name]) for k in kinds}
+        print(f"{name:30} put {med['single_cpu_us']:8.1f} us "
+              f"{med['single_cpu_us'] / base['single_cpu_us']:6.3f}   put_many "
+              f"{med['many_cpu_us']:7.2f} us/entry {med['many_cpu_us'] / base['many_cpu_us']:6.3f}")
 
 
 if __name__ == "__main__":

@@ -167,7 +167,7 @@ def reembed(source: str, target: str, embedder: str, *, batch_size: int = DEFAUL
         finally:
             dst.close()
         # The copy is complete: DST takes SRC's prompt policy for what it stores next.
-        semcache.open(target, store_prompts=_carried_settings(src).get(
+        semcache.open(target, create=False, store_prompts=_carried_settings(src).get(
             "store_prompts", True)).close()
     report.seconds = time.monotonic() - started
     return report
