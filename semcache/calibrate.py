@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import NormalDist
@@ -58,6 +58,8 @@ COLLECT_VERDICTS = (
 DEFAULT_TARGET_WRONG = 0.01
 DEFAULT_CONFIDENCE = 0.95
 #: The grid searched by default: 0.500, 0.505, ..., 0.995.
+#: Texts embedded per call when scoring labelled pairs (the progress of ``calibrate --pairs``).
+EMBED_BATCH = 256
 DEFAULT_THRESHOLDS: tuple[float, ...] = tuple(round(0.5 + 0.005 * i, 3) for i in range(100))
 
 
@@ -349,12 +351,20 @@ def _parse_line(text: str, number: int) -> LabelledPair:
 
 
 def observations_from_pairs(pairs: Sequence[LabelledPair], embedder: TextEmbedder,
-                            guard: GuardLike | None = None) -> list[Observation]:
-    """Cosine similarity of each pair with ``embedder`` (all texts in one batch), the
-    label as the verdict, and the guard's decision if a guard is given (as the cache
-    would run it)."""
+                            guard: GuardLike | None = None,
+                            progress: Callable[[int, int], object] | None = None,
+                            ) -> list[Observation]:
+    """Cosine similarity of each pair with ``embedder`` (texts embedded in batches of
+    :data:`EMBED_BATCH`), the label as the verdict, and the guard's decision if a guard
+    is given (as the cache would run it). ``progress(texts_done, texts)`` after each batch."""
     texts = list(dict.fromkeys(t for p in pairs for t in (p.query, p.stored)))
-    vectors = np.asarray(embedder.embed(texts), dtype=np.float64)
+    parts = []
+    for start in range(0, len(texts), EMBED_BATCH):
+        parts.append(np.asarray(embedder.embed(texts[start:start + EMBED_BATCH]),
+                                dtype=np.float64))
+        if progress is not None:
+            progress(min(start + EMBED_BATCH, len(texts)), len(texts))
+    vectors = np.concatenate(parts) if parts else np.zeros((0, 1))
     if vectors.ndim != 2 or vectors.shape[0] != len(texts):
         raise InvalidInputError(f"embedder returned shape {vectors.shape} for {len(texts)} texts")
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)

@@ -8,8 +8,8 @@ Two kinds of settings live in the ``settings`` table:
   (``embedder``, ``dim``) and the file's identity (``db_uid``). Set once at creation
   (:func:`resolve_identity`); an argument that disagrees raises, because vectors from
   another model or projection cannot be compared with the stored ones.
-* tunable: ``similarity_threshold``, ``max_entries``, ``ttl``, ``refresh_on_access``,
-  ``store_prompts``, ``namespace``, ``guard``; and per-namespace thresholds
+* tunable: ``similarity_threshold``, ``max_entries``, ``max_bytes``, ``ttl``,
+  ``refresh_on_access``, ``store_prompts``, ``namespace``, ``guard``; and per-namespace thresholds
   (``threshold:<namespace>``). An argument passed to ``open`` is stored, so every
   process that opens the file later shares it (as diskcache does); an omitted one is
   read from the file (:class:`CacheSettings`).
@@ -58,6 +58,7 @@ from semcache.validation import (
     UNSET,
     check_bool,
     check_dim,
+    check_max_bytes,
     check_max_entries,
     check_namespace,
     check_seed,
@@ -110,6 +111,7 @@ class Tunables:
     store_prompts: bool
     namespace: str
     guard: bool = True
+    max_bytes: int | None = None  # what the entries may occupy (store.base.entry_size)
 
 
 _CHECKS: dict[str, Callable[[Any], Any]] = {
@@ -120,6 +122,7 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "store_prompts": lambda v: check_bool(v, "store_prompts"),
     "namespace": check_namespace,
     "guard": lambda v: check_bool(v, "guard"),
+    "max_bytes": check_max_bytes,
 }
 _DEFAULTS: dict[str, Any] = {
     "similarity_threshold": None,
@@ -129,6 +132,7 @@ _DEFAULTS: dict[str, Any] = {
     "store_prompts": True,
     "namespace": DEFAULT_NAMESPACE,
     "guard": True,
+    "max_bytes": None,
 }
 #: Names of the tunables (stored in the settings table under these names).
 TUNABLES = tuple(_DEFAULTS)
@@ -265,7 +269,8 @@ class CacheSettings:
             "path": path, "embedder": identity.name, "dim": identity.dim,
             "code_bits": CODE_BITS, "projection_seed": stored.get("projection_seed"),
             "similarity_threshold": self.default_threshold(), "max_entries": t.max_entries,
-            "ttl": t.ttl, "namespace": t.namespace, "refresh_on_access": t.refresh_on_access,
+            "max_bytes": t.max_bytes, "ttl": t.ttl, "namespace": t.namespace,
+            "refresh_on_access": t.refresh_on_access,
             "store_prompts": t.store_prompts, "guard": t.guard, "hash_only": hash_only,
             "namespace_thresholds": self.namespace_thresholds(),
         }
@@ -336,16 +341,22 @@ def _default_embedder(location: str) -> Any:
 
         missing = default_missing()
         # One warning (not a log line as well: with logging unconfigured both reach stderr).
-        # TODO(issue 24): once `semcache reembed SRC DST --embedder minilm` exists, say
-        # here how to move a file created this way to MiniLM.
         warnings.warn(
             f"semcache: creating {location!r} with the 'hashing' embedder: the default "
             f"embedder (MiniLM) needs {'; and '.join(missing) or 'its runtime and weights'}. "
-            "Paraphrases will rarely hit, and the file keeps this embedder for good: install "
-            "what is missing before creating the file, or pass embedder=... explicitly "
-            "(embedder='hashing' silences this warning).", UserWarning,
+            "Paraphrases will rarely hit, and the cache stays pinned to this embedder: "
+            "install what is missing, then move it with `semcache reembed "
+            f"{_shell_word(location)} NEW_CACHE --embedder minilm`; or pass embedder=... "
+            "explicitly (embedder='hashing' silences this warning).", UserWarning,
             stacklevel=_outside_semcache())
     return get_embedder(name)
+
+
+def _shell_word(location: str) -> str:
+    """``location`` as one word of a shell command line (a URL without its password)."""
+    import shlex
+
+    return shlex.quote(location)
 
 
 def _outside_semcache() -> int:

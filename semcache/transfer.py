@@ -163,9 +163,11 @@ def dumps_line(record: dict[str, Any]) -> str:
     return text
 
 
-def export_jsonl(cache: Cache, out: IO[str]) -> int:
+def export_jsonl(cache: Cache, out: IO[str],
+                 progress: Callable[[int], object] | None = None) -> int:
     """Write the header, every entry of ``cache`` with its trust state, then the
-    per-namespace settings to ``out``; returns the entry count."""
+    per-namespace settings to ``out``; returns the entry count. ``progress(n)`` is called
+    with the number of entries written since its last call (every page)."""
     from semcache.transfer_trust import TrustExport
 
     out.write(dumps_line(header_for(cache)) + "\n")
@@ -174,6 +176,10 @@ def export_jsonl(cache: Cache, out: IO[str]) -> int:
     for record in iter_export(cache):
         out.write(dumps_line(trust.attach(record)) + "\n")
         n += 1
+        if progress is not None and n % _EXPORT_PAGE == 0:
+            progress(_EXPORT_PAGE)
+    if progress is not None and n % _EXPORT_PAGE:
+        progress(n % _EXPORT_PAGE)
     for line in trust.namespace_lines():
         out.write(dumps_line(line) + "\n")
     return n

@@ -125,6 +125,14 @@ def check_max_entries(value: Any) -> int | None:
     return int(value)
 
 
+def check_max_bytes(value: Any) -> int | None:
+    if value is None:
+        return None
+    if not _is_int(value) or not 1 <= value <= MAX_INT:
+        raise ConfigurationError(f"max_bytes must be an int >= 1 (bytes) or None; got {value!r}")
+    return int(value)
+
+
 def check_namespace(value: Any, what: str = "namespace") -> str:
     """1..256 characters, not only whitespace, no NUL, valid Unicode."""
     if not isinstance(value, str):
@@ -197,6 +205,7 @@ __all__ = [
     "check_dim",
     "check_entry_id",
     "check_key",
+    "check_max_bytes",
     "check_max_entries",
     "check_namespace",
     "check_prompt",

@@ -48,3 +48,5 @@ def test_missing_weights_name_the_package_and_the_command_once(tmp_path: Path) -
     # the runtime is installed: the message must not send the user to install it again
     assert "[local]" not in message and "runtime" not in message
     assert "embedder='hashing' silences" in message
+    # ... and how to move the cache once the weights are there (issue 24 item 4)
+    assert f"semcache reembed {tmp_path / 'c.db'} NEW_CACHE --embedder minilm" in message

@@ -21,7 +21,14 @@ import pytest
 
 from semcache.errors import CacheNotFoundError, ReadOnlyCacheError, SemcacheError
 from semcache.store import open_store, store_exists
-from semcache.store.base import AccessUpdate, EntryFilter, NewEntry, Store, Verdict
+from semcache.store.base import (
+    AccessUpdate,
+    EntryFilter,
+    NewEntry,
+    Store,
+    Verdict,
+    entry_size,
+)
 from tests.engines import ENGINES, replace_cache
 from tests.store_entries import DIM, T0, code_of, entry, near, unit
 
@@ -269,6 +276,34 @@ def test_evict_lru_removes_the_least_recently_accessed(store: Store) -> None:
         assert txn.evict_lru(2) == 2
         assert txn.entry_count() == 3
     assert sorted(r.id for r in store.list_entries(EntryFilter())) == [ids[0], ids[3], ids[4]]
+
+
+def test_entry_bytes_are_the_sizes_summed_and_evict_bytes_frees_lru_first(
+        store: Store) -> None:
+    rng = np.random.default_rng(9)
+    made = [entry(i, unit(rng)[0], prompt="é" * i, metadata='{"k": 1}' if i % 2 else None,
+                  accessed_at=T0 + i) for i in range(6)]
+    made[5].key_material = b"material"
+    ids = insert(store, *made)
+    sizes = {r.id: r.size for r in store.list_entries(EntryFilter())}
+    assert [sizes[i] for i in ids] == [entry_size(e) for e in made]
+    assert entry_size(made[2]) == entry_size(made[1]) + 2 - len('{"k": 1}')  # é: 2 bytes
+    with store.write() as txn:
+        txn.apply_access({ids[0]: AccessUpdate(T0 + 100, hits=1)})  # now the most recent
+    with store.write() as txn:
+        assert txn.entry_bytes() == sum(sizes.values())
+        # Freeing one byte more than the oldest entry holds takes the two oldest.
+        assert txn.evict_bytes(sizes[ids[1]] + 1) == 2
+        assert txn.entry_bytes() == sum(sizes.values()) - sizes[ids[1]] - sizes[ids[2]]
+        (extra,) = txn.insert_many([entry(9, prompt="new")])
+        assert txn.entry_bytes() == sum(sizes.values()) - sizes[ids[1]] - sizes[ids[2]] + \
+            entry_size(entry(9, prompt="new"))
+    left = sorted(r.id for r in store.list_entries(EntryFilter()))
+    assert left == sorted([ids[0], ids[3], ids[4], ids[5], extra])
+    assert store.counters()["bytes"] == sum(r.size for r in store.list_entries(EntryFilter()))
+    with store.write() as txn:
+        assert txn.evict_bytes(10 ** 9) == 5 and txn.entry_bytes() == 0
+    assert store.counters()["bytes"] == 0 and store.check()[1] == []
 
 
 def test_deletes_by_filter_and_clear(store: Store) -> None:

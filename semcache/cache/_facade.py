@@ -37,7 +37,7 @@ from semcache.kernels.projection import BinaryEncoder, validate_vector, validate
 from semcache.keys import PromptKeyMemo, prompt_key_hash, request_key_hash, vector_key_hash
 from semcache.settings import CacheSettings, check_same_pin, resolve_identity
 from semcache.store import open_store
-from semcache.store.base import EntryFilter, EntryOrder, NamespaceSummary, Verdict
+from semcache.store.base import EntryFilter, EntryOrder, NamespaceSummary, VacuumProgress, Verdict
 from semcache.validation import (
     UNSET,
     check_bool,
@@ -61,9 +61,9 @@ class Cache:
     process that opens it. Use :func:`semcache.open` to create one.
 
     Thread-safe and fork-safe (a child process reconnects). See docs/configuration.md for
-    every setting: ``embedder``, ``similarity_threshold``, ``max_entries``, ``ttl``,
-    ``namespace``, ``refresh_on_access``, ``store_prompts`` and ``guard`` are stored in the
-    file when given (and read from it when omitted); ``defaults`` gives values used only
+    every setting: ``embedder``, ``similarity_threshold``, ``max_entries``, ``max_bytes``,
+    ``ttl``, ``namespace``, ``refresh_on_access``, ``store_prompts`` and ``guard`` are stored
+    in the file when given (and read from it when omitted); ``defaults`` gives values used only
     when the file is new. ``hash_only`` (exact tier only), ``dim``/``seed``/``encoder``
     (vectors only), ``readonly``, ``clock``, ``use_mirror`` and ``schema`` (PostgreSQL)
     apply to this process only. ``create=False`` opens an existing cache as it is (an
@@ -74,7 +74,7 @@ class Cache:
     def __init__(self, path: str | os.PathLike[str], *,
                  embedder: str | Embedder | None = UNSET,
                  similarity_threshold: Any = UNSET, max_entries: Any = UNSET, ttl: Any = UNSET,
-                 namespace: Any = UNSET, refresh_on_access: Any = UNSET,
+                 max_bytes: Any = UNSET, namespace: Any = UNSET, refresh_on_access: Any = UNSET,
                  store_prompts: Any = UNSET, guard: Any = UNSET, hash_only: bool = False,
                  dim: int | None = None, seed: int | None = None,
                  encoder: BinaryEncoder | None = None,
@@ -83,7 +83,7 @@ class Cache:
                  schema: str | None = None, create: bool = True) -> None:
         given = {"similarity_threshold": similarity_threshold, "max_entries": max_entries,
                  "ttl": ttl, "namespace": namespace, "refresh_on_access": refresh_on_access,
-                 "store_prompts": store_prompts, "guard": guard}
+                 "store_prompts": store_prompts, "guard": guard, "max_bytes": max_bytes}
         self._settings = CacheSettings.check_arguments(given, defaults, hash_only)
         check_bool(create, "create")
         store = open_store(path, readonly=readonly, schema=schema, use_mirror=use_mirror,
@@ -160,6 +160,10 @@ class Cache:
     @property
     def max_entries(self) -> int | None:
         return self._settings.tunables().max_entries
+
+    @property
+    def max_bytes(self) -> int | None:
+        return self._settings.tunables().max_bytes
 
     @property
     def dim(self) -> int | None:
@@ -288,7 +292,7 @@ class Cache:
                 keys=self._keys, check_vectors=lambda vs: validate_vectors(vs, self._dim()))
             if texts and self._pipeline.semantic:  # embedding happens before the lock
                 self._entries.attach_all([entries[i] for i in todo], self._pipeline.embed(texts))
-            return write_entries(self._writer, entries, self.max_entries, now)
+            return write_entries(self._writer, entries, self._settings.tunables(), now)
 
     def store(self, key: bytes | str, response: Any, *, text: str | None = None,
               scope: str = "", namespace: str | None = None, ttl: Any = UNSET,
@@ -312,7 +316,7 @@ class Cache:
             entry.key_material = material
             if unit is None and text is not None and self._pipeline.semantic:
                 self._entries.attach(entry, self._pipeline.embed([text])[0])
-            return write_entries(self._writer, [entry], self.max_entries, now)[0]
+            return write_entries(self._writer, [entry], self._settings.tunables(), now)[0]
 
     def claim(self, key: bytes | str, *, namespace: str | None = None,
               wait: float = 30.0) -> Claim:
@@ -344,7 +348,7 @@ class Cache:
         with self._gate:
             now = self._clock()
             ready = self._entries.restorable(entries, self._vector, on_error)
-            return restore_entries(self._writer, ready, self.max_entries, now) if ready else []
+            return restore_entries(self._writer, ready, self._settings.tunables(), now) if ready else []
 
     def restore_verdicts(self, verdicts: Sequence[Verdict]) -> int:
         """Record exported verdicts whose entry no longer exists (they feed ``semcache
@@ -500,12 +504,16 @@ class Cache:
 
     # -- stats, lifecycle ---------------------------------------------------------------------------
 
-    def vacuum(self) -> dict[str, int]:
+    def vacuum(self, progress: VacuumProgress | None = None) -> dict[str, int]:
         """Purge expired entries, repair the engine's derived data after hand-made SQL,
-        compact the storage and rebuild its indexes. Returns what was done."""
+        compact the storage and rebuild its indexes. Returns what was done.
+        ``progress(step, done, steps)`` is called as each step starts, and at the end."""
+        tell = progress or (lambda step, done, steps: None)
+        tell("purging expired entries", 0, 0)
         expired = self.purge_expired()
         with self._gate:
-            return {"expired": expired, **self._store.vacuum()}
+            return {"expired": expired, **self._store.vacuum(
+                lambda step, done, steps: tell(step, done + 1, steps + 1))}
 
     def flush(self) -> None:
         """Write batched access times, hit counts and counters now (raises on failure)."""

@@ -1,5 +1,5 @@
 """Preparing entries for the store (puts, stores, restored exports) and writing them,
-with the size limit enforced.
+with the size limits (``max_entries``, ``max_bytes``) enforced.
 
 Everything that can fail on bad input (validation, JSON encoding, embedding) happens
 before the write transaction starts, so a refused put writes nothing and never holds the
@@ -19,7 +19,7 @@ import numpy as np
 from semcache.cache._trust import checked_verdict
 from semcache.cache._writer import Write, Writer
 from semcache.cache.entry import Entry
-from semcache.errors import InvalidInputError, InvalidTypeError, SemcacheError
+from semcache.errors import InvalidInputError, InvalidTypeError, SemcacheError, TooLargeError
 from semcache.kernels.projection import BinaryEncoder
 from semcache.keys import (
     PromptKeyMemo,
@@ -28,7 +28,7 @@ from semcache.keys import (
     vector_key_hashes,
 )
 from semcache.settings import Tunables
-from semcache.store.base import NewEntry, Verdict
+from semcache.store.base import NewEntry, Verdict, entry_size
 from semcache.store.codecs import encode_metadata, encode_response, encode_vector
 from semcache.validation import (
     UNSET,
@@ -237,47 +237,68 @@ def _pairs(items: Iterable[Any]) -> list[tuple[Any, Any]]:
     return pairs
 
 
-def write_entries(writer: Writer, entries: Sequence[NewEntry],
-                  max_entries: int | None, now: float) -> list[int]:
-    """Insert ``entries`` in one transaction, then evict down to ``max_entries``."""
+def write_entries(writer: Writer, entries: Sequence[NewEntry], limits: Tunables,
+                  now: float) -> list[int]:
+    """Insert ``entries`` in one transaction, then evict down to the size limits."""
     if not entries:
         return []
+    check_fits(entries, limits)
 
     def work(w: Write) -> list[int]:
         ids = w.txn.insert_many(entries)
         w.count(puts=len(entries))
-        enforce_limit(w, max_entries, now)
+        enforce_limit(w, limits, now)
         return ids
 
     return writer.run(work)
 
 
 def restore_entries(writer: Writer, restored: Sequence[tuple[NewEntry, Sequence[Verdict]]],
-                    max_entries: int | None, now: float) -> list[int]:
+                    limits: Tunables, now: float) -> list[int]:
     """Exported entries in one transaction, each with its verdicts recorded for its new id,
-    then ``max_entries`` enforced; returns the new ids."""
+    then the size limits enforced; returns the new ids."""
+    check_fits([e for e, _ in restored], limits)
 
     def work(w: Write) -> list[int]:
         ids = w.txn.insert_many([e for e, _ in restored])
         w.txn.restore_verdicts([replace(v, entry_id=i) for i, (_, own) in
                                 zip(ids, restored, strict=True) for v in own])
-        enforce_limit(w, max_entries, now)
+        enforce_limit(w, limits, now)
         return ids
 
     return writer.run(work)
 
 
-def enforce_limit(w: Write, max_entries: int | None, now: float) -> None:
-    """Expired entries go first, then the least recently used."""
-    if max_entries is None:
+def check_fits(entries: Sequence[NewEntry], limits: Tunables) -> None:
+    """An entry larger than ``max_bytes`` could never be kept: refused before any write."""
+    if limits.max_bytes is None:
         return
-    excess = w.txn.entry_count() - max_entries
-    if excess <= 0:
-        return
-    expired = w.txn.purge_expired(now)
-    w.count(expirations=expired)
-    if excess - expired > 0:
-        w.count(evictions=w.txn.evict_lru(excess - expired))
+    for e in entries:
+        size = entry_size(e)
+        if size > limits.max_bytes:
+            raise TooLargeError(f"an entry of {size} bytes does not fit in max_bytes="
+                                f"{limits.max_bytes} (namespace {e.namespace!r})")
 
 
-__all__ = ["EntryFactory", "enforce_limit", "is_vector", "restore_entries", "write_entries"]
+def enforce_limit(w: Write, limits: Tunables, now: float) -> None:
+    """Expired entries go first, then the least recently used, until both ``max_entries``
+    and ``max_bytes`` hold."""
+    purged = False
+    if limits.max_entries is not None:
+        excess = w.txn.entry_count() - limits.max_entries
+        if excess > 0:
+            expired = w.txn.purge_expired(now)
+            purged = True
+            w.count(expirations=expired)
+            if excess - expired > 0:
+                w.count(evictions=w.txn.evict_lru(excess - expired))
+    if limits.max_bytes is not None:
+        excess = w.txn.entry_bytes() - limits.max_bytes
+        if excess > 0 and not purged:
+            w.count(expirations=w.txn.purge_expired(now))
+            excess = w.txn.entry_bytes() - limits.max_bytes
+        if excess > 0:
+            w.count(evictions=w.txn.evict_bytes(excess))
+
+
+__all__ = ["EntryFactory", "check_fits", "enforce_limit", "is_vector", "restore_entries", "write_entries"]

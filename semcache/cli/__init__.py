@@ -7,6 +7,7 @@ Look inside a cache file without writing Python::
     semcache purge llm.db --expired  semcache purge llm.db --older-than 7d
     semcache vacuum llm.db           semcache verify llm.db
     semcache export llm.db out.jsonl semcache import new.db out.jsonl
+    semcache reembed old.db new.db --embedder minilm
     semcache calibrate llm.db --namespace support --apply
     semcache ui llm.db               (the dashboard: http://127.0.0.1:8089/)
     semcache bench                   semcache demo
@@ -29,7 +30,7 @@ from typing import Any
 
 from semcache.cli import output as fmt
 from semcache.cli.common import CLIError, UsageError
-from semcache.cli.maintain import cmd_export, cmd_import, cmd_purge, cmd_vacuum
+from semcache.cli.maintain import cmd_export, cmd_import, cmd_purge, cmd_reembed, cmd_vacuum
 from semcache.cli.views import cmd_get, cmd_ls, cmd_show, cmd_stats, cmd_verify
 from semcache.errors import SemcacheError
 
@@ -168,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("vacuum", "purge expired entries, repair the code index, compact the file")
     p.add_argument("path", help="cache file or postgresql:// URL")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_vacuum)
 
     p = add("verify", "check the cache's integrity (exit 1 if damaged)")
@@ -177,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("export", "write every entry to a JSON Lines file")
     p.add_argument("path", help="cache file or postgresql:// URL")
     p.add_argument("out", help="output .jsonl file ('-' for stdout)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_export)
 
     p = add("import", "read entries from a JSON Lines file (creates the cache if missing)")
@@ -190,6 +193,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--embedder", help="embedder of a new cache when the input has no header")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_import)
+
+    p = add("reembed", "copy a cache into a new one pinned to another embedder, embedding "
+            "the stored prompts again (run it again to continue after an interruption)")
+    p.add_argument("source", help="cache file or postgresql:// URL to copy (read only)")
+    p.add_argument("target", help="new cache file or postgresql:// URL (or the one an "
+                   "interrupted reembed started)")
+    p.add_argument("--embedder", required=True, help="embedder of the new cache, e.g. minilm")
+    p.add_argument("--batch-size", type=_positive_int, default=64,
+                   help="entries embedded per transaction (default 64)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_reembed)
 
     p = add("bench", "quick benchmark of lookups on a temporary file")
     p.add_argument("--entries", type=_positive_int, default=2000, help="entries (default 2000)")

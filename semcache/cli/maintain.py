@@ -1,4 +1,5 @@
-"""``semcache purge | vacuum | export | import``: commands that change or copy a cache.
+"""``semcache purge | vacuum | export | import | reembed``: commands that change or copy a
+cache.
 
 They call the library (:meth:`semcache.Cache.purge`, :meth:`~semcache.Cache.vacuum`,
 :mod:`semcache.transfer`), so the CLI does exactly what a program would.
@@ -15,9 +16,8 @@ from typing import Any
 import semcache
 from semcache.cli import output as fmt
 from semcache.cli.common import CLIError, UsageError, open_cache
+from semcache.cli.progress import progress_bar
 from semcache.errors import CacheNotFoundError, InvalidInputError
-
-_PROGRESS_MIN_BYTES = 1 << 20
 
 
 def _confirm(question: str) -> bool:
@@ -67,11 +67,19 @@ def cmd_purge(args: argparse.Namespace) -> int:
 
 
 def cmd_vacuum(args: argparse.Namespace) -> int:
-    with open_cache(args, write=True) as cache:
+    with open_cache(args, write=True) as cache, progress_bar(
+            None, "vacuum", quiet=args.quiet, unit="steps") as bar:
         cache.flush()
         before = cache.stats()["file_bytes"]
         started = time.monotonic()
-        done = cache.vacuum()
+
+        def step(name: str, number: int, steps: int) -> None:
+            bar.total = steps or None
+            bar.set_description_str(f"vacuum: {name}", refresh=False)
+            bar.update(number - bar.n)
+            bar.refresh()  # a handful of steps, each drawn as it starts
+
+        done = cache.vacuum(progress=step)
         seconds = time.monotonic() - started
         after = cache.stats()["file_bytes"]
     if args.json:
@@ -88,15 +96,16 @@ def cmd_vacuum(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from semcache.transfer import export_jsonl
 
-    with open_cache(args) as cache:
+    with open_cache(args) as cache, progress_bar(cache.count(), "exporting",
+                                                  quiet=args.quiet) as bar:
         if args.out == "-":
-            n = export_jsonl(cache, sys.stdout)
+            n = export_jsonl(cache, sys.stdout, progress=bar.update)
             sys.stdout.flush()
         else:
             tmp = args.out + ".part"
             try:
                 with open(tmp, "w", encoding="utf-8", newline="\n") as out:
-                    n = export_jsonl(cache, out)
+                    n = export_jsonl(cache, out, progress=bar.update)
                 os.replace(tmp, args.out)
             except BaseException:
                 if os.path.exists(tmp):
@@ -166,14 +175,12 @@ def cmd_import(args: argparse.Namespace) -> int:
                        "an export header nor an entry)")
     cache = _target(args, first)
     created = cache.created
-    progress = None
-    size = os.path.getsize(args.input) if args.input != "-" else 0
-    if not args.quiet and size >= _PROGRESS_MIN_BYTES:
-        bar = fmt.Progress(size, "importing")
-        bar.update(0, "0 entries")
+    size = sum(map(len, lines)) if lines is not None else os.path.getsize(args.input)
+    bar = progress_bar(size, "importing", quiet=args.quiet, unit="B", unit_scale=True)
 
-        def progress(done: int, total: int, imported: int) -> None:
-            bar.update(done, f"{imported} entries")
+    def progress(done: int, total: int, imported: int) -> None:
+        bar.update(done - bar.n)
+        bar.set_postfix_str(f"{imported} entries", refresh=False)
 
     def report_bad(bad: BadLine) -> None:
         if not args.strict and not args.json:
@@ -185,14 +192,14 @@ def cmd_import(args: argparse.Namespace) -> int:
                               on_bad_line=report_bad, lines=lines,
                               apply_settings=created)
     except BaseException:
+        bar.close()
         if created:
             cache.drop()  # a cache this command made and could not fill
         else:
             cache.close()
         raise
+    bar.close()
     cache.close()
-    if progress is not None:
-        bar.finish(f"{report.imported} entries")
     report.created = created
     if args.json:
         fmt.print_json(report.as_dict())
@@ -209,4 +216,21 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["cmd_export", "cmd_import", "cmd_purge", "cmd_vacuum"]
+def cmd_reembed(args: argparse.Namespace) -> int:
+    from semcache.reembed import describe, reembed
+
+    with progress_bar(None, "re-embedding", quiet=args.quiet) as bar:
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        report = reembed(args.source, args.target, args.embedder,
+                         batch_size=args.batch_size, progress=progress)
+    if args.json:
+        fmt.print_json(report.as_dict())
+    else:
+        print(describe(report))
+    return 0
+
+
+__all__ = ["cmd_export", "cmd_import", "cmd_purge", "cmd_reembed", "cmd_vacuum"]

@@ -1,5 +1,5 @@
 """Small, dependency-free helpers for the ``semcache`` command line: tables, durations,
-sizes, timestamps, a plain-text progress bar and JSON output."""
+sizes, timestamps and JSON output (progress bars: ``semcache.cli.progress``)."""
 
 from __future__ import annotations
 
@@ -99,46 +99,3 @@ def print_json(value: Any, out: TextIO | None = None) -> None:
     out = out or sys.stdout
     out.write(json.dumps(value, ensure_ascii=False, indent=2, allow_nan=False, default=str))
     out.write("\n")
-
-
-class Progress:
-    """A plain-text progress bar on stderr.
-
-    On a terminal it redraws one line with ``\\r``; otherwise (logs, CI) it prints a line
-    at every 10 %, so that a redirected stderr stays readable.
-    """
-
-    def __init__(self, total: int, label: str, stream: TextIO | None = None,
-                 width: int = 30) -> None:
-        self.total = max(total, 1)
-        self.label = label
-        self.stream = stream or sys.stderr
-        self.width = width
-        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        self._last_decile = -1
-        self._last_draw = 0.0
-        self._start = time.monotonic()
-
-    def update(self, done: int, extra: str = "") -> None:
-        frac = min(max(done / self.total, 0.0), 1.0)
-        if self.tty:
-            now = time.monotonic()
-            if frac < 1.0 and now - self._last_draw < 0.1:
-                return
-            self._last_draw = now
-            filled = int(frac * self.width)
-            bar = "#" * filled + "." * (self.width - filled)
-            self.stream.write(f"\r{self.label} [{bar}] {frac * 100:5.1f}% {extra}")
-            self.stream.flush()
-            return
-        decile = int(frac * 10)
-        if decile > self._last_decile:
-            self._last_decile = decile
-            self.stream.write(f"{self.label}: {decile * 10}% {extra}\n")
-            self.stream.flush()
-
-    def finish(self, extra: str = "") -> None:
-        self.update(self.total, extra)
-        if self.tty:
-            self.stream.write(f" {time.monotonic() - self._start:.1f}s\n")
-            self.stream.flush()

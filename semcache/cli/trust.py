@@ -13,6 +13,7 @@ from typing import Any
 
 from semcache.cli import output as fmt
 from semcache.cli.common import CLIError, UsageError, open_cache
+from semcache.cli.progress import progress_bar
 
 
 def _observations(cache: Any, args: argparse.Namespace, namespace: str) -> list[Any]:
@@ -28,7 +29,13 @@ def _observations(cache: Any, args: argparse.Namespace, namespace: str) -> list[
         from semcache.guard import SemanticDecision
 
         guard = SemanticDecision()  # the cache's own decision, as its lookups make it
-    return observations_from_pairs(parse_pairs_jsonl(args.pairs), cache.embedder, guard)
+    pairs = parse_pairs_jsonl(args.pairs)
+    with progress_bar(None, "embedding pairs", quiet=args.quiet, unit="texts") as bar:
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        return observations_from_pairs(pairs, cache.embedder, guard, progress)
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
@@ -87,6 +94,7 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--plot", metavar="PNG", help="draw the curve to this PNG file")
     p.add_argument("--apply", action="store_true",
                    help="store the chosen threshold for the namespace")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_calibrate)
 
 

@@ -52,7 +52,7 @@ def _stats_rows(stats: dict[str, Any], settings: dict[str, Any]) -> list[tuple[s
         ("evictions", stats["evictions"]),
         ("expirations", stats["expirations"]),
         ("tokens saved", stats["tokens_saved"]),
-        ("data", fmt.human_bytes(stats["bytes"])),
+        ("bytes", f"{stats['bytes']} ({fmt.human_bytes(stats['bytes'])})"),
         ("file", fmt.human_bytes(stats["file_bytes"])),
         ("embedder", f"{embedder} (dim {settings['dim']})" if embedder else "none (hash-only)"),
         ("threshold", settings["similarity_threshold"]),
@@ -60,6 +60,8 @@ def _stats_rows(stats: dict[str, Any], settings: dict[str, Any]) -> list[tuple[s
         ("guard", "on" if settings["guard"] else "off"),
         ("ttl", "never" if settings["ttl"] is None else f"{settings['ttl']:g}s"),
         ("max entries", settings["max_entries"] or "unlimited"),
+        ("max bytes", "unlimited" if settings["max_bytes"] is None else
+         f"{settings['max_bytes']} ({fmt.human_bytes(settings['max_bytes'])})"),
     ]
 
 

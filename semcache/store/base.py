@@ -32,6 +32,10 @@ import numpy as np
 #: How long the per-minute counters (:meth:`Store.counter_history`) are kept: 30 days.
 SERIES_RETENTION_MINUTES = 30 * 24 * 60
 
+#: ``progress(step, done, steps)`` of a vacuum: called as each step starts (``done`` steps
+#: finished out of ``steps``) and once at the end (``done == steps``).
+VacuumProgress = Callable[[str, int, int], None]
+
 #: Orders of :meth:`Store.list_entries`.
 EntryOrder = Literal["id", "newest", "oldest", "hits", "accessed"]
 
@@ -60,6 +64,22 @@ class NewEntry:
     #: Restored usage (import): last access time and hit count; None = a fresh entry.
     accessed_at: float | None = None
     hits: int = 0
+
+
+#: Bytes counted for each entry besides its values: the fixed-width columns (id, partition,
+#: tokens, created / accessed / expiry times, ttl, hits, the per-entry outcome counts).
+ENTRY_FIXED_BYTES = 64
+
+
+def entry_size(e: NewEntry) -> int:
+    """What an entry occupies, as ``stats()["bytes"]`` and ``max_bytes`` count it: its
+    fixed-width columns (:data:`ENTRY_FIXED_BYTES`), key hash, key material, namespace,
+    prompt and metadata (UTF-8), response (compressed, as stored), float vector and code.
+    Each engine's migration 0009 computes the same sum in SQL (docs/operations.md, "Sizing")."""
+    return (ENTRY_FIXED_BYTES + len(e.key_hash) + len(e.key_material or b"")
+            + len(e.namespace.encode()) + (len(e.prompt.encode()) if e.prompt else 0)
+            + len(e.response) + (len(e.metadata.encode()) if e.metadata else 0)
+            + len(e.vector or b"") + len(e.code or b""))
 
 
 @dataclass(slots=True)
@@ -208,6 +228,17 @@ class StoreTxn(Protocol):
         ...
 
     def entry_count(self) -> int: ...
+    def entry_bytes(self) -> int:
+        """What the entries occupy (:func:`entry_size` summed), this transaction's own
+        changes included; exact for the bound: writers that enforce ``max_bytes`` are
+        serialized from this read to COMMIT."""
+        ...
+
+    def evict_bytes(self, amount: int) -> int:
+        """Delete the least recently accessed entries until at least ``amount`` bytes are
+        freed (or none is left); returns how many were deleted."""
+        ...
+
     def apply_access(self, updates: dict[int, AccessUpdate]) -> None:
         """Write batched hits: access times and expiries only move forward."""
         ...
@@ -358,9 +389,9 @@ class Store(Protocol):
         and for SQLite ``mirror`` and ``vec0``) and the problems found. Changes nothing."""
         ...
 
-    def vacuum(self) -> dict[str, int]:
+    def vacuum(self, progress: VacuumProgress | None = None) -> dict[str, int]:
         """Repair derived data after hand-made changes, compact storage, rebuild indexes;
-        returns the repairs made."""
+        returns the repairs made. ``progress(step, done, steps)``: see VacuumProgress."""
         ...
 
     def drop(self, *, if_empty: bool = False) -> None:
@@ -387,6 +418,6 @@ def accept_incarnation(store: Store, token: str | None, settings: dict[str, str]
         raise
 
 
-__all__ = ["SERIES_RETENTION_MINUTES", "AccessUpdate", "EntryFilter", "EntryOrder", "EntryRecord", "EntryRow",
+__all__ = ["ENTRY_FIXED_BYTES", "SERIES_RETENTION_MINUTES", "AccessUpdate", "EntryFilter", "EntryOrder", "EntryRecord", "EntryRow",
            "NamespaceSummary", "Neighbours", "NewEntry", "Store", "StoreLock", "StoreTxn",
-           "Verdict", "accept_incarnation"]
+           "VacuumProgress", "Verdict", "accept_incarnation", "entry_size"]

@@ -16,12 +16,12 @@ from psycopg.adapt import Buffer, Dumper
 from psycopg.pq import Format
 
 from semcache.errors import InvalidInputError
-from semcache.store.base import NewEntry
+from semcache.store.base import NewEntry, entry_size
 from semcache.store.postgres.adapters import PgVector
 from semcache.store.postgres.conninfo import ConnInfo, translate
 from semcache.store.postgres.pool import Connections
 from semcache.store.postgres.queries import Queries
-from semcache.store.postgres.txn import PgWriteTxn, entry_size
+from semcache.store.postgres.txn import PgWriteTxn
 
 log = logging.getLogger("semcache")
 

@@ -7,10 +7,15 @@ transaction-mode pooler such as PgBouncer does not keep).
 
 from __future__ import annotations
 
+import zlib
+
 from psycopg import sql
 
 #: Shards of the counters (see the first migration).
 SHARDS = 64
+#: First key of the advisory lock that serializes writers enforcing ``max_bytes``, from
+#: the read of the byte total to COMMIT ("SEMB"; the second key is the schema's CRC).
+BYTES_LOCK_CLASS = 0x53454D42
 
 #: Columns of EntryRow, in order (``e`` = entries, ``u`` = entry_usage).
 ROW_COLUMNS = ("e.id, e.namespace, e.partition_id, e.prompt, e.response, e.metadata, "
@@ -53,6 +58,14 @@ class Queries:
         self.counter_history = (
             f"SELECT (minute / %(step)s::bigint) * %(step)s::bigint, name, sum(value)::bigint "
             f"FROM {t['counter_minutes']} WHERE minute >= %(since)s::bigint GROUP BY 1, 2")
+        crc = zlib.crc32(schema.encode())
+        # Two statements: under READ COMMITTED a statement's snapshot is taken when it
+        # starts, so a read in the statement that waits for the lock could miss the
+        # commit of the writer it waited for.
+        self.bytes_lock = (f"SELECT pg_advisory_xact_lock({BYTES_LOCK_CLASS}, "
+                           f"{crc - (1 << 32) if crc >= 1 << 31 else crc})")
+        self.entry_bytes = (f"SELECT coalesce(sum(value), 0)::bigint FROM {t['counters']} "
+                            "WHERE name = 'bytes'")
         self.entry_count = (f"SELECT coalesce(sum(value), 0)::bigint FROM {t['counters']} "
                             "WHERE name = 'entries'")
         self.partition_size = (f"SELECT coalesce(sum(entries), 0)::bigint FROM "
@@ -110,6 +123,13 @@ class Queries:
             "ORDER BY u.accessed_at, u.entry_id LIMIT %s FOR UPDATE OF u, x SKIP LOCKED) c "
             "LEFT JOIN unnest(%s::bigint[], %s::float8[]) AS p(id, a) ON p.id = c.entry_id "
             "ORDER BY greatest(c.accessed_at, p.a), c.entry_id LIMIT %s)")
+        # LRU candidates with their sizes, in the order of lru_ids (``max_bytes``).
+        self.lru_sizes = (
+            "SELECT c.entry_id, c.size FROM (SELECT u.entry_id, u.accessed_at, x.size FROM "
+            f"{t['entry_usage']} u JOIN {t['entries']} x ON x.id = u.entry_id "
+            "ORDER BY u.accessed_at, u.entry_id LIMIT %s FOR UPDATE OF u, x SKIP LOCKED) c "
+            "LEFT JOIN unnest(%s::bigint[], %s::float8[]) AS p(id, a) ON p.id = c.entry_id "
+            "ORDER BY greatest(c.accessed_at, p.a), c.entry_id")
         self.expired_ids = (f"e.id IN (SELECT id FROM {t['entries']} WHERE expires_at IS NOT "
                             "NULL AND expires_at <= %s FOR UPDATE SKIP LOCKED)")
         # Batched hits, applied at the end of a write transaction; rows another client

@@ -39,6 +39,7 @@ from semcache.store.base import (
     NamespaceSummary,
     Neighbours,
     NewEntry,
+    VacuumProgress,
     Verdict,
     accept_incarnation,
 )
@@ -515,16 +516,21 @@ class PostgresStore:
                                        self.server_version, quick=quick)
         return {"database": report}, problems
 
-    def vacuum(self) -> dict[str, int]:
+    def vacuum(self, progress: VacuumProgress | None = None) -> dict[str, int]:
         """Recount entries/bytes/partition sizes from the rows (after hand-made changes
         that bypassed the triggers), rebuild a missing HNSW index, VACUUM ANALYZE."""
         if self.readonly:
             raise ReadOnlyCacheError(f"cache {self.location} is opened read-only")
+        tell = progress or (lambda step, done, steps: None)
+        tell("recounting entries and bytes", 0, 3)
         drift = admin.recount(self._conns, self.queries, self.info)
         rebuilt = bool(self.state.ext_schema) and not self.state.hnsw
+        tell("rebuilding the HNSW index" if rebuilt else "checking the HNSW index", 1, 3)
         if rebuilt:
             self._rebuild_hnsw()
+        tell("VACUUM ANALYZE", 2, 3)
         admin.analyze(self._conns, self.queries, self.info)
+        tell("done", 3, 3)
         return {"counter_drift": drift, "hnsw_rebuilt": int(rebuilt)}
 
 

@@ -26,6 +26,7 @@ from semcache.store.base import (
     EntryFilter,
     NewEntry,
     Verdict,
+    entry_size,
 )
 from semcache.store.filters import compile_filter
 from semcache.store.postgres.adapters import code_literal, vector_from
@@ -56,11 +57,6 @@ def _checked_name(name: str) -> str:
     if name not in COUNTER_NAMES and name not in ("entries", "bytes"):
         raise InvalidInputError(f"unknown counter {name!r}")
     return name
-
-
-def entry_size(e: NewEntry) -> int:
-    """Bytes accounted for an entry: the same formula as the SQLite engine."""
-    return len(e.response) + len(e.prompt or "") + len(e.metadata or "") + len(e.vector or b"")
 
 
 class StoreState(Protocol):
@@ -103,6 +99,8 @@ class PgWriteTxn:
         self._series: dict[str, int] = defaultdict(int)
         self._minute = 0
         self._unbounded = False
+        #: The max_bytes lock is held (see :meth:`entry_bytes`).
+        self._bytes_locked = False
 
     def unbounded(self) -> None:
         """Lift the statement timeout for the rest of this transaction: work that may
@@ -339,6 +337,37 @@ class PgWriteTxn:
             self._committed_entries = int(row[0] if row else 0)
         return self._committed_entries + self._counts.get("entries", 0)
 
+    def entry_bytes(self) -> int:
+        """The committed byte total plus this transaction's own changes, read under an
+        advisory lock held to COMMIT: every writer that enforces ``max_bytes`` sees the
+        others' totals (counts are added to the shards just before COMMIT)."""
+        if not self._bytes_locked:
+            self.conn.execute(self._q.bytes_lock)
+            self._bytes_locked = True
+        row = self.conn.execute(self._q.entry_bytes).fetchone()
+        return int(row[0] if row else 0) + self._counts.get("bytes", 0)
+
+    def evict_bytes(self, amount: int) -> int:
+        """Delete least recently accessed entries (pending hits counted in, rows another
+        client holds skipped) until ``amount`` bytes are freed or none is left."""
+        ids = sorted(self._access)
+        times = [self._access[i].accessed_at for i in ids]
+        evicted = 0
+        batch = 16
+        while amount > 0:
+            rows = self.conn.execute(self._q.lru_sizes, (batch + len(ids), ids, times)).fetchall()
+            chosen = []
+            for entry_id, size in rows:
+                if amount <= 0:
+                    break
+                chosen.append(int(entry_id))
+                amount -= int(size)
+            if not chosen:
+                break
+            evicted += self.delete_summed_sql("e.id = ANY(%s)", (chosen,))
+            batch *= 4
+        return evicted
+
     def record_verdict(self, v: Verdict) -> None:
         self.conn.execute(self._q.record_verdict, (
             v.entry_id, v.namespace, v.query_hash, v.kind, v.similarity, bool(v.correct),
@@ -403,5 +432,4 @@ class PgWriteTxn:
             self._minute = int((time.time() if at is None else at) // 60)
 
 
-__all__ = ["COUNTER_NAMES", "FOLD_AFTER_MINUTES", "FOLD_EVERY_MINUTES", "PgWriteTxn",
-           "entry_size"]
+__all__ = ["COUNTER_NAMES", "FOLD_AFTER_MINUTES", "FOLD_EVERY_MINUTES", "PgWriteTxn"]

@@ -32,6 +32,7 @@ from semcache.store.base import (
     EntryRow,
     NamespaceSummary,
     Neighbours,
+    VacuumProgress,
     Verdict,
     accept_incarnation,
 )
@@ -392,19 +393,24 @@ class SQLiteStore:
         rows (see :mod:`semcache.store.sqlite.check`)."""
         return checks.check(self._db, self.settings, self.mirror_path, quick=quick)
 
-    def vacuum(self) -> dict[str, int]:
+    def vacuum(self, progress: VacuumProgress | None = None) -> dict[str, int]:
         """Make ``entry_codes`` match ``entries`` again (rows deleted or edited by hand with
         the sqlite3 CLI), then rebuild the file compactly (VACUUM), truncate the WAL and
         rebuild the code mirror, all under the write lock. Returns the repairs made."""
         db = self._db
+        tell = progress or (lambda step, done, steps: None)
         with self.lock.hold():
+            tell("repairing the code index", 0, 3)
             with self.write() as txn:
                 orphans, added = txn.repair_codes()
+            tell("compacting the file", 1, 3)
             with db.mutex, translated(self.path):
                 db.check_fork()
                 db.conn.execute("VACUUM")
                 db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            tell("rebuilding the code mirror", 2, 3)
             self._index.rebuild_now()
+        tell("done", 3, 3)
         return {"orphan_codes": orphans, "missing_codes": added}
 
 

@@ -36,6 +36,7 @@ from semcache.store.base import (
     EntryFilter,
     NewEntry,
     Verdict,
+    entry_size,
 )
 from semcache.store.filters import compile_filter
 from semcache.store.sqlite.codes import CODE_BYTES, CODES_THROUGH, Changes, expires_to_int
@@ -233,10 +234,8 @@ class WriteTxn:
         rows = []
         for e in entries:
             prompt, vector, metadata = e.prompt, e.vector, e.metadata
-            size = len(e.response) + (len(prompt) if prompt else 0) + (
-                len(metadata) if metadata else 0) + (len(vector) if vector else 0)
             rows.append((e.key_hash, e.namespace, pids[(e.namespace, e.scope)], prompt,
-                         e.response, metadata, size, e.tokens, e.created_at,
+                         e.response, metadata, entry_size(e), e.tokens, e.created_at,
                          e.created_at if e.accessed_at is None else e.accessed_at,
                          e.expires_at, e.ttl, e.code, vector, e.hits, e.key_material))
         ids = self._insert_rows(rows)
@@ -377,6 +376,30 @@ class WriteTxn:
     def entry_count(self) -> int:
         return self._db.scalar(
             "SELECT value FROM counters WHERE name = 'entries'", "counters.entries")
+
+    def entry_bytes(self) -> int:
+        """The triggers' exact total (the write lock serializes every writer)."""
+        return self._db.scalar(
+            "SELECT value FROM counters WHERE name = 'bytes'", "counters.bytes")
+
+    def evict_bytes(self, amount: int) -> int:
+        """Delete the least recently accessed entries until ``amount`` bytes are freed,
+        reading the LRU index only as far as needed."""
+        ids: list[int] = []
+        freed = 0
+        rows = self._conn.execute("SELECT id, size FROM entries ORDER BY accessed_at, id")
+        try:
+            for entry_id, size in rows:
+                if freed >= amount:
+                    break
+                ids.append(int(entry_id))
+                freed += int(size)
+        finally:
+            rows.close()
+        for start in range(0, len(ids), _KEYS_PER_PROBE):
+            chunk = ids[start:start + _KEYS_PER_PROBE]
+            self._delete_where(f"id IN ({','.join('?' * len(chunk))})", chunk)
+        return len(ids)
 
     def apply_access(self, updates: dict[int, AccessUpdate]) -> None:
         """Write batched hits: accessed_at, hit counts and refreshed expiry."""
