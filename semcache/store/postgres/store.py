@@ -134,6 +134,9 @@ class PostgresStore:
         self._lock = ProcessLock(self.location)
         self._holder: tuple[int, str] | None = None
         self._damaged = DamagedVectors(self.location)
+        #: Per thread: whether its last :meth:`nearest` came back with rows (its statement
+        #: then saw this process's incarnation token; see :meth:`check_incarnation`).
+        self._searched = threading.local()
         #: Minute this process last folded and pruned counter_minutes (see PgWriteTxn).
         self.series_folded = 0
         o = with_url_options({
@@ -274,6 +277,7 @@ class PostgresStore:
     # -- reads on the lookup path ------------------------------------------------------
 
     def get_by_key(self, key_hash: bytes) -> EntryRow | None:
+        self._searched.current = False  # an exact lookup's check is never skipped
         q = self.queries.by_key
         row = self._conns.run(lambda c: c.execute(q, (key_hash,), binary=True).fetchone())
         return None if row is None else EntryRow(*row)
@@ -290,6 +294,12 @@ class PostgresStore:
         """See :meth:`Store.check_incarnation`; one round trip when ``force`` (on ``conn``,
         a write transaction's connection, when given)."""
         if not force:
+            return False
+        if conn is None and getattr(self._searched, "current", False):
+            # This thread's search just returned rows, so its statement's own token check
+            # passed: the miss that follows needs no round trip of its own to rule out a
+            # replaced schema (the next search checks the token again). One use only.
+            self._searched.current = False
             return False
         q = self.queries.settings
         rows = conn.execute(q).fetchall() if conn is not None else \
@@ -337,18 +347,19 @@ class PostgresStore:
                 min_cosine: float | None = None) -> Neighbours:
         """The ``k`` nearest unexpired codes of the partition (one statement), rescored by
         exact cosine with ``vector`` (unit float32): in SQL with pgvector, else here."""
-        params: dict[str, Any] = {"p": partition_id, "now": now, "k": k,
+        params: dict[str, Any] = {"p": partition_id, "now": now,
                                   "code": code_literal(code), "inc": self.incarnation}
         q = self.queries
         if q.ext is None:
-            rows = self._conns.run(
-                lambda c: c.execute(q.search_exact, params, binary=True).fetchall())
+            sql = q.search("exact", k)
+            rows = self._conns.run(lambda c: c.execute(sql, params, binary=True).fetchall())
+            self._searched.current = bool(rows)
             return rescore([EntryRow(*r) for r in rows], vector, self._damaged)
         params["q"] = vector_from(vector)
         params["dim"] = int(vector.shape[0])
-        hnsw = q.search_hnsw if self.search_plan(partition_id) == "hnsw" else None
-        sql = hnsw or q.search_exact
+        sql = q.search(self.search_plan(partition_id), k)
         rows = self._conns.run(lambda c: c.execute(sql, params, binary=True).fetchall())
+        self._searched.current = bool(rows)
         return ranked([(EntryRow(*r[:12]), r[12]) for r in rows], self._damaged)
 
     def blocked_entries(self, query_hash: bytes) -> set[int]:
