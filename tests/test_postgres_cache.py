@@ -224,3 +224,30 @@ def test_engine_options_in_the_url(pg_url: str) -> None:
     with pytest.raises(semcache.ConfigurationError, match="conflicts"):
         PostgresStore(pg_url + "&ef_search=64", ef_search=200)
     PostgresStore(pg_url + "&ef_search=64", ef_search=64).close()  # the same: fine
+
+
+def test_synchronous_commit_off_is_an_opt_in_url_option(pg_url: str) -> None:
+    """``?synchronous_commit=off`` relaxes durability for this cache's own transactions
+    only (its commits do not wait for the WAL flush); without it every write transaction
+    runs with it on. Bad values are refused, naming the option."""
+    from semcache.store.postgres import PostgresStore
+
+    for suffix, expected in (("", "on"), ("&synchronous_commit=off", "off"),
+                             ("&synchronous_commit=on", "on")):
+        with semcache.open(pg_url + suffix, dim=DIM) as cache:
+            store: Any = cache._store
+            assert store.synchronous_commit is (expected == "on")
+            assert "synchronous_commit" not in cache.location
+            with store.write() as txn:
+                assert txn.conn.execute("SHOW synchronous_commit").fetchone()[0] == expected
+            cache.put("q" + suffix, "a", vector=np.ones(DIM))
+            assert cache.get("q" + suffix).response == "a"
+            # Reads and other sessions keep the server's setting.
+            assert store.connections.run(
+                lambda c: c.execute("SHOW synchronous_commit").fetchone()[0]) == "on"
+    with pytest.raises(semcache.ConfigurationError, match="synchronous_commit"):
+        semcache.open(pg_url + "&synchronous_commit=sometimes", dim=DIM)
+    with pytest.raises(semcache.ConfigurationError, match="synchronous_commit"):
+        PostgresStore(pg_url, synchronous_commit="off")  # type: ignore[arg-type]
+    with pytest.raises(semcache.ConfigurationError, match="conflicts"):
+        PostgresStore(pg_url + "&synchronous_commit=on", synchronous_commit=False)

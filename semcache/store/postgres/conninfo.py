@@ -103,7 +103,8 @@ def _flag(text: str) -> bool:
 #: the URL): ``postgresql://app@db/app?schema=chat&pool_max_size=16&ef_search=64``.
 URL_OPTIONS: dict[str, Callable[[str], Any]] = {
     "pool_min_size": int, "pool_max_size": int, "pool_timeout": float, "ef_search": int,
-    "exact_scan_below": int, "iterative_scan": str, "pgvector": _flag, "pipeline": _flag}
+    "exact_scan_below": int, "iterative_scan": str, "pgvector": _flag, "pipeline": _flag,
+    "synchronous_commit": _flag}
 
 
 def _split_options(url: str) -> tuple[str, str | None, dict[str, Any]]:

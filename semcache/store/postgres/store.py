@@ -114,7 +114,11 @@ class PostgresStore:
     bytea vectors), True = required. Pool: ``pool_min_size`` / ``pool_max_size``
     connections per process, ``pool_timeout`` seconds to wait for a free one,
     ``connect_timeout`` seconds to reach the server. ``pipeline``: write transactions in
-    psycopg's pipeline mode (None = over TCP yes, over a Unix socket no). A URL may set
+    psycopg's pipeline mode (None = over TCP yes, over a Unix socket no).
+    ``synchronous_commit``: True (default) - a put that returned is on the server's disk;
+    False - opt-in relaxed durability: a commit returns before its WAL is flushed, so a
+    server crash (not a client's) may lose the puts of the last ~3 ``wal_writer_delay``
+    (docs/scale-out.md, Durability). A URL may set
     the same options in its query string (``?pool_max_size=16&ef_search=64``; see
     :data:`~semcache.store.postgres.conninfo.URL_OPTIONS`), so that ``semcache.open(url)``
     reaches them.
@@ -126,7 +130,8 @@ class PostgresStore:
                  pgvector: bool | None = None, pool_min_size: int = 1, pool_max_size: int = 8,
                  pool_timeout: float = 10.0, connect_timeout: float = 5.0,
                  exact_scan_below: int = EXACT_SCAN_BELOW, ef_search: int = EF_SEARCH,
-                 iterative_scan: str = ITERATIVE_SCAN, pipeline: bool | None = None) -> None:
+                 iterative_scan: str = ITERATIVE_SCAN, pipeline: bool | None = None,
+                 synchronous_commit: bool = True) -> None:
         self.info: ConnInfo = parse(url, schema)
         self.location = self.path = self.info.location
         self.schema = self.info.schema
@@ -143,7 +148,13 @@ class PostgresStore:
             "pgvector": pgvector, "pool_min_size": pool_min_size,
             "pool_max_size": pool_max_size, "pool_timeout": pool_timeout,
             "exact_scan_below": exact_scan_below, "ef_search": ef_search,
-            "iterative_scan": iterative_scan, "pipeline": pipeline}, _DEFAULTS, self.info)
+            "iterative_scan": iterative_scan, "pipeline": pipeline,
+            "synchronous_commit": synchronous_commit}, _DEFAULTS, self.info)
+        if not isinstance(o["synchronous_commit"], bool):
+            raise ConfigurationError("synchronous_commit must be True or False (on / off in "
+                                     f"a URL); got {o['synchronous_commit']!r}")
+        #: False: commits do not wait for the WAL flush (see the class docstring).
+        self.synchronous_commit = o["synchronous_commit"]
         pgvector, ef_search, iterative_scan, pipeline = (
             o["pgvector"], o["ef_search"], o["iterative_scan"], o["pipeline"])
         self.exact_scan_below = int(o["exact_scan_below"])
@@ -181,9 +192,12 @@ class PostgresStore:
                 self.server_version = str(version[0]) if version else "?"
                 sync = conn.execute("SHOW synchronous_commit").fetchone()
                 # A put that returned is on disk: where the default is off, semcache turns
-                # it on for its own transactions (stronger settings are kept).
-                self._begin = BEGIN + (("SET LOCAL synchronous_commit = on",)
-                                       if sync and sync[0] == "off" else ())
+                # it on for its own transactions (stronger settings are kept), unless the
+                # user opted out.
+                relax = "off" if not self.synchronous_commit else \
+                    "on" if sync and sync[0] == "off" else None
+                self._begin = BEGIN + ((f"SET LOCAL synchronous_commit = {relax}",)
+                                       if relax else ())
                 self._vector_oid = self._lookup_vector_oid(conn)
             except psycopg.Error as exc:
                 raise translate(exc, self.info) from None
