@@ -242,6 +242,10 @@ def write_entries(writer: Writer, entries: Sequence[NewEntry],
     """Insert ``entries`` in one transaction, then evict down to ``max_entries``."""
     if not entries:
         return []
+    if len(entries) == 1:
+        entry_id = writer.put_alone(entries[0], max_entries)
+        if entry_id is not None:
+            return [entry_id]
 
     def work(w: Write) -> list[int]:
         ids = w.txn.insert_many(entries)

@@ -54,7 +54,7 @@ from semcache.store.postgres.conninfo import (
 from semcache.store.postgres.pool import Connections
 from semcache.store.postgres.queries import BEGIN, RECORD_COLUMNS, Queries
 from semcache.store.postgres.schema import SchemaState, drop_new_schema, ensure_schema
-from semcache.store.postgres.txn import PgWriteTxn
+from semcache.store.postgres.txn import PgWriteTxn, put_alone
 from semcache.store.rescore import DamagedVectors, ranked, rescore
 
 log = logging.getLogger("semcache")
@@ -282,8 +282,10 @@ class PostgresStore:
                 sets.append(f"SET hnsw.iterative_scan = {self.iterative_scan}")
         if self.readonly:
             sets.append("SET default_transaction_read_only = on")
-        if sets:
-            conn.execute("; ".join(sets))
+        else:
+            # Puts written as one autocommit statement (put_alone) get what BEGIN sets.
+            sets += [s.replace("LOCAL ", "") for s in self._begin[1:]]
+        conn.execute("; ".join(sets))
 
     def close(self) -> None:
         self._conns.close()
@@ -409,6 +411,16 @@ class PostgresStore:
             yield txn
             txn.finish()  # counters and COMMIT
         self._partitions.update(txn.partitions)
+
+    def put_alone(self, e: NewEntry, max_entries: int | None, now: float) -> int | None:
+        """A put with nothing else to write, as one statement (one round trip instead of
+        three; see :func:`.txn.put_alone`): its id once committed, or None when the
+        caller must write it in a transaction (:meth:`write`)."""
+        pid = self._partitions.get((e.namespace, e.scope))
+        if self.readonly or pid is None:
+            return None
+        return self._conns.run(
+            lambda c: put_alone(c, self.queries, self, e, pid, max_entries, now))
 
     # -- coalescing claims --------------------------------------------------------------
 
