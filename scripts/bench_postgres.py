@@ -455,14 +455,20 @@ def goals_and_headline(result: dict[str, Any]) -> tuple[list[dict[str, Any]], li
                      "load": span(run["load_average_start"], run["load_average_end"])
                      if run else load})
     tp = dig(result, "cache", "throughput") or {}
-    for kind, label, target in (("put", "puts", 5000.0), ("get", "exact gets", 20000.0)):
+    # puts: issue 23's goal, 2x the 1,397/s of 2026-12-02 on this host (durable: each
+    # put's COMMIT waits for the WAL flush); relaxed: ?synchronous_commit=off, apart.
+    for kind, label, target in (("put", "puts", 2800.0),
+                                ("put_relaxed", "puts with synchronous_commit=off", None),
+                                ("get", "exact gets", 20000.0)):
         cell = tp.get(f"{kind}_8_procs")
         if not cell:
             continue
         pg = cell["postgres"]
-        goals.append({"goal": f"PostgreSQL, 8 processes: {label}/s", "target": target,
-                      "unit": "/s", "at_least": True, "measured": round(pg["median"]),
-                      "range": [round(x) for x in pg["range"]], "met": pg["median"] >= target})
+        if target is not None:
+            goals.append({"goal": f"PostgreSQL, 8 processes: {label}/s", "target": target,
+                          "unit": "/s", "at_least": True, "measured": round(pg["median"]),
+                          "range": [round(x) for x in pg["range"]],
+                          "met": pg["median"] >= target})
         rows.append({"what": f"PostgreSQL engine: 8 processes, {label}/s",
                      "semcache": f"{pg['median']:,.0f}/s",
                      "peers": f"the same on a SQLite file {cell['sqlite']['median']:,.0f}/s",
@@ -490,7 +496,8 @@ def main() -> None:
                     help="add 1,000,000 entries to --cache-sizes (builds take ~15 min)")
     ap.add_argument("--exact-scan-queries", type=int, default=50,
                     help="queries of the exact scan at >= 500k entries (it takes ~0.5 s each)")
-    ap.add_argument("--kinds", nargs="+", default=["put", "put_hash", "put_many", "get"],
+    ap.add_argument("--kinds", nargs="+",
+                    default=["put", "put_relaxed", "put_hash", "put_many", "get"],
                     help="cache-level throughput workloads")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "postgres.json"))
     args = ap.parse_args()

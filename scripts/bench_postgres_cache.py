@@ -13,6 +13,8 @@
    pool - as separate hosts would), started together on a barrier, for ``seconds``:
    ``put`` with a 384-d vector (HNSW / mirror maintained), ``put`` hash-only (exact tier),
    ``put_many`` of 100 vectors (entries/s), and exact-hit ``get``. Fresh cache per round.
+   ``put_relaxed``: ``put`` on PostgreSQL with ``?synchronous_commit=off`` (the opt-in
+   relaxed durability, reported apart; SQLite runs its usual ``put`` beside it).
 
 Both engines are built with the same entries: through the store in big transactions
 (SQLite: ``write_entries`` as put_many does, minus the per-entry validation; PostgreSQL:
@@ -276,7 +278,7 @@ def _worker(location: str, kind: str, worker: int, seconds: float, barrier: Any,
     barrier.wait(timeout=120)
     n, deadline = 0, time.perf_counter() + seconds
     while time.perf_counter() < deadline:
-        if kind == "put":
+        if kind in ("put", "put_relaxed"):
             cache.put(f"w{worker} question {n}", VALUE, vector=vecs[n % 512] + n)
             n += 1
         elif kind == "put_hash":
@@ -337,6 +339,8 @@ def throughput(url: str, workdir: Path, procs: list[int], seconds: float, rounds
                 for engine in (["sqlite", "postgres"] if r % 2 == 0 else ["postgres", "sqlite"]):
                     schema = "bench_tp_" + uuid.uuid4().hex[:8]
                     loc = str(workdir / "tp.db") if engine == "sqlite" else with_schema(url, schema)
+                    if kind == "put_relaxed" and engine == "postgres":
+                        loc += "&synchronous_commit=off"
                     remove_file(str(workdir / "tp.db"))
                     try:
                         _prepare(loc, kind)

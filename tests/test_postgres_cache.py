@@ -224,3 +224,71 @@ def test_engine_options_in_the_url(pg_url: str) -> None:
     with pytest.raises(semcache.ConfigurationError, match="conflicts"):
         PostgresStore(pg_url + "&ef_search=64", ef_search=200)
     PostgresStore(pg_url + "&ef_search=64", ef_search=64).close()  # the same: fine
+
+
+def test_synchronous_commit_off_is_an_opt_in_url_option(pg_url: str) -> None:
+    """``?synchronous_commit=off`` relaxes durability for this cache's own transactions
+    only (its commits do not wait for the WAL flush); without it every write transaction
+    runs with it on. Bad values are refused, naming the option."""
+    from semcache.store.postgres import PostgresStore
+
+    for suffix, expected in (("", "on"), ("&synchronous_commit=off", "off"),
+                             ("&synchronous_commit=on", "on")):
+        with semcache.open(pg_url + suffix, dim=DIM) as cache:
+            assert "synchronous_commit" not in cache.location
+            cache.put("q" + suffix, "a", vector=np.ones(DIM))
+            assert cache.get("q" + suffix).response == "a"
+        store = PostgresStore(pg_url + suffix)
+        try:
+            assert store.synchronous_commit is (expected == "on")
+            with store.write() as txn:
+                assert txn.conn.execute("SHOW synchronous_commit").fetchone()[0] == expected
+            # A lone put is one autocommit statement: the session has the setting too.
+            assert store.connections.run(
+                lambda c: c.execute("SHOW synchronous_commit").fetchone()[0]) == expected
+        finally:
+            store.close()
+    with pytest.raises(semcache.ConfigurationError, match="synchronous_commit"):
+        semcache.open(pg_url + "&synchronous_commit=sometimes", dim=DIM)
+    with pytest.raises(semcache.ConfigurationError, match="synchronous_commit"):
+        PostgresStore(pg_url, synchronous_commit="off")  # type: ignore[arg-type]
+    with pytest.raises(semcache.ConfigurationError, match="conflicts"):
+        PostgresStore(pg_url + "&synchronous_commit=on", synchronous_commit=False)
+
+
+def test_a_lone_put_is_one_statement_and_keeps_the_counts_exact(
+        pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With nothing batched to carry, a put is one autocommit statement (no write
+    transaction of its own); replacements, evictions at max_entries and a pending batch of
+    hits take the transaction path; the counters equal the rows all along."""
+    from semcache.store.postgres import PostgresStore
+
+    rng = np.random.default_rng(5)
+    vecs = unit(rng, 40)
+    writes = 0
+    real_write = PostgresStore.write
+
+    def counting_write(self: Any, *args: Any, **kwargs: Any) -> Any:
+        nonlocal writes
+        writes += 1
+        return real_write(self, *args, **kwargs)
+
+    with semcache.open(pg_url, dim=DIM, max_entries=20) as cache:
+        cache.put("first", 0, vector=vecs[0])  # learns the partition (a transaction)
+        monkeypatch.setattr(PostgresStore, "write", counting_write)
+        ids = [cache.put(f"q{i}", i, vector=vecs[i]) for i in range(1, 19)]
+        assert writes == 0 and len(set(ids)) == 18  # one statement each
+        again = cache.put("q3", "three", vector=vecs[3])  # a replacement: new, larger id
+        assert writes == 0 and again > max(ids)
+        assert cache.get("q3", exact_only=True).response == "three"  # a hit: now batched
+        cache.put("q19", 19, vector=vecs[19])
+        assert writes == 1  # carried the batched hit in a transaction
+        for i in range(20, 30):  # 20 entries: the cache is full, the transaction evicts
+            cache.put(f"q{i}", i, vector=vecs[i])
+        assert writes == 11
+        monkeypatch.undo()
+        stats = cache.stats()
+        assert (stats["entries"], stats["puts"], stats["evictions"]) == (20, 31, 10)
+        assert stats["hits"] == 1
+    report = semcache.verify(pg_url)
+    assert report["ok"], report  # counters (entries, bytes, partition sizes) equal the rows

@@ -243,6 +243,12 @@ def write_entries(writer: Writer, entries: Sequence[NewEntry], limits: Tunables,
     if not entries:
         return []
     check_fits(entries, limits)
+    # One statement when the engine has it and no byte limit needs the transaction's
+    # accounting (put_alone checks max_entries itself; max_bytes evicts by sizes).
+    if len(entries) == 1 and limits.max_bytes is None:
+        entry_id = writer.put_alone(entries[0], limits.max_entries)
+        if entry_id is not None:
+            return [entry_id]
 
     def work(w: Write) -> list[int]:
         ids = w.txn.insert_many(entries)

@@ -210,7 +210,7 @@ def _flag(text: str) -> bool:
 URL_OPTIONS: dict[str, Callable[[str], Any]] = {
     "pool_min_size": int, "pool_max_size": int, "pool_timeout": float, "ef_search": int,
     "exact_scan_below": int, "iterative_scan": str, "pgvector": _flag, "pipeline": _flag,
-    "connect_timeout": float, "statement_timeout": float}
+    "connect_timeout": float, "statement_timeout": float, "synchronous_commit": _flag}
 
 
 def _split_options(url: str, secrets: frozenset[str],

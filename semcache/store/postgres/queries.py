@@ -107,6 +107,7 @@ class Queries:
             "array(SELECT partition_id FROM d), array(SELECT size FROM d), "
             f"(SELECT coalesce(sum(value), 0)::bigint FROM {t['counters']} "
             f"WHERE name = 'entries'), {incarnation}")
+        self.put_alone = self._put_alone(t, vec, incarnation)
         returning = "RETURNING e.id, e.partition_id, e.size"
         self.delete_where = (f"DELETE FROM {t['entries']} e USING {t['partitions']} p "
                              f"WHERE p.id = e.partition_id AND {{where}} {returning}")
@@ -219,8 +220,70 @@ class Queries:
             "VALUES {rows} "
             "ON CONFLICT (partition_id, shard) DO UPDATE SET entries = c.entries + excluded.entries")
 
+    def search(self, plan: str, k: int) -> str:
+        """The search statement of ``plan`` ("hnsw" / "exact") for ``k`` candidates.
+
+        ``k`` is written into the text, not bound: with ``LIMIT $n`` PostgreSQL's generic
+        plan of the prepared statement assumes a tenth of the table comes back and hash-joins
+        a sequential scan of entry_usage, so every execution is planned afresh (~0.4 ms of a
+        1.7 ms search at 100k entries); with the literal the generic plan is the custom
+        plan, chosen after psycopg has prepared the statement and never planned again."""
+        key = (plan, int(k))
+        text = self._search_texts.get(key)
+        if text is None:
+            template = self.search_hnsw if plan == "hnsw" else self.search_exact
+            if template is None:
+                raise ValueError(f"no {plan} search without pgvector")
+            text = self._search_texts[key] = template.replace("{k}", str(int(k)))
+        return text
+
+    def _put_alone(self, t: dict[str, str], vec: str, incarnation: str) -> str:
+        """A whole put as one statement - its own transaction on an autocommit connection
+        (one round trip, no BEGIN / COMMIT messages): what ``insert`` does, plus the counts
+        that :meth:`PgWriteTxn.finish` adds (entries, bytes, puts, the partition's size,
+        the minute's puts), each on this backend's shard, in the usual lock order (the
+        entry, then counters by name, the minute, the partition counts: the CTEs that the
+        main query does not read run after it, in this order). Nothing at all is done
+        (``ok`` is empty) when the incarnation moved or the cache is full (``max_entries``:
+        the caller's transaction evicts then); the id comes back NULL then, and also when
+        a concurrent insert of the same key won (the caller's transaction retries)."""
+        shard = f"(pg_backend_pid() %% {SHARDS})"
+        entries = f"(SELECT coalesce(sum(value), 0) FROM {t['counters']} WHERE name = 'entries')"
+        return (
+            f"WITH ok AS (SELECT 1 WHERE {incarnation} IS NOT DISTINCT FROM %(inc)s::text "
+            f"AND (%(max)s::bigint IS NULL OR {entries} < %(max)s::bigint)), "
+            f"d AS (DELETE FROM {t['entries']} e WHERE e.key_hash = %(key)s AND EXISTS "
+            "(SELECT FROM ok) RETURNING e.id, e.partition_id, e.size), "
+            "n AS (SELECT count(*) AS c, coalesce(sum(size), 0)::bigint AS b FROM d), "
+            f"i AS (INSERT INTO {t['entries']} (key_hash, namespace, partition_id, prompt, "
+            "response, metadata, size, tokens, created_at, expires_at, ttl, code, vector, "
+            "key_material) SELECT %(key)s::bytea, %(ns)s::text, %(pid)s::integer, "
+            "%(prompt)s::text, %(response)s::bytea, %(metadata)s::text, %(size)s::bigint, "
+            "%(tokens)s::bigint, %(created)s::float8, %(expires)s::float8, %(ttl)s::float8, "
+            f"%(code)s::bit(256), {vec}, %(material)s::bytea FROM n, ok "
+            "ON CONFLICT (key_hash) DO NOTHING RETURNING id), "
+            f"u AS (INSERT INTO {t['entry_usage']} (entry_id, accessed_at, hits) "
+            "SELECT id, %(accessed)s::float8, %(hits)s::bigint FROM i), "
+            "k AS (SELECT (SELECT count(*) FROM i) AS ins, n.c, n.b FROM n), "
+            f"c AS (INSERT INTO {t['counters']} AS c (name, shard, value) "
+            f"SELECT x.name, {shard}, x.v FROM k, LATERAL (VALUES ('bytes', k.ins * "
+            "%(size)s::bigint - k.b), ('entries', k.ins - k.c), ('puts', k.ins)) AS x(name, v) "
+            "WHERE x.v <> 0 ORDER BY x.name "
+            "ON CONFLICT (name, shard) DO UPDATE SET value = c.value + excluded.value), "
+            f"m AS (INSERT INTO {t['counter_minutes']} AS m (minute, name, shard, value) "
+            f"SELECT %(minute)s::bigint, 'puts', {shard}, 1 FROM i "
+            "ON CONFLICT (minute, name, shard) DO UPDATE SET value = m.value + excluded.value), "
+            f"p AS (INSERT INTO {t['partition_counts']} AS p (partition_id, shard, entries) "
+            f"SELECT x.pid, {shard}, sum(x.v) FROM (SELECT %(pid)s::integer AS pid, 1 AS v "
+            "FROM i UNION ALL SELECT partition_id, -1 FROM d) AS x GROUP BY x.pid "
+            "HAVING sum(x.v) <> 0 ORDER BY x.pid "
+            "ON CONFLICT (partition_id, shard) DO UPDATE SET entries = p.entries + excluded.entries) "
+            "SELECT (SELECT id FROM i)")
+
     def _search(self, t: dict[str, str]) -> None:
+        #: Templates of the search statements (``{k}``: see :meth:`search`).
         self.search_hnsw: str | None
+        self._search_texts: dict[tuple[str, int], str] = {}
         # The partition id is remembered by the client: searched only under the schema's
         # incarnation it was learnt in (a one-time filter, evaluated once per statement).
         live = ("e.partition_id = %(p)s AND e.code IS NOT NULL "
@@ -228,11 +291,11 @@ class Queries:
                 f"AND (SELECT value FROM {t['settings']} WHERE name = 'incarnation') "
                 "IS NOT DISTINCT FROM %(inc)s::text")
         exact = (f"SELECT e.id FROM {t['entries']} e WHERE {live} "
-                 "ORDER BY bit_count(e.code # %(code)s::bit(256)), e.id DESC LIMIT %(k)s")
+                 "ORDER BY bit_count(e.code # %(code)s::bit(256)), e.id DESC LIMIT {k}")
         if self.ext:
             x = self.ext
             hnsw = (f"SELECT e.id FROM {t['entries']} e WHERE {live} "
-                    f"ORDER BY e.code OPERATOR({x}.<~>) %(code)s::bit(256) LIMIT %(k)s")
+                    f"ORDER BY e.code OPERATOR({x}.<~>) %(code)s::bit(256) LIMIT {{k}}")
             # Rescoring in the same statement: exact cosine on the stored float vectors.
             # A vector of another dimension would make <=> raise: its cosine is NULL (a
             # damaged vector, skipped and reported by store/rescore.py).

@@ -56,7 +56,7 @@ from semcache.store.postgres.conninfo import (
 from semcache.store.postgres.pool import Connections
 from semcache.store.postgres.queries import BEGIN, RECORD_COLUMNS, Queries
 from semcache.store.postgres.schema import SchemaState, drop_new_schema, ensure_schema
-from semcache.store.postgres.txn import PgWriteTxn
+from semcache.store.postgres.txn import PgWriteTxn, put_alone
 from semcache.store.rescore import DamagedVectors, ranked, rescore
 
 log = logging.getLogger("semcache")
@@ -119,7 +119,11 @@ class PostgresStore:
     statement of a get or a put may take (0: no limit): the server cancels it a little
     earlier, and a server that has not answered by then is taken for down (see
     :mod:`.pool`). ``pipeline``: write transactions in
-    psycopg's pipeline mode (None = over TCP yes, over a Unix socket no). A URL may set
+    psycopg's pipeline mode (None = over TCP yes, over a Unix socket no).
+    ``synchronous_commit``: True (default) - a put that returned is on the server's disk;
+    False - opt-in relaxed durability: a commit returns before its WAL is flushed, so a
+    server crash (not a client's) may lose the puts of the last ~3 ``wal_writer_delay``
+    (docs/scale-out.md, Durability). A URL may set
     the same options in its query string (``?pool_max_size=16&ef_search=64``; see
     :data:`~semcache.store.postgres.conninfo.URL_OPTIONS`), so that ``semcache.open(url)``
     reaches them.
@@ -132,7 +136,8 @@ class PostgresStore:
                  pool_timeout: float = 10.0, connect_timeout: float = 2.0,
                  statement_timeout: float = 2.0,
                  exact_scan_below: int = EXACT_SCAN_BELOW, ef_search: int = EF_SEARCH,
-                 iterative_scan: str = ITERATIVE_SCAN, pipeline: bool | None = None) -> None:
+                 iterative_scan: str = ITERATIVE_SCAN, pipeline: bool | None = None,
+                 synchronous_commit: bool = True) -> None:
         self.info: ConnInfo = parse(url, schema)
         self.location = self.path = self.info.location
         self.schema = self.info.schema
@@ -140,6 +145,9 @@ class PostgresStore:
         self._lock = ProcessLock(self.location)
         self._holder: tuple[int, str] | None = None
         self._damaged = DamagedVectors(self.location)
+        #: Per thread: whether its last :meth:`nearest` came back with rows (its statement
+        #: then saw this process's incarnation token; see :meth:`check_incarnation`).
+        self._searched = threading.local()
         #: Minute this process last folded and pruned counter_minutes (see PgWriteTxn).
         self.series_folded = 0
         o = with_url_options({
@@ -147,8 +155,13 @@ class PostgresStore:
             "pool_max_size": pool_max_size, "pool_timeout": pool_timeout,
             "exact_scan_below": exact_scan_below, "ef_search": ef_search,
             "iterative_scan": iterative_scan, "pipeline": pipeline,
-            "connect_timeout": connect_timeout, "statement_timeout": statement_timeout},
-            _DEFAULTS, self.info)
+            "connect_timeout": connect_timeout, "statement_timeout": statement_timeout,
+            "synchronous_commit": synchronous_commit}, _DEFAULTS, self.info)
+        if not isinstance(o["synchronous_commit"], bool):
+            raise ConfigurationError("synchronous_commit must be True or False (on / off in "
+                                     f"a URL); got {o['synchronous_commit']!r}")
+        #: False: commits do not wait for the WAL flush (see the class docstring).
+        self.synchronous_commit = o["synchronous_commit"]
         pgvector, ef_search, iterative_scan, pipeline = (
             o["pgvector"], o["ef_search"], o["iterative_scan"], o["pipeline"])
         self.exact_scan_below = int(o["exact_scan_below"])
@@ -190,9 +203,12 @@ class PostgresStore:
                 self.server_version = str(version[0]) if version else "?"
                 sync = conn.execute("SHOW synchronous_commit").fetchone()
                 # A put that returned is on disk: where the default is off, semcache turns
-                # it on for its own transactions (stronger settings are kept).
-                self._begin = BEGIN + (("SET LOCAL synchronous_commit = on",)
-                                       if sync and sync[0] == "off" else ())
+                # it on for its own transactions (stronger settings are kept), unless the
+                # user opted out.
+                relax = "off" if not self.synchronous_commit else \
+                    "on" if sync and sync[0] == "off" else None
+                self._begin = BEGIN + ((f"SET LOCAL synchronous_commit = {relax}",)
+                                       if relax else ())
                 self._vector_oid = self._lookup_vector_oid(conn)
             except psycopg.Error as exc:
                 raise translate(exc, self.info) from None
@@ -277,8 +293,10 @@ class PostgresStore:
                 sets.append(f"SET hnsw.iterative_scan = {self.iterative_scan}")
         if self.readonly:
             sets.append("SET default_transaction_read_only = on")
-        if sets:
-            conn.execute("; ".join(sets))
+        else:
+            # Puts written as one autocommit statement (put_alone) get what BEGIN sets.
+            sets += [s.replace("LOCAL ", "") for s in self._begin[1:]]
+        conn.execute("; ".join(sets))
 
     def close(self) -> None:
         self._conns.close()
@@ -286,6 +304,7 @@ class PostgresStore:
     # -- reads on the lookup path ------------------------------------------------------
 
     def get_by_key(self, key_hash: bytes) -> EntryRow | None:
+        self._searched.current = False  # an exact lookup's check is never skipped
         q = self.queries.by_key
         row = self._conns.run(lambda c: c.execute(q, (key_hash,), binary=True).fetchone())
         return None if row is None else EntryRow(*row)
@@ -302,6 +321,12 @@ class PostgresStore:
         """See :meth:`Store.check_incarnation`; one round trip when ``force`` (on ``conn``,
         a write transaction's connection, when given)."""
         if not force:
+            return False
+        if conn is None and getattr(self._searched, "current", False):
+            # This thread's search just returned rows, so its statement's own token check
+            # passed: the miss that follows needs no round trip of its own to rule out a
+            # replaced schema (the next search checks the token again). One use only.
+            self._searched.current = False
             return False
         q = self.queries.settings
         rows = conn.execute(q).fetchall() if conn is not None else \
@@ -349,18 +374,19 @@ class PostgresStore:
                 min_cosine: float | None = None) -> Neighbours:
         """The ``k`` nearest unexpired codes of the partition (one statement), rescored by
         exact cosine with ``vector`` (unit float32): in SQL with pgvector, else here."""
-        params: dict[str, Any] = {"p": partition_id, "now": now, "k": k,
+        params: dict[str, Any] = {"p": partition_id, "now": now,
                                   "code": code_literal(code), "inc": self.incarnation}
         q = self.queries
         if q.ext is None:
-            rows = self._conns.run(
-                lambda c: c.execute(q.search_exact, params, binary=True).fetchall())
+            sql = q.search("exact", k)
+            rows = self._conns.run(lambda c: c.execute(sql, params, binary=True).fetchall())
+            self._searched.current = bool(rows)
             return rescore([EntryRow(*r) for r in rows], vector, self._damaged)
         params["q"] = vector_from(vector)
         params["dim"] = int(vector.shape[0])
-        hnsw = q.search_hnsw if self.search_plan(partition_id) == "hnsw" else None
-        sql = hnsw or q.search_exact
+        sql = q.search(self.search_plan(partition_id), k)
         rows = self._conns.run(lambda c: c.execute(sql, params, binary=True).fetchall())
+        self._searched.current = bool(rows)
         return ranked([(EntryRow(*r[:12]), r[12]) for r in rows], self._damaged)
 
     def blocked_entries(self, query_hash: bytes) -> set[int]:
@@ -396,6 +422,16 @@ class PostgresStore:
             yield txn
             txn.finish()  # counters and COMMIT
         self._partitions.update(txn.partitions)
+
+    def put_alone(self, e: NewEntry, max_entries: int | None, now: float) -> int | None:
+        """A put with nothing else to write, as one statement (one round trip instead of
+        three; see :func:`.txn.put_alone`): its id once committed, or None when the
+        caller must write it in a transaction (:meth:`write`)."""
+        pid = self._partitions.get((e.namespace, e.scope))
+        if self.readonly or pid is None:
+            return None
+        return self._conns.run(
+            lambda c: put_alone(c, self.queries, self, e, pid, max_entries, now))
 
     # -- coalescing claims --------------------------------------------------------------
 

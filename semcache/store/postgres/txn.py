@@ -74,6 +74,37 @@ class StoreState(Protocol):
     def check_incarnation(self, force: bool = False, conn: Any = None) -> bool: ...
 
 
+def put_alone(conn: psycopg.Connection, queries: Queries, store: StoreState, e: NewEntry,
+              pid: int, max_entries: int | None, now: float) -> int | None:
+    """One put as one statement on an autocommit connection (``Queries.put_alone``): its
+    own transaction, committed when this returns an id. None: nothing was written - the
+    cache is full, the incarnation moved, or a concurrent put of the same key won - and
+    the caller writes the put in a transaction as usual. Also None when this minute's
+    counters are due to be folded (a transaction does that)."""
+    minute = int(now // 60)
+    if minute - store.series_folded >= FOLD_EVERY_MINUTES:
+        return None
+    params = _entry_params(e, pid, store.incarnation, queries.ext is not None)
+    params["max"] = max_entries
+    params["minute"] = minute
+    row = conn.execute(queries.put_alone, params).fetchone()
+    return None if row is None or row[0] is None else int(row[0])
+
+
+def _entry_params(e: NewEntry, pid: int, incarnation: str | None,
+                  pgvector: bool) -> dict[str, Any]:
+    """The parameters of the statements that insert ``e`` (``Queries.insert``)."""
+    vector = None if e.vector is None else (vector_from(e.vector) if pgvector else e.vector)
+    return {"inc": incarnation,
+            "key": e.key_hash, "ns": e.namespace, "pid": pid, "prompt": e.prompt,
+            "response": e.response, "metadata": e.metadata, "size": entry_size(e),
+            "tokens": e.tokens, "created": e.created_at, "expires": e.expires_at,
+            "ttl": e.ttl, "code": None if e.code is None else code_literal(e.code),
+            "vector": vector, "material": e.key_material,
+            "accessed": e.created_at if e.accessed_at is None else e.accessed_at,
+            "hits": e.hits}
+
+
 class PgWriteTxn:
     """The operations allowed inside :meth:`PostgresStore.write`. ``known_partition``
     looks a (namespace, scope) up among the partition ids the store remembers; those ids
@@ -224,16 +255,7 @@ class PgWriteTxn:
 
     def _params(self, e: NewEntry) -> dict[str, Any]:
         pid = self.partition_id(e.namespace, e.scope)
-        vector = None if e.vector is None else (
-            vector_from(e.vector) if self._q.ext else e.vector)
-        return {"inc": self._store.incarnation,
-                "key": e.key_hash, "ns": e.namespace, "pid": pid, "prompt": e.prompt,
-                "response": e.response, "metadata": e.metadata, "size": entry_size(e),
-                "tokens": e.tokens, "created": e.created_at, "expires": e.expires_at,
-                "ttl": e.ttl, "code": None if e.code is None else code_literal(e.code),
-                "vector": vector, "material": e.key_material,
-                "accessed": e.created_at if e.accessed_at is None else e.accessed_at,
-                "hits": e.hits}
+        return _entry_params(e, pid, self._store.incarnation, self._q.ext is not None)
 
     def _inserted(self, e: NewEntry, params: dict[str, Any], row: tuple | None) -> int | None:
         """Account for one insert statement's result; the new id, or None when a
@@ -432,4 +454,5 @@ class PgWriteTxn:
             self._minute = int((time.time() if at is None else at) // 60)
 
 
-__all__ = ["COUNTER_NAMES", "FOLD_AFTER_MINUTES", "FOLD_EVERY_MINUTES", "PgWriteTxn"]
+__all__ = ["COUNTER_NAMES", "FOLD_AFTER_MINUTES", "FOLD_EVERY_MINUTES", "PgWriteTxn",
+           "put_alone"]
