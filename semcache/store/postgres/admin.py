@@ -139,7 +139,7 @@ def analyze(conns: Connections, q: Queries, info: ConnInfo) -> None:
     """VACUUM ANALYZE every table of the cache."""
     with conns.connection() as conn:
         for name in ("entries", "entry_usage", "partitions", "counters", "partition_counts",
-                     "feedback", "claims", "counter_minutes"):
+                     "feedback", "claims", "counter_minutes", "outcomes", "outcome_pools"):
             try:
                 conn.execute(f"VACUUM (ANALYZE) {q.t[name]}")
             except psycopg.Error as exc:
