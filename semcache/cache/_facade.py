@@ -8,8 +8,7 @@ Data flow of a lookup (docs/architecture.md has the diagram)::
          search, rescored by exact cosine) -> threshold -> feedback, guard -> Hit("semantic")
 
 Writes validate and embed first (outside any lock), then run one store transaction through
-the cache's :class:`~semcache.cache._writer.Writer`, which also carries this process's
-batched hit counts.
+the cache's :class:`~semcache.cache._writer.Writer` (with this process's batched hits).
 """
 
 from __future__ import annotations
@@ -22,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from semcache.cache._bound import ErrorBound, check_verifier, make_verifier
 from semcache.cache._coalesce import Claim, Coalescer
 from semcache.cache._gate import OPEN_CACHES, Gate
 from semcache.cache._pipeline import LookupPipeline, Query
@@ -42,6 +42,7 @@ from semcache.validation import (
     UNSET,
     check_bool,
     check_entry_id,
+    check_error_bound,
     check_key,
     check_namespace,
     check_prompt,
@@ -75,7 +76,8 @@ class Cache:
                  embedder: str | Embedder | None = UNSET,
                  similarity_threshold: Any = UNSET, max_entries: Any = UNSET, ttl: Any = UNSET,
                  namespace: Any = UNSET, refresh_on_access: Any = UNSET,
-                 store_prompts: Any = UNSET, guard: Any = UNSET, hash_only: bool = False,
+                 store_prompts: Any = UNSET, guard: Any = UNSET, error_bound: Any = UNSET,
+                 verifier: Any = "text", hash_only: bool = False,
                  dim: int | None = None, seed: int | None = None,
                  encoder: BinaryEncoder | None = None,
                  readonly: bool = False, clock: Callable[[], float] = time.time,
@@ -83,8 +85,9 @@ class Cache:
                  schema: str | None = None, create: bool = True) -> None:
         given = {"similarity_threshold": similarity_threshold, "max_entries": max_entries,
                  "ttl": ttl, "namespace": namespace, "refresh_on_access": refresh_on_access,
-                 "store_prompts": store_prompts, "guard": guard}
+                 "store_prompts": store_prompts, "guard": guard, "error_bound": error_bound}
         self._settings = CacheSettings.check_arguments(given, defaults, hash_only)
+        check_verifier(verifier)
         check_bool(create, "create")
         store = open_store(path, readonly=readonly, schema=schema, use_mirror=use_mirror,
                            create=create)
@@ -110,7 +113,10 @@ class Cache:
             store=store, encoder=identity.encoder,
             embedder=None if self.hash_only else identity.embedder, dim=identity.dim,
             writer=self._writer, clock=clock, threshold=self._settings.threshold,
-            refresh=self._settings.refresh_on_access, guard=self._settings.guard)
+            refresh=self._settings.refresh_on_access, guard=self._settings.guard,
+            error_bound=self._settings.error_bound)
+        self._bound = self._pipeline.bound = ErrorBound(store, make_verifier(
+            verifier, None if self.hash_only else self._pipeline.embed))
         self._entries = EntryFactory(self._settings.tunables, identity.encoder)
         self._coalescer = Coalescer(store)
         self._keys = PromptKeyMemo()
@@ -124,6 +130,7 @@ class Cache:
         and go on if it is pinned like this process, else refuse (its vectors would mix)."""
         self._pipeline.forget()
         self._writer.forget()
+        self._bound.forget()
         self._settings.reload_thresholds(self._store.settings)
         check_same_pin(self.location, self._identity, self._store.settings)
 
@@ -288,7 +295,8 @@ class Cache:
                 keys=self._keys, check_vectors=lambda vs: validate_vectors(vs, self._dim()))
             if texts and self._pipeline.semantic:  # embedding happens before the lock
                 self._entries.attach_all([entries[i] for i in todo], self._pipeline.embed(texts))
-            return write_entries(self._writer, entries, self.max_entries, now)
+            return write_entries(self._writer, entries, self.max_entries, now,
+                                 self._bound.outcomes_for(entries, now))
 
     def store(self, key: bytes | str, response: Any, *, text: str | None = None,
               scope: str = "", namespace: str | None = None, ttl: Any = UNSET,
@@ -312,7 +320,8 @@ class Cache:
             entry.key_material = material
             if unit is None and text is not None and self._pipeline.semantic:
                 self._entries.attach(entry, self._pipeline.embed([text])[0])
-            return write_entries(self._writer, [entry], self.max_entries, now)[0]
+            return write_entries(self._writer, [entry], self.max_entries, now,
+                                 self._bound.outcomes_for([entry], now))[0]
 
     def claim(self, key: bytes | str, *, namespace: str | None = None,
               wait: float = 30.0) -> Claim:
@@ -335,12 +344,11 @@ class Cache:
                 on_error: Callable[[int, SemcacheError], None] | None = None) -> list[int]:
         """Write exported entries in one transaction, keeping their timestamps, hit counts
         and vectors; returns the new ids (replacing entries with the same keys). Values are
-        validated as a put's; keys are derived again for each entry's own namespace, never
-        taken from the export (see ``EntryFactory.restored``). Imported entries do not count
-        as puts. An entry's ``verdicts`` (its trust state) are recorded for its new id in the
-        same transaction; restoring the same entry again moves them rather than doubling
-        them. A bad entry raises (nothing is written), or, with ``on_error``, is reported
-        as ``on_error(index, error)`` and skipped."""
+        validated as a put's; keys are derived again for each entry's own namespace
+        (``EntryFactory.restored``). Imported entries are not puts. An entry's ``verdicts``
+        are recorded for its new id in the same transaction (moved, not doubled, when it is
+        restored again). A bad entry raises (nothing is written), or, with ``on_error``, is
+        reported as ``on_error(index, error)`` and skipped."""
         with self._gate:
             now = self._clock()
             ready = self._entries.restorable(entries, self._vector, on_error)
@@ -459,26 +467,21 @@ class Cache:
                  query: str | None = None, similarity: float | None = None) -> None:
         """Record a verdict on a served hit: was its answer right for the query?
 
-        ``hit`` is the :class:`Hit` that was served (its query and similarity are known),
-        or an entry id (e.g. from ``semcache.cache_info(completion).entry_id``) with the
-        ``query`` text that was asked. Feedback acts only within ``namespace`` (default:
-        the cache's, like every other method): an entry of another namespace, or one that
-        no longer exists, raises :class:`InvalidInputError` and nothing changes; a
-        :class:`Hit` must agree with the stored entry (namespace, scope, and for an exact
-        hit its key), else it is refused.
-
-        A wrong verdict means that entry is never served for that query again, by any
-        process. A wrong verdict on an exact entry deletes it, in every process (its answer
-        is wrong for the very request it was stored for): an exact ``Hit``, an entry id
-        without a query, or an entry id whose ``query`` has the entry's own exact key (the
-        query is the entry's prompt; for an entry stored by request, its stored text).
-        Verdicts feed ``semcache calibrate``.
-        """
+        ``hit`` is the :class:`Hit` that was served, or an entry id (e.g. from
+        ``semcache.cache_info(completion).entry_id``) with the ``query`` that was asked.
+        Feedback acts only within ``namespace`` (default: the cache's): an entry of another
+        namespace, or one that no longer exists, raises :class:`InvalidInputError` and
+        nothing changes; a :class:`Hit` must agree with the stored entry (namespace, scope,
+        and for an exact hit its key). A wrong verdict means that entry is never served for
+        that query again, by any process; on an exact entry (an exact ``Hit``, an id without
+        a query, or a query with the entry's own exact key) it deletes the entry. Verdicts
+        feed ``semcache calibrate``; on semantic hits they are the error bound's outcomes."""
         ns = self._ns(namespace)
         subject = verdict_subject(hit, query, similarity, ns)
         check_bool(correct, "correct")
         with self._gate:
-            record_verdict(self._writer, self._store, subject, ns, correct, self._clock())
+            record_verdict(self._writer, self._store, subject, ns, correct, self._clock(),
+                           self._pipeline.prior)
 
     def verdicts(self, namespace: str | None = None) -> list[Verdict]:
         """Recorded verdicts (of one namespace when given), oldest first."""
@@ -497,6 +500,17 @@ class Cache:
             self._settings.set_namespace_threshold(self._store, check_namespace(namespace),
                                                    None if value is None else
                                                    check_threshold(value))
+
+    def error_bound(self, namespace: str | None = None) -> float | None:
+        """The error bound in force for a namespace (None: threshold decisions)."""
+        return self._settings.error_bound(self._ns(namespace))
+
+    def set_error_bound(self, namespace: str, value: float | None) -> None:
+        """Bound the fraction of ``namespace``'s lookups that serve a wrong answer (e.g. 0.01;
+        None: the cache's ``error_bound``), stored in the file (docs/quality.md)."""
+        with self._gate:
+            self._settings.set_namespace_error_bound(self._store, check_namespace(namespace),
+                                                     check_error_bound(value))
 
     # -- stats, lifecycle ---------------------------------------------------------------------------
 
@@ -520,13 +534,11 @@ class Cache:
 
     def stats_history(self, *, minutes: int = 60,
                       days: int = 30) -> dict[str, list[dict[str, int]]]:
-        """The shared counters over time, summed over every process and host:
-        ``{"minutes": [...], "days": [...]}`` - the last ``minutes`` minutes and the last
-        ``days`` UTC days, oldest first, the current one last. Each bucket is
-        ``{"start": epoch seconds, "hits": n, "misses": n, ...}`` with every counter of
-        :meth:`stats` that counts events (0 where none happened) and any other counter
-        recorded. Counts are bucketed by the minute their batch was written (within ~1 s
-        of the event). Kept for 30 days; ``days`` and ``minutes`` cover at most that."""
+        """The shared counters over time, summed over every process and host: the last
+        ``minutes`` minutes and ``days`` UTC days, oldest first, as ``{"minutes": [...],
+        "days": [...]}`` of ``{"start": epoch seconds, "hits": n, ...}`` (every counter of
+        :meth:`stats` that counts events, 0 where none happened, bucketed by the minute its
+        batch was written). Kept for 30 days."""
         check_history_span(minutes, days)
         with self._gate:
             self._writer.try_flush()

@@ -11,17 +11,21 @@ deleted or named in a message.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
+from semcache.cache._bound import UNKNOWN_PRIOR, prior_bin
 from semcache.cache._pipeline import query_hash
-from semcache.cache._writer import Writer
+from semcache.cache._writer import Write, Writer
 from semcache.cache.hit import Hit
 from semcache.errors import InvalidInputError
 from semcache.keys import prompt_key_hash
-from semcache.store.base import EntryFilter, EntryRecord, Store, Verdict
+from semcache.store.base import EntryFilter, EntryRecord, Outcome, Store, Verdict
 from semcache.validation import check_entry_id, check_namespace, check_prompt
+
+#: The decision's p_wrong of (query, stored prompt, cosine), None when it cannot judge.
+Prior = Callable[[str | None, str | None, float], float | None]
 
 
 class Subject:
@@ -92,12 +96,23 @@ def verdict_subject(hit: Hit | int, query: str | None, similarity: float | None,
     return Subject(entry_id, text, sim, None)
 
 
+def record_outcomes(w: Write, outcomes: Sequence[Outcome]) -> None:
+    """Record outcomes in the transaction ``w``, counted in ``outcomes_right`` /
+    ``outcomes_wrong``."""
+    if outcomes:
+        w.txn.record_outcomes(outcomes)
+        right = sum(o.correct for o in outcomes)
+        w.count(outcomes_right=right, outcomes_wrong=len(outcomes) - right)
+
+
 def record_verdict(writer: Writer, store: Store, subject: Subject, ns: str, correct: bool,
-                   now: float) -> None:
+                   now: float, prior: Prior | None = None) -> None:
     """Record a verdict on ``subject`` in namespace ``ns``, counted in ``feedback_right`` /
     ``feedback_wrong``. An entry that is not in ``ns`` (deleted, replaced, another
     namespace's) raises and nothing changes. A wrong verdict on the entry's own exact key
-    deletes the entry: its answer is wrong for the very request it was stored for."""
+    deletes the entry: its answer is wrong for the very request it was stored for. A
+    verdict on a semantic hit is also an outcome of the entry (the error bound's evidence),
+    its prior the decision's ``p_wrong`` for the pair (``prior(query, prompt, cosine)``)."""
     recs = store.list_entries(EntryFilter(ids=(subject.entry_id,), namespace=ns))
     if not recs:
         raise InvalidInputError(
@@ -110,9 +125,16 @@ def record_verdict(writer: Writer, store: Store, subject: Subject, ns: str, corr
     verdict = Verdict(subject.entry_id, ns,
                       None if subject.text is None else query_hash(subject.text),
                       "exact" if exact else "semantic", sim, correct, now)
+    outcomes = []
+    if not exact and subject.similarity is not None:
+        p0 = None if prior is None else prior(subject.text, recs[0].prompt, sim)
+        p0 = UNKNOWN_PRIOR if p0 is None else p0
+        outcomes.append(Outcome(subject.entry_id, ns, sim, p0, prior_bin(p0), correct,
+                                "feedback", now))
     with writer.write() as w:
         w.txn.record_verdict(verdict)
         w.count(**{"feedback_right" if correct else "feedback_wrong": 1})
+        record_outcomes(w, outcomes)
         if not correct and exact:  # the namespace in the filter: never another's
             w.txn.delete(EntryFilter(ids=(subject.entry_id,), namespace=ns))
 
@@ -150,5 +172,5 @@ def restore_orphan_verdicts(writer: Writer, verdicts: Sequence[Verdict]) -> int:
     return len(checked)
 
 
-__all__ = ["Subject", "checked_verdict", "record_verdict", "restore_orphan_verdicts",
+__all__ = ["Prior", "Subject", "checked_verdict", "record_outcomes", "record_verdict", "restore_orphan_verdicts",
            "verdict_subject"]

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from semcache.cache._trust import checked_verdict
+from semcache.cache._trust import checked_verdict, record_outcomes
 from semcache.cache._writer import Write, Writer
 from semcache.cache.entry import Entry
 from semcache.errors import InvalidInputError, InvalidTypeError, SemcacheError
@@ -28,7 +28,7 @@ from semcache.keys import (
     vector_key_hashes,
 )
 from semcache.settings import Tunables
-from semcache.store.base import NewEntry, Verdict
+from semcache.store.base import NewEntry, Outcome, Verdict
 from semcache.store.codecs import encode_metadata, encode_response, encode_vector
 from semcache.validation import (
     UNSET,
@@ -237,15 +237,17 @@ def _pairs(items: Iterable[Any]) -> list[tuple[Any, Any]]:
     return pairs
 
 
-def write_entries(writer: Writer, entries: Sequence[NewEntry],
-                  max_entries: int | None, now: float) -> list[int]:
-    """Insert ``entries`` in one transaction, then evict down to ``max_entries``."""
+def write_entries(writer: Writer, entries: Sequence[NewEntry], max_entries: int | None,
+                  now: float, outcomes: Sequence[Outcome] = ()) -> list[int]:
+    """Insert ``entries`` in one transaction, with the ``outcomes`` of the explorations
+    they answer (``ErrorBound.outcomes_for``), then evict down to ``max_entries``."""
     if not entries:
         return []
 
     def work(w: Write) -> list[int]:
         ids = w.txn.insert_many(entries)
         w.count(puts=len(entries))
+        record_outcomes(w, outcomes)
         enforce_limit(w, max_entries, now)
         return ids
 
