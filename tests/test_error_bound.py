@@ -345,3 +345,13 @@ def test_the_wrong_rate_of_a_labelled_stream_stays_within_the_bound(tmp_path: An
     assert hits > 0.5 * free_hits  # it still serves (measured: 60-80% of the queries)
     assert stats["explorations"] > 0
     assert stats["outcomes_right"] + stats["outcomes_wrong"] == stats["explorations"]
+
+
+def test_the_budget_spends_the_bound_on_the_lookups_that_reach_a_candidate() -> None:
+    bound = ErrorBound(_Pools([]), text_verifier)  # type: ignore[arg-type]
+    assert bound.budget("ns", 0.01) == 0.01  # nothing seen: every lookup may reach one
+    for i in range(2000):
+        bound.looked_up("ns", i % 10 == 0)  # 10% reach a candidate
+    budget = bound.budget("ns", 0.01)
+    assert 0.01 / 0.12 < budget < 0.01 / 0.10  # the upper bound of the fraction: ~11%
+    assert bound.budget("other", 0.01) == 0.01

@@ -12,13 +12,19 @@ How (after vCache, arXiv 2502.03771, adapted to a shared, persistent cache):
   Each score bin (of ``p0``) refines it, shrunk toward the namespace; each entry's own
   outcomes scale it again, shrunk toward 1. ``p_wrong`` (what ``Hit.p_wrong`` reports) uses
   the posterior means, ``upper`` the :data:`CONFIDENCE` quantiles.
-* **Exploration.** The candidate is served with probability ``min(1, eps / upper)``; else
+* **Budget.** The bound is on the fraction of the namespace's lookups, and only lookups that
+  reach a candidate can serve a wrong answer: a candidate may use ``eps / f``, ``f`` the
+  upper :data:`CONFIDENCE` bound of the fraction of this process's semantic lookups in the
+  namespace that reached one (1 until it has seen some; counts halved past
+  :data:`TRAFFIC_WINDOW`, so it follows a changing mix).
+* **Exploration.** The candidate is served with probability ``min(1, eps / f / upper)``; else
   the lookup answers a miss (an *exploration*): the caller calls the model anyway, and the
   ``put``/``store`` of the same request (same exact key, this process, within
   :data:`EXPLORATION_TTL`) compares its fresh answer with the candidate's (the verifier)
   and records the outcome on the candidate and its namespace's pools, in the put's own
-  write transaction, for every process. A served wrong answer then happens with probability
-  ``min(1, eps / upper) * p_true <= eps`` whenever ``upper >= p_true``.
+  write transaction, for every process. A lookup then serves a wrong answer with
+  probability ``f_true * min(1, eps / f / upper) * p_true <= eps`` whenever ``f >= f_true``
+  and ``upper >= p_true``.
 
 The guarantee's assumptions are in docs/quality.md ("Error bound").
 """
@@ -64,6 +70,8 @@ CONFIDENCE = 0.9
 #: Seconds a process trusts its last read of a namespace's pools (its own outcomes are
 #: seen at once).
 POOL_TTL = 1.0
+#: Semantic lookups per namespace after which this process halves its traffic counts.
+TRAFFIC_WINDOW = 20_000
 #: Explorations remembered per process (oldest dropped first), and for how long.
 MAX_EXPLORATIONS = 10_000
 EXPLORATION_TTL = 600.0
@@ -72,6 +80,8 @@ EXPLORATION_TTL = 600.0
 EMBEDDING_CUTOFF = 0.9
 
 Verifier = Callable[[Any, Any], bool]
+#: The normal quantile of CONFIDENCE (Wilson's bound of the traffic fraction).
+_Z = 1.2815515655446004
 
 
 def prior_bin(p: float) -> int:
@@ -252,6 +262,32 @@ class ErrorBound:
         self._lock = threading.Lock()
         self._pools: dict[str, _Pools] = {}
         self._pending: OrderedDict[bytes, Exploration] = OrderedDict()
+        self._traffic: dict[str, list[float]] = {}  # namespace -> [lookups, candidates]
+
+    def looked_up(self, namespace: str, candidate: bool) -> None:
+        """Count a semantic lookup of a namespace with a bound (``candidate``: it reached
+        one), for the budget (see the module docstring)."""
+        counts = self._traffic.get(namespace)
+        if counts is None:
+            counts = self._traffic[namespace] = [0.0, 0.0]
+        counts[0] += 1
+        counts[1] += candidate
+        if counts[0] > TRAFFIC_WINDOW:
+            counts[0] /= 2
+            counts[1] /= 2
+
+    def budget(self, namespace: str, bound: float) -> float:
+        """The bound a candidate of ``namespace`` may use: ``bound / f`` (Wilson's upper
+        bound of the fraction of lookups that reach a candidate)."""
+        n, m = self._traffic.get(namespace, (0.0, 0.0))
+        if n < 1:
+            return bound
+        z = _Z
+        p = m / n
+        centre = p + z * z / (2 * n)
+        spread = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+        upper = min(1.0, (centre + spread) / (1 + z * z / n))
+        return bound / max(upper, 1e-9)
 
     def estimate(self, namespace: str, entry_id: int, prior: float | None) -> Estimate:
         p0 = UNKNOWN_PRIOR if prior is None else min(max(float(prior), 1e-6), 1.0)
@@ -264,9 +300,10 @@ class ErrorBound:
             mean, upper = mean * factor, upper * factor
         return Estimate(min(1.0, mean * p0), min(1.0, upper * p0), p0)
 
-    def serve(self, bound: float, estimate: Estimate) -> bool:
-        """The coin: True (serve) with probability ``min(1, bound / upper)``."""
-        return estimate.upper <= bound or self.rng.random() < bound / estimate.upper
+    def serve(self, namespace: str, bound: float, estimate: Estimate) -> bool:
+        """The coin: True (serve) with probability ``min(1, budget / upper)``."""
+        budget = self.budget(namespace, bound)
+        return estimate.upper <= budget or self.rng.random() < budget / estimate.upper
 
     def _namespace(self, namespace: str) -> _Pools:
         now = time.monotonic()

@@ -203,6 +203,9 @@ class LookupPipeline:
         best = self._best(q, vector, now, p_wrong)
         if best is None and self.store.check_incarnation(force=True):
             best = self._best(q, vector, now, p_wrong)
+        bound = self.error_bound(q.namespace)
+        if bound is not None and self.bound is not None:
+            self.bound.looked_up(q.namespace, best is not None)
         if best is None:
             return None
         row, similarity = best
@@ -210,13 +213,12 @@ class LookupPipeline:
             log.warning("semcache: entry %d of namespace %r found in the partition of %r: "
                         "not served", row.id, row.namespace, q.namespace)
             return None
-        bound = self.error_bound(q.namespace)
         if bound is None or self.bound is None:
             hit = self._hit(row, "semantic", similarity, now, q.scope, q.text)
             hit.p_wrong = p_wrong.get(row.id)
             return hit
         estimate = self.bound.estimate(q.namespace, row.id, p_wrong.get(row.id))
-        if not self.bound.serve(bound, estimate):
+        if not self.bound.serve(q.namespace, bound, estimate):
             self._explore(q, row, similarity, estimate.prior)
             return None
         hit = self._hit(row, "semantic", similarity, now, q.scope, q.text)
