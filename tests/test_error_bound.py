@@ -5,6 +5,7 @@ verdicts as outcomes, and a seeded labelled stream whose wrong rate stays within
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -355,3 +356,21 @@ def test_the_budget_spends_the_bound_on_the_lookups_that_reach_a_candidate() -> 
     budget = bound.budget("ns", 0.01)
     assert 0.01 / 0.12 < budget < 0.01 / 0.10  # the upper bound of the fraction: ~11%
     assert bound.budget("other", 0.01) == 0.01
+
+
+def test_calibrate_counts_the_outcomes_of_explorations(tmp_path: Any) -> None:
+    from tests.cli_helpers import run_cli
+
+    path = str(tmp_path / "cal.db")
+    with semcache.open(path, embedder="hashing", guard=False, error_bound=0.01) as cache:
+        explore_always(cache)
+        cache.put("How do I configure the billing service?", "answer")
+        for i in range(3):
+            query = f"How do I configure the billing service? ({i})"
+            if cache.get(query) is None:
+                cache.put(query, "answer" if i else "another")
+        explored = cache.stats()["explorations"]
+        assert explored >= 1 and len(cache.outcomes()) == explored
+    proc = run_cli("calibrate", path, "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["observations"] == explored

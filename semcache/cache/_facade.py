@@ -37,7 +37,7 @@ from semcache.kernels.projection import BinaryEncoder, validate_vector, validate
 from semcache.keys import PromptKeyMemo, prompt_key_hash, request_key_hash, vector_key_hash
 from semcache.settings import CacheSettings, check_same_pin, resolve_identity
 from semcache.store import open_store
-from semcache.store.base import EntryFilter, EntryOrder, NamespaceSummary, Verdict
+from semcache.store.base import EntryFilter, EntryOrder, NamespaceSummary, Outcome, Verdict
 from semcache.validation import (
     UNSET,
     check_bool,
@@ -326,14 +326,11 @@ class Cache:
     def claim(self, key: bytes | str, *, namespace: str | None = None,
               wait: float = 30.0) -> Claim:
         """Coalesce identical misses: claim the right to fetch the answer of request
-        ``key`` (the same key as :meth:`lookup`'s).
-
-        Returns at once when nobody else is fetching it; otherwise waits (at most
-        ``wait`` seconds) until the caller that is - in this process or any other sharing
-        the cache - releases its claim. When ``claim.waited`` is True, look the cache up
-        again before calling the model. Release the claim (``with cache.claim(...)``) after
-        storing the answer, or when the call failed (docs/architecture.md shows the loop).
-        """
+        ``key`` (:meth:`lookup`'s key). Returns at once when nobody else is fetching it;
+        otherwise waits (at most ``wait`` seconds) until the caller that is - in any process
+        sharing the cache - releases its claim. When ``claim.waited`` is True, look the cache
+        up again before calling the model. Release the claim (``with cache.claim(...)``)
+        after storing the answer, or when the call failed (docs/architecture.md)."""
         if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not 0 <= wait < 1e6:
             raise InvalidInputError(f"wait must be seconds in [0, 1e6); got {wait!r}")
         with self._gate:
@@ -433,9 +430,8 @@ class Cache:
                 older_than: float | None = None, order: EntryOrder = "newest",
                 limit: int | None = None, after_id: int | None = None,
                 with_vectors: bool = False) -> list[Entry]:
-        """Entries, decoded, newest first by default (``order``: newest, oldest, hits,
-        accessed, id). ``expired``: True = only expired, False = only live, None = all.
-        ``older_than``: created more than that many seconds ago. ``after_id`` pages by id."""
+        """Entries, decoded, newest first (``order``: newest, oldest, hits, accessed, id);
+        ``expired`` True/False: only expired/live; ``older_than`` seconds; ``after_id`` pages."""
         with self._gate:
             where = selection(namespace, expired, older_than, self._clock())
             recs = self._store.list_entries(where, order=order, limit=limit, after_id=after_id,
@@ -488,6 +484,11 @@ class Cache:
         with self._gate:
             return self._store.verdicts(None if namespace is None else
                                         check_namespace(namespace))
+
+    def outcomes(self, namespace: str | None = None) -> list[Outcome]:
+        """The error bound's kept outcomes (of one namespace when given), oldest first."""
+        with self._gate:
+            return self._store.outcomes(None if namespace is None else check_namespace(namespace))
 
     def threshold(self, namespace: str | None = None) -> float:
         """The similarity threshold in force for a namespace."""
@@ -545,8 +546,7 @@ class Cache:
             return history(self._store, self._clock(), minutes, days)
 
     def warmup(self) -> None:
-        """Load the embedder and map the search index now, ahead of the first request
-        (e.g. in a server's startup hook), instead of on the first semantic lookup."""
+        """Load the embedder and map the search index now (e.g. in a server's startup hook)."""
         with self._gate:
             inner = getattr(self._identity.embedder, "inner", self._identity.embedder)
             load = getattr(inner, "load", None)
