@@ -374,3 +374,36 @@ def test_calibrate_counts_the_outcomes_of_explorations(tmp_path: Any) -> None:
     proc = run_cli("calibrate", path, "--json")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["observations"] == explored
+
+
+@pytest.mark.engines(*ENGINES)
+def test_export_and_import_carry_bounds_outcomes_and_pools(make: Callable[..., semcache.Cache],
+                                                           tmp_path: Any) -> None:
+    from semcache.transfer import export_jsonl, import_jsonl
+
+    original = make("original.db", guard=False, error_bound=0.02)
+    original.set_error_bound("strict", 0.005)
+    explore_always(original)
+    original.put(PARIS, "Paris")
+    assert original.get(PARAPHRASE) is None
+    original.put(PARAPHRASE, "Lyon")  # a wrong outcome on the first entry
+    path = tmp_path / "export.jsonl"
+    with open(path, "w", encoding="utf-8") as out:
+        export_jsonl(original, out)
+    lines = [json.loads(x) for x in path.read_text().splitlines()]
+    assert lines[0]["settings"]["error_bound"] == 0.02
+    ns = {x["namespace_state"]: x for x in lines if "namespace_state" in x}
+    assert ns["strict"]["settings"] == {"error_bound": 0.005}
+    assert ns["default"]["trust"]["outcome_pools"] == [
+        {"bin": 9, "right": 0, "wrong": 1, "expected": 0.5}]
+    (judged,) = [x for x in lines if "response" in x and x.get("trust")]
+    assert judged["prompt"] == PARIS and judged["trust"]["outcomes"][0]["correct"] is False
+
+    copy = make("copy.db", guard=False)
+    for _ in range(2):  # twice: nothing doubled
+        report = import_jsonl(copy, str(path), apply_settings=True)
+        assert report.bad_count == 0 and report.ignored_keys == []
+    assert copy.outcome_pools() == [OutcomePool(9, 0, 1, 0.5)]
+    (o,) = copy.outcomes()
+    assert o.correct is False and copy.entry(o.entry_id).prompt == PARIS  # type: ignore[union-attr]
+    assert copy.error_bound("strict") == 0.005

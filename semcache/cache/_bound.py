@@ -55,6 +55,7 @@ log = logging.getLogger("semcache")
 #: Upper edges of the score bins of the prior ``p_wrong`` (bin i: below edge i; the last
 #: bin: everything above the last edge).
 PRIOR_EDGES = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
+PRIOR_BINS = len(PRIOR_EDGES) + 1
 #: The prior of a candidate the decision did not judge (``guard=False``, a vector lookup,
 #: an entry stored without its prompt): one in two, until its namespace learns better.
 UNKNOWN_PRIOR = 0.5

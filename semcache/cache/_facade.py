@@ -24,6 +24,7 @@ import numpy as np
 from semcache.cache._bound import ErrorBound, check_verifier, make_verifier
 from semcache.cache._coalesce import Claim, Coalescer
 from semcache.cache._gate import OPEN_CACHES, Gate
+from semcache.cache._memoize import memoize
 from semcache.cache._pipeline import LookupPipeline, Query
 from semcache.cache._stats import check_history_span, current_stats, history
 from semcache.cache._trust import record_verdict, restore_orphan_verdicts, verdict_subject
@@ -37,7 +38,14 @@ from semcache.kernels.projection import BinaryEncoder, validate_vector, validate
 from semcache.keys import PromptKeyMemo, prompt_key_hash, request_key_hash, vector_key_hash
 from semcache.settings import CacheSettings, check_same_pin, resolve_identity
 from semcache.store import open_store
-from semcache.store.base import EntryFilter, EntryOrder, NamespaceSummary, Outcome, Verdict
+from semcache.store.base import (
+    EntryFilter,
+    EntryOrder,
+    NamespaceSummary,
+    Outcome,
+    OutcomePool,
+    Verdict,
+)
 from semcache.validation import (
     UNSET,
     check_bool,
@@ -351,12 +359,13 @@ class Cache:
             ready = self._entries.restorable(entries, self._vector, on_error)
             return restore_entries(self._writer, ready, self.max_entries, now) if ready else []
 
-    def restore_verdicts(self, verdicts: Sequence[Verdict]) -> int:
-        """Record exported verdicts whose entry no longer exists (they feed ``semcache
-        calibrate``; recorded with entry id 0, they never block an entry); returns how many.
-        Validated like feedback; restoring them again does not double them."""
+    def restore_verdicts(self, verdicts: Sequence[Verdict],
+                         pools: dict[str, Sequence[OutcomePool]] | None = None) -> int:
+        """Record exported verdicts whose entry no longer exists (entry id 0: they feed
+        calibrate, never block), and namespaces' outcome ``pools`` (a bin keeps the larger
+        counts); returns how many verdicts. Restoring again does not double them."""
         with self._gate:
-            return restore_orphan_verdicts(self._writer, verdicts)
+            return restore_orphan_verdicts(self._writer, verdicts, pools or {})
 
     def check_restorable(self, entry: Entry) -> None:
         """Raise the error :meth:`restore` would raise for ``entry`` (writes nothing)."""
@@ -490,6 +499,11 @@ class Cache:
         with self._gate:
             return self._store.outcomes(None if namespace is None else check_namespace(namespace))
 
+    def outcome_pools(self, namespace: str | None = None) -> list[OutcomePool]:
+        """A namespace's pooled outcomes per score bin: what its error bound learnt."""
+        with self._gate:
+            return self._store.outcome_pools(self._ns(namespace))
+
     def threshold(self, namespace: str | None = None) -> float:
         """The similarity threshold in force for a namespace."""
         return self._settings.threshold(self._ns(namespace))
@@ -503,8 +517,7 @@ class Cache:
                                                    check_threshold(value))
 
     def error_bound(self, namespace: str | None = None) -> float | None:
-        """The error bound in force for a namespace (None: threshold decisions)."""
-        return self._settings.error_bound(self._ns(namespace))
+        return self._settings.error_bound(self._ns(namespace))  # None: threshold decisions
 
     def set_error_bound(self, namespace: str, value: float | None) -> None:
         """Bound the fraction of ``namespace``'s lookups that serve a wrong answer (e.g. 0.01;
@@ -563,18 +576,7 @@ class Cache:
         OPEN_CACHES.discard(self)
 
     def _release(self) -> None:
-        self._writer.stop()
-        try:
-            if not self._store.readonly and self._writer.pending:
-                pending = self._writer.describe_pending()
-                if not self._writer.flush(timeout=CLOSE_WAIT_S):
-                    log.warning("semcache: closing %s: the write lock stayed busy; dropped %s",
-                                self.location, pending)
-        except Exception as exc:  # noqa: BLE001 - closing a cache that was read must not fail
-            log.warning("semcache: closing %s: batched hit counts and access times were not "
-                        "written (%s)", self.location, exc)
-        finally:
-            self._store.close()
+        self._writer.close_store(CLOSE_WAIT_S)
 
     def __enter__(self) -> Cache:
         return self
@@ -592,8 +594,6 @@ class Cache:
 
         Matching is exact unless ``semantic=True`` (a summary of another text is a wrong
         answer, so paraphrase matching must be asked for)."""
-        from semcache.cache._memoize import memoize
-
         return memoize(self, namespace=namespace, ttl=ttl, semantic=semantic)
 
 

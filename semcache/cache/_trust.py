@@ -15,13 +15,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
-from semcache.cache._bound import UNKNOWN_PRIOR, prior_bin
+from semcache.cache._bound import PRIOR_BINS, UNKNOWN_PRIOR, prior_bin
 from semcache.cache._pipeline import query_hash
 from semcache.cache._writer import Write, Writer
 from semcache.cache.hit import Hit
 from semcache.errors import InvalidInputError
 from semcache.keys import prompt_key_hash
-from semcache.store.base import EntryFilter, EntryRecord, Outcome, Store, Verdict
+from semcache.store.base import EntryFilter, EntryRecord, Outcome, OutcomePool, Store, Verdict
 from semcache.validation import check_entry_id, check_namespace, check_prompt
 
 #: The decision's p_wrong of (query, stored prompt, cosine), None when it cannot judge.
@@ -161,16 +161,55 @@ def checked_verdict(v: Any, namespace: str) -> Verdict:
                    created_at=float(v.created_at))
 
 
-def restore_orphan_verdicts(writer: Writer, verdicts: Sequence[Verdict]) -> int:
+def restore_orphan_verdicts(writer: Writer, verdicts: Sequence[Verdict],
+                            pools: dict[str, Sequence[OutcomePool]]) -> int:
     """Record exported verdicts of entries that no longer exist, with entry id 0 (they
-    never block an entry); returns how many."""
+    never block an entry), and namespaces' exported outcome pools; returns how many
+    verdicts."""
     checked = [replace(checked_verdict(v, check_namespace(v.namespace)), entry_id=0)
                for v in verdicts]
-    if checked:
+    checked_pools = {check_namespace(ns): [checked_pool(p) for p in own]
+                     for ns, own in pools.items()}
+    if checked or any(checked_pools.values()):
         with writer.write() as w:
             w.txn.restore_verdicts(checked)
+            for ns, own in checked_pools.items():
+                w.txn.restore_pools(ns, own)
     return len(checked)
 
 
-__all__ = ["Prior", "Subject", "checked_verdict", "record_outcomes", "record_verdict", "restore_orphan_verdicts",
+def checked_pool(p: Any) -> OutcomePool:
+    """An exported outcome pool, validated."""
+    if not isinstance(p, OutcomePool):
+        raise InvalidInputError(f"a pool must be a semcache OutcomePool; got {type(p).__name__}")
+    for name in ("bin", "right", "wrong"):
+        value = getattr(p, name)
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**62:
+            raise InvalidInputError(f"a pool's {name} must be a count; got {value!r}")
+    if p.bin >= PRIOR_BINS or isinstance(p.expected, bool) \
+            or not isinstance(p.expected, (int, float)) or not 0 <= p.expected < 2**62:
+        raise InvalidInputError(f"a pool must have a bin below {PRIOR_BINS} and a finite "
+                                f"expected count; got {p!r}")
+    return replace(p, expected=float(p.expected))
+
+
+def checked_outcome(o: Any, entry_id: int, namespace: str) -> Outcome:
+    """An exported outcome of an entry, validated, for its restored id and namespace."""
+    if not isinstance(o, Outcome):
+        raise InvalidInputError(f"an outcome must be a semcache Outcome; got {type(o).__name__}")
+    for name, value, low, high in (("similarity", o.similarity, -1.0, 1.0),
+                                   ("prior", o.prior, 0.0, 1.0),
+                                   ("created_at", o.created_at, 0.0, 1e11)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or not low <= value <= high:
+            raise InvalidInputError(f"an outcome's {name} must be a number in [{low:g}, "
+                                    f"{high:g}]; got {value!r}")
+    if not isinstance(o.correct, bool) or o.source not in ("explore", "feedback"):
+        raise InvalidInputError(f"an outcome needs correct true/false and source 'explore' "
+                                f"or 'feedback'; got {o.correct!r}, {o.source!r}")
+    return Outcome(entry_id, namespace, float(o.similarity), float(o.prior),
+                   prior_bin(float(o.prior)), o.correct, o.source, float(o.created_at))
+
+
+__all__ = ["Prior", "Subject", "checked_outcome", "checked_pool", "checked_verdict", "record_outcomes", "record_verdict", "restore_orphan_verdicts",
            "verdict_subject"]

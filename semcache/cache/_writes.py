@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from semcache.cache._trust import checked_verdict, record_outcomes
+from semcache.cache._trust import checked_outcome, checked_verdict, record_outcomes
 from semcache.cache._writer import Write, Writer
 from semcache.cache.entry import Entry
 from semcache.errors import InvalidInputError, InvalidTypeError, SemcacheError
@@ -197,15 +197,16 @@ class EntryFactory:
 
     def restorable(self, entries: Sequence[Entry], check_vector: Callable[[Any], np.ndarray],
                    on_error: Callable[[int, SemcacheError], None] | None = None,
-                   ) -> list[tuple[NewEntry, list[Verdict]]]:
-        """Each exported entry as :meth:`restored` makes it, with its verdicts checked for
-        its namespace; a bad one raises, or with ``on_error`` is reported as
+                   ) -> list[tuple[NewEntry, list[Verdict], list[Outcome]]]:
+        """Each exported entry as :meth:`restored` makes it, with its verdicts and outcomes
+        checked for its namespace; a bad one raises, or with ``on_error`` is reported as
         ``on_error(index, error)`` and left out."""
         ready = []
         for i, e in enumerate(entries):
             try:
                 entry = self.restored(e, check_vector)
-                ready.append((entry, [checked_verdict(v, entry.namespace) for v in e.verdicts]))
+                ready.append((entry, [checked_verdict(v, entry.namespace) for v in e.verdicts],
+                              [checked_outcome(o, 0, entry.namespace) for o in e.outcomes]))
             except SemcacheError as exc:
                 if on_error is None:
                     raise
@@ -254,15 +255,19 @@ def write_entries(writer: Writer, entries: Sequence[NewEntry], max_entries: int 
     return writer.run(work)
 
 
-def restore_entries(writer: Writer, restored: Sequence[tuple[NewEntry, Sequence[Verdict]]],
+def restore_entries(writer: Writer,
+                    restored: Sequence[tuple[NewEntry, Sequence[Verdict], Sequence[Outcome]]],
                     max_entries: int | None, now: float) -> list[int]:
-    """Exported entries in one transaction, each with its verdicts recorded for its new id,
-    then ``max_entries`` enforced; returns the new ids."""
+    """Exported entries in one transaction, each with its verdicts and outcomes recorded for
+    its new id (outcomes not pooled again: the pools come with their namespace), then
+    ``max_entries`` enforced; returns the new ids."""
 
     def work(w: Write) -> list[int]:
-        ids = w.txn.insert_many([e for e, _ in restored])
-        w.txn.restore_verdicts([replace(v, entry_id=i) for i, (_, own) in
+        ids = w.txn.insert_many([e for e, _, _ in restored])
+        w.txn.restore_verdicts([replace(v, entry_id=i) for i, (_, own, _) in
                                 zip(ids, restored, strict=True) for v in own])
+        w.txn.record_outcomes([replace(o, entry_id=i) for i, (_, _, own) in
+                               zip(ids, restored, strict=True) for o in own], pool=False)
         enforce_limit(w, max_entries, now)
         return ids
 

@@ -267,10 +267,13 @@ class StoreTxn(Protocol):
         instead of being recorded twice."""
         ...
 
-    def record_outcomes(self, outcomes: Sequence[Outcome]) -> None:
+    def record_outcomes(self, outcomes: Sequence[Outcome], pool: bool = True) -> None:
         """Record outcomes: each entry keeps its newest :data:`OUTCOMES_PER_ENTRY`, each
         namespace its newest :data:`OUTCOMES_PER_NAMESPACE`, and each is added to its
-        namespace's pool of its bin."""
+        namespace's pool of its bin. ``pool=False``: an import (its pools come with their
+        namespace), where an outcome already recorded (same namespace, similarity, prior,
+        verdict, source and time: the import run again) is moved to the given entry
+        instead of being recorded twice."""
         ...
 
     def restore_pools(self, namespace: str, pools: Sequence[OutcomePool]) -> None:

@@ -19,6 +19,13 @@ class OutcomeQueries:
     def __init__(self, t: dict[str, str]) -> None:
         o, p = t["outcomes"], t["outcome_pools"]
         self.insert = f"INSERT INTO {o} ({_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+        # An imported outcome: moved to its entry if an earlier import recorded it already.
+        self.restore = (
+            f"WITH u AS (UPDATE {o} SET entry_id = %(entry)s WHERE namespace = %(ns)s AND "
+            "similarity = %(sim)s AND prior = %(prior)s AND bin = %(bin)s AND correct = "
+            "%(correct)s AND source = %(source)s AND created_at = %(at)s RETURNING 1) "
+            f"INSERT INTO {o} ({_COLUMNS}) SELECT %(entry)s, %(ns)s, %(sim)s, %(prior)s, "
+            "%(bin)s, %(correct)s, %(source)s, %(at)s WHERE NOT EXISTS (SELECT 1 FROM u)")
         pool = (f"INSERT INTO {p} AS p (namespace, bin, n_right, n_wrong, expected) "
                 "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (namespace, bin) DO UPDATE SET ")
         # Pools are added to in (namespace, bin) order: two writers never wait on each other
@@ -40,19 +47,27 @@ class OutcomeQueries:
 
 
 def record_outcomes(conn: psycopg.Connection, q: OutcomeQueries,
-                    outcomes: Sequence[Outcome]) -> None:
+                    outcomes: Sequence[Outcome], pool: bool = True) -> None:
     if not outcomes:
         return
     with conn.cursor() as cur:
-        cur.executemany(q.insert, [(o.entry_id, o.namespace, o.similarity, o.prior, o.bin,
-                                    bool(o.correct), o.source, o.created_at) for o in outcomes])
+        if pool:
+            cur.executemany(q.insert, [(o.entry_id, o.namespace, o.similarity, o.prior, o.bin,
+                                        bool(o.correct), o.source, o.created_at)
+                                       for o in outcomes])
+        else:
+            cur.executemany(q.restore, [
+                {"entry": o.entry_id, "ns": o.namespace, "sim": o.similarity, "prior": o.prior,
+                 "bin": o.bin, "correct": bool(o.correct), "source": o.source,
+                 "at": o.created_at} for o in outcomes])
         pools: dict[tuple[str, int], list[Any]] = {}
         for o in outcomes:
             acc = pools.setdefault((o.namespace, o.bin), [0, 0, 0.0])
             acc[0 if o.correct else 1] += 1
             acc[2] += o.prior
-        cur.executemany(q.add_pool, [(ns, b, r, w, e) for (ns, b), (r, w, e)
-                                     in sorted(pools.items())])
+        if pool:
+            cur.executemany(q.add_pool, [(ns, b, r, w, e) for (ns, b), (r, w, e)
+                                         in sorted(pools.items())])
         cur.executemany(q.trim_entry, [(i, i, OUTCOMES_PER_ENTRY)
                                        for i in sorted({o.entry_id for o in outcomes})])
         cur.executemany(q.trim_namespace, [(ns, ns, OUTCOMES_PER_NAMESPACE)

@@ -332,8 +332,8 @@ class PgWriteTxn:
                  "kind": v.kind, "sim": v.similarity, "correct": bool(v.correct),
                  "at": v.created_at} for v in verdicts])
 
-    def record_outcomes(self, outcomes: Sequence[Outcome]) -> None:
-        outcome_sql.record_outcomes(self.conn, self._q.outcomes, outcomes)
+    def record_outcomes(self, outcomes: Sequence[Outcome], pool: bool = True) -> None:
+        outcome_sql.record_outcomes(self.conn, self._q.outcomes, outcomes, pool)
 
     def restore_pools(self, namespace: str, pools: Sequence[OutcomePool]) -> None:
         outcome_sql.restore_pools(self.conn, self._q.outcomes, namespace, pools)

@@ -4,9 +4,10 @@ put that brought the fresh answer), reads are one indexed statement each."""
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any
+
+import apsw
 
 from semcache.store.base import OUTCOMES_PER_ENTRY, OUTCOMES_PER_NAMESPACE, Outcome, OutcomePool
 
@@ -22,15 +23,26 @@ _MAX_POOL = ("INSERT INTO outcome_pools (namespace, bin, n_right, n_wrong, expec
              "expected = max(expected, excluded.expected)")
 
 
-def record_outcomes(conn: sqlite3.Connection, outcomes: Sequence[Outcome]) -> None:
+def record_outcomes(conn: apsw.Connection, outcomes: Sequence[Outcome],
+                    pool: bool = True) -> None:
     """Insert, keep the newest per entry and per namespace, add to the pools."""
     if not outcomes:
         return
-    conn.executemany(f"INSERT INTO outcomes ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                     [(o.entry_id, o.namespace, o.similarity, o.prior, o.bin, int(o.correct),
-                       o.source, o.created_at) for o in outcomes])
-    conn.executemany(_ADD_POOL, [(o.namespace, o.bin, int(o.correct), int(not o.correct),
-                                  o.prior) for o in outcomes])
+    rows = [(o.entry_id, o.namespace, o.similarity, o.prior, o.bin, int(o.correct), o.source,
+             o.created_at) for o in outcomes]
+    if not pool:  # an import: move what an earlier run of it recorded
+        fresh = []
+        for row in rows:
+            conn.execute("UPDATE outcomes SET entry_id = ? WHERE namespace = ? AND "
+                         "similarity = ? AND prior = ? AND bin = ? AND correct = ? AND "
+                         "source = ? AND created_at = ?", row)
+            if not conn.changes():
+                fresh.append(row)
+        rows = fresh
+    conn.executemany(f"INSERT INTO outcomes ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    if pool:
+        conn.executemany(_ADD_POOL, [(o.namespace, o.bin, int(o.correct), int(not o.correct),
+                                      o.prior) for o in outcomes])
     for entry_id in {o.entry_id for o in outcomes}:
         conn.execute("DELETE FROM outcomes WHERE entry_id = ? AND id <= (SELECT id FROM "
                      "outcomes WHERE entry_id = ? ORDER BY id DESC LIMIT 1 OFFSET ?)",
@@ -41,7 +53,7 @@ def record_outcomes(conn: sqlite3.Connection, outcomes: Sequence[Outcome]) -> No
                      (ns, ns, OUTCOMES_PER_NAMESPACE))
 
 
-def restore_pools(conn: sqlite3.Connection, namespace: str, pools: Sequence[OutcomePool]) -> None:
+def restore_pools(conn: apsw.Connection, namespace: str, pools: Sequence[OutcomePool]) -> None:
     conn.executemany(_MAX_POOL, [(namespace, p.bin, p.right, p.wrong, p.expected)
                                  for p in pools])
 

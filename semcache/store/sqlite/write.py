@@ -422,8 +422,8 @@ class WriteTxn:
             if not self._conn.changes():
                 self.record_verdict(v)
 
-    def record_outcomes(self, outcomes: Sequence[Outcome]) -> None:
-        outcome_sql.record_outcomes(self._conn, outcomes)
+    def record_outcomes(self, outcomes: Sequence[Outcome], pool: bool = True) -> None:
+        outcome_sql.record_outcomes(self._conn, outcomes, pool)
 
     def restore_pools(self, namespace: str, pools: Sequence[OutcomePool]) -> None:
         outcome_sql.restore_pools(self._conn, namespace, pools)
