@@ -407,3 +407,22 @@ def test_export_and_import_carry_bounds_outcomes_and_pools(make: Callable[..., s
     (o,) = copy.outcomes()
     assert o.correct is False and copy.entry(o.entry_id).prompt == PARIS  # type: ignore[union-attr]
     assert copy.error_bound("strict") == 0.005
+
+
+def test_the_dashboard_shows_explorations_and_outcomes(make: Callable[..., semcache.Cache]
+                                                       ) -> None:
+    from semcache.dashboard import collect, load_prices
+    from semcache.dashboard.page import render_page
+
+    cache = make(guard=False, error_bound=0.01)
+    explore_always(cache)
+    cache.put(PARIS, "Paris")
+    for text, answer in ((PARAPHRASE, "Paris"), ("the capital of france", "Lyon")):
+        assert cache.get(text) is None
+        cache.put(text, answer)
+    figures = collect(cache, load_prices())
+    assert (figures["explorations"], figures["outcomes_right"], figures["outcomes_wrong"]) \
+        == outcome_counts(cache) == (2, 1, 1)
+    page = render_page(figures)
+    for name, value in (("explorations", 2), ("outcomes_right", 1), ("outcomes_wrong", 1)):
+        assert f'id="{name}" data-value="{value}"' in page
