@@ -348,14 +348,24 @@ def test_the_wrong_rate_of_a_labelled_stream_stays_within_the_bound(tmp_path: An
     assert stats["outcomes_right"] + stats["outcomes_wrong"] == stats["explorations"]
 
 
-def test_the_budget_spends_the_bound_on_the_lookups_that_reach_a_candidate() -> None:
+def test_the_budget_never_spends_more_than_the_bound_per_lookup() -> None:
+    """Each lookup credits the bound; each decision spends its serving probability times its
+    upper estimate: the expected wrong answers never exceed bound x lookups."""
     bound = ErrorBound(_Pools([]), text_verifier)  # type: ignore[arg-type]
-    assert bound.budget("ns", 0.01) == 0.01  # nothing seen: every lookup may reach one
-    for i in range(2000):
-        bound.looked_up("ns", i % 10 == 0)  # 10% reach a candidate
-    budget = bound.budget("ns", 0.01)
-    assert 0.01 / 0.12 < budget < 0.01 / 0.10  # the upper bound of the fraction: ~11%
-    assert bound.budget("other", 0.01) == 0.01
+    bound.rng = _Always(0.0)
+    risky = Estimate(0.05, 0.1, 0.05)
+    bound.looked_up("ns", 0.01)
+    assert bound.serve("ns", risky)  # q = 0.01 / 0.1
+    assert bound._budget["ns"] == pytest.approx(0.0)
+    bound.rng = _Always(0.97)
+    for _ in range(20):  # 20 lookups without candidate: 0.2 of budget
+        bound.looked_up("ns", 0.01)
+    assert bound.serve("ns", risky) is False  # q capped at 1 - MIN_EXPLORATION = 0.95
+    assert bound._budget["ns"] == pytest.approx(0.2 - (1 - _bound.MIN_EXPLORATION) * 0.1)
+    for _ in range(5 * _bound.BUDGET_LOOKUPS):  # a quiet period buys at most 1000 lookups
+        bound.looked_up("ns", 0.01)
+    assert bound._budget["ns"] == pytest.approx(0.01 * _bound.BUDGET_LOOKUPS)
+    assert "other" not in bound._budget
 
 
 def test_calibrate_counts_the_outcomes_of_explorations(tmp_path: Any) -> None:

@@ -10,22 +10,21 @@ How (after vCache, arXiv 2502.03771, adapted to a shared, persistent cache):
   ``wrong`` when the candidate's answer was wrong, and ``k`` has the Gamma posterior
   ``Gamma(a0 + wrong, a0 + expected)`` (Poisson counts of wrong answers, prior mean 1).
   Each score bin (of ``p0``) refines it, shrunk toward the namespace; each entry's own
-  outcomes scale it again, shrunk toward 1. ``p_wrong`` (what ``Hit.p_wrong`` reports) uses
+  outcomes may raise it again (wrong answers; shrunk toward 1). ``p_wrong`` (what ``Hit.p_wrong`` reports) uses
   the posterior means, ``upper`` the :data:`CONFIDENCE` quantiles.
 * **Budget.** The bound is on the fraction of the namespace's lookups, and only lookups that
-  reach a candidate can serve a wrong answer: a candidate may use ``eps / f``, ``f`` the
-  upper :data:`CONFIDENCE` bound of the fraction of this process's semantic lookups in the
-  namespace that reached one (1 until it has seen some; counts halved past
-  :data:`TRAFFIC_WINDOW`, so it follows a changing mix).
-* **Exploration.** The candidate is served with probability ``min(1, eps / f / upper)``; else
-  the lookup answers a miss (an *exploration*): the caller calls the model anyway, and the
-  ``put``/``store`` of the same request (same exact key, this process, within
-  :data:`EXPLORATION_TTL`) compares its fresh answer with the candidate's (the verifier)
-  and records the outcome on the candidate and its namespace's pools, in the put's own
-  write transaction, for every process. A lookup then serves a wrong answer with
-  probability ``f_true * min(1, eps / f / upper) * p_true <= eps`` whenever ``f >= f_true``
-  and ``upper >= p_true``.
+  reach a candidate can serve a wrong answer. Each semantic lookup of the namespace credits
+  this process's balance with ``eps`` (up to :data:`BUDGET_LOOKUPS` lookups' worth); a
+  candidate is served with probability ``q = min(1, balance / upper)`` and the decision
+  spends ``q * upper``, its expected wrong answers at most.
+* **Exploration.** When the coin does not serve, the lookup answers a miss (an
+  *exploration*): the caller calls the model anyway, and the ``put``/``store`` of the same
+  request (same exact key, this process, within :data:`EXPLORATION_TTL`) compares its fresh
+  answer with the candidate's (the verifier) and records the outcome on the candidate and
+  its namespace's pools, in the put's own write transaction, for every process.
 
+So the expected number of wrong answers a process served in a namespace never exceeds
+``eps`` times its semantic lookups there, whenever ``upper >= p_true``, at every moment.
 The guarantee's assumptions are in docs/quality.md ("Error bound").
 """
 
@@ -60,19 +59,26 @@ PRIOR_BINS = len(PRIOR_EDGES) + 1
 #: an entry stored without its prompt): one in two, until its namespace learns better.
 UNKNOWN_PRIOR = 0.5
 #: Prior strength of the namespace correction ``k`` (Gamma(a0, a0): mean 1, in units of
-#: expected wrong answers).
-NAMESPACE_STRENGTH = 2.0
+#: expected wrong answers). 1: before any outcome, ``upper`` is 3x the decision's p_wrong
+#: (the decision predicted a third of the wrong answers on a split it was not made on).
+NAMESPACE_STRENGTH = 1.0
 #: How much of the namespace's evidence a score bin borrows (expected wrong answers).
 BIN_STRENGTH = 8.0
 #: How much an entry's own outcomes weigh against its namespace (expected wrong answers).
+#: They only ever raise its estimate: right answers to the queries that reached it so far
+#: (often its own paraphrases) say little of the next one (a look-alike).
 ENTRY_STRENGTH = 1.0
+#: The smallest share of candidates explored: a namespace whose balance would serve every
+#: candidate still checks some, so that its estimate keeps learning.
+MIN_EXPLORATION = 0.05
 #: The posterior quantile that the exploration probability is computed from.
-CONFIDENCE = 0.9
+CONFIDENCE = 0.95
 #: Seconds a process trusts its last read of a namespace's pools (its own outcomes are
 #: seen at once).
 POOL_TTL = 1.0
-#: Semantic lookups per namespace after which this process halves its traffic counts.
-TRAFFIC_WINDOW = 20_000
+#: The most a namespace's unspent budget grows to, in lookups' worth: a quiet period does not
+#: buy a burst of risky answers later.
+BUDGET_LOOKUPS = 1000
 #: Explorations remembered per process (oldest dropped first), and for how long.
 MAX_EXPLORATIONS = 10_000
 EXPLORATION_TTL = 600.0
@@ -81,8 +87,6 @@ EXPLORATION_TTL = 600.0
 EMBEDDING_CUTOFF = 0.9
 
 Verifier = Callable[[Any, Any], bool]
-#: The normal quantile of CONFIDENCE (Wilson's bound of the traffic fraction).
-_Z = 1.2815515655446004
 
 
 def prior_bin(p: float) -> int:
@@ -263,48 +267,36 @@ class ErrorBound:
         self._lock = threading.Lock()
         self._pools: dict[str, _Pools] = {}
         self._pending: OrderedDict[bytes, Exploration] = OrderedDict()
-        self._traffic: dict[str, list[float]] = {}  # namespace -> [lookups, candidates]
+        self._budget: dict[str, float] = {}  # namespace -> unspent expected wrong answers
 
-    def looked_up(self, namespace: str, candidate: bool) -> None:
-        """Count a semantic lookup of a namespace with a bound (``candidate``: it reached
-        one), for the budget (see the module docstring)."""
-        counts = self._traffic.get(namespace)
-        if counts is None:
-            counts = self._traffic[namespace] = [0.0, 0.0]
-        counts[0] += 1
-        counts[1] += candidate
-        if counts[0] > TRAFFIC_WINDOW:
-            counts[0] /= 2
-            counts[1] /= 2
+    def looked_up(self, namespace: str, bound: float) -> None:
+        """Credit the namespace's budget with one semantic lookup's worth (``bound``), up to
+        :data:`BUDGET_LOOKUPS` lookups' worth."""
+        with self._lock:
+            balance = self._budget.get(namespace, 0.0) + bound
+            self._budget[namespace] = min(balance, bound * BUDGET_LOOKUPS)
 
-    def budget(self, namespace: str, bound: float) -> float:
-        """The bound a candidate of ``namespace`` may use: ``bound / f`` (Wilson's upper
-        bound of the fraction of lookups that reach a candidate)."""
-        n, m = self._traffic.get(namespace, (0.0, 0.0))
-        if n < 1:
-            return bound
-        z = _Z
-        p = m / n
-        centre = p + z * z / (2 * n)
-        spread = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-        upper = min(1.0, (centre + spread) / (1 + z * z / n))
-        return bound / max(upper, 1e-9)
+    def serve(self, namespace: str, estimate: Estimate) -> bool:
+        """The coin: serve with probability ``q = min(1, balance / upper)``, and spend
+        ``q * upper`` (the decision's expected wrong answers, at most) of the balance."""
+        with self._lock:
+            balance = self._budget.get(namespace, 0.0)
+            q = 1.0 if estimate.upper <= 0 else max(0.0, min(1.0 - MIN_EXPLORATION,
+                                                             balance / estimate.upper))
+            self._budget[namespace] = balance - q * estimate.upper
+        return self.rng.random() < q
 
     def estimate(self, namespace: str, entry_id: int, prior: float | None) -> Estimate:
+        """The candidate's ``p_wrong`` and its upper bound (see the module docstring)."""
         p0 = UNKNOWN_PRIOR if prior is None else min(max(float(prior), 1e-6), 1.0)
         mean, upper = self._namespace(namespace).correction(prior_bin(p0))
         own = self.store.entry_outcomes(entry_id)
         if own:
             wrong = sum(not o.correct for o in own)
             expected = sum(o.prior for o in own) * mean
-            factor = (ENTRY_STRENGTH + wrong) / (ENTRY_STRENGTH + expected)
+            factor = max(1.0, (ENTRY_STRENGTH + wrong) / (ENTRY_STRENGTH + expected))
             mean, upper = mean * factor, upper * factor
         return Estimate(min(1.0, mean * p0), min(1.0, upper * p0), p0)
-
-    def serve(self, namespace: str, bound: float, estimate: Estimate) -> bool:
-        """The coin: True (serve) with probability ``min(1, budget / upper)``."""
-        budget = self.budget(namespace, bound)
-        return estimate.upper <= budget or self.rng.random() < budget / estimate.upper
 
     def _namespace(self, namespace: str) -> _Pools:
         now = time.monotonic()

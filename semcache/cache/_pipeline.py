@@ -205,7 +205,7 @@ class LookupPipeline:
             best = self._best(q, vector, now, p_wrong)
         bound = self.error_bound(q.namespace)
         if bound is not None and self.bound is not None:
-            self.bound.looked_up(q.namespace, best is not None)
+            self.bound.looked_up(q.namespace, bound)
         if best is None:
             return None
         row, similarity = best
@@ -218,7 +218,7 @@ class LookupPipeline:
             hit.p_wrong = p_wrong.get(row.id)
             return hit
         estimate = self.bound.estimate(q.namespace, row.id, p_wrong.get(row.id))
-        if not self.bound.serve(q.namespace, bound, estimate):
+        if not self.bound.serve(q.namespace, estimate):
             self._explore(q, row, similarity, estimate.prior)
             return None
         hit = self._hit(row, "semantic", similarity, now, q.scope, q.text)
