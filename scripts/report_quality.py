@@ -13,6 +13,10 @@ from report_figures import Results, Row, dig, num, run_note
 CONFIG_LABELS = {
     "defaults": "defaults (semantic decision)",
     "guard off": "`guard=False` (cosine alone)",
+    "bound 0.005": "`error_bound=0.005`",
+    "bound 0.01": "`error_bound=0.01`",
+    "bound 0.02": "`error_bound=0.02`",
+    "bound 0.05": "`error_bound=0.05`",
 }
 
 
@@ -100,6 +104,18 @@ def stream_block(r: Results) -> str:
                       f"wrong {_pct(spread['wrong_rate_mean'], 2)} "
                       f"({_pct(spread['wrong_rate_range'][0], 2)}-"
                       f"{_pct(spread['wrong_rate_range'][1], 2)})."]
+        bounds = [(name, c) for name, c in res["configs"].items() if "error_bound" in c["options"]]
+        if bounds:
+            lines += ["", "Error bounds (the defaults' decision as the prior; a miss explores, "
+                      "the stream's put verifies): " + "; ".join(
+                          f"{CONFIG_LABELS.get(name, name)} explored {c.get('explorations')} "
+                          f"({c.get('outcomes_wrong')} wrong)" + (
+                              f", over {len(o['runs'])} orders hit {_pct(o['hit_rate_mean'])}, "
+                              f"wrong {_pct(o['wrong_rate_mean'], 2)} "
+                              f"({_pct(o['wrong_rate_range'][0], 2)}-"
+                              f"{_pct(o['wrong_rate_range'][1], 2)})"
+                              if (o := c.get("over_orders")) else "")
+                          for name, c in bounds) + "."]
         a = res.get("attacks")
         if a:
             old_a = dig(before, "splits", split, "attacks")

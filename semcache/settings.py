@@ -58,6 +58,7 @@ from semcache.validation import (
     UNSET,
     check_bool,
     check_dim,
+    check_error_bound,
     check_max_bytes,
     check_max_entries,
     check_namespace,
@@ -100,6 +101,8 @@ INIT_DEFAULTS: dict[str, Any] = {"max_entries": 1000, "similarity_threshold": 0.
                                  "ttl": 86_400}
 #: Settings-table prefix of per-namespace thresholds.
 THRESHOLD_PREFIX = "threshold:"
+#: Settings-table prefix of per-namespace error bounds.
+ERROR_BOUND_PREFIX = "error_bound:"
 
 
 @dataclass
@@ -112,6 +115,7 @@ class Tunables:
     namespace: str
     guard: bool = True
     max_bytes: int | None = None  # what the entries may occupy (store.base.entry_size)
+    error_bound: float | None = None
 
 
 _CHECKS: dict[str, Callable[[Any], Any]] = {
@@ -123,6 +127,7 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "namespace": check_namespace,
     "guard": lambda v: check_bool(v, "guard"),
     "max_bytes": check_max_bytes,
+    "error_bound": check_error_bound,
 }
 _DEFAULTS: dict[str, Any] = {
     "similarity_threshold": None,
@@ -133,6 +138,7 @@ _DEFAULTS: dict[str, Any] = {
     "namespace": DEFAULT_NAMESPACE,
     "guard": True,
     "max_bytes": None,
+    "error_bound": None,
 }
 #: Names of the tunables (stored in the settings table under these names).
 TUNABLES = tuple(_DEFAULTS)
@@ -195,6 +201,7 @@ class CacheSettings:
         self._tunables: Tunables | None = None
         self._family = ""
         self._namespace_thresholds: dict[str, float] = {}
+        self._namespace_bounds: dict[str, float | None] = {}
         self._guard: Any = None
 
     @classmethod
@@ -212,11 +219,13 @@ class CacheSettings:
             store.write_settings(to_write)
         self._tunables = tunables
         self._family = (embedder_name or "").split(":", 1)[0]
-        self._namespace_thresholds = read_namespace_thresholds(store.settings)
+        self.reload_thresholds(store.settings)
 
     def reload_thresholds(self, stored: dict[str, str]) -> None:
-        """The namespace thresholds of ``stored`` (the cache was replaced under us)."""
+        """The namespace thresholds and error bounds of ``stored`` (read at open, and again
+        when the cache was replaced under us)."""
         self._namespace_thresholds = read_namespace_thresholds(stored)
+        self._namespace_bounds = read_namespace_bounds(stored)
 
     def tunables(self) -> Tunables:
         assert self._tunables is not None
@@ -248,6 +257,16 @@ class CacheSettings:
             store.write_settings({name: json.dumps(check_threshold(value))})
             self._namespace_thresholds[namespace] = value
 
+    def error_bound(self, namespace: str) -> float | None:
+        """The error bound in force for ``namespace``: its own, else the cache's."""
+        own = self._namespace_bounds.get(namespace)
+        return self.tunables().error_bound if own is None else own
+
+    def set_namespace_error_bound(self, store: Store, namespace: str,
+                                  value: float | None) -> None:
+        store.write_settings({ERROR_BOUND_PREFIX + namespace: json.dumps(value)})
+        self._namespace_bounds[namespace] = value
+
     def refresh_on_access(self) -> bool:
         return self.tunables().refresh_on_access
 
@@ -273,6 +292,8 @@ class CacheSettings:
             "refresh_on_access": t.refresh_on_access,
             "store_prompts": t.store_prompts, "guard": t.guard, "hash_only": hash_only,
             "namespace_thresholds": self.namespace_thresholds(),
+            "error_bound": t.error_bound, "namespace_error_bounds": {
+                ns: v for ns, v in self._namespace_bounds.items() if v is not None},
         }
 
 
@@ -289,6 +310,16 @@ def read_namespace_thresholds(stored: dict[str, str]) -> dict[str, float]:
             log.warning("semcache: ignoring invalid stored setting %s=%r", name, text)
     return out
 
+
+def read_namespace_bounds(stored: dict[str, str]) -> dict[str, float | None]:
+    out: dict[str, float | None] = {}
+    for name, text in stored.items():
+        if name.startswith(ERROR_BOUND_PREFIX):
+            try:
+                out[name[len(ERROR_BOUND_PREFIX):]] = check_error_bound(json.loads(text))
+            except (ValueError, TypeError, SemcacheError):
+                log.warning("semcache: ignoring invalid stored setting %s=%r", name, text)
+    return out
 
 
 # -- file identity --------------------------------------------------------------------------

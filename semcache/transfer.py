@@ -255,7 +255,7 @@ def parse_record(rec: Any, unknown: list[str] | None = None) -> Entry:
     """One export record as an :class:`~semcache.Entry` (the cache validates the values
     when restoring it); raises ValueError naming the field that is malformed. Keys of its
     trust section this version does not read are added to ``unknown``."""
-    from semcache.transfer_trust import parse_verdicts
+    from semcache.transfer_trust import parse_outcomes, parse_verdicts
 
     if not isinstance(rec, dict):
         raise ValueError(f"expected a JSON object; got {type(rec).__name__}")
@@ -276,7 +276,8 @@ def parse_record(rec: Any, unknown: list[str] | None = None) -> Entry:
         expires_at=_number(rec, "expires_at", optional=True),
         ttl=_number(rec, "ttl", optional=True), hits=_count(rec, "hits"),
         vector=_vector(rec.get("vector")), key=_key(rec.get("key")),
-        verdicts=tuple(parse_verdicts(rec.get("trust"), [] if unknown is None else unknown)))
+        verdicts=tuple(parse_verdicts(rec.get("trust"), [] if unknown is None else unknown)),
+        outcomes=tuple(parse_outcomes(rec.get("trust"))))
 
 
 Line = tuple[int, Entry | NamespaceState | None, str | None, int]

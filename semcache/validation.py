@@ -117,6 +117,17 @@ def check_threshold(value: Any, what: str = "similarity_threshold") -> float:
     return float(value)
 
 
+def check_error_bound(value: Any, what: str = "error_bound") -> float | None:
+    """None (threshold decisions), or the fraction of lookups allowed to serve a wrong
+    answer: a number in (0, 1)."""
+    if value is None:
+        return None
+    if not _is_number(value) or math.isnan(value) or not 0.0 < float(value) < 1.0:
+        raise InvalidInputError(f"{what} must be None or a fraction in (0, 1), e.g. 0.01 for "
+                                f"1% of lookups; got {value!r}")
+    return float(value)
+
+
 def check_max_entries(value: Any) -> int | None:
     if value is None:
         return None

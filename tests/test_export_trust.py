@@ -124,17 +124,17 @@ def test_bad_trust_sections_are_bad_lines_and_newer_keys_are_said(tmp_path: Path
               "projection_seed": 0, "settings": {}, "exported_at": 1.0}
     good = {"id": 1, "namespace": "default", "scope": "", "prompt": STORED, "key": None,
             "response": "r", "created_at": 1700000000.0,
-            "trust": {"verdicts": [], "outcomes": {"right": 3}}}
+            "trust": {"verdicts": [], "calibration": {"right": 3}}}
     bad_verdict = {**good, "prompt": "another", "trust": {"verdicts": [
         {"query_hash": "zz", "kind": "semantic", "similarity": 0.9, "correct": False,
          "created_at": 1.0}]}}
     bad_threshold = {"namespace_state": "x", "settings": {"similarity_threshold": 7}}
-    newer = {"namespace_state": "y", "settings": {"error_bound": 0.01}}
+    newer = {"namespace_state": "y", "settings": {"learning_rate": 0.01}}
     path = tmp_path / "v3.jsonl"
     path.write_text("\n".join(json.dumps(x) for x in (header, good, bad_verdict,
                                                       bad_threshold, newer)) + "\n")
     proc = run_cli("import", location, str(path))
     assert proc.returncode == 0, proc.stderr
     assert ":3: skipped" in proc.stderr and ":4: skipped" in proc.stderr
-    assert "settings.error_bound" in proc.stderr and "trust.outcomes" in proc.stderr
+    assert "settings.learning_rate" in proc.stderr and "trust.calibration" in proc.stderr
     assert "imported 1 entries" in proc.stdout

@@ -22,9 +22,12 @@ import pytest
 from semcache.errors import CacheNotFoundError, ReadOnlyCacheError, SemcacheError
 from semcache.store import open_store, store_exists
 from semcache.store.base import (
+    OUTCOMES_PER_ENTRY,
     AccessUpdate,
     EntryFilter,
     NewEntry,
+    Outcome,
+    OutcomePool,
     Store,
     Verdict,
     entry_size,
@@ -230,6 +233,40 @@ def test_restored_verdicts_are_moved_not_doubled(store: Store) -> None:
     with store.write() as txn:  # another verdict (another time) is another record
         txn.restore_verdicts([Verdict(b, "n1", q, "semantic", 0.93, False, T0 + 5)])
     assert len(store.verdicts()) == 3
+
+
+def test_outcomes_are_kept_per_entry_and_pooled_per_namespace_and_bin(store: Store) -> None:
+    (a, b) = insert(store, entry(1, namespace="n1"), entry(2, namespace="n2"))
+    n = OUTCOMES_PER_ENTRY + 4
+    with store.write() as txn:
+        txn.record_outcomes([Outcome(a, "n1", 0.9, 0.01, 3, i % 4 != 0, "explore", T0 + i)
+                             for i in range(n)])
+        txn.record_outcomes([Outcome(b, "n2", 0.95, 0.2, 7, False, "feedback", T0)])
+    kept = store.entry_outcomes(a)  # the newest, oldest first
+    assert [o.created_at for o in kept] == [T0 + i for i in range(4, n)]
+    assert kept[-1] == Outcome(a, "n1", 0.9, 0.01, 3, (n - 1) % 4 != 0, "explore", T0 + n - 1)
+    assert store.entry_outcomes(b) == [Outcome(b, "n2", 0.95, 0.2, 7, False, "feedback", T0)]
+    assert store.entry_outcomes(9999) == []
+    (pool,) = store.outcome_pools("n1")  # the pools keep every count, trimmed or not
+    assert (pool.bin, pool.right, pool.wrong) == (3, n - 5, 5)
+    assert pool.expected == pytest.approx(0.01 * n)
+    assert store.outcome_pools("n2") == [OutcomePool(7, 0, 1, pytest.approx(0.2))]
+    assert [o.namespace for o in store.outcomes()] == ["n1"] * OUTCOMES_PER_ENTRY + ["n2"]
+    assert len(store.outcomes("n2")) == 1 and store.outcome_pools("none") == []
+    with pytest.raises(RuntimeError), store.write() as txn:  # all or nothing with the txn
+        txn.record_outcomes([Outcome(b, "n2", 0.95, 0.2, 7, True, "explore", T0 + 1)])
+        raise RuntimeError("the put fails")
+    assert len(store.entry_outcomes(b)) == 1 and store.outcome_pools("n2")[0].right == 0
+
+
+def test_restored_pools_keep_the_larger_counts(store: Store) -> None:
+    with store.write() as txn:
+        txn.record_outcomes([Outcome(1, "n1", 0.9, 0.05, 2, False, "explore", T0)])
+    exported = [OutcomePool(2, 10, 0, 0.5), OutcomePool(4, 3, 2, 0.25)]
+    for _ in range(2):  # imported twice: counted once
+        with store.write() as txn:
+            txn.restore_pools("n1", exported)
+    assert store.outcome_pools("n1") == [OutcomePool(2, 10, 1, 0.5), OutcomePool(4, 3, 2, 0.25)]
 
 
 # -- expiry and eviction ------------------------------------------------------------------------------

@@ -8,8 +8,7 @@ Data flow of a lookup (docs/architecture.md has the diagram)::
          search, rescored by exact cosine) -> threshold -> feedback, guard -> Hit("semantic")
 
 Writes validate and embed first (outside any lock), then run one store transaction through
-the cache's :class:`~semcache.cache._writer.Writer`, which also carries this process's
-batched hit counts.
+the cache's :class:`~semcache.cache._writer.Writer` (with this process's batched hits).
 """
 
 from __future__ import annotations
@@ -22,8 +21,10 @@ from typing import Any
 
 import numpy as np
 
+from semcache.cache._bound import ErrorBound, check_verifier, make_verifier
 from semcache.cache._coalesce import Claim, Coalescer
 from semcache.cache._gate import OPEN_CACHES, Gate
+from semcache.cache._memoize import memoize
 from semcache.cache._pipeline import LookupPipeline, Query
 from semcache.cache._stats import check_history_span, current_stats, history
 from semcache.cache._trust import record_verdict, restore_orphan_verdicts, verdict_subject
@@ -37,11 +38,20 @@ from semcache.kernels.projection import BinaryEncoder, validate_vector, validate
 from semcache.keys import PromptKeyMemo, prompt_key_hash, request_key_hash, vector_key_hash
 from semcache.settings import CacheSettings, check_same_pin, resolve_identity
 from semcache.store import open_store
-from semcache.store.base import EntryFilter, EntryOrder, NamespaceSummary, VacuumProgress, Verdict
+from semcache.store.base import (
+    EntryFilter,
+    EntryOrder,
+    NamespaceSummary,
+    Outcome,
+    OutcomePool,
+    VacuumProgress,
+    Verdict,
+)
 from semcache.validation import (
     UNSET,
     check_bool,
     check_entry_id,
+    check_error_bound,
     check_key,
     check_namespace,
     check_prompt,
@@ -75,7 +85,8 @@ class Cache:
                  embedder: str | Embedder | None = UNSET,
                  similarity_threshold: Any = UNSET, max_entries: Any = UNSET, ttl: Any = UNSET,
                  max_bytes: Any = UNSET, namespace: Any = UNSET, refresh_on_access: Any = UNSET,
-                 store_prompts: Any = UNSET, guard: Any = UNSET, hash_only: bool = False,
+                 store_prompts: Any = UNSET, guard: Any = UNSET, error_bound: Any = UNSET,
+                 verifier: Any = "text", hash_only: bool = False,
                  dim: int | None = None, seed: int | None = None,
                  encoder: BinaryEncoder | None = None,
                  readonly: bool = False, clock: Callable[[], float] = time.time,
@@ -83,8 +94,10 @@ class Cache:
                  schema: str | None = None, create: bool = True) -> None:
         given = {"similarity_threshold": similarity_threshold, "max_entries": max_entries,
                  "ttl": ttl, "namespace": namespace, "refresh_on_access": refresh_on_access,
-                 "store_prompts": store_prompts, "guard": guard, "max_bytes": max_bytes}
+                 "store_prompts": store_prompts, "guard": guard, "max_bytes": max_bytes,
+                 "error_bound": error_bound}
         self._settings = CacheSettings.check_arguments(given, defaults, hash_only)
+        check_verifier(verifier)
         check_bool(create, "create")
         store = open_store(path, readonly=readonly, schema=schema, use_mirror=use_mirror,
                            create=create)
@@ -110,7 +123,10 @@ class Cache:
             store=store, encoder=identity.encoder,
             embedder=None if self.hash_only else identity.embedder, dim=identity.dim,
             writer=self._writer, clock=clock, threshold=self._settings.threshold,
-            refresh=self._settings.refresh_on_access, guard=self._settings.guard)
+            refresh=self._settings.refresh_on_access, guard=self._settings.guard,
+            error_bound=self._settings.error_bound)
+        self._bound = self._pipeline.bound = ErrorBound(store, make_verifier(
+            verifier, None if self.hash_only else self._pipeline.embed))
         self._entries = EntryFactory(self._settings.tunables, identity.encoder)
         self._coalescer = Coalescer(store)
         self._keys = PromptKeyMemo()
@@ -124,6 +140,7 @@ class Cache:
         and go on if it is pinned like this process, else refuse (its vectors would mix)."""
         self._pipeline.forget()
         self._writer.forget()
+        self._bound.forget()
         self._settings.reload_thresholds(self._store.settings)
         check_same_pin(self.location, self._identity, self._store.settings)
 
@@ -292,7 +309,8 @@ class Cache:
                 keys=self._keys, check_vectors=lambda vs: validate_vectors(vs, self._dim()))
             if texts and self._pipeline.semantic:  # embedding happens before the lock
                 self._entries.attach_all([entries[i] for i in todo], self._pipeline.embed(texts))
-            return write_entries(self._writer, entries, self._settings.tunables(), now)
+            return write_entries(self._writer, entries, self._settings.tunables(), now,
+                                 self._bound.outcomes_for(entries, now))
 
     def store(self, key: bytes | str, response: Any, *, text: str | None = None,
               scope: str = "", namespace: str | None = None, ttl: Any = UNSET,
@@ -316,19 +334,17 @@ class Cache:
             entry.key_material = material
             if unit is None and text is not None and self._pipeline.semantic:
                 self._entries.attach(entry, self._pipeline.embed([text])[0])
-            return write_entries(self._writer, [entry], self._settings.tunables(), now)[0]
+            return write_entries(self._writer, [entry], self._settings.tunables(), now,
+                                 self._bound.outcomes_for([entry], now))[0]
 
     def claim(self, key: bytes | str, *, namespace: str | None = None,
               wait: float = 30.0) -> Claim:
         """Coalesce identical misses: claim the right to fetch the answer of request
-        ``key`` (the same key as :meth:`lookup`'s).
-
-        Returns at once when nobody else is fetching it; otherwise waits (at most
-        ``wait`` seconds) until the caller that is - in this process or any other sharing
-        the cache - releases its claim. When ``claim.waited`` is True, look the cache up
-        again before calling the model. Release the claim (``with cache.claim(...)``) after
-        storing the answer, or when the call failed (docs/architecture.md shows the loop).
-        """
+        ``key`` (:meth:`lookup`'s key). Returns at once when nobody else is fetching it;
+        otherwise waits (at most ``wait`` seconds) until the caller that is - in any process
+        sharing the cache - releases its claim. When ``claim.waited`` is True, look the cache
+        up again before calling the model. Release the claim (``with cache.claim(...)``)
+        after storing the answer, or when the call failed (docs/architecture.md)."""
         if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not 0 <= wait < 1e6:
             raise InvalidInputError(f"wait must be seconds in [0, 1e6); got {wait!r}")
         with self._gate:
@@ -339,23 +355,23 @@ class Cache:
                 on_error: Callable[[int, SemcacheError], None] | None = None) -> list[int]:
         """Write exported entries in one transaction, keeping their timestamps, hit counts
         and vectors; returns the new ids (replacing entries with the same keys). Values are
-        validated as a put's; keys are derived again for each entry's own namespace, never
-        taken from the export (see ``EntryFactory.restored``). Imported entries do not count
-        as puts. An entry's ``verdicts`` (its trust state) are recorded for its new id in the
-        same transaction; restoring the same entry again moves them rather than doubling
-        them. A bad entry raises (nothing is written), or, with ``on_error``, is reported
-        as ``on_error(index, error)`` and skipped."""
+        validated as a put's; keys are derived again for each entry's own namespace
+        (``EntryFactory.restored``). Imported entries are not puts. An entry's ``verdicts``
+        are recorded for its new id in the same transaction (moved, not doubled, when it is
+        restored again). A bad entry raises (nothing is written), or, with ``on_error``, is
+        reported as ``on_error(index, error)`` and skipped."""
         with self._gate:
             now = self._clock()
             ready = self._entries.restorable(entries, self._vector, on_error)
             return restore_entries(self._writer, ready, self._settings.tunables(), now) if ready else []
 
-    def restore_verdicts(self, verdicts: Sequence[Verdict]) -> int:
-        """Record exported verdicts whose entry no longer exists (they feed ``semcache
-        calibrate``; recorded with entry id 0, they never block an entry); returns how many.
-        Validated like feedback; restoring them again does not double them."""
+    def restore_verdicts(self, verdicts: Sequence[Verdict],
+                         pools: dict[str, Sequence[OutcomePool]] | None = None) -> int:
+        """Record exported verdicts whose entry no longer exists (entry id 0: they feed
+        calibrate, never block), and namespaces' outcome ``pools`` (a bin keeps the larger
+        counts); returns how many verdicts. Restoring again does not double them."""
         with self._gate:
-            return restore_orphan_verdicts(self._writer, verdicts)
+            return restore_orphan_verdicts(self._writer, verdicts, pools or {})
 
     def check_restorable(self, entry: Entry) -> None:
         """Raise the error :meth:`restore` would raise for ``entry`` (writes nothing)."""
@@ -429,9 +445,8 @@ class Cache:
                 older_than: float | None = None, order: EntryOrder = "newest",
                 limit: int | None = None, after_id: int | None = None,
                 with_vectors: bool = False) -> list[Entry]:
-        """Entries, decoded, newest first by default (``order``: newest, oldest, hits,
-        accessed, id). ``expired``: True = only expired, False = only live, None = all.
-        ``older_than``: created more than that many seconds ago. ``after_id`` pages by id."""
+        """Entries, decoded, newest first (``order``: newest, oldest, hits, accessed, id);
+        ``expired`` True/False: only expired/live; ``older_than`` seconds; ``after_id`` pages."""
         with self._gate:
             where = selection(namespace, expired, older_than, self._clock())
             recs = self._store.list_entries(where, order=order, limit=limit, after_id=after_id,
@@ -463,32 +478,37 @@ class Cache:
                  query: str | None = None, similarity: float | None = None) -> None:
         """Record a verdict on a served hit: was its answer right for the query?
 
-        ``hit`` is the :class:`Hit` that was served (its query and similarity are known),
-        or an entry id (e.g. from ``semcache.cache_info(completion).entry_id``) with the
-        ``query`` text that was asked. Feedback acts only within ``namespace`` (default:
-        the cache's, like every other method): an entry of another namespace, or one that
-        no longer exists, raises :class:`InvalidInputError` and nothing changes; a
-        :class:`Hit` must agree with the stored entry (namespace, scope, and for an exact
-        hit its key), else it is refused.
-
-        A wrong verdict means that entry is never served for that query again, by any
-        process. A wrong verdict on an exact entry deletes it, in every process (its answer
-        is wrong for the very request it was stored for): an exact ``Hit``, an entry id
-        without a query, or an entry id whose ``query`` has the entry's own exact key (the
-        query is the entry's prompt; for an entry stored by request, its stored text).
-        Verdicts feed ``semcache calibrate``.
-        """
+        ``hit`` is the :class:`Hit` that was served, or an entry id (e.g. from
+        ``semcache.cache_info(completion).entry_id``) with the ``query`` that was asked.
+        Feedback acts only within ``namespace`` (default: the cache's): an entry of another
+        namespace, or one that no longer exists, raises :class:`InvalidInputError` and
+        nothing changes; a :class:`Hit` must agree with the stored entry (namespace, scope,
+        and for an exact hit its key). A wrong verdict means that entry is never served for
+        that query again, by any process; on an exact entry (an exact ``Hit``, an id without
+        a query, or a query with the entry's own exact key) it deletes the entry. Verdicts
+        feed ``semcache calibrate``; on semantic hits they are the error bound's outcomes."""
         ns = self._ns(namespace)
         subject = verdict_subject(hit, query, similarity, ns)
         check_bool(correct, "correct")
         with self._gate:
-            record_verdict(self._writer, self._store, subject, ns, correct, self._clock())
+            record_verdict(self._writer, self._store, subject, ns, correct, self._clock(),
+                           self._pipeline.prior)
 
     def verdicts(self, namespace: str | None = None) -> list[Verdict]:
         """Recorded verdicts (of one namespace when given), oldest first."""
         with self._gate:
             return self._store.verdicts(None if namespace is None else
                                         check_namespace(namespace))
+
+    def outcomes(self, namespace: str | None = None) -> list[Outcome]:
+        """The error bound's kept outcomes (of one namespace when given), oldest first."""
+        with self._gate:
+            return self._store.outcomes(None if namespace is None else check_namespace(namespace))
+
+    def outcome_pools(self, namespace: str | None = None) -> list[OutcomePool]:
+        """A namespace's pooled outcomes per score bin: what its error bound learnt."""
+        with self._gate:
+            return self._store.outcome_pools(self._ns(namespace))
 
     def threshold(self, namespace: str | None = None) -> float:
         """The similarity threshold in force for a namespace."""
@@ -501,6 +521,16 @@ class Cache:
             self._settings.set_namespace_threshold(self._store, check_namespace(namespace),
                                                    None if value is None else
                                                    check_threshold(value))
+
+    def error_bound(self, namespace: str | None = None) -> float | None:
+        return self._settings.error_bound(self._ns(namespace))  # None: threshold decisions
+
+    def set_error_bound(self, namespace: str, value: float | None) -> None:
+        """Bound the fraction of ``namespace``'s lookups that serve a wrong answer (e.g. 0.01;
+        None: the cache's ``error_bound``), stored in the file (docs/quality.md)."""
+        with self._gate:
+            self._settings.set_namespace_error_bound(self._store, check_namespace(namespace),
+                                                     check_error_bound(value))
 
     # -- stats, lifecycle ---------------------------------------------------------------------------
 
@@ -528,21 +558,18 @@ class Cache:
 
     def stats_history(self, *, minutes: int = 60,
                       days: int = 30) -> dict[str, list[dict[str, int]]]:
-        """The shared counters over time, summed over every process and host:
-        ``{"minutes": [...], "days": [...]}`` - the last ``minutes`` minutes and the last
-        ``days`` UTC days, oldest first, the current one last. Each bucket is
-        ``{"start": epoch seconds, "hits": n, "misses": n, ...}`` with every counter of
-        :meth:`stats` that counts events (0 where none happened) and any other counter
-        recorded. Counts are bucketed by the minute their batch was written (within ~1 s
-        of the event). Kept for 30 days; ``days`` and ``minutes`` cover at most that."""
+        """The shared counters over time, summed over every process and host: the last
+        ``minutes`` minutes and ``days`` UTC days, oldest first, as ``{"minutes": [...],
+        "days": [...]}`` of ``{"start": epoch seconds, "hits": n, ...}`` (every counter of
+        :meth:`stats` that counts events, 0 where none happened, bucketed by the minute its
+        batch was written). Kept for 30 days."""
         check_history_span(minutes, days)
         with self._gate:
             self._writer.try_flush()
             return history(self._store, self._clock(), minutes, days)
 
     def warmup(self) -> None:
-        """Load the embedder and map the search index now, ahead of the first request
-        (e.g. in a server's startup hook), instead of on the first semantic lookup."""
+        """Load the embedder and map the search index now (e.g. in a server's startup hook)."""
         with self._gate:
             inner = getattr(self._identity.embedder, "inner", self._identity.embedder)
             load = getattr(inner, "load", None)
@@ -559,18 +586,7 @@ class Cache:
         OPEN_CACHES.discard(self)
 
     def _release(self) -> None:
-        self._writer.stop()
-        try:
-            if not self._store.readonly and self._writer.pending:
-                pending = self._writer.describe_pending()
-                if not self._writer.flush(timeout=CLOSE_WAIT_S):
-                    log.warning("semcache: closing %s: the write lock stayed busy; dropped %s",
-                                self.location, pending)
-        except Exception as exc:  # noqa: BLE001 - closing a cache that was read must not fail
-            log.warning("semcache: closing %s: batched hit counts and access times were not "
-                        "written (%s)", self.location, exc)
-        finally:
-            self._store.close()
+        self._writer.close_store(CLOSE_WAIT_S)
 
     def __enter__(self) -> Cache:
         return self
@@ -588,8 +604,6 @@ class Cache:
 
         Matching is exact unless ``semantic=True`` (a summary of another text is a wrong
         answer, so paraphrase matching must be asked for)."""
-        from semcache.cache._memoize import memoize
-
         return memoize(self, namespace=namespace, ttl=ttl, semantic=semantic)
 
 

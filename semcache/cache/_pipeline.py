@@ -9,7 +9,8 @@ For each query, in this order:
 3. semantic tier: the engine's nearest codes of the query's partition (namespace + scope),
    rescored by exact cosine (``Store.nearest``), decided here: above the namespace's floor,
    then feedback and the semantic decision (``semcache.guard.SemanticDecision``) on the
-   stored prompt;
+   stored prompt; in a namespace with an error bound, the bound's coin then serves the
+   candidate or explores it (``cache/_bound.py``);
 4. the hit's effects (access time, sliding expiry, counters) are batched, not written.
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -24,6 +26,7 @@ from typing import Any, Protocol
 import numpy as np
 from zstandard import ZstdError
 
+from semcache.cache._bound import ErrorBound, Exploration
 from semcache.cache._responses import ResponseMemo
 from semcache.cache._writer import Writer
 from semcache.cache.hit import Hit, HitKind
@@ -89,7 +92,8 @@ class LookupPipeline:
     def __init__(self, *, store: Store, encoder: BinaryEncoder | None, embedder: Any,
                  dim: int | None, writer: Writer, clock: Callable[[], float],
                  threshold: Callable[[str], float], refresh: Callable[[], bool],
-                 guard: Callable[[], Guard | None]) -> None:
+                 guard: Callable[[], Guard | None],
+                 error_bound: Callable[[str], float | None] = lambda ns: None) -> None:
         self.store = store
         self.encoder = encoder
         self.embedder = embedder
@@ -99,6 +103,8 @@ class LookupPipeline:
         self.threshold = threshold
         self.refresh = refresh
         self.guard = guard
+        self.error_bound = error_bound
+        self.bound: ErrorBound | None = None  # the estimator, when the cache has one
         self.responses = ResponseMemo()
         self._partitions: dict[tuple[str, str], int] = {}
 
@@ -208,6 +214,9 @@ class LookupPipeline:
         best = self._best(q, vector, now, p_wrong)
         if best is None and self.store.check_incarnation(force=True):
             best = self._best(q, vector, now, p_wrong)
+        bound = self.error_bound(q.namespace)
+        if bound is not None and self.bound is not None:
+            self.bound.looked_up(q.namespace, bound)
         if best is None:
             return None
         row, similarity = best
@@ -215,9 +224,38 @@ class LookupPipeline:
             log.warning("semcache: entry %d of namespace %r found in the partition of %r: "
                         "not served", row.id, row.namespace, q.namespace)
             return None
+        if bound is None or self.bound is None:
+            hit = self._hit(row, "semantic", similarity, now, q.scope, q.text)
+            hit.p_wrong = p_wrong.get(row.id)
+            return hit
+        estimate = self.bound.estimate(q.namespace, row.id, p_wrong.get(row.id))
+        if not self.bound.serve(q.namespace, estimate):
+            self._explore(q, row, similarity, estimate.prior)
+            return None
         hit = self._hit(row, "semantic", similarity, now, q.scope, q.text)
-        hit.p_wrong = p_wrong.get(row.id)
+        hit.decision, hit.p_wrong = "bound", estimate.p_wrong
         return hit
+
+    def _explore(self, q: Query, row: EntryRow, similarity: float, prior: float) -> None:
+        """Answer a miss instead of ``row``, and remember it for the request's put (a
+        lookup without an exact key - a vector - has no put to wait for)."""
+        assert self.bound is not None
+        self.writer.count(explorations=1)
+        if q.key is not None:
+            try:
+                cached = self.responses.decode(row.id, row.response)
+            except (ZstdError, ValueError, TypeError) as exc:
+                raise corrupt_entry(self.store.location, row.id, exc) from None
+            self.bound.explored(q.key, Exploration(row.id, q.namespace, similarity, prior,
+                                                   cached, time.monotonic()))
+
+    def prior(self, query: str | None, stored: str | None, similarity: float) -> float | None:
+        """The semantic decision's ``p_wrong`` for ``stored``'s answer to ``query`` (None
+        when it cannot judge: no decision, or a text missing)."""
+        guard = self.guard()
+        if guard is None or query is None or stored is None:
+            return None
+        return float(guard.judge(query, stored, similarity).p_wrong)
 
     def _best(self, q: Query, vector: np.ndarray, now: float,
               p_wrong: dict[int, float]) -> tuple[EntryRow, float] | None:
@@ -344,7 +382,8 @@ class LookupPipeline:
                                           row.ttl is not None and self.refresh())
         # Positional: a keyword call of this 12-field dataclass costs 3x as much.
         return Hit(response, kind, similarity, row.id, row.namespace, row.created_at, expires,
-                   row.prompt, metadata, row.tokens, scope, text)
+                   row.prompt, metadata, row.tokens, scope, text, None,
+                   "exact" if kind == "exact" else "threshold")
 
 
 def query_hash(text: str) -> bytes:

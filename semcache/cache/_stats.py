@@ -13,7 +13,8 @@ from semcache.store.base import SERIES_RETENTION_MINUTES, Store
 #: The counters :meth:`semcache.Cache.stats` reports (0 when none happened).
 STAT_COUNTERS = ("hits", "exact_hits", "semantic_hits", "misses", "puts", "entries",
                  "evictions", "expirations", "bytes", "tokens_saved", "guard_rejections",
-                 "feedback_right", "feedback_wrong", "damaged_vectors")
+                 "feedback_right", "feedback_wrong", "damaged_vectors", "explorations",
+                 "outcomes_right", "outcomes_wrong")
 
 
 def current_stats(store: Store, embedder_name: str | None) -> dict[str, Any]:
@@ -30,7 +31,8 @@ def current_stats(store: Store, embedder_name: str | None) -> dict[str, Any]:
 #: Counters every bucket of :func:`history` has (0 when none happened).
 HISTORY_COUNTERS = ("hits", "exact_hits", "semantic_hits", "misses", "puts", "evictions",
                     "expirations", "tokens_saved", "guard_rejections", "feedback_right",
-                    "feedback_wrong", "damaged_vectors")
+                    "feedback_wrong", "damaged_vectors", "explorations", "outcomes_right",
+                    "outcomes_wrong")
 
 
 def check_history_span(minutes: Any, days: Any) -> None:

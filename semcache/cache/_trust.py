@@ -11,17 +11,21 @@ deleted or named in a message.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
+from semcache.cache._bound import PRIOR_BINS, UNKNOWN_PRIOR, prior_bin
 from semcache.cache._pipeline import query_hash
-from semcache.cache._writer import Writer
+from semcache.cache._writer import Write, Writer
 from semcache.cache.hit import Hit
 from semcache.errors import InvalidInputError
 from semcache.keys import prompt_key_hash
-from semcache.store.base import EntryFilter, EntryRecord, Store, Verdict
+from semcache.store.base import EntryFilter, EntryRecord, Outcome, OutcomePool, Store, Verdict
 from semcache.validation import check_entry_id, check_namespace, check_prompt
+
+#: The decision's p_wrong of (query, stored prompt, cosine), None when it cannot judge.
+Prior = Callable[[str | None, str | None, float], float | None]
 
 
 class Subject:
@@ -92,12 +96,23 @@ def verdict_subject(hit: Hit | int, query: str | None, similarity: float | None,
     return Subject(entry_id, text, sim, None)
 
 
+def record_outcomes(w: Write, outcomes: Sequence[Outcome]) -> None:
+    """Record outcomes in the transaction ``w``, counted in ``outcomes_right`` /
+    ``outcomes_wrong``."""
+    if outcomes:
+        w.txn.record_outcomes(outcomes)
+        right = sum(o.correct for o in outcomes)
+        w.count(outcomes_right=right, outcomes_wrong=len(outcomes) - right)
+
+
 def record_verdict(writer: Writer, store: Store, subject: Subject, ns: str, correct: bool,
-                   now: float) -> None:
+                   now: float, prior: Prior | None = None) -> None:
     """Record a verdict on ``subject`` in namespace ``ns``, counted in ``feedback_right`` /
     ``feedback_wrong``. An entry that is not in ``ns`` (deleted, replaced, another
     namespace's) raises and nothing changes. A wrong verdict on the entry's own exact key
-    deletes the entry: its answer is wrong for the very request it was stored for."""
+    deletes the entry: its answer is wrong for the very request it was stored for. A
+    verdict on a semantic hit is also an outcome of the entry (the error bound's evidence),
+    its prior the decision's ``p_wrong`` for the pair (``prior(query, prompt, cosine)``)."""
     recs = store.list_entries(EntryFilter(ids=(subject.entry_id,), namespace=ns))
     if not recs:
         raise InvalidInputError(
@@ -110,9 +125,16 @@ def record_verdict(writer: Writer, store: Store, subject: Subject, ns: str, corr
     verdict = Verdict(subject.entry_id, ns,
                       None if subject.text is None else query_hash(subject.text),
                       "exact" if exact else "semantic", sim, correct, now)
+    outcomes = []
+    if not exact and subject.similarity is not None:
+        p0 = None if prior is None else prior(subject.text, recs[0].prompt, sim)
+        p0 = UNKNOWN_PRIOR if p0 is None else p0
+        outcomes.append(Outcome(subject.entry_id, ns, sim, p0, prior_bin(p0), correct,
+                                "feedback", now))
     with writer.write() as w:
         w.txn.record_verdict(verdict)
         w.count(**{"feedback_right" if correct else "feedback_wrong": 1})
+        record_outcomes(w, outcomes)
         if not correct and exact:  # the namespace in the filter: never another's
             w.txn.delete(EntryFilter(ids=(subject.entry_id,), namespace=ns))
 
@@ -139,16 +161,55 @@ def checked_verdict(v: Any, namespace: str) -> Verdict:
                    created_at=float(v.created_at))
 
 
-def restore_orphan_verdicts(writer: Writer, verdicts: Sequence[Verdict]) -> int:
+def restore_orphan_verdicts(writer: Writer, verdicts: Sequence[Verdict],
+                            pools: dict[str, Sequence[OutcomePool]]) -> int:
     """Record exported verdicts of entries that no longer exist, with entry id 0 (they
-    never block an entry); returns how many."""
+    never block an entry), and namespaces' exported outcome pools; returns how many
+    verdicts."""
     checked = [replace(checked_verdict(v, check_namespace(v.namespace)), entry_id=0)
                for v in verdicts]
-    if checked:
+    checked_pools = {check_namespace(ns): [checked_pool(p) for p in own]
+                     for ns, own in pools.items()}
+    if checked or any(checked_pools.values()):
         with writer.write() as w:
             w.txn.restore_verdicts(checked)
+            for ns, own in checked_pools.items():
+                w.txn.restore_pools(ns, own)
     return len(checked)
 
 
-__all__ = ["Subject", "checked_verdict", "record_verdict", "restore_orphan_verdicts",
+def checked_pool(p: Any) -> OutcomePool:
+    """An exported outcome pool, validated."""
+    if not isinstance(p, OutcomePool):
+        raise InvalidInputError(f"a pool must be a semcache OutcomePool; got {type(p).__name__}")
+    for name in ("bin", "right", "wrong"):
+        value = getattr(p, name)
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**62:
+            raise InvalidInputError(f"a pool's {name} must be a count; got {value!r}")
+    if p.bin >= PRIOR_BINS or isinstance(p.expected, bool) \
+            or not isinstance(p.expected, (int, float)) or not 0 <= p.expected < 2**62:
+        raise InvalidInputError(f"a pool must have a bin below {PRIOR_BINS} and a finite "
+                                f"expected count; got {p!r}")
+    return replace(p, expected=float(p.expected))
+
+
+def checked_outcome(o: Any, entry_id: int, namespace: str) -> Outcome:
+    """An exported outcome of an entry, validated, for its restored id and namespace."""
+    if not isinstance(o, Outcome):
+        raise InvalidInputError(f"an outcome must be a semcache Outcome; got {type(o).__name__}")
+    for name, value, low, high in (("similarity", o.similarity, -1.0, 1.0),
+                                   ("prior", o.prior, 0.0, 1.0),
+                                   ("created_at", o.created_at, 0.0, 1e11)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or not low <= value <= high:
+            raise InvalidInputError(f"an outcome's {name} must be a number in [{low:g}, "
+                                    f"{high:g}]; got {value!r}")
+    if not isinstance(o.correct, bool) or o.source not in ("explore", "feedback"):
+        raise InvalidInputError(f"an outcome needs correct true/false and source 'explore' "
+                                f"or 'feedback'; got {o.correct!r}, {o.source!r}")
+    return Outcome(entry_id, namespace, float(o.similarity), float(o.prior),
+                   prior_bin(float(o.prior)), o.correct, o.source, float(o.created_at))
+
+
+__all__ = ["Prior", "Subject", "checked_outcome", "checked_pool", "checked_verdict", "record_outcomes", "record_verdict", "restore_orphan_verdicts",
            "verdict_subject"]

@@ -266,6 +266,23 @@ class Writer:
                 log.warning("semcache: batched hit counts of %s not written yet (%s); "
                             "retrying", self._store.location, exc)
 
+    def close_store(self, wait: float) -> None:
+        """Stop, write the batch (waiting at most ``wait`` seconds for the write lock, else
+        drop it with a warning naming it) and close the store; never raises."""
+        self.stop()
+        location = self._store.location
+        try:
+            if not self._store.readonly and self.pending:
+                pending = self.describe_pending()
+                if not self.flush(timeout=wait):
+                    log.warning("semcache: closing %s: the write lock stayed busy; dropped %s",
+                                location, pending)
+        except Exception as exc:  # noqa: BLE001 - closing a cache that was read must not fail
+            log.warning("semcache: closing %s: batched hit counts and access times were not "
+                        "written (%s)", location, exc)
+        finally:
+            self._store.close()
+
     def describe_pending(self) -> str:
         hits = self._counts.get("hits", 0)
         return (f"{len(self._access)} access-time updates and {hits} hit(s), "

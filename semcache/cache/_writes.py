@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from semcache.cache._trust import checked_verdict
+from semcache.cache._trust import checked_outcome, checked_verdict, record_outcomes
 from semcache.cache._writer import Write, Writer
 from semcache.cache.entry import Entry
 from semcache.errors import InvalidInputError, InvalidTypeError, SemcacheError, TooLargeError
@@ -28,7 +28,7 @@ from semcache.keys import (
     vector_key_hashes,
 )
 from semcache.settings import Tunables
-from semcache.store.base import NewEntry, Verdict, entry_size
+from semcache.store.base import NewEntry, Outcome, Verdict, entry_size
 from semcache.store.codecs import encode_metadata, encode_response, encode_vector
 from semcache.validation import (
     UNSET,
@@ -197,15 +197,16 @@ class EntryFactory:
 
     def restorable(self, entries: Sequence[Entry], check_vector: Callable[[Any], np.ndarray],
                    on_error: Callable[[int, SemcacheError], None] | None = None,
-                   ) -> list[tuple[NewEntry, list[Verdict]]]:
-        """Each exported entry as :meth:`restored` makes it, with its verdicts checked for
-        its namespace; a bad one raises, or with ``on_error`` is reported as
+                   ) -> list[tuple[NewEntry, list[Verdict], list[Outcome]]]:
+        """Each exported entry as :meth:`restored` makes it, with its verdicts and outcomes
+        checked for its namespace; a bad one raises, or with ``on_error`` is reported as
         ``on_error(index, error)`` and left out."""
         ready = []
         for i, e in enumerate(entries):
             try:
                 entry = self.restored(e, check_vector)
-                ready.append((entry, [checked_verdict(v, entry.namespace) for v in e.verdicts]))
+                ready.append((entry, [checked_verdict(v, entry.namespace) for v in e.verdicts],
+                              [checked_outcome(o, 0, entry.namespace) for o in e.outcomes]))
             except SemcacheError as exc:
                 if on_error is None:
                     raise
@@ -238,14 +239,16 @@ def _pairs(items: Iterable[Any]) -> list[tuple[Any, Any]]:
 
 
 def write_entries(writer: Writer, entries: Sequence[NewEntry], limits: Tunables,
-                  now: float) -> list[int]:
-    """Insert ``entries`` in one transaction, then evict down to the size limits."""
+                  now: float, outcomes: Sequence[Outcome] = ()) -> list[int]:
+    """Insert ``entries`` in one transaction, with the ``outcomes`` of the explorations
+    they answer (``ErrorBound.outcomes_for``), then evict down to the size limits."""
     if not entries:
         return []
     check_fits(entries, limits)
-    # One statement when the engine has it and no byte limit needs the transaction's
-    # accounting (put_alone checks max_entries itself; max_bytes evicts by sizes).
-    if len(entries) == 1 and limits.max_bytes is None:
+    # One statement when the engine has it and nothing else needs the transaction: no
+    # byte limit (its eviction reads sizes) and no outcomes to record with the entry
+    # (put_alone checks max_entries itself).
+    if len(entries) == 1 and limits.max_bytes is None and not outcomes:
         entry_id = writer.put_alone(entries[0], limits.max_entries)
         if entry_id is not None:
             return [entry_id]
@@ -253,22 +256,27 @@ def write_entries(writer: Writer, entries: Sequence[NewEntry], limits: Tunables,
     def work(w: Write) -> list[int]:
         ids = w.txn.insert_many(entries)
         w.count(puts=len(entries))
+        record_outcomes(w, outcomes)
         enforce_limit(w, limits, now)
         return ids
 
     return writer.run(work)
 
 
-def restore_entries(writer: Writer, restored: Sequence[tuple[NewEntry, Sequence[Verdict]]],
+def restore_entries(writer: Writer,
+                    restored: Sequence[tuple[NewEntry, Sequence[Verdict], Sequence[Outcome]]],
                     limits: Tunables, now: float) -> list[int]:
-    """Exported entries in one transaction, each with its verdicts recorded for its new id,
-    then the size limits enforced; returns the new ids."""
-    check_fits([e for e, _ in restored], limits)
+    """Exported entries in one transaction, each with its verdicts and outcomes recorded for
+    its new id (outcomes not pooled again: the pools come with their namespace), then the
+    size limits enforced; returns the new ids."""
+    check_fits([e for e, _, _ in restored], limits)
 
     def work(w: Write) -> list[int]:
-        ids = w.txn.insert_many([e for e, _ in restored])
-        w.txn.restore_verdicts([replace(v, entry_id=i) for i, (_, own) in
+        ids = w.txn.insert_many([e for e, _, _ in restored])
+        w.txn.restore_verdicts([replace(v, entry_id=i) for i, (_, own, _) in
                                 zip(ids, restored, strict=True) for v in own])
+        w.txn.record_outcomes([replace(o, entry_id=i) for i, (_, _, own) in
+                               zip(ids, restored, strict=True) for o in own], pool=False)
         enforce_limit(w, limits, now)
         return ids
 

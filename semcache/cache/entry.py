@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from semcache.errors import InvalidInputError
-from semcache.store.base import EntryFilter, EntryRecord, Verdict
+from semcache.store.base import EntryFilter, EntryRecord, Outcome, Verdict
 from semcache.store.codecs import decode_metadata, decode_response, decode_vector
 from semcache.validation import check_namespace
 
@@ -24,7 +24,8 @@ class Entry:
     None for plain prompts (the key is derived from ``prompt``) and for vectors.
     ``vector`` is the stored unit vector (float32), present when asked for.
     ``verdicts``: the entry's trust state to restore with it (an export's ``feedback``
-    verdicts on it; their entry id and namespace are the restored entry's).
+    verdicts on it; their entry id and namespace are the restored entry's), and
+    ``outcomes``: the error bound's outcomes kept for it (likewise).
     """
 
     namespace: str
@@ -45,6 +46,7 @@ class Entry:
     size: int = 0
     has_code: bool = False
     verdicts: tuple[Verdict, ...] = ()
+    outcomes: tuple[Outcome, ...] = ()
 
 
 def decode_record(rec: EntryRecord) -> Entry:

@@ -7,6 +7,9 @@ from typing import Any, Literal
 
 #: Which tier answered: the exact key, or a semantic (paraphrase) match.
 HitKind = Literal["exact", "semantic"]
+#: What decided to serve it: the exact key, the threshold (and the semantic decision), or
+#: the error bound (``open(..., error_bound=)``).
+Decision = Literal["exact", "threshold", "bound"]
 
 
 @dataclass(slots=True)
@@ -20,7 +23,9 @@ class Hit:
     ``p_wrong`` is the semantic decision's estimate that the answer is wrong for this query
     (``semcache.guard.SemanticDecision``, calibrated on the project's development set); None
     for exact hits and for semantic hits decided by the cosine alone (``guard=False``,
-    vector lookups, entries stored without their prompt).
+    vector lookups, entries stored without their prompt). ``decision`` says what served
+    it: "exact", "threshold" or "bound"; under an error bound ``p_wrong`` is the bound's
+    estimate, corrected by the namespace's and the entry's verified outcomes.
     """
 
     response: Any
@@ -36,6 +41,7 @@ class Hit:
     scope: str = ""
     query: str | None = None
     p_wrong: float | None = None
+    decision: Decision = "threshold"
 
 
-__all__ = ["Hit", "HitKind"]
+__all__ = ["Decision", "Hit", "HitKind"]

@@ -1,5 +1,6 @@
 """``semcache calibrate``: pick a namespace's similarity threshold for a target wrong-hit
-rate, from the verdicts recorded with ``Cache.feedback`` or from a labelled JSONL file.
+rate, from the verdicts recorded with ``Cache.feedback`` and the verified outcomes of the
+error bound's explorations (``Cache.outcomes``), or from a labelled JSONL file.
 
 The decision rule is :func:`semcache.calibrate.calibrate`'s (a Wilson upper bound on the
 wrong-hit rate); this command only gathers the observations, prints the curve and, with
@@ -19,9 +20,10 @@ from semcache.cli.progress import progress_bar
 def _observations(cache: Any, args: argparse.Namespace, namespace: str) -> list[Any]:
     from semcache.calibrate import Observation, observations_from_pairs, parse_pairs_jsonl
 
-    if args.pairs is None:
+    if args.pairs is None:  # verdicts, and the outcomes of explorations (not of verdicts)
         return [Observation(v.similarity, v.correct) for v in cache.verdicts(namespace)
-                if v.kind == "semantic"]
+                if v.kind == "semantic"] + [Observation(o.similarity, o.correct) for o in
+                                            cache.outcomes(namespace) if o.source == "explore"]
     if not cache.semantic:
         raise CLIError(f"{args.shown!r} has no embedder: labelled pairs cannot be scored")
     guard = None

@@ -16,7 +16,8 @@ statements in the engine's write transaction (``store/sqlite/write.py``,
 ``store/postgres/store.py``), a method here, and its tests in the contract suite. Per
 namespace values live in the settings table (``threshold:<namespace>``, read with
 :attr:`Store.settings`, written with :meth:`Store.write_settings`); per-entry judgements
-in ``feedback`` (:class:`Verdict`); counters in ``counters`` (:meth:`StoreTxn.add_counters`,
+in ``feedback`` (:class:`Verdict`) and ``outcomes`` (:class:`Outcome`, with their
+namespace pools in ``outcome_pools``); counters in ``counters`` (:meth:`StoreTxn.add_counters`,
 the one place every shared count is written).
 """
 
@@ -175,6 +176,41 @@ class Verdict:
     created_at: float
 
 
+#: How many outcomes each entry keeps (the newest): its own evidence for the error bound.
+OUTCOMES_PER_ENTRY = 16
+#: How many outcomes a namespace keeps in all (the newest); its pools keep every count.
+OUTCOMES_PER_NAMESPACE = 20_000
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """A verified answer of a candidate for a query (the error bound's evidence): after an
+    exploration, the request's fresh answer compared with the candidate's; or a verdict
+    (``Cache.feedback``) on a semantic hit. ``prior`` is the decision's ``p_wrong`` for the
+    pair, ``bin`` its score bin (``semcache.cache._bound.prior_bin``), under which the
+    namespace's pools count it."""
+
+    entry_id: int
+    namespace: str
+    similarity: float
+    prior: float
+    bin: int
+    correct: bool
+    source: str  # "explore" or "feedback"
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomePool:
+    """A namespace's pooled outcomes in one score bin: right and wrong counts, and the
+    wrong answers the prior expected (the sum of their ``prior``)."""
+
+    bin: int
+    right: int
+    wrong: int
+    expected: float
+
+
 class Neighbours(NamedTuple):
     """What :meth:`Store.nearest` found: candidates with their exact cosine, and the ids of
     candidates skipped because their stored vector is damaged (missing, of the wrong length,
@@ -262,6 +298,19 @@ class StoreTxn(Protocol):
         instead of being recorded twice."""
         ...
 
+    def record_outcomes(self, outcomes: Sequence[Outcome], pool: bool = True) -> None:
+        """Record outcomes: each entry keeps its newest :data:`OUTCOMES_PER_ENTRY`, each
+        namespace its newest :data:`OUTCOMES_PER_NAMESPACE`, and each is added to its
+        namespace's pool of its bin. ``pool=False``: an import (its pools come with their
+        namespace), where an outcome already recorded (same namespace, similarity, prior,
+        verdict, source and time: the import run again) is moved to the given entry
+        instead of being recorded twice."""
+        ...
+
+    def restore_pools(self, namespace: str, pools: Sequence[OutcomePool]) -> None:
+        """Exported pools of ``namespace``: each bin keeps the larger of its stored and
+        exported counts (importing the same export twice counts it once)."""
+        ...
 
 
 class Store(Protocol):
@@ -331,6 +380,17 @@ class Store(Protocol):
         ...
 
     def verdicts(self, namespace: str | None = None) -> list[Verdict]: ...
+    def entry_outcomes(self, entry_id: int) -> list[Outcome]:
+        """The outcomes kept for an entry, oldest first (read by the error bound)."""
+        ...
+
+    def outcome_pools(self, namespace: str) -> list[OutcomePool]:
+        """The namespace's pooled outcomes, by bin (bins without any are left out)."""
+        ...
+
+    def outcomes(self, namespace: str | None = None) -> list[Outcome]:
+        """Every kept outcome (of one namespace when given), oldest first."""
+        ...
 
     # -- admin reads
     def count_entries(self, where: EntryFilter) -> int: ...
@@ -418,6 +478,8 @@ def accept_incarnation(store: Store, token: str | None, settings: dict[str, str]
         raise
 
 
-__all__ = ["ENTRY_FIXED_BYTES", "SERIES_RETENTION_MINUTES", "AccessUpdate", "EntryFilter", "EntryOrder", "EntryRecord", "EntryRow",
-           "NamespaceSummary", "Neighbours", "NewEntry", "Store", "StoreLock", "StoreTxn",
-           "VacuumProgress", "Verdict", "accept_incarnation", "entry_size"]
+__all__ = ["ENTRY_FIXED_BYTES", "OUTCOMES_PER_ENTRY", "OUTCOMES_PER_NAMESPACE",
+           "SERIES_RETENTION_MINUTES", "AccessUpdate", "EntryFilter", "EntryOrder",
+           "EntryRecord", "EntryRow", "NamespaceSummary", "Neighbours", "NewEntry", "Outcome",
+           "OutcomePool", "Store", "StoreLock", "StoreTxn", "VacuumProgress", "Verdict",
+           "accept_incarnation", "entry_size"]

@@ -142,7 +142,7 @@ def analyze(conns: Connections, q: Queries, info: ConnInfo) -> None:
     """VACUUM ANALYZE every table of the cache."""
     with conns.maintenance() as conn:  # driver errors come out translated
         for name in ("entries", "entry_usage", "partitions", "counters", "partition_counts",
-                     "feedback", "claims", "counter_minutes"):
+                     "feedback", "claims", "counter_minutes", "outcomes", "outcome_pools"):
             conn.execute(f"VACUUM (ANALYZE) {q.t[name]}")
 
 

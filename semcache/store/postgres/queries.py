@@ -11,6 +11,8 @@ import zlib
 
 from psycopg import sql
 
+from semcache.store.postgres.outcomes import OutcomeQueries
+
 #: Shards of the counters (see the first migration).
 SHARDS = 64
 #: First key of the advisory lock that serializes writers enforcing ``max_bytes``, from
@@ -41,7 +43,8 @@ class Queries:
         self.ext = sql.Identifier(ext).as_string(None) if ext else None
         self.t = {name: f"{s}.{name}" for name in (
             "entries", "entry_usage", "partitions", "settings", "counters", "partition_counts",
-            "schema_migrations", "feedback", "claims", "counter_minutes")}
+            "schema_migrations", "feedback", "claims", "counter_minutes", "outcomes",
+            "outcome_pools")}
         t = self.t
         joined = f"{t['entries']} e JOIN {t['entry_usage']} u ON u.entry_id = e.id"
         self.joined = joined
@@ -160,6 +163,7 @@ class Queries:
             f"RETURNING 1) INSERT INTO {t['feedback']} (entry_id, namespace, query_hash, kind, "
             "similarity, correct, created_at) SELECT %(entry)s, %(ns)s, %(query)s::bytea, "
             "%(kind)s, %(sim)s, %(correct)s, %(at)s WHERE NOT EXISTS (SELECT 1 FROM u)")
+        self.outcomes = OutcomeQueries(t)
         self.blocked = (f"SELECT entry_id FROM {t['feedback']} "
                         "WHERE query_hash = %s AND NOT correct")
         self.verdicts = (f"SELECT entry_id, namespace, query_hash, kind, similarity, correct, "

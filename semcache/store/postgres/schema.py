@@ -214,7 +214,7 @@ def drop_new_schema(conn: psycopg.Connection, info: ConnInfo, created: str | Non
         if created == "schema":
             conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(ident))
             return True
-        for table in ("counter_minutes", "feedback", "claims", "counters", "partition_counts",
+        for table in ("outcome_pools", "outcomes", "counter_minutes", "feedback", "claims", "counters", "partition_counts",
                       "entry_usage", "entries", "partitions", "settings", "schema_migrations"):
             conn.execute(sql.SQL("DROP TABLE IF EXISTS {}.{} CASCADE").format(
                 ident, sql.Identifier(table)))
@@ -237,7 +237,8 @@ def _only_ours(conn: psycopg.Connection, schema: str) -> bool:
         "(SELECT count(*) FROM pg_class c WHERE c.relnamespace = n.oid AND c.relkind IN "
         "('r', 'p', 'f', 'm') AND NOT c.relname = ANY(%s)) "
         "FROM pg_namespace n WHERE n.nspname = %s",
-        (sorted(_OUR_TABLES | {"feedback", "claims", "counter_minutes"}), schema)).fetchone()
+        (sorted(_OUR_TABLES | {"feedback", "claims", "counter_minutes", "outcomes",
+                                "outcome_pools"}), schema)).fetchone()
     return bool(row and row[0] and row[1] == 0)
 
 

@@ -39,12 +39,15 @@ from semcache.store.base import (
     NamespaceSummary,
     Neighbours,
     NewEntry,
+    Outcome,
+    OutcomePool,
     VacuumProgress,
     Verdict,
     accept_incarnation,
 )
 from semcache.store.filters import compile_filter, order_sql
 from semcache.store.postgres import admin, bulk
+from semcache.store.postgres import outcomes as outcome_sql
 from semcache.store.postgres.adapters import code_literal, register_vector, vector_from
 from semcache.store.postgres.conninfo import (
     URL_OPTIONS,
@@ -76,7 +79,8 @@ _SIZE_TTL = 5.0
 
 _COUNTERS = ("hits", "exact_hits", "semantic_hits", "misses", "puts", "evictions",
              "expirations", "tokens_saved", "entries", "bytes", "guard_rejections",
-             "feedback_right", "feedback_wrong", "damaged_vectors")
+             "feedback_right", "feedback_wrong", "damaged_vectors", "explorations",
+             "outcomes_right", "outcomes_wrong")
 
 
 class ProcessLock:
@@ -514,6 +518,15 @@ class PostgresStore:
         return [Verdict(int(r[0]), str(r[1]), None if r[2] is None else bytes(r[2]), str(r[3]),
                         float(r[4]), bool(r[5]), float(r[6]))
                 for r in self._rows(self.queries.verdicts.format(where=where), params)]
+
+    def entry_outcomes(self, entry_id: int) -> list[Outcome]:
+        return outcome_sql.entry_outcomes(self._rows, self.queries.outcomes, entry_id)
+
+    def outcomes(self, namespace: str | None = None) -> list[Outcome]:
+        return outcome_sql.outcomes(self._rows, self.queries.outcomes, namespace)
+
+    def outcome_pools(self, namespace: str) -> list[OutcomePool]:
+        return outcome_sql.outcome_pools(self._rows, self.queries.outcomes, namespace)
 
     def partitions(self, namespace: str) -> list[tuple[int, str]]:
         rows = self._rows(f"SELECT id, scope FROM {self.queries.t['partitions']} "

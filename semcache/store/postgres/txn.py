@@ -25,10 +25,13 @@ from semcache.store.base import (
     AccessUpdate,
     EntryFilter,
     NewEntry,
+    Outcome,
+    OutcomePool,
     Verdict,
     entry_size,
 )
 from semcache.store.filters import compile_filter
+from semcache.store.postgres import outcomes as outcome_sql
 from semcache.store.postgres.adapters import code_literal, vector_from
 from semcache.store.postgres.queries import SHARDS, Queries
 
@@ -50,7 +53,8 @@ LARGE_BATCH = 256
 #: The counters a client may add to (entries and bytes are kept by the engine).
 COUNTER_NAMES = frozenset(("hits", "exact_hits", "semantic_hits", "misses", "puts",
                            "evictions", "expirations", "tokens_saved", "guard_rejections",
-                           "feedback_right", "feedback_wrong", "damaged_vectors"))
+                           "feedback_right", "feedback_wrong", "damaged_vectors",
+                           "explorations", "outcomes_right", "outcomes_wrong"))
 
 
 def _checked_name(name: str) -> str:
@@ -403,6 +407,12 @@ class PgWriteTxn:
                 {"entry": v.entry_id, "ns": v.namespace, "query": v.query_hash,
                  "kind": v.kind, "sim": v.similarity, "correct": bool(v.correct),
                  "at": v.created_at} for v in verdicts])
+
+    def record_outcomes(self, outcomes: Sequence[Outcome], pool: bool = True) -> None:
+        outcome_sql.record_outcomes(self.conn, self._q.outcomes, outcomes, pool)
+
+    def restore_pools(self, namespace: str, pools: Sequence[OutcomePool]) -> None:
+        outcome_sql.restore_pools(self.conn, self._q.outcomes, namespace, pools)
 
     def apply_access(self, updates: dict[int, AccessUpdate]) -> None:
         """Batched hits: access time (never moved back), hit counts, and expiry pushed out

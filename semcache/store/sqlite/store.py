@@ -32,6 +32,8 @@ from semcache.store.base import (
     EntryRow,
     NamespaceSummary,
     Neighbours,
+    Outcome,
+    OutcomePool,
     VacuumProgress,
     Verdict,
     accept_incarnation,
@@ -40,6 +42,7 @@ from semcache.store.filters import compile_filter, order_sql
 from semcache.store.rescore import DamagedVectors
 from semcache.store.sqlite import check as checks
 from semcache.store.sqlite import codes
+from semcache.store.sqlite import outcomes as outcome_sql
 from semcache.store.sqlite.connection import DEFAULT_PRAGMAS, Database, translate, translated
 from semcache.store.sqlite.index import SemanticIndex
 from semcache.store.sqlite.locking import ClaimFile, ReadOnlyLock, WriteLock
@@ -298,6 +301,15 @@ class SQLiteStore:
                 for r in self._db.query(
                     "SELECT entry_id, namespace, query_hash, kind, similarity, correct, "
                     f"created_at FROM feedback {cond} ORDER BY id", params)]
+
+    def entry_outcomes(self, entry_id: int) -> list[Outcome]:
+        return outcome_sql.entry_outcomes(self._db.query, entry_id)
+
+    def outcomes(self, namespace: str | None = None) -> list[Outcome]:
+        return outcome_sql.outcomes(self._db.query, namespace)
+
+    def outcome_pools(self, namespace: str) -> list[OutcomePool]:
+        return outcome_sql.outcome_pools(self._db.query, namespace)
 
     def count_entries(self, where: EntryFilter) -> int:
         cond, params = compile_filter(where)

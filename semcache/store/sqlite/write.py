@@ -35,10 +35,13 @@ from semcache.store.base import (
     AccessUpdate,
     EntryFilter,
     NewEntry,
+    Outcome,
+    OutcomePool,
     Verdict,
     entry_size,
 )
 from semcache.store.filters import compile_filter
+from semcache.store.sqlite import outcomes as outcome_sql
 from semcache.store.sqlite.codes import CODE_BYTES, CODES_THROUGH, Changes, expires_to_int
 from semcache.store.sqlite.connection import Database, translate
 from semcache.store.sqlite.locking import ReadOnlyLock, WriteLock
@@ -441,6 +444,12 @@ class WriteTxn:
                 (v.entry_id, *row))
             if not self._conn.changes():
                 self.record_verdict(v)
+
+    def record_outcomes(self, outcomes: Sequence[Outcome], pool: bool = True) -> None:
+        outcome_sql.record_outcomes(self._conn, outcomes, pool)
+
+    def restore_pools(self, namespace: str, pools: Sequence[OutcomePool]) -> None:
+        outcome_sql.restore_pools(self._conn, namespace, pools)
 
     def add_counters(self, deltas: dict[str, int], at: float | None = None) -> None:
         """Add to the shared counters and to the minute ``at`` (epoch seconds; default
