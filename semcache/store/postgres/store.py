@@ -56,6 +56,7 @@ from semcache.store.postgres.conninfo import (
     translate,
     with_url_options,
 )
+from semcache.store.postgres.lock import ProcessLock
 from semcache.store.postgres.pool import Connections
 from semcache.store.postgres.queries import BEGIN, RECORD_COLUMNS, Queries
 from semcache.store.postgres.schema import SchemaState, drop_new_schema, ensure_schema
@@ -81,34 +82,6 @@ _COUNTERS = ("hits", "exact_hits", "semantic_hits", "misses", "puts", "evictions
              "expirations", "tokens_saved", "entries", "bytes", "guard_rejections",
              "feedback_right", "feedback_wrong", "damaged_vectors", "explorations",
              "outcomes_right", "outcomes_wrong")
-
-
-class ProcessLock:
-    """The engine's :class:`~semcache.store.base.StoreLock`: a re-entrant lock of this
-    process only. PostgreSQL serializes writers itself; this lock only lets the cache
-    keep two of its own threads from flushing batched hits at the same moment."""
-
-    def __init__(self, name: str) -> None:
-        self._lock = threading.RLock()
-        self._name = name
-
-    def acquire(self, timeout: float | None = None) -> bool:
-        if timeout is None:
-            return self._lock.acquire()
-        return self._lock.acquire(timeout=max(0.0, timeout)) if timeout > 0 else \
-            self._lock.acquire(blocking=False)
-
-    def release(self) -> None:
-        self._lock.release()
-
-    @contextmanager
-    def hold(self, timeout: float | None = None) -> Iterator[None]:
-        if not self.acquire(timeout):
-            raise CacheFileError(f"the write lock of {self._name} stayed busy for {timeout} s")
-        try:
-            yield
-        finally:
-            self.release()
 
 
 class PostgresStore:
