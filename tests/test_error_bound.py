@@ -102,6 +102,7 @@ def test_a_bad_verifier_is_refused_before_anything_is_created(tmp_path: Any) -> 
     assert not (tmp_path / "v.db").exists()
     with pytest.raises(ConfigurationError, match="embedder"):
         semcache.open(str(tmp_path / "h.db"), hash_only=True, verifier="embedding")
+    assert not (tmp_path / "h.db").exists()  # a failed open leaves no cache behind
 
 
 # -- decisions, explorations and outcomes ----------------------------------------------------
