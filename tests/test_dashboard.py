@@ -80,7 +80,10 @@ def test_figures_are_those_of_the_cache(make_location: Callable[..., str]) -> No
     wrong = figures["wrong_answers"]
     assert [(w["kind"], w["namespace"]) for w in wrong] == [("semantic", "default")]
     assert wrong[0]["entry_id"] == top[0]["id"] and "prompt" not in wrong[0]
-    assert "explorations" not in figures  # counters of the trust work: shown when present
+    # The error bound's counters: no bound here, so no exploration; the wrong verdict on the
+    # semantic hit is an outcome.
+    assert (figures["explorations"], figures["outcomes_right"], figures["outcomes_wrong"]) \
+        == (0, 0, 1)
     json.dumps(figures, allow_nan=False)
 
 

@@ -15,13 +15,6 @@ import pytest
 
 import semcache
 from semcache.cache import _bound
-from semcache.cache._bound import (
-    ErrorBound,
-    Estimate,
-    answer_text,
-    gamma_quantile,
-    text_verifier,
-)
 from semcache.errors import ConfigurationError, InvalidInputError
 from semcache.store.base import OutcomePool
 from tests.engines import ENGINES
@@ -109,6 +102,7 @@ def test_a_bad_verifier_is_refused_before_anything_is_created(tmp_path: Any) -> 
     assert not (tmp_path / "v.db").exists()
     with pytest.raises(ConfigurationError, match="embedder"):
         semcache.open(str(tmp_path / "h.db"), hash_only=True, verifier="embedding")
+    assert not (tmp_path / "h.db").exists()  # a failed open leaves no cache behind
 
 
 # -- decisions, explorations and outcomes ----------------------------------------------------
@@ -143,10 +137,10 @@ def test_an_exploration_is_verified_by_the_put_and_shared(make: Callable[..., se
     cache.put(PARAPHRASE, "  paris. ")  # the fresh answer: the same text, normalized
     assert outcome_counts(cache) == (1, 1, 0)
     other = make()  # another handle (another process would see the same rows)
-    (o,) = other._store.entry_outcomes(candidate)
+    (o,) = [o for o in other.outcomes() if o.entry_id == candidate]
     assert (o.correct, o.source, o.prior, o.similarity) == (True, "explore", 0.5,
                                                             pytest.approx(1.0))
-    assert other._store.outcome_pools("default") == [OutcomePool(9, 1, 0, 0.5)]
+    assert other.outcome_pools("default") == [OutcomePool(9, 1, 0, 0.5)]
     # A wrong answer, through lookup/store (what wrap, the proxy and LangChain use).
     cache.store(b"req-1", "Paris", text=PARIS, scope="m")
     assert cache.lookup(b"req-2", text=PARAPHRASE, scope="m") is None
@@ -186,7 +180,7 @@ def test_semantic_verdicts_are_outcomes(make: Callable[..., semcache.Cache]) -> 
     cache.feedback(hit, False)
     cache.feedback(cache.get(PARIS), True)  # type: ignore[arg-type]  # exact: no outcome
     assert outcome_counts(cache) == (0, 0, 1)
-    (o,) = cache._store.entry_outcomes(entry)
+    (o,) = [o for o in cache.outcomes() if o.entry_id == entry]
     assert (o.correct, o.source) == (False, "feedback")
     before = cache._bound.estimate("default", entry, None)
     assert before.p_wrong > _bound.UNKNOWN_PRIOR  # one wrong answer raised its estimate
@@ -197,13 +191,14 @@ def test_semantic_verdicts_are_outcomes(make: Callable[..., semcache.Cache]) -> 
 
 def test_the_text_verifier_reads_the_answers_of_every_integration() -> None:
     chat = {"choices": [{"message": {"role": "assistant", "content": "Paris."}}]}
-    assert answer_text(chat) == "Paris."
-    assert text_verifier(chat, {"choices": [{"message": {"content": "paris"}}], "id": "x"})
-    assert not text_verifier(chat, {"choices": [{"message": {"content": "Lyon"}}]})
+    assert _bound.answer_text(chat) == "Paris."
+    same = {"choices": [{"message": {"content": "paris"}}], "id": "x"}
+    assert _bound.text_verifier(chat, same)
+    assert not _bound.text_verifier(chat, {"choices": [{"message": {"content": "Lyon"}}]})
     generations = [{"text": "Paris", "generation_info": None}]
-    assert text_verifier(generations, "PARIS")
-    assert text_verifier({"a": 1, "b": [2]}, {"b": [2], "a": 1})  # canonical JSON otherwise
-    assert not text_verifier(1, 2)
+    assert _bound.text_verifier(generations, "PARIS")
+    assert _bound.text_verifier({"a": 1, "b": [2]}, {"b": [2], "a": 1})  # else canonical JSON
+    assert not _bound.text_verifier(1, 2)
 
 
 def test_embedding_and_callable_verifiers(make: Callable[..., semcache.Cache]) -> None:
@@ -246,7 +241,7 @@ def test_gamma_quantiles() -> None:
     # Reference values: scipy.stats.gamma.ppf(0.9, a).
     for shape, ppf in ((0.1, 0.26616), (0.5, 1.35277), (1.0, 2.30259), (2.0, 3.88972),
                        (10.0, 14.20599), (100.0, 113.01052)):
-        assert gamma_quantile(0.9, shape) == pytest.approx(ppf, rel=2e-3)
+        assert _bound.gamma_quantile(0.9, shape) == pytest.approx(ppf, rel=2e-3)
 
 
 class _Pools:
@@ -260,15 +255,19 @@ class _Pools:
         return []
 
 
+def make_bound(pools: list[OutcomePool]) -> Any:
+    return _bound.ErrorBound(_Pools(pools), _bound.text_verifier)  # type: ignore[arg-type]
+
+
 def test_the_namespace_correction_learns_a_miscalibrated_prior() -> None:
     """A prior that says 1% where 4% happen: the pools raise the estimate toward 4%, and the
     upper bound covers the truth once a few dozen wrong answers were seen."""
-    fresh = ErrorBound(_Pools([]), text_verifier).estimate("ns", 1, 0.01)  # type: ignore[arg-type]
+    fresh = make_bound([]).estimate("ns", 1, 0.01)
     assert fresh.p_wrong == pytest.approx(0.01) and fresh.upper > 0.01
     seen = [OutcomePool(4, 960, 40, 10.0)]  # 1000 outcomes at prior 0.01: 40 wrong
-    learnt = ErrorBound(_Pools(seen), text_verifier).estimate("ns", 1, 0.01)  # type: ignore[arg-type]
+    learnt = make_bound(seen).estimate("ns", 1, 0.01)
     assert 0.035 < learnt.p_wrong < 0.045 and 0.04 < learnt.upper < 0.05
-    assert isinstance(learnt, Estimate)
+    assert isinstance(learnt, _bound.Estimate)
 
 
 # -- the guarantee on a labelled stream ---------------------------------------------------------
@@ -351,9 +350,9 @@ def test_the_wrong_rate_of_a_labelled_stream_stays_within_the_bound(tmp_path: An
 def test_the_budget_never_spends_more_than_the_bound_per_lookup() -> None:
     """Each lookup credits the bound; each decision spends its serving probability times its
     upper estimate: the expected wrong answers never exceed bound x lookups."""
-    bound = ErrorBound(_Pools([]), text_verifier)  # type: ignore[arg-type]
+    bound = make_bound([])
     bound.rng = _Always(0.0)
-    risky = Estimate(0.05, 0.1, 0.05)
+    risky = _bound.Estimate(0.05, 0.1, 0.05)
     bound.looked_up("ns", 0.01)
     assert bound.serve("ns", risky)  # q = 0.01 / 0.1
     assert bound._budget["ns"] == pytest.approx(0.0)

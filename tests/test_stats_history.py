@@ -180,7 +180,8 @@ def test_an_older_file_gets_the_table(tmp_path: Any, engine: str) -> None:
     with semcache.open(path, embedder="hashing") as cache:
         cache.put("q", "a")
     conn = apsw.Connection(path)  # rewind to schema 6, as written before the dashboard
-    conn.execute("DROP TABLE counter_minutes; DELETE FROM schema_migrations WHERE version >= 7; "
+    conn.execute("DROP TABLE counter_minutes; DROP TABLE outcomes; DROP TABLE outcome_pools; "
+                 "DELETE FROM schema_migrations WHERE version >= 7; "
                  "DELETE FROM counters WHERE name GLOB 'minute*'")
     conn.close()
     with semcache.open(path) as cache:

@@ -207,20 +207,21 @@ def check_verifier(spec: Any) -> None:
                                  f"(new_answer, cached_answer) -> bool; got {spec!r}")
 
 
-def make_verifier(spec: Any, embed: Callable[[list[str]], np.ndarray] | None) -> Verifier:
-    """The verifier named by ``open(..., verifier=)``: "text", "embedding" (needs an
-    embedder) or a callable ``(new_answer, cached_answer) -> bool``."""
+def make_verifier(spec: Any, embedder: Any) -> Verifier:
+    """The verifier named by ``open(..., verifier=)``: "text", "embedding" (needs the
+    cache's ``embedder``, else None) or a callable ``(new_answer, cached_answer) -> bool``."""
     if spec == "text":
         return text_verifier
     if spec == "embedding":
-        if embed is None:
+        if embedder is None:
             raise ConfigurationError("verifier='embedding' needs a cache with an embedder; "
                                      "use verifier='text' or a callable")
-        embedder = embed
 
         def same_embedding(new: Any, cached: Any) -> bool:
-            a, b = embedder([answer_text(new), answer_text(cached)])
-            return float(np.dot(a, b)) >= EMBEDDING_CUTOFF
+            a, b = np.asarray(embedder.embed([answer_text(new), answer_text(cached)]),
+                              dtype=np.float64)
+            norms = float(np.linalg.norm(a) * np.linalg.norm(b))
+            return norms > 0 and float(np.dot(a, b)) / norms >= EMBEDDING_CUTOFF
 
         return same_embedding
     check_verifier(spec)

@@ -105,6 +105,7 @@ class Cache:
             identity = resolve_identity(store, embedder=embedder, dim=dim, seed=seed,
                                         encoder=encoder, pin_default=create and not hash_only)
             self._settings.load(store, identity.name)
+            verify = make_verifier(verifier, None if hash_only else identity.embedder)
         except BaseException:
             # A failed open leaves no cache behind - unless another open pinned it meanwhile
             # (two first opens at once: the loser must not remove the winner's cache).
@@ -125,8 +126,7 @@ class Cache:
             writer=self._writer, clock=clock, threshold=self._settings.threshold,
             refresh=self._settings.refresh_on_access, guard=self._settings.guard,
             error_bound=self._settings.error_bound)
-        self._bound = self._pipeline.bound = ErrorBound(store, make_verifier(
-            verifier, None if self.hash_only else self._pipeline.embed))
+        self._bound = self._pipeline.bound = ErrorBound(store, verify)
         self._entries = EntryFactory(self._settings.tunables, identity.encoder)
         self._coalescer = Coalescer(store)
         self._keys = PromptKeyMemo()
