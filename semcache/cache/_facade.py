@@ -70,15 +70,14 @@ class Cache:
     """A semantic cache in one SQLite file (or one PostgreSQL schema), shared by every
     process that opens it. Use :func:`semcache.open` to create one.
 
-    Thread-safe and fork-safe (a child process reconnects). See docs/configuration.md for
-    every setting: ``embedder``, ``similarity_threshold``, ``max_entries``, ``max_bytes``,
-    ``ttl``, ``namespace``, ``refresh_on_access``, ``store_prompts`` and ``guard`` are stored
-    in the file when given (and read from it when omitted); ``defaults`` gives values used only
-    when the file is new. ``hash_only`` (exact tier only), ``dim``/``seed``/``encoder``
-    (vectors only), ``readonly``, ``clock``, ``use_mirror`` and ``schema`` (PostgreSQL)
-    apply to this process only. ``create=False`` opens an existing cache as it is (an
-    operator's open): :class:`~semcache.errors.CacheNotFoundError` when there is none, and
-    nothing is pinned (a cache without an embedder stays exact-only).
+    Thread-safe and fork-safe (a child process reconnects). Every setting is in
+    docs/configuration.md: the tunables (``similarity_threshold``, ``max_entries``,
+    ``max_bytes``, ``ttl``, ``namespace``, ``refresh_on_access``, ``store_prompts``, ``guard``,
+    ``error_bound``) and the embedder are stored in the file when given (read from it when
+    omitted; ``defaults``: used only when the file is new); ``verifier``, ``hash_only``,
+    ``dim``/``seed``/``encoder``, ``readonly``, ``clock``, ``use_mirror`` and ``schema`` apply
+    to this process only. ``create=False`` opens an existing cache as it is (an operator's
+    open): :class:`~semcache.errors.CacheNotFoundError` when there is none; nothing is pinned.
     """
 
     def __init__(self, path: str | os.PathLike[str], *,
@@ -227,10 +226,8 @@ class Cache:
 
     def get(self, prompt: Any, *, namespace: str | None = None,
             exact_only: bool = False) -> Hit | None:
-        """Look up a prompt (exact tier, then semantic tier) or a vector (semantic only).
-
-        Returns a :class:`Hit` or None. Expired entries are never returned.
-        """
+        """Look up a prompt (exact tier, then semantic tier) or a vector (semantic only):
+        a :class:`Hit` or None. Expired entries are never returned."""
         with self._gate:
             ns = self._namespace if namespace is None else check_namespace(namespace)
             if type(prompt) is str:  # the common case, kept lean: no Query unless it misses
@@ -264,8 +261,7 @@ class Cache:
         ``semcache.keys.analyze_request(request).key``); ``text`` (what a paraphrase may
         change, e.g. the last user message) is compared only with entries of the same
         ``scope`` (the model, parameters, conversation prefix) and namespace. ``wrap``, the
-        proxy and LangChain go through this method and :meth:`store`.
-        """
+        proxy and LangChain go through this method and :meth:`store`."""
         with self._gate:
             ns = self._ns(namespace)
             query = Query(request_key_hash(check_key(key), ns), ns, check_scope(scope),
@@ -290,10 +286,8 @@ class Cache:
             namespace: str | None = None, metadata: dict[str, Any] | None = None,
             tokens: int = 0) -> int:
         """Store ``response`` (any JSON value) for a prompt or a vector; returns the entry id.
-
-        ``ttl`` in seconds (None: never expires; omitted: the cache's ttl). A put that
-        returned is durable.
-        """
+        ``ttl`` in seconds (None: never expires; omitted: the cache's). A put that returned
+        is durable."""
         return self.put_many([(prompt, response)], vector=vector, ttl=ttl, namespace=namespace,
                              metadata=metadata, tokens=tokens)[0]
 
@@ -523,7 +517,8 @@ class Cache:
                                                    check_threshold(value))
 
     def error_bound(self, namespace: str | None = None) -> float | None:
-        return self._settings.error_bound(self._ns(namespace))  # None: threshold decisions
+        """The error bound in force for a namespace (None: threshold decisions)."""
+        return self._settings.error_bound(self._ns(namespace))
 
     def set_error_bound(self, namespace: str, value: float | None) -> None:
         """Bound the fraction of ``namespace``'s lookups that serve a wrong answer (e.g. 0.01;
@@ -582,11 +577,8 @@ class Cache:
         """Flush batched updates and close. Idempotent; never blocks much longer than
         CLOSE_WAIT_S: batched hit counts that cannot be written by then (another process
         holds the write lock, the disk is full) are dropped with a warning naming them."""
-        self._gate.close(self._release, wait=CLOSE_WAIT_S)
+        self._gate.close(lambda: self._writer.close_store(CLOSE_WAIT_S), wait=CLOSE_WAIT_S)
         OPEN_CACHES.discard(self)
-
-    def _release(self) -> None:
-        self._writer.close_store(CLOSE_WAIT_S)
 
     def __enter__(self) -> Cache:
         return self
@@ -600,10 +592,8 @@ class Cache:
 
     def memoize(self, namespace: str | None = None, ttl: Any = UNSET, *,
                 semantic: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-        """Decorator caching a ``str -> JSON`` function (sync or async) in this cache.
-
-        Matching is exact unless ``semantic=True`` (a summary of another text is a wrong
-        answer, so paraphrase matching must be asked for)."""
+        """Decorator caching a ``str -> JSON`` function (sync or async) in this cache; exact
+        unless ``semantic=True`` (a summary of another text is a wrong answer)."""
         return memoize(self, namespace=namespace, ttl=ttl, semantic=semantic)
 
 

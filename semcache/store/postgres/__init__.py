@@ -5,7 +5,8 @@ Needs the ``postgres`` extra (psycopg 3 with its binary package, psycopg-pool); 
 """
 
 from semcache.store.postgres.conninfo import DEFAULT_SCHEMA, is_postgres_url
-from semcache.store.postgres.store import EXACT_SCAN_BELOW, PostgresStore, schema_exists
+from semcache.store.postgres.schema import schema_exists
+from semcache.store.postgres.store import EXACT_SCAN_BELOW, PostgresStore
 
 __all__ = ["DEFAULT_SCHEMA", "EXACT_SCAN_BELOW", "PostgresStore", "is_postgres_url",
            "schema_exists"]

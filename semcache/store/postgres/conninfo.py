@@ -18,6 +18,7 @@ option names they quote.
 from __future__ import annotations
 
 import functools
+import math
 import os
 import re
 import urllib.parse
@@ -427,16 +428,35 @@ def translate(exc: BaseException, info: ConnInfo) -> SemcacheError:
     return CacheFileError(f"PostgreSQL error on {where} ({type(exc).__name__}: {text})")
 
 
+
+def check_seconds(name: str, value: Any, *, zero: bool) -> None:
+    """A timeout in seconds: a finite number > 0 (or 0 where ``zero`` means no limit)."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and \
+        math.isfinite(value) and (value > 0 or (zero and value == 0))
+    if not ok:
+        raise ConfigurationError(f"{name} must be a number of seconds > 0"
+                                 f"{' (0: no limit)' if zero else ''}; got {value!r}")
+
+
+def local_socket(params: dict[str, Any]) -> bool:
+    """True when libpq connects through a Unix socket (no host, or a directory)."""
+    if params.get("hostaddr"):
+        return False
+    hosts = str(params.get("host") or os.environ.get("PGHOST") or "").split(",")
+    return all(not h or h.startswith("/") or h.startswith("@") for h in hosts)
+
 __all__ = [
     "DEFAULT_SCHEMA",
     "SECRET_KEYS",
     "URL_OPTIONS",
     "ConnInfo",
     "check_schema_name",
+    "check_seconds",
     "display_url",
     "endpoint",
     "first_line",
     "is_postgres_url",
+    "local_socket",
     "parse",
     "rough_redact",
     "scrub",

@@ -33,7 +33,8 @@ from semcache.errors import (
     SchemaVersionError,
 )
 from semcache.store.migration_files import load_migrations
-from semcache.store.postgres.conninfo import ConnInfo, first_line
+from semcache.store.postgres.conninfo import ConnInfo, first_line, parse, translate
+from semcache.store.postgres.pool import Connections
 
 log = logging.getLogger("semcache")
 
@@ -250,6 +251,18 @@ def _checked(state: SchemaState, pgvector: bool | None) -> SchemaState:
     return state
 
 
+def schema_exists(url: str, schema: str | None = None) -> bool:
+    """True when the schema of ``url`` (``?schema=``, or ``schema``) holds a semcache cache
+    (one direct connection; nothing is created)."""
+    info = parse(url, schema)
+    conn = Connections(info, configure=lambda c: None).connect()
+    try:
+        return inspect(conn, info).version > 0
+    except psycopg.Error as exc:
+        raise translate(exc, info) from None
+    finally:
+        conn.close()
+
+
 __all__ = ["LOCK_CLASS", "MIGRATIONS", "SCHEMA_VERSION", "SchemaState", "drop_new_schema",
-           "ensure_schema",
-           "inspect", "lock_key", "pgvector_schema", "render"]
+           "ensure_schema", "inspect", "lock_key", "pgvector_schema", "render", "schema_exists"]

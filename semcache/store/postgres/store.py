@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import inspect
 import logging
-import math
 import os
 import socket
 import threading
@@ -52,6 +51,8 @@ from semcache.store.postgres.adapters import code_literal, register_vector, vect
 from semcache.store.postgres.conninfo import (
     URL_OPTIONS,
     ConnInfo,
+    check_seconds,
+    local_socket,
     parse,
     translate,
     with_url_options,
@@ -142,8 +143,8 @@ class PostgresStore:
         pgvector, ef_search, iterative_scan, pipeline = (
             o["pgvector"], o["ef_search"], o["iterative_scan"], o["pipeline"])
         self.exact_scan_below = int(o["exact_scan_below"])
-        _check_seconds("connect_timeout", o["connect_timeout"], zero=False)
-        _check_seconds("statement_timeout", o["statement_timeout"], zero=True)
+        check_seconds("connect_timeout", o["connect_timeout"], zero=False)
+        check_seconds("statement_timeout", o["statement_timeout"], zero=True)
         if not isinstance(ef_search, int) or isinstance(ef_search, bool) or \
                 not 1 <= ef_search <= 1000:
             raise ConfigurationError(f"ef_search must be an int in 1..1000; got {ef_search!r}")
@@ -154,7 +155,7 @@ class PostgresStore:
         self.iterative_scan = iterative_scan
         #: Write transactions in psycopg's pipeline mode (one round trip fewer per write,
         #: some client CPU more): worth it over a network, not over a local socket.
-        self.pipeline = (not _local_socket(self.info.params)) if pipeline is None \
+        self.pipeline = (not local_socket(self.info.params)) if pipeline is None \
             else bool(pipeline)
         self._partitions: dict[tuple[str, str], int] = {}
         self._sizes: dict[int, tuple[int, float]] = {}
@@ -561,38 +562,6 @@ _DEFAULTS = {name: p.default for name, p in
              inspect.signature(PostgresStore.__init__).parameters.items() if name in URL_OPTIONS}
 
 
-def schema_exists(url: str, schema: str | None = None) -> bool:
-    """True when the schema of ``url`` (``?schema=``, or ``schema``) holds a semcache cache
-    (one direct connection; nothing is created)."""
-    from semcache.store.postgres.schema import inspect
-
-    info = parse(url, schema)
-    conn = Connections(info, configure=lambda c: None).connect()
-    try:
-        return inspect(conn, info).version > 0
-    except psycopg.Error as exc:
-        raise translate(exc, info) from None
-    finally:
-        conn.close()
-
-
-def _check_seconds(name: str, value: Any, *, zero: bool) -> None:
-    """A timeout in seconds: a finite number > 0 (or 0 where ``zero`` means no limit)."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and \
-        math.isfinite(value) and (value > 0 or (zero and value == 0))
-    if not ok:
-        raise ConfigurationError(f"{name} must be a number of seconds > 0"
-                                 f"{' (0: no limit)' if zero else ''}; got {value!r}")
-
-
-def _local_socket(params: dict[str, Any]) -> bool:
-    """True when libpq connects through a Unix socket (no host, or a directory)."""
-    if params.get("hostaddr"):
-        return False
-    hosts = str(params.get("host") or os.environ.get("PGHOST") or "").split(",")
-    return all(not h or h.startswith("/") or h.startswith("@") for h in hosts)
-
-
 def _at_least(version: str | None, wanted: tuple[int, int]) -> bool:
     if not version:
         return False
@@ -607,4 +576,4 @@ if TYPE_CHECKING:  # mypy checks that the engine implements the interface
         return store, txn
 
 
-__all__ = ["EF_SEARCH", "EXACT_SCAN_BELOW", "PostgresStore", "ProcessLock", "schema_exists"]
+__all__ = ["EF_SEARCH", "EXACT_SCAN_BELOW", "PostgresStore", "ProcessLock"]
