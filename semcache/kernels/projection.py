@@ -32,9 +32,9 @@ from numpy.typing import ArrayLike
 from semcache.errors import DimensionError, InvalidInputError, InvalidVectorError
 
 try:  # the C function np.einsum hands its operands to (optimize=False, the default)
-    from numpy._core.multiarray import c_einsum as _einsum
+    from numpy._core.multiarray import c_einsum
 except ImportError:  # another numpy layout: the public wrapper, same arithmetic
-    _einsum = np.einsum
+    c_einsum = np.einsum
 
 __all__ = ["BinaryEncoder", "projection_matrix", "validate_vector", "validate_matrix"]
 
@@ -154,8 +154,8 @@ def validate_vector(v: ArrayLike, dim: int) -> np.ndarray:
     # ``einsum("ij,ij->i")`` of validate_matrix / validate_vectors, so a vector gets the
     # same float32 bits whether it is put alone or in a batch (BLAS dot differs in the
     # last bits for most vectors).
-    # (_einsum: np.einsum without its Python dispatch layer, the same C routine.)
-    return (scaled / math.sqrt(float(_einsum("i,i->", scaled, scaled)))).astype(np.float32)
+    # (c_einsum: np.einsum without its Python dispatch layer, the same C routine.)
+    return (scaled / math.sqrt(float(c_einsum("i,i->", scaled, scaled)))).astype(np.float32)
 
 
 def validate_vectors(vectors: Sequence[ArrayLike], dim: int) -> np.ndarray:
