@@ -398,42 +398,36 @@ class NumpyFlat:
 
 
 class NumpyColumns:
-    """The plain numpy column scan (issue 23's baseline, semcache's design without its
-    pruning, memos and kernels): the 256-bit codes as four contiguous uint64 columns; per
+    """The plain numpy column scan (issue 23's baseline: semcache's design without its
+    pruning, memos or kernels): the 256-bit codes as four contiguous uint64 columns; per
     chunk of 16,384 rows, ``np.bitwise_count`` of each column XOR the query's word, summed,
     argmin per chunk; the best row overall is then decided by its exact cosine against the
-    threshold (the vector in RAM). The query is encoded by the same projection as
-    semcache's (``BinaryEncoder.encode_unit``)."""
+    threshold (its vector in RAM). The query is encoded by semcache's projection
+    (``BinaryEncoder.encode_unit``). The sums stay uint8, as ``bitwise_count`` returns
+    them (the fastest plain form; only a code's exact complement, distance 256, would
+    wrap to 0)."""
 
     CHUNK_ROWS = 16_384
 
     def __init__(self, codes: np.ndarray, vecs: np.ndarray, encoder: Any) -> None:
         words = np.ascontiguousarray(codes).view(np.uint64)  # (n, 4) little-endian words
-        self.cols = [np.ascontiguousarray(words[:, j]) for j in range(words.shape[1])]
+        self.c0, self.c1, self.c2, self.c3 = (np.ascontiguousarray(words[:, j])
+                                              for j in range(4))
         self.vecs = vecs
         self.encoder = encoder
-        self.dist = np.empty(self.CHUNK_ROWS, dtype=np.uint16)
-        self.part = np.empty(self.CHUNK_ROWS, dtype=np.uint8)
-        self.xor = np.empty(self.CHUNK_ROWS, dtype=np.uint64)
 
     def get(self, q: np.ndarray) -> Any:
         qn = (q / np.linalg.norm(q)).astype(np.float32)
-        qw = self.encoder.encode_unit(qn).view(np.uint64)
-        n = self.cols[0].shape[0]
+        w0, w1, w2, w3 = self.encoder.encode_unit(qn).view(np.uint64)
+        c0, c1, c2, c3 = self.c0, self.c1, self.c2, self.c3
         best_d, best_i = 1 << 30, -1
-        for start in range(0, n, self.CHUNK_ROWS):
-            m = min(self.CHUNK_ROWS, n - start)
-            dist, part, xor = self.dist[:m], self.part[:m], self.xor[:m]
-            for j, col in enumerate(self.cols):
-                np.bitwise_xor(col[start:start + m], qw[j], out=xor)
-                if j == 0:
-                    np.bitwise_count(xor, out=part)
-                    dist[:] = part
-                else:
-                    np.add(dist, np.bitwise_count(xor, out=part), out=dist)
-            i = int(dist.argmin())
-            if int(dist[i]) < best_d:
-                best_d, best_i = int(dist[i]), start + i
+        for s in range(0, c0.shape[0], self.CHUNK_ROWS):
+            e = s + self.CHUNK_ROWS
+            d = (np.bitwise_count(c0[s:e] ^ w0) + np.bitwise_count(c1[s:e] ^ w1)
+                 + np.bitwise_count(c2[s:e] ^ w2) + np.bitwise_count(c3[s:e] ^ w3))
+            i = int(d.argmin())
+            if int(d[i]) < best_d:
+                best_d, best_i = int(d[i]), s + i
         if best_i < 0:
             return None
         return best_i if float(self.vecs[best_i] @ qn) >= THRESHOLD else None
