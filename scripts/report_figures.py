@@ -123,7 +123,9 @@ def _search_row(s: dict[str, Any], label: str, note: str) -> Row:
     lat, ratios = s["latency"], s.get("ratios_semcache_over", {})
     own = lat["semcache"]
     peers = []
-    names = {"bsc": "binary-semantic-cache (Rust)", "numpy flat": "numpy float scan",
+    names = {"bsc": "binary-semantic-cache (Rust)",
+             "numpy columns": "plain numpy column scan of the codes",
+             "numpy flat": "numpy float scan",
              "faiss flat": "faiss `IndexFlatIP`"}
     for key, name in names.items():
         if key in lat:

@@ -268,7 +268,8 @@ class CacheSettings:
         self._namespace_bounds[namespace] = value
 
     def refresh_on_access(self) -> bool:
-        return self.tunables().refresh_on_access
+        # On every hit of an entry with a ttl: the attribute, not tunables() (a call less).
+        return self._tunables.refresh_on_access  # type: ignore[union-attr]
 
     def guard(self) -> Any:
         """The semantic decision (near-miss guard and contrast checks), or None when turned

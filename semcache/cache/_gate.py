@@ -62,12 +62,16 @@ class Gate:
             raise CacheClosedError(f"cache {self._what!r} is closed")
 
     def __exit__(self, *exc: object) -> None:
-        self._leave()
+        self._inside.pop()  # _leave(), inline: one call less on every operation
+        if self._closed:
+            self._leave_closed()
 
     def _leave(self) -> None:
         self._inside.pop()
-        if not self._closed:
-            return
+        if self._closed:
+            self._leave_closed()
+
+    def _leave_closed(self) -> None:
         with self._cond:  # a close is waiting, or has left the release to the last one out
             if self._inside:
                 return

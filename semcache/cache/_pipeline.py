@@ -26,6 +26,7 @@ from typing import Any, Protocol
 import numpy as np
 from zstandard import ZstdError
 
+from semcache.cache import _writer
 from semcache.cache._bound import ErrorBound, Exploration
 from semcache.cache._responses import ResponseMemo
 from semcache.cache._writer import Writer
@@ -136,7 +137,9 @@ class LookupPipeline:
         """One text query by its exact key: :meth:`run_one` that builds a :class:`Query`
         only on a miss (the exact hit is the hot path of ``get`` and ``lookup``)."""
         now = self.clock()
-        self.writer.maybe_flush(now)
+        writer = self.writer
+        if now - writer.last_flush >= _writer.FLUSH_INTERVAL:  # maybe_flush's test, inline
+            writer.maybe_flush(now)
         row = self.store.get_by_key(key)
         if row is not None:
             hit = self._serve_exact(row, namespace, scope, text, now)

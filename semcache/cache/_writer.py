@@ -66,7 +66,7 @@ class Writer:
         self._access: dict[int, AccessUpdate] = {}
         self._counts: dict[str, int] = {}
         self._epoch = 0  # bumped by forget(): access updates taken before it are void
-        self._last_flush = clock()
+        self.last_flush = clock()  # read by the lookup path (see LookupPipeline.run_key)
         self._warned = False
         self._timer: _FlushTimer | None = None
         self._timer_running = False
@@ -83,11 +83,12 @@ class Writer:
             if update is None:
                 update = self._access[row.id] = AccessUpdate(now)
             else:
-                if update.expires_at is not None and expires is not None:
-                    expires = max(expires, update.expires_at)
+                if update.expires_at is not None and expires is not None \
+                        and update.expires_at > expires:
+                    expires = update.expires_at
                 if now > update.accessed_at:
                     update.accessed_at = now
-            if row.ttl is not None and refresh:
+            if refresh and row.ttl is not None:
                 expires = update.expires_at = now + row.ttl
             update.hits += 1
             counts = self._counts
@@ -221,7 +222,7 @@ class Writer:
         batch.txn.add_counters(merged, self._clock())  # this minute of the time series
 
     def _written(self) -> None:
-        self._last_flush = self._clock()
+        self.last_flush = self._clock()
 
     def upkeep(self) -> None:
         """The engine's deferred work, if any (done by every flush; never raises)."""
@@ -252,7 +253,7 @@ class Writer:
 
     def maybe_flush(self, now: float) -> None:
         """Flush if the batch is due, never waiting and never raising (reads call this)."""
-        if now - self._last_flush < FLUSH_INTERVAL or not self.pending:
+        if now - self.last_flush < FLUSH_INTERVAL or not self.pending:
             return
         self.try_flush()
 
@@ -260,7 +261,7 @@ class Writer:
         try:
             self.flush(timeout=0)
         except CacheFileError as exc:
-            self._last_flush = self._clock()  # retry one interval later, not on every read
+            self.last_flush = self._clock()  # retry one interval later, not on every read
             if not self._warned:
                 self._warned = True
                 log.warning("semcache: batched hit counts of %s not written yet (%s); "

@@ -22,6 +22,7 @@ import math
 
 import numpy as np
 
+from semcache.kernels.projection import c_einsum
 from semcache.store.base import EntryRow, Neighbours
 
 log = logging.getLogger("semcache")
@@ -70,7 +71,7 @@ def rescore(rows: list[EntryRow], query: np.ndarray, damaged: DamagedVectors) ->
                           dtype="<f4").reshape(len(good), -1).astype(np.float64)
         q = query.astype(np.float64)
         qq = float(q @ q)
-        for row, dot, ss in zip(good, (m @ q).tolist(), np.einsum("ij,ij->i", m, m).tolist(),
+        for row, dot, ss in zip(good, (m @ q).tolist(), c_einsum("ij,ij->i", m, m).tolist(),
                                 strict=True):
             sim = dot / math.sqrt(ss * qq) if ss > 0.0 and qq > 0.0 else math.nan
             if math.isfinite(sim):

@@ -14,11 +14,12 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import apsw
 import numpy as np
 
 from semcache.errors import CorruptCacheError
 from semcache.store.base import EntryRow
-from semcache.store.sqlite.connection import Database, translated
+from semcache.store.sqlite.connection import Database, translate, translated
 
 #: Bytes of a code (BIT[256] in migration 0001).
 CODE_BYTES = 32
@@ -57,10 +58,14 @@ def read_rows(db: Database, ids: Sequence[int], with_vector: bool) -> list[Entry
         return []
     cols = ROW_COLUMNS + (", vector" if with_vector else "")
     marks = ",".join("?" * len(ids))
-    with db.mutex, translated(db.path):
-        db.check_fork()
-        return [EntryRow(*r) for r in db.conn.execute(
-            f"SELECT {cols} FROM entries WHERE id IN ({marks})", tuple(ids))]
+    with db.mutex:  # every semantic lookup's rows: the fork flag, no contextlib helper
+        if db.forked:
+            db.check_fork()
+        try:
+            return [EntryRow(*r) for r in db.conn.execute(
+                f"SELECT {cols} FROM entries WHERE id IN ({marks})", tuple(ids))]
+        except (apsw.Error, UnicodeDecodeError) as exc:  # what translated() catches
+            raise translate(exc, db.path) from None
 
 
 def sync_state(db: Database) -> tuple[int, int]:

@@ -246,9 +246,13 @@ class SQLiteStore:
         """See :meth:`Store.check_incarnation`: the token is read (~2 us) only after
         another connection committed (``PRAGMA data_version`` moved) or when forced."""
         db = self._db
-        with db.mutex, translated(self.path):
-            db.check_fork()
-            return self._incarnation_moved(force)
+        with db.mutex:  # on every semantic lookup: no contextlib helper, the fork flag
+            if db.forked:
+                db.check_fork()
+            try:
+                return self._incarnation_moved(force)
+            except (apsw.Error, UnicodeDecodeError) as exc:  # what translated() catches
+                raise translate(exc, self.path) from None
 
     def _incarnation_moved(self, force: bool = False) -> bool:
         """Caller holds the mutex: read the token if it may have moved; a new one is taken
