@@ -115,8 +115,8 @@ def build_semantic(location: str, size: int, origins: np.ndarray, filler: Any) -
             cache._store.bulk_insert(rows(), defer_index=True)  # type: ignore[attr-defined]
         else:
             for start, block in _chunks(origins, size, filler):
-                write_entries(cache._writer, _entries(cache, start, block, now, seen), None,
-                              now)
+                write_entries(cache._writer, _entries(cache, start, block, now, seen),
+                              cache._settings.tunables(), now)
         assert cache.stats()["entries"] == len(seen)
     return time.perf_counter() - t0
 

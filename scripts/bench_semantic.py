@@ -256,7 +256,7 @@ def write_vectors(cache: semcache.Cache, start: int, vecs: np.ndarray) -> None:
         )
         for i in range(vecs.shape[0])
     ]
-    write_entries(cache._writer, entries, None, now)
+    write_entries(cache._writer, entries, cache._settings.tunables(), now)
 
 
 def build_semcache(path: str, n: int, seed: int) -> float:
