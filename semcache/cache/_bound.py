@@ -15,8 +15,8 @@ How (after vCache, arXiv 2502.03771, adapted to a shared, persistent cache):
 * **Budget.** The bound is on the fraction of the namespace's lookups, and only lookups that
   reach a candidate can serve a wrong answer. Each semantic lookup of the namespace credits
   this process's balance with ``eps`` (up to :data:`BUDGET_LOOKUPS` lookups' worth); a
-  candidate is served with probability ``q = min(1, balance / upper)`` and the decision
-  spends ``q * upper``, its expected wrong answers at most.
+  candidate is served with probability ``q = min(1 - MIN_EXPLORATION, balance / upper)``
+  and the decision spends ``q * upper``, its expected wrong answers at most.
 * **Exploration.** When the coin does not serve, the lookup answers a miss (an
   *exploration*): the caller calls the model anyway, and the ``put``/``store`` of the same
   request (same exact key, this process, within :data:`EXPLORATION_TTL`) compares its fresh
@@ -278,8 +278,8 @@ class ErrorBound:
             self._budget[namespace] = min(balance, bound * BUDGET_LOOKUPS)
 
     def serve(self, namespace: str, estimate: Estimate) -> bool:
-        """The coin: serve with probability ``q = min(1, balance / upper)``, and spend
-        ``q * upper`` (the decision's expected wrong answers, at most) of the balance."""
+        """The coin: serve with probability ``q = min(1 - MIN_EXPLORATION, balance /
+        upper)``, and spend ``q * upper`` (the expected wrong answers, at most)."""
         with self._lock:
             balance = self._budget.get(namespace, 0.0)
             q = 1.0 if estimate.upper <= 0 else max(0.0, min(1.0 - MIN_EXPLORATION,
