@@ -54,6 +54,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
+from report_figures import dig  # noqa: E402 - the sibling script (scripts/ is on sys.path)
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -344,15 +345,6 @@ def worker_warm(paths: dict[str, str], rounds: int, queries: int, batch: int) ->
     out["threads"] = {"torch": int(torch_mod.get_num_threads()) if torch_mod is not None else None,
                       "semcache_embed_threads_env": os.environ.get("SEMCACHE_EMBED_THREADS")}
     return out
-
-
-def dig(data: Any, *path: Any) -> Any:
-    for step in path:
-        try:
-            data = data[step]
-        except (KeyError, IndexError, TypeError):
-            return None
-    return data
 
 
 def run_worker(args: list[str], env: dict[str, str] | None = None) -> Any:

@@ -187,7 +187,7 @@ class Outcome:
     """A verified answer of a candidate for a query (the error bound's evidence): after an
     exploration, the request's fresh answer compared with the candidate's; or a verdict
     (``Cache.feedback``) on a semantic hit. ``prior`` is the decision's ``p_wrong`` for the
-    pair, ``bin`` its score bin (``semcache.cache._bound.prior_bin``), under which the
+    pair, ``bin`` the error bound's score bin of that prior (one of 10), under which the
     namespace's pools count it."""
 
     entry_id: int
