@@ -81,6 +81,19 @@ def test_insert_many_gives_growing_ids_and_replaces_keys(store: Store) -> None:
     assert store.counters()["entries"] == 4
 
 
+def test_put_alone_writes_the_entry_or_nothing(store: Store) -> None:
+    insert(store, entry(1, prompt="makes the partition known"))
+    before = store.counters()
+    entry_id = store.put_alone(entry(2, prompt="alone"), None, T0)
+    row = store.get_by_key(key(2))
+    if entry_id is None:  # the engine has no cheaper path: nothing written
+        assert row is None and store.counters() == before
+    else:
+        assert row is not None and row.id == entry_id and row.prompt == "alone"
+        assert store.counters()["entries"] == before["entries"] + 1
+        assert store.counters()["puts"] == before.get("puts", 0) + 1
+
+
 def test_a_failed_write_leaves_nothing(store: Store) -> None:
     with pytest.raises(RuntimeError), store.write() as txn:
         txn.insert_many([entry(1, namespace="gone")])

@@ -199,13 +199,12 @@ class Writer:
         return result
 
     def put_alone(self, entry: NewEntry, max_entries: int | None) -> int | None:
-        """One put when there is no pending batch to carry, on an engine that can write
-        such a put as one statement (PostgreSQL's ``put_alone``: one round trip instead of
+        """One put when there is no pending batch to carry, written by the engine's
+        :meth:`~semcache.store.base.Store.put_alone` (PostgreSQL: one round trip instead of
         three); its id, or None: write it in a transaction (:meth:`run`)."""
-        one_statement = getattr(self._store, "put_alone", None)
-        if one_statement is None or self.pending:
+        if self.pending:
             return None
-        entry_id: int | None = one_statement(entry, max_entries, self._clock())
+        entry_id = self._store.put_alone(entry, max_entries, self._clock())
         if entry_id is not None:
             self._written()
         return entry_id

@@ -413,6 +413,12 @@ class Store(Protocol):
         (the code mirror) in step after COMMIT."""
         ...
 
+    def put_alone(self, e: NewEntry, max_entries: int | None, now: float) -> int | None:
+        """A put with nothing else to write, where the engine has a cheaper way than a
+        transaction (PostgreSQL: one statement): its id once committed, or None - nothing
+        was written, the caller writes it in a transaction (:meth:`write`)."""
+        ...
+
     def write_settings(self, values: dict[str, str]) -> None: ...
     def pin_settings(self, values: dict[str, str]) -> dict[str, str]:
         """Decide settings once for every process: in one write transaction, write those

@@ -32,6 +32,7 @@ from semcache.store.base import (
     EntryRow,
     NamespaceSummary,
     Neighbours,
+    NewEntry,
     Outcome,
     OutcomePool,
     VacuumProgress,
@@ -349,6 +350,10 @@ class SQLiteStore:
             "SELECT id, scope FROM partitions WHERE namespace = ? ORDER BY id", (namespace,))]
 
     # -- writes -------------------------------------------------------------------------
+
+    def put_alone(self, e: NewEntry, max_entries: int | None, now: float) -> int | None:
+        """None: a transaction of one put is a local COMMIT here, no cheaper path."""
+        return None
 
     def write(self, timeout: float | None = None) -> WriteBlock:
         """One write transaction under the cross-process lock (see :class:`WriteBlock`);
