@@ -119,13 +119,13 @@ class Cache:
         self._clock = clock
         self._gate = Gate(store.location)
         self._writer = Writer(store, clock)
+        self._bound = ErrorBound(store, verify)
         self._pipeline = LookupPipeline(
             store=store, encoder=identity.encoder,
             embedder=None if self.hash_only else identity.embedder, dim=identity.dim,
             writer=self._writer, clock=clock, threshold=self._settings.threshold,
             refresh=self._settings.refresh_on_access, guard=self._settings.guard,
-            error_bound=self._settings.error_bound)
-        self._bound = self._pipeline.bound = ErrorBound(store, verify)
+            error_bound=self._settings.error_bound, bound=self._bound)
         self._entries = EntryFactory(self._settings.tunables, identity.encoder)
         self._coalescer = Coalescer(store)
         self._keys = PromptKeyMemo()

@@ -94,7 +94,7 @@ class LookupPipeline:
                  dim: int | None, writer: Writer, clock: Callable[[], float],
                  threshold: Callable[[str], float], refresh: Callable[[], bool],
                  guard: Callable[[], Guard | None],
-                 error_bound: Callable[[str], float | None] = lambda ns: None) -> None:
+                 error_bound: Callable[[str], float | None], bound: ErrorBound) -> None:
         self.store = store
         self.encoder = encoder
         self.embedder = embedder
@@ -105,7 +105,7 @@ class LookupPipeline:
         self.refresh = refresh
         self.guard = guard
         self.error_bound = error_bound
-        self.bound: ErrorBound | None = None  # the estimator, when the cache has one
+        self.bound = bound  # the estimator of the namespaces that have an error bound
         self.responses = ResponseMemo()
         self._partitions: dict[tuple[str, str], int] = {}
 
@@ -218,7 +218,7 @@ class LookupPipeline:
         if best is None and self.store.check_incarnation(force=True):
             best = self._best(q, vector, now, p_wrong)
         bound = self.error_bound(q.namespace)
-        if bound is not None and self.bound is not None:
+        if bound is not None:
             self.bound.looked_up(q.namespace, bound)
         if best is None:
             return None
@@ -227,7 +227,7 @@ class LookupPipeline:
             log.warning("semcache: entry %d of namespace %r found in the partition of %r: "
                         "not served", row.id, row.namespace, q.namespace)
             return None
-        if bound is None or self.bound is None:
+        if bound is None:
             hit = self._hit(row, "semantic", similarity, now, q.scope, q.text)
             hit.p_wrong = p_wrong.get(row.id)
             return hit
@@ -242,7 +242,6 @@ class LookupPipeline:
     def _explore(self, q: Query, row: EntryRow, similarity: float, prior: float) -> None:
         """Answer a miss instead of ``row``, and remember it for the request's put (a
         lookup without an exact key - a vector - has no put to wait for)."""
-        assert self.bound is not None
         self.writer.count(explorations=1)
         if q.key is not None:
             try:
