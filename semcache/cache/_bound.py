@@ -73,8 +73,8 @@ ENTRY_STRENGTH = 1.0
 MIN_EXPLORATION = 0.05
 #: The posterior quantile that the exploration probability is computed from.
 CONFIDENCE = 0.95
-#: Seconds a process trusts its last read of a namespace's pools (its own outcomes are
-#: seen at once).
+#: Seconds a process trusts its last read of a namespace's pools (outcomes recorded since,
+#: by any process including this one, count from its next read).
 POOL_TTL = 1.0
 #: The most a namespace's unspent budget grows to, in lookups' worth: a quiet period does not
 #: buy a burst of risky answers later.
@@ -306,15 +306,11 @@ class ErrorBound:
             pools = self._pools[namespace] = _Pools(self.store.outcome_pools(namespace), now)
         return pools
 
-    def forget(self, namespaces: Sequence[str] = ()) -> None:
-        """Read the pools again (of ``namespaces``, or all: the cache was replaced)."""
+    def forget(self) -> None:
+        """The cache was replaced: read every namespace's pools again, drop explorations."""
         with self._lock:
-            if namespaces:
-                for ns in namespaces:
-                    self._pools.pop(ns, None)
-            else:
-                self._pools.clear()
-                self._pending.clear()
+            self._pools.clear()
+            self._pending.clear()
 
     # -- explorations ------------------------------------------------------------------------
 
