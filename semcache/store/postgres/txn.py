@@ -91,7 +91,14 @@ def put_alone(conn: psycopg.Connection, queries: Queries, store: StoreState, e: 
     params = _entry_params(e, pid, store.incarnation, queries.ext is not None)
     params["max"] = max_entries
     params["minute"] = minute
-    row = conn.execute(queries.put_alone, params).fetchone()
+    try:
+        row = conn.execute(queries.put_alone, params).fetchone()
+    except psycopg.errors.DeadlockDetected:
+        # PostgreSQL does not promise the order in which a statement's data-modifying CTEs
+        # take their row locks, so this statement can deadlock with a concurrent write
+        # transaction (seen with 8 writers). It ran alone in autocommit: nothing was
+        # written; the caller's transaction, in the usual lock order, writes the put.
+        return None
     return None if row is None or row[0] is None else int(row[0])
 
 
