@@ -10,9 +10,11 @@ Two kinds of settings live in the ``settings`` table:
   another model or projection cannot be compared with the stored ones.
 * tunable: ``similarity_threshold``, ``max_entries``, ``max_bytes``, ``ttl``,
   ``refresh_on_access``, ``store_prompts``, ``namespace``, ``guard``; and per-namespace thresholds
-  (``threshold:<namespace>``). An argument passed to ``open`` is stored, so every
-  process that opens the file later shares it (as diskcache does); an omitted one is
-  read from the file (:class:`CacheSettings`).
+  (``threshold:<namespace>``) and error bounds (``error_bound:<namespace>``). An argument
+  passed to ``open`` is stored, so every process that opens the file later shares it (as
+  diskcache does); an omitted one is read from the file (:class:`CacheSettings`). The
+  namespace values are read again every :data:`NAMESPACE_SETTINGS_TTL`, so what one process
+  sets reaches the others' open caches.
 
 Thresholds: ``similarity_threshold`` is the default of every namespace; a namespace may
 carry its own (``Cache.set_threshold``, ``semcache calibrate --apply``). Without any, the
@@ -39,6 +41,7 @@ import json
 import logging
 import os
 import sys
+import time
 import uuid
 import warnings
 from collections.abc import Callable
@@ -192,6 +195,13 @@ def merge_tunables(given: dict[str, Any], stored: dict[str, str],
 # -- tunables in force ---------------------------------------------------------------------
 
 
+#: Seconds a process decides with the namespace thresholds and error bounds it last read:
+#: what another process sets (``set_threshold``, ``set_error_bound``, ``semcache calibrate
+#: --apply``) takes effect here within this, at the cost of one read of the small settings
+#: table per interval, paid by a semantic lookup (exact hits never read it).
+NAMESPACE_SETTINGS_TTL = 1.0
+
+
 class CacheSettings:
     """Tunables in force for one open cache."""
 
@@ -202,6 +212,8 @@ class CacheSettings:
         self._family = ""
         self._namespace_thresholds: dict[str, float] = {}
         self._namespace_bounds: dict[str, float | None] = {}
+        self._store: Store | None = None
+        self._namespace_read_at = 0.0
         self._guard: Any = None
 
     @classmethod
@@ -219,13 +231,21 @@ class CacheSettings:
             store.write_settings(to_write)
         self._tunables = tunables
         self._family = (embedder_name or "").split(":", 1)[0]
+        self._store = store
         self.reload_thresholds(store.settings)
 
     def reload_thresholds(self, stored: dict[str, str]) -> None:
-        """The namespace thresholds and error bounds of ``stored`` (read at open, and again
-        when the cache was replaced under us)."""
+        """The namespace thresholds and error bounds of ``stored`` (read at open, again
+        when the cache was replaced under us, and every :data:`NAMESPACE_SETTINGS_TTL`)."""
         self._namespace_thresholds = read_namespace_thresholds(stored)
         self._namespace_bounds = read_namespace_bounds(stored)
+        self._namespace_read_at = time.monotonic()
+
+    def _fresh(self) -> None:
+        """Read the namespace values again when the last read is older than the TTL."""
+        if time.monotonic() - self._namespace_read_at >= NAMESPACE_SETTINGS_TTL \
+                and self._store is not None:
+            self.reload_thresholds(self._store.read_settings())
 
     def tunables(self) -> Tunables:
         assert self._tunables is not None
@@ -242,10 +262,12 @@ class CacheSettings:
         return table.get(self._family, FALLBACK_THRESHOLD)
 
     def threshold(self, namespace: str) -> float:
+        self._fresh()
         own = self._namespace_thresholds.get(namespace)
         return self.default_threshold() if own is None else own
 
     def namespace_thresholds(self) -> dict[str, float]:
+        self._fresh()
         return dict(self._namespace_thresholds)
 
     def set_namespace_threshold(self, store: Store, namespace: str, value: float | None) -> None:
@@ -259,6 +281,7 @@ class CacheSettings:
 
     def error_bound(self, namespace: str) -> float | None:
         """The error bound in force for ``namespace``: its own, else the cache's."""
+        self._fresh()
         own = self._namespace_bounds.get(namespace)
         return self.tunables().error_bound if own is None else own
 

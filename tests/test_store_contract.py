@@ -434,6 +434,17 @@ def test_pinned_settings_are_decided_once(store: Store, location: str) -> None:
         other.close()
 
 
+def test_read_settings_sees_what_another_store_wrote(store: Store, location: str) -> None:
+    other = open_store(location)
+    try:
+        other.write_settings({"threshold:tenant": "0.97"})
+        assert "threshold:tenant" not in store.settings  # read at open
+        fresh = store.read_settings()
+        assert fresh["threshold:tenant"] == "0.97" and store.settings == fresh
+    finally:
+        other.close()
+
+
 # -- damaged rows ---------------------------------------------------------------------------------
 
 

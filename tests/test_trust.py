@@ -7,6 +7,7 @@ import json
 import logging
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -101,6 +102,34 @@ def test_thresholds_per_namespace_are_stored_for_every_process(location: str) ->
             cache.set_threshold("strict", 1.5)
         cache.set_threshold("strict", None)
         assert cache.threshold("strict") == 0.9
+
+
+def test_a_namespace_threshold_or_bound_set_elsewhere_reaches_an_open_cache(
+        location: str) -> None:
+    """`semcache calibrate --apply` or a script run beside live workers: what it sets for a
+    namespace is read again by every open cache within a second, not at its next open."""
+    rng = np.random.default_rng(3)
+    stored = rng.standard_normal(16)
+    stored /= np.linalg.norm(stored)
+    side = rng.standard_normal(16)
+    side -= side.dot(stored) * stored
+    side /= np.linalg.norm(side)
+    query = 0.95 * stored + np.sqrt(1 - 0.95**2) * side  # cosine 0.95 to the stored vector
+    with semcache.open(location, embedder=None, dim=16, similarity_threshold=0.9) as cache:
+        cache.put("stored", "answer", vector=stored, namespace="strict")
+        assert cache.get(query, namespace="strict") is not None
+        assert cache.error_bound("strict") is None
+        code = ("import semcache, sys\n"
+                "with semcache.open(sys.argv[1]) as c:\n"
+                "    c.set_threshold('strict', 0.99)\n"
+                "    c.set_error_bound('strict', 0.02)\n")
+        subprocess.run([sys.executable, "-c", code, location], check=True)
+        deadline = time.monotonic() + 10
+        while cache.threshold("strict") != 0.99 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert cache.threshold("strict") == 0.99 and cache.threshold() == 0.9
+        assert cache.error_bound("strict") == 0.02
+        assert cache.get(query, namespace="strict") is None  # 0.95 is under the new floor
 
 
 _JUDGE = """

@@ -56,7 +56,6 @@ from semcache.validation import (
     check_namespace,
     check_prompt,
     check_scope,
-    check_threshold,
 )
 
 log = logging.getLogger("semcache")
@@ -505,20 +504,21 @@ class Cache:
             return self._store.outcome_pools(self._ns(namespace))
 
     def threshold(self, namespace: str | None = None) -> float:
-        """The similarity threshold in force for a namespace."""
-        return self._settings.threshold(self._ns(namespace))
+        """The similarity threshold in force for a namespace (re-read each second)."""
+        with self._gate:
+            return self._settings.threshold(self._ns(namespace))
 
     def set_threshold(self, namespace: str, value: float | None) -> None:
         """Give ``namespace`` its own similarity threshold, stored in the file for every
         process (None: back to the cache's default)."""
         with self._gate:
-            self._settings.set_namespace_threshold(self._store, check_namespace(namespace),
-                                                   None if value is None else
-                                                   check_threshold(value))
+            # (set_namespace_threshold checks the value)
+            self._settings.set_namespace_threshold(self._store, check_namespace(namespace), value)
 
     def error_bound(self, namespace: str | None = None) -> float | None:
         """The error bound in force for a namespace (None: threshold decisions)."""
-        return self._settings.error_bound(self._ns(namespace))
+        with self._gate:
+            return self._settings.error_bound(self._ns(namespace))
 
     def set_error_bound(self, namespace: str, value: float | None) -> None:
         """Bound the fraction of ``namespace``'s lookups that serve a wrong answer (e.g. 0.01;

@@ -340,6 +340,12 @@ class Store(Protocol):
         """True when this open created the cache (a failed open then removes it)."""
         ...
 
+    def read_settings(self) -> dict[str, str]:
+        """The settings table as it is now (one read): ``settings`` becomes it. What other
+        processes set after this one opened (namespace thresholds and error bounds) reaches
+        a cache through this."""
+        ...
+
     def check_incarnation(self, force: bool = False) -> bool:
         """True when the cache was replaced since the token was read (a file restored over
         by another cache, a schema dropped and created again): ``settings`` is then read

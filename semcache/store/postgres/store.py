@@ -437,6 +437,12 @@ class PostgresStore:
         params = (key_hash, self._claim_holder())
         self._conns.run(lambda c: c.execute(q, params))
 
+    def read_settings(self) -> dict[str, str]:
+        q = self.queries.settings
+        rows = self._conns.run(lambda c: c.execute(q).fetchall())
+        self.settings = {str(n): str(v) for n, v in rows}
+        return self.settings
+
     def write_settings(self, values: dict[str, str]) -> None:
         with self.write() as txn:
             txn.set_settings(values)

@@ -362,6 +362,17 @@ class SQLiteStore:
         return WriteBlock(self._db, self.lock, self._incarnation_moved,
                           index.apply if index.keeps_mirror else None, timeout)
 
+    def read_settings(self) -> dict[str, str]:
+        db = self._db
+        with db.mutex:
+            if db.forked:
+                db.check_fork()
+            try:
+                self.settings = read_settings(db.conn)
+            except (apsw.Error, UnicodeDecodeError) as exc:
+                raise translate(exc, self.path) from None
+        return self.settings
+
     def write_settings(self, values: dict[str, str]) -> None:
         with self.write() as txn:
             txn.set_settings(values)
