@@ -147,6 +147,18 @@ def test_heldout_sizes():
     assert all(sizes[k] >= HELDOUT_MIN[k] for k in HELDOUT_MIN), sizes
 
 
+def test_heldout_families_name_their_kind():
+    """The held-out report gives figures per kind of difference, and without the families one of
+    whose phrasings first collided with a development split (`dev_overlap`, rewritten since)."""
+    problems = []
+    for family in _load("families_heldout.json")["families"]:
+        if not _is_text(family.get("kind")):
+            problems.append(f"family {family['id']}: no kind")
+        if family.get("dev_overlap", False) is not True and "dev_overlap" in family:
+            problems.append(f"family {family['id']}: dev_overlap is only ever true")
+    assert problems == []
+
+
 @pytest.mark.parametrize("dev", DEV_SPLITS)
 def test_splits_share_no_question(dev):
     """A held-out question that is also in development data is not held out."""
