@@ -69,7 +69,7 @@ def test_prompt_key_memo_is_bounded():
     keys = PromptKeyMemo()
     for i in range(MEMO_PROMPTS + 10):
         keys.key(f"prompt {i}", "ns")
-    assert sum(len(m) for m in keys._memo.values()) <= MEMO_PROMPTS
+    assert sum(len(m) for m in keys.remembered.values()) <= MEMO_PROMPTS
     assert keys.key("prompt 3", "ns")[1] == prompt_key_hash("prompt 3", "ns")
 
 

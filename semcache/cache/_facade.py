@@ -231,9 +231,8 @@ class Cache:
         with self._gate:
             ns = self._namespace if namespace is None else check_namespace(namespace)
             if type(prompt) is str:  # the common case, kept lean: no Query unless it misses
-                text, key = self._keys.key(prompt, ns)
-                return self._pipeline.run_key(key, ns, "", text,
-                                              exact_only=exact_only or self.hash_only)
+                return self._pipeline.run_prompt(prompt, ns, self._keys,
+                                                 exact_only or self.hash_only)
             return self._pipeline.run_one(self._query(prompt, ns),
                                           exact_only=exact_only or self.hash_only)
 

@@ -33,6 +33,7 @@ from semcache.cache._writer import Writer
 from semcache.cache.hit import Hit, HitKind
 from semcache.errors import CorruptCacheError
 from semcache.kernels.projection import BinaryEncoder, validate_vector
+from semcache.keys import PromptKeyMemo
 from semcache.store.base import EntryFilter, EntryRow, Store
 from semcache.store.codecs import decode_metadata
 
@@ -132,20 +133,39 @@ class LookupPipeline:
                 return hit
         return self._finish((q,), [None], now, exact_only)[0]
 
-    def run_key(self, key: bytes, namespace: str, scope: str, text: str | None, *,
-                exact_only: bool = False) -> Hit | None:
-        """One text query by its exact key: :meth:`run_one` that builds a :class:`Query`
-        only on a miss (the exact hit is the hot path of ``get`` and ``lookup``)."""
+    def run_prompt(self, prompt: str, namespace: str, keys: PromptKeyMemo,
+                   exact_only: bool) -> Hit | None:
+        """:meth:`run_one` of a prompt (a ``str``) in scope "": its key from ``keys`` (read
+        here without a call when remembered), a :class:`Query` built only on a miss (the
+        exact hit is the hot path of ``get``)."""
+        memo = keys.remembered.get(namespace)
+        key = None if memo is None else memo.get(prompt)
+        if key is None:
+            prompt, key = keys.key(prompt, namespace)  # validates, or raises
         now = self.clock()
         writer = self.writer
         if now - writer.last_flush >= _writer.FLUSH_INTERVAL:  # maybe_flush's test, inline
             writer.maybe_flush(now)
         row = self.store.get_by_key(key)
         if row is not None:
-            hit = self._serve_exact(row, namespace, scope, text, now)
+            # _serve_exact and _hit, inline: two Python calls less on the hottest path.
+            expires = row.expires_at
+            if (expires is None or expires > now or self._pending_alive(row.id, now)) \
+                    and row.namespace == namespace \
+                    and row.partition_id == self._partitions.get((namespace, "")):
+                try:
+                    response = self.responses.decode(row.id, row.response)
+                    metadata = None if row.metadata is None else decode_metadata(row.metadata)
+                except (ZstdError, ValueError, TypeError) as exc:
+                    raise corrupt_entry(self.store.location, row.id, exc) from None
+                expires = writer.record_hit(row, "exact", now,
+                                            row.ttl is not None and self.refresh())
+                return Hit(response, "exact", 1.0, row.id, namespace, row.created_at, expires,
+                           row.prompt, metadata, row.tokens, "", prompt, None, "exact")
+            hit = self._serve_exact(row, namespace, "", prompt, now)  # the checks, in full
             if hit is not None:
                 return hit
-        return self._finish((Query(key, namespace, scope, text),), [None], now, exact_only)[0]
+        return self._finish((Query(key, namespace, "", prompt),), [None], now, exact_only)[0]
 
     def _finish(self, queries: Sequence[Query], results: list[Hit | None], now: float,
                 exact_only: bool) -> list[Hit | None]:

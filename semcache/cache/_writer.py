@@ -66,7 +66,7 @@ class Writer:
         self._access: dict[int, AccessUpdate] = {}
         self._counts: dict[str, int] = {}
         self._epoch = 0  # bumped by forget(): access updates taken before it are void
-        self.last_flush = clock()  # read by the lookup path (see LookupPipeline.run_key)
+        self.last_flush = clock()  # read by the lookup path (see LookupPipeline.run_prompt)
         self._warned = False
         self._timer: _FlushTimer | None = None
         self._timer_running = False
