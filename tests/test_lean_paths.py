@@ -298,3 +298,42 @@ def test_forked_child_reconnects_with_the_same_pragmas(db_path):
     assert synchronous == 1  # NORMAL, as in the parent (the default would be FULL = 2)
     assert cache.get("from child").response == "c"
     cache.close()
+
+
+def test_a_due_batch_waits_for_a_busy_write_lock_without_trying_on_every_read(db_path):
+    """Another process writing (its flock on ``<db>.lock``): reads go on serving hits, try
+    the batch's write once, and again only after ``BUSY_RETRY`` - not once per read."""
+    import fcntl
+
+    from semcache.cache import _writer
+
+    with semcache.open(db_path, hash_only=True) as cache:
+        cache.put("q", "a")
+        cache._writer.stop()  # no flush timer: only reads try the batch here
+        assert cache.get("q") is not None  # a hit pending
+        lock = cache._store.lock
+        tries = []
+        real = lock.acquire
+
+        def counted(timeout=None):
+            tries.append(timeout)
+            return real(timeout)
+
+        lock.acquire = counted
+        fd = os.open(db_path + ".lock", os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # what another process's write holds
+            cache._writer.last_flush = 0.0  # the batch is due
+            for _ in range(50):
+                assert cache.get("q").response == "a"
+            assert len(tries) == 1
+            assert cache._writer.pending
+            time.sleep(_writer.BUSY_RETRY * 1.5)
+            cache.get("q")
+            assert len(tries) == 2
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+            del lock.acquire
+        cache.flush()
+        assert not cache._writer.pending

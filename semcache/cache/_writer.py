@@ -38,6 +38,10 @@ FLUSH_INTERVAL = 1.0
 _HIT_COUNTERS = {"exact": "exact_hits", "semantic": "semantic_hits"}
 #: Past this many pending entries, updates are dropped rather than held (~100 B each).
 MAX_PENDING = 100_000
+#: A due batch that found the write lock busy is tried again this much later (seconds),
+#: not on every read meanwhile: each try is a lock attempt (a syscall) while another
+#: process writes - ~20k wasted tries per second over 8 busy readers.
+BUSY_RETRY = 0.05
 
 
 class Write:
@@ -258,7 +262,8 @@ class Writer:
 
     def try_flush(self) -> None:
         try:
-            self.flush(timeout=0)
+            if not self.flush(timeout=0):
+                self.last_flush = self._clock() - FLUSH_INTERVAL + BUSY_RETRY
         except CacheFileError as exc:
             self.last_flush = self._clock()  # retry one interval later, not on every read
             if not self._warned:
