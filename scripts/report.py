@@ -107,7 +107,9 @@ def exact_block(r: Results) -> str:
            "ranges or load recorded")
     lines = ["## Exact tier and writes", "",
              f"`scripts/bench_exact.py` (`benchmarks/results/exact.json`; {note}): "
-             f"{e.get('entries')} keys, 1 KB string responses, {how}.", "",
+             f"{e.get('entries')} keys"
+             + (f" looked up among {e['stored']:,} stored in each system" if e.get("stored")
+                else "") + f", 1 KB string responses, {how}.", "",
              "| what | system | median us | range us | p99 us | load |",
              "|---|---|---:|---:|---:|---:|"]
     for kind in ("hit", "miss", "put"):
