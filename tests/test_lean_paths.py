@@ -337,3 +337,24 @@ def test_a_due_batch_waits_for_a_busy_write_lock_without_trying_on_every_read(db
             del lock.acquire
         cache.flush()
         assert not cache._writer.pending
+
+
+def test_the_inline_exact_hit_serves_only_its_own_partition(db_path):
+    """run_prompt serves the row under the key inline only when it is alive and in the
+    query's remembered partition; a row moved to another scope's partition by hand (or
+    expired) goes through the full checks and is not served."""
+    import apsw
+
+    with semcache.open(db_path, hash_only=True, ttl=None) as cache:  # no sliding expiry
+        cache.put("q", "a")
+        cache.store(b"other", "b", text="t", scope="model-x")  # another partition
+        assert cache.get("q").response == "a"  # the inline path, partition remembered
+        conn = apsw.Connection(db_path)
+        conn.set_busy_timeout(5000)
+        other = conn.execute("SELECT id FROM partitions WHERE scope = 'model-x'").fetchall()
+        conn.execute("UPDATE entries SET partition_id = ? WHERE prompt = 'q'", other[0])
+        assert cache.get("q") is None
+        conn.execute("UPDATE entries SET partition_id = (SELECT id FROM partitions WHERE "
+                     "scope = ''), expires_at = 1.0 WHERE prompt = 'q'")
+        conn.close()
+        assert cache.get("q") is None  # expired
