@@ -19,7 +19,7 @@ import pytest
 import semcache
 from semcache.cache._gate import Gate
 from semcache.cache._responses import ResponseMemo
-from semcache.cache._writer import Writer
+from semcache.cache._writer import BUSY_RETRY, Writer
 from semcache.kernels.projection import validate_matrix, validate_vector, validate_vectors
 from semcache.keys import (
     MEMO_PROMPTS,
@@ -301,42 +301,47 @@ def test_forked_child_reconnects_with_the_same_pragmas(db_path):
 
 
 def test_a_due_batch_waits_for_a_busy_write_lock_without_trying_on_every_read(db_path):
-    """Another process writing (its flock on ``<db>.lock``): reads go on serving hits, try
-    the batch's write once, and again only after ``BUSY_RETRY`` - not once per read."""
+    """Another process writing (its flock on ``<db>.lock``): reads (``maybe_flush``) try
+    the due batch's write once, and again only after ``BUSY_RETRY`` - not once per read."""
     import fcntl
 
-    from semcache.cache import _writer
+    from semcache.store import open_store
 
     with semcache.open(db_path, hash_only=True) as cache:
         cache.put("q", "a")
-        cache._writer.stop()  # no flush timer: only reads try the batch here
-        assert cache.get("q") is not None  # a hit pending
-        lock = cache._store.lock
+    store = open_store(db_path)
+    writer = Writer(store, time.time)
+    writer.stop()  # no flush timer: only the reads below try the batch
+    try:
+        row = store.get_by_key(prompt_key_hash("q", "default"))
+        writer.record_hit(row, "exact", time.time(), False)
         tries = []
-        real = lock.acquire
+        real = store.lock.acquire
 
         def counted(timeout=None):
             tries.append(timeout)
             return real(timeout)
 
-        lock.acquire = counted
+        store.lock.acquire = counted
         fd = os.open(db_path + ".lock", os.O_RDWR)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)  # what another process's write holds
-            cache._writer.last_flush = 0.0  # the batch is due
+            writer.last_flush = 0.0  # the batch is due
             for _ in range(50):
-                assert cache.get("q").response == "a"
+                writer.maybe_flush(time.time())
             assert len(tries) == 1
-            assert cache._writer.pending
-            time.sleep(_writer.BUSY_RETRY * 1.5)
-            cache.get("q")
+            assert writer.pending
+            time.sleep(BUSY_RETRY * 1.5)
+            writer.maybe_flush(time.time())
             assert len(tries) == 2
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
-            del lock.acquire
-        cache.flush()
-        assert not cache._writer.pending
+        assert writer.flush(timeout=None)
+        assert not writer.pending
+        assert store.get_by_key(prompt_key_hash("q", "default")).hits == 1
+    finally:
+        store.close()
 
 
 def test_the_inline_exact_hit_serves_only_its_own_partition(db_path):
