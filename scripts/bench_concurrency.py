@@ -3,10 +3,12 @@
 diskcache on the same load.
 
 Each process writes its own ``--puts`` keys (a ~400-byte JSON value each), then reads
-``--gets`` random keys written by any process (all present: every get is a hit). The
+``--gets`` random keys written by any process (all present: every get is a hit). Beside
+diskcache runs the bare-SQL WAL floor (``_FloorClient``: one key-value table, a put is one
+INSERT in its own ``BEGIN IMMEDIATE`` transaction), the least any SQLite library pays. The
 processes start together on a barrier; throughput is all operations of a phase divided by
 the wall time of the slowest process in it. Each library runs in its own block on fresh
-files, the two alternate (which goes first swaps from run to run), ``--runs`` runs per
+files, the three take turns (the order rotates from run to run), ``--runs`` runs per
 point (3): medians, ranges and the load average at each block are reported. semcache runs its exact tier (``hash_only``:
 no embedding, the same key-value work diskcache does); both use SQLite in WAL mode with
 synchronous=NORMAL. Results go to benchmarks/results/concurrency.json.
@@ -72,9 +74,42 @@ class _DiskcacheClient:
         self.c.close()
 
 
+class _FloorClient:
+    """The bare-SQL WAL floor: what any library on SQLite pays at least for the same load.
+    One ``key TEXT PRIMARY KEY, value TEXT`` table, the value as JSON text; a put is
+    ``BEGIN IMMEDIATE`` + one INSERT + COMMIT (durable like the others: WAL,
+    synchronous=NORMAL, SQLite's own busy handler), a get one indexed SELECT."""
+
+    def __init__(self, path: str) -> None:
+        import apsw
+
+        self.c = apsw.Connection(path)
+        self.c.set_busy_timeout(60_000)
+        for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "cache_size=-16384",
+                       "mmap_size=268435456"):
+            self.c.execute(f"PRAGMA {pragma}").fetchall()
+        self.c.execute("CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT)")
+
+    def put(self, key: str, value: Any) -> None:
+        self.c.execute("BEGIN IMMEDIATE")
+        self.c.execute("INSERT OR REPLACE INTO kv VALUES (?, ?)", (key, json.dumps(value)))
+        self.c.execute("COMMIT")
+
+    def get(self, key: str) -> Any:
+        rows = self.c.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchall()
+        return rows[0][0] if rows else None
+
+    def close(self) -> None:
+        self.c.close()
+
+
+CLIENTS: dict[str, Any] = {"semcache": _SemcacheClient, "diskcache": _DiskcacheClient,
+                           "sqlite floor": _FloorClient}
+
+
 def _worker(lib: str, path: str, worker: int, procs: int, puts: int, gets: int,
             barrier: Any, out: Any) -> None:
-    client = (_SemcacheClient if lib == "semcache" else _DiskcacheClient)(path)
+    client = CLIENTS[lib](path)
     rng = random.Random(worker)
     barrier.wait()
     t0 = time.perf_counter()
@@ -94,12 +129,10 @@ def _worker(lib: str, path: str, worker: int, procs: int, puts: int, gets: int,
 
 
 def run(lib: str, procs: int, puts: int, gets: int, workdir: str) -> dict[str, Any]:
-    path = os.path.join(workdir, f"{lib}-{procs}")
-    if lib == "semcache":
+    path = os.path.join(workdir, f"{lib.replace(' ', '-')}-{procs}")
+    if lib != "diskcache":
         path += ".db"
-        _SemcacheClient(path).close()  # created (and migrated) before the clock starts
-    else:
-        _DiskcacheClient(path).close()
+    CLIENTS[lib](path).close()  # created (and migrated) before the clock starts
     barrier = CTX.Barrier(procs)
     out = CTX.Queue()
     ps = [CTX.Process(target=_worker, args=(lib, path, w, procs, puts, gets, barrier, out))
@@ -132,11 +165,11 @@ def _summary(values: list[float], loads: list[float]) -> dict[str, Any]:
 def measure(procs: int, args: argparse.Namespace, workdir: str) -> dict[str, Any]:
     """Both libraries at one process count: ``--runs`` runs, each library in its own block
     (fresh files), the order alternating from run to run."""
-    libs = ["semcache", "diskcache"]
+    libs = list(CLIENTS)
     raw: dict[str, dict[str, list[float]]] = {
         lib: {"put": [], "get": [], "load": [], "misses": []} for lib in libs}
     for run_no in range(args.runs):
-        for lib in (libs if run_no % 2 == 0 else libs[::-1]):
+        for lib in libs[run_no % len(libs):] + libs[:run_no % len(libs)]:  # rotated
             shutil.rmtree(workdir, ignore_errors=True)
             os.makedirs(workdir)
             raw[lib]["load"].append(round(os.getloadavg()[0], 2))
@@ -151,12 +184,35 @@ def measure(procs: int, args: argparse.Namespace, workdir: str) -> dict[str, Any
                       "get_ops_per_s": _summary(rec["get"], rec["load"]),
                       "misses": int(sum(rec["misses"]))}
     for op in ("put", "get"):
-        mine, theirs = raw["semcache"][op], raw["diskcache"][op]
-        per_run = [a / b for a, b in zip(mine, theirs, strict=True)]
-        point[f"{op}_ratio"] = {
-            "median": round(statistics.median(mine) / statistics.median(theirs), 2),
-            "range": [round(min(per_run), 2), round(max(per_run), 2)]}
+        for other, suffix in (("diskcache", ""), ("sqlite floor", "_floor")):
+            mine, theirs = raw["semcache"][op], raw[other][op]
+            per_run = [a / b for a, b in zip(mine, theirs, strict=True)]
+            point[f"{op}_ratio{suffix}"] = {
+                "median": round(statistics.median(mine) / statistics.median(theirs), 2),
+                "range": [round(min(per_run), 2), round(max(per_run), 2)]}
     return point
+
+
+def goals(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Issue 23 item 3 at 8 processes: puts >= 0.7x diskcache, or >= 0.9x the bare-SQL
+    WAL floor of the same run when that floor is below diskcache; gets >= 1.0x diskcache."""
+    row = next((r for r in rows if r["processes"] == 8), None)
+    if row is None:
+        return []
+    floor = row["sqlite floor"]["put_ops_per_s"]["median"]
+    dc = row["diskcache"]["put_ops_per_s"]["median"]
+    by_floor = floor < dc
+    put = row["put_ratio_floor"] if by_floor else row["put_ratio"]
+    target = 0.9 if by_floor else 0.7
+    get = row["get_ratio"]
+    return [
+        {"goal": "8 processes, puts / " + ("the bare-SQL WAL floor (below diskcache)"
+                                            if by_floor else "diskcache"),
+         "target": target, "measured": put["median"], "range": put["range"], "unit": "x",
+         "at_least": True, "met": put["median"] >= target},
+        {"goal": "8 processes, gets / diskcache", "target": 1.0, "measured": get["median"],
+         "range": get["range"], "unit": "x", "at_least": True, "met": get["median"] >= 1.0},
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -183,18 +239,21 @@ def main(argv: list[str] | None = None) -> int:
         for procs in args.procs:
             point = measure(procs, args, workdir)
             rows.append(point)
-            s, d = point["semcache"], point["diskcache"]
+            s, d, f = point["semcache"], point["diskcache"], point["sqlite floor"]
             print(f"{procs} proc: semcache put {s['put_ops_per_s']['median']}/s "
                   f"get {s['get_ops_per_s']['median']}/s | diskcache put "
                   f"{d['put_ops_per_s']['median']}/s get {d['get_ops_per_s']['median']}/s | "
+                  f"floor put {f['put_ops_per_s']['median']}/s "
+                  f"get {f['get_ops_per_s']['median']}/s | "
                   f"ratio put {point['put_ratio']['median']} {point['put_ratio']['range']} "
                   f"get {point['get_ratio']['median']} {point['get_ratio']['range']} | load "
                   f"{s['put_ops_per_s']['loadavg_1min']['mean']}", flush=True)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     report = {
-        "what": "ops/s over all processes on one file; ratio = semcache / diskcache; "
-                "median of the runs, range = lowest and highest per-run value",
+        "what": "ops/s over all processes on one file; ratio = semcache / diskcache "
+                "(ratio_floor: / the bare-SQL WAL floor); median of the runs, range = "
+                "lowest and highest per-run value",
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "puts_per_process": args.puts, "gets_per_process": args.gets, "runs": args.runs,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
@@ -203,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
                     "loadavg_end": [round(x, 2) for x in os.getloadavg()]},
         "versions": {"semcache": semcache.__version__, "diskcache": diskcache.__version__},
         "rows": rows,
+        "goals": goals(rows),
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")

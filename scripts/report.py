@@ -107,7 +107,9 @@ def exact_block(r: Results) -> str:
            "ranges or load recorded")
     lines = ["## Exact tier and writes", "",
              f"`scripts/bench_exact.py` (`benchmarks/results/exact.json`; {note}): "
-             f"{e.get('entries')} keys, 1 KB string responses, {how}.", "",
+             f"{e.get('entries')} keys"
+             + (f" looked up among {e['stored']:,} stored in each system" if e.get("stored")
+                else "") + f", 1 KB string responses, {how}.", "",
              "| what | system | median us | range us | p99 us | load |",
              "|---|---|---:|---:|---:|---:|"]
     for kind in ("hit", "miss", "put"):
@@ -148,7 +150,7 @@ def concurrency_block(r: Results) -> str:
     note = run_note(c.get("date"), dig(c, "machine", "loadavg_start"),
                     dig(c, "machine", "loadavg_end"))
     how = (f"{c['runs']} runs per point, each library in its own block on fresh files, the "
-           "order alternating; medians, range = lowest and highest run" if "runs" in c else
+           "order rotating; medians, range = lowest and highest run" if "runs" in c else
            "an older run: best of the repeats, no ranges or load recorded")
     lines = ["## Concurrency", "",
              f"`scripts/bench_concurrency.py` (`benchmarks/results/concurrency.json`; {note}): "
@@ -156,16 +158,20 @@ def concurrency_block(r: Results) -> str:
              f"{c.get('gets_per_process')} random ones (all hits), all on one file; ops/s over "
              f"all processes; {how}. See also docs/reliability.md.", "",
              "| processes | semcache puts/s | diskcache puts/s | put ratio | semcache gets/s | "
-             "diskcache gets/s | get ratio |", "|---:|---:|---:|---:|---:|---:|---:|"]
+             "diskcache gets/s | get ratio | bare-SQL floor puts/s, gets/s |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for row in c.get("rows", []):
-        s, d = row["semcache"], row["diskcache"]
+        s, d, f = row["semcache"], row["diskcache"], row.get("sqlite floor")
         pr, gr = row["put_ratio"], row["get_ratio"]
+        floor = "" if f is None else (f"{num(cell_median(f['put_ops_per_s']), 0)}, "
+                                      f"{num(cell_median(f['get_ops_per_s']), 0)}")
         lines.append(
             f"| {row['processes']} | {num(cell_median(s['put_ops_per_s']), 0)} | "
             f"{num(cell_median(d['put_ops_per_s']), 0)} | {cell_median(pr):.2f}"
             f"{span(pr.get('range') if isinstance(pr, dict) else None, 2)} | "
             f"{num(cell_median(s['get_ops_per_s']), 0)} | {num(cell_median(d['get_ops_per_s']), 0)} | "
-            f"{cell_median(gr):.2f}{span(gr.get('range') if isinstance(gr, dict) else None, 2)} |")
+            f"{cell_median(gr):.2f}{span(gr.get('range') if isinstance(gr, dict) else None, 2)} "
+            f"| {floor} |")
     return "\n".join(lines)
 
 

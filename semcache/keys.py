@@ -506,13 +506,15 @@ class PromptKeyMemo:
 
     def __init__(self) -> None:
         self._prefixes: dict[str, bytes] = {}
-        self._memo: dict[str, dict[str, bytes]] = {}  # namespace -> prompt -> key
+        #: namespace -> prompt -> key of the prompts remembered (read by Cache.get's hot
+        #: path without a call; only :meth:`key` writes it).
+        self.remembered: dict[str, dict[str, bytes]] = {}
         self._remembered = 0
 
     def key(self, prompt: Any, namespace: str) -> tuple[str, bytes]:
         """``(prompt, key hash)`` of a valid prompt; raises like ``check_prompt`` otherwise."""
         if type(prompt) is str:
-            memo = self._memo.get(namespace)
+            memo = self.remembered.get(namespace)
             if memo is not None:
                 found = memo.get(prompt)
                 if found is not None:
@@ -532,17 +534,17 @@ class PromptKeyMemo:
         if prefix is None:
             if len(self._prefixes) >= MEMO_NAMESPACES:
                 self._prefixes.clear()
-                self._memo.clear()
+                self.remembered.clear()
                 self._remembered = 0
             prefix = self._prefixes[namespace] = b"prompt\x00%s\x00" % namespace.encode("utf-8")
         key = hashlib.sha256(prefix + raw).digest()
         if len(prompt) <= MEMO_PROMPT_CHARS:
             if self._remembered >= MEMO_PROMPTS:
-                self._memo.clear()  # start over: simple, and bounded
+                self.remembered.clear()  # start over: simple, and bounded
                 self._remembered = 0
-            memo = self._memo.get(namespace)
+            memo = self.remembered.get(namespace)
             if memo is None:
-                memo = self._memo[namespace] = {}
+                memo = self.remembered[namespace] = {}
             memo[prompt] = key
             self._remembered += 1
         return key

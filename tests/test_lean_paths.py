@@ -19,7 +19,7 @@ import pytest
 import semcache
 from semcache.cache._gate import Gate
 from semcache.cache._responses import ResponseMemo
-from semcache.cache._writer import Writer
+from semcache.cache._writer import BUSY_RETRY, Writer
 from semcache.kernels.projection import validate_matrix, validate_vector, validate_vectors
 from semcache.keys import (
     MEMO_PROMPTS,
@@ -69,7 +69,7 @@ def test_prompt_key_memo_is_bounded():
     keys = PromptKeyMemo()
     for i in range(MEMO_PROMPTS + 10):
         keys.key(f"prompt {i}", "ns")
-    assert sum(len(m) for m in keys._memo.values()) <= MEMO_PROMPTS
+    assert sum(len(m) for m in keys.remembered.values()) <= MEMO_PROMPTS
     assert keys.key("prompt 3", "ns")[1] == prompt_key_hash("prompt 3", "ns")
 
 
@@ -298,3 +298,68 @@ def test_forked_child_reconnects_with_the_same_pragmas(db_path):
     assert synchronous == 1  # NORMAL, as in the parent (the default would be FULL = 2)
     assert cache.get("from child").response == "c"
     cache.close()
+
+
+def test_a_due_batch_waits_for_a_busy_write_lock_without_trying_on_every_read(db_path):
+    """Another process writing (its flock on ``<db>.lock``): reads (``maybe_flush``) try
+    the due batch's write once, and again only after ``BUSY_RETRY`` - not once per read."""
+    import fcntl
+
+    from semcache.store import open_store
+
+    with semcache.open(db_path, hash_only=True) as cache:
+        cache.put("q", "a")
+    store = open_store(db_path)
+    writer = Writer(store, time.time)
+    writer.stop()  # no flush timer: only the reads below try the batch
+    try:
+        row = store.get_by_key(prompt_key_hash("q", "default"))
+        writer.record_hit(row, "exact", time.time(), False)
+        tries = []
+        real = store.lock.acquire
+
+        def counted(timeout=None):
+            tries.append(timeout)
+            return real(timeout)
+
+        store.lock.acquire = counted
+        fd = os.open(db_path + ".lock", os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # what another process's write holds
+            writer.last_flush = 0.0  # the batch is due
+            for _ in range(50):
+                writer.maybe_flush(time.time())
+            assert len(tries) == 1
+            assert writer.pending
+            time.sleep(BUSY_RETRY * 1.5)
+            writer.maybe_flush(time.time())
+            assert len(tries) == 2
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+        assert writer.flush(timeout=None)
+        assert not writer.pending
+        assert store.get_by_key(prompt_key_hash("q", "default")).hits == 1
+    finally:
+        store.close()
+
+
+def test_the_inline_exact_hit_serves_only_its_own_partition(db_path):
+    """run_prompt serves the row under the key inline only when it is alive and in the
+    query's remembered partition; a row moved to another scope's partition by hand (or
+    expired) goes through the full checks and is not served."""
+    import apsw
+
+    with semcache.open(db_path, hash_only=True, ttl=None) as cache:  # no sliding expiry
+        cache.put("q", "a")
+        cache.store(b"other", "b", text="t", scope="model-x")  # another partition
+        assert cache.get("q").response == "a"  # the inline path, partition remembered
+        conn = apsw.Connection(db_path)
+        conn.set_busy_timeout(5000)
+        other = conn.execute("SELECT id FROM partitions WHERE scope = 'model-x'").fetchall()
+        conn.execute("UPDATE entries SET partition_id = ? WHERE prompt = 'q'", other[0])
+        assert cache.get("q") is None
+        conn.execute("UPDATE entries SET partition_id = (SELECT id FROM partitions WHERE "
+                     "scope = ''), expires_at = 1.0 WHERE prompt = 'q'")
+        conn.close()
+        assert cache.get("q") is None  # expired

@@ -120,7 +120,7 @@ class Cache:
         self._writer = Writer(store, clock)
         self._bound = ErrorBound(store, verify)
         self._pipeline = LookupPipeline(
-            store=store, encoder=identity.encoder,
+            store=store, encoder=identity.encoder, gate=self._gate,
             embedder=None if self.hash_only else identity.embedder, dim=identity.dim,
             writer=self._writer, clock=clock, threshold=self._settings.threshold,
             refresh=self._settings.refresh_on_access, guard=self._settings.guard,
@@ -227,12 +227,11 @@ class Cache:
             exact_only: bool = False) -> Hit | None:
         """Look up a prompt (exact tier, then semantic tier) or a vector (semantic only):
         a :class:`Hit` or None. Expired entries are never returned."""
+        if type(prompt) is str:  # the common case, kept lean (the gate's too, inline there)
+            return self._pipeline.run_prompt(prompt, namespace, self._namespace, self._keys,
+                                             exact_only or self.hash_only)
         with self._gate:
             ns = self._namespace if namespace is None else check_namespace(namespace)
-            if type(prompt) is str:  # the common case, kept lean: no Query unless it misses
-                text, key = self._keys.key(prompt, ns)
-                return self._pipeline.run_key(key, ns, "", text,
-                                              exact_only=exact_only or self.hash_only)
             return self._pipeline.run_one(self._query(prompt, ns),
                                           exact_only=exact_only or self.hash_only)
 

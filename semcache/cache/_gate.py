@@ -24,7 +24,7 @@ import logging
 import threading
 import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 from semcache.errors import CacheClosedError
 
@@ -39,41 +39,43 @@ class Gate:
     def __init__(self, what: str) -> None:
         self._what = what
         self._cond = threading.Condition(threading.Lock())
-        self._inside: list[None] = []  # one item per operation in flight
-        self._closed = False
+        #: One item per operation in flight; with :attr:`closed`, the two flags of the
+        #: handshake above. ``LookupPipeline.run_prompt`` (the exact hit) enters and leaves
+        #: inline, as :meth:`__enter__` and :meth:`__exit__` do: keep the three in step.
+        self.inside: list[None] = []
+        self.closed = False
         self._release: Callable[[], None] | None = None
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
     def check(self) -> None:
-        if self._closed:
-            raise CacheClosedError(f"cache {self._what!r} is closed")
+        if self.closed:
+            self.refuse()
+
+    def refuse(self) -> NoReturn:
+        raise CacheClosedError(f"cache {self._what!r} is closed")
 
     def enter(self) -> Gate:
         """The gate itself, for ``with gate.enter():`` (same as ``with gate:``)."""
         return self
 
     def __enter__(self) -> None:
-        self._inside.append(None)
-        if self._closed:
+        self.inside.append(None)
+        if self.closed:
             self._leave()
-            raise CacheClosedError(f"cache {self._what!r} is closed")
+            self.refuse()
 
     def __exit__(self, *exc: object) -> None:
-        self._inside.pop()  # _leave(), inline: one call less on every operation
-        if self._closed:
-            self._leave_closed()
+        self.inside.pop()  # _leave(), inline: one call less on every operation
+        if self.closed:
+            self.leave_closed()
 
     def _leave(self) -> None:
-        self._inside.pop()
-        if self._closed:
-            self._leave_closed()
+        self.inside.pop()
+        if self.closed:
+            self.leave_closed()
 
-    def _leave_closed(self) -> None:
+    def leave_closed(self) -> None:
         with self._cond:  # a close is waiting, or has left the release to the last one out
-            if self._inside:
+            if self.inside:
                 return
             self._cond.notify_all()
             release, self._release = self._release, None
@@ -85,11 +87,11 @@ class Gate:
         ``wait`` seconds, else when the last operation in flight ends. Returns False when
         the gate was already closed."""
         with self._cond:
-            if self._closed:
+            if self.closed:
                 return False
-            self._closed = True
-            self._cond.wait_for(lambda: not self._inside, timeout=wait)
-            if self._inside:
+            self.closed = True
+            self._cond.wait_for(lambda: not self.inside, timeout=wait)
+            if self.inside:
                 self._release = release
                 return True
         release()

@@ -28,13 +28,16 @@ from zstandard import ZstdError
 
 from semcache.cache import _writer
 from semcache.cache._bound import ErrorBound, Exploration
+from semcache.cache._gate import Gate
 from semcache.cache._responses import ResponseMemo
 from semcache.cache._writer import Writer
 from semcache.cache.hit import Hit, HitKind
 from semcache.errors import CorruptCacheError
 from semcache.kernels.projection import BinaryEncoder, validate_vector
+from semcache.keys import PromptKeyMemo
 from semcache.store.base import EntryFilter, EntryRow, Store
 from semcache.store.codecs import decode_metadata
+from semcache.validation import check_namespace
 
 log = logging.getLogger("semcache")
 
@@ -90,12 +93,13 @@ class Guard(Protocol):
 class LookupPipeline:
     """Runs queries through the tiers; see the module docstring."""
 
-    def __init__(self, *, store: Store, encoder: BinaryEncoder | None, embedder: Any,
-                 dim: int | None, writer: Writer, clock: Callable[[], float],
+    def __init__(self, *, store: Store, encoder: BinaryEncoder | None, gate: Gate,
+                 embedder: Any, dim: int | None, writer: Writer, clock: Callable[[], float],
                  threshold: Callable[[str], float], refresh: Callable[[], bool],
                  guard: Callable[[], Guard | None],
                  error_bound: Callable[[str], float | None], bound: ErrorBound) -> None:
         self.store = store
+        self.gate = gate  # the cache's: run_prompt enters and leaves it inline
         self.encoder = encoder
         self.embedder = embedder
         self.dim = dim
@@ -132,20 +136,54 @@ class LookupPipeline:
                 return hit
         return self._finish((q,), [None], now, exact_only)[0]
 
-    def run_key(self, key: bytes, namespace: str, scope: str, text: str | None, *,
-                exact_only: bool = False) -> Hit | None:
-        """One text query by its exact key: :meth:`run_one` that builds a :class:`Query`
-        only on a miss (the exact hit is the hot path of ``get`` and ``lookup``)."""
-        now = self.clock()
-        writer = self.writer
-        if now - writer.last_flush >= _writer.FLUSH_INTERVAL:  # maybe_flush's test, inline
-            writer.maybe_flush(now)
-        row = self.store.get_by_key(key)
-        if row is not None:
-            hit = self._serve_exact(row, namespace, scope, text, now)
-            if hit is not None:
-                return hit
-        return self._finish((Query(key, namespace, scope, text),), [None], now, exact_only)[0]
+    def run_prompt(self, prompt: str, namespace: str | None, default: str,
+                   keys: PromptKeyMemo, exact_only: bool) -> Hit | None:
+        """``Cache.get`` of a prompt (a ``str``) in scope "", inside the cache's gate
+        (``namespace`` None: ``default``): its key from ``keys`` (read here without a call
+        when remembered), the exact hit served here, a :class:`Query` built only on a miss.
+        The gate is entered and left inline, as ``Gate.__enter__``/``__exit__`` do (two
+        Python calls less on the exact hit)."""
+        gate = self.gate
+        gate.inside.append(None)
+        try:
+            if gate.closed:
+                gate.refuse()
+            namespace = default if namespace is None else check_namespace(namespace)
+            memo = keys.remembered.get(namespace)
+            key = None if memo is None else memo.get(prompt)
+            if key is None:
+                prompt, key = keys.key(prompt, namespace)  # validates, or raises
+            now = self.clock()
+            writer = self.writer
+            if now - writer.last_flush >= _writer.FLUSH_INTERVAL:  # maybe_flush's test
+                writer.maybe_flush(now)
+            row = self.store.get_by_key(key)
+            if row is not None:
+                # _serve_exact and _hit, inline: two Python calls less on the hottest path.
+                expires = row.expires_at
+                if (expires is None or expires > now or self._pending_alive(row.id, now)) \
+                        and row.namespace == namespace \
+                        and row.partition_id == self._partitions.get((namespace, "")):
+                    try:
+                        response = self.responses.decode(row.id, row.response)
+                        metadata = (None if row.metadata is None
+                                    else decode_metadata(row.metadata))
+                    except (ZstdError, ValueError, TypeError) as exc:
+                        raise corrupt_entry(self.store.location, row.id, exc) from None
+                    expires = writer.record_hit(row, "exact", now,
+                                                row.ttl is not None and self.refresh())
+                    return Hit(response, "exact", 1.0, row.id, namespace, row.created_at,
+                               expires, row.prompt, metadata, row.tokens, "", prompt, None,
+                               "exact")
+                hit = self._serve_exact(row, namespace, "", prompt, now)  # the checks, in full
+                if hit is not None:
+                    return hit
+            query = Query(key, namespace, "", prompt)
+            return self._finish((query,), [None], now, exact_only)[0]
+        finally:
+            gate.inside.pop()
+            if gate.closed:
+                gate.leave_closed()
 
     def _finish(self, queries: Sequence[Query], results: list[Hit | None], now: float,
                 exact_only: bool) -> list[Hit | None]:

@@ -34,10 +34,14 @@ T = TypeVar("T")
 
 #: Batched updates are written at least this often (seconds).
 FLUSH_INTERVAL = 1.0
-#: Counter of each kind of hit.
+#: Counter of each kind of hit (HitKind).
 _HIT_COUNTERS = {"exact": "exact_hits", "semantic": "semantic_hits"}
 #: Past this many pending entries, updates are dropped rather than held (~100 B each).
 MAX_PENDING = 100_000
+#: A due batch that found the write lock busy is tried again this much later (seconds),
+#: not on every read meanwhile: each try is a lock attempt (a syscall) while another
+#: process writes - ~20k wasted tries per second over 8 busy readers.
+BUSY_RETRY = 0.05
 
 
 class Write:
@@ -66,7 +70,7 @@ class Writer:
         self._access: dict[int, AccessUpdate] = {}
         self._counts: dict[str, int] = {}
         self._epoch = 0  # bumped by forget(): access updates taken before it are void
-        self.last_flush = clock()  # read by the lookup path (see LookupPipeline.run_key)
+        self.last_flush = clock()  # read by the lookup path (see LookupPipeline.run_prompt)
         self._warned = False
         self._timer: _FlushTimer | None = None
         self._timer_running = False
@@ -77,23 +81,24 @@ class Writer:
 
     def record_hit(self, row: EntryRow, kind: str, now: float, refresh: bool) -> float | None:
         """Batch the effects of a hit on ``row``; returns the entry's expiry in force."""
+        expires = row.expires_at
+        entry_id = row.id
         with self._lock:
-            expires = row.expires_at
-            update = self._access.get(row.id)
+            update = self._access.get(entry_id)
             if update is None:
-                update = self._access[row.id] = AccessUpdate(now)
+                update = self._access[entry_id] = AccessUpdate(now, 1)
             else:
                 if update.expires_at is not None and expires is not None \
                         and update.expires_at > expires:
                     expires = update.expires_at
                 if now > update.accessed_at:
                     update.accessed_at = now
+                update.hits += 1
             if refresh and row.ttl is not None:
                 expires = update.expires_at = now + row.ttl
-            update.hits += 1
             counts = self._counts
             counts["hits"] = counts.get("hits", 0) + 1
-            name = _HIT_COUNTERS.get(kind) or f"{kind}_hits"
+            name = _HIT_COUNTERS[kind]
             counts[name] = counts.get(name, 0) + 1
             if row.tokens:
                 counts["tokens_saved"] = counts.get("tokens_saved", 0) + row.tokens
@@ -258,7 +263,8 @@ class Writer:
 
     def try_flush(self) -> None:
         try:
-            self.flush(timeout=0)
+            if not self.flush(timeout=0):
+                self.last_flush = self._clock() - FLUSH_INTERVAL + BUSY_RETRY
         except CacheFileError as exc:
             self.last_flush = self._clock()  # retry one interval later, not on every read
             if not self._warned:

@@ -60,6 +60,7 @@ log = logging.getLogger("semcache")
 #: Suffixes of the files an SQLite cache consists of.
 SQLITE_FILES = ("", "-wal", "-shm", "-codes", ".lock", ".claims")
 _BY_KEY = f"SELECT {codes.ROW_COLUMNS} FROM entries WHERE key_hash = ?"
+_new_object = object.__new__
 _PRAGMA_PREFIX = "sqlite_"
 #: The upkeep writes at most this many pending entry_codes rows per call (~10-20 ms under
 #: the lock); close() writes at most CLOSE_CATCH_UP_ROWS (~0.1-0.2 s), waiting at most
@@ -221,7 +222,16 @@ class SQLiteStore:
                 rows = db.key_cursor.execute(_BY_KEY, (key_hash,)).fetchall()
             except (apsw.Error, UnicodeDecodeError) as exc:
                 raise translate(exc, self.path) from None
-        return EntryRow(*rows[0]) if rows else None
+        if not rows:
+            return None
+        # The row's fields set in place: EntryRow(*rows[0]) goes through the dataclass's
+        # Python __init__ (~3k instructions, a tenth of the exact hit); the slots are the same.
+        row = _new_object(EntryRow)
+        (row.id, row.namespace, row.partition_id, row.prompt, row.response, row.metadata,
+         row.tokens, row.created_at, row.accessed_at, row.expires_at, row.ttl,
+         row.hits) = rows[0]
+        row.vector = None
+        return row
 
     def get_by_ids(self, ids: Sequence[int], *, with_vector: bool = False) -> list[EntryRow]:
         return codes.read_rows(self._db, ids, with_vector)
