@@ -51,6 +51,7 @@ def reset_stub(stub):
     yield
     stub.fail_requests, stub.fail_status, stub.fail_stream_after = 0, 500, None
     stub.chunk_delay, stub.latency, stub.responder = 0.0, 0.0, default_responder
+    stub.response_headers = {}
 
 
 @pytest.fixture
@@ -318,6 +319,24 @@ def test_tenants_are_isolated_by_api_key(proxy, stub, key):
     azure = httpx.post(proxy.url + "/v1/chat/completions", json=chat(), headers={"api-key": key})
     assert azure.headers["x-semcache"] == "hit-exact"  # the same key, Azure-style
     assert calls(stub, key) == 1 and calls(stub, other) == 1
+
+
+def test_upstream_cookies_never_reach_another_tenant(proxy, stub, key):
+    """A ``Set-Cookie`` the upstream sends one tenant (a CDN's session cookie, say) is
+    relayed to that tenant's client only: the proxy keeps no cookie jar, so no later
+    request - of any tenant - carries it upstream."""
+    stub.response_headers = {"Set-Cookie": "cdn_session=tenant-a-secret; Path=/"}
+    first = post(proxy, key, chat(f"cookie {uuid.uuid4()}"))
+    assert first.headers["x-semcache"] == "miss"
+    assert "tenant-a-secret" in first.headers.get("set-cookie", "")
+    stub.response_headers = {}
+    other = f"sk-test-{uuid.uuid4().hex}"
+    for who in (other, key):
+        post(proxy, who, chat(f"cookie {uuid.uuid4()}"), **{"Cache-Control": "no-cache"})
+        post(proxy, who, chat(f"cookie {uuid.uuid4()}"))
+    seen = [header(r, "cookie") for r in stub.requests
+            if header(r, "authorization") in (f"Bearer {key}", f"Bearer {other}")]
+    assert len(seen) == 5 and not any(seen), seen
 
 
 def test_authorization_never_stored_nor_logged(proxy, stub, db, key):

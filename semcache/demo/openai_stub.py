@@ -155,6 +155,9 @@ class StubOpenAIServer:
         self.fail_requests = fail_requests
         self.fail_status = fail_status
         self.models = models
+        #: Extra headers sent with every JSON answer (e.g. a ``Set-Cookie``, as real APIs
+        #: behind a CDN send).
+        self.response_headers: dict[str, str] = {}
         self.requests: list[StubRequest] = []
         self.chat_requests: list[dict[str, Any]] = []
         self.responses_requests: list[dict[str, Any]] = []
@@ -313,7 +316,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.send_header("x-request-id", f"req_stub_{id(body):x}")
-        for name, value in (headers or {}).items():
+        for name, value in {**self.stub.response_headers, **(headers or {})}.items():
             self.send_header(name, value)
         self.end_headers()
         self.wfile.write(body)
