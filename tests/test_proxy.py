@@ -321,6 +321,28 @@ def test_tenants_are_isolated_by_api_key(proxy, stub, key):
     assert calls(stub, key) == 1 and calls(stub, other) == 1
 
 
+def test_concurrent_identical_misses_make_one_upstream_call(proxy, stub, key):
+    """Coalescing through the proxy (its claim runs on the event loop now): eight identical
+    requests at once reach the upstream once; the others wait for that answer and are
+    served it from the cache."""
+    stub.latency = 0.5
+    body = chat(f"coalesce {uuid.uuid4()}")
+    results: list[httpx.Response] = []
+
+    def ask() -> None:
+        results.append(post(proxy, key, body))
+
+    threads = [threading.Thread(target=ask) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert calls(stub, key) == 1
+    statuses = sorted(r.headers["x-semcache"] for r in results)
+    assert statuses == ["hit-exact"] * 7 + ["miss"]
+    assert len({r.json()["choices"][0]["message"]["content"] for r in results}) == 1
+
+
 def test_upstream_cookies_never_reach_another_tenant(proxy, stub, key):
     """A ``Set-Cookie`` the upstream sends one tenant (a CDN's session cookie, say) is
     relayed to that tenant's client only: the proxy keeps no cookie jar, so no later
