@@ -127,6 +127,11 @@ def test_cache_calls_run_on_the_loop_only_while_they_are_quick():
             await sites2.run("lookup", where, slow=lambda _: False)
         assert not sites2.inline("lookup")
         assert sites2.typical()["lookup"] >= 0.05
+        # Only quick runs so far (exact hits, nothing embedded yet): the loop.
+        sites3 = CallSites(budget=0.01)
+        assert await sites3.run("lookup", where, slow=lambda _: False) != loop_thread[0]
+        assert await sites3.run("lookup", where, slow=lambda _: False) == loop_thread[0]
+        assert sites3.typical() == {}
 
     asyncio.run(main())
 

@@ -16,7 +16,9 @@ median of its last :data:`WINDOW` runs where it did the slow work) is within
 and every exact-tier call (microseconds) stay on the loop; MiniLM's embedding (~10 ms,
 numpy releasing the GIL) or a remote PostgreSQL's round trips go to threads, where they
 overlap with the loop's other work. The first call of a kind runs in a thread (nothing
-is known yet), and a kind moves back to the loop as soon as its calls got quick.
+is known yet), and a kind moves back to the loop as soon as its calls got quick. Until a
+kind has done its slow work once (a lookup that missed the exact tier), its quick runs
+decide: a stream of exact hits stays on the loop.
 """
 
 from __future__ import annotations
@@ -62,8 +64,13 @@ class CallSites:
                slow: Callable[[T], bool] | None) -> T:
         started = time.perf_counter()
         result = func(*args)
+        seconds = time.perf_counter() - started
         if slow is None or slow(result):
-            self.observe(kind, time.perf_counter() - started)
+            self.observe(kind, seconds)
+        elif kind not in self._seconds:
+            # Only quick runs so far (exact hits): they decide until a slow one is seen -
+            # which then runs on the loop once, and is timed.
+            self._inline[kind] = seconds <= self.budget
         return result
 
     def observe(self, kind: str, seconds: float) -> None:
