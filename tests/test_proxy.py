@@ -343,6 +343,17 @@ def test_concurrent_identical_misses_make_one_upstream_call(proxy, stub, key):
     assert len({r.json()["choices"][0]["message"]["content"] for r in results}) == 1
 
 
+def test_the_upstream_connection_is_kept_alive_and_reused(proxy, stub, key):
+    """Sequential misses (and a passthrough) ride one pooled upstream connection: no new
+    TCP connection - nor TLS handshake, with a real API - per request."""
+    for _ in range(5):
+        assert post(proxy, key, chat(f"reuse {uuid.uuid4()}")).headers["x-semcache"] == "miss"
+    httpx.get(proxy.url + "/v1/models", headers={"Authorization": f"Bearer {key}"})
+    peers = [r.peer for r in stub.requests
+             if header(r, "authorization") == f"Bearer {key}"]
+    assert len(peers) == 6 and len(set(peers)) == 1, peers
+
+
 def test_upstream_cookies_never_reach_another_tenant(proxy, stub, key):
     """A ``Set-Cookie`` the upstream sends one tenant (a CDN's session cookie, say) is
     relayed to that tenant's client only: the proxy keeps no cookie jar, so no later

@@ -80,6 +80,8 @@ class StubRequest:
     body: Any = None
     """Parsed JSON body (None for GET or an unparsable body)."""
     received_at: float = field(default_factory=time.time)
+    peer: str = ""
+    """``host:port`` of the client's connection (which requests shared one)."""
 
 
 def last_user_text(request: dict[str, Any]) -> str:
@@ -330,11 +332,16 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(f"{len(data):X}\r\n".encode("ascii") + data + b"\r\n")
         self.wfile.flush()
 
+    def _peer(self) -> str:
+        host, port = self.client_address[:2]
+        return f"{host}:{port}"
+
     # -- routes ------------------------------------------------------------------------
 
     def do_GET(self) -> None:  # noqa: N802 - http.server naming
         path = self.path.split("?", 1)[0].rstrip("/")
-        self.stub._record(StubRequest("GET", path, dict(self.headers.items())))
+        self.stub._record(StubRequest("GET", path, dict(self.headers.items()),
+                                      peer=self._peer()))
         models = [
             {"id": m, "object": "model", "created": 0, "owned_by": "semcache-stub"}
             for m in self.stub.models
@@ -356,7 +363,8 @@ class _Handler(BaseHTTPRequestHandler):
             body = json.loads(raw) if raw else None
         except ValueError:
             body = None
-        self.stub._record(StubRequest("POST", path, dict(self.headers.items()), body))
+        self.stub._record(StubRequest("POST", path, dict(self.headers.items()), body,
+                                      peer=self._peer()))
         required = {"/v1/chat/completions": "messages", "/v1/responses": "input"}.get(path)
         if required is None:
             self._error(404, f"no route for POST {path}")
