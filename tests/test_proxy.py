@@ -354,6 +354,38 @@ def test_the_upstream_connection_is_kept_alive_and_reused(proxy, stub, key):
     assert len(peers) == 6 and len(set(peers)) == 1, peers
 
 
+def test_hits_are_answered_while_a_store_waits_for_the_write_lock(proxy, stub, db, key):
+    """A store waits for the file's write lock, which another process may hold for long (an
+    import, a vacuum): it waits in a worker thread, so the worker's event loop keeps
+    answering hits meanwhile (a store run on the loop froze every request of the worker)."""
+    import fcntl
+
+    for _ in range(8):  # stores of this worker are quick and many: nothing would move them
+        post(proxy, key, chat(f"warm {uuid.uuid4()}"))
+    stored = chat(f"stored {uuid.uuid4()}")
+    assert post(proxy, key, stored).headers["x-semcache"] == "miss"
+    done: list[httpx.Response] = []
+    with open(f"{db}.lock", "a+b") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)  # what a long write of another process holds
+        try:
+            miss = threading.Thread(target=lambda: done.append(
+                post(proxy, key, chat(f"waits {uuid.uuid4()}"))))
+            miss.start()
+            deadline = time.monotonic() + 10
+            while calls(stub, key) < 10 and time.monotonic() < deadline:
+                time.sleep(0.01)  # the miss got its answer and is storing it now
+            time.sleep(0.2)
+            started = time.monotonic()
+            hit = post(proxy, key, stored)
+            waited = time.monotonic() - started
+            assert hit.headers["x-semcache"] == "hit-exact"
+            assert waited < 1.0 and not done
+        finally:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+    miss.join(30)
+    assert done and done[0].headers["x-semcache"] == "miss" and "x-semcache-entry" in done[0].headers
+
+
 def test_upstream_cookies_never_reach_another_tenant(proxy, stub, key):
     """A ``Set-Cookie`` the upstream sends one tenant (a CDN's session cookie, say) is
     relayed to that tenant's client only: the proxy keeps no cookie jar, so no later

@@ -136,6 +136,25 @@ def test_cache_calls_run_on_the_loop_only_while_they_are_quick():
     asyncio.run(main())
 
 
+def test_postgresql_calls_always_run_in_threads():
+    import asyncio
+    import threading
+
+    from semcache.integrations.proxy.calls import INLINE_BUDGET_S, call_sites_for
+
+    assert call_sites_for("/var/cache/llm/proxy.db").budget == INLINE_BUDGET_S
+    remote = call_sites_for("postgresql://semcache@db.internal:5432/llm")
+    assert remote.budget == 0.0
+
+    async def main() -> None:
+        loop = threading.get_ident()
+        for _ in range(3):
+            assert await remote.run("lookup", threading.get_ident) != loop
+            assert await remote.run("claim", threading.get_ident, slow=lambda _: False) != loop
+
+    asyncio.run(main())
+
+
 def test_a_response_written_in_pieces_leaves_in_one_send():
     import asyncio
 

@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+import anyio.to_thread
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -98,10 +99,14 @@ async def _timed_lookup(state: ProxyState, plan: Plan) -> CachedAnswer | None:
     return hit
 
 
-async def _store(state: ProxyState, plan: Plan, data: Any) -> int | None:
+async def _store(plan: Plan, data: Any) -> int | None:
+    """Store in a worker thread, always: a store waits for the file's write lock, which
+    another process may hold for seconds (an import, a vacuum) - the event loop, and every
+    other request of this worker, must not wait with it. (Lookups and claims never wait
+    for that lock: they run on the loop while quick, see :mod:`.calls`.)"""
     if not isinstance(data, dict):
         return None
-    return await state.calls.run("store", store, plan, data)
+    return await anyio.to_thread.run_sync(store, plan, data)
 
 
 async def relay_answer(state: ProxyState, request: Request, plan: Plan, content: bytes,
@@ -122,7 +127,7 @@ async def relay_answer(state: ProxyState, request: Request, plan: Plan, content:
     entry = None
     if upstream.status == 200:
         try:
-            entry = await _store(state, plan, orjson.loads(body))
+            entry = await _store(plan, orjson.loads(body))
         except orjson.JSONDecodeError:
             logger.warning("semcache proxy: upstream answered 200 with a body that is not JSON")
     info = miss_info(entry, plan.entry_namespace(), looked_up=result == "miss")
@@ -152,12 +157,10 @@ async def relay_stream(state: ProxyState, request: Request, plan: Plan, content:
         finally:
             upstream.release()
         return Response(body, status_code=upstream.status, headers=headers)
-    return StreamingResponse(_recorded(state, plan, upstream), status_code=200,
-                             headers=headers)
+    return StreamingResponse(_recorded(plan, upstream), status_code=200, headers=headers)
 
 
-async def _recorded(state: ProxyState, plan: Plan,
-                    upstream: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+async def _recorded(plan: Plan, upstream: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
     """Relay the upstream's bytes; after the last one reached the client, store the answer.
 
     The code after the loop only runs when the client asked for more after the final
@@ -181,7 +184,7 @@ async def _recorded(state: ProxyState, plan: Plan,
         upstream.release()
     answer = accumulator.result()
     if answer is not None:
-        await _store(state, plan, answer)
+        await _store(plan, answer)
 
 
 async def serve_cached(state: ProxyState, request: Request, rules: ApiRules) -> Response:

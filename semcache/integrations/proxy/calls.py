@@ -14,8 +14,10 @@ So each kind of call is timed, and runs on the loop while its typical duration (
 median of its last :data:`WINDOW` runs where it did the slow work) is within
 :data:`INLINE_BUDGET_S`; otherwise in a thread. The hashing embedder's lookups (~0.5 ms)
 and every exact-tier call (microseconds) stay on the loop; MiniLM's embedding (~10 ms,
-numpy releasing the GIL) or a remote PostgreSQL's round trips go to threads, where they
-overlap with the loop's other work. The first call of a kind runs in a thread (nothing
+numpy releasing the GIL) goes to threads, where it overlaps with the loop's other work.
+Only calls that never wait for another party belong here: the proxy stores in a thread
+always (a store waits for the file's write lock), and with PostgreSQL every call goes to
+a thread (budget 0: a stalled server holds a call for up to its statement timeout). The first call of a kind runs in a thread (nothing
 is known yet), and a kind moves back to the loop as soon as its calls got quick. Until a
 kind has done its slow work once (a lookup that missed the exact tier), its quick runs
 decide: a stream of exact hits stays on the loop.
@@ -88,4 +90,13 @@ class CallSites:
                 if window}
 
 
-__all__ = ["INLINE_BUDGET_S", "WINDOW", "CallSites"]
+def call_sites_for(location: str) -> CallSites:
+    """Where the calls of the cache at ``location`` run: on the loop while quick for a
+    cache file, whose reads never wait for a writer (WAL); always in threads for a
+    PostgreSQL server (``postgresql://...``), whose every call is a round trip that a
+    stalled server can hold for up to its statement timeout."""
+    remote = location.startswith(("postgres://", "postgresql://"))
+    return CallSites(budget=0.0 if remote else INLINE_BUDGET_S)
+
+
+__all__ = ["INLINE_BUDGET_S", "WINDOW", "CallSites", "call_sites_for"]

@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from semcache.integrations.base import RequestCache
-from semcache.integrations.proxy.calls import CallSites
+from semcache.integrations.proxy.calls import call_sites_for
 from semcache.integrations.proxy.config import ProxyConfig
 from semcache.integrations.proxy.http import client_headers, error_body, upstream_headers
 from semcache.integrations.proxy.metrics import ProxyMetrics
@@ -39,7 +39,7 @@ class ProxyState:
         self.cache = cache
         self.client = client
         self.metrics = metrics
-        self.calls = CallSites()  # where the cache calls run: on the loop, or in a thread
+        self.calls = call_sites_for(str(getattr(cache, "location", "")))
 
     def replay_settings(self) -> tuple[str, int]:
         """How cached answers are split when replayed as a stream."""
