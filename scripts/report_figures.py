@@ -309,9 +309,12 @@ def proxy_rows(r: Results) -> list[Row]:
     if not lat or "proxy_exact_p50_ms" not in lat:
         return []
     added = dig(p, "summary", "added_on_miss_p50_ms", "median")
+    cpu = dig(lat, "proxy_miss_proxy_cpu_ms", "median")
+    cpu_note = "" if cpu is None else f" (the proxy's CPU per miss {num(cpu, 2)} ms)"
     return [(
         "`semcache serve` proxy: exact hit over HTTP, p50",
-        f"{num(lat['proxy_exact_p50_ms']['median'], 2)} ms; a miss adds {num(added, 2)} ms",
+        f"{num(lat['proxy_exact_p50_ms']['median'], 2)} ms; a miss adds {num(added, 2)} ms"
+        f"{cpu_note}",
         f"direct to the upstream stub {num(dig(lat, 'direct_p50_ms', 'median'), 2)} ms",
         run_note(p.get("date"), dig(p, "machine", "loadavg_start"),
                  dig(p, "machine", "loadavg_end")))]

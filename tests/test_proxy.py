@@ -51,6 +51,7 @@ def reset_stub(stub):
     yield
     stub.fail_requests, stub.fail_status, stub.fail_stream_after = 0, 500, None
     stub.chunk_delay, stub.latency, stub.responder = 0.0, 0.0, default_responder
+    stub.response_headers = {}
 
 
 @pytest.fixture
@@ -318,6 +319,89 @@ def test_tenants_are_isolated_by_api_key(proxy, stub, key):
     azure = httpx.post(proxy.url + "/v1/chat/completions", json=chat(), headers={"api-key": key})
     assert azure.headers["x-semcache"] == "hit-exact"  # the same key, Azure-style
     assert calls(stub, key) == 1 and calls(stub, other) == 1
+
+
+def test_concurrent_identical_misses_make_one_upstream_call(proxy, stub, key):
+    """Coalescing through the proxy (its claim runs on the event loop now): eight identical
+    requests at once reach the upstream once; the others wait for that answer and are
+    served it from the cache."""
+    stub.latency = 0.5
+    body = chat(f"coalesce {uuid.uuid4()}")
+    results: list[httpx.Response] = []
+
+    def ask() -> None:
+        results.append(post(proxy, key, body))
+
+    threads = [threading.Thread(target=ask) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert calls(stub, key) == 1
+    statuses = sorted(r.headers["x-semcache"] for r in results)
+    assert statuses == ["hit-exact"] * 7 + ["miss"]
+    assert len({r.json()["choices"][0]["message"]["content"] for r in results}) == 1
+
+
+def test_the_upstream_connection_is_kept_alive_and_reused(proxy, stub, key):
+    """Sequential misses (and a passthrough) ride one pooled upstream connection: no new
+    TCP connection - nor TLS handshake, with a real API - per request."""
+    for _ in range(5):
+        assert post(proxy, key, chat(f"reuse {uuid.uuid4()}")).headers["x-semcache"] == "miss"
+    httpx.get(proxy.url + "/v1/models", headers={"Authorization": f"Bearer {key}"})
+    peers = [r.peer for r in stub.requests
+             if header(r, "authorization") == f"Bearer {key}"]
+    assert len(peers) == 6 and len(set(peers)) == 1, peers
+
+
+def test_hits_are_answered_while_a_store_waits_for_the_write_lock(proxy, stub, db, key):
+    """A store waits for the file's write lock, which another process may hold for long (an
+    import, a vacuum): it waits in a worker thread, so the worker's event loop keeps
+    answering hits meanwhile (a store run on the loop froze every request of the worker)."""
+    import fcntl
+
+    for _ in range(8):  # stores of this worker are quick and many: nothing would move them
+        post(proxy, key, chat(f"warm {uuid.uuid4()}"))
+    stored = chat(f"stored {uuid.uuid4()}")
+    assert post(proxy, key, stored).headers["x-semcache"] == "miss"
+    done: list[httpx.Response] = []
+    with open(f"{db}.lock", "a+b") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)  # what a long write of another process holds
+        try:
+            miss = threading.Thread(target=lambda: done.append(
+                post(proxy, key, chat(f"waits {uuid.uuid4()}"))))
+            miss.start()
+            deadline = time.monotonic() + 10
+            while calls(stub, key) < 10 and time.monotonic() < deadline:
+                time.sleep(0.01)  # the miss got its answer and is storing it now
+            time.sleep(0.2)
+            started = time.monotonic()
+            hit = post(proxy, key, stored)
+            waited = time.monotonic() - started
+            assert hit.headers["x-semcache"] == "hit-exact"
+            assert waited < 1.0 and not done
+        finally:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+    miss.join(30)
+    assert done and done[0].headers["x-semcache"] == "miss" and "x-semcache-entry" in done[0].headers
+
+
+def test_upstream_cookies_never_reach_another_tenant(proxy, stub, key):
+    """A ``Set-Cookie`` the upstream sends one tenant (a CDN's session cookie, say) is
+    relayed to that tenant's client only: the proxy keeps no cookie jar, so no later
+    request - of any tenant - carries it upstream."""
+    stub.response_headers = {"Set-Cookie": "cdn_session=tenant-a-secret; Path=/"}
+    first = post(proxy, key, chat(f"cookie {uuid.uuid4()}"))
+    assert first.headers["x-semcache"] == "miss"
+    assert "tenant-a-secret" in first.headers.get("set-cookie", "")
+    stub.response_headers = {}
+    other = f"sk-test-{uuid.uuid4().hex}"
+    for who in (other, key):
+        post(proxy, who, chat(f"cookie {uuid.uuid4()}"), **{"Cache-Control": "no-cache"})
+        post(proxy, who, chat(f"cookie {uuid.uuid4()}"))
+    seen = [header(r, "cookie") for r in stub.requests
+            if header(r, "authorization") in (f"Bearer {key}", f"Bearer {other}")]
+    assert len(seen) == 5 and not any(seen), seen
 
 
 def test_authorization_never_stored_nor_logged(proxy, stub, db, key):

@@ -80,6 +80,8 @@ class StubRequest:
     body: Any = None
     """Parsed JSON body (None for GET or an unparsable body)."""
     received_at: float = field(default_factory=time.time)
+    peer: str = ""
+    """``host:port`` of the client's connection (which requests shared one)."""
 
 
 def last_user_text(request: dict[str, Any]) -> str:
@@ -155,6 +157,9 @@ class StubOpenAIServer:
         self.fail_requests = fail_requests
         self.fail_status = fail_status
         self.models = models
+        #: Extra headers sent with every JSON answer (e.g. a ``Set-Cookie``, as real APIs
+        #: behind a CDN send).
+        self.response_headers: dict[str, str] = {}
         self.requests: list[StubRequest] = []
         self.chat_requests: list[dict[str, Any]] = []
         self.responses_requests: list[dict[str, Any]] = []
@@ -313,7 +318,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.send_header("x-request-id", f"req_stub_{id(body):x}")
-        for name, value in (headers or {}).items():
+        for name, value in {**self.stub.response_headers, **(headers or {})}.items():
             self.send_header(name, value)
         self.end_headers()
         self.wfile.write(body)
@@ -327,11 +332,16 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(f"{len(data):X}\r\n".encode("ascii") + data + b"\r\n")
         self.wfile.flush()
 
+    def _peer(self) -> str:
+        host, port = self.client_address[:2]
+        return f"{host}:{port}"
+
     # -- routes ------------------------------------------------------------------------
 
     def do_GET(self) -> None:  # noqa: N802 - http.server naming
         path = self.path.split("?", 1)[0].rstrip("/")
-        self.stub._record(StubRequest("GET", path, dict(self.headers.items())))
+        self.stub._record(StubRequest("GET", path, dict(self.headers.items()),
+                                      peer=self._peer()))
         models = [
             {"id": m, "object": "model", "created": 0, "owned_by": "semcache-stub"}
             for m in self.stub.models
@@ -353,7 +363,8 @@ class _Handler(BaseHTTPRequestHandler):
             body = json.loads(raw) if raw else None
         except ValueError:
             body = None
-        self.stub._record(StubRequest("POST", path, dict(self.headers.items()), body))
+        self.stub._record(StubRequest("POST", path, dict(self.headers.items()), body,
+                                      peer=self._peer()))
         required = {"/v1/chat/completions": "messages", "/v1/responses": "input"}.get(path)
         if required is None:
             self._error(404, f"no route for POST {path}")

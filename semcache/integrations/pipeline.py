@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +47,9 @@ logger = logging.getLogger("semcache")
 CONTROL_KEYS: frozenset[str] = frozenset({"no_cache", "no_store", "ttl", "namespace"})
 #: finish_reason values of a complete chat answer; anything else is not stored.
 STORABLE_FINISH_REASONS: frozenset[str] = frozenset({"stop", "tool_calls", "function_call"})
+
+#: Runs ``func(*args)`` for a coroutine (``asyncio.to_thread``'s signature).
+AsyncCall = Callable[..., Awaitable[Any]]
 
 #: Cache-layer failures that degrade a lookup to a miss instead of failing the LLM call.
 LOOKUP_DEGRADES = (CacheFileError, EmbedderError, TooLargeError)
@@ -384,14 +387,16 @@ def recheck(plan: Plan, claim: Any) -> CachedAnswer | None:
     return lookup(plan)
 
 
-async def claim_for_async(plan: Plan) -> Any | None:
+async def claim_for_async(plan: Plan, call: AsyncCall | None = None) -> Any | None:
     """:func:`claim_for` for the event loop: polls without waiting (``wait=0``) and sleeps
     with ``asyncio.sleep`` in between, so that waiting tasks never occupy the worker
-    threads the claim holder needs to store its answer."""
+    threads the claim holder needs to store its answer. ``call`` runs each poll
+    (``await call(claim_for, plan, 0.0)``; default: in a worker thread)."""
+    run: AsyncCall = call or asyncio.to_thread
     deadline = time.monotonic() + COALESCE_WAIT_S
     pause, waited = _ASYNC_POLL_FIRST_S, False
     while True:
-        claim = await asyncio.to_thread(claim_for, plan, 0.0)
+        claim = await run(claim_for, plan, 0.0)
         if claim is None or claim.held:
             if claim is not None:
                 claim.waited = claim.waited or waited

@@ -9,7 +9,7 @@ Modules: :mod:`.app` (Starlette app, lifespan), :mod:`.cached` (the cached endpo
 :mod:`.state` (upstream relays, pass-through), :mod:`.http` (controls, tenants, headers,
 SSE), :mod:`.metrics` (Prometheus), :mod:`.config` and :mod:`.server` (uvicorn, workers).
 The request rules are :mod:`semcache.integrations.pipeline`'s, shared with ``wrap``.
-See docs/integrations.md. Importing this package does not import starlette or httpx.
+See docs/integrations.md. Importing this package does not import starlette or aiohttp.
 """
 
 from __future__ import annotations

@@ -19,7 +19,6 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, cast
 
 import anyio.to_thread
-import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -33,6 +32,7 @@ from semcache.integrations.proxy.logs import limit_worker_logs
 from semcache.integrations.proxy.metrics import ProxyMetrics
 from semcache.integrations.proxy.paths import UnsafePathError, request_raw_path, upstream_path
 from semcache.integrations.proxy.state import ProxyState
+from semcache.integrations.proxy.upstream import UpstreamPool
 
 if TYPE_CHECKING:
     from semcache.dashboard.figures import DashboardCache
@@ -105,15 +105,13 @@ def _open_cache(config: ProxyConfig) -> RequestCache:
     return cache
 
 
-def create_app(config: ProxyConfig, cache: RequestCache | None = None,
-               transport: httpx.AsyncBaseTransport | None = None) -> Starlette:
+def create_app(config: ProxyConfig, cache: RequestCache | None = None) -> Starlette:
     """The proxy for ``config``.
 
     Args:
         config: what to serve.
         cache: an open cache to use (the caller closes it); None opens ``config.cache``
             at startup and closes it at shutdown.
-        transport: httpx transport to the upstream (tests); None is a real connection pool.
     """
 
     @contextlib.asynccontextmanager
@@ -123,18 +121,17 @@ def create_app(config: ProxyConfig, cache: RequestCache | None = None,
         assert opened is not None
         try:
             await anyio.to_thread.run_sync(opened.warmup)
-            timeout = httpx.Timeout(config.timeout, connect=min(10.0, config.timeout))
             # One upstream connection per client connection at most (the descriptor
             # budget of .protocol counts on it).
-            upstream = min(1000, config.max_connections or 1000)
-            limits = httpx.Limits(max_connections=upstream,
-                                  max_keepalive_connections=min(200, upstream))
-            async with httpx.AsyncClient(timeout=timeout, limits=limits, transport=transport,
-                                         follow_redirects=False) as client:
-                app.state.proxy = ProxyState(config, opened, client, ProxyMetrics())
+            pool = UpstreamPool(config.upstream_base, config.timeout,
+                                min(1000, config.max_connections or 1000))
+            try:
+                app.state.proxy = ProxyState(config, opened, pool, ProxyMetrics())
                 app.state.dashboard = _make_dashboard(config, opened)
                 logger.info("semcache proxy ready: upstream %s", config.upstream_display)
                 yield
+            finally:
+                await pool.close()
         finally:
             close: Any = getattr(opened, "close", None)
             if own and callable(close):

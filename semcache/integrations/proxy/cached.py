@@ -16,13 +16,14 @@ Same keys, scopes, controls and store rules as ``semcache.wrap`` - both go throu
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import anyio.to_thread
-import httpx
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -49,6 +50,7 @@ from semcache.integrations.proxy.http import (
     sse_data,
 )
 from semcache.integrations.proxy.state import ProxyState
+from semcache.integrations.proxy.upstream import UPSTREAM_ERRORS
 from semcache.integrations.responses_format import ResponseCollector, response_event_dicts
 
 logger = logging.getLogger("semcache")
@@ -84,14 +86,24 @@ def hit_response(state: ProxyState, plan: Plan, hit: CachedAnswer,
     return Response(orjson.dumps(hit.response), media_type="application/json", headers=headers)
 
 
+def _embedded(hit: CachedAnswer | None) -> bool:
+    """True when a lookup went past the exact tier (a miss, or a semantic hit): what a
+    lookup's place (loop or thread) is decided by (:mod:`.calls`)."""
+    return hit is None or hit.kind != "exact"
+
+
 async def _timed_lookup(state: ProxyState, plan: Plan) -> CachedAnswer | None:
     started = time.perf_counter()
-    hit = await anyio.to_thread.run_sync(lookup, plan)
+    hit = await state.calls.run("lookup", lookup, plan, slow=_embedded)
     state.metrics.lookup_latency.observe(time.perf_counter() - started)
     return hit
 
 
 async def _store(plan: Plan, data: Any) -> int | None:
+    """Store in a worker thread, always: a store waits for the file's write lock, which
+    another process may hold for seconds (an import, a vacuum) - the event loop, and every
+    other request of this worker, must not wait with it. (Lookups and claims never wait
+    for that lock: they run on the loop while quick, see :mod:`.calls`.)"""
     if not isinstance(data, dict):
         return None
     return await anyio.to_thread.run_sync(store, plan, data)
@@ -102,21 +114,26 @@ async def relay_answer(state: ProxyState, request: Request, plan: Plan, content:
     """Forward a non-streamed miss; store a 200 JSON answer before returning it."""
     name = plan.rules.name
     started = time.perf_counter()
-    upstream = await state.send(request, content, stream=False)
+    upstream = await state.send(request, content)
     if isinstance(upstream, Response):
         return upstream
+    try:
+        body = await upstream.read()
+    except UPSTREAM_ERRORS as exc:  # broke off, or too slow, before the end of its body
+        return state.upstream_failure(name, exc)
+    finally:
+        upstream.release()
     state.metrics.upstream_latency.labels(endpoint=name).observe(time.perf_counter() - started)
     entry = None
-    if upstream.status_code == 200:
+    if upstream.status == 200:
         try:
-            entry = await _store(plan, orjson.loads(upstream.content))
+            entry = await _store(plan, orjson.loads(body))
         except orjson.JSONDecodeError:
             logger.warning("semcache proxy: upstream answered 200 with a body that is not JSON")
     info = miss_info(entry, plan.entry_namespace(), looked_up=result == "miss")
     state.metrics.record(name, info.status)
-    headers = {**client_headers(upstream.headers.multi_items(), decoded=True),
-               **info_headers(info)}
-    return Response(upstream.content, status_code=upstream.status_code, headers=headers)
+    headers = {**client_headers(upstream.headers.items(), decoded=True), **info_headers(info)}
+    return Response(body, status_code=upstream.status, headers=headers)
 
 
 async def relay_stream(state: ProxyState, request: Request, plan: Plan, content: bytes,
@@ -124,22 +141,26 @@ async def relay_stream(state: ProxyState, request: Request, plan: Plan, content:
     """Forward a streamed miss chunk by chunk; store the answer once it completed."""
     name = plan.rules.name
     started = time.perf_counter()
-    upstream = await state.send(request, content, stream=True)
+    upstream = await state.send(request, content)
     if isinstance(upstream, Response):
         return upstream
     state.metrics.upstream_latency.labels(endpoint=name).observe(time.perf_counter() - started)
-    headers = client_headers(upstream.headers.multi_items(), decoded=True)
+    headers = client_headers(upstream.headers.items(), decoded=True)
     info = miss_info(None, plan.entry_namespace(), looked_up=result == "miss")
     state.metrics.record(name, info.status)
     headers.update(info_headers(info))
-    if upstream.status_code != 200:
-        body = await upstream.aread()
-        await upstream.aclose()
-        return Response(body, status_code=upstream.status_code, headers=headers)
+    if upstream.status != 200:
+        try:
+            body = await upstream.read()
+        except UPSTREAM_ERRORS as exc:
+            return state.upstream_failure(name, exc)
+        finally:
+            upstream.release()
+        return Response(body, status_code=upstream.status, headers=headers)
     return StreamingResponse(_recorded(plan, upstream), status_code=200, headers=headers)
 
 
-async def _recorded(plan: Plan, upstream: httpx.Response) -> AsyncIterator[bytes]:
+async def _recorded(plan: Plan, upstream: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
     """Relay the upstream's bytes; after the last one reached the client, store the answer.
 
     The code after the loop only runs when the client asked for more after the final
@@ -151,16 +172,16 @@ async def _recorded(plan: Plan, upstream: httpx.Response) -> AsyncIterator[bytes
     )
     parser = SSEParser()
     try:
-        async for chunk in upstream.aiter_bytes():
+        async for chunk in upstream.content.iter_any():
             for payload in parser.feed(chunk):
                 accumulator.add(payload)
             yield chunk
-    except httpx.TransportError as exc:
+    except UPSTREAM_ERRORS as exc:
         logger.warning("semcache proxy: upstream stream broke off (%s); not stored",
                        type(exc).__name__)
         raise
     finally:
-        await upstream.aclose()
+        upstream.release()
     answer = accumulator.result()
     if answer is not None:
         await _store(plan, answer)
@@ -201,9 +222,9 @@ async def serve_cached(state: ProxyState, request: Request, rules: ApiRules) -> 
         return await relay_stream(state, request, plan, content, result)
     # MISS: identical concurrent misses are coalesced across the proxy's workers: the first
     # request fetches, the others wait for its answer and look the cache up again.
-    claim = await claim_for_async(plan)
+    claim = await claim_for_async(plan, functools.partial(state.calls.run, "claim"))
     try:
-        hit = None if claim is None else await anyio.to_thread.run_sync(recheck, plan, claim)
+        hit = None if claim is None else await state.calls.run("recheck", recheck, plan, claim)
         if hit is not None and rules.is_answer(hit.response):
             return hit_response(state, plan, hit, body)
         return await relay_answer(state, request, plan, content, result)

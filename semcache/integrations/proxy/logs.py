@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 
 #: Loggers whose lines are rate-limited in a proxy worker.
-LIMITED_LOGGERS = ("semcache", "uvicorn.error", "asyncio", "httpx", "httpcore")
+LIMITED_LOGGERS = ("semcache", "uvicorn.error", "asyncio", "aiohttp")
 #: Lines of one kind let through per period.
 BURST = 10
 #: Seconds of one period.

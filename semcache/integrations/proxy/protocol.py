@@ -1,5 +1,5 @@
-"""The proxy's HTTP protocol: uvicorn's h11 protocol with ``TCP_NODELAY``, read timeouts and
-a connection limit.
+"""The proxy's HTTP protocol: uvicorn's h11 protocol with ``TCP_NODELAY``, one send per
+response (:class:`CoalescingTransport`), read timeouts and a connection limit.
 
 ``TCP_NODELAY``: uvicorn writes a response's headers and body in separate writes. asyncio
 sets the option on accepted sockets only when the listening socket says it is TCP
@@ -38,13 +38,14 @@ worker's file descriptors until accept() failed, and every other client timed ou
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import resource
 import socket
 import weakref
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -150,12 +151,74 @@ def _no_delay(transport: Any) -> None:
             pass
 
 
+class CoalescingTransport:
+    """An asyncio transport whose writes of one turn of the event loop leave in one send.
+
+    uvicorn writes a response's status line and headers, then its body, in separate
+    ``write`` calls; with ``TCP_NODELAY`` each became its own send() and its own packet,
+    and the client woke up twice per response. On a loaded 2-core machine a send() that
+    wakes the peer cost ~0.5 ms (profiled, 12-07): one send per response saves that on
+    every hit and miss. The bytes leave at the next turn of the loop (``call_soon``),
+    before anything else that turn waits for; ``close`` (and ``write_eof``,
+    ``set_protocol``) send what is pending first. Everything else is the transport's.
+    """
+
+    def __init__(self, transport: Any, loop: Any) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._pending: list[bytes] = []
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if not data:
+            return
+        if not self._pending:
+            self._loop.call_soon(self.flush)
+        self._pending.append(bytes(data))
+
+    def flush(self) -> None:
+        """Send what was written this turn (nothing once the transport is closing)."""
+        if not self._pending:
+            return
+        data = b"".join(self._pending)
+        self._pending.clear()
+        if not self._transport.is_closing():
+            self._transport.write(data)
+
+    def writelines(self, lines: Any) -> None:
+        for line in lines:
+            self.write(line)
+
+    def get_write_buffer_size(self) -> int:
+        return int(self._transport.get_write_buffer_size()) + sum(map(len, self._pending))
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def write_eof(self) -> None:
+        self.flush()
+        self._transport.write_eof()
+
+    def set_protocol(self, protocol: Any) -> None:
+        self.flush()
+        self._transport.set_protocol(protocol)
+
+    def abort(self) -> None:
+        self._pending.clear()
+        self._transport.abort()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
 class NoDelayH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol with ``TCP_NODELAY`` on the connection."""
+    """uvicorn's h11 protocol with ``TCP_NODELAY`` on the connection, and a response's
+    writes sent together (:class:`CoalescingTransport`)."""
 
     def connection_made(self, transport: Any) -> None:
         _no_delay(transport)
-        super().connection_made(transport)
+        # Duck-typed: it forwards every other attribute to the real transport.
+        super().connection_made(cast(asyncio.Transport, CoalescingTransport(transport, self.loop)))
 
 
 _widened: set[int] = set()
@@ -346,6 +409,7 @@ class GuardedH11Protocol(NoDelayH11Protocol):
 
 
 __all__ = [
+    "CoalescingTransport",
     "ConnectionLimits",
     "GuardedH11Protocol",
     "NoDelayH11Protocol",

@@ -1,6 +1,6 @@
 """``semcache serve``: run the proxy on uvicorn, with one or several worker processes.
 
-Importing this module is cheap (no uvicorn, starlette or httpx): the CLI builds its
+Importing this module is cheap (no uvicorn, starlette or aiohttp): the CLI builds its
 parser from :func:`add_serve_arguments` even where the ``[serve]`` extra is missing.
 
 Several workers (``--workers N``) are separate processes started by uvicorn; each opens

@@ -12,14 +12,16 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
+import aiohttp
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from semcache.integrations.base import RequestCache
+from semcache.integrations.proxy.calls import call_sites_for
 from semcache.integrations.proxy.config import ProxyConfig
 from semcache.integrations.proxy.http import client_headers, error_body, upstream_headers
 from semcache.integrations.proxy.metrics import ProxyMetrics
+from semcache.integrations.proxy.upstream import UPSTREAM_ERRORS, UpstreamPool, is_timeout
 from semcache.integrations.streaming import replay_settings
 
 logger = logging.getLogger("semcache")
@@ -29,14 +31,15 @@ _CACHED_PATHS = ("/chat/completions", "/responses")
 
 
 class ProxyState:
-    """The cache, upstream client and metrics of one worker (see :mod:`.app`)."""
+    """The cache, upstream pool and metrics of one worker (see :mod:`.app`)."""
 
-    def __init__(self, config: ProxyConfig, cache: RequestCache, client: httpx.AsyncClient,
+    def __init__(self, config: ProxyConfig, cache: RequestCache, client: UpstreamPool,
                  metrics: ProxyMetrics) -> None:
         self.config = config
         self.cache = cache
         self.client = client
         self.metrics = metrics
+        self.calls = call_sites_for(str(getattr(cache, "location", "")))
 
     def replay_settings(self) -> tuple[str, int]:
         """How cached answers are split when replayed as a stream."""
@@ -56,15 +59,16 @@ class ProxyState:
         query = request.url.query
         return self.config.upstream_base + tail + (f"?{query}" if query else "")
 
-    def _upstream_failure(self, endpoint: str, exc: Exception) -> Response:
+    def upstream_failure(self, endpoint: str, exc: BaseException) -> Response:
+        """The 504 (too slow) or 502 (unreachable, broke off) answering ``exc``."""
         where = self.config.upstream_display
-        if isinstance(exc, httpx.TimeoutException):
+        if is_timeout(exc):
             logger.warning("semcache proxy: upstream %s timed out (%s)", where,
                            type(exc).__name__)
             return self.error(endpoint, 504, f"semcache proxy: the upstream {where} did not "
                               f"answer in time ({type(exc).__name__})", "upstream_error",
                               "upstream_timeout")
-        # httpx's message can quote the URL, credentials included: only its type is shown.
+        # The client library's message can quote the URL, credentials included: only its type is shown.
         logger.warning("semcache proxy: upstream %s unreachable (%s)", where,
                        type(exc).__name__)
         return self.error(endpoint, 502, f"semcache proxy: the upstream {where} is "
@@ -72,29 +76,28 @@ class ProxyState:
                           "upstream_unreachable")
 
     async def send(self, request: Request, content: bytes | None, *,
-                   stream: bool) -> httpx.Response | Response:
-        """Send ``request`` (with ``content`` as its body) upstream.
+                   decoded: bool = True) -> aiohttp.ClientResponse | Response:
+        """Send ``request`` (with ``content`` as its body) upstream; ``decoded``: a
+        compressed answer is decoded (False: relayed as it came).
 
-        Returns the upstream's response, or the proxy's own 502/504 error response.
+        Returns the upstream's response (its body still to read; the caller releases
+        it), or the proxy's own 502/504 error response.
         """
         cached_route = request.state.upstream_path.rstrip("/") in _CACHED_PATHS
-        upstream_request = self.client.build_request(
-            request.method, self._url(request), content=content or None,
-            headers=upstream_headers(request.headers.items(), cached_route=cached_route))
-        endpoint = _endpoint(request)
+        headers = upstream_headers(request.headers.items(), cached_route=cached_route)
         try:
-            return await self.client.send(upstream_request, stream=stream)
-        except httpx.TransportError as exc:  # connect errors, timeouts, protocol errors
-            return self._upstream_failure(endpoint, exc)
+            return await self.client.send(request.method, self._url(request), headers,
+                                          content, decompress=decoded)
+        except UPSTREAM_ERRORS as exc:  # connect errors, timeouts, protocol errors
+            return self.upstream_failure(_endpoint(request), exc)
 
     async def _relay(self, request: Request, content: bytes | None, *, decoded: bool,
                      extra: dict[str, str]) -> Response:
-        upstream = await self.send(request, content, stream=True)
+        upstream = await self.send(request, content, decoded=decoded)
         if isinstance(upstream, Response):
             return upstream
-        headers = {**client_headers(upstream.headers.multi_items(), decoded=decoded), **extra}
-        chunks = upstream.aiter_bytes() if decoded else upstream.aiter_raw()
-        return StreamingResponse(_closing(chunks, upstream), status_code=upstream.status_code,
+        headers = {**client_headers(upstream.headers.items(), decoded=decoded), **extra}
+        return StreamingResponse(_closing(upstream), status_code=upstream.status,
                                  headers=headers)
 
     async def forward(self, request: Request, content: bytes, endpoint: str) -> Response:
@@ -118,12 +121,14 @@ def _endpoint(request: Request) -> str:
     return "passthrough"
 
 
-async def _closing(chunks: AsyncIterator[bytes], upstream: httpx.Response) -> AsyncIterator[Any]:
+async def _closing(upstream: aiohttp.ClientResponse) -> AsyncIterator[Any]:
+    """The upstream's body as it arrives; its connection is released at the end (closed,
+    not reused, when the body was not read to its end)."""
     try:
-        async for chunk in chunks:
+        async for chunk in upstream.content.iter_any():
             yield chunk
     finally:
-        await upstream.aclose()
+        upstream.release()
 
 
 __all__ = ["ProxyState"]
