@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -79,12 +79,13 @@ def choose(ranked: list[tuple[EntryRow, float]], threshold: float, now: float, a
 
 class Guard(Protocol):
     """The semantic decision (``semcache.guard.SemanticDecision``): a verdict with ``served``,
-    ``reason`` and ``p_wrong`` for one candidate; why a chosen candidate has a rival."""
+    ``reason`` and ``p_wrong`` for one candidate, and the last word on the chosen one given
+    the other candidates (a rival with another answer; the learned ``p_wrong`` and its cut)."""
 
     def judge(self, query: str, stored: str, similarity: float) -> Any: ...
 
-    def rival(self, query: str, similarity: float,
-              rivals: Iterable[tuple[str, float]]) -> str | None: ...
+    def settle(self, query: str, stored: str, similarity: float,
+               others: Sequence[tuple[str | None, float, bool]]) -> Any: ...
 
 
 class LookupPipeline:
@@ -279,9 +280,11 @@ class LookupPipeline:
         """The candidate filter of a text query and its last word (None, None for vector
         lookups): entries judged wrong for this very query (``Cache.feedback``) are
         skipped, then the semantic decision compares the query with the candidate's stored
-        prompt and records the ``p_wrong`` of those it serves; the one chosen is still not
-        served when another candidate with another answer (other response bytes) is about
-        as close and would be served too (``SemanticDecision.rival``). Entries stored
+        prompt; the one chosen is still not served when another candidate with another
+        answer (other response bytes) is about as close and would be served too, or when
+        its learned ``p_wrong`` (cosine, margin to that rival, support from candidates with
+        the same answer, the texts' unmatched words...) is at or above the decision's cut
+        (``SemanticDecision.settle``), which records the ``p_wrong`` it serves. Entries stored
         without their prompt (``store_prompts=False``) have nothing to compare: the cosine
         alone decides them.
         """
@@ -313,14 +316,15 @@ class LookupPipeline:
                    others: list[tuple[EntryRow, float]]) -> bool:
             if guard is None or row.prompt is None:
                 return True
-            rivals = [(o.prompt, s) for o, s in others
-                      if o.prompt is not None and o.response != row.response
-                      and (blocked is None or o.id not in blocked)]
-            if not rivals or guard.rival(text, similarity, rivals) is None:
+            verdict = guard.settle(text, row.prompt, similarity, [
+                (o.prompt, s, o.response == row.response) for o, s in others
+                if blocked is None or o.id not in blocked])
+            if verdict.served:
+                p_wrong[row.id] = verdict.p_wrong
                 return True
             self.writer.count(guard_rejections=1)
-            log.debug("semcache: guard rejected entry %d (similarity %.4f): rival",
-                      row.id, similarity)
+            log.debug("semcache: guard rejected entry %d (similarity %.4f): %s",
+                      row.id, similarity, verdict.reason)
             return False
 
         return accept, settle

@@ -25,12 +25,13 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
 from semcache.guard.contrast import CHECKS, Pair, same_thing
+from semcache.guard.features import LearnedPrior, Other, features
 from semcache.guard.flow import FLOW_CHECKS
 from semcache.guard.rules import check_actions, check_direction, check_negation, check_opposites
 from semcache.guard.text import Analysis, analyze, stem
@@ -43,7 +44,7 @@ RIVAL_MARGIN = 0.03
 #: Every rejection reason, in the order the checks run.
 DECISION_REASONS: tuple[str, ...] = (
     "opposite_action", "direction", "negation", "number", "unit", "entity",
-    *(name for name, _ in CHECKS), *(name for name, _ in FLOW_CHECKS))
+    *(name for name, _ in CHECKS), *(name for name, _ in FLOW_CHECKS), "rival", "uncertain")
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +72,9 @@ class Calibration:
     slope: float
     rejected: dict[str, float]
     source: str
+    #: The learned ``p_wrong`` over several features and the serving cut (None: the cosine
+    #: curve alone, and no cut).
+    learned: LearnedPrior | None = None
 
     def served(self, similarity: float) -> float:
         z = self.intercept + self.slope * similarity
@@ -81,8 +85,10 @@ class Calibration:
         doc: dict[str, Any] = json.loads(
             resources.files("semcache.guard").joinpath("decision.json").read_text("utf-8"))
         served = doc["served"]
+        learned = LearnedPrior.from_doc(doc["learned"]) if "learned" in doc else None
         return cls(float(served["intercept"]), float(served["slope"]),
-                   {k: float(v) for k, v in doc["rejected"].items()}, str(doc["trained_on"]))
+                   {k: float(v) for k, v in doc["rejected"].items()}, str(doc["trained_on"]),
+                   learned)
 
 
 def _mentions(a: Analysis, name: str) -> bool:
@@ -165,6 +171,28 @@ class SemanticDecision:
             if sim >= similarity - RIVAL_MARGIN and self.judge(query, prompt, sim).served:
                 return f"another answer at {sim:.3f} (served at {similarity:.3f})"
         return None
+
+    def settle(self, query: str, stored: str, similarity: float,
+               others: Sequence[tuple[str | None, float, bool]]) -> Verdict:
+        """The last word on the candidate :meth:`judge` passed, given the ``others``
+        candidates of the lookup (stored prompt or None, cosine, holds the same answer):
+        rejected when a rival with another answer would be served too (:meth:`rival`), or
+        when the learned ``p_wrong`` (:mod:`semcache.guard.features`) is at or above the
+        shipped cut; else served with that ``p_wrong``."""
+        rivals = [(p, s) for p, s, same in others if not same and p is not None]
+        why = self.rival(query, similarity, rivals) if rivals else None
+        learned = self.calibration.learned
+        if learned is None:
+            p = self.calibration.served(similarity)
+            return Verdict("rival", why, self.calibration.rejected.get("rival", 1.0)) \
+                if why else Verdict(None, "", p)
+        p = learned.p_wrong(features(query, stored, similarity,
+                                     [Other(s, same) for _, s, same in others]))
+        if why:
+            return Verdict("rival", why, max(p, self.calibration.rejected.get("rival", 1.0)))
+        if p >= learned.threshold:
+            return Verdict("uncertain", f"p_wrong {p:.3f} >= {learned.threshold}", p)
+        return Verdict(None, "", p)
 
     def check(self, query: str, stored: str) -> Verdict | None:
         """The rejection of ``stored`` for ``query`` (None = no difference found), without a
