@@ -8,9 +8,11 @@ for two decisions:
 - ``main``: the vetoes, ``p_wrong`` a logistic curve in the cosine, the default floor the
   highest at which every training split reaches 21% hits (the decision before issue 22's
   learned ``p_wrong``);
-- ``learned``: the vetoes, ``p_wrong`` the logistic regression over several features
-  (``semcache.guard.features``), served only below a cut; the floor and cut chosen on the
-  training splits (every one at >= 21% hits, fewest wrong answers).
+- ``learned_prior`` (what ships): the vetoes and main's floor rule; ``p_wrong`` the logistic
+  regression over several features (``semcache.guard.features``), which serves nothing
+  main would not serve but ranks the candidates for the error bound;
+- ``learned_cut``: the same ``p_wrong``, and a candidate served only below a cut; the floor
+  and cut chosen on the training splits (every one at >= 21% hits, fewest wrong answers).
 
 Measured on the left-out split: the defaults' stream (wrong answers and hits of all queries,
 mean over the orders of ``quality_stream.py``, seeds 0-4; replayed offline, and one order
@@ -60,7 +62,7 @@ OUT = ROOT / "benchmarks" / "results" / "decision_loso.json"
 EVAL_SEEDS = (0, 1, 2, 3, 4)
 #: The orders and coins of the error-bound runs through the real cache (the slow part).
 BOUND_SEEDS = (0, 1, 2)
-DECISIONS = ("main", "learned")
+DECISIONS = ("main", "learned_prior", "learned_cut")
 
 
 def train_main(replays: dict[str, td.Replay]) -> tuple[SemanticDecision, float, None]:
@@ -71,13 +73,21 @@ def train_main(replays: dict[str, td.Replay]) -> tuple[SemanticDecision, float, 
     return SemanticDecision(cal), floor, None
 
 
-def train_learned(replays: dict[str, td.Replay]
+def train_learned(replays: dict[str, td.Replay], cut: bool
                   ) -> tuple[SemanticDecision, float, LearnedPrior]:
-    doc = td.train(replays)
+    doc = td.train(replays, cut)
     prior = LearnedPrior.from_doc(doc["learned"])
     cal = Calibration(doc["served"]["intercept"], doc["served"]["slope"], doc["rejected"],
                       "loso learned", prior)
     return SemanticDecision(cal), float(doc["default_floor"]["minilm"]), prior
+
+
+def train_prior(replays: dict[str, td.Replay]) -> tuple[SemanticDecision, float, LearnedPrior]:
+    return train_learned(replays, False)
+
+
+def train_cut(replays: dict[str, td.Replay]) -> tuple[SemanticDecision, float, LearnedPrior]:
+    return train_learned(replays, True)
 
 
 def attacks(pairs: list[dict[str, str]], emb: SharedEmbedder, decision: SemanticDecision,
@@ -94,6 +104,27 @@ def attacks(pairs: list[dict[str, str]], emb: SharedEmbedder, decision: Semantic
             served.append({**p, "similarity": round(sim, 4)})
     return {"pairs": len(pairs), "served": len(served),
             "served_per_74": round(74 * len(served) / len(pairs), 2), "examples": served[:20]}
+
+
+def pairs_served(emb: SharedEmbedder, decision: SemanticDecision, floor: float
+                 ) -> dict[str, Any]:
+    """Each rewording (benchmarks/data/rewordings.json) and paraphrase pair
+    (paraphrase_pairs.json) alone: the share served (at the floor, no veto, under the cut).
+    Both must still hit; quality.py measures them in full (among all candidates)."""
+    out = {}
+    rew = json.loads((ROOT / "benchmarks" / "data" / "rewordings.json").read_text())["pairs"]
+    para = json.loads((ROOT / "benchmarks" / "data" / "paraphrase_pairs.json").read_text())
+    for name, pairs in (("rewordings", [(p["query"], p["stored"]) for p in rew]),
+                        ("paraphrase_pairs", [(p["similar"], p["origin"]) for p in para])):
+        a = emb.embed([q for q, _ in pairs]).astype(np.float64)
+        b = emb.embed([s for _, s in pairs]).astype(np.float64)
+        served = 0
+        for (q, s), sim in zip(pairs, (a * b).sum(axis=1), strict=True):
+            sim = float(sim)
+            served += (sim >= floor and decision.judge(q, s, sim).served
+                       and decision.settle(q, s, sim, []).served)
+        out[name] = round(served / len(pairs), 4)
+    return out
 
 
 def stream_replay(replay: td.Replay, floor: float, prior: LearnedPrior | None,
@@ -165,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
             train = {s: r for s, r in replays.items() if s != held}
             pairs = load_attacks(attack_path(held))
             row: dict[str, Any] = {"trained_on": sorted(train)}
-            for name, trainer in (("main", train_main), ("learned", train_learned)):
+            for name, trainer in (("main", train_main), ("learned_prior", train_prior),
+                                  ("learned_cut", train_cut)):
                 decision, floor, prior = trainer(train)
                 res: dict[str, Any] = {"floor": floor}
                 if prior is not None:
@@ -173,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
                 res["defaults"] = stream_replay(replays[held], floor, prior,
                                                 decision.calibration)
                 res["attacks"] = attacks(pairs, emb, decision, floor)
+                res["pairs_served"] = pairs_served(emb, decision, floor)
                 res.update(real_runs(emb, held, decision, floor, workdir))
                 row[name] = res
                 d, b = res["defaults"], res["bound_0.01"]
@@ -181,7 +214,8 @@ def main(argv: list[str] | None = None) -> int:
                       f"{d['hit_rate']:.1%} wrong {d['wrong_rate']:.2%} (real first order "
                       f"{res['defaults_real_first_order']['hit_rate']:.1%} / "
                       f"{res['defaults_real_first_order']['wrong_rate']:.2%}), attacks "
-                      f"{res['attacks']['served_per_74']}/74, bound 0.01 hit "
+                      f"{res['attacks']['served_per_74']}/74, pairs {res['pairs_served']}, "
+                      f"bound 0.01 hit "
                       f"{b['hit_rate']:.1%} wrong {b['wrong_rate']:.2%}, AUC {d['auc']} "
                       f"(p_wrong right {d['p_wrong_right_mean']} wrong "
                       f"{d['p_wrong_wrong_mean']})", flush=True)

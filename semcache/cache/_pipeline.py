@@ -254,11 +254,14 @@ class LookupPipeline:
 
     def prior(self, query: str | None, stored: str | None, similarity: float) -> float | None:
         """The semantic decision's ``p_wrong`` for ``stored``'s answer to ``query`` (None
-        when it cannot judge: no decision, or a text missing)."""
+        when it cannot judge: no decision, or a text missing): a feedback verdict's prior."""
         guard = self.guard()
         if guard is None or query is None or stored is None:
             return None
-        return float(guard.judge(query, stored, similarity).p_wrong)
+        verdict = guard.judge(query, stored, similarity)
+        if verdict.served:  # the learned p_wrong, without the lookup's other candidates
+            verdict = guard.settle(query, stored, similarity, [])
+        return float(verdict.p_wrong)
 
     def _best(self, q: Query, vector: np.ndarray, now: float,
               p_wrong: dict[int, float]) -> tuple[EntryRow, float] | None:

@@ -7,10 +7,16 @@ something that changes the answer - the near-miss guard's precise rules (opposit
 swapped direction, negation, a different number, unit or entity in the same place) and the
 contrast checks of :mod:`semcache.guard.contrast` (question kind, quantifier, ordinal,
 antonym, word order around a direction, an added modifier or a substituted word in two
-aligned prompts...). Otherwise it is served, with ``p_wrong``: the probability that its answer
-is wrong, from a logistic curve in the cosine fitted by ``scripts/train_decision.py`` on the
-development family set (``benchmarks/data/families_dev.json``) and shipped in
-``decision.json``. That probability is what ``Hit.p_wrong`` reports.
+aligned prompts...). Otherwise :meth:`SemanticDecision.settle` has the last word, given the
+lookup's other candidates: no hit when a rival with another answer would be served too, else
+served with ``p_wrong``, the probability that its answer is wrong, from a logistic regression
+over the cosine, the margin to the closest other answer, support from the same answer and
+text features (:mod:`semcache.guard.features`), fitted by ``scripts/train_decision.py`` on
+the development family sets and shipped in ``decision.json`` ("learned"). That probability is
+what ``Hit.p_wrong`` reports and the error bound's prior. ``decision.json`` may also hold a
+cut (a candidate served only below it); the shipped one is 1.0, no cut: measured in
+docs/quality.md, a cut trades real paraphrase hits for fewer wrong answers on the family
+streams (its text features read parallel writing as a sign of a look-alike).
 
 Why rules that veto rather than a learned weighted sum: measured on the development stream,
 a logistic regression over the same checks and the cosine served more wrong answers at every
