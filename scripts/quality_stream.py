@@ -364,6 +364,7 @@ DECISION_FILES = ("semcache/guard/contrast.py", "semcache/guard/contrast_words.p
                   "semcache/guard/flow.py", "semcache/store/rescore.py",
                   "semcache/cache/_pipeline.py",
                   "semcache/guard/decision.py", "semcache/guard/decision.json",
+                  "semcache/guard/features.py",
                   "semcache/guard/antonyms.txt", "semcache/guard/synonyms.txt",
                   "semcache/guard/rules.py", "semcache/guard/lexicon.py",
                   "semcache/guard/text.py", "semcache/settings.py")
