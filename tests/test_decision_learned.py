@@ -135,28 +135,26 @@ def _at(cosine: float) -> list[float]:
 
 
 @pytest.mark.engines(*ENGINES)
-def test_the_cache_serves_with_the_learned_p_wrong_and_its_cut(location: str) -> None:
-    """Through the real cache: a hit reports the learned p_wrong of its candidate; a
-    candidate whose p_wrong reaches the cut is not served (a guard rejection)."""
+def test_the_cache_reports_the_learned_p_wrong(location: str) -> None:
+    """Through the real cache: a hit carries the learned p_wrong of its candidate, given the
+    other candidates of the lookup (the rival-rule hook that rejects is covered by
+    test_decision.py's rival tests; the cut by test_settle_serves_under_the_cut...)."""
     assert LEARNED is not None
     query, stored = "how do i sort a python list", "How do I sort a list in Python?"
-    other = "sort python list please"
-    # ``other`` at cosine 0.90 from ``stored``: 0.9 of it plus the orthogonal third axis
-    embedder = Planted({query: [1.0, 0.0, 0.0], stored: _at(0.95),
-                        other: [0.9 * v + w for v, w in zip(_at(0.95), [0.0, 0.0, 0.436],
-                                                            strict=True)]})
+    same = "sorting a list in python"
+    embedder = Planted({query: [1.0, 0.0, 0.0], stored: _at(0.95), same: _at(0.93)})
     with semcache.open(location, embedder=embedder, similarity_threshold=0.8) as cache:
         cache.put(stored, "sorted(xs) or xs.sort()")
-        cosine = float(np.dot(embedder.embed([query])[0], embedder.embed([stored])[0]))
-        expected = DECISION.settle(query, stored, cosine, [])
+        cache.put(same, "sorted(xs) or xs.sort()")
+        vectors = embedder.embed([query, stored, same])
+        cos_stored = float(np.dot(vectors[0], vectors[1]))
+        cos_same = float(np.dot(vectors[0], vectors[2]))
+        expected = DECISION.settle(query, stored, cos_stored, [(same, cos_same, True)])
         assert expected.served
         hit = cache.get(query)
         assert hit is not None and hit.response == "sorted(xs) or xs.sort()"
-        assert hit.p_wrong == pytest.approx(expected.p_wrong)
-        cache._settings._guard = _cosine_only(0.3)  # p_wrong 0.5 at 0.90: cut at 0.908
-        before = cache.stats()["guard_rejections"]
-        assert cache.get(other) is None
-        assert cache.stats()["guard_rejections"] == before + 1
-        cache._settings._guard = _cosine_only(0.6)  # cut above 0.5: served
-        hit = cache.get(other)
-        assert hit is not None and hit.p_wrong == pytest.approx(0.5, abs=0.02)
+        assert hit.prompt == stored
+        assert hit.p_wrong == pytest.approx(expected.p_wrong, rel=1e-4)
+        # the support of the second phrasing is part of it
+        assert hit.p_wrong != pytest.approx(DECISION.settle(query, stored, cos_stored,
+                                                            []).p_wrong, rel=1e-6)
