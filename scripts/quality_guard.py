@@ -37,11 +37,7 @@ GOAL_P50_MS = 0.2
 
 
 class GuardedChoice:
-    """Per query: the first candidate the guard passes (threshold-free), and the log.
-
-    The candidate chosen at cosine ``s`` is the same at every threshold up to ``s``, and so
-    are its rivals and learned ``p_wrong`` (``SemanticDecision.settle``): one pass serves
-    every threshold."""
+    """Per query: the first candidate the guard passes (threshold-free), and the log."""
 
     def __init__(self, sims: np.ndarray, stored: Sequence[str], queries: Sequence[str],
                  guard: SemanticDecision, min_threshold: float, k: int) -> None:
@@ -59,15 +55,7 @@ class GuardedChoice:
                 self.checks.append((queries[qi], stored[j]))
                 verdict = guard.check(queries[qi], stored[j])
                 if verdict is None:
-                    # the last word, as in the cache: a rival among the other candidates
-                    # (every stored prompt here holds its own answer), the learned cut
-                    settled = guard.settle(queries[qi], stored[j], float(row[j]),
-                                           [(stored[o], float(row[o]), False)
-                                            for o in order if o != j])
-                    if settled.served:
-                        self.index[qi], self.sim[qi] = j, row[j]
-                    else:
-                        self.rejections.append((qi, int(j), str(settled)))
+                    self.index[qi], self.sim[qi] = j, row[j]
                     break
                 self.rejections.append((qi, int(j), str(verdict)))
 

@@ -10,25 +10,32 @@ orders, the cache's own candidate rule: the ``RESCORE_K`` nearest, at or above t
 tried from the most similar; the first the vetoes pass is served unless a rival holds
 another answer or its learned ``p_wrong`` reaches the cut):
 
-- ``learned``: ``p_wrong`` of a candidate the vetoes pass, a logistic regression over the
+- ``learned`` (``--learned``): ``p_wrong`` of a candidate the vetoes pass, a logistic regression over the
   features of ``semcache.guard.features`` (cosine, margin to the closest other answer,
   support from the same answer, unmatched content words, rule families that nearly fired...),
   standardized; its L2 weight chosen by cross-validation with the families as groups (5
   folds: each family's candidates are predicted by a fit that never saw that family);
-- the default floor and the cut on that ``p_wrong``: among the pairs (:data:`CUT_FLOORS` x
+- (``--cut``) the default floor and the cut on that ``p_wrong``: among the pairs (:data:`CUT_FLOORS` x
   :data:`CUTS`) at which every split reaches :data:`TARGET_HIT_RATE` hits over the orders,
   the one with the fewest wrong answers (``semcache/settings.py`` holds the floor);
-- ``served``: the older curve in the cosine alone (the fallback of a decision.json without a
-  learned part; ``scripts/decision_loso.py`` compares the two);
+- ``served``: the curve in the cosine alone (``p_wrong`` of a decision.json without a
+  learned part; ``scripts/decision_loso.py`` compares the two); the default floor: the
+  highest at which every split reaches :data:`TARGET_HIT_RATE` hits;
 - the fraction of wrong candidates among those each check rejects (Laplace-smoothed).
 
 The replay is checked against the real cache by ``decision_loso.py`` (one order of each
 split through ``semcache.Cache`` beside the replay's figures).
 
+What ships (``semcache/guard/decision.json``) is round 3's file, fitted by this script's
+former version on dev and dev2: the cosine curve, the rejection rates and the floor rule.
+The learned ``p_wrong`` and its cut were measured (``scripts/decision_loso.py``,
+docs/quality.md "Round 4") and did not beat it on the left-out splits, so they are written
+only with ``--learned`` (``--cut``).
+
 Usage::
 
-    python scripts/train_decision.py             # writes semcache/guard/decision.json
-    python scripts/train_decision.py --dry-run   # prints the fit and the choice
+    python scripts/train_decision.py --dry-run             # the fit and the floor
+    python scripts/train_decision.py --learned --out X.json  # with the learned p_wrong
 """
 
 from __future__ import annotations
@@ -395,8 +402,11 @@ def train(replays: dict[str, Replay], cut: bool = False) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--dry-run", action="store_true")
+    ap.add_argument("--learned", action="store_true",
+                    help="write the learned p_wrong into decision.json (not shipped: "
+                         "docs/quality.md, round 4)")
     ap.add_argument("--cut", action="store_true",
-                    help="also choose a cut on the learned p_wrong (not shipped)")
+                    help="with --learned, also a cut on it (not shipped either)")
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
@@ -410,6 +420,9 @@ def main(argv: list[str] | None = None) -> int:
         "date": time.strftime("%Y-%m-%d"),
         **train(replays, args.cut),
     }
+    if not args.learned:  # the shipped form: p_wrong the cosine curve, the floor rule
+        for key in ("learned", "cuts", "ranking_at_default"):
+            doc.pop(key)
     print(json.dumps({k: v for k, v in doc.items()
                       if k not in ("rejected_counts", "cuts", "floors")},
                      indent=1))

@@ -78,10 +78,9 @@ DEFAULT_SEED = 0
 
 #: Default floors (``similarity_threshold``) with the semantic decision on (``guard=True``,
 #: the default), keyed by embedder family (the part of the pinned name before ':').
-#: minilm: chosen by scripts/train_decision.py on the development family streams (dev, dev2,
-#: dev3): the highest floor at which every one reaches 21% hits (decision.json
-#: "default_floor"; docs/quality.md, "Look-alike questions"); the others as measured before
-#: the decision.
+#: minilm: chosen by scripts/train_decision.py on the development family streams (dev and
+#: dev2): the highest floor at which both reach 21% hits (decision.json "default_floor";
+#: docs/quality.md, "Look-alike questions"); the others as measured before the decision.
 DEFAULT_THRESHOLDS: dict[str, float] = {
     "minilm": 0.84,
     # openai and ollama are NOT measured here (no network, no Ollama server): 0.90 is a

@@ -1,5 +1,6 @@
-"""The learned ``p_wrong`` of the semantic decision (issue 22): its features, its cut, what
-ships in decision.json, and that the cache serves with it."""
+"""The learned ``p_wrong`` of the semantic decision (issue 22, round 4): its features and
+``SemanticDecision.settle`` with and without it. It is measured, not shipped (docs/quality.md
+"Round 4"): the shipped decision.json has no learned part and settles as before."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import semcache
 from semcache.guard import SemanticDecision
 from semcache.guard.decision import Calibration
 from semcache.guard.features import (
@@ -20,7 +20,6 @@ from semcache.guard.features import (
     features,
 )
 from semcache.settings import DEFAULT_THRESHOLDS
-from tests.engines import ENGINES
 
 ROOT = Path(__file__).resolve().parent.parent
 DECISION = SemanticDecision()
@@ -31,19 +30,23 @@ def _feature(x: list[float], name: str) -> float:
     return x[FEATURES.index(name)]
 
 
-def test_decision_json_ships_a_learned_p_wrong_trained_on_every_dev_split() -> None:
+def test_the_shipped_decision_has_no_learned_part_and_settles_as_before() -> None:
     doc = json.loads((ROOT / "semcache" / "guard" / "decision.json").read_text())
-    for split in ("families_dev.json", "families_dev2.json", "families_dev3.json"):
-        assert split in doc["trained_on"]
-    assert "heldout" not in doc["trained_on"]
-    learned = doc["learned"]
-    assert learned["features"] == list(FEATURES)
-    assert len(learned["weights"]) == len(learned["mean"]) == len(learned["scale"]) \
-        == len(FEATURES)
-    assert 0.0 < learned["threshold"] <= 1.0
-    assert str(learned["l2"]) in learned["l2_cv_log_loss"]
+    assert "learned" not in doc and LEARNED is None
     assert doc["default_floor"]["minilm"] == DEFAULT_THRESHOLDS["minilm"]
-    assert LEARNED is not None and LEARNED.threshold == learned["threshold"]
+    cal = DECISION.calibration
+    q, s = "Who founded Microsoft?", "Who was the founder of Microsoft?"
+    verdict = DECISION.settle(q, s, 0.9, [("When was Microsoft founded?", 0.89, False)])
+    assert verdict.served and verdict.p_wrong == pytest.approx(cal.served(0.9))
+
+
+def test_a_learned_part_must_name_the_features_in_order() -> None:
+    n = len(FEATURES)
+    doc = {"features": list(FEATURES), "mean": [0.0] * n, "scale": [1.0] * n,
+           "weights": [0.0] * n, "intercept": 0.0, "threshold": 1.0}
+    assert LearnedPrior.from_doc(doc).p_wrong([1.0] * n) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="features"):
+        LearnedPrior.from_doc({**doc, "features": list(reversed(FEATURES))})
 
 
 def test_features_read_the_other_candidates() -> None:
@@ -102,59 +105,3 @@ def test_without_a_learned_part_settle_is_the_cosine_curve_and_the_rival_rule() 
     verdict = decision.settle("Who founded Microsoft?", "Who was the founder of Microsoft?",
                               0.6, [])
     assert verdict.served and verdict.p_wrong == pytest.approx(cal.served(0.6))
-
-
-def test_the_shipped_p_wrong_ranks_an_added_word_above_a_rewording() -> None:
-    """Both pass every veto at the same cosine; the look-alike with a content word on one
-    side only (a more specific question) is the likelier wrong answer."""
-    assert LEARNED is not None
-    rewording = LEARNED.p_wrong(features("longest river africa", "Africa's longest river?",
-                                         0.9, []))
-    added = LEARNED.p_wrong(features("Which freshwater lake covers the most area?",
-                                     "Which lake covers the most area?", 0.9, []))
-    assert rewording < added
-
-
-class Planted:
-    """Chosen vectors for chosen texts, to put candidates at known cosines."""
-
-    name = "test-planted:v1"
-    dim = 3
-
-    def __init__(self, vectors: dict[str, list[float]]) -> None:
-        self.vectors = vectors
-
-    def embed(self, texts: list[str]) -> np.ndarray:
-        rows = [self.vectors.get(t, [0.0, 0.0, 1.0]) for t in texts]
-        out = np.asarray(rows, dtype=np.float32)
-        return out / np.linalg.norm(out, axis=1, keepdims=True)
-
-
-def _at(cosine: float) -> list[float]:
-    return [cosine, float(np.sqrt(1.0 - cosine * cosine)), 0.0]
-
-
-@pytest.mark.engines(*ENGINES)
-def test_the_cache_reports_the_learned_p_wrong(location: str) -> None:
-    """Through the real cache: a hit carries the learned p_wrong of its candidate, given the
-    other candidates of the lookup (the rival-rule hook that rejects is covered by
-    test_decision.py's rival tests; the cut by test_settle_serves_under_the_cut...)."""
-    assert LEARNED is not None
-    query, stored = "how do i sort a python list", "How do I sort a list in Python?"
-    same = "sorting a list in python"
-    embedder = Planted({query: [1.0, 0.0, 0.0], stored: _at(0.95), same: _at(0.93)})
-    with semcache.open(location, embedder=embedder, similarity_threshold=0.8) as cache:
-        cache.put(stored, "sorted(xs) or xs.sort()")
-        cache.put(same, "sorted(xs) or xs.sort()")
-        vectors = embedder.embed([query, stored, same])
-        cos_stored = float(np.dot(vectors[0], vectors[1]))
-        cos_same = float(np.dot(vectors[0], vectors[2]))
-        expected = DECISION.settle(query, stored, cos_stored, [(same, cos_same, True)])
-        assert expected.served
-        hit = cache.get(query)
-        assert hit is not None and hit.response == "sorted(xs) or xs.sort()"
-        assert hit.prompt == stored
-        assert hit.p_wrong == pytest.approx(expected.p_wrong, rel=1e-4)
-        # the support of the second phrasing is part of it
-        assert hit.p_wrong != pytest.approx(DECISION.settle(query, stored, cos_stored,
-                                                            []).p_wrong, rel=1e-6)
