@@ -9,22 +9,21 @@ contrast checks of :mod:`semcache.guard.contrast` (question kind, quantifier, or
 antonym, word order around a direction, an added modifier or a substituted word in two
 aligned prompts...). Otherwise :meth:`SemanticDecision.settle` has the last word, given the
 lookup's other candidates: no hit when a rival with another answer would be served too, else
-served with ``p_wrong``, the probability that its answer is wrong, from a logistic regression
-over the cosine, the margin to the closest other answer, support from the same answer and
-text features (:mod:`semcache.guard.features`), fitted by ``scripts/train_decision.py`` on
-the development family sets and shipped in ``decision.json`` ("learned"). That probability is
-what ``Hit.p_wrong`` reports and the error bound's prior. ``decision.json`` may also hold a
-cut (a candidate served only below it); the shipped one is 1.0, no cut: measured in
-docs/quality.md, a cut trades real paraphrase hits for fewer wrong answers on the family
-streams (its text features read parallel writing as a sign of a look-alike).
+served with ``p_wrong``, the probability that its answer is wrong: a logistic curve in the
+cosine fitted by ``scripts/train_decision.py`` on the development family sets and shipped in
+``decision.json``. That probability is what ``Hit.p_wrong`` reports and the error bound's
+prior. A ``decision.json`` may also hold a learned ``p_wrong`` over several features
+(:mod:`semcache.guard.features`, ``train_decision.py --learned``) and a cut on it; the shipped
+one does not: measured by leaving one development split out, neither beat the cosine curve
+(docs/quality.md, "Round 4").
 
 Why rules that veto rather than a learned weighted sum: measured on the development stream,
 a logistic regression over the same checks and the cosine served more wrong answers at every
 hit rate than the checks used as vetoes (docs/quality.md): a high cosine outweighed a
 detected contrast, which is exactly the mistake to avoid.
 
-It reads only the two texts: no model, no network, the same verdict in every process and with
-every embedder. English word lists; other languages get the number and name checks.
+It reads only the texts and the cosines: no model, no network, the same verdict in every
+process and with every embedder. English word lists; other languages get the number and name checks.
 """
 
 from __future__ import annotations
