@@ -80,7 +80,8 @@ def choose(ranked: list[tuple[EntryRow, float]], threshold: float, now: float, a
 class Guard(Protocol):
     """The semantic decision (``semcache.guard.SemanticDecision``): a verdict with ``served``,
     ``reason`` and ``p_wrong`` for one candidate, and the last word on the chosen one given
-    the other candidates (a rival with another answer; the learned ``p_wrong`` and its cut)."""
+    the other candidates (a rival with another answer; a learned ``p_wrong`` and its cut when
+    decision.json holds them)."""
 
     def judge(self, query: str, stored: str, similarity: float) -> Any: ...
 
@@ -284,10 +285,10 @@ class LookupPipeline:
         lookups): entries judged wrong for this very query (``Cache.feedback``) are
         skipped, then the semantic decision compares the query with the candidate's stored
         prompt; the one chosen is still not served when another candidate with another
-        answer (other response bytes) is about as close and would be served too, or when
-        its learned ``p_wrong`` (cosine, margin to that rival, support from candidates with
-        the same answer, the texts' unmatched words...) is at or above the decision's cut
-        (``SemanticDecision.settle``), which records the ``p_wrong`` it serves. Entries stored
+        answer (other response bytes) is about as close and would be served too, or - with a
+        decision.json that holds a learned ``p_wrong`` and a cut, which the shipped one does
+        not - when that ``p_wrong`` reaches the cut (``SemanticDecision.settle``, which gives
+        the ``p_wrong`` recorded for the candidate served). Entries stored
         without their prompt (``store_prompts=False``) have nothing to compare: the cosine
         alone decides them.
         """
