@@ -103,9 +103,11 @@ def _answer_labels(fs: FamilySet) -> dict[str, str]:
 
 def run_stream(emb: SharedEmbedder, fs: FamilySet, stream: Sequence[Query], path: str,
                options: dict[str, Any], *, latency: bool = False,
-               coin_seed: int = 0) -> dict[str, Any]:
+               coin_seed: int = 0, decision: Any = None) -> dict[str, Any]:
     """One pass of the stream through a fresh cache file opened with ``options``; the error
-    bound's coin seeded with ``coin_seed`` (reproducible figures)."""
+    bound's coin seeded with ``coin_seed`` (reproducible figures). ``decision``: another
+    semantic decision than the shipped one (``scripts/decision_loso.py`` evaluates decisions
+    trained on part of the development splits)."""
     owner = _answer_labels(fs)
     hits = right = 0
     wrong: list[dict[str, Any]] = []
@@ -114,6 +116,8 @@ def run_stream(emb: SharedEmbedder, fs: FamilySet, stream: Sequence[Query], path
     added: list[float] = []
     with semcache.open(path, embedder=emb, **options) as cache:
         cache._bound.rng.seed(coin_seed)  # the process-local coin; seeded for the figures
+        if decision is not None:
+            cache._settings._guard = decision
         raw = semcache.open(path, embedder=emb, guard=False) if latency else None
         try:
             for n, q in enumerate(stream):
@@ -360,6 +364,7 @@ DECISION_FILES = ("semcache/guard/contrast.py", "semcache/guard/contrast_words.p
                   "semcache/guard/flow.py", "semcache/store/rescore.py",
                   "semcache/cache/_pipeline.py",
                   "semcache/guard/decision.py", "semcache/guard/decision.json",
+                  "semcache/guard/features.py",
                   "semcache/guard/antonyms.txt", "semcache/guard/synonyms.txt",
                   "semcache/guard/rules.py", "semcache/guard/lexicon.py",
                   "semcache/guard/text.py", "semcache/settings.py")

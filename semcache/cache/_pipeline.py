@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -82,12 +82,14 @@ def choose(ranked: list[tuple[EntryRow, float]], threshold: float, now: float, a
 
 class Guard(Protocol):
     """The semantic decision (``semcache.guard.SemanticDecision``): a verdict with ``served``,
-    ``reason`` and ``p_wrong`` for one candidate; why a chosen candidate has a rival."""
+    ``reason`` and ``p_wrong`` for one candidate, and the last word on the chosen one given
+    the other candidates (a rival with another answer; a learned ``p_wrong`` and its cut when
+    decision.json holds them)."""
 
     def judge(self, query: str, stored: str, similarity: float) -> Any: ...
 
-    def rival(self, query: str, similarity: float,
-              rivals: Iterable[tuple[str, float]]) -> str | None: ...
+    def settle(self, query: str, stored: str, similarity: float,
+               others: Sequence[tuple[str | None, float, bool]]) -> Any: ...
 
 
 class LookupPipeline:
@@ -291,11 +293,14 @@ class LookupPipeline:
 
     def prior(self, query: str | None, stored: str | None, similarity: float) -> float | None:
         """The semantic decision's ``p_wrong`` for ``stored``'s answer to ``query`` (None
-        when it cannot judge: no decision, or a text missing)."""
+        when it cannot judge: no decision, or a text missing): a feedback verdict's prior."""
         guard = self.guard()
         if guard is None or query is None or stored is None:
             return None
-        return float(guard.judge(query, stored, similarity).p_wrong)
+        verdict = guard.judge(query, stored, similarity)
+        if verdict.served:  # the learned p_wrong, without the lookup's other candidates
+            verdict = guard.settle(query, stored, similarity, [])
+        return float(verdict.p_wrong)
 
     def _best(self, q: Query, vector: np.ndarray, now: float,
               p_wrong: dict[int, float]) -> tuple[EntryRow, float] | None:
@@ -317,9 +322,11 @@ class LookupPipeline:
         """The candidate filter of a text query and its last word (None, None for vector
         lookups): entries judged wrong for this very query (``Cache.feedback``) are
         skipped, then the semantic decision compares the query with the candidate's stored
-        prompt and records the ``p_wrong`` of those it serves; the one chosen is still not
-        served when another candidate with another answer (other response bytes) is about
-        as close and would be served too (``SemanticDecision.rival``). Entries stored
+        prompt; the one chosen is still not served when another candidate with another
+        answer (other response bytes) is about as close and would be served too, or - with a
+        decision.json that holds a learned ``p_wrong`` and a cut, which the shipped one does
+        not - when that ``p_wrong`` reaches the cut (``SemanticDecision.settle``, which gives
+        the ``p_wrong`` recorded for the candidate served). Entries stored
         without their prompt (``store_prompts=False``) have nothing to compare: the cosine
         alone decides them.
         """
@@ -351,14 +358,15 @@ class LookupPipeline:
                    others: list[tuple[EntryRow, float]]) -> bool:
             if guard is None or row.prompt is None:
                 return True
-            rivals = [(o.prompt, s) for o, s in others
-                      if o.prompt is not None and o.response != row.response
-                      and (blocked is None or o.id not in blocked)]
-            if not rivals or guard.rival(text, similarity, rivals) is None:
+            verdict = guard.settle(text, row.prompt, similarity, [
+                (o.prompt, s, o.response == row.response) for o, s in others
+                if blocked is None or o.id not in blocked])
+            if verdict.served:
+                p_wrong[row.id] = verdict.p_wrong
                 return True
             self.writer.count(guard_rejections=1)
-            log.debug("semcache: guard rejected entry %d (similarity %.4f): rival",
-                      row.id, similarity)
+            log.debug("semcache: guard rejected entry %d (similarity %.4f): %s",
+                      row.id, similarity, verdict.reason)
             return False
 
         return accept, settle

@@ -7,30 +7,36 @@ something that changes the answer - the near-miss guard's precise rules (opposit
 swapped direction, negation, a different number, unit or entity in the same place) and the
 contrast checks of :mod:`semcache.guard.contrast` (question kind, quantifier, ordinal,
 antonym, word order around a direction, an added modifier or a substituted word in two
-aligned prompts...). Otherwise it is served, with ``p_wrong``: the probability that its answer
-is wrong, from a logistic curve in the cosine fitted by ``scripts/train_decision.py`` on the
-development family set (``benchmarks/data/families_dev.json``) and shipped in
-``decision.json``. That probability is what ``Hit.p_wrong`` reports.
+aligned prompts...). Otherwise :meth:`SemanticDecision.settle` has the last word, given the
+lookup's other candidates: no hit when a rival with another answer would be served too, else
+served with ``p_wrong``, the probability that its answer is wrong: a logistic curve in the
+cosine fitted by ``scripts/train_decision.py`` on the development family sets and shipped in
+``decision.json``. That probability is what ``Hit.p_wrong`` reports and the error bound's
+prior. A ``decision.json`` may also hold a learned ``p_wrong`` over several features
+(:mod:`semcache.guard.features`, ``train_decision.py --learned``) and a cut on it; the shipped
+one does not: measured by leaving one development split out, neither beat the cosine curve
+(docs/quality.md, "Round 4").
 
 Why rules that veto rather than a learned weighted sum: measured on the development stream,
 a logistic regression over the same checks and the cosine served more wrong answers at every
 hit rate than the checks used as vetoes (docs/quality.md): a high cosine outweighed a
 detected contrast, which is exactly the mistake to avoid.
 
-It reads only the two texts: no model, no network, the same verdict in every process and with
-every embedder. English word lists; other languages get the number and name checks.
+It reads only the texts and the cosines: no model, no network, the same verdict in every
+process and with every embedder. English word lists; other languages get the number and name checks.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
 from semcache.guard.contrast import CHECKS, Pair, same_thing
+from semcache.guard.features import LearnedPrior, Other, features
 from semcache.guard.flow import FLOW_CHECKS
 from semcache.guard.rules import check_actions, check_direction, check_negation, check_opposites
 from semcache.guard.text import Analysis, analyze, stem
@@ -43,7 +49,7 @@ RIVAL_MARGIN = 0.03
 #: Every rejection reason, in the order the checks run.
 DECISION_REASONS: tuple[str, ...] = (
     "opposite_action", "direction", "negation", "number", "unit", "entity",
-    *(name for name, _ in CHECKS), *(name for name, _ in FLOW_CHECKS))
+    *(name for name, _ in CHECKS), *(name for name, _ in FLOW_CHECKS), "rival", "uncertain")
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +77,9 @@ class Calibration:
     slope: float
     rejected: dict[str, float]
     source: str
+    #: The learned ``p_wrong`` over several features and the serving cut (None: the cosine
+    #: curve alone, and no cut).
+    learned: LearnedPrior | None = None
 
     def served(self, similarity: float) -> float:
         z = self.intercept + self.slope * similarity
@@ -81,8 +90,10 @@ class Calibration:
         doc: dict[str, Any] = json.loads(
             resources.files("semcache.guard").joinpath("decision.json").read_text("utf-8"))
         served = doc["served"]
+        learned = LearnedPrior.from_doc(doc["learned"]) if "learned" in doc else None
         return cls(float(served["intercept"]), float(served["slope"]),
-                   {k: float(v) for k, v in doc["rejected"].items()}, str(doc["trained_on"]))
+                   {k: float(v) for k, v in doc["rejected"].items()}, str(doc["trained_on"]),
+                   learned)
 
 
 def _mentions(a: Analysis, name: str) -> bool:
@@ -165,6 +176,28 @@ class SemanticDecision:
             if sim >= similarity - RIVAL_MARGIN and self.judge(query, prompt, sim).served:
                 return f"another answer at {sim:.3f} (served at {similarity:.3f})"
         return None
+
+    def settle(self, query: str, stored: str, similarity: float,
+               others: Sequence[tuple[str | None, float, bool]]) -> Verdict:
+        """The last word on the candidate :meth:`judge` passed, given the ``others``
+        candidates of the lookup (stored prompt or None, cosine, holds the same answer):
+        rejected when a rival with another answer would be served too (:meth:`rival`), or
+        when the learned ``p_wrong`` (:mod:`semcache.guard.features`) is at or above the
+        shipped cut; else served with that ``p_wrong``."""
+        rivals = [(p, s) for p, s, same in others if not same and p is not None]
+        why = self.rival(query, similarity, rivals) if rivals else None
+        learned = self.calibration.learned
+        if learned is None:
+            p = self.calibration.served(similarity)
+            return Verdict("rival", why, self.calibration.rejected.get("rival", 1.0)) \
+                if why else Verdict(None, "", p)
+        p = learned.p_wrong(features(query, stored, similarity,
+                                     [Other(s, same) for _, s, same in others]))
+        if why:
+            return Verdict("rival", why, max(p, self.calibration.rejected.get("rival", 1.0)))
+        if p >= learned.threshold:
+            return Verdict("uncertain", f"p_wrong {p:.3f} >= {learned.threshold}", p)
+        return Verdict(None, "", p)
 
     def check(self, query: str, stored: str) -> Verdict | None:
         """The rejection of ``stored`` for ``query`` (None = no difference found), without a
