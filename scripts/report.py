@@ -54,7 +54,7 @@ from report_figures import (  # noqa: E402 - the sibling module of this script
     semantic_rows,
     span,
 )
-from report_quality import decision_block, stream_block, stream_rows  # noqa: E402
+from report_quality import bound_block, decision_block, stream_block, stream_rows  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -266,6 +266,8 @@ def render_quality(text: str, r: Results) -> str:
     """docs/quality.md: the look-alike stream and the decision's figures at the default."""
     text = replace_block(text, "report:stream", stream_block(r),
                          lambda b: _section(text, "## Look-alike questions: the stream", b))
+    text = replace_block(text, "report:bound", bound_block(r),
+                         lambda b: text.rstrip("\n") + f"\n\n{b}\n")
     return replace_block(text, "report:decision", decision_block(r),
                          lambda b: _section(text, "## The semantic decision at the default", b))
 

@@ -164,6 +164,29 @@ def stream_block(r: Results) -> str:
     return "\n".join(lines).rstrip()
 
 
+def bound_block(r: Results) -> str:
+    """docs/quality.md, "Error bound": the mean over the stream's orders of every bound on
+    every split, beside the defaults (wrong answers of all queries / hit rate)."""
+    s = r.get("quality_stream")
+    if not s:
+        return "Not measured: run `python scripts/quality_stream.py`."
+    splits = s["splits"]
+    names = sorted({n for res in splits.values() for n, c in res["configs"].items()
+                    if "error_bound" in c["options"] and c.get("over_orders")},
+                   key=lambda n: float(n.split()[-1]))
+    lines = ["| bound | " + " | ".join(splits) + " |", "|---|" + "---|" * len(splits)]
+
+    def cell(o: dict[str, Any] | None) -> str:
+        return "-" if not o else f"{_pct(o['wrong_rate_mean'], 2)} / {_pct(o['hit_rate_mean'])}"
+
+    for name in names:
+        lines.append(f"| {name.split()[-1]} | " + " | ".join(
+            cell(dig(res, "configs", name, "over_orders")) for res in splits.values()) + " |")
+    lines.append("| defaults (no bound) | " + " | ".join(
+        cell(res.get("defaults_over_orders")) for res in splits.values()) + " |")
+    return "\n".join(lines)
+
+
 def decision_block(r: Results) -> str:
     """docs/quality.md: the older figures at MiniLM's default floor, with the decision."""
     g = dig(r, "quality", "embedders", "minilm", "guard")
