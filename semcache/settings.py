@@ -276,8 +276,9 @@ class CacheSettings:
             store.write_settings({name: "null"})
             self._namespace_thresholds.pop(namespace, None)
         else:
-            store.write_settings({name: json.dumps(check_threshold(value))})
-            self._namespace_thresholds[namespace] = value
+            checked = check_threshold(value)
+            store.write_settings({name: json.dumps(checked)})
+            self._namespace_thresholds[namespace] = checked
 
     def error_bound(self, namespace: str) -> float | None:
         """The error bound in force for ``namespace``: its own, else the cache's."""

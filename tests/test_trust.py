@@ -91,6 +91,8 @@ def test_thresholds_per_namespace_are_stored_for_every_process(location: str) ->
     with semcache.open(path, embedder="hashing", similarity_threshold=0.9) as cache:
         cache.set_threshold("strict", 0.99)
         assert cache.threshold("strict") == 0.99 and cache.threshold() == 0.9
+        cache.set_threshold("whole", 1)  # an int is a valid threshold; it reads as a float
+        assert type(cache.threshold("whole")) is float
     code = ("import semcache, sys\n"
             "c = semcache.open(sys.argv[1])\n"
             "print(c.threshold('strict'), c.threshold('other'))")
