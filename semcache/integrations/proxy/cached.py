@@ -117,12 +117,9 @@ async def relay_answer(state: ProxyState, request: Request, plan: Plan, content:
     upstream = await state.send(request, content)
     if isinstance(upstream, Response):
         return upstream
-    try:
-        body = await upstream.read()
-    except UPSTREAM_ERRORS as exc:  # broke off, or too slow, before the end of its body
-        return state.upstream_failure(name, exc)
-    finally:
-        upstream.release()
+    body = await state.read_body(name, upstream)
+    if isinstance(body, Response):
+        return body
     state.metrics.upstream_latency.labels(endpoint=name).observe(time.perf_counter() - started)
     entry = None
     if upstream.status == 200:
@@ -150,12 +147,9 @@ async def relay_stream(state: ProxyState, request: Request, plan: Plan, content:
     state.metrics.record(name, info.status)
     headers.update(info_headers(info))
     if upstream.status != 200:
-        try:
-            body = await upstream.read()
-        except UPSTREAM_ERRORS as exc:
-            return state.upstream_failure(name, exc)
-        finally:
-            upstream.release()
+        body = await state.read_body(name, upstream)
+        if isinstance(body, Response):
+            return body
         return Response(body, status_code=upstream.status, headers=headers)
     return StreamingResponse(_recorded(plan, upstream), status_code=200, headers=headers)
 

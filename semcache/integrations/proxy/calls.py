@@ -33,6 +33,8 @@ from typing import Any, TypeVar
 
 import anyio.to_thread
 
+from semcache.store import is_server_location
+
 T = TypeVar("T")
 
 #: Typical duration (seconds) up to which a kind of call runs on the event loop.
@@ -93,10 +95,9 @@ class CallSites:
 def call_sites_for(location: str) -> CallSites:
     """Where the calls of the cache at ``location`` run: on the loop while quick for a
     cache file, whose reads never wait for a writer (WAL); always in threads for a
-    PostgreSQL server (``postgresql://...``), whose every call is a round trip that a
+    PostgreSQL server (a URL or libpq string), whose every call is a round trip that a
     stalled server can hold for up to its statement timeout."""
-    remote = location.startswith(("postgres://", "postgresql://"))
-    return CallSites(budget=0.0 if remote else INLINE_BUDGET_S)
+    return CallSites(budget=0.0 if is_server_location(location) else INLINE_BUDGET_S)
 
 
 __all__ = ["INLINE_BUDGET_S", "WINDOW", "CallSites", "call_sites_for"]

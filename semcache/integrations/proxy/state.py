@@ -91,6 +91,16 @@ class ProxyState:
         except UPSTREAM_ERRORS as exc:  # connect errors, timeouts, protocol errors
             return self.upstream_failure(_endpoint(request), exc)
 
+    async def read_body(self, endpoint: str, upstream: aiohttp.ClientResponse) -> bytes | Response:
+        """The whole body of ``upstream``, its connection released; or the 502/504 answering
+        an upstream that broke off, or was too slow, before the end of its body."""
+        try:
+            return await upstream.read()
+        except UPSTREAM_ERRORS as exc:
+            return self.upstream_failure(endpoint, exc)
+        finally:
+            upstream.release()
+
     async def _relay(self, request: Request, content: bytes | None, *, decoded: bool,
                      extra: dict[str, str]) -> Response:
         upstream = await self.send(request, content, decoded=decoded)
