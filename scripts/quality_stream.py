@@ -415,7 +415,7 @@ def plot_tradeoff(splits: dict[str, Any], path: Path) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--splits", nargs="+", default=None,
-                    help="default: dev, dev2, dev3, heldout and heldout-fresh (when the file exists)")
+                    help="default: dev, dev2, dev3, dev4, heldout and heldout-fresh (when the file exists)")
     ap.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--extra-seeds", type=int, nargs="*", default=[1, 2, 3, 4],
@@ -424,7 +424,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--no-plot", action="store_true")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
-    splits = args.splits or [s for s in ("dev", "dev2", "dev3", "heldout") if family_path(s).exists()]
+    splits = args.splits or [s for s in ("dev", "dev2", "dev3", "dev4", "heldout") if family_path(s).exists()]
     if "heldout" in splits and "heldout" + FRESH not in splits:
         splits.append("heldout" + FRESH)
     emb = SharedEmbedder(get_embedder("minilm"))

@@ -4,8 +4,8 @@ default floor and cut, and write ``semcache/guard/decision.json``.
 The decision's checks are rules (``semcache.guard.contrast``, ``semcache.guard.flow``,
 ``semcache.guard.decision``: vetoes on a candidate, and the rival rule among candidates).
 What is learned here, on the development splits only (``families_dev.json``,
-``families_dev2.json``, ``families_dev3.json``; a held-out split is never read), from the
-stream of ``scripts/quality_stream.py`` replayed offline on the MiniLM vectors (several
+``families_dev2.json``, ``families_dev3.json``, ``families_dev4.json``; a held-out split is
+never read), from the stream of ``scripts/quality_stream.py`` replayed offline on the MiniLM vectors (several
 orders, the cache's own candidate rule: the ``RESCORE_K`` nearest, at or above the floor,
 tried from the most similar; the first the vetoes pass is served unless a rival holds
 another answer or its learned ``p_wrong`` reaches the cut):
@@ -67,7 +67,7 @@ from semcache.guard.features import FEATURES, LearnedPrior, Other, features  # n
 
 OUT = ROOT / "semcache" / "guard" / "decision.json"
 #: The development splits (the held-out split is never read here).
-SPLITS = ("dev", "dev2", "dev3")
+SPLITS = ("dev", "dev2", "dev3", "dev4")
 #: Candidates from this cosine on feed the fit (below every floor worth considering).
 FIT_FLOOR = 0.75
 SEEDS = (101, 102, 103, 104, 105)

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 DATA = Path(__file__).resolve().parent.parent / "benchmarks" / "data"
-SPLITS = ("dev", "dev2", "dev3", "heldout")
-DEV_SPLITS = ("dev", "dev2", "dev3")
+SPLITS = ("dev", "dev2", "dev3", "dev4", "heldout")
+DEV_SPLITS = ("dev", "dev2", "dev3", "dev4")
 PHRASINGS_PER_INTENT = 5
 # Minimum sizes of the held-out part (issue 22, item 3, and the held-out brief).
 HELDOUT_MIN = {"families": 120, "intents": 300, "unrelated": 150, "pairs": 100}
