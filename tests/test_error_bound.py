@@ -329,13 +329,18 @@ def run_stream(path: str, table: dict[str, np.ndarray], stream: list[tuple[str, 
 
 
 @pytest.mark.parametrize("bound", [0.02, 0.05])
-def test_the_wrong_rate_of_a_labelled_stream_stays_within_the_bound(tmp_path: Any,
-                                                                     bound: float) -> None:
-    """Seeded stream and coin: deterministic. Without the bound the cosine serves 19% wrong
-    answers; with it the wrong rate stays at or below the bound (the guarantee is on the
-    expectation: a margin of 20% of the bound covers the stream's randomness, two standard
-    deviations of a binomial count of ~50 at 2500 queries; measured: 0.00-0.08%, over
-    several seeds of the coin)."""
+def test_the_wrong_rate_of_a_labelled_stream_stays_within_the_bound(
+        tmp_path: Any, bound: float, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Seeded stream and coin, and the namespace's pools read at every estimate
+    (``POOL_TTL`` 0): deterministic. With the default one-second TTL the number of pool
+    reads during the stream depends on the machine's speed, and so does what the estimate
+    has learned: the hit share moved between 0.50 and 0.58 of the free run's (one CI run
+    under load fell under the 0.5 asserted below). Without the bound the cosine serves 19%
+    wrong answers; with it the wrong rate stays at or below the bound (the guarantee is on
+    the expectation: a margin of 20% of the bound covers the stream's randomness, two
+    standard deviations of a binomial count of ~50 at 2500 queries; measured: 0.04% at
+    0.02 and 0.12% at 0.05, serving 62% and 82% of the free run's hits)."""
+    monkeypatch.setattr(_bound, "POOL_TTL", 0.0)
     table, stream = labelled_stream(seed=3)
     free, free_hits, _ = run_stream(str(tmp_path / "free.db"), table, stream, seed=3)
     assert free > 2 * bound  # the stream is hard: the cosine alone breaks the bound

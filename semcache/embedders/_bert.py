@@ -30,7 +30,7 @@ from ``model.safetensors`` by the caller) plus the model's ``config.json`` as a 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -173,11 +173,15 @@ class MeanPooledBert:
         sums /= lengths[:, None].astype(np.float32)
         return sums
 
-    def forward(self, sequences: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+    def forward(self, sequences: Sequence[Sequence[int]],
+                each_layer: Callable[[np.ndarray], None] | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
         """The last layer's token states of ``sequences``: ``(states, lengths)``.
 
         ``states`` is ``(sum(lengths), hidden)`` float32, the sequences' tokens one after
         the other (``np.split(states, np.cumsum(lengths)[:-1])`` gives one array each).
+        ``each_layer`` (measurement scripts) sees the states after the embeddings and after
+        every layer; they are overwritten by the next layer, so it must copy what it keeps.
         """
         lengths, ids = self._check(sequences)
         total = int(ids.size)
@@ -188,6 +192,8 @@ class MeanPooledBert:
             starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
             x += self.position_type[np.arange(total) - starts]
         self.embedding_ln(x)
+        if each_layer is not None:
+            each_layer(x)
         work = _Buffers(total, self.config.hidden_size, self.intermediate_size, self.rows)
         attention = _Attention(lengths, self.config.num_heads, self.head_dim)
         for layer in self.layers:
@@ -203,6 +209,8 @@ class MeanPooledBert:
                 out = layer.out(work.inter[:n], x[first:end])  # x's rows are read: reuse them
                 out += mid
                 layer.out_ln(out)
+            if each_layer is not None:
+                each_layer(x)
         return x, lengths
 
     def _check(self, sequences: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
