@@ -459,3 +459,38 @@ def test_a_deadlocked_one_statement_put_writes_nothing_and_falls_back(
     finally:
         cache.close()
         pg_admin.admin(f"DROP TRIGGER deadlock_once ON {t}")
+
+
+def test_a_write_transaction_aborted_by_a_deadlock_is_run_again(
+        store: PostgresStore, pg_admin: PgServer, pg_url: str) -> None:
+    """A write transaction can still be a deadlock's victim (seen once in the 8-host stress
+    test with killed writers: a put failed with 'deadlock detected'). The server rolled it
+    back whole, so the cache runs the same work again; the put is acknowledged and written
+    once. A trigger raises SQLSTATE 40P01 on the first attempt to insert one prompt; a
+    second trigger that always raises shows the limit: the error, nothing written."""
+    import semcache
+
+    t = store.queries.t["entries"]
+    schema = t.rsplit(".", 1)[0]
+    pg_admin.admin(f"CREATE SEQUENCE {schema}.conflict_attempts")
+    pg_admin.admin(
+        f"CREATE FUNCTION {schema}.conflict() RETURNS trigger LANGUAGE plpgsql AS $$ "
+        f"BEGIN IF NEW.prompt = 'always' OR (NEW.prompt = 'once' AND "
+        f"nextval('{schema}.conflict_attempts') = 1) THEN "
+        "RAISE EXCEPTION 'deadlock detected (injected by the test)' USING ERRCODE = '40P01'; "
+        "END IF; RETURN NEW; END $$")
+    pg_admin.admin(f"CREATE TRIGGER conflict BEFORE INSERT ON {t} "
+                   f"FOR EACH ROW EXECUTE FUNCTION {schema}.conflict()")
+    cache = semcache.open(pg_url, embedder="hashing")
+    try:
+        # put_many of two entries: one write transaction (not the one-statement put).
+        cache.put_many([("before", "b"), ("once", "o")])
+        assert pg_admin.admin(f"SELECT last_value FROM {schema}.conflict_attempts") == [(2,)]
+        assert cache.get("once").response == "o" and cache.get("before").response == "b"
+        assert cache.stats()["entries"] == 2
+        with pytest.raises(semcache.CacheFileError, match="deadlock detected"):
+            cache.put_many([("fine", "f"), ("always", "a")])
+        assert cache.get("fine") is None and cache.stats()["entries"] == 2
+    finally:
+        cache.close()
+        pg_admin.admin(f"DROP TRIGGER conflict ON {t}")

@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from typing import TypeVar
 
 from semcache.errors import CacheFileError
-from semcache.store.base import AccessUpdate, EntryRow, NewEntry, Store, StoreTxn
+from semcache.store.base import AccessUpdate, EntryRow, NewEntry, Store, StoreTxn, WriteConflict
 
 log = logging.getLogger("semcache")
 
@@ -38,6 +38,10 @@ FLUSH_INTERVAL = 1.0
 _HIT_COUNTERS = {"exact": "exact_hits", "semantic": "semantic_hits"}
 #: Past this many pending entries, updates are dropped rather than held (~100 B each).
 MAX_PENDING = 100_000
+
+#: Attempts of one write transaction that the server keeps aborting to break deadlocks
+#: (PostgreSQL; each abort means another client's transaction went through).
+CONFLICT_ATTEMPTS = 3
 #: A due batch that found the write lock busy is tried again this much later (seconds),
 #: not on every read meanwhile: each try is a lock attempt (a syscall) while another
 #: process writes - ~20k wasted tries per second over 8 busy readers.
@@ -83,7 +87,11 @@ class Writer:
         """Batch the effects of a hit on ``row``; returns the entry's expiry in force."""
         expires = row.expires_at
         entry_id = row.id
-        with self._lock:
+        # acquire/release rather than ``with``: on every hit, and ``with`` looks up and
+        # binds __enter__ and __exit__ each time.
+        lock = self._lock
+        lock.acquire()
+        try:
             update = self._access.get(entry_id)
             if update is None:
                 update = self._access[entry_id] = AccessUpdate(now, 1)
@@ -102,6 +110,8 @@ class Writer:
             counts[name] = counts.get(name, 0) + 1
             if row.tokens:
                 counts["tokens_saved"] = counts.get("tokens_saved", 0) + row.tokens
+        finally:
+            lock.release()
         if not self._timer_running:
             self._ensure_timer()
         return expires
@@ -189,19 +199,30 @@ class Writer:
     def run(self, work: Callable[[Write], T], timeout: float | None = None) -> T:
         """``work`` inside :meth:`write`'s transaction; returns what it returns. The same
         as ``with writer.write() as w: return work(w)`` without a generator-based context
-        manager around it (puts come this way)."""
-        epoch = self._epoch
-        access, counts = self._take()
-        try:
-            with self._store.write(timeout=timeout) as txn:
-                batch = self._begin(txn, access, epoch)
-                result = work(batch)
-                self._end(batch, counts)
-        except BaseException:
-            self._restore(access, counts, epoch)
-            raise
-        self._written()
-        return result
+        manager around it (puts come this way). A transaction the server aborted to break
+        a deadlock (:class:`~semcache.store.base.WriteConflict`: nothing of it written) is
+        run again, up to :data:`CONFLICT_ATTEMPTS` times in all: ``work`` only writes
+        through its transaction, so running it again is safe."""
+        for attempt in range(1, CONFLICT_ATTEMPTS + 1):
+            epoch = self._epoch
+            access, counts = self._take()
+            try:
+                with self._store.write(timeout=timeout) as txn:
+                    batch = self._begin(txn, access, epoch)
+                    result = work(batch)
+                    self._end(batch, counts)
+            except WriteConflict as exc:
+                self._restore(access, counts, epoch)
+                if attempt == CONFLICT_ATTEMPTS:
+                    raise
+                log.debug("semcache: %s: write retried (%s)", self._store.location, exc)
+                continue
+            except BaseException:
+                self._restore(access, counts, epoch)
+                raise
+            self._written()
+            return result
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def put_alone(self, entry: NewEntry, max_entries: int | None) -> int | None:
         """One put when there is no pending batch to carry, written by the engine's

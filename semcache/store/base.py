@@ -30,6 +30,8 @@ from typing import Any, Literal, NamedTuple, Protocol
 
 import numpy as np
 
+from semcache.errors import CacheFileError
+
 #: How long the per-minute counters (:meth:`Store.counter_history`) are kept: 30 days.
 SERIES_RETENTION_MINUTES = 30 * 24 * 60
 
@@ -39,6 +41,13 @@ VacuumProgress = Callable[[str, int, int], None]
 
 #: Orders of :meth:`Store.list_entries`.
 EntryOrder = Literal["id", "newest", "oldest", "hits", "accessed"]
+
+
+class WriteConflict(CacheFileError):
+    """A write transaction the server aborted to let a concurrent one through (PostgreSQL:
+    chosen as a deadlock's victim, or a serialization failure). Nothing of it was written,
+    so running the same work again in a new transaction is safe; the cache does so a few
+    times before the error reaches the caller."""
 
 
 # -- records -------------------------------------------------------------------------------

@@ -37,6 +37,7 @@ from semcache.errors import (
     ReadOnlyCacheError,
     SemcacheError,
 )
+from semcache.store.base import WriteConflict
 
 #: The schema a cache lives in unless told otherwise.
 DEFAULT_SCHEMA = "semcache"
@@ -419,7 +420,10 @@ def translate(exc: BaseException, info: ConnInfo) -> SemcacheError:
     if state == "57014" and "statement timeout" in text:
         return CacheFileError(f"a statement on {where} ran longer than statement_timeout "
                               f"({text}); retry, or raise ?statement_timeout= in the URL")
-    if state in ("40P01", "55P03", "57014"):
+    if state in ("40P01", "40001"):
+        return WriteConflict(f"write to {where} was aborted by the server to let another "
+                             f"client's through ({text}); retry")
+    if state in ("55P03", "57014"):
         return CacheFileError(f"write to {where} gave up waiting for another client "
                               f"({text}); retry")
     if state == "42P01":
