@@ -40,6 +40,9 @@ def _long_lived(location: str) -> semcache.Cache:
     """A process that served tenant B (its memos now hold B's partition and entry)."""
     cache = semcache.open(location, embedder="hashing", guard=False)
     cache.put(QUESTION_B, ANSWER_B, namespace="tenant-b")
+    # A second write finds B's partition committed: the SQLite store remembers its id
+    # past the transaction (Database.partition_ids), a memo the replacement must void.
+    cache.put("Who chairs the review?", "tenant B's chair", namespace="tenant-b")
     assert cache.get(QUESTION_B, namespace="tenant-b").response == ANSWER_B  # exact
     assert cache.get(QUESTION_B + "?", namespace="tenant-b").response == ANSWER_B  # semantic
     return cache
@@ -91,6 +94,13 @@ def test_sqlite_file_replaced_in_place_under_a_live_cache(tmp_path: Path) -> Non
         dest.close()
         src.close()
         _b_never_gets_a(cache, path)
+        # B's new entry went to B's partition of this file, not to the id B's partition
+        # had in the old one (tenant A's here)
+        conn = apsw.Connection(path)
+        rows = conn.execute("SELECT e.namespace, p.namespace FROM entries e JOIN partitions p "
+                            "ON p.id = e.partition_id").fetchall()
+        conn.close()
+        assert ("tenant-b", "tenant-b") in rows and all(a == b for a, b in rows), rows
     finally:
         cache.close()
 

@@ -200,7 +200,7 @@ def test_response_memo_stays_within_budget():
     blob = encode_response("x" * 95)
     for i in range(100):
         assert memo.decode(i, blob) == "x" * 95
-    assert memo._bytes <= 1000 and len(memo._items) <= 10
+    assert memo._bytes <= 1000 and len(memo.items) <= 10
     kept = memo.decode(99, blob)
     assert memo.decode(99, bytes(blob)) is kept  # the same bytes: from the memo
     # other bytes under a remembered id (the cache was replaced: ids start over) are
@@ -363,3 +363,130 @@ def test_the_inline_exact_hit_serves_only_its_own_partition(db_path):
                      "scope = ''), expires_at = 1.0 WHERE prompt = 'q'")
         conn.close()
         assert cache.get("q") is None  # expired
+
+
+def test_the_inline_exact_hit_sets_every_field_as_the_general_path_does(db_path, clock):
+    """run_prompt and _hit build their Hit without its __init__: every field must be set
+    (an unset slot raises on access) and equal to what the general path (get_many) gives."""
+    import dataclasses
+
+    with semcache.open(db_path, hash_only=True, ttl=60, refresh_on_access=True,
+                       clock=clock) as cache:
+        cache.put("q", {"a": [1]}, metadata={"m": 1}, tokens=7)
+        inline = cache.get("q")
+        general = cache.get_many(["q"])[0]
+        assert inline is not None and general is not None
+        one, other = dataclasses.asdict(inline), dataclasses.asdict(general)
+        assert set(one) == {f.name for f in dataclasses.fields(semcache.Hit)}
+        assert one == other
+        assert one["kind"] == "exact" and one["decision"] == "exact" and one["tokens"] == 7
+        assert one["query"] == one["prompt"] == "q" and one["metadata"] == {"m": 1}
+        assert one["similarity"] == 1.0 and one["scope"] == "" and one["p_wrong"] is None
+
+
+_THREADS_ON_ONE_CONNECTION = r"""
+import sys, threading
+import numpy as np
+import semcache
+
+path = sys.argv[1]
+errors = []
+with semcache.open(path, dim=16, max_entries=300, ttl=None) as cache:
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((40, 16)).astype(np.float32)
+
+    def guarded(work):
+        def run():
+            try:
+                work()
+            except BaseException as exc:  # noqa: BLE001 - reported by the parent
+                errors.append(repr(exc))
+        return run
+
+    def gets():
+        for _ in range(300):
+            for i in range(20):
+                hit = cache.get(f"q{i}")
+                assert hit is None or hit.response == i, hit
+
+    def puts(t):
+        def run():
+            for i in range(150):
+                cache.put(f"w{t}-{i}", i)
+                cache.put(vectors[i % 40] + t, {"t": t})
+        return run
+
+    def reads():
+        for i in range(150):
+            cache.get(vectors[i % 40])
+            cache.get_many([f"q{i % 20}", f"w0-{i}"])
+            cache.stats()
+            cache.count()
+            cache.entries(limit=5)
+            cache.flush()
+
+    cache.put_many([(f"q{i}", i) for i in range(20)])
+    threads = [threading.Thread(target=guarded(w)) for w in (gets, gets, reads, reads,
+                                                            puts(0), puts(1))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert [cache.get(f"q{i}").response for i in range(20)] == list(range(20))
+print("ok")
+"""
+
+
+def test_threads_share_one_connection_safely(tmp_path):
+    """Every use of the connection holds Database.mutex (SQLite's own mutex is a second
+    line, docs/architecture.md). Six threads - exact gets, puts of prompts
+    and vectors (with LRU evictions), semantic gets, get_many, stats, entries, flushes -
+    on one cache must neither fail nor crash; a child process, so that a crash (what
+    unserialized use of one SQLite connection can do) fails this test, not the run."""
+    import subprocess
+    import sys
+
+    path = str(tmp_path / "threads.db")
+    done = subprocess.run([sys.executable, "-c", _THREADS_ON_ONE_CONNECTION, path],
+                          capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-3000:]
+
+
+def test_the_inline_exact_hit_reads_the_memo_only_for_the_same_bytes(db_path):
+    """run_prompt serves a remembered value only when the row under that id still holds
+    the bytes it was decoded from (ids start over in a replaced file): a response changed
+    under the same id is decoded afresh, and a list is never handed out twice."""
+    import apsw
+
+    with semcache.open(db_path, hash_only=True) as cache:
+        entry = cache.put("q", "first")
+        cache.put("r", [1, 2])
+        assert cache.get("q").response == "first"  # decoded, remembered
+        assert cache.get("q").response == "first"  # from the memo, inline
+        conn = apsw.Connection(db_path)
+        conn.set_busy_timeout(5000)
+        conn.execute("UPDATE entries SET response = ? WHERE id = ?",
+                     (encode_response("second"), entry))
+        conn.close()
+        hit = cache.get("q")
+        assert hit.entry_id == entry and hit.response == "second"
+        one, two = cache.get("r").response, cache.get("r").response
+        assert one == two == [1, 2] and one is not two
+
+
+def test_the_exact_tier_leaves_no_read_transaction_open(db_path):
+    """get_by_key runs its statement to the end, hit or miss: no snapshot stays pinned
+    between lookups, so another connection's TRUNCATE checkpoint is never blocked by it."""
+    import apsw
+
+    with semcache.open(db_path, hash_only=True) as cache:
+        cache.put_many([(f"q{i}", i) for i in range(50)])
+        other = apsw.Connection(db_path)
+        other.set_busy_timeout(5000)
+        for prompt in ("q7", "never stored"):
+            cache.get(prompt)
+            other.execute("UPDATE settings SET value = value WHERE name = 'incarnation'")
+            busy, _, _ = other.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()[0]
+            assert busy == 0, prompt
+        other.close()

@@ -230,9 +230,11 @@ class Cache:
         if type(prompt) is str:  # the common case, kept lean (the gate's too, inline there)
             return self._pipeline.run_prompt(prompt, namespace, self._namespace, self._keys,
                                              exact_only or self.hash_only)
+        if type(prompt) is np.ndarray:  # a vector: the semantic tier only, kept lean too
+            return self._pipeline.run_vector(prompt, namespace, self._namespace, self._dim,
+                                             exact_only or self.hash_only)
         with self._gate:
-            ns = self._namespace if namespace is None else check_namespace(namespace)
-            return self._pipeline.run_one(self._query(prompt, ns),
+            return self._pipeline.run_one(self._query(prompt, self._ns(namespace)),
                                           exact_only=exact_only or self.hash_only)
 
     def get_many(self, prompts: Sequence[Any], *, namespace: str | None = None,
@@ -264,7 +266,7 @@ class Cache:
             ns = self._ns(namespace)
             query = Query(request_key_hash(check_key(key), ns), ns, check_scope(scope),
                           text=check_prompt(text, "text") if text else None)
-            return self._pipeline.run([query], exact_only=exact_only or self.hash_only)[0]
+            return self._pipeline.run_one(query, exact_only=exact_only or self.hash_only)
 
     def find(self, text: str, *, namespace: str | None = None,
              exact_only: bool = False) -> Hit | None:
@@ -311,8 +313,7 @@ class Cache:
         """Store ``response`` for a request (see :meth:`lookup`); returns the entry id.
 
         ``text`` is embedded (or ``vector`` used) for the semantic tier of the entry's
-        partition (namespace + ``scope``); it is also the stored prompt.
-        """
+        partition (namespace + ``scope``); it is also the stored prompt."""
         with self._gate:
             ns = self._ns(namespace)
             material = check_key(key)

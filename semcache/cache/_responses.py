@@ -35,14 +35,16 @@ class ResponseMemo:
     def __init__(self, budget: int = RESPONSE_MEMO_BYTES) -> None:
         # entry id -> (bytes held, the stored blob, the JSON if it must be decoded again,
         # the value, or for JSON decoded again whether orjson decodes it exactly: see
-        # codecs.loads)
-        self._items: OrderedDict[int, tuple[int, bytes, bytes | None, Any]] = OrderedDict()
+        # codecs.loads). LookupPipeline.run_prompt reads it without a call (the exact hit
+        # of an immutable value: item[2] None, item[1] the row's blob); only this class
+        # writes it.
+        self.items: OrderedDict[int, tuple[int, bytes, bytes | None, Any]] = OrderedDict()
         self._bytes = 0
         self._budget = budget
         self._lock = threading.Lock()
 
     def decode(self, entry_id: int, blob: bytes) -> Any:
-        item = self._items.get(entry_id)
+        item = self.items.get(entry_id)
         if item is None or item[1] != blob:  # not seen, or another entry under this id
             raw = decompress_response(blob)
             exact = orjson_exact(raw)
@@ -54,7 +56,7 @@ class ResponseMemo:
                 self._remember(entry_id, (size, bytes(blob), raw, exact))
             return value
         try:
-            self._items.move_to_end(entry_id)
+            self.items.move_to_end(entry_id)
         except KeyError:
             pass  # evicted by another thread since the get: it stays evicted
         _, _, json_bytes, value = item
@@ -62,13 +64,13 @@ class ResponseMemo:
 
     def _remember(self, entry_id: int, item: tuple[int, bytes, bytes | None, Any]) -> None:
         with self._lock:
-            old = self._items.pop(entry_id, None)
+            old = self.items.pop(entry_id, None)
             if old is not None:
                 self._bytes -= old[0]
-            self._items[entry_id] = item
+            self.items[entry_id] = item
             self._bytes += item[0]
-            while self._bytes > self._budget and self._items:
-                self._bytes -= self._items.popitem(last=False)[1][0]
+            while self._bytes > self._budget and self.items:
+                self._bytes -= self.items.popitem(last=False)[1][0]
 
 
 __all__ = ["RESPONSE_MEMO_BYTES", "ResponseMemo"]

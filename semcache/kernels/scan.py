@@ -21,7 +21,7 @@ import numpy as np
 from semcache.errors import InvalidInputError
 from semcache.kernels.hamming import HALF_BYTES, Kernel, Workspace, active_kernel
 
-__all__ = ["Filter", "topk"]
+__all__ = ["KEY_SHIFT", "ROW_MASK", "Filter", "topk", "topk_keys"]
 
 _NO_THRESHOLD = 1 << 30  # "fewer than k rows held yet"
 _SENTINEL = 0xFFFF  # distance given to filtered rows; real ones are <= 256
@@ -32,8 +32,8 @@ _min = np.minimum.reduce  # skips the ndarray.min() Python wrapper (called once 
 _CUT_WIDTHS = (3, 6, 10, 16, 32, 64, _MAX_DIST)
 # Candidates are merged as int keys ``distance << 40 | row``: sorting them orders by distance
 # then row (the tie rule), and they are unique. Rows must be < 2**40.
-_KEY_SHIFT = 40
-_ROW_MASK = (1 << _KEY_SHIFT) - 1
+KEY_SHIFT = 40
+ROW_MASK = (1 << KEY_SHIFT) - 1
 # Up to this many candidates, merging in plain Python beats a dozen small numpy calls.
 _PY_MERGE_MAX = 64
 
@@ -41,11 +41,11 @@ _PY_MERGE_MAX = 64
 def _merge(best: list[int], rows: np.ndarray, dist: np.ndarray, k: int) -> list[int]:
     """Merge candidates (global ``rows`` with their ``dist``) into the held, sorted keys."""
     if rows.shape[0] <= _PY_MERGE_MAX:
-        shift = _KEY_SHIFT
+        shift = KEY_SHIFT
         new = [(d << shift) | r for d, r in zip(dist.tolist(), rows.tolist(), strict=True)]
         return sorted(best + new)[:k]
     keys = dist.astype(np.int64)
-    np.left_shift(keys, _KEY_SHIFT, out=keys)
+    np.left_shift(keys, KEY_SHIFT, out=keys)
     np.bitwise_or(keys, rows, out=keys)
     if best:
         keys = np.concatenate((np.array(best, dtype=np.int64), keys))
@@ -65,10 +65,12 @@ class Filter:
 
     def __init__(self, partition: int | None, partitions: np.ndarray | None,
                  expires: np.ndarray | None, now_u32: int | None) -> None:
+        # Plain ints: numpy compares them with the int32 / uint32 columns as those types
+        # (both are range-checked by the callers); no numpy scalars built per search.
         self.partitions = partitions
-        self.part_val = np.int32(partition) if partition is not None else None
+        self.part_val = int(partition) if partition is not None else None
         self.expires = expires if now_u32 is not None else None
-        self.now_val = np.uint32(now_u32 if now_u32 is not None else 0)
+        self.now_val = int(now_u32) if now_u32 is not None else 0
         self.active = self.partitions is not None or self.expires is not None
 
     def valid(self, out: np.ndarray, tmp: np.ndarray, start: int, end: int) -> None:
@@ -85,14 +87,23 @@ class Filter:
             assert self.expires is not None  # active without partitions: expiry only
             np.greater(self.expires[start:end], self.now_val, out=out)
 
+    def row_ok(self, row: int) -> bool:
+        """:meth:`keep` of one row, in Python (for a handful of rows: no array calls)."""
+        parts = self.partitions
+        if parts is not None:
+            p = int(parts[row])
+            if (p != self.part_val) if self.part_val is not None else (p < 0):
+                return False
+        return self.expires is None or int(self.expires[row]) > self.now_val
+
     def keep(self, rows: np.ndarray) -> np.ndarray:
         """Boolean mask: which of these (global) rows are valid."""
         ok: np.ndarray | None = None
         if self.partitions is not None:
-            pc = self.partitions[rows]
+            pc = self.partitions.take(rows)
             ok = (pc == self.part_val) if self.part_val is not None else (pc >= 0)
         if self.expires is not None:
-            ok_exp = self.expires[rows] > self.now_val
+            ok_exp = self.expires.take(rows) > self.now_val
             ok = ok_exp if ok is None else (ok & ok_exp)
         assert ok is not None  # only called when a filter is active
         return ok
@@ -121,17 +132,9 @@ def _flush(best: list[int], pend_rows: list[np.ndarray], pend_dist: list[np.ndar
     return _merge(best, rows, dist, k) if rows.shape[0] else best
 
 
-def _empty() -> tuple[np.ndarray, np.ndarray]:
-    return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int32)
-
-
-def _keys_to_result(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    return keys & _ROW_MASK, (keys >> _KEY_SHIFT).astype(np.int32)
-
-
 def _scan_all(kernel: Kernel, ws: Workspace, lo: np.ndarray, hi: np.ndarray, k: int,
-              filt: Filter, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-k over every valid row of [0, n_rows)."""
+              filt: Filter, n_rows: int) -> list[int]:
+    """Keys of the exact top-k over every valid row of [0, n_rows), sorted."""
     best: list[int] = []  # held keys, sorted
     threshold = _NO_THRESHOLD  # k-th best distance once k valid rows are held
     pend_rows: list[np.ndarray] = []  # parked candidates (global rows), not yet filtered
@@ -159,7 +162,7 @@ def _scan_all(kernel: Kernel, ws: Workspace, lo: np.ndarray, hi: np.ndarray, k: 
             cand = _lowest_rows(dist, low, k, mask)
             best = _merge(best, cand + start, dist[cand], k)
             if len(best) == k:
-                threshold = best[-1] >> _KEY_SHIFT
+                threshold = best[-1] >> KEY_SHIFT
             continue
         # k valid rows held: candidates are the rows strictly below the k-th distance (rows
         # of later chunks lose ties to the earlier rows already held). They are parked and
@@ -179,51 +182,65 @@ def _scan_all(kernel: Kernel, ws: Workspace, lo: np.ndarray, hi: np.ndarray, k: 
             best = _flush(best, pend_rows, pend_dist, filt, k)
             pend_count = 0
             if len(best) == k:
-                threshold = best[-1] >> _KEY_SHIFT
+                threshold = best[-1] >> KEY_SHIFT
     if pend_rows:
         best = _flush(best, pend_rows, pend_dist, filt, k)
-    return _keys_to_result(np.array(best, dtype=np.int64))
+    return best
 
 
-def _scan_pruned(kernel: Kernel, ws: Workspace, lo: np.ndarray, hi: np.ndarray,
-                 query: np.ndarray, k: int, half_cut: int, full_cut: int, filt: Filter,
-                 n_rows: int) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k among valid rows with half distance <= half_cut and full <= full_cut.
+def _scan_pruned(kernel: Kernel, ws: Workspace, lo: np.ndarray, hi: np.ndarray, k: int,
+                 half_cut: int, full_cut: int, filt: Filter, n_rows: int) -> list[int]:
+    """Keys (see ``KEY_SHIFT``) of the top-k among valid rows with half distance <= half_cut
+    and full <= full_cut, sorted.
 
     Per chunk only the half distances and the rows within the cut; the survivors of all
-    chunks (a few per 10k rows) are filtered and finished once, after the scan.
+    chunks (a few per 10k rows) get their full distance once, after the scan
+    (``Kernel.rows_full``), and those within ``full_cut`` (usually one or two) are filtered
+    and ordered in Python.
     """
-    found_rows: list[np.ndarray] = []
-    found_half: list[np.ndarray] = []
     step = ws.chunk_rows
-    for start in range(0, n_rows, step):
-        end = min(n_rows, start + step)
-        half = kernel.half(ws, lo, 0, start, end)
-        mask = ws.mask[: end - start]
-        np.less_equal(half, half_cut, out=mask)
-        local = mask.nonzero()[0]
-        if local.shape[0]:
-            found_rows.append(local + start)
-            found_half.append(half[local].astype(np.int32))
-    if not found_rows:
-        return _empty()
-    rows = np.concatenate(found_rows) if len(found_rows) > 1 else found_rows[0]
-    dist = np.concatenate(found_half) if len(found_half) > 1 else found_half[0]
-    if filt.active:
-        ok = filt.keep(rows)
-        rows, dist = rows[ok], dist[ok]
-    counts = np.bitwise_count(hi.reshape(-1).view(np.uint64).reshape(-1, 2)[rows]
-                              ^ np.ascontiguousarray(query[HALF_BYTES:]).view(np.uint64))
-    dist += counts[:, 0]
-    dist += counts[:, 1]
+    if n_rows <= step:  # one chunk (up to 128k rows with faiss): no list, no concatenation
+        mask = ws.mask[:n_rows]
+        np.less_equal(kernel.half(ws, lo, 0, 0, n_rows), half_cut, out=mask)
+        rows = mask.nonzero()[0]
+    else:
+        found: list[np.ndarray] = []
+        for start in range(0, n_rows, step):
+            end = min(n_rows, start + step)
+            mask = ws.mask[: end - start]
+            np.less_equal(kernel.half(ws, lo, 0, start, end), half_cut, out=mask)
+            local = mask.nonzero()[0]
+            if local.shape[0]:
+                local += start
+                found.append(local)
+        if not found:
+            return []
+        rows = np.concatenate(found) if len(found) > 1 else found[0]
+    if not rows.shape[0]:
+        return []
+    # Full distances of the survivors, from both halves (the half one is recomputed: two
+    # popcounts per row are cheaper than carrying it through the chunks).
+    dist = kernel.rows_full(ws, lo, hi, rows)
     if full_cut < _MAX_DIST:
-        near = dist <= full_cut
-        rows, dist = rows[near], dist[near]
-    keys = (dist.astype(np.int64) << _KEY_SHIFT) | rows
+        near = (dist <= full_cut).nonzero()[0]
+        if near.shape[0] < rows.shape[0]:
+            rows, dist = rows.take(near), dist.take(near)
+    # The filter last: it then reads only the rows within both cuts (usually one or two).
+    if rows.shape[0] <= _PY_MERGE_MAX:
+        shift = KEY_SHIFT
+        pairs = zip(dist.tolist(), rows.tolist(), strict=True)
+        if filt.active:
+            ok = filt.row_ok
+            return sorted([(d << shift) | r for d, r in pairs if ok(r)])[:k]
+        return sorted([(d << shift) | r for d, r in pairs])[:k]
+    if filt.active:
+        keep = filt.keep(rows)
+        rows, dist = rows[keep], dist[keep]
+    keys = (dist.astype(np.int64) << KEY_SHIFT) | rows
     if keys.shape[0] > k:
         keys = np.partition(keys, k - 1)[:k]
     keys.sort()
-    return _keys_to_result(keys)
+    return keys.tolist()
 
 
 def _check_block(name: str, arr: np.ndarray, count: int) -> None:
@@ -292,6 +309,33 @@ def topk(
     Returns:
         ``(rows int64, distances int32)`` by ascending distance, ties by ascending row.
     """
+    keys = np.array(topk_keys(lo, hi, query, k, half_cut=half_cut, full_cut=full_cut,
+                              partition=partition, partitions=partitions, expires=expires,
+                              now_u32=now_u32, count=count, kernel=kernel,
+                              workspace=workspace, check=check), dtype=np.int64)
+    return keys & ROW_MASK, (keys >> KEY_SHIFT).astype(np.int32)
+
+
+def topk_keys(
+    lo: np.ndarray,
+    hi: np.ndarray,
+    query: np.ndarray,
+    k: int,
+    *,
+    half_cut: int | None = None,
+    full_cut: int = _MAX_DIST,
+    partition: int | None = None,
+    partitions: np.ndarray | None = None,
+    expires: np.ndarray | None = None,
+    now_u32: int | None = None,
+    count: int | None = None,
+    kernel: Kernel | None = None,
+    workspace: Workspace | None = None,
+    check: bool = True,
+) -> list[int]:
+    """:func:`topk` as a sorted list of int keys ``distance << KEY_SHIFT | row`` (row =
+    ``key & ROW_MASK``): what the mirror's search reads, without building arrays for the
+    handful of rows it returns."""
     n_rows = lo.shape[0] if count is None else int(count)
     q = np.ascontiguousarray(query, dtype=np.uint8).reshape(-1)
     if check:
@@ -301,12 +345,12 @@ def topk(
     if expires is None:
         now_u32 = None
     if k <= 0 or n_rows <= 0:
-        return _empty()
+        return []
     kern: Kernel = kernel if kernel is not None else active_kernel()
     ws = workspace if workspace is not None else Workspace(kern.chunk_rows)
     kern.prepare(ws, q)
     filt = Filter(partition, partitions, expires, now_u32)
     if half_cut is None:
         return _scan_all(kern, ws, lo, hi, k, filt, n_rows)
-    return _scan_pruned(kern, ws, lo, hi, q, k, min(max(int(half_cut), 0), 128),
-                        int(full_cut), filt, n_rows)
+    return _scan_pruned(kern, ws, lo, hi, k, min(max(int(half_cut), 0), 128), int(full_cut),
+                        filt, n_rows)

@@ -201,8 +201,10 @@ async def serve_cached(state: ProxyState, request: Request, rules: ApiRules) -> 
     content = orjson.dumps(body) if has_control else raw
     try:
         # The namespace is final (the tenant's): the control's own must not replace it.
-        plan = plan_request(state.cache, rules, body, dataclasses.replace(control, namespace=None),
-                            namespace=namespace, exact_only=state.config.exact_only)
+        if control.namespace is not None:
+            control = dataclasses.replace(control, namespace=None)
+        plan = plan_request(state.cache, rules, body, control, namespace=namespace,
+                            exact_only=state.config.exact_only)
     except SemcacheError as exc:
         logger.debug("semcache proxy: request not cacheable (%s); passed through", exc)
         plan = None

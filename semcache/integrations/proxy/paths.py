@@ -21,6 +21,7 @@ slash, only segments under the base.
 
 from __future__ import annotations
 
+import functools
 import unicodedata
 from collections.abc import MutableMapping
 from typing import Any
@@ -67,6 +68,7 @@ def _segments(text: str) -> list[str]:
     return kept
 
 
+@functools.lru_cache(maxsize=256)  # a pure function of the path; clients repeat theirs
 def upstream_path(raw_path: str) -> str:
     """The path below the upstream base that ``raw_path`` (a request path as received, still
     percent-encoded, starting with ``/v1``) is forwarded to: ``""`` or ``"/a/b"`` (with the

@@ -52,18 +52,27 @@ def expires_to_int(expires_at: float | None) -> int:
     return NEVER if expires_at is None else math.ceil(expires_at)
 
 
+#: The statement of read_rows per (number of ids, with vectors), built once (k <= 16 on
+#: the lookup path).
+_READ_SQL: dict[tuple[int, bool], str] = {}
+_READ_SQL_MAX = 64
+
+
 def read_rows(db: Database, ids: Sequence[int], with_vector: bool) -> list[EntryRow]:
     """The entries with these ids (those that exist), with their vectors if asked."""
     if not ids:
         return []
-    cols = ROW_COLUMNS + (", vector" if with_vector else "")
-    marks = ",".join("?" * len(ids))
+    sql = _READ_SQL.get((len(ids), with_vector))
+    if sql is None:
+        cols = ROW_COLUMNS + (", vector" if with_vector else "")
+        sql = f"SELECT {cols} FROM entries WHERE id IN ({','.join('?' * len(ids))})"
+        if len(ids) <= _READ_SQL_MAX:
+            _READ_SQL[(len(ids), with_vector)] = sql
     with db.mutex:  # every semantic lookup's rows: the fork flag, no contextlib helper
         if db.forked:
             db.check_fork()
         try:
-            return [EntryRow(*r) for r in db.conn.execute(
-                f"SELECT {cols} FROM entries WHERE id IN ({marks})", tuple(ids))]
+            return [EntryRow(*r) for r in db.conn.execute(sql, tuple(ids))]
         except (apsw.Error, UnicodeDecodeError) as exc:  # what translated() catches
             raise translate(exc, db.path) from None
 

@@ -165,7 +165,7 @@ class Database:
         self.pid = os.getpid()
         self.forked = False
         # The exact tier's statement runs on a cursor of its own, kept: creating a cursor
-        # per lookup costs ~0.35 us of a ~5 us hit. fetchall() always runs the statement to
+        # per lookup costs ~0.35 us of a ~5 us hit. get_by_key always runs the statement to
         # its end, so no read transaction stays open between lookups.
         self.key_cursor: Any = self.conn.cursor()
         # Likewise for the counters every write transaction adds (~1.5 us per statement).
@@ -176,6 +176,9 @@ class Database:
         #: process last saw it (None: read it again), the minute it last pruned old ones.
         self.minute_open: int | None = None
         self.series_pruned = 0
+        #: Partition ids this process found committed in the file (partitions are never
+        #: deleted; dropped when the file is replaced): a put needs no SELECT for them.
+        self.partition_ids: dict[tuple[str, str], int] = {}
         _DATABASES.add(self)
 
     def configure(self, pragmas: dict[str, str]) -> None:

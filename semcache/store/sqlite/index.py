@@ -12,7 +12,7 @@ database restored from a backup) is never trusted.
 
 Keeping the check cheap: ``PRAGMA data_version`` (about 2 us) changes whenever another
 connection commits. While it has not moved since the mirror was last found in step, a
-search goes straight to the scan (plus one ``fstat`` of the mapped file, so a file truncated
+search goes straight to the scan (plus one size check of the mapped file, so a file truncated
 under the map is never touched: that would be a SIGBUS). When it moved, the state is read
 and compared; a mirror behind it is either being updated by a writer right now (wait a few
 ms), or was left behind by a writer killed between COMMIT and its mirror update, or by
@@ -122,10 +122,13 @@ class SemanticIndex:
     # -- the search -----------------------------------------------------------------------
 
     def nearest(self, vector: np.ndarray, code: bytes, partition_id: int, now: float, k: int,
-                min_cosine: float | None = None) -> Neighbours:
+                min_cosine: float | None = None, version: int | None = None) -> Neighbours:
         """The ``k`` nearest codes of the partition, re-read from SQLite and rescored by
         exact cosine on their stored vectors (``Store.nearest``).
 
+        ``version``: ``PRAGMA data_version`` as the caller read it just before (the
+        incarnation check), instead of reading it again for the freshness check; an older
+        value is only more conservative (a commit after it is one after the check).
         When no candidate reaches ``min_cosine``, the answer stands only if nothing was
         committed between the scan and the read (otherwise: look again; the last time
         under the write lock)."""
@@ -138,7 +141,8 @@ class SemanticIndex:
                     return found if found is not None else Neighbours([], [])
                 return self._rescored(rows, vector, partition_id)
             ids, from_mirror, version = self._candidate_ids(q, partition_id, now, min_cosine,
-                                                            attempt > 0, k)
+                                                            attempt > 0, k,
+                                                            None if attempt else version)
             rows = codes.read_rows(self._db, ids, True) if ids else []
             if from_mirror and any(r.partition_id != partition_id for r in rows):
                 self._invalidate("rows of another partition")  # damaged: rebuild
@@ -181,15 +185,16 @@ class SemanticIndex:
 
         ``min_cosine`` (the hit threshold) lets the mirror skip rows that cannot reach it.
         """
+        code = np.ascontiguousarray(code, dtype=np.uint8)
         return self._candidate_ids(code, partition_id, now, min_cosine, False, k)[0]
 
     def _candidate_ids(self, code: np.ndarray, partition_id: int, now: float,
-                       min_cosine: float | None, fresh: bool,
-                       k: int) -> tuple[list[int], bool, int]:
-        """(ids, whether they came from the mirror, data_version read before the scan)."""
-        code = np.ascontiguousarray(code, dtype=np.uint8)
+                       min_cosine: float | None, fresh: bool, k: int,
+                       version: int | None = None) -> tuple[list[int], bool, int]:
+        """(ids, whether they came from the mirror, data_version read before the scan;
+        ``version``: one the caller read before, see :meth:`nearest`)."""
         with self._lock:
-            mirror, version = self._usable(fresh)
+            mirror, version = self._usable(fresh, version)
             if mirror is not None:
                 try:
                     if not mirror.verified:
@@ -205,16 +210,18 @@ class SemanticIndex:
 
     # -- freshness ------------------------------------------------------------------------
 
-    def _usable(self, fresh: bool) -> tuple[CodeMirror | None, int]:
+    def _usable(self, fresh: bool,
+                version: int | None = None) -> tuple[CodeMirror | None, int]:
         """(the mirror if it matches SQLite's current state, else None: search in SQL;
-        the data_version it was checked at)."""
+        the data_version it was checked at; ``version``: one read just before)."""
         if not self.keeps_mirror or time.monotonic() < self._backoff_until:
             return None, -1
         if os.getpid() != self._pid:  # a forked child: its connection counts anew
             self._pid, self._checked = os.getpid(), None
         mirror = self._mirror
         if mirror is not None and not fresh and self._checked is not None:
-            version = self._db.data_version()
+            if version is None:
+                version = self._db.data_version()
             if version == self._checked and mirror.size_ok() and mirror.header_unchanged():
                 return mirror, version  # nothing committed elsewhere, nothing touched it
         return self._refresh(), self._checked if self._checked is not None else -1
