@@ -40,8 +40,8 @@ def _long_lived(location: str) -> semcache.Cache:
     """A process that served tenant B (its memos now hold B's partition and entry)."""
     cache = semcache.open(location, embedder="hashing", guard=False)
     cache.put(QUESTION_B, ANSWER_B, namespace="tenant-b")
-    # A second write finds B's partition committed: the SQLite store remembers its id
-    # past the transaction (Database.partition_ids), a memo the replacement must void.
+    # A second write finds B's partition committed (a store that remembered its id past
+    # the transaction would have to drop it with the file).
     cache.put("Who chairs the review?", "tenant B's chair", namespace="tenant-b")
     assert cache.get(QUESTION_B, namespace="tenant-b").response == ANSWER_B  # exact
     assert cache.get(QUESTION_B + "?", namespace="tenant-b").response == ANSWER_B  # semantic
@@ -103,6 +103,109 @@ def test_sqlite_file_replaced_in_place_under_a_live_cache(tmp_path: Path) -> Non
         assert ("tenant-b", "tenant-b") in rows and all(a == b for a, b in rows), rows
     finally:
         cache.close()
+
+
+_STORE_IN_SCOPE = """
+import sys, semcache
+cache = semcache.open(sys.argv[1], embedder="hashing", guard=False)
+cache.store(sys.argv[2], sys.argv[3], text=sys.argv[4], scope=sys.argv[5])
+cache.close()
+"""
+
+
+def _copy_file(src_path: str, dest_path: str) -> None:
+    """Copy a cache over another the way SQLite does under live connections (what
+    ``sqlite3 dest ".restore src"`` runs)."""
+    dest, src = apsw.Connection(dest_path), apsw.Connection(src_path)
+    with dest.backup("main", src, "main") as backup:
+        backup.step()
+    dest.close()
+    src.close()
+
+
+def _entry_scopes(path: str) -> list[tuple[str, str]]:
+    conn = apsw.Connection(path)
+    rows = conn.execute("SELECT e.prompt, p.scope FROM entries e JOIN partitions p "
+                        "ON p.id = e.partition_id ORDER BY e.id").fetchall()
+    conn.close()
+    return [(str(a), str(b)) for a, b in rows]
+
+
+def test_an_older_copy_of_the_same_cache_restored_in_place(tmp_path: Path) -> None:
+    """A backup of this very cache restored in place keeps its incarnation token, but the
+    partitions created after the backup are gone and their ids are given out again: a
+    process that remembered one searched (and wrote to) another scope's partition. Scopes
+    are model, parameters and conversation prefix: an answer for another model was
+    served."""
+    path, backup = str(tmp_path / "live.db"), str(tmp_path / "backup.db")
+    cache = semcache.open(path, embedder="hashing", guard=False)
+    try:
+        cache.store("k0", "model-A answer", text="hello there", scope="model-A")
+        _copy_file(path, backup)  # the operator's backup
+        cache.store("k1", "model-C answer: France", text="what is the capital of france",
+                    scope="model-C")
+        cache.store("k2", "model-C answer: 8849 m", text="how tall is everest",
+                    scope="model-C")
+        # this process now remembers model-C's partition id (read and write sides)
+        assert cache.lookup("k1b", text="what is the capital of france",
+                            scope="model-C").kind == "semantic"
+        _copy_file(backup, path)  # the operator restores the backup in place
+        # another process creates a partition: it gets the id model-C had
+        subprocess.run([sys.executable, "-c", _STORE_IN_SCOPE, path, "k9",
+                        "model-D answer about cats", "unrelated cats", "model-D"],
+                       check=True, capture_output=True, text=True, timeout=120)
+        # before: served model-D's entry to a model-C request
+        assert cache.lookup("k3", text="unrelated cats", scope="model-C") is None
+        cache.store("k4", "model-C answer: Rome", text="what is the capital of italy",
+                    scope="model-C")
+        # before: written into model-D's partition, then served to model-D requests
+        assert ("what is the capital of italy", "model-C") in _entry_scopes(path)
+        assert ("what is the capital of italy", "model-D") not in _entry_scopes(path)
+        assert cache.lookup("k5", text="what is the capital of italy",
+                            scope="model-D") is None
+    finally:
+        cache.close()
+
+
+_FORKED_CHILD_STORES = """
+import os, sys
+import apsw, semcache
+path, other = sys.argv[1], sys.argv[2]
+cache = semcache.open(path, embedder="hashing", guard=False)
+cache.store("k1", "model-A answer", text="what is the capital of france", scope="model-A")
+cache.store("k2", "model-A answer 2", text="how tall is everest", scope="model-A")
+cache.lookup("k1b", text="what is the capital of france", scope="model-A")
+cache.flush()
+dest, src = apsw.Connection(path), apsw.Connection(other)
+with dest.backup("main", src, "main") as backup:
+    backup.step()
+dest.close(); src.close()
+pid = os.fork()
+if pid == 0:  # a worker forked after the restore (gunicorn --preload)
+    hit = cache.lookup("k3", text="unrelated text about cats", scope="model-A")
+    cache.store("k4", "model-A answer: Rome", text="what is the capital of italy",
+                scope="model-A")
+    cache.flush()
+    os._exit(0 if hit is None else 3)
+_, status = os.waitpid(pid, 0)
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+def test_a_process_forked_after_the_file_was_replaced(tmp_path: Path) -> None:
+    """A forked child opens a new connection, whose ``PRAGMA data_version`` counts anew and
+    often equals the parent's last reading: the child trusted the parent's partition ids
+    without reading the token of the file now there (another cache), searched another
+    cache's partition under that id and wrote into it."""
+    path, other = str(tmp_path / "live.db"), str(tmp_path / "other.db")
+    with semcache.open(other, embedder="hashing", guard=False) as o:
+        o.store("k9", "model-B answer", text="unrelated text about cats", scope="model-B")
+    proc = subprocess.run([sys.executable, "-c", _FORKED_CHILD_STORES, path, other],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
+    assert ("what is the capital of italy", "model-A") in _entry_scopes(path)
+    with semcache.open(path, embedder="hashing", guard=False) as c:
+        assert c.lookup("k5", text="what is the capital of italy", scope="model-B") is None
 
 
 @pytest.mark.parametrize("how", ["deleted", "renamed over"])

@@ -217,6 +217,28 @@ def test_nearest_stays_in_its_partition(store: Store) -> None:
         assert got[0][0].id == store.get_by_key(key(expected)).id  # type: ignore[union-attr]
 
 
+def test_nearest_sees_what_was_committed_before_it_began(store: Store, location: str) -> None:
+    """A search reads the cache as it is when the search begins, whatever check ran before:
+    the SQLite store once reused the ``PRAGMA data_version`` of the thread's last
+    incarnation check, however old, and trusted a mirror that missed a commit made since by
+    a writer that does not update the mirror (hand-made SQL, a writer killed after COMMIT;
+    here one opened without it)."""
+    rng = np.random.default_rng(5)
+    v = unit(rng)[0]
+    insert(store, entry(1, v))
+    pid = store.find_partition("default", "")
+    assert pid is not None
+    assert store.nearest(v, code_of(v), pid, T0, 16).ranked  # in step with the file
+    store.check_incarnation()  # a check ... then another connection commits
+    other = open_store(location, use_mirror=False)
+    try:
+        q = near(v, 0.999, rng)
+        (new,) = insert(other, entry(2, q))
+    finally:
+        other.close()
+    assert new in [r.id for r, _ in store.nearest(q, code_of(q), pid, T0, 16).ranked]
+
+
 def test_verdicts_oldest_first_and_blocked_entries(store: Store) -> None:
     (a, b) = insert(store, entry(1, namespace="n1"), entry(2, namespace="n2"))
     q = b"q" * 32

@@ -116,6 +116,8 @@ class LookupPipeline:
         self.bound = bound  # the estimator of the namespaces that have an error bound
         self.responses = ResponseMemo()
         self._partitions: dict[tuple[str, str], int] = {}
+        #: store.commits_seen when _partitions was last emptied (see _semantic).
+        self._commits_seen = store.commits_seen
 
     @property
     def semantic(self) -> bool:
@@ -265,9 +267,13 @@ class LookupPipeline:
         pid = self._partitions.get((namespace, scope))
         if pid is None:
             pid = self.partition(namespace, scope)
-        if row.partition_id != pid and row.namespace == namespace \
-                and self.store.check_incarnation(force=True):
-            pid = self.partition(namespace, scope)  # the remembered id was another cache's
+        if row.partition_id != pid and row.namespace == namespace:
+            # The remembered id may be stale: another cache's (the file replaced), or given
+            # to another partition by an older copy of this one restored in place.
+            self.store.check_incarnation(force=True)
+            pid = self.store.find_partition(namespace, scope)
+            if pid is not None:
+                self._partitions[(namespace, scope)] = pid
         if row.namespace != namespace or row.partition_id != pid:
             log.warning("semcache: entry %d matches a key of namespace %r but belongs to "
                         "namespace %r (another scope?): not served", row.id, namespace,
@@ -284,6 +290,14 @@ class LookupPipeline:
         # read from (SQLite checks here, cheaply; a PostgreSQL search checks the token in
         # its statement and comes back empty, then the miss below looks once more).
         self.store.check_incarnation()
+        seen = self.store.commits_seen
+        if seen != self._commits_seen:
+            # Another connection committed: an older copy of this cache restored in place
+            # (same token) may have given a remembered partition id to another partition,
+            # whose entries the search would return - look the ids up again (a SELECT per
+            # partition used, once per such commit).
+            self._commits_seen = seen
+            self._partitions = {}
         p_wrong: dict[int, float] = {}
         best = self._best(q, vector, now, p_wrong)
         if best is None and self.store.check_incarnation(force=True):
@@ -341,8 +355,9 @@ class LookupPipeline:
         if pid is None:
             return None
         threshold = self.threshold(q.namespace)
+        # checked: _semantic checked the incarnation just before each call of this
         found = self.store.nearest(vector, self.encoder.encode_unit(vector).tobytes(), pid, now,
-                                   RESCORE_K, threshold)
+                                   RESCORE_K, threshold, checked=True)
         if found.damaged:
             self.writer.count(damaged_vectors=len(found.damaged))
         accept, settle = self._guard_for(q, p_wrong)

@@ -36,8 +36,8 @@ class ResponseMemo:
         # entry id -> (bytes held, the stored blob, the JSON if it must be decoded again,
         # the value, or for JSON decoded again whether orjson decodes it exactly: see
         # codecs.loads). LookupPipeline.run_prompt reads it without a call (the exact hit
-        # of an immutable value: item[2] None, item[1] the row's blob); only this class
-        # writes it.
+        # of an immutable value: item[2] None, item[1] the row's blob, then moves it to
+        # the end as decode does); only this class adds and removes items.
         self.items: OrderedDict[int, tuple[int, bytes, bytes | None, Any]] = OrderedDict()
         self._bytes = 0
         self._budget = budget

@@ -197,12 +197,13 @@ class Writer:
         self._written()
 
     def run(self, work: Callable[[Write], T], timeout: float | None = None) -> T:
-        """``work`` inside :meth:`write`'s transaction; returns what it returns. The same
-        as ``with writer.write() as w: return work(w)`` without a generator-based context
-        manager around it (puts come this way). A transaction the server aborted to break
-        a deadlock (:class:`~semcache.store.base.WriteConflict`: nothing of it written) is
-        run again, up to :data:`CONFLICT_ATTEMPTS` times in all: ``work`` only writes
-        through its transaction, so running it again is safe."""
+        """``work`` inside :meth:`write`'s transaction; returns what it returns: as
+        ``with writer.write() as w: return work(w)``, without a generator-based context
+        manager around it (puts and restores come this way), and with one difference: a
+        transaction the server aborted to break a deadlock
+        (:class:`~semcache.store.base.WriteConflict`: nothing of it written) is run again,
+        up to :data:`CONFLICT_ATTEMPTS` times in all (``work`` only writes through its
+        transaction, so running it again is safe). :meth:`write` does not retry."""
         for attempt in range(1, CONFLICT_ATTEMPTS + 1):
             epoch = self._epoch
             access, counts = self._take()

@@ -66,7 +66,8 @@ class Filter:
     def __init__(self, partition: int | None, partitions: np.ndarray | None,
                  expires: np.ndarray | None, now_u32: int | None) -> None:
         # Plain ints: numpy compares them with the int32 / uint32 columns as those types
-        # (both are range-checked by the callers); no numpy scalars built per search.
+        # (a partition id outside int32 matches no row; the mirror clamps now_u32); no
+        # numpy scalars built per search.
         self.partitions = partitions
         self.part_val = int(partition) if partition is not None else None
         self.expires = expires if now_u32 is not None else None

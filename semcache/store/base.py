@@ -46,8 +46,9 @@ EntryOrder = Literal["id", "newest", "oldest", "hits", "accessed"]
 class WriteConflict(CacheFileError):
     """A write transaction the server aborted to let a concurrent one through (PostgreSQL:
     chosen as a deadlock's victim, or a serialization failure). Nothing of it was written,
-    so running the same work again in a new transaction is safe; the cache does so a few
-    times before the error reaches the caller."""
+    so running the same work again in a new transaction is safe: puts and imports are run
+    again a few times before the error reaches the caller (``Writer.run``); other writes
+    (delete, clear, feedback, the batched hits) fail with it, asking to retry."""
 
 
 # -- records -------------------------------------------------------------------------------
@@ -338,6 +339,11 @@ class Store(Protocol):
     #: Called (no arguments, no database work) when check_incarnation finds a new token,
     #: after the store refreshed ``settings`` and dropped its own memos; it may raise.
     on_incarnation: Callable[[], None] | None
+    #: How many times this process saw another connection's commit at an incarnation check
+    #: (SQLite; PostgreSQL: 0, its statements check the token). A copy of the same cache
+    #: restored in place keeps the token but may give a remembered partition id to another
+    #: partition: callers that remember ids look them up again when this moves.
+    commits_seen: int
 
     @property
     def lock(self) -> StoreLock:
@@ -369,13 +375,15 @@ class Store(Protocol):
     def get_by_ids(self, ids: Sequence[int], *, with_vector: bool = False) -> list[EntryRow]: ...
     def find_partition(self, namespace: str, scope: str) -> int | None: ...
     def nearest(self, vector: np.ndarray, code: bytes, partition_id: int, now: float, k: int,
-                min_cosine: float | None = None) -> Neighbours:
+                min_cosine: float | None = None, checked: bool = False) -> Neighbours:
         """The ``k`` entries of the partition nearest to ``code`` by Hamming distance,
         unexpired at ``now`` (whole seconds: the caller checks the exact expiry), rescored
         by the exact cosine of their stored vectors with ``vector`` (a unit float32 vector;
         ``code`` is its 256-bit code). ``min_cosine`` (the caller's threshold) lets the engine
         skip codes that cannot reach it. A candidate replaced by a concurrent writer between
-        the engine's scan and its read is looked for again."""
+        the engine's scan and its read is looked for again. ``checked``: this lookup ran
+        :meth:`check_incarnation` on this thread just before, after it began; the engine may
+        reuse what that check read instead of reading it again."""
         ...
 
     def blocked_entries(self, query_hash: bytes) -> set[int]:

@@ -421,8 +421,8 @@ def translate(exc: BaseException, info: ConnInfo) -> SemcacheError:
         return CacheFileError(f"a statement on {where} ran longer than statement_timeout "
                               f"({text}); retry, or raise ?statement_timeout= in the URL")
     if state in ("40P01", "40001"):
-        return WriteConflict(f"write to {where} was aborted by the server to let another "
-                             f"client's through ({text}); retry")
+        return WriteConflict(f"a transaction on {where} was aborted by the server to let "
+                             f"another client's through ({text}); retry")
     if state in ("55P03", "57014"):
         return CacheFileError(f"write to {where} gave up waiting for another client "
                               f"({text}); retry")

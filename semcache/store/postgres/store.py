@@ -128,6 +128,7 @@ class PostgresStore:
         self._searched = threading.local()
         #: Minute this process last folded and pruned counter_minutes (see PgWriteTxn).
         self.series_folded = 0
+        self.commits_seen = 0  # see Store.commits_seen
         o = with_url_options({
             "pgvector": pgvector, "pool_min_size": pool_min_size,
             "pool_max_size": pool_max_size, "pool_timeout": pool_timeout,
@@ -349,7 +350,7 @@ class PostgresStore:
         return "hnsw"
 
     def nearest(self, vector: np.ndarray, code: bytes, partition_id: int, now: float, k: int,
-                min_cosine: float | None = None) -> Neighbours:
+                min_cosine: float | None = None, checked: bool = False) -> Neighbours:
         """The ``k`` nearest unexpired codes of the partition (one statement), rescored by
         exact cosine with ``vector`` (unit float32): in SQL with pgvector, else here."""
         params: dict[str, Any] = {"p": partition_id, "now": now,

@@ -176,9 +176,6 @@ class Database:
         #: process last saw it (None: read it again), the minute it last pruned old ones.
         self.minute_open: int | None = None
         self.series_pruned = 0
-        #: Partition ids this process found committed in the file (partitions are never
-        #: deleted; dropped when the file is replaced): a put needs no SELECT for them.
-        self.partition_ids: dict[tuple[str, str], int] = {}
         _DATABASES.add(self)
 
     def configure(self, pragmas: dict[str, str]) -> None:

@@ -126,9 +126,10 @@ class SemanticIndex:
         """The ``k`` nearest codes of the partition, re-read from SQLite and rescored by
         exact cosine on their stored vectors (``Store.nearest``).
 
-        ``version``: ``PRAGMA data_version`` as the caller read it just before (the
-        incarnation check), instead of reading it again for the freshness check; an older
-        value is only more conservative (a commit after it is one after the check).
+        ``version``: ``PRAGMA data_version`` as this lookup's incarnation check read it just
+        before, after the lookup began, instead of reading it again for the freshness check:
+        what was committed before the lookup began is seen either way (a commit after that
+        read was concurrent with the lookup; the no-candidate case below still reads afresh).
         When no candidate reaches ``min_cosine``, the answer stands only if nothing was
         committed between the scan and the read (otherwise: look again; the last time
         under the write lock)."""

@@ -159,10 +159,13 @@ class SQLiteStore:
         self.incarnation: str | None = self.settings.get("incarnation")
         self.on_incarnation: Callable[[], None] | None = None
         self._incarnation_version = db.data_version()
-        # The data_version this thread's last incarnation check read, handed to the next
-        # search of the same thread (the pipeline checks, then searches at once): one
-        # PRAGMA per semantic lookup instead of two. Taken once, so a search that no check
-        # preceded reads its own.
+        # The connection _incarnation_version was read on: a forked child's new connection
+        # counts data_version anew, so its first check must read the token.
+        self._version_conn: Any = db.conn
+        self.commits_seen = 0  # see Store.commits_seen
+        # The data_version this thread's last incarnation check read, handed to the search
+        # that follows it in the same lookup (``nearest(checked=True)``): one PRAGMA per
+        # semantic lookup instead of two. Other searches read their own.
         self._version_read = threading.local()
         self._damaged = DamagedVectors(path)
         self._index = SemanticIndex(db, self.lock, lambda: self.settings, path + "-codes",
@@ -258,10 +261,10 @@ class SQLiteStore:
         return None
 
     def nearest(self, vector: np.ndarray, code: bytes, partition_id: int, now: float, k: int,
-                min_cosine: float | None = None) -> Neighbours:
+                min_cosine: float | None = None, checked: bool = False) -> Neighbours:
         """The mirror's (or sqlite-vec's) Hamming k-nearest, rescored by exact cosine."""
         read = self._version_read
-        version = getattr(read, "version", None)
+        version = getattr(read, "version", None) if checked else None
         read.version = None
         return self._index.nearest(vector, code, partition_id, now, k, min_cosine, version)
 
@@ -290,20 +293,22 @@ class SQLiteStore:
         conn = self._db.conn
         version = conn.execute("PRAGMA data_version").fetchall()[0][0]
         self._version_read.version = version
-        if not force and version == self._incarnation_version:
+        moved = version != self._incarnation_version or conn is not self._version_conn
+        if not moved and not force:
             return False
+        if moved:
+            self.commits_seen += 1
         rows = conn.execute(_INCARNATION).fetchall()
         token = rows[0][0] if rows else None
         if token == self.incarnation:
-            self._incarnation_version = version
+            self._incarnation_version, self._version_conn = version, conn
             return False
         log.warning("semcache: %s was replaced by another cache (incarnation %s -> %s); "
                     "ids remembered by this process are dropped", self.path,
                     self.incarnation, token)
         accept_incarnation(self, token, read_settings(conn))
-        self._incarnation_version = version
+        self._incarnation_version, self._version_conn = version, conn
         self._db.minute_open = None  # the time series' open minute was the old file's
-        self._db.partition_ids = {}  # the old file's ids
         self._db.series_pruned = 0
         return True
 

@@ -203,26 +203,20 @@ class WriteTxn:
         return add_settings(self._conn, values)
 
     def partition_id(self, namespace: str, scope: str) -> int:
-        """The partition's id, created if it is new (looked up once per transaction, and
-        not at all once this process found it committed: ``Database.partition_ids``)."""
-        part = (namespace, scope)
-        pid = self._partitions.get(part)
+        """The partition's id, created if it is new (looked up once per transaction: an id
+        remembered past it could name another partition once the file is restored from an
+        older copy, which keeps its incarnation token, or replaced under a forked child)."""
+        pid = self._partitions.get((namespace, scope))
         if pid is not None:
-            return pid
-        pid = self._db.partition_ids.get(part)
-        if pid is not None:
-            self._partitions[part] = pid
             return pid
         for (found,) in self._conn.execute(
-                "SELECT id FROM partitions WHERE namespace = ? AND scope = ?", part):
-            # Committed (this transaction inserts a partition only below, and remembers it
-            # in _partitions): safe to remember past this transaction.
-            pid = self._db.partition_ids[part] = int(found)
+                "SELECT id FROM partitions WHERE namespace = ? AND scope = ?", (namespace, scope)):
+            pid = int(found)
         if pid is None:
             pid = int(self._conn.execute(
                 "INSERT INTO partitions (namespace, scope) VALUES (?, ?) RETURNING id",
-                part).fetchall()[0][0])
-        self._partitions[part] = pid
+                (namespace, scope)).fetchall()[0][0])
+        self._partitions[(namespace, scope)] = pid
         return pid
 
     def insert(self, e: NewEntry) -> int:
