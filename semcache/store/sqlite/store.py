@@ -159,9 +159,9 @@ class SQLiteStore:
         self.incarnation: str | None = self.settings.get("incarnation")
         self.on_incarnation: Callable[[], None] | None = None
         self._incarnation_version = db.data_version()
-        # The connection _incarnation_version was read on: a forked child's new connection
-        # counts data_version anew, so its first check must read the token.
-        self._version_conn: Any = db.conn
+        # The process whose connection _incarnation_version was read on: a forked child's
+        # new connection counts data_version anew, so its first check must read the token.
+        self._version_pid = db.pid
         self.commits_seen = 0  # see Store.commits_seen
         # The data_version this thread's last incarnation check read, handed to the search
         # that follows it in the same lookup (``nearest(checked=True)``): one PRAGMA per
@@ -290,10 +290,10 @@ class SQLiteStore:
         """Caller holds the mutex: read the token if it may have moved; a new one is taken
         (settings read again) once ``on_incarnation`` accepted it - if that raises, the
         next check raises again."""
-        conn = self._db.conn
+        conn, pid = self._db.conn, self._db.pid
         version = conn.execute("PRAGMA data_version").fetchall()[0][0]
         self._version_read.version = version
-        moved = version != self._incarnation_version or conn is not self._version_conn
+        moved = version != self._incarnation_version or pid != self._version_pid
         if not moved and not force:
             return False
         if moved:
@@ -301,13 +301,13 @@ class SQLiteStore:
         rows = conn.execute(_INCARNATION).fetchall()
         token = rows[0][0] if rows else None
         if token == self.incarnation:
-            self._incarnation_version, self._version_conn = version, conn
+            self._incarnation_version, self._version_pid = version, pid
             return False
         log.warning("semcache: %s was replaced by another cache (incarnation %s -> %s); "
                     "ids remembered by this process are dropped", self.path,
                     self.incarnation, token)
         accept_incarnation(self, token, read_settings(conn))
-        self._incarnation_version, self._version_conn = version, conn
+        self._incarnation_version, self._version_pid = version, pid
         self._db.minute_open = None  # the time series' open minute was the old file's
         self._db.series_pruned = 0
         return True
