@@ -271,9 +271,8 @@ class LookupPipeline:
             # The remembered id may be stale: another cache's (the file replaced), or given
             # to another partition by an older copy of this one restored in place.
             self.store.check_incarnation(force=True)
-            pid = self.store.find_partition(namespace, scope)
-            if pid is not None:
-                self._partitions[(namespace, scope)] = pid
+            self._partitions.pop((namespace, scope), None)
+            pid = self.partition(namespace, scope)
         if row.namespace != namespace or row.partition_id != pid:
             log.warning("semcache: entry %d matches a key of namespace %r but belongs to "
                         "namespace %r (another scope?): not served", row.id, namespace,
@@ -297,7 +296,7 @@ class LookupPipeline:
             # whose entries the search would return - look the ids up again (a SELECT per
             # partition used, once per such commit).
             self._commits_seen = seen
-            self._partitions = {}
+            self.forget()
         p_wrong: dict[int, float] = {}
         best = self._best(q, vector, now, p_wrong)
         if best is None and self.store.check_incarnation(force=True):
@@ -442,7 +441,8 @@ class LookupPipeline:
     # -- helpers ---------------------------------------------------------------------------
 
     def forget(self) -> None:
-        """Drop what this pipeline remembers of the cache (it was replaced)."""
+        """Drop what this pipeline remembers of the cache (it was replaced, or another
+        connection committed: see :meth:`_semantic`)."""
         self._partitions = {}
 
     def partition(self, namespace: str, scope: str) -> int | None:
