@@ -16,6 +16,8 @@ Ties are broken by ascending row (rows are in entry id order: the older entry fi
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from semcache.errors import InvalidInputError
@@ -277,43 +279,11 @@ def _check_args(lo: np.ndarray, hi: np.ndarray, n_rows: int, partition: int | No
             raise InvalidInputError(f"now_u32 must be a uint32 with expires, got {now_u32}")
 
 
-def topk(
-    lo: np.ndarray,
-    hi: np.ndarray,
-    query: np.ndarray,
-    k: int,
-    *,
-    half_cut: int | None = None,
-    full_cut: int = _MAX_DIST,
-    partition: int | None = None,
-    partitions: np.ndarray | None = None,
-    expires: np.ndarray | None = None,
-    now_u32: int | None = None,
-    count: int | None = None,
-    kernel: Kernel | None = None,
-    workspace: Workspace | None = None,
-    check: bool = True,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k rows of ``[0, count)`` by Hamming distance to ``query`` (32 uint8).
-
-    Args:
-        lo, hi: the two (rows, 16) uint8 halves of the codes (see the module docstring).
-        k: rows wanted (fewer when fewer rows qualify).
-        half_cut: when given, only rows whose distance on bytes 0-15 is <= half_cut and
-            whose full distance is <= ``full_cut`` (see :func:`half_distance_cut`).
-        partition, partitions, expires, now_u32: the row filter (see :class:`Filter`).
-        count: rows to scan (default: all rows of ``lo``).
-        kernel: the distance kernel (default: :func:`active_kernel`).
-        workspace: scratch buffers of this kernel's chunk size (one per thread).
-        check: validate the arguments (the mirror, which built them, skips it).
-
-    Returns:
-        ``(rows int64, distances int32)`` by ascending distance, ties by ascending row.
-    """
-    keys = np.array(topk_keys(lo, hi, query, k, half_cut=half_cut, full_cut=full_cut,
-                              partition=partition, partitions=partitions, expires=expires,
-                              now_u32=now_u32, count=count, kernel=kernel,
-                              workspace=workspace, check=check), dtype=np.int64)
+def topk(lo: np.ndarray, hi: np.ndarray, query: np.ndarray, k: int,
+         **options: Any) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`topk_keys` as arrays: ``(rows int64, distances int32)`` by ascending
+    distance, ties by ascending row (``options``: those of :func:`topk_keys`)."""
+    keys = np.array(topk_keys(lo, hi, query, k, **options), dtype=np.int64)
     return keys & ROW_MASK, (keys >> KEY_SHIFT).astype(np.int32)
 
 
@@ -334,9 +304,24 @@ def topk_keys(
     workspace: Workspace | None = None,
     check: bool = True,
 ) -> list[int]:
-    """:func:`topk` as a sorted list of int keys ``distance << KEY_SHIFT | row`` (row =
-    ``key & ROW_MASK``): what the mirror's search reads, without building arrays for the
-    handful of rows it returns."""
+    """Top-k rows of ``[0, count)`` by Hamming distance to ``query`` (32 uint8), as a
+    sorted list of int keys ``distance << KEY_SHIFT | row`` (row = ``key & ROW_MASK``):
+    what the mirror's search reads, without building arrays for the handful of rows it
+    returns (:func:`topk` gives arrays).
+
+    Args:
+        lo, hi: the two (rows, 16) uint8 halves of the codes (see the module docstring).
+        k: rows wanted (fewer when fewer rows qualify).
+        half_cut: when given, only rows whose distance on bytes 0-15 is <= half_cut and
+            whose full distance is <= ``full_cut`` (see :func:`half_distance_cut`).
+        partition, partitions, expires, now_u32: the row filter (see :class:`Filter`).
+        count: rows to scan (default: all rows of ``lo``).
+        kernel: the distance kernel (default: :func:`active_kernel`).
+        workspace: scratch buffers of this kernel's chunk size (one per thread).
+        check: validate the arguments (the mirror, which built them, skips it).
+
+    Ties are ordered by ascending row.
+    """
     n_rows = lo.shape[0] if count is None else int(count)
     q = np.ascontiguousarray(query, dtype=np.uint8).reshape(-1)
     if check:
