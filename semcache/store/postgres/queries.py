@@ -7,17 +7,19 @@ transaction-mode pooler such as PgBouncer does not keep).
 
 from __future__ import annotations
 
-import zlib
-
 from psycopg import sql
 
 from semcache.store.postgres.outcomes import OutcomeQueries
+from semcache.store.postgres.schema import lock_key
 
 #: Shards of the counters (see the first migration).
 SHARDS = 64
 #: First key of the advisory lock that serializes writers enforcing ``max_bytes``, from
 #: the read of the byte total to COMMIT ("SEMB"; the second key is the schema's CRC).
 BYTES_LOCK_CLASS = 0x53454D42
+#: First key of the try-lock under which one client at a time refreshes the planner's
+#: statistics of the entries table ("SEMS"; PostgresStore._refresh_statistics).
+STATISTICS_LOCK_CLASS = 0x53454D53
 
 #: Columns of EntryRow, in order (``e`` = entries, ``u`` = entry_usage).
 ROW_COLUMNS = ("e.id, e.namespace, e.partition_id, e.prompt, e.response, e.metadata, "
@@ -55,6 +57,15 @@ class Queries:
         self.by_key = f"SELECT {ROW_COLUMNS} FROM {joined} WHERE e.key_hash = %s"
         self.by_ids = f"SELECT {ROW_COLUMNS}{{vec}} FROM {joined} WHERE e.id = ANY(%s) ORDER BY e.id"
         self.find_partition = f"SELECT id FROM {t['partitions']} WHERE namespace = %s AND scope = %s"
+        # The planner's row count of entries (reltuples: -1 before the first ANALYZE) and
+        # the committed count (PostgresStore._refresh_statistics).
+        self.planner_rows = (
+            "SELECT (SELECT reltuples FROM pg_class WHERE oid = "
+            f"'{t['entries'].replace(chr(39), chr(39) * 2)}'::regclass), "
+            f"(SELECT coalesce(sum(value), 0)::bigint FROM {t['counters']} "
+            "WHERE name = 'entries')")
+        self.statistics_lock = (f"SELECT pg_try_advisory_xact_lock({STATISTICS_LOCK_CLASS}, "
+                                f"{lock_key(schema)})")
         self.partition_names = (f"SELECT id, namespace, scope FROM {t['partitions']} "
                                 "WHERE id = ANY(%s::integer[])")
         self.add_partition = (f"INSERT INTO {t['partitions']} (namespace, scope) VALUES (%s, %s) "
@@ -63,12 +74,11 @@ class Queries:
         self.counter_history = (
             f"SELECT (minute / %(step)s::bigint) * %(step)s::bigint, name, sum(value)::bigint "
             f"FROM {t['counter_minutes']} WHERE minute >= %(since)s::bigint GROUP BY 1, 2")
-        crc = zlib.crc32(schema.encode())
         # Two statements: under READ COMMITTED a statement's snapshot is taken when it
         # starts, so a read in the statement that waits for the lock could miss the
         # commit of the writer it waited for.
         self.bytes_lock = (f"SELECT pg_advisory_xact_lock({BYTES_LOCK_CLASS}, "
-                           f"{crc - (1 << 32) if crc >= 1 << 31 else crc})")
+                           f"{lock_key(schema)})")
         self.entry_bytes = (f"SELECT coalesce(sum(value), 0)::bigint FROM {t['counters']} "
                             "WHERE name = 'bytes'")
         self.entry_count = (f"SELECT coalesce(sum(value), 0)::bigint FROM {t['counters']} "

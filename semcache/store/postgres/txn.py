@@ -134,6 +134,8 @@ class PgWriteTxn:
         self._parts: dict[int, int] = defaultdict(int)
         #: Partitions this transaction created or looked up: (namespace, scope) -> id.
         self.partitions: dict[tuple[str, str], int] = {}
+        #: Entries this transaction inserted (replacements included).
+        self.inserted = 0
         #: Entries committed by everyone, as last read by a statement of this transaction.
         self._committed_entries: int | None = None
         #: Batched hits to write at the end (see :meth:`apply_access`).
@@ -287,6 +289,7 @@ class PgWriteTxn:
         if entry_id is None:
             return None
         pid = params["pid"]
+        self.inserted += 1
         self._counts["entries"] += 1
         self._counts["bytes"] += params["size"]
         self._parts[pid] += 1
@@ -341,6 +344,7 @@ class PgWriteTxn:
     def added_summed(self, rows: list[tuple[int, int, int]]) -> None:
         """Account for (partition_id, count, bytes) of rows inserted in bulk."""
         for pid, count, size in rows:
+            self.inserted += int(count)
             self._counts["entries"] += int(count)
             self._counts["bytes"] += int(size)
             self._parts[int(pid)] += int(count)
