@@ -27,6 +27,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from semcache.cache._stats import STAT_COUNTERS
 from semcache.errors import ConfigurationError
 from semcache.integrations.streaming import check_stream_options, set_replay_defaults
 from semcache.settings import INIT_DEFAULTS
@@ -75,7 +76,8 @@ def init_cache(
         **settings: any other :func:`semcache.open` setting (``embedder=``, ``namespace=``...).
 
     Only the arguments actually passed change an existing file's stored settings; the
-    defaults above apply to a new file (or to settings the file does not store yet).
+    defaults above apply to a new file (one that holds no entry yet). A file in use keeps
+    what it stores, and for what it does not store the defaults of :func:`semcache.open`.
     A previous default cache is closed once the new one is open (if opening fails, the
     previous one stays the default).
 
@@ -127,22 +129,12 @@ def set_default_cache(cache: Any) -> Any:
 
 
 def cache_stats() -> dict[str, Any]:
-    """``stats()`` of the default cache; all zeros when caching is disabled."""
+    """``stats()`` of the default cache; when caching is disabled, the same keys, all zero
+    (``embedder`` None)."""
     cache = _default
     if cache is None:
-        return {
-            "hits": 0,
-            "exact_hits": 0,
-            "semantic_hits": 0,
-            "misses": 0,
-            "hit_rate": 0.0,
-            "puts": 0,
-            "entries": 0,
-            "evictions": 0,
-            "expirations": 0,
-            "bytes": 0,
-            "tokens_saved": 0,
-        }
+        return {**dict.fromkeys(STAT_COUNTERS, 0), "hit_rate": 0.0, "file_bytes": 0,
+                "embedder": None}
     return dict(cache.stats())
 
 

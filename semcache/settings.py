@@ -98,8 +98,8 @@ COSINE_ONLY_THRESHOLDS: dict[str, float] = {
     "minilm": 0.92, "openai": 0.90, "ollama": 0.90, "hashing": 0.90,
 }
 FALLBACK_THRESHOLD = 0.92
-#: What ``init_cache`` gives a new file (OneLLM's defaults); an existing file keeps its own
-#: stored settings unless the caller passes a value explicitly.
+#: What ``init_cache`` gives a new file (OneLLM's defaults); a file in use keeps its own
+#: stored settings unless the caller passes a value explicitly (CacheSettings.load).
 INIT_DEFAULTS: dict[str, Any] = {"max_entries": 1000, "similarity_threshold": 0.95,
                                  "ttl": 86_400}
 #: Settings-table prefix of per-namespace thresholds.
@@ -225,8 +225,18 @@ class CacheSettings:
         return cls(validate_tunables(given), checked_defaults)
 
     def load(self, store: Store, embedder_name: str | None) -> None:
-        """Merge with what the file stores; write the given values that differ."""
-        tunables, to_write = merge_tunables(self._given, store.settings, self._defaults)
+        """Merge with what the file stores; write the given values that differ.
+
+        The defaults given to the constructor (``init_cache``'s) apply to a new cache only:
+        one this open created, or one that holds no entry yet (another process's first
+        open racing this one). A cache in use keeps what it stores and, for what it does
+        not store, the defaults every plain ``open`` uses: ``init_cache(path)`` on a file
+        an application filled must not shrink its ``max_entries`` (evicting entries) or
+        change its threshold."""
+        defaults = self._defaults
+        if defaults and not store.created and store.counters().get("entries", 0) > 0:
+            defaults = {}
+        tunables, to_write = merge_tunables(self._given, store.settings, defaults)
         if to_write and not store.readonly:
             store.write_settings(to_write)
         self._tunables = tunables

@@ -6,6 +6,7 @@ import threading
 
 import pytest
 
+import semcache
 from semcache import defaults
 from semcache.defaults import (
     cache_stats,
@@ -46,6 +47,44 @@ def test_init_cache_opens_default(tmp_path):
     assert cache.ttl == 86_400
     assert cache.max_entries == 1000
     assert (tmp_path / "llm.db").exists()
+
+
+def test_disabled_stats_have_the_keys_of_a_cache(tmp_path):
+    with semcache.open(tmp_path / "a.db", embedder="hashing") as cache:
+        keys = set(cache.stats())
+    stats = cache_stats()
+    assert set(stats) == keys
+    assert stats["explorations"] == stats["outcomes_right"] == stats["outcomes_wrong"] == 0
+
+
+def test_init_cache_keeps_the_settings_of_a_file_in_use(tmp_path):
+    """init_cache's defaults (1000 entries, threshold 0.95, one day) are for a new file:
+    on a file an application filled with open() they were written into it as settings it
+    did not store yet, and the next put evicted a third of its entries."""
+    path = tmp_path / "app.db"
+    with semcache.open(path, embedder="hashing") as cache:
+        cache.put_many([(f"prompt {i}", f"r{i}") for i in range(1500)])
+        expected = (cache.max_entries, cache.threshold(), cache.ttl)
+    cache = init_cache(path)
+    assert (cache.max_entries, cache.threshold(), cache.ttl) == expected
+    cache.put("one more", "x")
+    stats = cache.stats()
+    assert (stats["entries"], stats["evictions"]) == (1501, 0)
+    disable_cache()
+    with semcache.open(path) as reopened:
+        assert (reopened.max_entries, reopened.threshold(), reopened.ttl) == expected
+    # what the caller passes still changes the file
+    cache = init_cache(path, max_entries=2000)
+    assert cache.max_entries == 2000 and cache.threshold() == expected[1]
+
+
+def test_init_cache_gives_its_defaults_to_a_new_or_empty_file(tmp_path):
+    semcache.open(tmp_path / "empty.db", embedder="hashing").close()  # created, no entry
+    cache = init_cache(tmp_path / "empty.db")
+    assert (cache.max_entries, cache.threshold(), cache.ttl) == (1000, 0.95, 86_400)
+    disable_cache()
+    with semcache.open(tmp_path / "empty.db") as reopened:  # stored: every process agrees
+        assert (reopened.max_entries, reopened.ttl) == (1000, 86_400)
 
 
 def test_init_cache_settings(tmp_path):

@@ -148,7 +148,8 @@ def test_a_cache_filled_quickly_is_searched_through_the_hnsw_index(
     search scanned the whole partition and sorted it instead of walking the HNSW index
     (7.2 ms against 1.3 ms per get at 20k entries). The engine now ANALYZEs the table when
     its row count is under half the committed entries."""
-    from semcache.store.postgres.adapters import code_literal, vector_from
+    from semcache.store.postgres import PostgresStore
+    from semcache.store.postgres.adapters import code_literal
     from tests.engines import _server
 
     _, schema = _server(pg_url)
@@ -157,19 +158,20 @@ def test_a_cache_filled_quickly_is_searched_through_the_hnsw_index(
     with semcache.open(pg_url, dim=DIM, max_entries=None) as cache:
         for start in range(0, len(stored), 1_500):
             cache.put_many([(v, start + i) for i, v in enumerate(stored[start:start + 1_500])])
-        store = cache._store
-        pid = store.find_partition("default", "")
-        assert pid is not None and store.search_plan(pid) == "hnsw"
-        code = cache._identity.encoder.encode_unit(stored[7]).tobytes()
-        params = {"p": pid, "ns": "default", "scope": "", "now": time.time(),
-                  "code": code_literal(code), "inc": store.incarnation,
-                  "q": vector_from(stored[7]), "dim": DIM}
-        sql = store.queries.search("hnsw", 16)
-        plan = "\n".join(r[0] for r in store._conns.run(
-            lambda c: c.execute("EXPLAIN " + sql, params).fetchall()))
-        assert "entries_code_hnsw" in plan, plan
         hit = cache.get(stored[7])
         assert hit is not None and hit.response == 7
+    store = PostgresStore(pg_url)
+    try:
+        pid = store.find_partition("default", "")
+        assert pid is not None and store.search_plan(pid) == "hnsw"
+        params = {"p": pid, "ns": "default", "scope": "", "now": time.time(),
+                  "code": code_literal(bytes(range(32))), "inc": store.incarnation,
+                  "q": "[" + ",".join(map(str, stored[7].tolist())) + "]", "dim": DIM}
+        sql = store.queries.search("hnsw", 16)
+    finally:
+        store.close()
+    plan = "\n".join(r[0] for r in pg_server.admin("EXPLAIN " + sql, params))
+    assert "entries_code_hnsw" in plan, plan
     planned = pg_server.admin("SELECT reltuples FROM pg_class WHERE oid = %s::regclass",
                               (f'"{schema}".entries',))[0][0]
     assert planned >= 3_000, planned

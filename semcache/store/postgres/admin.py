@@ -6,15 +6,82 @@ schema they act on.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+import psycopg
+
+from semcache.errors import SemcacheError
 from semcache.store.postgres.conninfo import ConnInfo
 from semcache.store.postgres.pool import Connections
 from semcache.store.postgres.queries import Queries
 from semcache.store.postgres.schema import SCHEMA_VERSION, SchemaState, inspect
 
+log = logging.getLogger("semcache")
+
 #: Problems list at most this many ids per kind.
 _MAX_LISTED = 20
+
+
+#: Entries inserted by a process between two looks at the planner's row count of the
+#: entries table (one round trip each; see PlannerStatistics).
+STATISTICS_CHECK_ROWS = 1_000
+
+
+class PlannerStatistics:
+    """Keeps the planner's statistics of the entries table in step with a cache filled
+    quickly.
+
+    Without it a cache filled quickly (``put_many`` right after creating it, or a partition
+    many times its size at the last ANALYZE) is searched with a plan made for a few dozen
+    rows until autovacuum gets to the table (up to ``autovacuum_naptime``, a minute by
+    default, later when it is busy or off): a bitmap scan of the whole partition and a sort
+    instead of the HNSW index - measured 7.2 ms against 1.3 ms per semantic get at 20k
+    entries. Every :data:`STATISTICS_CHECK_ROWS` entries this process inserts,
+    :meth:`refresh` compares the planner's row count with the committed one."""
+
+    def __init__(self, conns: Connections, q: Queries, min_entries: int) -> None:
+        self._conns, self._q, self._min_entries = conns, q, min_entries
+        self._unchecked = 0
+
+    def inserted(self, count: int) -> None:
+        """Count committed inserts (refreshing the statistics when due)."""
+        if count > 0:
+            self._unchecked += count
+            if self._unchecked >= STATISTICS_CHECK_ROWS:
+                self._unchecked = 0
+                self.refresh()
+
+    def refresh(self) -> bool:
+        """``ANALYZE`` the entries table when the planner's row count (``reltuples``; -1
+        before the first ANALYZE) is under half the committed entries and there are at
+        least ``min_entries`` (where the HNSW index is used); True when it ran. ANALYZE
+        samples a fixed number of rows (~0.1-0.3 s), takes a lock that blocks neither
+        reads nor writes, and runs under a try-lock so that processes filling the cache
+        together do not queue to do it one after another. Statistics are an optimisation:
+        a failure is logged, never raised (the entries are already committed)."""
+        q = self._q
+
+        def check(conn: psycopg.Connection) -> bool:
+            with conn.transaction():
+                row = conn.execute(q.planner_rows).fetchone()
+                planned, entries = (float(row[0]), int(row[1])) if row else (0.0, 0)
+                if entries < self._min_entries or planned >= entries / 2:
+                    return False
+                locked = conn.execute(q.statistics_lock).fetchone()
+                if not (locked and locked[0]):
+                    return False  # another client is analyzing it now
+                conn.execute(f"ANALYZE {q.t['entries']}")
+            log.debug("semcache: analyzed %s (%d entries, the planner counted %d)",
+                      q.t["entries"], entries, int(planned))
+            return True
+
+        try:
+            return self._conns.run(check)
+        except (psycopg.Error, SemcacheError) as exc:
+            log.warning("semcache: could not refresh the statistics of %s: %s",
+                        q.t["entries"], exc)
+            return False
 
 
 def read_rows(conns: Connections, sql: str, params: Any = (), *,

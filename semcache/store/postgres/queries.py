@@ -18,7 +18,7 @@ SHARDS = 64
 #: the read of the byte total to COMMIT ("SEMB"; the second key is the schema's CRC).
 BYTES_LOCK_CLASS = 0x53454D42
 #: First key of the try-lock under which one client at a time refreshes the planner's
-#: statistics of the entries table ("SEMS"; PostgresStore._refresh_statistics).
+#: statistics of the entries table ("SEMS"; admin.PlannerStatistics).
 STATISTICS_LOCK_CLASS = 0x53454D53
 
 #: Columns of EntryRow, in order (``e`` = entries, ``u`` = entry_usage).
@@ -58,7 +58,7 @@ class Queries:
         self.by_ids = f"SELECT {ROW_COLUMNS}{{vec}} FROM {joined} WHERE e.id = ANY(%s) ORDER BY e.id"
         self.find_partition = f"SELECT id FROM {t['partitions']} WHERE namespace = %s AND scope = %s"
         # The planner's row count of entries (reltuples: -1 before the first ANALYZE) and
-        # the committed count (PostgresStore._refresh_statistics).
+        # the committed count (admin.PlannerStatistics).
         self.planner_rows = (
             "SELECT (SELECT reltuples FROM pg_class WHERE oid = "
             f"'{t['entries'].replace(chr(39), chr(39) * 2)}'::regclass), "

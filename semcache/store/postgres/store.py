@@ -17,11 +17,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-import os
-import socket
 import threading
-import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -29,12 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import psycopg
 
-from semcache.errors import (
-    CacheFileError,
-    ConfigurationError,
-    ReadOnlyCacheError,
-    SemcacheError,
-)
+from semcache.errors import CacheFileError, ConfigurationError, ReadOnlyCacheError
 from semcache.store.base import (
     EntryFilter,
     EntryOrder,
@@ -53,6 +44,7 @@ from semcache.store.filters import compile_filter, order_sql
 from semcache.store.postgres import admin, bulk
 from semcache.store.postgres import outcomes as outcome_sql
 from semcache.store.postgres.adapters import code_literal, register_vector, vector_from
+from semcache.store.postgres.claims import Claims
 from semcache.store.postgres.conninfo import (
     URL_OPTIONS,
     ConnInfo,
@@ -63,6 +55,7 @@ from semcache.store.postgres.conninfo import (
     with_url_options,
 )
 from semcache.store.postgres.lock import ProcessLock
+from semcache.store.postgres.partitions import RememberedPartitions
 from semcache.store.postgres.pool import Connections
 from semcache.store.postgres.queries import BEGIN, RECORD_COLUMNS, Queries
 from semcache.store.postgres.schema import SchemaState, drop_new_schema, ensure_schema
@@ -78,14 +71,9 @@ EXACT_SCAN_BELOW = 5_000
 #: pgvector's 40: at 100k entries 40 lost 12 of 639 paraphrase hits that the exact scan
 #: finds, 64 lost 4, 100 lost 2, 400 none (docs/scale-out.md has the figures).
 EF_SEARCH = 100
-#: Entries inserted by a process between two looks at the planner's row count of the
-#: entries table (one round trip each; see PostgresStore._refresh_statistics).
-STATISTICS_CHECK_ROWS = 1_000
 #: pgvector >= 0.8: keep scanning the graph when the partition / expiry filter rejects
 #: candidates ("off" returns fewer than k rows then; see docs/scale-out.md).
 ITERATIVE_SCAN = "relaxed_order"
-#: How long a process trusts its cached partition sizes (they only steer the plan).
-_SIZE_TTL = 5.0
 
 _COUNTERS = ("hits", "exact_hits", "semantic_hits", "misses", "puts", "evictions",
              "expirations", "tokens_saved", "entries", "bytes", "guard_rejections",
@@ -129,7 +117,6 @@ class PostgresStore:
         self.schema = self.info.schema
         self.readonly = readonly
         self._lock = ProcessLock(self.location)
-        self._holder: tuple[int, str] | None = None
         self._damaged = DamagedVectors(self.location)
         #: Per thread: whether its last :meth:`nearest` came back with rows (its statement
         #: then saw this process's incarnation token; see :meth:`check_incarnation`).
@@ -166,13 +153,7 @@ class PostgresStore:
         #: some client CPU more): worth it over a network, not over a local socket.
         self.pipeline = (not local_socket(self.info.params)) if pipeline is None \
             else bool(pipeline)
-        #: Partition ids this process learnt, both ways: (namespace, scope) -> id, and id ->
-        #: (namespace, scope), which the statements that use a remembered id check it
-        #: still names (see _stale_partitions).
-        self._partitions: dict[tuple[str, str], int] = {}
-        self._partition_names: dict[int, tuple[str, str]] = {}
-        self._sizes: dict[int, tuple[int, float]] = {}
-        self._inserted_unchecked = 0  # see _note_inserted
+        self._partitions = RememberedPartitions()
         self._conns = Connections(self.info, configure=self._configure,
                                   min_size=o["pool_min_size"], max_size=o["pool_max_size"],
                                   timeout=o["pool_timeout"],
@@ -188,6 +169,10 @@ class PostgresStore:
                 self.state, self._created = ensure_schema(conn, self.info, readonly=readonly,
                                                           pgvector=pgvector)
                 self.queries = Queries(self.schema, self.state.ext_schema)
+                #: ANALYZE of a cache filled quickly (its HNSW index used at once).
+                self.statistics = admin.PlannerStatistics(self._conns, self.queries,
+                                                          EXACT_SCAN_BELOW)
+                self._claims = Claims(self._conns, self.queries, readonly)
                 self.settings: dict[str, str] = dict(conn.execute(self.queries.settings).fetchall())
                 self.incarnation: str | None = self.settings.get("incarnation")
                 self.on_incarnation: Callable[[], None] | None = None
@@ -320,19 +305,10 @@ class PostgresStore:
             # replaced schema (the next search checks the token again). One use only.
             self._searched.current = False
             return False
-        q = self.queries.settings
-        known = list(self._partition_names.items())
-
-        def read(c: Any) -> tuple[list[tuple], list[tuple]]:
-            rows = c.execute(q).fetchall()
-            names = c.execute(self.queries.partition_names,
-                              ([pid for pid, _ in known],)).fetchall() if known else []
-            return rows, names
-
-        rows, names = read(conn) if conn is not None else self._conns.run(read)
-        settings = {str(n): str(v) for n, v in rows}
+        partitions, q = self._partitions, self.queries
+        settings, stale = partitions.read_state(conn, q) if conn is not None else \
+            self._conns.run(lambda c: partitions.read_state(c, q))
         if settings.get("incarnation") == self.incarnation:
-            stale = _stale_partitions(known, names)
             if not stale:
                 return False
             # An older backup of this schema restored in place (same token): ids of
@@ -345,15 +321,9 @@ class PostgresStore:
             log.warning("semcache: schema %s of %s was dropped and created again (incarnation"
                         " %s -> %s); ids remembered by this process are dropped", self.schema,
                         self.location, self.incarnation, settings.get("incarnation"))
-        self._partitions.clear()
-        self._partition_names.clear()
-        self._sizes.clear()
+        partitions.forget()
         accept_incarnation(self, settings.get("incarnation"), settings)
         return True
-
-    def _learn_partition(self, key: tuple[str, str], pid: int) -> None:
-        self._partitions[key] = pid
-        self._partition_names[pid] = key
 
     def find_partition(self, namespace: str, scope: str) -> int | None:
         key = (namespace, scope)
@@ -365,20 +335,18 @@ class PostgresStore:
                 # Partitions are never deleted; the statements that use a remembered id
                 # check that it still names this partition (a restored older backup).
                 pid = int(row[0])
-                self._learn_partition(key, pid)
+                self._partitions.learn(key, pid)
         return pid
 
     def partition_size(self, partition_id: int) -> int:
         """Entries in a partition (expired ones included), cached for a few seconds."""
-        now = time.monotonic()
-        cached = self._sizes.get(partition_id)
-        if cached is not None and now - cached[1] < _SIZE_TTL:
-            return cached[0]
         q = self.queries.partition_size
-        row = self._conns.run(lambda c: c.execute(q, (partition_id,)).fetchone())
-        size = int(row[0]) if row else 0
-        self._sizes[partition_id] = (size, now)
-        return size
+
+        def read() -> int:
+            row = self._conns.run(lambda c: c.execute(q, (partition_id,)).fetchone())
+            return int(row[0]) if row else 0
+
+        return self._partitions.size(partition_id, read)
 
     def search_plan(self, partition_id: int) -> str:
         """``"hnsw"`` or ``"exact"``: how :meth:`nearest` will search this partition."""
@@ -390,7 +358,7 @@ class PostgresStore:
                 min_cosine: float | None = None, checked: bool = False) -> Neighbours:
         """The ``k`` nearest unexpired codes of the partition (one statement), rescored by
         exact cosine with ``vector`` (unit float32): in SQL with pgvector, else here."""
-        names = self._partition_names.get(partition_id)
+        names = self._partitions.names(partition_id)
         if names is None:  # an id this process did not learn: take its partition as it is
             row = self._conns.run(lambda c: c.execute(self.queries.partition_names,
                                                       ([partition_id],)).fetchone())
@@ -444,8 +412,8 @@ class PostgresStore:
             yield txn
             txn.finish()  # counters and COMMIT
         for key, pid in txn.partitions.items():
-            self._learn_partition(key, pid)
-        self._note_inserted(txn.inserted)
+            self._partitions.learn(key, pid)
+        self.statistics.inserted(txn.inserted)
 
     def put_alone(self, e: NewEntry, max_entries: int | None, now: float) -> int | None:
         """A put with nothing else to write, as one statement (one round trip instead of
@@ -457,82 +425,16 @@ class PostgresStore:
         entry_id = self._conns.run(
             lambda c: put_alone(c, self.queries, self, e, pid, max_entries, now))
         if entry_id is not None:
-            self._note_inserted(1)
+            self.statistics.inserted(1)
         return entry_id
-
-    def _note_inserted(self, count: int) -> None:
-        """Count committed inserts; every :data:`STATISTICS_CHECK_ROWS` of them, see
-        whether the planner's statistics of ``entries`` need refreshing."""
-        if count <= 0:
-            return
-        self._inserted_unchecked += count
-        if self._inserted_unchecked >= STATISTICS_CHECK_ROWS:
-            self._inserted_unchecked = 0
-            self._refresh_statistics()
-
-    def _refresh_statistics(self) -> bool:
-        """``ANALYZE`` the entries table when the planner's row count (``reltuples``; -1
-        before the first ANALYZE) is under half the committed entries and there are at
-        least :data:`EXACT_SCAN_BELOW` of them; True when it ran.
-
-        Without it a cache filled quickly (``put_many`` right after creating it, or a
-        partition many times its size at the last ANALYZE) is searched with a plan made for
-        a few dozen rows until autovacuum gets to the table (up to ``autovacuum_naptime``,
-        a minute by default, later when it is busy or off): a bitmap scan of the whole
-        partition and a sort instead of the HNSW index - measured 7.2 ms against 1.3 ms per
-        semantic get at 20k entries. ANALYZE samples a fixed number of rows (~0.1-0.3 s),
-        takes a lock that blocks neither reads nor writes, and runs under a try-lock so
-        that processes filling the cache together do not queue to do it one after another.
-        Statistics are an optimisation: a failure is logged, never raised (the entries are
-        already committed)."""
-        q = self.queries
-
-        def check(conn: psycopg.Connection) -> bool:
-            with conn.transaction():
-                row = conn.execute(q.planner_rows).fetchone()
-                planned, entries = (float(row[0]), int(row[1])) if row else (0.0, 0)
-                if entries < EXACT_SCAN_BELOW or planned >= entries / 2:
-                    return False
-                locked = conn.execute(q.statistics_lock).fetchone()
-                if not (locked and locked[0]):
-                    return False  # another client is analyzing it now
-                conn.execute(f"ANALYZE {q.t['entries']}")
-            log.debug("semcache: analyzed %s (%d entries, the planner counted %d)",
-                      q.t["entries"], entries, int(planned))
-            return True
-
-        try:
-            return self._conns.run(check)
-        except (psycopg.Error, SemcacheError) as exc:
-            log.warning("semcache: could not refresh the statistics of %s: %s",
-                        q.t["entries"], exc)
-            return False
 
     # -- coalescing claims --------------------------------------------------------------
 
-    def _claim_holder(self) -> str:
-        """Who holds claims taken by this process (host, pid and a random part)."""
-        pid = os.getpid()
-        if self._holder is None or self._holder[0] != pid:
-            self._holder = (pid, f"{socket.gethostname()}:{pid}:{uuid.uuid4().hex[:12]}")
-        return self._holder[1]
-
     def claim(self, key_hash: bytes, lease: float) -> bool:
-        """A leased row in ``claims`` (one autocommit statement; never waits). A holder that
-        dies frees the key after ``lease`` seconds of server time. Read-only caches cannot
-        write claims: they always get True (no coalescing)."""
-        if self.readonly:
-            return True
-        q = self.queries.claim
-        params = (key_hash, self._claim_holder(), float(lease))
-        return self._conns.run(lambda c: c.execute(q, params).fetchone()) is not None
+        return self._claims.claim(key_hash, lease)
 
     def release(self, key_hash: bytes) -> None:
-        if self.readonly:
-            return
-        q = self.queries.release
-        params = (key_hash, self._claim_holder())
-        self._conns.run(lambda c: c.execute(q, params))
+        self._claims.release(key_hash)
 
     def read_settings(self) -> dict[str, str]:
         q = self.queries.settings
@@ -663,14 +565,6 @@ class PostgresStore:
 #: Defaults of the options a URL may set (an explicit argument must agree with the URL).
 _DEFAULTS = {name: p.default for name, p in
              inspect.signature(PostgresStore.__init__).parameters.items() if name in URL_OPTIONS}
-
-
-def _stale_partitions(known: list[tuple[int, tuple[str, str]]],
-                      found: list[tuple]) -> list[int]:
-    """Ids of ``known`` (id, (namespace, scope)) that ``found`` (id, namespace, scope rows
-    of the partitions table) no longer gives the same names, or not at all."""
-    now = {int(r[0]): (str(r[1]), str(r[2])) for r in found}
-    return sorted(pid for pid, names in known if now.get(pid) != names)
 
 
 def _at_least(version: str | None, wanted: tuple[int, int]) -> bool:
