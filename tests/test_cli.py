@@ -230,6 +230,14 @@ def test_bad_files(tmp_path: Path) -> None:
     other.close()
     line = assert_one_line_error(run_cli("verify", str(tmp_path / "other.db")), 1)
     assert "not a semcache" in line
+    # serve opens the cache inside the server's startup: it exited 3 with a traceback
+    line = assert_one_line_error(run_cli("serve", "--upstream", "http://127.0.0.1:9",
+                                         "--cache", str(text), "--port", "0"), 1)
+    assert str(text) in line and "not" in line
+    line = assert_one_line_error(run_cli(
+        "serve", "--upstream", "http://127.0.0.1:9", "--port", "0",
+        "--cache", "postgresql://u:secret-pw@127.0.0.1:1/db"), 1)
+    assert "secret-pw" not in line
 
 
 @both_engines

@@ -157,6 +157,12 @@ def run_from_args(args: argparse.Namespace) -> int:
         body_timeout=args.body_timeout,
         max_connections=args.max_connections,
     )
+    # The server opens the cache in its startup, where a bad --cache (not a cache, a
+    # server that does not answer, another embedder) ends uvicorn with a traceback and exit
+    # status 3: open it once here, so that it is the CLI's one-line error (status 1).
+    import semcache
+
+    semcache.open(config.cache, **config.open_settings()).close()
     serve(config, host=args.host, port=args.port, workers=args.workers,
           log_level=args.log_level, access_log=not args.no_access_log)
     return 0
