@@ -106,6 +106,21 @@ def test_expired_never_hits_never_hides(location, rng, clock):
 
 
 @pytest.mark.engines(*ENGINES)
+def test_entries_expired_within_the_last_second_never_hide(location, rng, clock):
+    """The mirror keeps expiry in whole seconds (rounded up): entries that expired less
+    than a second ago passed its scan, filled the 16 rescored candidates and hid the valid
+    entry behind them (found by the SPEC audit: SPEC section 5)."""
+    base = unit(rng.standard_normal(DIM))
+    clock.now = 1_700_000_000.2
+    with open_vec(location, clock=clock) as cache:
+        valid = cache.put(at_cosine(base, 0.93, rng), "fresh", ttl=None)
+        cache.put_many([(at_cosine(base, 0.9999, rng), "stale") for _ in range(50)], ttl=1.0)
+        clock.advance(1.3)  # expired 0.3 s ago, in the same whole second as "now"
+        hit = cache.get(base)
+        assert hit is not None and hit.entry_id == valid
+
+
+@pytest.mark.engines(*ENGINES)
 def test_deleted_and_cleared_never_hit(location, rng):
     base = unit(rng.standard_normal(DIM))
     with open_vec(location) as cache:

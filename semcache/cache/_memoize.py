@@ -19,6 +19,11 @@ Decisions:
 * The default namespace is ``"memoize:<module>.<qualname>"``: two functions never answer
   for each other, and the name stays stable across processes and restarts (unlike
   ``id(fn)``). Renaming or moving a function therefore starts it with an empty cache.
+* An explicit namespace is the function's result space, as ``name=`` is in diskcache's
+  ``memoize``: functions given the same namespace share results (a renamed function, or
+  the same function in two services, keeps its cache), so ``summarize`` and ``translate``
+  must not be given the same one. Results are plain entries of that namespace
+  (``cache.get(text, namespace=...)`` reads them).
 * Exactly one ``str`` argument (positional or keyword): other arguments would change the
   result without being part of the key, so they are refused (InvalidTypeError) rather
   than silently ignored. A non-str argument raises InvalidTypeError.
@@ -76,6 +81,7 @@ def memoize(
     Args:
         cache: a :class:`semcache.Cache`.
         namespace: where the results live; default ``"memoize:<module>.<qualname>"``.
+            Functions given the same namespace answer for each other.
         ttl: seconds a result lives (default: the cache's ttl).
         semantic: also answer paraphrases of a cached argument (default: exact only).
 

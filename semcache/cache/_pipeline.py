@@ -43,6 +43,9 @@ log = logging.getLogger("semcache")
 
 #: How many Hamming candidates are rescored with exact cosine.
 RESCORE_K = 16
+#: At most this many candidates when entries expired within the last second fill the
+#: first RESCORE_K (see LookupPipeline._best).
+MAX_RESCORE_K = 1024
 #: A :class:`Hit` without its __init__: the hot paths set every field themselves.
 _new_hit = object.__new__
 
@@ -354,9 +357,20 @@ class LookupPipeline:
         if pid is None:
             return None
         threshold = self.threshold(q.namespace)
+        code = self.encoder.encode_unit(vector).tobytes()
         # checked: _semantic checked the incarnation just before each call of this
-        found = self.store.nearest(vector, self.encoder.encode_unit(vector).tobytes(), pid, now,
-                                   RESCORE_K, threshold, checked=True)
+        found = self.store.nearest(vector, code, pid, now, RESCORE_K, threshold, checked=True)
+        k = RESCORE_K
+        while k < MAX_RESCORE_K and len(found.ranked) + len(found.damaged) >= k:
+            # The file engine's scan keeps expiry in whole seconds: entries that expired
+            # less than a second ago pass it, and when they fill the k candidates they
+            # would hide a valid entry behind them. Look at more candidates then (rare:
+            # only entries expired within the last second count).
+            expired = sum(not self.alive(row, now) for row, _ in found.ranked)
+            if not expired:
+                break
+            k *= 2
+            found = self.store.nearest(vector, code, pid, now, k, threshold)
         if found.damaged:
             self.writer.count(damaged_vectors=len(found.damaged))
         accept, settle = self._guard_for(q, p_wrong)
