@@ -465,8 +465,10 @@ def _check_against_file(location: str, name: str, dim: int, given_dim: int | Non
     if pinned is not None and (pinned != name or pinned_dim != dim):
         raise EmbedderMismatchError(
             f"{location!r} was created with embedder {pinned!r} (dim {pinned_dim}); "
-            f"got {name!r} (dim {dim}). Vectors of different models cannot be compared: "
-            "open it without embedder= (or with the same one), or use another file")
+            f"got {name!r} (dim {dim}). A file keeps the vectors of the embedder it is pinned "
+            "to, by name (another model's cannot be compared; the same model under another "
+            "runtime's name is refused too): open it without embedder= (or with the same "
+            "one), or copy it with `semcache reembed`")
     if seed is not None and stored_seed is not None and int(stored_seed) != seed:
         raise ConfigurationError(f"{location!r} uses projection seed {stored_seed}; got seed={seed}")
 

@@ -218,6 +218,10 @@ def test_bad_input_files(tmp_path: Path, rich_cache: str) -> None:
     future = tmp_path / "future.jsonl"
     future.write_text(json.dumps({"semcache_export": 99}) + "\n")
     assert "version 99" in assert_one_line_error(run_cli("import", rich_cache, str(future)), 1)
+    # an export into a missing directory names the file asked for, not its temporary twin
+    target = tmp_path / "missing-dir" / "out.jsonl"
+    line = assert_one_line_error(run_cli("export", rich_cache, str(target)), 1)
+    assert repr(str(target)) in line and ".part" not in line
 
 
 def test_large_import_is_batched_quietly_off_a_terminal(tmp_path: Path) -> None:

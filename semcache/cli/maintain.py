@@ -104,7 +104,11 @@ def cmd_export(args: argparse.Namespace) -> int:
         else:
             tmp = args.out + ".part"
             try:
-                with open(tmp, "w", encoding="utf-8", newline="\n") as out:
+                out = open(tmp, "w", encoding="utf-8", newline="\n")  # noqa: SIM115
+            except OSError as exc:  # name the file asked for, not the temporary one
+                raise CLIError(f"cannot write {args.out!r}: {exc.strerror}") from None
+            try:
+                with out:
                     n = export_jsonl(cache, out, progress=bar.update)
                 os.replace(tmp, args.out)
             except BaseException:
