@@ -147,6 +147,76 @@ def test_hnsw_and_exact_scan_agree(store: PostgresStore) -> None:
         assert exact[0][0].prompt == f"p{i}"
 
 
+def test_hnsw_plain_first_batch_gives_the_iterative_scans_rows(
+        store: PostgresStore, pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """HNSW searches run pgvector's plain scan first (no heap of passed-over candidates
+    to keep) and again with the iterative scan, in a transaction of its own, only when
+    fewer than k rows pass the filter: the rows are the iterative scan's either way."""
+    from semcache.store.postgres import store as pg_store
+
+    rng = np.random.default_rng(17)
+    base = _fill_search_fixture(store, rng)
+    # 40 expired near-copies of base[3]: the nearest codes to a query near base[3]
+    with store.write() as txn:
+        copies = {txn.insert(entry(2000 + i, near(base[3], 0.99, rng), prompt=f"c{i}",
+                                   expires_at=T0 + 10)) for i in range(40)}
+    # ef_search = k: the first batch holds only 16 candidates, most of them expired
+    fast = PostgresStore(pg_url, ef_search=16, pool_max_size=1)
+    # the pool's session scans without it; the configured mode is kept for the retry
+    with fast.connections.connection() as conn:
+        assert conn.execute("SHOW hnsw.iterative_scan").fetchone() == ("off",)
+    assert fast.iterative_scan == "relaxed_order"
+    monkeypatch.setattr(PostgresStore, "_batch_first", property(lambda s: False))
+    reference = PostgresStore(pg_url, ef_search=16, pool_max_size=1)  # iterative, always
+    with reference.connections.connection() as conn:
+        assert conn.execute("SHOW hnsw.iterative_scan").fetchone() == ("relaxed_order",)
+    monkeypatch.undo()
+    try:
+        for s in (fast, reference):
+            s.exact_scan_below = 0
+            with s.connections.connection() as conn:  # a table this small would be sorted
+                conn.execute("SET enable_seqscan = off; SET enable_sort = off")
+        pid = fast.find_partition("default", "")
+        assert pid is not None
+
+        def same(q: np.ndarray, p: int, now: float) -> list[tuple[int, float]]:
+            got = [(r.id, round(c, 6)) for r, c in fast.nearest(q, code_of(q), p, now,
+                                                                  16).ranked]
+            want = [(r.id, round(c, 6)) for r, c in reference.nearest(q, code_of(q), p, now,
+                                                                       16).ranked]
+            assert got == want
+            return got
+
+        for i in range(30, 300, 30):  # nothing expired yet: the first batch is enough
+            assert len(same(near(base[i], 0.95, rng), pid, T0)) == 16
+        assert pid not in fast._iterate
+        q = near(base[3], 0.97, rng)
+        early = same(q, pid, T0)  # the copies live: the first batch is enough
+        assert len(early) == 16 and early[0][0] in copies and pid not in fast._iterate
+        rows = same(q, pid, T0 + 100)  # expired: the iterative scan's 16 live rows
+        assert len(rows) == 16 and rows[0][1] == pytest.approx(0.97, abs=1e-5)
+        assert not copies & {i for i, _ in rows}
+        assert fast._iterate[pid] == pg_store._ITERATE_FOR
+        for i in range(5):  # then straight to the iterative scan for a while
+            same(near(base[i], 0.96, rng), pid, T0 + 100)
+        assert fast._iterate[pid] == pg_store._ITERATE_FOR - 5
+        # a session whose default is the iterative scan (a transaction-mode pooler, a
+        # role setting): the same rows; after the retry, the session is as it was
+        with fast.connections.connection() as conn:
+            conn.execute("SET hnsw.iterative_scan = relaxed_order")
+        fast._iterate.clear()
+        same(q, pid, T0 + 100)
+        with fast.connections.connection() as conn:
+            conn.execute("SET hnsw.iterative_scan = off")
+        same(q, pid, T0 + 100)
+        with fast.connections.connection() as conn:
+            assert conn.execute("SHOW hnsw.iterative_scan").fetchone() == ("off",)
+            assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    finally:
+        fast.close()
+        reference.close()
+
+
 def test_without_pgvector_same_answers(pg_server: PgServer, pg_schema: str,
                                        store: PostgresStore) -> None:
     from tests.pg_server import with_schema
