@@ -217,6 +217,26 @@ def test_hnsw_plain_first_batch_gives_the_iterative_scans_rows(
         reference.close()
 
 
+def test_hnsw_ef_search_below_k_still_gives_k_rows(store: PostgresStore, pg_url: str) -> None:
+    """With ef_search < k a plain first batch can never hold k candidates: such a store
+    searches with the iterative scan straight away (k rows, as before)."""
+    rng = np.random.default_rng(19)
+    base = _fill_search_fixture(store, rng)
+    small = PostgresStore(pg_url, ef_search=8, pool_max_size=1)
+    try:
+        small.exact_scan_below = 0
+        with small.connections.connection() as conn:  # a table this small would be sorted
+            conn.execute("SET enable_seqscan = off; SET enable_sort = off")
+        pid = small.find_partition("default", "")
+        assert pid is not None
+        for i in range(30, 300, 60):
+            q = near(base[i], 0.95, rng)
+            res = small.nearest(q, code_of(q), pid, T0, 16).ranked
+            assert len(res) == 16 and res[0][0].prompt == f"p{i}"
+    finally:
+        small.close()
+
+
 def test_without_pgvector_same_answers(pg_server: PgServer, pg_schema: str,
                                        store: PostgresStore) -> None:
     from tests.pg_server import with_schema

@@ -389,7 +389,7 @@ class PostgresStore:
         params["dim"] = int(vector.shape[0])
         plan = self.search_plan(partition_id)
         sql = q.search(plan, k)
-        if plan == "hnsw" and self._batch_first and self.ef_search >= k:
+        if plan == "hnsw" and self._batch_first:
             rows = self._hnsw_rows(sql, params, partition_id, k)
         else:
             rows = self._conns.run(lambda c: c.execute(sql, params, binary=True).fetchall())
@@ -412,17 +412,19 @@ class PostgresStore:
         transaction-mode pooler, where the session default may be either). A partition
         whose batch came back short skips the plain batch for its next
         ``_ITERATE_FOR`` searches (filtered partitions - a small one in a big table, many
-        expired rows - pay one round trip, not two)."""
+        expired rows - pay one round trip, not two). With ``ef_search`` below ``k`` the
+        plain batch can never hold ``k`` rows: the iterative scan straight away."""
         left = self._iterate.get(partition_id, 0)
-        if left <= 0:
+        if left > 0:
+            if left == 1:
+                self._iterate.pop(partition_id, None)
+            else:
+                self._iterate[partition_id] = left - 1
+        elif self.ef_search >= k:
             rows = self._conns.run(lambda c: c.execute(sql, params, binary=True).fetchall())
             if len(rows) >= k:
                 return rows
             self._iterate[partition_id] = _ITERATE_FOR
-        elif left == 1:
-            self._iterate.pop(partition_id, None)
-        else:
-            self._iterate[partition_id] = left - 1
         mode = self.iterative_scan
         return self._conns.run(lambda c: _iterative_rows(c, mode, sql, params))
 
