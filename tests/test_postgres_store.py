@@ -152,7 +152,7 @@ def test_hnsw_plain_first_batch_gives_the_iterative_scans_rows(
     """HNSW searches run pgvector's plain scan first (no heap of passed-over candidates
     to keep) and again with the iterative scan, in a transaction of its own, only when
     fewer than k rows pass the filter: the rows are the iterative scan's either way."""
-    from semcache.store.postgres import store as pg_store
+    from semcache.store.postgres.hnsw import ITERATE_FOR
 
     rng = np.random.default_rng(17)
     base = _fill_search_fixture(store, rng)
@@ -189,22 +189,22 @@ def test_hnsw_plain_first_batch_gives_the_iterative_scans_rows(
 
         for i in range(30, 300, 30):  # nothing expired yet: the first batch is enough
             assert len(same(near(base[i], 0.95, rng), pid, T0)) == 16
-        assert pid not in fast._iterate
+        assert fast.hnsw_rows.searches_left(pid) == 0
         q = near(base[3], 0.97, rng)
         early = same(q, pid, T0)  # the copies live: the first batch is enough
-        assert len(early) == 16 and early[0][0] in copies and pid not in fast._iterate
+        assert len(early) == 16 and early[0][0] in copies and fast.hnsw_rows.searches_left(pid) == 0
         rows = same(q, pid, T0 + 100)  # expired: the iterative scan's 16 live rows
         assert len(rows) == 16 and rows[0][1] == pytest.approx(0.97, abs=1e-5)
         assert not copies & {i for i, _ in rows}
-        assert fast._iterate[pid] == pg_store._ITERATE_FOR
+        assert fast.hnsw_rows.searches_left(pid) == ITERATE_FOR
         for i in range(5):  # then straight to the iterative scan for a while
             same(near(base[i], 0.96, rng), pid, T0 + 100)
-        assert fast._iterate[pid] == pg_store._ITERATE_FOR - 5
+        assert fast.hnsw_rows.searches_left(pid) == ITERATE_FOR - 5
         # a session whose default is the iterative scan (a transaction-mode pooler, a
         # role setting): the same rows; after the retry, the session is as it was
         with fast.connections.connection() as conn:
             conn.execute("SET hnsw.iterative_scan = relaxed_order")
-        fast._iterate.clear()
+        fast.hnsw_rows.forget()
         same(q, pid, T0 + 100)
         with fast.connections.connection() as conn:
             conn.execute("SET hnsw.iterative_scan = off")

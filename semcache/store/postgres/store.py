@@ -54,6 +54,7 @@ from semcache.store.postgres.conninfo import (
     translate,
     with_url_options,
 )
+from semcache.store.postgres.hnsw import HnswRows
 from semcache.store.postgres.lock import ProcessLock
 from semcache.store.postgres.partitions import RememberedPartitions
 from semcache.store.postgres.pool import Connections
@@ -74,9 +75,6 @@ EF_SEARCH = 100
 #: pgvector >= 0.8: keep scanning the graph when the partition / expiry filter rejects
 #: candidates ("off" returns fewer than k rows then; see docs/scale-out.md).
 ITERATIVE_SCAN = "relaxed_order"
-#: After a search whose first batch came back short (see PostgresStore._hnsw_rows), this
-#: many searches of the same partition go straight to the iterative scan.
-_ITERATE_FOR = 64
 
 _COUNTERS = ("hits", "exact_hits", "semantic_hits", "misses", "puts", "evictions",
              "expirations", "tokens_saved", "entries", "bytes", "guard_rejections",
@@ -157,13 +155,13 @@ class PostgresStore:
         self.pipeline = (not local_socket(self.info.params)) if pipeline is None \
             else bool(pipeline)
         self._partitions = RememberedPartitions()
-        #: Partition id -> searches left that skip the plain first batch (_hnsw_rows).
-        self._iterate: dict[int, int] = {}
         self._conns = Connections(self.info, configure=self._configure,
                                   min_size=o["pool_min_size"], max_size=o["pool_max_size"],
                                   timeout=o["pool_timeout"],
                                   connect_timeout=o["connect_timeout"],
                                   statement_timeout=o["statement_timeout"])
+        #: How HNSW searches run (the plain first batch, then the iterative scan).
+        self.hnsw_rows = HnswRows(self._conns, ef_search, iterative_scan)
         with self._conns.connect() as conn:
             if conn.info.server_version < 140000:  # bit_count(), MATERIALIZED CTEs
                 raise CacheFileError(
@@ -264,7 +262,7 @@ class PostgresStore:
 
     @property
     def _batch_first(self) -> bool:
-        """True when HNSW searches run without the iterative scan first (_hnsw_rows)."""
+        """True when HNSW searches run without the iterative scan first (.hnsw.HnswRows)."""
         return self.iterative_scan != "off" and _at_least(self.state.pgvector_version, (0, 8))
 
     def _configure(self, conn: psycopg.Connection) -> None:
@@ -277,7 +275,7 @@ class PostgresStore:
             if _at_least(self.state.pgvector_version, (0, 8)):
                 # Filtered searches (partition, expiry) keep walking the graph until k
                 # rows pass the filter instead of returning fewer - in a transaction of
-                # their own when the plain first batch came back short (_hnsw_rows).
+                # their own when the plain first batch came back short (.hnsw.HnswRows).
                 mode = "off" if self._batch_first else self.iterative_scan
                 sets.append(f"SET hnsw.iterative_scan = {mode}")
         if self.readonly:
@@ -334,7 +332,7 @@ class PostgresStore:
                         " %s -> %s); ids remembered by this process are dropped", self.schema,
                         self.location, self.incarnation, settings.get("incarnation"))
         partitions.forget()
-        self._iterate.clear()
+        self.hnsw_rows.forget()
         accept_incarnation(self, settings.get("incarnation"), settings)
         return True
 
@@ -390,43 +388,11 @@ class PostgresStore:
         plan = self.search_plan(partition_id)
         sql = q.search(plan, k)
         if plan == "hnsw" and self._batch_first:
-            rows = self._hnsw_rows(sql, params, partition_id, k)
+            rows = self.hnsw_rows.rows(sql, params, partition_id, k)
         else:
             rows = self._conns.run(lambda c: c.execute(sql, params, binary=True).fetchall())
         self._searched.current = bool(rows)
         return ranked([(EntryRow(*r[:12]), r[12]) for r in rows], self._damaged)
-
-    def _hnsw_rows(self, sql: str, params: dict[str, Any], partition_id: int,
-                   k: int) -> list[tuple]:
-        """The HNSW search's rows, as with the iterative scan, most often without it.
-
-        pgvector's iterative scan starts with the same batch as a plain scan (the
-        ``ef_search`` nearest candidates the graph walk finds, in the same order) and
-        walks on only when fewer than ``k`` of them pass the partition and expiry filter;
-        but it keeps every candidate the walk passes over (a heap of a few thousand) for
-        that, at ~10% of the search's time (docs/scale-out.md, round 3). So the pool's
-        connections run the search without it (``hnsw.iterative_scan = off``): when the
-        first batch gives ``k`` rows, they are the iterative scan's rows; when it gives
-        fewer, the search runs again with the iterative scan, set for its own
-        transaction (``SET LOCAL``: no session state, so also right behind a
-        transaction-mode pooler, where the session default may be either). A partition
-        whose batch came back short skips the plain batch for its next
-        ``_ITERATE_FOR`` searches (filtered partitions - a small one in a big table, many
-        expired rows - pay one round trip, not two). With ``ef_search`` below ``k`` the
-        plain batch can never hold ``k`` rows: the iterative scan straight away."""
-        left = self._iterate.get(partition_id, 0)
-        if left > 0:
-            if left == 1:
-                self._iterate.pop(partition_id, None)
-            else:
-                self._iterate[partition_id] = left - 1
-        elif self.ef_search >= k:
-            rows = self._conns.run(lambda c: c.execute(sql, params, binary=True).fetchall())
-            if len(rows) >= k:
-                return rows
-            self._iterate[partition_id] = _ITERATE_FOR
-        mode = self.iterative_scan
-        return self._conns.run(lambda c: _iterative_rows(c, mode, sql, params))
 
     def blocked_entries(self, query_hash: bytes) -> set[int]:
         return {int(r[0]) for r in self._rows(self.queries.blocked, (query_hash,))}
@@ -614,19 +580,6 @@ class PostgresStore:
 #: Defaults of the options a URL may set (an explicit argument must agree with the URL).
 _DEFAULTS = {name: p.default for name, p in
              inspect.signature(PostgresStore.__init__).parameters.items() if name in URL_OPTIONS}
-
-
-def _iterative_rows(conn: psycopg.Connection, mode: str, sql: str,
-                    params: dict[str, Any]) -> list[tuple]:
-    """``sql``'s rows with pgvector's iterative scan ``mode``, in a transaction of their
-    own (one round trip: pipeline mode). A failure leaves the transaction open or
-    aborted; the pool rolls it back when the connection comes back."""
-    with conn.pipeline():
-        conn.execute("BEGIN")
-        conn.execute(f"SET LOCAL hnsw.iterative_scan = {mode}")
-        cur = conn.execute(sql, params, binary=True)
-        conn.execute("COMMIT")
-    return cur.fetchall()
 
 
 def _at_least(version: str | None, wanted: tuple[int, int]) -> bool:
