@@ -27,7 +27,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from semcache.cache._stats import STAT_COUNTERS
+from semcache.cache import STAT_COUNTERS
 from semcache.errors import ConfigurationError
 from semcache.integrations.streaming import check_stream_options, set_replay_defaults
 from semcache.settings import INIT_DEFAULTS

@@ -21,6 +21,7 @@ import os
 from typing import Any
 
 from semcache.cache._facade import Cache
+from semcache.cache._stats import STAT_COUNTERS
 from semcache.cache.entry import Entry
 from semcache.cache.hit import Hit, HitKind
 from semcache.errors import ConfigurationError
@@ -41,4 +42,4 @@ def open(path: str | os.PathLike[str], **settings: Any) -> Cache:  # noqa: A001
 _SETTINGS = frozenset(inspect.signature(Cache.__init__).parameters) - {"self", "path"}
 
 
-__all__ = ["Cache", "Entry", "Hit", "HitKind", "open"]
+__all__ = ["STAT_COUNTERS", "Cache", "Entry", "Hit", "HitKind", "open"]
